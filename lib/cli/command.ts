@@ -1,0 +1,16 @@
+// The shape every `seal` subcommand has. main.ts lists them; each lives in lib/cli/commands/.
+export interface CliCommand {
+  /** The word after `seal` (e.g. "score"). */
+  name: string;
+  /** One line for `seal --help`. */
+  summary: string;
+  /** Full usage text for `seal NAME --help`. */
+  usage: string;
+  /** Runs the command with the arguments after its name; resolves to the process exit code. */
+  run(argv: string[]): Promise<number>;
+}
+
+/** An error whose message is shown to the user as is (no stack trace): bad flags, bad files. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}

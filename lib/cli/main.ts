@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+// `seal` — the command-line entry. Dispatches to lib/cli/commands/*.
+import { readFileSync } from 'node:fs';
+import { UsageError, type CliCommand } from './command.js';
+import { commands } from './commands/index.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function help(list: CliCommand[]): string {
+  const width = Math.max(...list.map((c) => c.name.length));
+  return [
+    `seal ${version()} — self-adapting language models (SEAL) on a native engine`,
+    '',
+    'usage: seal <command> [options]      seal <command> --help',
+    '',
+    'commands:',
+    ...list.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    '',
+  ].join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(help(commands));
+    return name === undefined ? 1 : 0;
+  }
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`${version()}\n`);
+    return 0;
+  }
+  const command = commands.find((c) => c.name === name);
+  if (!command) {
+    process.stderr.write(`seal: unknown command '${name}'\n\n${help(commands)}`);
+    return 2;
+  }
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(`${command.usage.trimEnd()}\n`);
+    return 0;
+  }
+  return command.run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`seal: ${err.message}\n`);
+      process.exitCode = 2;
+    } else {
+      const msg = err instanceof Error ? (process.env.SEALKIT_DEBUG ? err.stack ?? err.message : err.message) : String(err);
+      process.stderr.write(`seal: error: ${msg}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,40 @@
+// Loads the native addon (node-gyp-build finds build/Release, build/Debug or prebuilds/) and gives
+// it a typed face. SEALKIT_NATIVE_PATH points at another build (the sanitizer build uses it).
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeInfo {
+  isa: string;
+  isaDetected: string;
+  threads: number;
+  cuda: boolean;
+  backends: string[];
+  sanitized: boolean;
+}
+
+/** The addon's exports. Model handles are opaque objects owned by lib/model. */
+export interface NativeAddon {
+  info(): NativeInfo;
+  setThreads(n: number): number;
+  setIsa(name: string): string;
+  /** Runs one kernel directly (tests and benchmarks): see native/addon/op_binding.cc. */
+  opRun(name: string, dtype: 'f32' | 'f64', args: Record<string, unknown>): Record<string, Float32Array | Float64Array | number>;
+  // Model bindings are declared in lib/model/native-model.ts.
+  [key: string]: unknown;
+}
+
+const require = createRequire(import.meta.url);
+let cached: NativeAddon | undefined;
+
+export function native(): NativeAddon {
+  if (cached) return cached;
+  const root = fileURLToPath(new URL('..', import.meta.url));
+  const override = process.env.SEALKIT_NATIVE_PATH;
+  try {
+    cached = (override ? require(override) : require('node-gyp-build')(root)) as NativeAddon;
+  } catch (err) {
+    const why = err instanceof Error ? err.message : String(err);
+    throw new Error(`sealkit: cannot load the native addon (${why}). Build it with \`npm run build:native\`.`);
+  }
+  return cached;
+}

@@ -1,0 +1,68 @@
+// Module entry: engine-wide information and settings, then the per-area bindings.
+#include <napi.h>
+
+#include "../core/cpu_features.h"
+#include "../core/threadpool.h"
+#include "bindings.h"
+
+namespace sealkit::addon {
+namespace {
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("isa", isa_name(active_isa()));
+  out.Set("isaDetected", isa_name(detect_isa()));
+  out.Set("threads", global_pool().threads());
+  Napi::Array backends = Napi::Array::New(env);
+  backends.Set(uint32_t(0), "cpu");
+#ifdef SEALKIT_WITH_CUDA
+  backends.Set(uint32_t(1), "cuda");
+  out.Set("cuda", true);
+#else
+  out.Set("cuda", false);
+#endif
+  out.Set("backends", backends);
+#ifdef __SANITIZE_ADDRESS__
+  out.Set("sanitized", true);
+#else
+  out.Set("sanitized", false);
+#endif
+  return out;
+}
+
+Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "setThreads(n): n must be a number");
+  int n = info[0].As<Napi::Number>().Int32Value();
+  if (n < 0 || n > 1024) throw Napi::RangeError::New(env, "setThreads(n): n must be in [0, 1024] (0 = all cores)");
+  set_global_threads(n);
+  return Napi::Number::New(env, global_pool().threads());
+}
+
+Napi::Value SetIsa(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "setIsa(name): name must be a string");
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  for (Isa cand : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16}) {
+    if (name == isa_name(cand)) {
+      set_active_isa(cand);
+      return Napi::String::New(env, isa_name(active_isa()));
+    }
+  }
+  throw Napi::RangeError::New(env, "setIsa: unknown ISA '" + name + "' (scalar|avx2|avx512|avx512bf16)");
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New(env, Info, "info"));
+  exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
+  exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
+  register_op_binding(env, exports);
+  register_model_binding(env, exports);
+  return exports;
+}
+
+}  // namespace
+}  // namespace sealkit::addon
+
+NODE_API_MODULE(sealkit, sealkit::addon::Init)

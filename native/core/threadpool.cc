@@ -1,0 +1,147 @@
+#include "threadpool.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+
+namespace sealkit {
+
+ThreadPool::ThreadPool(int threads) {
+  if (threads < 1) threads = 1;
+  for (int t = 1; t < threads; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  wake_.notify_all();
+  for (auto& w : workers_) w.join();
+}
+
+void ThreadPool::drain(int thread) {
+  for (;;) {
+    int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    if (i >= n_tasks_) break;
+    bool failed;
+    {
+      std::lock_guard<std::mutex> lock(error_mutex_);
+      failed = static_cast<bool>(error_);
+    }
+    if (!failed) {
+      try {
+        (*task_)(i, thread);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        if (!error_) error_ = std::current_exception();
+      }
+    }
+    finished_.fetch_add(1, std::memory_order_acq_rel);
+  }
+}
+
+void ThreadPool::worker_loop(int thread) {
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
+      if (stop_) return;
+      seen = generation_;
+      ++busy_workers_;
+    }
+    drain(thread);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --busy_workers_;
+    }
+    done_.notify_all();
+  }
+}
+
+void ThreadPool::run(int64_t n_tasks, const Task& fn) {
+  if (n_tasks <= 0) return;
+  std::lock_guard<std::mutex> serial(run_mutex_);
+  if (workers_.empty() || n_tasks == 1) {
+    for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
+    return;
+  }
+  {
+    // A worker that woke late for the previous run may still be leaving drain(); wait for it
+    // before the job fields change under it.
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return busy_workers_ == 0; });
+    task_ = &fn;
+    n_tasks_ = n_tasks;
+    next_.store(0);
+    finished_.store(0);
+    error_ = nullptr;
+    ++generation_;
+  }
+  wake_.notify_all();
+  drain(0);
+  {
+    // Wait until all tasks finished and no worker is still inside drain() touching task_.
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_.wait(lock, [&] { return finished_.load() >= n_tasks_ && busy_workers_ == 0; });
+    task_ = nullptr;
+  }
+  if (error_) {
+    std::exception_ptr e = error_;
+    error_ = nullptr;
+    std::rethrow_exception(e);
+  }
+}
+
+int default_thread_count() {
+  if (const char* env = std::getenv("SEALKIT_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+static std::unique_ptr<ThreadPool>& pool_slot() {
+  static std::unique_ptr<ThreadPool> pool;
+  return pool;
+}
+static std::mutex& pool_slot_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+ThreadPool& global_pool() {
+  std::lock_guard<std::mutex> lock(pool_slot_mutex());
+  auto& p = pool_slot();
+  if (!p) p = std::make_unique<ThreadPool>(default_thread_count());
+  return *p;
+}
+
+void set_global_threads(int threads) {
+  std::lock_guard<std::mutex> lock(pool_slot_mutex());
+  auto& p = pool_slot();
+  if (threads <= 0) threads = default_thread_count();
+  if (p && p->threads() == threads) return;
+  p = std::make_unique<ThreadPool>(threads);
+}
+
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  ThreadPool& pool = global_pool();
+  // Aim for a few chunks per thread so the atomic counter can balance uneven work.
+  int64_t chunks = std::min<int64_t>((n + grain - 1) / grain, static_cast<int64_t>(pool.threads()) * 4);
+  if (chunks <= 1) {
+    fn(0, n);
+    return;
+  }
+  int64_t per = (n + chunks - 1) / chunks;
+  pool.run(chunks, [&](int64_t c, int) {
+    int64_t b = c * per, e = std::min(n, b + per);
+    if (b < e) fn(b, e);
+  });
+}
+
+}  // namespace sealkit

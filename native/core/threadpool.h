@@ -1,0 +1,61 @@
+// A persistent pool of worker threads. Work is split into tasks that workers claim from an atomic
+// counter, so uneven tasks balance themselves. Kernels that must be deterministic give every task
+// its own output region (never a shared accumulator), which makes results independent of which
+// thread ran which task.
+#pragma once
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace sealkit {
+
+class ThreadPool {
+ public:
+  using Task = std::function<void(int64_t task, int thread)>;
+
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+
+  // Runs fn(task, thread) for task in [0, n_tasks) on all threads (the caller is thread 0) and
+  // returns when every task is done. Calls from different threads are serialised. A task that
+  // throws stops the remaining unclaimed tasks and the exception is rethrown to the caller.
+  void run(int64_t n_tasks, const Task& fn);
+
+ private:
+  void worker_loop(int thread);
+  void drain(int thread);
+
+  std::vector<std::thread> workers_;
+  std::mutex run_mutex_;  // one run() at a time
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable done_;
+  const Task* task_ = nullptr;
+  int64_t n_tasks_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::atomic<int64_t> finished_{0};
+  int busy_workers_ = 0;
+  uint64_t generation_ = 0;
+  bool stop_ = false;
+  std::exception_ptr error_;
+  std::mutex error_mutex_;
+};
+
+// The process-wide pool the CPU kernels use. set_global_threads() replaces it (not while a
+// kernel runs); 0 means "all hardware threads".
+ThreadPool& global_pool();
+void set_global_threads(int threads);
+int default_thread_count();
+
+// Splits [0, n) into chunks of at least `grain` items and runs fn(begin, end) on the global pool.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace sealkit

@@ -1,0 +1,133 @@
+// CPU kernels: every op of the decoder, forward and backward. Row-major throughout.
+//
+// Each kernel is a template over the compute type T, instantiated for float (what the engine runs)
+// and double (the reference the finite-difference gradient checks use). Weights that may be
+// stored in bf16 arrive as a WeightView; in the double instantiation they must be F64.
+//
+// Conventions:
+//  - "+=" outputs accumulate into what the caller passes (the caller zeroes them first when it
+//    wants a plain result); "=" outputs are overwritten.
+//  - Kernels parallelise on the global thread pool and are deterministic: the same inputs give the
+//    same bits whatever the thread count (no reduction is split across tasks).
+//  - Shapes are validated by the caller (the model); kernels assume them.
+#pragma once
+#include <cstdint>
+
+#include "../core/dtype.h"
+
+namespace sealkit::cpu {
+
+// ---- GEMM -------------------------------------------------------------------------------------
+// C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C.
+// op(A) = A (stored [M, lda>=K]) or A^T (stored [K, lda>=M]) when trans_a.
+// op(B) = B (stored [K, ldb>=N]) or B^T (stored [N, ldb>=K]) when trans_b.
+// B may be f32 or bf16 for T=float (f64 for T=double). beta == 0 ignores C's old contents (NaNs
+// included). Orientations the model uses: forward y = x W^T (trans_b), input gradient dx = dy W,
+// weight gradient dW = dy^T x (trans_a).
+template <typename T>
+struct GemmArgs {
+  int64_t M = 0, N = 0, K = 0;
+  const T* A = nullptr;
+  int64_t lda = 0;
+  bool trans_a = false;
+  WeightView B;
+  int64_t ldb = 0;
+  bool trans_b = false;
+  T* C = nullptr;
+  int64_t ldc = 0;
+  T alpha = 1;
+  T beta = 0;
+};
+template <typename T>
+void gemm(const GemmArgs<T>& args);
+
+// ---- embedding ---------------------------------------------------------------------------------
+// out[i, :] = table[ids[i], :]  (table [vocab, dim], f32/bf16 for float, f64 for double)
+template <typename T>
+void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, T* out);
+// dtable[ids[i], :] += dout[i, :]   (tokens in order, so repeated ids sum deterministically)
+template <typename T>
+void embedding_backward(const int32_t* ids, int64_t n, const T* dout, int64_t dim, T* dtable);
+
+// ---- RMSNorm (Llama): y = x / sqrt(mean(x^2) + eps) * w ------------------------------------------
+// rstd[r] = 1/sqrt(mean(x[r]^2)+eps) is saved for the backward pass.
+template <typename T>
+void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps);
+// dx += d/dx, dw += d/dw (dw may be null when the norm weight is frozen).
+template <typename T>
+void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw, int64_t rows,
+                      int64_t dim);
+
+// ---- RoPE (Hugging Face rotate-half pairing: element i pairs with i + head_dim/2) -----------------
+// x holds `rows` rows of `heads` heads of `head_dim` values; row r starts at x + r*row_stride.
+// Angle for row r, pair i: positions[r] * inv_freq[i] (computed in T). In place.
+// forward: (a, b) -> (a cos - b sin, b cos + a sin); backward applies the inverse rotation to the
+// gradient (also in place).
+template <typename T>
+void rope_forward(T* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                  const int32_t* positions, const float* inv_freq);
+template <typename T>
+void rope_backward(T* dx, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                   const int32_t* positions, const float* inv_freq);
+
+// ---- causal grouped-query attention over packed variable-length sequences -----------------------
+// Tokens of several sequences are packed one after another; sequence s covers rows
+// [seq_start[s], seq_start[s] + seq_len[s]) and attends causally within itself only.
+// q: [rows, q_stride] with heads*head_dim used; k, v: [rows, kv_stride] with kv_heads*head_dim used.
+// Query head h reads kv head h / (heads / kv_heads).
+// out: [rows, heads*head_dim] (=), lse: [rows, heads] log-sum-exp of the scaled scores (=), kept for
+// the backward pass instead of the probability matrix (scores are recomputed).
+struct AttentionShape {
+  int64_t heads = 0, kv_heads = 0, head_dim = 0;
+  int64_t q_stride = 0, kv_stride = 0;
+  double scale = 0;  // usually 1/sqrt(head_dim)
+  const int32_t* seq_start = nullptr;
+  const int32_t* seq_len = nullptr;
+  int64_t n_seqs = 0;
+};
+template <typename T>
+void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse);
+// dq (=, layout of q), dk and dv (=, layout of k/v). Rows of dq/dk/dv outside the used columns are
+// left untouched.
+template <typename T>
+void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* out,
+                        const T* lse, const T* dout, T* dq, T* dk, T* dv);
+
+// ---- SwiGLU: out = silu(gate) * up ---------------------------------------------------------------
+template <typename T>
+void swiglu_forward(const T* gate, const T* up, T* out, int64_t n);
+// dgate =, dup =
+template <typename T>
+void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n);
+
+// ---- softmax cross-entropy, fused, in place ------------------------------------------------------
+// For each row r: loss[r] = logsumexp(logits[r]) - logits[r][targets[r]] (= -log p(target)).
+// Rows whose target is negative get loss 0. When grad_scale is non-null the logits row is
+// overwritten by its gradient (softmax - onehot) * grad_scale[r] (rows with grad_scale 0 or a
+// negative target become 0), so no second vocab-sized buffer is needed.
+template <typename T>
+void cross_entropy(T* logits, const int32_t* targets, int64_t rows, int64_t vocab, T* loss,
+                   const T* grad_scale);
+
+// ---- optimiser and reductions --------------------------------------------------------------------
+// AdamW (PyTorch semantics): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps). step counts from 1.
+struct AdamWParams {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  int64_t step = 1;
+};
+template <typename T>
+void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParams& p);
+
+// Sum of squares in double, with a fixed summation tree (deterministic for any thread count).
+template <typename T>
+double sum_squares(const T* x, int64_t n);
+
+// x *= s
+template <typename T>
+void scale_inplace(T* x, int64_t n, T s);
+// y += a * x
+template <typename T>
+void axpy(T* y, const T* x, int64_t n, T a);
+
+}  // namespace sealkit::cpu
