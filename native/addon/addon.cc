@@ -1,6 +1,9 @@
 // Module entry: engine-wide information and settings, then the per-area bindings.
 #include <napi.h>
 
+#include <initializer_list>
+#include <string>
+
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
 #include "bindings.h"
@@ -65,4 +68,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
 }  // namespace
 }  // namespace sealkit::addon
 
-NODE_API_MODULE(sealkit, sealkit::addon::Init)
+static Napi::Object InitSealkit(Napi::Env env, Napi::Object exports) { return sealkit::addon::Init(env, exports); }
+
+NODE_API_MODULE(sealkit, InitSealkit)

@@ -84,6 +84,7 @@ struct AttentionShape {
   const int32_t* seq_start = nullptr;
   const int32_t* seq_len = nullptr;
   int64_t n_seqs = 0;
+  int64_t max_seq_len = 0;  // longest sequence (sizes scratch and GPU launches)
 };
 template <typename T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse);

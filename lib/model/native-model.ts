@@ -1,0 +1,87 @@
+// The typed face of the addon's `Model` class (native/addon/model_binding.cc). lib/model/model.ts
+// is the public API; this file only describes the boundary.
+import type { NativeAddon } from '../native.js';
+
+export type ProjName = 'q_proj' | 'k_proj' | 'v_proj' | 'o_proj' | 'gate_proj' | 'up_proj' | 'down_proj';
+export const PROJ_NAMES: readonly ProjName[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+
+export interface NativeModelConfig {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  tieWordEmbeddings: boolean;
+  qkvBias: boolean;
+  invFreq: Float32Array;
+}
+
+/** Sequences packed back to back; every sequence names an adapter slot (-1 = base model). */
+export interface PackedBatch {
+  tokens: Int32Array;
+  seqLens: Int32Array;
+  slots: Int32Array;
+  /** Next-token target per position (-1 = none). */
+  targets?: Int32Array;
+  /** Loss weight per position (backward only). */
+  weights?: Float32Array;
+}
+
+export interface NativeAdapterSpec {
+  rank: number;
+  alpha: number;
+  rslora?: boolean;
+  dropout?: number;
+  targets: ProjName[];
+  seed?: number | bigint;
+}
+
+export interface NativeAdapterInfo {
+  rank: number;
+  alpha: number;
+  scale: number;
+  rslora: boolean;
+  dropout: number;
+  targets: ProjName[];
+  step: number;
+}
+
+export interface NativeStepOptions {
+  full?: boolean;
+  slots?: number[];
+  lr: number;
+  beta1?: number;
+  beta2?: number;
+  eps?: number;
+  weightDecay?: number;
+  maxGradNorm?: number;
+}
+
+export interface NativeModel {
+  paramNames(): string[];
+  paramShape(name: string): { shape: number[]; dtype: 'f32' | 'bf16' };
+  loadTensors(list: { name: string; file: string; begin: number; end: number; dtype: 'F32' | 'BF16' | 'F16' }[]): Promise<void>;
+  initRandom(seed: number | bigint, std: number): Promise<void>;
+  getParam(name: string, grad?: boolean): Float32Array;
+  setParam(name: string, data: Float32Array): void;
+  createAdapter(slot: number, spec: NativeAdapterSpec): void;
+  dropAdapter(slot: number): void;
+  adapterInfo(slot: number): NativeAdapterInfo | null;
+  getAdapterTensor(slot: number, layer: number, proj: ProjName, which: 'A' | 'B', grad?: boolean): Float32Array;
+  setAdapterTensor(slot: number, layer: number, proj: ProjName, which: 'A' | 'B', data: Float32Array): void;
+  forward(batch: PackedBatch, options?: { logits?: boolean }): Promise<{ loss?: Float32Array; logits?: Float32Array }>;
+  backward(batch: PackedBatch, options?: { full?: boolean; seed?: number | bigint }): Promise<{ loss?: Float32Array }>;
+  step(options: NativeStepOptions): Promise<number[]>;
+  zeroGrad(): void;
+  memoryBytes(): number;
+  dispose(): void;
+}
+
+export type NativeModelClass = new (config: NativeModelConfig, options?: { storage?: 'f32' | 'bf16'; device?: 'cpu' | 'cuda' }) => NativeModel;
+
+export function nativeModelClass(addon: NativeAddon): NativeModelClass {
+  return addon.Model as NativeModelClass;
+}

@@ -1,0 +1,103 @@
+// The CPU backend: host memory and the kernels of native/cpu.
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "../engine/backend.h"
+#include "kernels.h"
+#include "misc_kernels.h"
+
+namespace sealkit {
+namespace {
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+
+  void* alloc(size_t bytes) override {
+    if (bytes == 0) bytes = 64;
+    // 64-byte alignment for vector loads; calloc-like zeroing.
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, rounded);
+    return p;
+  }
+  void release(void* p) override { std::free(p); }
+  void upload(void* dst, const void* src, size_t bytes) override { if (bytes) std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override { if (bytes) std::memcpy(dst, src, bytes); }
+  void copy(void* dst, const void* src, size_t bytes) override { if (bytes) std::memmove(dst, src, bytes); }
+  void zero(void* p, size_t bytes) override { if (bytes) std::memset(p, 0, bytes); }
+
+  void gemm(const Gemm& g) override { cpu::gemm<float>(g); }
+  void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override {
+    cpu::embedding_forward<float>(ids, n, table, dim, out);
+  }
+  void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) override {
+    cpu::embedding_backward<float>(ids, n, dout, dim, dtable);
+  }
+  void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,
+                       double eps) override {
+    cpu::rmsnorm_forward<float>(x, w, y, rstd, rows, dim, eps);
+  }
+  void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw,
+                        int64_t rows, int64_t dim) override {
+    cpu::rmsnorm_backward<float>(x, w, rstd, dy, dx, dw, rows, dim);
+  }
+  void rope_forward(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                    const int32_t* positions, const float* inv_freq) override {
+    cpu::rope_forward<float>(x, rows, row_stride, heads, head_dim, positions, inv_freq);
+  }
+  void rope_backward(float* dx, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                     const int32_t* positions, const float* inv_freq) override {
+    cpu::rope_backward<float>(dx, rows, row_stride, heads, head_dim, positions, inv_freq);
+  }
+  void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                         float* lse) override {
+    cpu::attention_forward<float>(s, q, k, v, out, lse);
+  }
+  void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v, const float* out,
+                          const float* lse, const float* dout, float* dq, float* dk, float* dv) override {
+    cpu::attention_backward<float>(s, q, k, v, out, lse, dout, dq, dk, dv);
+  }
+  void swiglu_forward(const float* gate, const float* up, float* out, int64_t n) override {
+    cpu::swiglu_forward<float>(gate, up, out, n);
+  }
+  void swiglu_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                       int64_t n) override {
+    cpu::swiglu_backward<float>(gate, up, dout, dgate, dup, n);
+  }
+  void cross_entropy(float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float* loss,
+                     const float* grad_scale) override {
+    cpu::cross_entropy<float>(logits, targets, rows, vocab, loss, grad_scale);
+  }
+  void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) override {
+    cpu::adamw_step<float>(param, grad, m, v, n, p);
+  }
+  double sum_squares(const float* x, int64_t n) override { return cpu::sum_squares<float>(x, n); }
+  void scale_inplace(float* x, int64_t n, float s) override { cpu::scale_inplace<float>(x, n, s); }
+  void axpy(float* y, const float* x, int64_t n, float a) override { cpu::axpy<float>(y, x, n, a); }
+  void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) override {
+    cpu::add_row_bias(out, bias, rows, cols);
+  }
+  void bias_backward(const float* dy, float* dbias, int64_t rows, int64_t cols) override {
+    cpu::bias_backward(dy, dbias, rows, cols);
+  }
+  void dropout(const float* x, float* out, int64_t rows, int64_t cols, int64_t row_offset, float p,
+               uint64_t seed) override {
+    cpu::dropout(x, out, rows, cols, row_offset, p, seed);
+  }
+  void fill_normal(float* x, int64_t n, uint64_t seed, float std, float value) override {
+    cpu::fill_normal(x, n, seed, std, value);
+  }
+  void fill_uniform(float* x, int64_t n, uint64_t seed, float bound) override { cpu::fill_uniform(x, n, seed, bound); }
+  void upload_converted(void* dst, DType to, const void* src, const char* src_dtype, int64_t n) override {
+    cpu::convert_tensor(dst, to, src, src_dtype, n);
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace sealkit

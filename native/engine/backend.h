@@ -1,0 +1,82 @@
+// The backend interface: memory and kernels on one device. The decoder (model.h) is written once
+// against this interface; the CPU backend forwards to native/cpu/kernels.h, the CUDA backend to
+// native/cuda. Activations are always f32; weights may be f32 or bf16 (WeightView). Every pointer
+// passed to a kernel — including the int32 index arrays — lives in the backend's own memory.
+// Kernel semantics (shapes, "=" versus "+=" outputs) are those documented in native/cpu/kernels.h.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "../core/dtype.h"
+#include "../cpu/kernels.h"
+
+namespace sealkit {
+
+using cpu::AdamWParams;
+using cpu::AttentionShape;
+using Gemm = cpu::GemmArgs<float>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+
+  // ---- memory (device memory; zero-initialised on alloc) ----
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* p, size_t bytes) = 0;
+  virtual void synchronize() {}
+
+  // ---- kernels ----
+  virtual void gemm(const Gemm& g) = 0;
+  virtual void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) = 0;
+  virtual void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) = 0;
+  virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,
+                               double eps) = 0;
+  virtual void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
+                                float* dw, int64_t rows, int64_t dim) = 0;
+  virtual void rope_forward(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                            const int32_t* positions, const float* inv_freq) = 0;
+  virtual void rope_backward(float* dx, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,
+                             const int32_t* positions, const float* inv_freq) = 0;
+  virtual void attention_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
+                                 float* lse) = 0;
+  virtual void attention_backward(const AttentionShape& s, const float* q, const float* k, const float* v,
+                                  const float* out, const float* lse, const float* dout, float* dq, float* dk,
+                                  float* dv) = 0;
+  virtual void swiglu_forward(const float* gate, const float* up, float* out, int64_t n) = 0;
+  virtual void swiglu_backward(const float* gate, const float* up, const float* dout, float* dgate, float* dup,
+                               int64_t n) = 0;
+  virtual void cross_entropy(float* logits, const int32_t* targets, int64_t rows, int64_t vocab, float* loss,
+                             const float* grad_scale) = 0;
+  virtual void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) = 0;
+  virtual double sum_squares(const float* x, int64_t n) = 0;
+  virtual void scale_inplace(float* x, int64_t n, float s) = 0;
+  virtual void axpy(float* y, const float* x, int64_t n, float a) = 0;
+  // y[i] += x[i] for the bias of a linear layer broadcast over rows: out[r, c] += bias[c].
+  virtual void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) = 0;
+  // dbias[c] += sum_r dy[r, c] (summed in row order: deterministic).
+  virtual void bias_backward(const float* dy, float* dbias, int64_t rows, int64_t cols) = 0;
+  // Inverted dropout with a counter-based mask: out = x * keep / (1 - p), keep decided by
+  // hash(seed, row_offset + r, c), so the backward pass regenerates the same mask from the seed.
+  virtual void dropout(const float* x, float* out, int64_t rows, int64_t cols, int64_t row_offset, float p,
+                       uint64_t seed) = 0;
+  // Fills with N(0, std) (or the constant `value` when std == 0) from the project PRNG stream `seed`.
+  virtual void fill_normal(float* x, int64_t n, uint64_t seed, float std, float value) = 0;
+  virtual void fill_uniform(float* x, int64_t n, uint64_t seed, float bound) = 0;
+  // Converts a host tensor in f32/bf16/f16 into device storage of dtype `to` (f32 or bf16).
+  virtual void upload_converted(void* dst, DType to, const void* host_src, const char* src_dtype, int64_t n) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+#ifdef SEALKIT_WITH_CUDA
+// Throws when no usable GPU is present.
+std::unique_ptr<Backend> make_cuda_backend(int device);
+#endif
+
+}  // namespace sealkit

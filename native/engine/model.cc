@@ -1,0 +1,705 @@
+#include "model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "../core/rng.h"
+
+namespace sealkit {
+
+namespace {
+constexpr int64_t kLogitChunk = 256;  // rows of logits materialised at once (bounds memory to chunk x vocab)
+const char* kProjNames[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
+std::string proj_param_name(int64_t l, int p) {
+  return layer_prefix(l) + (p <= kO ? "self_attn." : "mlp.") + kProjNames[p] + ".weight";
+}
+uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b) {
+  return (static_cast<uint64_t>(rng_u32(seed, a * 131 + b)) << 32) | rng_u32(seed ^ 0x5eed5eedULL, a * 131 + b);
+}
+}  // namespace
+
+const char* proj_name(int proj) { return proj >= 0 && proj < kNumProj ? kProjNames[proj] : "?"; }
+int proj_from_name(const std::string& name) {
+  for (int p = 0; p < kNumProj; ++p)
+    if (name == kProjNames[p]) return p;
+  return -1;
+}
+
+// Device buffers of one forward/backward pass. Per-layer activations are kept only when a
+// backward pass follows; buffers are reused across calls and grow only when a batch is larger.
+struct Model::Workspace {
+  Backend& be;
+  std::vector<void*> owned;
+  size_t bytes = 0;
+  int64_t T = 0, kept = 0, rmax = 0;
+
+  struct LayerActs {
+    float *xn1, *rstd1, *q, *k, *v, *ao, *lse, *xmid, *xn2, *rstd2, *gate, *up, *act;
+    std::array<float*, kNumProj> xa;
+  };
+  std::vector<float*> resid;  // kept+1 residual-stream buffers [T, H] (or 2 when not keeping)
+  std::vector<LayerActs> acts;
+  float *xf, *rstdf, *logits;
+  int32_t *tokens, *positions, *targets, *seq_start, *seq_len;
+  float *weights, *loss;
+  // backward scratch
+  float *dx, *dxn, *dq, *dk, *dv, *dao, *dgate, *dup, *dact, *dxa, *drop_a, *drop_b, *dxf;
+
+  explicit Workspace(Backend& b) : be(b) {}
+  ~Workspace() { reset(); }
+  void reset() {
+    for (void* p : owned) be.release(p);
+    owned.clear();
+    bytes = 0;
+  }
+  template <typename P>
+  P* get(int64_t n) {
+    size_t b = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(P);
+    void* p = be.alloc(b);
+    owned.push_back(p);
+    bytes += b;
+    return static_cast<P*>(p);
+  }
+};
+
+Model::Model(ModelConfig config, std::unique_ptr<Backend> backend, DType storage)
+    : config_(std::move(config)), backend_(std::move(backend)), storage_(storage) {
+  const auto& c = config_;
+  if (c.vocab <= 0 || c.hidden <= 0 || c.intermediate <= 0 || c.layers <= 0 || c.heads <= 0 || c.kv_heads <= 0 ||
+      c.head_dim <= 0)
+    throw std::invalid_argument("model config: every size must be positive");
+  if (c.heads % c.kv_heads != 0) throw std::invalid_argument("model config: heads must be a multiple of kv_heads");
+  if (c.head_dim % 2 != 0) throw std::invalid_argument("model config: head_dim must be even (rotary pairs)");
+  if (static_cast<int64_t>(c.inv_freq.size()) != c.head_dim / 2)
+    throw std::invalid_argument("model config: inv_freq must have head_dim/2 entries");
+  if (storage != DType::F32 && storage != DType::BF16) throw std::invalid_argument("storage must be f32 or bf16");
+
+  const int64_t H = c.hidden, I = c.intermediate, Dq = c.heads * c.head_dim, Dkv = c.kv_heads * c.head_dim;
+  alloc_param(embed_, "model.embed_tokens.weight", c.vocab, H, storage);
+  layers_.resize(static_cast<size_t>(c.layers));
+  for (int64_t l = 0; l < c.layers; ++l) {
+    Layer& L = layers_[static_cast<size_t>(l)];
+    std::string pre = layer_prefix(l);
+    alloc_param(L.norm1, pre + "input_layernorm.weight", H, 1, DType::F32);
+    const int64_t outs[kNumProj] = {Dq, Dkv, Dkv, H, I, I, H};
+    const int64_t ins[kNumProj] = {H, H, H, Dq, H, H, I};
+    for (int p = 0; p < kNumProj; ++p) alloc_param(L.proj[p], proj_param_name(l, p), outs[p], ins[p], storage);
+    if (c.qkv_bias)
+      for (int p = 0; p < 3; ++p)
+        alloc_param(L.bias[p], pre + "self_attn." + kProjNames[p] + ".bias", outs[p], 1, DType::F32);
+    alloc_param(L.norm2, pre + "post_attention_layernorm.weight", H, 1, DType::F32);
+  }
+  alloc_param(final_norm_, "model.norm.weight", H, 1, DType::F32);
+  if (!c.tied) alloc_param(lm_head_, "lm_head.weight", c.vocab, H, storage);
+  inv_freq_ = static_cast<float*>(alloc(c.inv_freq.size() * sizeof(float)));
+  backend_->upload(inv_freq_, c.inv_freq.data(), c.inv_freq.size() * sizeof(float));
+}
+
+Model::~Model() {
+  ws_.reset();
+  while (!adapters_.empty()) drop_adapter(adapters_.begin()->first);
+  for (Param* p : all_params()) {
+    backend_->release(p->data);
+    if (p->grad) backend_->release(p->grad);
+    if (p->m) backend_->release(p->m);
+    if (p->v) backend_->release(p->v);
+  }
+  backend_->release(inv_freq_);
+}
+
+void* Model::alloc(size_t bytes) {
+  void* p = backend_->alloc(bytes);
+  bytes_ += bytes;
+  return p;
+}
+
+void Model::alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype) {
+  p.rows = rows;
+  p.cols = cols;
+  p.dtype = dtype;
+  p.data = alloc(static_cast<size_t>(rows * cols) * dtype_size(dtype));
+  if (!name.empty()) {
+    names_.push_back(name);
+    by_name_[name] = &p;
+  }
+}
+
+std::vector<Param*> Model::all_params() {
+  std::vector<Param*> out;
+  for (auto& kv : by_name_) out.push_back(kv.second);
+  return out;
+}
+
+void Model::ensure_grads(Param& p) {
+  if (p.grad) return;
+  if (p.dtype != DType::F32)
+    throw std::runtime_error("full-parameter training needs f32 weights; load the model with storage f32");
+  p.grad = static_cast<float*>(alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
+}
+
+void Model::ensure_moments(Param& p) {
+  if (!p.m) p.m = static_cast<float*>(alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
+  if (!p.v) p.v = static_cast<float*>(alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
+}
+
+Param& Model::param(const std::string& name) {
+  auto it = by_name_.find(name);
+  if (it == by_name_.end()) throw std::invalid_argument("unknown parameter '" + name + "'");
+  return *it->second;
+}
+
+void Model::set_param(const std::string& name, const void* host, const char* src_dtype, int64_t n) {
+  Param& p = param(name);
+  if (n != p.numel())
+    throw std::invalid_argument("parameter '" + name + "': got " + std::to_string(n) + " values, expected " +
+                                std::to_string(p.numel()));
+  backend_->upload_converted(p.data, p.dtype, host, src_dtype, n);
+}
+
+std::vector<float> Model::read_tensor(const Param& p, bool grad) {
+  std::vector<float> out(static_cast<size_t>(p.numel()));
+  if (grad) {
+    if (p.grad) backend_->download(out.data(), p.grad, out.size() * sizeof(float));
+    return out;  // zeros when no gradient was ever accumulated
+  }
+  if (p.dtype == DType::F32) {
+    backend_->download(out.data(), p.data, out.size() * sizeof(float));
+  } else {
+    std::vector<uint16_t> raw(out.size());
+    backend_->download(raw.data(), p.data, raw.size() * 2);
+    for (size_t i = 0; i < raw.size(); ++i) out[i] = bf16_to_f32(raw[i]);
+  }
+  return out;
+}
+
+void Model::write_tensor(Param& p, const float* host, int64_t n) {
+  if (n != p.numel()) throw std::invalid_argument("tensor size mismatch: got " + std::to_string(n) +
+                                                  ", expected " + std::to_string(p.numel()));
+  backend_->upload_converted(p.data, p.dtype, host, "F32", n);
+}
+
+std::vector<float> Model::get_param(const std::string& name) { return read_tensor(param(name), false); }
+std::vector<float> Model::get_param_grad(const std::string& name) { return read_tensor(param(name), true); }
+
+void Model::init_random(uint64_t seed, float std) {
+  uint64_t index = 0;
+  for (const std::string& name : names_) {
+    Param& p = *by_name_[name];
+    bool is_norm = name.find("norm") != std::string::npos;
+    bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+    float sd = (is_norm || is_bias) ? 0.0f : std;
+    float value = is_norm ? 1.0f : 0.0f;
+    if (p.dtype == DType::F32) {
+      backend_->fill_normal(p.f32(), p.numel(), mix_seed(seed, index, 0), sd, value);
+    } else {
+      float* tmp = static_cast<float*>(backend_->alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
+      backend_->fill_normal(tmp, p.numel(), mix_seed(seed, index, 0), sd, value);
+      std::vector<float> host(static_cast<size_t>(p.numel()));
+      backend_->download(host.data(), tmp, host.size() * sizeof(float));
+      backend_->release(tmp);
+      backend_->upload_converted(p.data, p.dtype, host.data(), "F32", p.numel());
+    }
+    ++index;
+  }
+}
+
+// ---- adapters ---------------------------------------------------------------------------------------
+
+int64_t Model::in_dim(int proj) const {
+  const auto& c = config_;
+  switch (proj) {
+    case kO: return c.heads * c.head_dim;
+    case kDown: return c.intermediate;
+    default: return c.hidden;
+  }
+}
+
+int64_t Model::out_dim(int proj) const {
+  const auto& c = config_;
+  switch (proj) {
+    case kQ: return c.heads * c.head_dim;
+    case kK:
+    case kV: return c.kv_heads * c.head_dim;
+    case kGate:
+    case kUp: return c.intermediate;
+    default: return c.hidden;
+  }
+}
+
+void Model::create_adapter(int slot, const AdapterSpec& spec, uint64_t seed) {
+  if (slot < 0) throw std::invalid_argument("adapter slot must be >= 0");
+  if (spec.rank <= 0) throw std::invalid_argument("adapter rank must be positive");
+  if (spec.targets == 0 || spec.targets >= (1u << kNumProj))
+    throw std::invalid_argument("adapter targets must name at least one of q,k,v,o,gate,up,down");
+  if (!(spec.dropout >= 0 && spec.dropout < 1)) throw std::invalid_argument("adapter dropout must be in [0, 1)");
+  drop_adapter(slot);
+  auto a = std::make_unique<Adapter>();
+  a->spec = spec;
+  a->scale = static_cast<float>(spec.rslora ? spec.alpha / std::sqrt(static_cast<double>(spec.rank))
+                                            : spec.alpha / static_cast<double>(spec.rank));
+  a->A.resize(static_cast<size_t>(config_.layers));
+  a->B.resize(static_cast<size_t>(config_.layers));
+  for (int64_t l = 0; l < config_.layers; ++l) {
+    for (int p = 0; p < kNumProj; ++p) {
+      if (!(spec.targets & (1u << p))) continue;
+      Param& A = a->A[static_cast<size_t>(l)][p];
+      Param& B = a->B[static_cast<size_t>(l)][p];
+      alloc_param(A, "", spec.rank, in_dim(p), DType::F32);
+      alloc_param(B, "", out_dim(p), spec.rank, DType::F32);
+      A.grad = static_cast<float*>(alloc(static_cast<size_t>(A.numel()) * 4));
+      B.grad = static_cast<float*>(alloc(static_cast<size_t>(B.numel()) * 4));
+      float bound = 1.0f / std::sqrt(static_cast<float>(in_dim(p)));
+      backend_->fill_uniform(A.f32(), A.numel(), mix_seed(seed, static_cast<uint64_t>(l), static_cast<uint64_t>(p)),
+                             bound);
+    }
+  }
+  adapters_[slot] = std::move(a);
+}
+
+void Model::drop_adapter(int slot) {
+  auto it = adapters_.find(slot);
+  if (it == adapters_.end()) return;
+  for (auto* side : {&it->second->A, &it->second->B})
+    for (auto& layer : *side)
+      for (Param& p : layer) {
+        if (!p.data) continue;
+        size_t n = static_cast<size_t>(p.numel()) * 4;
+        backend_->release(p.data);
+        bytes_ -= n;
+        for (float* extra : {p.grad, p.m, p.v})
+          if (extra) {
+            backend_->release(extra);
+            bytes_ -= n;
+          }
+      }
+  adapters_.erase(it);
+}
+
+bool Model::has_adapter(int slot) const { return adapters_.count(slot) != 0; }
+
+Adapter& Model::adapter(int slot) {
+  auto it = adapters_.find(slot);
+  if (it == adapters_.end()) throw std::invalid_argument("no adapter in slot " + std::to_string(slot));
+  return *it->second;
+}
+
+Param& Model::adapter_tensor(int slot, int layer, int proj, bool is_b) {
+  Adapter& a = adapter(slot);
+  if (layer < 0 || layer >= config_.layers) throw std::invalid_argument("adapter layer out of range");
+  if (proj < 0 || proj >= kNumProj || !(a.spec.targets & (1u << proj)))
+    throw std::invalid_argument(std::string("adapter in slot ") + std::to_string(slot) + " does not adapt " +
+                                proj_name(proj));
+  return is_b ? a.B[static_cast<size_t>(layer)][proj] : a.A[static_cast<size_t>(layer)][proj];
+}
+
+// ---- batches -----------------------------------------------------------------------------------------
+
+void Model::validate(const Batch& b, bool need_targets) const {
+  const int64_t T = static_cast<int64_t>(b.tokens.size());
+  if (T == 0) throw std::invalid_argument("batch has no tokens");
+  if (b.seq_len.empty()) throw std::invalid_argument("batch has no sequences");
+  if (b.slot.size() != b.seq_len.size())
+    throw std::invalid_argument("batch: slots has " + std::to_string(b.slot.size()) + " entries, expected one per sequence (" +
+                                std::to_string(b.seq_len.size()) + ")");
+  int64_t sum = 0;
+  for (size_t s = 0; s < b.seq_len.size(); ++s) {
+    if (b.seq_len[s] <= 0) throw std::invalid_argument("batch: sequence " + std::to_string(s) + " has length <= 0");
+    sum += b.seq_len[s];
+    int slot = b.slot[s];
+    if (slot < -1 || (slot >= 0 && !has_adapter(slot)))
+      throw std::invalid_argument("batch: sequence " + std::to_string(s) + " names adapter slot " + std::to_string(slot) +
+                                  ", which holds no adapter");
+  }
+  if (sum != T)
+    throw std::invalid_argument("batch: sequence lengths sum to " + std::to_string(sum) + " but there are " +
+                                std::to_string(T) + " tokens");
+  for (int64_t t = 0; t < T; ++t)
+    if (b.tokens[static_cast<size_t>(t)] < 0 || b.tokens[static_cast<size_t>(t)] >= config_.vocab)
+      throw std::invalid_argument("batch: token " + std::to_string(t) + " = " + std::to_string(b.tokens[static_cast<size_t>(t)]) +
+                                  " is outside the vocabulary [0, " + std::to_string(config_.vocab) + ")");
+  if (need_targets && b.targets.size() != static_cast<size_t>(T))
+    throw std::invalid_argument("batch: targets must have one entry per token");
+  if (!b.targets.empty()) {
+    if (b.targets.size() != static_cast<size_t>(T)) throw std::invalid_argument("batch: targets must have one entry per token");
+    for (int64_t t = 0; t < T; ++t)
+      if (b.targets[static_cast<size_t>(t)] < -1 || b.targets[static_cast<size_t>(t)] >= config_.vocab)
+        throw std::invalid_argument("batch: target " + std::to_string(t) + " is outside [-1, vocab)");
+  }
+}
+
+std::vector<Model::Segment> Model::segments(const Batch& b) const {
+  std::vector<Segment> segs;
+  int64_t row = 0;
+  for (size_t s = 0; s < b.seq_len.size(); ++s) {
+    int slot = b.slot[s];
+    if (slot >= 0) {
+      if (!segs.empty() && segs.back().slot == slot && segs.back().row0 + segs.back().rows == row)
+        segs.back().rows += b.seq_len[s];
+      else
+        segs.push_back({row, b.seq_len[s], slot});
+    }
+    row += b.seq_len[s];
+  }
+  return segs;
+}
+
+int64_t Model::max_rank(const std::vector<Segment>& segs) const {
+  int64_t r = 0;
+  for (const Segment& s : segs) r = std::max(r, adapters_.at(s.slot)->spec.rank);
+  return r;
+}
+
+// ---- linear layers with the LoRA side path -------------------------------------------------------------
+
+void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
+                           float* xa, int64_t rmax, bool training, uint64_t seed) {
+  Layer& L = layers_[static_cast<size_t>(layer)];
+  const Param& W = L.proj[proj];
+  const int64_t in = W.cols, out = W.rows;
+  Gemm g;
+  g.M = T; g.N = out; g.K = in;
+  g.A = x; g.lda = in;
+  g.B = W.view(); g.ldb = in; g.trans_b = true;
+  g.C = y; g.ldc = out;
+  backend_->gemm(g);
+  if (proj <= kV && config_.qkv_bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
+  for (const Segment& s : segs) {
+    Adapter& a = *adapters_.at(s.slot);
+    if (!(a.spec.targets & (1u << proj))) continue;
+    const Param& A = a.A[static_cast<size_t>(layer)][proj];
+    const Param& B = a.B[static_cast<size_t>(layer)][proj];
+    const float* xs = x + s.row0 * in;
+    if (training && a.spec.dropout > 0) {
+      float* tmp = ws_->drop_a;
+      backend_->dropout(xs, tmp, s.rows, in, s.row0, static_cast<float>(a.spec.dropout), seed);
+      xs = tmp;
+    }
+    float* xas = xa + s.row0 * rmax;
+    Gemm ga;  // xa = x A^T  [rows, r]
+    ga.M = s.rows; ga.N = A.rows; ga.K = in;
+    ga.A = xs; ga.lda = in;
+    ga.B = A.view(); ga.ldb = in; ga.trans_b = true;
+    ga.C = xas; ga.ldc = rmax;
+    backend_->gemm(ga);
+    Gemm gb;  // y += s * xa B^T
+    gb.M = s.rows; gb.N = out; gb.K = A.rows;
+    gb.A = xas; gb.lda = rmax;
+    gb.B = B.view(); gb.ldb = B.cols; gb.trans_b = true;
+    gb.C = y + s.row0 * out; gb.ldc = out;
+    gb.alpha = a.scale; gb.beta = 1;
+    backend_->gemm(gb);
+  }
+}
+
+void Model::linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
+                            const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
+                            uint64_t seed) {
+  Layer& L = layers_[static_cast<size_t>(layer)];
+  Param& W = L.proj[proj];
+  const int64_t in = W.cols, out = W.rows;
+  Gemm g;  // dx (+)= dy W
+  g.M = T; g.N = in; g.K = out;
+  g.A = dy; g.lda = out;
+  g.B = W.view(); g.ldb = in;
+  g.C = dx; g.ldc = in; g.beta = accumulate ? 1.0f : 0.0f;
+  backend_->gemm(g);
+  if (train_full) {
+    Gemm gw;  // dW += dy^T x
+    gw.M = out; gw.N = in; gw.K = T;
+    gw.A = dy; gw.lda = out; gw.trans_a = true;
+    gw.B = WeightView{x, DType::F32}; gw.ldb = in;
+    gw.C = W.grad; gw.ldc = in; gw.beta = 1;
+    backend_->gemm(gw);
+    if (proj <= kV && config_.qkv_bias) backend_->bias_backward(dy, L.bias[proj].grad, T, out);
+  }
+  for (const Segment& s : segs) {
+    Adapter& a = *adapters_.at(s.slot);
+    if (!(a.spec.targets & (1u << proj))) continue;
+    Param& A = a.A[static_cast<size_t>(layer)][proj];
+    Param& B = a.B[static_cast<size_t>(layer)][proj];
+    const int64_t r = A.rows;
+    const float* dys = dy + s.row0 * out;
+    const float* xas = xa + s.row0 * rmax;
+    const float* xs = x + s.row0 * in;
+    const bool drop = a.spec.dropout > 0;
+    if (drop) {  // regenerate the forward pass's dropped input from the same counter-based mask
+      backend_->dropout(xs, ws_->drop_a, s.rows, in, s.row0, static_cast<float>(a.spec.dropout), seed);
+      xs = ws_->drop_a;
+    }
+    Gemm gb;  // dB += s dy^T xa
+    gb.M = out; gb.N = r; gb.K = s.rows;
+    gb.A = dys; gb.lda = out; gb.trans_a = true;
+    gb.B = WeightView{xas, DType::F32}; gb.ldb = rmax;
+    gb.C = B.grad; gb.ldc = r; gb.alpha = a.scale; gb.beta = 1;
+    backend_->gemm(gb);
+    float* dxa = ws_->dxa;
+    Gemm gd;  // dxa = s dy B
+    gd.M = s.rows; gd.N = r; gd.K = out;
+    gd.A = dys; gd.lda = out;
+    gd.B = B.view(); gd.ldb = r;
+    gd.C = dxa; gd.ldc = r; gd.alpha = a.scale;
+    backend_->gemm(gd);
+    Gemm ga;  // dA += dxa^T x
+    ga.M = r; ga.N = in; ga.K = s.rows;
+    ga.A = dxa; ga.lda = r; ga.trans_a = true;
+    ga.B = WeightView{xs, DType::F32}; ga.ldb = in;
+    ga.C = A.grad; ga.ldc = in; ga.beta = 1;
+    backend_->gemm(ga);
+    Gemm gx;  // dx += dxa A   (through the dropout mask when there is one)
+    gx.M = s.rows; gx.N = in; gx.K = r;
+    gx.A = dxa; gx.lda = r;
+    gx.B = A.view(); gx.ldb = in;
+    if (!drop) {
+      gx.C = dx + s.row0 * in; gx.ldc = in; gx.beta = 1;
+      backend_->gemm(gx);
+    } else {
+      gx.C = ws_->drop_b; gx.ldc = in;
+      backend_->gemm(gx);
+      backend_->dropout(ws_->drop_b, ws_->drop_b, s.rows, in, s.row0, static_cast<float>(a.spec.dropout), seed);
+      backend_->axpy(dx + s.row0 * in, ws_->drop_b, s.rows * in, 1.0f);
+    }
+  }
+}
+
+// ---- the pass ------------------------------------------------------------------------------------------
+
+ForwardResult Model::forward(const Batch& batch, bool want_logits) {
+  validate(batch, false);
+  ForwardResult r;
+  run(batch, false, false, want_logits, 0, r);
+  return r;
+}
+
+ForwardResult Model::backward(const Batch& batch, bool train_full, uint64_t dropout_seed) {
+  validate(batch, true);
+  if (batch.weights.size() != batch.tokens.size()) throw std::invalid_argument("batch: weights must have one entry per token");
+  if (!train_full && segments(batch).empty())
+    throw std::invalid_argument("backward: nothing to train (no sequence names an adapter and train_full is off)");
+  if (train_full)
+    for (Param* p : all_params()) ensure_grads(*p);
+  ForwardResult r;
+  run(batch, true, train_full, false, dropout_seed, r);
+  return r;
+}
+
+void Model::run(const Batch& batch, bool backward, bool train_full, bool want_logits, uint64_t dropout_seed,
+                ForwardResult& result) {
+  const auto& c = config_;
+  const int64_t T = static_cast<int64_t>(batch.tokens.size());
+  const int64_t H = c.hidden, I = c.intermediate, V = c.vocab, hd = c.head_dim;
+  const int64_t Dq = c.heads * hd, Dkv = c.kv_heads * hd;
+  const std::vector<Segment> segs = segments(batch);
+  const int64_t rmax = std::max<int64_t>(max_rank(segs), 1);
+  const bool has_targets = !batch.targets.empty();
+  const int64_t kept = backward ? c.layers : 1;
+  const int64_t chunk = std::min<int64_t>(T, kLogitChunk);
+  bool any_dropout = false;
+  for (const Segment& s : segs) any_dropout |= adapters_.at(s.slot)->spec.dropout > 0;
+
+  // (Re)build the workspace when this batch needs more than the last one.
+  if (!ws_ || ws_->T < T || ws_->kept < kept || ws_->rmax < rmax) {
+    int64_t newT = std::max<int64_t>(T, ws_ ? ws_->T : 0), newKept = std::max<int64_t>(kept, ws_ ? ws_->kept : 0);
+    int64_t newR = std::max<int64_t>(rmax, ws_ ? ws_->rmax : 0);
+    if (ws_) bytes_ -= ws_->bytes;
+    ws_ = std::make_unique<Workspace>(*backend_);
+    Workspace& w = *ws_;
+    w.T = newT; w.kept = newKept; w.rmax = newR;
+    const int64_t t = newT, ch = std::min<int64_t>(newT, kLogitChunk);
+    for (int64_t i = 0; i <= newKept; ++i) w.resid.push_back(w.get<float>(t * H));
+    w.acts.resize(static_cast<size_t>(newKept));
+    for (auto& a : w.acts) {
+      a.xn1 = w.get<float>(t * H); a.rstd1 = w.get<float>(t);
+      a.q = w.get<float>(t * Dq); a.k = w.get<float>(t * Dkv); a.v = w.get<float>(t * Dkv);
+      a.ao = w.get<float>(t * Dq); a.lse = w.get<float>(t * c.heads);
+      a.xmid = w.get<float>(t * H); a.xn2 = w.get<float>(t * H); a.rstd2 = w.get<float>(t);
+      a.gate = w.get<float>(t * I); a.up = w.get<float>(t * I); a.act = w.get<float>(t * I);
+      for (int p = 0; p < kNumProj; ++p) a.xa[p] = w.get<float>(t * newR);
+    }
+    w.xf = w.get<float>(t * H); w.rstdf = w.get<float>(t); w.logits = w.get<float>(ch * V);
+    w.tokens = w.get<int32_t>(t); w.positions = w.get<int32_t>(t); w.targets = w.get<int32_t>(t);
+    w.seq_start = w.get<int32_t>(t); w.seq_len = w.get<int32_t>(t);
+    w.weights = w.get<float>(t); w.loss = w.get<float>(t);
+    w.dx = w.get<float>(t * H); w.dxn = w.get<float>(t * H); w.dxf = w.get<float>(t * H);
+    w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
+    w.dgate = w.get<float>(t * I); w.dup = w.get<float>(t * I); w.dact = w.get<float>(t * I);
+    w.dxa = w.get<float>(t * newR);
+    w.drop_a = w.get<float>(t * std::max(H, I)); w.drop_b = w.get<float>(t * std::max(H, I));
+    bytes_ += w.bytes;
+  }
+  Workspace& w = *ws_;
+  (void)any_dropout;
+
+  // Host-side index arrays -> device.
+  std::vector<int32_t> positions(static_cast<size_t>(T)), starts(batch.seq_len.size());
+  int32_t max_len = 0;
+  {
+    int64_t row = 0;
+    for (size_t s = 0; s < batch.seq_len.size(); ++s) {
+      starts[s] = static_cast<int32_t>(row);
+      max_len = std::max(max_len, batch.seq_len[s]);
+      for (int32_t i = 0; i < batch.seq_len[s]; ++i) positions[static_cast<size_t>(row + i)] = i;
+      row += batch.seq_len[s];
+    }
+  }
+  backend_->upload(w.tokens, batch.tokens.data(), static_cast<size_t>(T) * 4);
+  backend_->upload(w.positions, positions.data(), static_cast<size_t>(T) * 4);
+  backend_->upload(w.seq_start, starts.data(), starts.size() * 4);
+  backend_->upload(w.seq_len, batch.seq_len.data(), batch.seq_len.size() * 4);
+  if (has_targets) backend_->upload(w.targets, batch.targets.data(), static_cast<size_t>(T) * 4);
+  if (backward) backend_->upload(w.weights, batch.weights.data(), static_cast<size_t>(T) * 4);
+
+  AttentionShape as;
+  as.heads = c.heads; as.kv_heads = c.kv_heads; as.head_dim = hd;
+  as.q_stride = Dq; as.kv_stride = Dkv; as.scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  as.seq_start = w.seq_start; as.seq_len = w.seq_len;
+  as.n_seqs = static_cast<int64_t>(batch.seq_len.size()); as.max_seq_len = max_len;
+
+  auto seed_for = [&](int64_t l, int p) { return mix_seed(dropout_seed, static_cast<uint64_t>(l), static_cast<uint64_t>(p)); };
+  const WeightView head = c.tied ? embed_.view() : lm_head_.view();
+
+  // ---- forward ----
+  backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    auto& a = w.acts[static_cast<size_t>(backward ? l : 0)];
+    float* x = w.resid[static_cast<size_t>(backward ? l : (l % 2))];
+    float* xnext = w.resid[static_cast<size_t>(backward ? l + 1 : ((l + 1) % 2))];
+    Layer& L = layers_[static_cast<size_t>(l)];
+    backend_->rmsnorm_forward(x, L.norm1.f32(), a.xn1, a.rstd1, T, H, c.rms_eps);
+    linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ));
+    linear_forward(static_cast<int>(l), kK, a.xn1, a.k, T, segs, a.xa[kK], rmax, backward, seed_for(l, kK));
+    linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV));
+    backend_->rope_forward(a.q, T, Dq, c.heads, hd, w.positions, inv_freq_);
+    backend_->rope_forward(a.k, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
+    backend_->attention_forward(as, a.q, a.k, a.v, a.ao, a.lse);
+    linear_forward(static_cast<int>(l), kO, a.ao, a.xmid, T, segs, a.xa[kO], rmax, backward, seed_for(l, kO));
+    backend_->axpy(a.xmid, x, T * H, 1.0f);  // residual
+    backend_->rmsnorm_forward(a.xmid, L.norm2.f32(), a.xn2, a.rstd2, T, H, c.rms_eps);
+    linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward, seed_for(l, kGate));
+    linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp));
+    backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
+    linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
+    backend_->axpy(xnext, a.xmid, T * H, 1.0f);  // residual
+  }
+  float* xlast = w.resid[static_cast<size_t>(backward ? c.layers : (c.layers % 2))];
+  backend_->rmsnorm_forward(xlast, final_norm_.f32(), w.xf, w.rstdf, T, H, c.rms_eps);
+
+  // ---- LM head + loss, chunked over rows so only chunk x vocab logits exist at once ----
+  if (want_logits) result.logits.resize(static_cast<size_t>(T * V));
+  if (has_targets) result.loss.resize(static_cast<size_t>(T));
+  if (backward) backend_->zero(w.dxf, static_cast<size_t>(T * H) * 4);
+  Param& head_param = c.tied ? embed_ : lm_head_;
+  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
+    const int64_t rows = std::min(chunk, T - r0);
+    Gemm g;  // logits = xf head^T
+    g.M = rows; g.N = V; g.K = H;
+    g.A = w.xf + r0 * H; g.lda = H;
+    g.B = head; g.ldb = H; g.trans_b = true;
+    g.C = w.logits; g.ldc = V;
+    backend_->gemm(g);
+    if (want_logits) backend_->download(result.logits.data() + r0 * V, w.logits, static_cast<size_t>(rows * V) * 4);
+    if (!has_targets) continue;
+    backend_->cross_entropy(w.logits, w.targets + r0, rows, V, w.loss + r0, backward ? w.weights + r0 : nullptr);
+    if (!backward) continue;
+    Gemm gx;  // dxf = dlogits head
+    gx.M = rows; gx.N = H; gx.K = V;
+    gx.A = w.logits; gx.lda = V;
+    gx.B = head; gx.ldb = H;
+    gx.C = w.dxf + r0 * H; gx.ldc = H;
+    backend_->gemm(gx);
+    if (train_full) {
+      Gemm gw;  // dHead += dlogits^T xf
+      gw.M = V; gw.N = H; gw.K = rows;
+      gw.A = w.logits; gw.lda = V; gw.trans_a = true;
+      gw.B = WeightView{w.xf + r0 * H, DType::F32}; gw.ldb = H;
+      gw.C = head_param.grad; gw.ldc = H; gw.beta = 1;
+      backend_->gemm(gw);
+    }
+  }
+  if (has_targets) backend_->download(result.loss.data(), w.loss, static_cast<size_t>(T) * 4);
+  if (!backward) return;
+
+  // ---- backward ----
+  float* dx = w.dx;
+  backend_->zero(dx, static_cast<size_t>(T * H) * 4);
+  backend_->rmsnorm_backward(xlast, final_norm_.f32(), w.rstdf, w.dxf, dx, train_full ? final_norm_.grad : nullptr, T, H);
+  for (int64_t l = c.layers - 1; l >= 0; --l) {
+    auto& a = w.acts[static_cast<size_t>(l)];
+    Layer& L = layers_[static_cast<size_t>(l)];
+    const int li = static_cast<int>(l);
+    // MLP block: x_next = xmid + down(swiglu(gate(xn2), up(xn2)))
+    linear_backward(li, kDown, a.act, dx, w.dact, false, T, segs, a.xa[kDown], rmax, train_full, seed_for(l, kDown));
+    backend_->swiglu_backward(a.gate, a.up, w.dact, w.dgate, w.dup, T * I);
+    linear_backward(li, kGate, a.xn2, w.dgate, w.dxn, false, T, segs, a.xa[kGate], rmax, train_full, seed_for(l, kGate));
+    linear_backward(li, kUp, a.xn2, w.dup, w.dxn, true, T, segs, a.xa[kUp], rmax, train_full, seed_for(l, kUp));
+    backend_->rmsnorm_backward(a.xmid, L.norm2.f32(), a.rstd2, w.dxn, dx, train_full ? L.norm2.grad : nullptr, T, H);
+    // Attention block: xmid = x + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
+    linear_backward(li, kO, a.ao, dx, w.dao, false, T, segs, a.xa[kO], rmax, train_full, seed_for(l, kO));
+    backend_->attention_backward(as, a.q, a.k, a.v, a.ao, a.lse, w.dao, w.dq, w.dk, w.dv);
+    backend_->rope_backward(w.dq, T, Dq, c.heads, hd, w.positions, inv_freq_);
+    backend_->rope_backward(w.dk, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
+    linear_backward(li, kQ, a.xn1, w.dq, w.dxn, false, T, segs, a.xa[kQ], rmax, train_full, seed_for(l, kQ));
+    linear_backward(li, kK, a.xn1, w.dk, w.dxn, true, T, segs, a.xa[kK], rmax, train_full, seed_for(l, kK));
+    linear_backward(li, kV, a.xn1, w.dv, w.dxn, true, T, segs, a.xa[kV], rmax, train_full, seed_for(l, kV));
+    float* x = w.resid[static_cast<size_t>(l)];
+    backend_->rmsnorm_backward(x, L.norm1.f32(), a.rstd1, w.dxn, dx, train_full ? L.norm1.grad : nullptr, T, H);
+  }
+  if (train_full) backend_->embedding_backward(w.tokens, T, dx, H, embed_.grad);
+}
+
+// ---- optimiser -----------------------------------------------------------------------------------------
+
+std::vector<double> Model::step(const StepSpec& spec) {
+  std::vector<std::pair<std::vector<Param*>, int64_t*>> groups;
+  if (spec.full) {
+    std::vector<Param*> ps;
+    for (Param* p : all_params()) {
+      if (!p->grad) throw std::runtime_error("step: no gradients for the base model (run a full-training backward first)");
+      ps.push_back(p);
+    }
+    groups.push_back({ps, &full_step_});
+  }
+  for (int slot : spec.slots) {
+    Adapter& a = adapter(slot);
+    std::vector<Param*> ps;
+    for (auto* side : {&a.A, &a.B})
+      for (auto& layer : *side)
+        for (Param& p : layer)
+          if (p.data) ps.push_back(&p);
+    groups.push_back({ps, &a.step});
+  }
+  std::vector<double> norms;
+  for (auto& [params, counter] : groups) {
+    double ss = 0;
+    for (Param* p : params) ss += backend_->sum_squares(p->grad, p->numel());
+    double norm = std::sqrt(ss);
+    norms.push_back(norm);
+    if (spec.max_grad_norm > 0) {
+      double coef = spec.max_grad_norm / (norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
+      if (coef < 1)
+        for (Param* p : params) backend_->scale_inplace(p->grad, p->numel(), static_cast<float>(coef));
+    }
+    AdamWParams hp = spec.adam;
+    hp.step = ++*counter;
+    for (Param* p : params) {
+      ensure_moments(*p);
+      backend_->adamw_step(p->f32(), p->grad, p->m, p->v, p->numel(), hp);
+      backend_->zero(p->grad, static_cast<size_t>(p->numel()) * 4);
+    }
+  }
+  return norms;
+}
+
+void Model::zero_grad() {
+  for (Param* p : all_params())
+    if (p->grad) backend_->zero(p->grad, static_cast<size_t>(p->numel()) * 4);
+  for (auto& kv : adapters_)
+    for (auto* side : {&kv.second->A, &kv.second->B})
+      for (auto& layer : *side)
+        for (Param& p : layer)
+          if (p.grad) backend_->zero(p.grad, static_cast<size_t>(p.numel()) * 4);
+}
+
+}  // namespace sealkit

@@ -1,0 +1,169 @@
+// The decoder: Llama / Qwen2 / Mistral (pre-norm, RMSNorm, rotate-half RoPE, grouped-query causal
+// attention, SwiGLU MLP, optional q/k/v bias, tied or untied LM head), written once over the
+// Backend interface, with forward, backward, LoRA adapters in numbered slots and AdamW.
+//
+// A batch packs variable-length sequences one after another (no padding is computed); every
+// sequence names an adapter slot (-1 = base model only). LoRA stays unmerged on a side path
+// y = W x + s * B (A dropout(x)), applied per run of consecutive sequences sharing a slot, so one
+// batch can train or evaluate many adapters at once.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+
+namespace sealkit {
+
+struct ModelConfig {
+  int64_t vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  double rms_eps = 1e-6;
+  bool tied = false;
+  bool qkv_bias = false;
+  std::vector<float> inv_freq;  // head_dim / 2 rotary frequencies (scaling already applied)
+};
+
+enum Proj : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kNumProj };
+const char* proj_name(int proj);  // "q_proj", ...
+int proj_from_name(const std::string& name);  // -1 when unknown
+
+// A tensor in backend memory with, when trained, its gradient and AdamW moments (f32).
+struct Param {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0, cols = 0;
+  float* grad = nullptr;
+  float* m = nullptr;
+  float* v = nullptr;
+  int64_t numel() const { return rows * cols; }
+  float* f32() const { return static_cast<float*>(data); }
+  WeightView view() const { return WeightView{data, dtype}; }
+};
+
+struct AdapterSpec {
+  int64_t rank = 8;
+  double alpha = 16;
+  bool rslora = false;   // scale = alpha / sqrt(rank) instead of alpha / rank
+  double dropout = 0;
+  uint32_t targets = 0;  // bit p set = projection p adapted
+};
+
+struct Adapter {
+  AdapterSpec spec;
+  float scale = 1;
+  std::vector<std::array<Param, kNumProj>> A, B;  // [layer][proj]; A [r, in], B [out, r]
+  int64_t step = 0;                                // AdamW steps taken
+};
+
+// One batch, described on the host.
+struct Batch {
+  std::vector<int32_t> tokens;   // [T]
+  std::vector<int32_t> seq_len;  // [S], each >= 1, summing to T
+  std::vector<int32_t> slot;     // [S], -1 = base model
+  std::vector<int32_t> targets;  // [T] next-token targets (-1 = none) or empty
+  std::vector<float> weights;    // [T] loss weight per token (backward only)
+};
+
+struct ForwardResult {
+  std::vector<float> loss;    // [T] -log p(target), 0 where target < 0 (empty without targets)
+  std::vector<float> logits;  // [T, vocab] when requested
+};
+
+struct StepSpec {
+  bool full = false;        // step the base parameters
+  std::vector<int> slots;   // or step these adapters (each clipped on its own)
+  AdamWParams adam;         // adam.step is ignored: each group counts its own steps
+  double max_grad_norm = 0; // <= 0: no clipping
+};
+
+class Model {
+ public:
+  Model(ModelConfig config, std::unique_ptr<Backend> backend, DType storage);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  Backend& backend() { return *backend_; }
+  DType storage() const { return storage_; }
+
+  // Base parameters by Hugging Face name (model.layers.0.self_attn.q_proj.weight, ...).
+  const std::vector<std::string>& param_names() const { return names_; }
+  Param& param(const std::string& name);  // throws for an unknown name
+  void set_param(const std::string& name, const void* host, const char* src_dtype, int64_t n);
+  std::vector<float> get_param(const std::string& name);
+  std::vector<float> get_param_grad(const std::string& name);
+  // Random initialisation for pretraining and benchmarks: matrices N(0, std), norms 1, biases 0.
+  void init_random(uint64_t seed, float std);
+
+  // Adapters. create: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's kaiming-uniform default), B = 0.
+  void create_adapter(int slot, const AdapterSpec& spec, uint64_t seed);
+  void drop_adapter(int slot);
+  bool has_adapter(int slot) const;
+  Adapter& adapter(int slot);
+  Param& adapter_tensor(int slot, int layer, int proj, bool is_b);
+  std::vector<float> read_tensor(const Param& p, bool grad);
+  void write_tensor(Param& p, const float* host, int64_t n);
+
+  // Forward pass; with targets, returns per-token losses (logits untouched when want_logits).
+  ForwardResult forward(const Batch& batch, bool want_logits);
+  // Forward + backward; accumulates gradients into the adapters the batch names, or into every
+  // base parameter when train_full. Loss gradient of token t is scaled by batch.weights[t].
+  ForwardResult backward(const Batch& batch, bool train_full, uint64_t dropout_seed);
+  // Clips and applies AdamW to the named groups, then zeroes their gradients. Returns each
+  // group's gradient norm before clipping (full first, then slots in order).
+  std::vector<double> step(const StepSpec& spec);
+  void zero_grad();
+
+  size_t memory_bytes() const { return bytes_; }
+
+ private:
+  struct Layer {
+    Param norm1, norm2;
+    std::array<Param, kNumProj> proj;
+    std::array<Param, 3> bias;  // q, k, v (qkv_bias only)
+  };
+  struct Segment {
+    int64_t row0, rows;
+    int slot;
+  };
+  struct Workspace;  // activations, kept per layer when training
+
+  void* alloc(size_t bytes);
+  void release(void* p);
+  void alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype);
+  void ensure_grads(Param& p);
+  void ensure_moments(Param& p);
+  std::vector<Param*> all_params();
+  void validate(const Batch& batch, bool need_targets) const;
+  std::vector<Segment> segments(const Batch& batch) const;
+  int64_t max_rank(const std::vector<Segment>& segs) const;
+
+  void run(const Batch& batch, bool backward, bool train_full, bool want_logits, uint64_t dropout_seed,
+           ForwardResult& result);
+  void linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
+                      float* xa, int64_t rmax, bool training, uint64_t seed);
+  void linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
+                       const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
+                       uint64_t seed);
+  int64_t in_dim(int proj) const;
+  int64_t out_dim(int proj) const;
+
+  ModelConfig config_;
+  std::unique_ptr<Backend> backend_;
+  DType storage_;
+  size_t bytes_ = 0;
+  std::vector<std::string> names_;
+  std::map<std::string, Param*> by_name_;
+  Param embed_, final_norm_, lm_head_;
+  std::vector<Layer> layers_;
+  float* inv_freq_ = nullptr;  // device copy
+  std::map<int, std::unique_ptr<Adapter>> adapters_;
+  int64_t full_step_ = 0;
+  std::unique_ptr<Workspace> ws_;
+};
+
+}  // namespace sealkit
