@@ -284,7 +284,7 @@ export class Model {
     const config: ModelConfig = { ...this.config, torchDtype: this.storage === 'bf16' ? 'bfloat16' : 'float32' };
     await writeModelConfig(dir, config);
     if (this.sourceDir && resolve(this.sourceDir) !== resolve(dir)) {
-      const names = new Set(['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', 'generation_config.json']);
+      const names = new Set(['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', 'chat_template.json', 'generation_config.json']);
       for (const f of await readdir(this.sourceDir)) if (names.has(f)) await copyFile(join(this.sourceDir, f), join(dir, f));
     }
   }

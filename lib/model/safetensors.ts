@@ -11,6 +11,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { ModelFormatError, describeValue } from './format-error.js';
+import { jsonErrorOffset } from './json-file.js';
 
 /** Bytes per element of every dtype we can lay out (sub-byte F4/F6 types are not supported). */
 export const DTYPE_SIZES = {
@@ -119,7 +120,7 @@ function duplicateTopLevelKey(text: string): string | undefined {
     const c = text[i];
     if (c === '"') {
       let j = i + 1;
-      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
       if (depth === 1 && expectKey) {
         const key = JSON.parse(text.slice(i, j + 1)) as string;
         if (seen.has(key)) return key;
@@ -183,7 +184,8 @@ function parseHeader(path: string, raw: Uint8Array, fileSize: number): Safetenso
   try {
     json = JSON.parse(text);
   } catch (err) {
-    throw new ModelFormatError(path, 'header', `is not valid JSON (${(err as Error).message})`);
+    const offset = jsonErrorOffset(text);
+    throw new ModelFormatError(path, 'header', `is not valid JSON at byte ${offset < 0 ? '?' : Buffer.byteLength(text.slice(0, offset))} of the header (${(err as Error).message})`);
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) {
     throw new ModelFormatError(path, 'header', `expected a JSON object, found ${describeValue(json)}`);

@@ -4,7 +4,7 @@
 // test/tokenizer.test.ts) and chat templates are rendered with @huggingface/jinja the way
 // transformers' apply_chat_template renders them.
 import { readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Environment, Interpreter, Template } from '@huggingface/jinja';
 import { Tokenizer } from '@huggingface/tokenizers';
@@ -210,7 +210,8 @@ export class TextTokenizer {
    * special_tokens_map.json, generation_config.json and config.json only fill in what is missing.
    */
   static async load(dirIn: string | URL): Promise<TextTokenizer> {
-    const dir = dirIn instanceof URL ? fileURLToPath(dirIn) : dirIn;
+    // resolve() drops the trailing slash a directory URL carries.
+    const dir = dirIn instanceof URL ? resolve(fileURLToPath(dirIn)) : dirIn;
     const st = await stat(dir).catch(() => undefined);
     if (!st) throw new Error(`tokenizer directory ${dir} does not exist`);
     if (!st.isDirectory()) throw new Error(`tokenizer directory ${dir} is not a directory`);

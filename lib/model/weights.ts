@@ -103,9 +103,11 @@ interface Checkpoint {
   notes: string[];
 }
 
-async function fileExists(path: string): Promise<boolean> {
+/** Whether something is at `path`; readers then insist it is a regular file, with a clear error. */
+async function exists(path: string): Promise<boolean> {
   try {
-    return (await stat(path)).isFile();
+    await stat(path);
+    return true;
   } catch {
     return false;
   }
@@ -118,16 +120,16 @@ async function openCheckpoint(dir: string): Promise<Checkpoint> {
   const single = join(dir, SINGLE);
   const index = join(dir, INDEX);
   const notes: string[] = [];
-  if (await fileExists(single)) {
-    if (await fileExists(index)) notes.push(`both ${SINGLE} and ${INDEX} exist; using ${SINGLE}, as transformers does`);
+  if (await exists(single)) {
+    if (await exists(index)) notes.push(`both ${SINGLE} and ${INDEX} exist; using ${SINGLE}, as transformers does`);
     const header = await readSafetensorsHeader(single);
     const stored = new Map<string, Stored>();
     for (const [name, entry] of header.tensors) stored.set(name, { header, entry });
     return { stored, aliases: aliasesOf([header], stored), searched: [single], notes };
   }
-  if (await fileExists(index)) return openSharded(dir, index, notes);
+  if (await exists(index)) return openSharded(dir, index, notes);
   let hint = '';
-  if (await fileExists(join(dir, 'pytorch_model.bin')) || await fileExists(join(dir, 'pytorch_model.bin.index.json'))) {
+  if (await exists(join(dir, 'pytorch_model.bin')) || await exists(join(dir, 'pytorch_model.bin.index.json'))) {
     hint = '; found only PyTorch .bin weights, which are not supported (convert them to safetensors)';
   }
   throw new ModelFormatError(single, undefined, `not found, and no ${INDEX} either (expected the model's safetensors weights in ${dir})${hint}`);
@@ -154,7 +156,7 @@ async function openSharded(dir: string, index: string, notes: string[]): Promise
   const stored = new Map<string, Stored>();
   for (const [shard, names] of byShard) {
     const path = join(dir, shard);
-    if (!(await fileExists(path))) {
+    if (!(await exists(path))) {
       throw new ModelFormatError(index, `weight_map "${names[0]}"`, `points to shard "${shard}", which does not exist in ${dir}`);
     }
     // Shards are read one after another: headers are small, and the machine may be shared.

@@ -1,22 +1,23 @@
 // GEMM for the CPU backend (see kernels.h for the contract).
 //
-// f32 follows the usual packed-panel scheme: for each block of op(B) (KC x NC) the panel is packed
-// once into NR-wide column strips (bf16 is widened to f32 here, so a bf16 weight is read once per
-// pack), then tasks each take a block of rows of op(A), pack it into MR-tall row strips and sweep a
-// register-blocked MR x NR micro-kernel over the B strips. Packing makes the micro-kernel's loads
-// contiguous whatever the orientation and strides, and zero-pads edge strips so the kernel always
-// computes a full tile and only the store is masked.
+// f32 uses packed operands: rows of op(A) are packed into MR-tall strips and columns of op(B) into
+// NR-wide strips (bf16 widened to f32 while packing, so a bf16 weight is read once per pack), each
+// over the whole K. Packing makes the micro-kernel's loads contiguous whatever the orientation and
+// strides, and zero-pads edge strips so the kernel always computes a full MR x NR tile and only its
+// store is masked. A tile runs its K blocks (KC deep, sized for L1) back to back, so its slice of C
+// is still in cache when the next block adds onto it.
 //
-// Determinism: every element of C is produced by exactly one task, and its K reduction runs in a
+// Determinism: every element of C is produced by exactly one task and its K reduction runs in a
 // fixed order (KC blocks in sequence, k ascending inside a block). KC depends on the ISA only, so
-// the bits depend on the ISA but never on the thread count or on how tasks are split.
+// the bits depend on the ISA but never on the thread count or on how the work is split.
 //
-// The addon is compiled for baseline x86-64; the wide kernels carry target attributes and are
-// chosen per call from active_isa(). A future vdpbf16ps kernel adds a KernelSpec whose packers
-// keep bf16 pairs (it would need its own packed-buffer element type).
+// The addon is compiled for baseline x86-64; the wide kernels and packers carry target attributes
+// and are chosen per call from active_isa(). A future vdpbf16ps kernel is another KernelSpec whose
+// packers keep bf16 pairs (it would need its own packed-buffer element type).
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "../core/cpu_features.h"
@@ -26,6 +27,8 @@
 #if defined(__x86_64__)
 #include <immintrin.h>
 #define SEALKIT_X86 1
+#define SEALKIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+#define SEALKIT_AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 namespace sealkit::cpu {
@@ -38,11 +41,6 @@ struct MatRef {
   int64_t rs, cs;
 };
 
-inline float load_elem(const MatRef& m, int64_t idx) {
-  return m.dtype == DType::BF16 ? bf16_to_f32(static_cast<const uint16_t*>(m.data)[idx])
-                                : static_cast<const float*>(m.data)[idx];
-}
-
 // How a micro-kernel writes its tile: C = alpha * acc + beta * C, and C's old value is not read at
 // all when load_c is false (beta == 0 on the first K block, so NaNs in C are ignored). Later K
 // blocks use beta = 1 to add onto the partial result.
@@ -52,8 +50,14 @@ struct Epilogue {
   bool load_c;
 };
 
-using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
+// Computes the MR x NR tile (packed A strip) x (packed B strip) over kc and stores its top-left
+// rows x cols through the epilogue.
+using MicroKernel = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
                              const Epilogue& ep);
+// Packs rows [i0, i0 + m) of op(A) (m may exceed MR: only the first MR are taken) into one strip.
+using PackA = void (*)(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t m, int64_t K, float* dst);
+// Packs columns [j0, j0 + n) of op(B) (first NR only) into one strip.
+using PackB = void (*)(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst);
 
 // One ISA's kernel. KC is part of the numerics (see the header comment); every other block size
 // only shapes the work.
@@ -61,78 +65,80 @@ struct KernelSpec {
   int mr, nr;
   int64_t kc;
   MicroKernel micro;
+  PackA pack_a;
+  PackB pack_b;
 };
 
-// ---- packing ------------------------------------------------------------------------------------
-// Both operands are packed over the whole K so a tile can run all its K blocks back to back while
-// its slice of C stays in cache (C is read and written once per K block, and for the lm_head C is
-// hundreds of megabytes).
+// ---- portable packing ---------------------------------------------------------------------------
+// A strip is K x MR with element (i, k) at [k*MR + i]; a B strip is K x NR with element (k, j) at
+// [k*NR + j]. Rows/columns past the matrix edge are zero.
 
-// Rows [i0, i0+m) of op(A) -> ceil(m/MR) strips, each K x MR with element (i, k) at [k*MR + i];
-// rows past m are zero.
-void pack_a_strip(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t m, int64_t K, int mr_full,
-                  float* dst) {
-  const int mr = static_cast<int>(std::min<int64_t>(mr_full, m));
+template <int MR>
+void pack_a_generic(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t m, int64_t K, float* dst) {
+  const int mr = static_cast<int>(std::min<int64_t>(MR, m));
   const float* src = a + i0 * rs;
   if (cs == 1) {  // rows contiguous in k: read each row once, scatter into the strip
     for (int i = 0; i < mr; ++i) {
       const float* row = src + i * rs;
-      for (int64_t k = 0; k < K; ++k) dst[k * mr_full + i] = row[k];
+      for (int64_t k = 0; k < K; ++k) dst[k * MR + i] = row[k];
     }
-    for (int i = mr; i < mr_full; ++i)
-      for (int64_t k = 0; k < K; ++k) dst[k * mr_full + i] = 0.f;
+    for (int i = mr; i < MR; ++i)
+      for (int64_t k = 0; k < K; ++k) dst[k * MR + i] = 0.f;
   } else {  // transposed A: the MR values of one k are contiguous
     for (int64_t k = 0; k < K; ++k) {
       const float* col = src + k * cs;
-      float* d = dst + k * mr_full;
+      float* d = dst + k * MR;
       for (int i = 0; i < mr; ++i) d[i] = col[i * rs];
-      for (int i = mr; i < mr_full; ++i) d[i] = 0.f;
+      for (int i = mr; i < MR; ++i) d[i] = 0.f;
     }
   }
 }
 
-// Columns [j0, j0+n) of op(B) -> one strip, K x NR with element (k, j) at [k*NR + j]; columns past
-// n are zero. bf16 is widened here.
 template <typename Src>
-void pack_b_strip(const Src* b, int64_t rs, int64_t cs, int64_t j0, int64_t n, int64_t K, int nr_full, float* dst) {
-  auto cvt = [](Src x) -> float {
-    if constexpr (std::is_same_v<Src, uint16_t>) return bf16_to_f32(x);
-    else return x;
-  };
-  const int nr = static_cast<int>(std::min<int64_t>(nr_full, n));
+inline float widen(Src x) {
+  if constexpr (std::is_same_v<Src, uint16_t>) return bf16_to_f32(x);
+  else return x;
+}
+
+// Columns [c_begin, NR) of the strip, from k = k_begin on (the SIMD packers hand their leftovers
+// here).
+template <int NR, typename Src>
+void pack_b_part(const Src* b, int64_t rs, int64_t cs, int64_t j0, int64_t n, int64_t K, int64_t k_begin,
+                 float* dst) {
+  const int nr = static_cast<int>(std::min<int64_t>(NR, n));
   const Src* src = b + j0 * cs;
   if (cs == 1) {  // row k of op(B) contiguous in n
-    for (int64_t k = 0; k < K; ++k) {
+    for (int64_t k = k_begin; k < K; ++k) {
       const Src* row = src + k * rs;
-      float* d = dst + k * nr_full;
-      for (int c = 0; c < nr; ++c) d[c] = cvt(row[c]);
-      for (int c = nr; c < nr_full; ++c) d[c] = 0.f;
+      float* d = dst + k * NR;
+      for (int c = 0; c < nr; ++c) d[c] = widen(row[c]);
+      for (int c = nr; c < NR; ++c) d[c] = 0.f;
     }
   } else {  // transposed B (y = x W^T): column j of op(B) is row j of W, contiguous in k
     for (int c = 0; c < nr; ++c) {
       const Src* col = src + c * cs;
-      for (int64_t k = 0; k < K; ++k) dst[k * nr_full + c] = cvt(col[k * rs]);
+      for (int64_t k = k_begin; k < K; ++k) dst[k * NR + c] = widen(col[k * rs]);
     }
-    for (int c = nr; c < nr_full; ++c)
-      for (int64_t k = 0; k < K; ++k) dst[k * nr_full + c] = 0.f;
+    for (int c = nr; c < NR; ++c)
+      for (int64_t k = k_begin; k < K; ++k) dst[k * NR + c] = 0.f;
   }
 }
 
-void pack_b_strip(const MatRef& b, int64_t j0, int64_t n, int64_t K, int nr_full, float* dst) {
+template <int NR>
+void pack_b_generic(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst) {
   if (b.dtype == DType::BF16)
-    pack_b_strip(static_cast<const uint16_t*>(b.data), b.rs, b.cs, j0, n, K, nr_full, dst);
+    pack_b_part<NR>(static_cast<const uint16_t*>(b.data), b.rs, b.cs, j0, n, K, 0, dst);
   else
-    pack_b_strip(static_cast<const float*>(b.data), b.rs, b.cs, j0, n, K, nr_full, dst);
+    pack_b_part<NR>(static_cast<const float*>(b.data), b.rs, b.cs, j0, n, K, 0, dst);
 }
 
 // ---- micro-kernels ------------------------------------------------------------------------------
-// Each computes the full MR x NR tile of (packed A strip) x (packed B strip) in registers and
-// stores the top-left mr x nr of it through the epilogue. Loops over tile rows are fully unrolled
-// so the accumulator arrays stay in registers (a runtime index would force them to memory).
+// Loops over tile rows are fully unrolled so the accumulator arrays stay in registers (a runtime
+// index would force them to memory).
 
 constexpr int kScalarMr = 4, kScalarNr = 8;
 
-void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr,
+void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
                   const Epilogue& ep) {
   float acc[kScalarMr][kScalarNr] = {};
   for (int64_t k = 0; k < kc; ++k) {
@@ -141,10 +147,10 @@ void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t 
     a += kScalarMr;
     b += kScalarNr;
   }
-  for (int i = 0; i < mr; ++i) {
+  for (int i = 0; i < rows; ++i) {
     float* row = c + i * ldc;
-    for (int j = 0; j < nr; ++j) {
-      float v = ep.alpha * acc[i][j];
+    for (int j = 0; j < cols; ++j) {
+      const float v = ep.alpha * acc[i][j];
       row[j] = ep.load_c ? v + ep.beta * row[j] : v;
     }
   }
@@ -155,8 +161,8 @@ void micro_scalar(int64_t kc, const float* a, const float* b, float* c, int64_t 
 // AVX2 + FMA: 6 x 16 tile = 12 ymm accumulators + 2 for B + 1 broadcast, of 16 registers.
 constexpr int kAvx2Mr = 6, kAvx2Nr = 16;
 
-__attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* a, const float* b, float* c,
-                                                     int64_t ldc, int mr, int nr, const Epilogue& ep) {
+SEALKIT_AVX2 void micro_avx2(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
+                             const Epilogue& ep) {
   __m256 acc[kAvx2Mr][2];
 #pragma GCC unroll 16
   for (int i = 0; i < kAvx2Mr; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -171,46 +177,40 @@ __attribute__((target("avx2,fma"))) void micro_avx2(int64_t kc, const float* a, 
     a += kAvx2Mr;
     b += kAvx2Nr;
   }
+  // Lane masks for the valid columns (maskload/maskstore never touch the others).
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols), lane);
+  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(cols - 8), lane);
   const __m256 alpha = _mm256_set1_ps(ep.alpha), beta = _mm256_set1_ps(ep.beta);
-  if (nr == kAvx2Nr) {
 #pragma GCC unroll 16
-    for (int i = 0; i < kAvx2Mr; ++i) {
-      if (i >= mr) break;
-      float* row = c + i * ldc;
-      __m256 v0 = _mm256_mul_ps(alpha, acc[i][0]), v1 = _mm256_mul_ps(alpha, acc[i][1]);
+  for (int i = 0; i < kAvx2Mr; ++i) {
+    if (i >= rows) break;
+    float* row = c + i * ldc;
+    __m256 v0 = _mm256_mul_ps(alpha, acc[i][0]), v1 = _mm256_mul_ps(alpha, acc[i][1]);
+    if (cols == kAvx2Nr) {
       if (ep.load_c) {
         v0 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row), v0);
         v1 = _mm256_fmadd_ps(beta, _mm256_loadu_ps(row + 8), v1);
       }
       _mm256_storeu_ps(row, v0);
       _mm256_storeu_ps(row + 8, v1);
+    } else {
+      if (ep.load_c) {
+        v0 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(row, m0), v0);
+        v1 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(row + 8, m1), v1);
+      }
+      _mm256_maskstore_ps(row, m0, v0);
+      _mm256_maskstore_ps(row + 8, m1, v1);
     }
-    return;
-  }
-  // Edge strip: lane masks for the nr valid columns (maskload/maskstore never touch the rest).
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane);
-  const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
-#pragma GCC unroll 16
-  for (int i = 0; i < kAvx2Mr; ++i) {
-    if (i >= mr) break;
-    float* row = c + i * ldc;
-    __m256 v0 = _mm256_mul_ps(alpha, acc[i][0]), v1 = _mm256_mul_ps(alpha, acc[i][1]);
-    if (ep.load_c) {
-      v0 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(row, m0), v0);
-      v1 = _mm256_fmadd_ps(beta, _mm256_maskload_ps(row + 8, m1), v1);
-    }
-    _mm256_maskstore_ps(row, m0, v0);
-    _mm256_maskstore_ps(row + 8, m1, v1);
   }
 }
 
-// AVX-512: MR x 32 tile, two zmm per row. 14 rows use 28 accumulators + 2 for B + 1 broadcast
-// of the 32 registers; measured against 8 and 12 rows on Zen 5 / Sapphire Rapids (see bench/gemm.ts).
+// AVX-512: 14 x 32 tile, two zmm per row: 28 accumulators + 2 for B + 1 broadcast of the 32
+// registers. Measured against 8 x 32 and 12 x 32 (bench/gemm.ts): 14 rows was best or level.
 constexpr int kAvx512Mr = 14, kAvx512Nr = 32;
 
-__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void micro_avx512(
-    int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int mr, int nr, const Epilogue& ep) {
+SEALKIT_AVX512 void micro_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
+                                 int cols, const Epilogue& ep) {
   __m512 acc[kAvx512Mr][2];
 #pragma GCC unroll 32
   for (int i = 0; i < kAvx512Mr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -225,13 +225,13 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void micro_avx512(
     a += kAvx512Mr;
     b += kAvx512Nr;
   }
-  // Masked loads/stores touch only the nr valid columns (masked-off lanes never fault).
-  const __mmask16 m0 = nr >= 16 ? __mmask16(0xffff) : __mmask16((1u << nr) - 1);
-  const __mmask16 m1 = nr >= 32 ? __mmask16(0xffff) : nr <= 16 ? __mmask16(0) : __mmask16((1u << (nr - 16)) - 1);
+  // Masked loads/stores touch only the valid columns (masked-off lanes never fault).
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
   const __m512 alpha = _mm512_set1_ps(ep.alpha), beta = _mm512_set1_ps(ep.beta);
 #pragma GCC unroll 32
   for (int i = 0; i < kAvx512Mr; ++i) {
-    if (i >= mr) break;
+    if (i >= rows) break;
     float* row = c + i * ldc;
     __m512 v0 = _mm512_mul_ps(alpha, acc[i][0]), v1 = _mm512_mul_ps(alpha, acc[i][1]);
     if (ep.load_c) {
@@ -243,6 +243,113 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq"))) void micro_avx512(
   }
 }
 
+// ---- AVX-512 packing ----------------------------------------------------------------------------
+// The transposing cases (A row-major, B stored as W for y = x W^T) dominate packing time; they go
+// through 16 x 16 register transposes instead of strided scalar stores.
+
+// GCC 12 flags the deliberately undefined pass-through operand inside its own shuffle intrinsics
+// (_mm512_undefined_ps) as maybe-uninitialized; the warning is spurious.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+// In-register transpose: r[i] holds row i on entry and column i on exit.
+SEALKIT_AVX512 inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i += 2) {  // interleave pairs of rows, 32-bit granules
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i += 4) {  // 64-bit granules: lane L of r[i+q] = rows i..i+3, column 4L+q
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+#pragma GCC unroll 16
+  for (int q = 0; q < 4; ++q) {  // gather 128-bit lane L of the four row groups into column 4L+q
+    const __m512 lo01 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44), hi01 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);
+    const __m512 lo23 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
+    const __m512 hi23 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
+    t[q] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
+    t[8 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+
+SEALKIT_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+SEALKIT_AVX512 inline __m512 load16(const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+SEALKIT_AVX512 void pack_a_avx512(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t m, int64_t K,
+                                  float* dst) {
+  constexpr int MR = kAvx512Mr;
+  if (cs != 1 && rs != 1) {
+    pack_a_generic<MR>(a, rs, cs, i0, m, K, dst);
+    return;
+  }
+  if (cs != 1) {  // transposed A (rs == 1): one masked copy of the strip's values per k
+    const int mr = static_cast<int>(std::min<int64_t>(MR, m));
+    const __mmask16 mask = __mmask16((1u << mr) - 1);
+    const float* src = a + i0;
+    for (int64_t k = 0; k < K; ++k)
+      _mm512_mask_storeu_ps(dst + k * MR, __mmask16((1u << MR) - 1), _mm512_maskz_loadu_ps(mask, src + k * cs));
+    return;
+  }
+  const int mr = static_cast<int>(std::min<int64_t>(MR, m));
+  const float* src = a + i0 * rs;
+  int64_t k0 = 0;
+  for (; k0 + 16 <= K; k0 += 16) {
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = i < mr ? _mm512_loadu_ps(src + i * rs + k0) : _mm512_setzero_ps();
+    transpose16(r);
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; ++k) _mm512_mask_storeu_ps(dst + (k0 + k) * MR, __mmask16((1u << MR) - 1), r[k]);
+  }
+  for (int64_t k = k0; k < K; ++k)
+    for (int i = 0; i < MR; ++i) dst[k * MR + i] = i < mr ? src[i * rs + k] : 0.f;
+}
+
+template <typename Src>
+SEALKIT_AVX512 void pack_b_avx512_t(const Src* b, int64_t rs, int64_t cs, int64_t j0, int64_t n, int64_t K,
+                                    float* dst) {
+  constexpr int NR = kAvx512Nr;
+  if (cs == 1 || rs != 1) {  // op(B) rows contiguous: already cheap, no transpose to speed up
+    pack_b_part<NR>(b, rs, cs, j0, n, K, 0, dst);
+    return;
+  }
+  const int nr = static_cast<int>(std::min<int64_t>(NR, n));
+  const Src* src = b + j0 * cs;
+  int64_t k0 = 0;
+  for (; k0 + 16 <= K; k0 += 16) {
+#pragma GCC unroll 2
+    for (int h = 0; h < NR; h += 16) {
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; ++c) r[c] = h + c < nr ? load16(src + (h + c) * cs + k0) : _mm512_setzero_ps();
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int k = 0; k < 16; ++k) _mm512_storeu_ps(dst + (k0 + k) * NR + h, r[k]);
+    }
+  }
+  if (k0 < K) pack_b_part<NR>(b, rs, cs, j0, n, K, k0, dst);
+}
+
+void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst) {
+  if (b.dtype == DType::BF16)
+    pack_b_avx512_t(static_cast<const uint16_t*>(b.data), b.rs, b.cs, j0, n, K, dst);
+  else
+    pack_b_avx512_t(static_cast<const float*>(b.data), b.rs, b.cs, j0, n, K, dst);
+}
+#pragma GCC diagnostic pop
+
 #endif  // SEALKIT_X86
 
 KernelSpec select_kernel() {
@@ -250,21 +357,22 @@ KernelSpec select_kernel() {
   switch (active_isa()) {
     case Isa::Avx512:
     case Isa::Avx512Bf16:
-      return {kAvx512Mr, kAvx512Nr, 256, micro_avx512};
+      return {kAvx512Mr, kAvx512Nr, 256, micro_avx512, pack_a_avx512, pack_b_avx512};
     case Isa::Avx2:
-      return {kAvx2Mr, kAvx2Nr, 256, micro_avx2};
+      return {kAvx2Mr, kAvx2Nr, 256, micro_avx2, pack_a_generic<kAvx2Mr>, pack_b_generic<kAvx2Nr>};
     case Isa::Scalar:
       break;
   }
 #endif
-  return {kScalarMr, kScalarNr, 256, micro_scalar};
+  return {kScalarMr, kScalarNr, 256, micro_scalar, pack_a_generic<kScalarMr>, pack_b_generic<kScalarNr>};
 }
 
+// ---- driver -------------------------------------------------------------------------------------
 // Sizes in floats. Packed A covers a chunk of rows over all K, the B panel a chunk of columns over
-// all K; a task's rows of A over all K should stay in L2 while it sweeps its B strips.
+// all K; a task's rows of packed A should stay in L2 while it sweeps its B strips.
 constexpr int64_t kPackedABudget = int64_t(4) << 20;
 constexpr int64_t kPanelBudget = int64_t(1) << 20;
-constexpr int64_t kTaskABudget = int64_t(192) << 10;
+constexpr int64_t kTaskABudget = int64_t(96) << 10;
 
 // Largest multiple of `unit` whose product with `per` stays within `budget` (at least one unit),
 // capped at `total` rounded up to the unit.
@@ -282,15 +390,6 @@ struct Scratch {
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
-}
-
-// C = beta * C (beta == 0 writes zeros): the whole result when K == 0 or alpha == 0.
-template <typename T>
-void scale_c(const GemmArgs<T>& g) {
-  for (int64_t i = 0; i < g.M; ++i) {
-    T* row = g.C + i * g.ldc;
-    for (int64_t j = 0; j < g.N; ++j) row[j] = g.beta == T(0) ? T(0) : g.beta * row[j];
-  }
 }
 
 void gemm_f32(const GemmArgs<float>& g) {
@@ -311,15 +410,15 @@ void gemm_f32(const GemmArgs<float>& g) {
   if (sc.b.size() < static_cast<size_t>(n_chunk * K)) sc.b.resize(n_chunk * K);
   float* pa = sc.a.data();
   float* pb = sc.b.data();
-  // Split a phase of `n` units into ~4 tasks per thread so the pool can balance them.
-  auto tasks_for = [&](int64_t n) { return std::min<int64_t>(n, threads == 1 ? 1 : 4 * threads); };
+  // ~4 tasks per thread per phase lets the pool balance uneven tasks.
+  auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
 
   for (int64_t i0 = 0; i0 < M; i0 += m_chunk) {
     const int64_t m = std::min(m_chunk, M - i0), a_strips = (m + mr - 1) / mr;
     const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
     pool.run(at, [&](int64_t t, int) {
       for (int64_t s = t * a_per; s < std::min(a_strips, (t + 1) * a_per); ++s)
-        pack_a_strip(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, ks.mr, pa + s * mr * K);
+        ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, pa + s * mr * K);
     });
 
     for (int64_t j0 = 0; j0 < N; j0 += n_chunk) {
@@ -327,14 +426,14 @@ void gemm_f32(const GemmArgs<float>& g) {
       const int64_t bt = tasks_for(b_strips), b_per = (b_strips + bt - 1) / bt;
       pool.run(bt, [&](int64_t t, int) {
         for (int64_t s = t * b_per; s < std::min(b_strips, (t + 1) * b_per); ++s)
-          pack_b_strip(B, j0 + s * nr, n - s * nr, K, ks.nr, pb + s * nr * K);
+          ks.pack_b(B, j0 + s * nr, n - s * nr, K, pb + s * nr * K);
       });
 
-      // Tasks: (row group) x (strip group). Each walks its strips; per strip all K blocks run back
-      // to back over the group's rows, so the group's C tile stays in L1/L2 between K blocks and
-      // the KC x NR slice of the B strip stays in L1 across the row strips.
+      // Tasks: (row group) x (strip group). Per strip, all K blocks run back to back over the
+      // group's rows: the group's C tile stays in L1/L2 between K blocks, and the KC x NR slice of
+      // the B strip stays in L1 across the row strips.
       const int64_t n_rg = (m + m_group - 1) / m_group;
-      const int64_t n_sg = std::min(b_strips, std::max<int64_t>(1, (tasks_for(n_rg * b_strips) + n_rg - 1) / n_rg));
+      const int64_t n_sg = std::min(b_strips, (tasks_for(n_rg * b_strips) + n_rg - 1) / n_rg);
       const int64_t sg_per = (b_strips + n_sg - 1) / n_sg;
       pool.run(n_rg * n_sg, [&](int64_t t, int) {
         const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
@@ -375,6 +474,15 @@ void gemm_f64(const GemmArgs<double>& g) {
       }
     }
   });
+}
+
+// C = beta * C (beta == 0 writes zeros): the whole result when K == 0 or alpha == 0.
+template <typename T>
+void scale_c(const GemmArgs<T>& g) {
+  for (int64_t i = 0; i < g.M; ++i) {
+    T* row = g.C + i * g.ldc;
+    for (int64_t j = 0; j < g.N; ++j) row[j] = g.beta == T(0) ? T(0) : g.beta * row[j];
+  }
 }
 
 }  // namespace

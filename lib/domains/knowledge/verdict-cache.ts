@@ -5,10 +5,11 @@
 // drift and non-deterministic verdicts. sealkit records each verdict once, keyed by a hash of
 // (judge model, exact prompt), in an append-only JSONL file (one line per verdict, written
 // before the verdict is returned — the same discipline as the run ledger in DESIGN.md). A run
-// killed mid-write leaves at most a truncated last line, which is ignored on load.
+// killed mid-write leaves at most a truncated last line, which is cut off when the file is next
+// opened.
 
 import { createHash } from 'node:crypto';
-import { appendFile, mkdir, readFile } from 'node:fs/promises';
+import { appendFile, mkdir, readFile, truncate } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { z } from 'zod';
 
@@ -40,7 +41,7 @@ export class VerdictCache {
   private readonly records = new Map<string, VerdictRecord>();
   /** Appends run one after another so lines never interleave; a failed append does not block later ones. */
   private tail: Promise<void> = Promise.resolve();
-  /** The file ended in a truncated line: start the next append on a fresh line. */
+  /** The file does not end with a newline: start the next append on a fresh line. */
   private needsNewline = false;
 
   /** The JSONL file, or null for a memory-only cache. */
@@ -72,8 +73,15 @@ export class VerdictCache {
         parsed = JSON.parse(line);
       } catch {
         if (isLast && !complete) {
-          cache.needsNewline = true; // a write cut short by a kill: drop it, the verdict is re-asked
-          continue;
+          // A write cut short by a kill: cut it off the file (so later appends do not turn it
+          // into a corrupt line in the middle); its verdict is simply asked again.
+          const keep = text.length - line.length;
+          try {
+            await truncate(path, Buffer.byteLength(text.slice(0, keep), 'utf8'));
+          } catch (err) {
+            throw new Error(`verdict cache ${path}: cannot drop the truncated last line: ${(err as Error).message}`);
+          }
+          return cache;
         }
         throw new Error(`verdict cache ${path}:${i + 1}: not valid JSON`);
       }
@@ -87,7 +95,8 @@ export class VerdictCache {
       }
       cache.records.set(result.data.key, result.data);
     }
-    if (!complete && !cache.needsNewline) cache.needsNewline = true;
+    // Last line complete JSON but no final newline (hand-edited): start appends on a new line.
+    if (!complete) cache.needsNewline = true;
     return cache;
   }
 

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""PyTorch peer for sealkit's benchmarks: the same Llama-family model in plain PyTorch.
+
+Its own implementation (no transformers): RMSNorm, rotate-half RoPE (default, linear and llama3
+scaling), grouped-query attention (matmul + causal mask + softmax; torch 1.13 has no
+scaled_dot_product_attention), SwiGLU MLP, tied or untied LM head, q/k/v bias for qwen2. LoRA
+(r=16, alpha=32) on q,k,v,o,gate,up,down with the base frozen; A kaiming-uniform, B zero then
+perturbed so every adapter gets gradients.
+
+  train    forward + cross-entropy on every next-token target + backward + grad-norm clip (1.0)
+           + AdamW step (weight decay 0) on the LoRA parameters only
+  forward  inference-mode forward computing every token's log-probability of the next token
+
+dtype modes:
+  fp32            everything float32
+  bf16-autocast   float32 weights, torch.autocast("cpu", bfloat16) around the forward (+ loss)
+  bf16-weights    the whole model (adapters too) cast to bfloat16; norms, softmax and the loss in
+                  float32 as transformers does
+
+Config: a Hugging Face config.json object, read from --config PATH (or "-" for stdin). Weights
+and tokens are random. Prints progress on stderr and one JSON object as the last stdout line.
+
+Run it with the tuned environment (see bench/README.md): tcmalloc via LD_PRELOAD with
+TCMALLOC_RELEASE_RATE=0, openblas-openmp on LD_LIBRARY_PATH, OPENBLAS_CORETYPE=SkylakeX.
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------- configuration
+
+class Cfg:
+    def __init__(self, raw):
+        self.arch = raw.get("model_type", "llama")
+        self.vocab = int(raw["vocab_size"])
+        self.hidden = int(raw["hidden_size"])
+        self.inter = int(raw["intermediate_size"])
+        self.layers = int(raw["num_hidden_layers"])
+        self.heads = int(raw["num_attention_heads"])
+        kv = raw.get("num_key_value_heads")
+        self.kv_heads = int(kv) if kv else self.heads
+        hd = raw.get("head_dim")
+        self.head_dim = int(hd) if hd else self.hidden // self.heads
+        self.eps = float(raw.get("rms_norm_eps", 1e-6))
+        rope = raw.get("rope_parameters") or {}
+        self.rope_theta = float(raw.get("rope_theta", rope.get("rope_theta", 10000.0)))
+        scaling = raw.get("rope_scaling") or (rope if rope.get("rope_type", "default") != "default" else None)
+        self.rope_scaling = scaling
+        self.tied = bool(raw.get("tie_word_embeddings", False))
+        self.qkv_bias = self.arch == "qwen2" or bool(raw.get("attention_bias", False))
+        if self.heads % self.kv_heads:
+            raise SystemExit(f"num_attention_heads {self.heads} is not a multiple of num_key_value_heads {self.kv_heads}")
+
+
+def rope_inv_freq(cfg):
+    d = cfg.head_dim
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+    s = cfg.rope_scaling
+    if not s:
+        return inv.float()
+    kind = s.get("rope_type", s.get("type", "default"))
+    if kind == "linear":
+        return (inv / float(s["factor"])).float()
+    if kind == "llama3":
+        factor = float(s["factor"])
+        lo, hi = float(s["low_freq_factor"]), float(s["high_freq_factor"])
+        old = float(s["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        lo_wl, hi_wl = old / lo, old / hi
+        scaled = torch.where(wavelen > lo_wl, inv / factor, inv)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * scaled / factor + smooth * scaled
+        is_mid = (wavelen >= hi_wl) & (wavelen <= lo_wl)
+        return torch.where(is_mid, mid, scaled).float()
+    if kind == "default":
+        return inv.float()
+    raise SystemExit(f"rope scaling type {kind!r} is not implemented by the peer")
+
+
+# ----------------------------------------------------------------------------- model
+
+class LoraLinear(nn.Module):
+    """y = x W^T (+ b) + (alpha / r) * (x A^T) B^T; W (and b) frozen."""
+
+    def __init__(self, d_in, d_out, rank, alpha, bias=False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_out, d_in).normal_(0.0, 0.02), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(d_out), requires_grad=False) if bias else None
+        self.rank = rank
+        if rank > 0:
+            self.lora_A = nn.Parameter(torch.empty(rank, d_in))
+            nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            # PEFT starts B at zero; perturb it so A receives gradients from the first step.
+            self.lora_B = nn.Parameter(torch.zeros(d_out, rank).normal_(0.0, 1e-3))
+            self.scale = alpha / rank
+
+    def forward(self, x):
+        y = F.linear(x, self.weight, self.bias)
+        if self.rank > 0:
+            y = y + F.linear(F.linear(x, self.lora_A), self.lora_B) * self.scale
+        return y
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d, eps):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x):
+        dtype = x.dtype
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(dtype)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg, rank, alpha):
+        super().__init__()
+        H, hd = cfg.hidden, cfg.head_dim
+        self.cfg = cfg
+        self.input_norm = RMSNorm(H, cfg.eps)
+        self.q = LoraLinear(H, cfg.heads * hd, rank, alpha, cfg.qkv_bias)
+        self.k = LoraLinear(H, cfg.kv_heads * hd, rank, alpha, cfg.qkv_bias)
+        self.v = LoraLinear(H, cfg.kv_heads * hd, rank, alpha, cfg.qkv_bias)
+        self.o = LoraLinear(cfg.heads * hd, H, rank, alpha)
+        self.post_norm = RMSNorm(H, cfg.eps)
+        self.gate = LoraLinear(H, cfg.inter, rank, alpha)
+        self.up = LoraLinear(H, cfg.inter, rank, alpha)
+        self.down = LoraLinear(cfg.inter, H, rank, alpha)
+
+    def forward(self, x, cos, sin, mask):
+        cfg = self.cfg
+        B, T, _ = x.shape
+        nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
+        g = nh // nkv
+        h = self.input_norm(x)
+        q = self.q(h).view(B, T, nh, hd).transpose(1, 2)   # B, nh, T, hd
+        k = self.k(h).view(B, T, nkv, hd).transpose(1, 2)  # B, nkv, T, hd
+        v = self.v(h).view(B, T, nkv, hd).transpose(1, 2)
+        cos, sin = cos.to(v.dtype), sin.to(v.dtype)
+        scale = 1.0 / math.sqrt(hd)  # folded into q's rotation
+        q = q * (cos * scale) + rotate_half(q) * (sin * scale)
+        k = k * cos + rotate_half(k) * sin
+        # GQA without repeating K/V: the g query heads sharing a KV head are stacked along rows,
+        # so each KV group is one (g*T x hd) @ (hd x T) GEMM.
+        q = q.reshape(B, nkv, g * T, hd)
+        s = torch.matmul(q, k.transpose(-1, -2)).view(B, nkv, g, T, T)
+        p = torch.softmax(s.float() + mask, dim=-1).to(v.dtype)
+        a = torch.matmul(p.view(B, nkv, g * T, T), v)      # B, nkv, g*T, hd
+        a = a.view(B, nh, T, hd).transpose(1, 2).reshape(B, T, nh * hd)
+        x = x + self.o(a)
+        h = self.post_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Llama(nn.Module):
+    def __init__(self, cfg, rank=16, alpha=32.0):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Parameter(torch.empty(cfg.vocab, cfg.hidden).normal_(0.0, 0.02), requires_grad=False)
+        self.blocks = nn.ModuleList(Block(cfg, rank, alpha) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.hidden, cfg.eps)
+        self.head = None if cfg.tied else nn.Parameter(torch.empty(cfg.vocab, cfg.hidden).normal_(0.0, 0.02), requires_grad=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        self._tables = {}
+
+    def tables(self, T):
+        """cos/sin (T, hd) and the additive causal mask (T, T), cached per length."""
+        if T not in self._tables:
+            pos = torch.arange(T, dtype=torch.float32)
+            f = torch.outer(pos, self.inv_freq)
+            emb = torch.cat((f, f), dim=-1)
+            mask = torch.full((T, T), float("-inf")).triu_(1)
+            self._tables[T] = (emb.cos(), emb.sin(), mask)
+        return self._tables[T]
+
+    def forward(self, tokens):
+        cos, sin, mask = self.tables(tokens.shape[1])
+        x = F.embedding(tokens, self.embed)
+        for blk in self.blocks:
+            x = blk(x, cos, sin, mask)
+        x = self.norm(x)
+        return F.linear(x, self.embed if self.head is None else self.head)
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", required=True, help="config.json path, or - for stdin")
+    ap.add_argument("--work", choices=["train", "forward"], required=True)
+    ap.add_argument("--dtype", choices=["fp32", "bf16-autocast", "bf16-weights"], default="fp32")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rank", type=int, default=16)
+    ap.add_argument("--alpha", type=float, default=32.0)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--name", default=None, help="label echoed in the JSON (e.g. the preset)")
+    ap.add_argument("--quiet", action="store_true")
+    a = ap.parse_args()
+
+    raw = json.load(sys.stdin if a.config == "-" else open(a.config))
+    cfg = Cfg(raw)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+
+    train = a.work == "train"
+    t_build = time.perf_counter()
+    model = Llama(cfg, rank=a.rank if train else 0, alpha=a.alpha)
+    if a.dtype == "bf16-weights":
+        model = model.to(torch.bfloat16)
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
+    build_s = time.perf_counter() - t_build
+
+    gen = torch.Generator().manual_seed(42)
+    tokens = torch.randint(cfg.vocab, (a.batch, a.seq), generator=gen)
+    inputs, targets = tokens, torch.roll(tokens, -1, dims=1)  # last position predicts a wrapped token:
+    # every position carries a loss, as in the engine's bench (batch * seq tokens per step).
+
+    autocast = a.dtype == "bf16-autocast"
+
+    def run_forward():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return model(inputs)
+
+    if train:
+        model.train()
+        opt = torch.optim.AdamW(lora, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=True)
+
+        def step():
+            logits = run_forward()
+            loss = F.cross_entropy(logits.float().view(-1, cfg.vocab), targets.reshape(-1))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lora, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return loss.item()
+    else:
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                logits = run_forward()
+                lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+                return lp.mean().item()
+
+    times, last = [], None
+    total = a.warmup + a.repeats
+    for i in range(total):
+        t0 = time.perf_counter()
+        last = step()
+        ms = (time.perf_counter() - t0) * 1e3
+        if i >= a.warmup:
+            times.append(ms)
+        if not a.quiet:
+            print(f"  {a.work} {a.dtype} step {i + 1}/{total}: {ms:.1f} ms (value {last:.4f})", file=sys.stderr)
+        if not math.isfinite(last):
+            raise SystemExit(f"non-finite loss/log-prob {last}")
+
+    med = statistics.median(times)
+    out = {
+        "peer": "pytorch", "torch": torch.__version__, "mode": a.dtype, "work": a.work, "name": a.name,
+        "batch": a.batch, "seq": a.seq, "threads": torch.get_num_threads(),
+        "tokens_per_s": a.batch * a.seq / (med / 1e3), "step_ms_median": med, "step_ms_all": times,
+        "last_value": last, "build_s": build_s,
+        "env": {k: os.environ.get(k) for k in ("LD_PRELOAD", "TCMALLOC_RELEASE_RATE", "LD_LIBRARY_PATH", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS")},
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+// The `seal` CLI as a user runs it: a child process through bin/seal.js, JSON on --json.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Model } from '../lib/model/model.js';
+import { repoRoot } from './helpers/fixtures.js';
+
+function seal(...args: string[]) {
+  const r = spawnSync(process.execPath, [join(repoRoot, 'bin/seal.js'), ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+const lastJson = (out: string) => JSON.parse(out.trim().split('\n').at(-1) ?? 'null') as Record<string, unknown>;
+
+test('seal --version prints the package version', () => {
+  const pkg = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+  const r = seal('--version');
+  assert.equal(r.code, 0);
+  assert.equal(r.out.trim(), pkg.version);
+});
+
+test('seal info --json reports ISA, threads and backend', () => {
+  const r = seal('info', '--json', '--threads', '1');
+  assert.equal(r.code, 0, r.err);
+  const info = lastJson(r.out);
+  assert.ok(['scalar', 'avx2', 'avx512', 'avx512bf16'].includes(info.isa as string));
+  assert.equal(info.threads, 1);
+  assert.ok((info.backends as string[]).includes('cpu'));
+});
+
+test('seal score --json equals Model.score on the same ids', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sealkit-cli-'));
+  try {
+    const ids = [[5, 17, 33, 2, 90, 101, 7], [1, 2, 3]];
+    writeFileSync(join(dir, 'ids.json'), JSON.stringify(ids));
+    const modelDir = join(repoRoot, 'test/fixtures/models/qwen2-bias');
+    const r = seal('score', '--model', modelDir, '--tokens', join(dir, 'ids.json'), '--json');
+    assert.equal(r.code, 0, r.err);
+    const got = lastJson(r.out);
+    const model = await Model.load(modelDir);
+    const want = await model.score(ids.map((tokens) => ({ tokens })));
+    await model.dispose();
+    assert.equal(got.tokens, want.tokens);
+    assert.ok(Math.abs((got.nll as number) - want.nll) < 1e-9);
+    assert.ok(Math.abs((got.ppl as number) - Math.exp(want.nll)) < 1e-9);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('seal score: bad input gives a clear message and a non-zero exit', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sealkit-cli-'));
+  try {
+    writeFileSync(join(dir, 'bad.json'), '{"not": "ids"}');
+    const modelDir = join(repoRoot, 'test/fixtures/models/llama-gqa');
+    const r = seal('score', '--model', modelDir, '--tokens', join(dir, 'bad.json'));
+    assert.is.not(r.code, 0);
+    assert.match(r.err, /bad\.json: expected an array/);
+    const missing = seal('score', '--model', join(dir, 'nowhere'), '--tokens', join(dir, 'bad.json'));
+    assert.is.not(missing.code, 0);
+    const unknown = seal('frobnicate');
+    assert.equal(unknown.code, 2);
+    assert.match(unknown.err, /unknown command/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('seal bench train --preset tiny --json ends with a tokens_per_s line', () => {
+  const r = seal('bench', 'train', '--preset', 'tiny', '--batch', '2', '--seq', '32', '--repeats', '2', '--warmup', '1', '--threads', '1', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = lastJson(r.out);
+  assert.ok((j.tokens_per_s as number) > 0);
+  assert.equal(j.batch, 2);
+  assert.equal(j.seq, 32);
+});
+
+test.run();
