@@ -104,7 +104,12 @@ export function llama3ChatRenderer(options: Llama3RenderOptions = {}): ChatRende
   };
 }
 
-/** The inference prompt for a task: system + user turns and the assistant header (§4.7 step 3). */
+/**
+ * The inference prompt for a task: system + user turns and the assistant header (§4.7 step 3).
+ * The text starts with the template's `<|begin_of_text|>`; the reference ends up with a single BOS
+ * at inference (the engine strips the text BOS and vLLM adds one), so tokenize it without adding
+ * another (or render with `bos: false` and let the tokenizer add it).
+ */
 export function queryPrompt(task: PseudoTask, render: ChatRenderer = llama3ChatRenderer()): string {
   const messages = taskMessages({ train: task.train, test: { input: task.test.input } });
   return render(messages, { addGenerationPrompt: true });

@@ -32,7 +32,8 @@
 //
 // Extraction is lenient by default (`mode: 'lenient'`): surrounding prose, Markdown code fences and
 // trailing text are tolerated and the first parseable JSON object is used. `mode: 'reference'`
-// requires the whole text to be one JSON object, exactly like `json.loads` on the completion.
+// requires the whole text to be one JSON object, exactly like `json.loads` on the completion. In
+// both modes a completion cut off mid-object (an unclosed `{`) is stage 'json', as in the reference.
 
 import { z } from 'zod';
 import type { AugmentationFamilies } from './augment.js';
@@ -217,31 +218,40 @@ function matchBrace(s: string, start: number): number {
   return -1;
 }
 
+type Extracted = { ok: true; value: unknown; where: string } | { ok: false; reason: string };
+
 /**
  * Find the JSON object a completion carries: the whole text, else the body of a code fence, else
- * the first balanced `{…}` span that parses as an object. Returns the parsed value, or what went
- * wrong.
+ * the first balanced `{…}` span that parses as an object. A `{` that is never closed ends the
+ * search: everything after it is inside an unfinished object — a completion cut off by the token
+ * limit, which the reference (`json.loads`) discards and resamples, so it must not be salvaged by
+ * picking up a nested fragment such as the `data_generation` object.
  */
-function extractJson(text: string, mode: 'lenient' | 'reference'): { ok: true; value: unknown } | { ok: false; reason: string } {
+function extractJson(text: string, mode: 'lenient' | 'reference'): Extracted {
   const whole = tryParse(text);
-  if (whole.ok && (mode === 'reference' || isPlainObject(whole.value))) return whole;
+  if (whole.ok && (mode === 'reference' || isPlainObject(whole.value))) return { ...whole, where: 'the completion' };
   if (mode === 'reference') return { ok: false, reason: 'the completion is not valid JSON' };
 
   const fence = /```[A-Za-z0-9_-]*[ \t]*\r?\n?([\s\S]*?)```/g;
   for (let m = fence.exec(text); m !== null; m = fence.exec(text)) {
     const body = tryParse((m[1] ?? '').trim());
-    if (body.ok && isPlainObject(body.value)) return body;
+    if (body.ok && isPlainObject(body.value)) return { ...body, where: 'a code fence' };
   }
 
   let tried = 0;
+  let truncated = false;
   for (let i = text.indexOf('{'); i >= 0 && tried < MAX_CANDIDATES; i = text.indexOf('{', i + 1)) {
     tried++;
     const end = matchBrace(text, i);
-    if (end < 0) continue;
+    if (end < 0) {
+      truncated = true;
+      break;
+    }
     const r = tryParse(text.slice(i, end + 1));
-    if (r.ok && isPlainObject(r.value)) return r;
+    if (r.ok && isPlainObject(r.value)) return { ...r, where: `the JSON object at character ${i}` };
   }
-  if (whole.ok) return whole; // valid JSON, just not an object: let the schema say what is wrong
+  if (whole.ok) return { ...whole, where: 'the completion' }; // valid JSON, not an object: the schema says what is wrong
+  if (truncated) return { ok: false, reason: 'unterminated JSON object (the completion looks cut off)' };
   return { ok: false, reason: tried === 0 ? 'no JSON object in the completion' : 'no parseable JSON object in the completion' };
 }
 
@@ -305,7 +315,10 @@ export function parseSelfEdit(text: unknown, options: ParseSelfEditOptions = {})
     const found = extractJson(text, options.mode ?? 'lenient');
     if (!found.ok) return { ok: false, stage: 'json', reason: found.reason };
     const r = selfEditSchema.safeParse(found.value);
-    if (!r.success) return { ok: false, stage: 'schema', reason: schemaReason(found.value, r.error) };
+    if (!r.success) {
+      const context = found.where === 'the completion' ? '' : ` (in ${found.where})`;
+      return { ok: false, stage: 'schema', reason: schemaReason(found.value, r.error) + context };
+    }
     return { ok: true, config: toConfig(r.data), json: r.data };
   } catch (e) {
     // Defensive: nothing above should throw, but a parser of model output must not crash the loop.

@@ -1,0 +1,574 @@
+// opRun(name, dtype, args): runs one CPU kernel directly, for tests and benchmarks.
+//
+// Inputs are typed arrays matching dtype ('f32' -> Float32Array, 'f64' -> Float64Array), Int32Array
+// for ids/targets/positions/sequence tables, Float32Array for inv_freq (the kernel takes f32), and
+// Uint16Array for bf16 weights. Every output comes back as a new typed array (inputs are never
+// modified); "+=" outputs start from an optional initial array of the same name. Every argument is
+// checked (type, integer-ness, range, array length against the shape) and a bad one throws a
+// TypeError/RangeError naming the op and the argument: the kernels themselves assume valid shapes.
+#include <napi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "../cpu/kernels.h"
+#include "bindings.h"
+
+namespace sealkit::addon {
+namespace {
+
+template <typename T>
+struct JsArray;
+template <>
+struct JsArray<float> {
+  static constexpr napi_typedarray_type type = napi_float32_array;
+  static constexpr const char* name = "Float32Array";
+};
+template <>
+struct JsArray<double> {
+  static constexpr napi_typedarray_type type = napi_float64_array;
+  static constexpr const char* name = "Float64Array";
+};
+template <>
+struct JsArray<int32_t> {
+  static constexpr napi_typedarray_type type = napi_int32_array;
+  static constexpr const char* name = "Int32Array";
+};
+template <>
+struct JsArray<uint16_t> {
+  static constexpr napi_typedarray_type type = napi_uint16_array;
+  static constexpr const char* name = "Uint16Array";
+};
+
+template <typename T>
+struct View {
+  const T* data = nullptr;
+  int64_t len = 0;
+};
+
+// Shape parameters are capped so products of two of them cannot overflow int64.
+constexpr int64_t kMaxDim = 2147483647;
+
+// The args object of one opRun call, with checked accessors that name the op in every error.
+class Args {
+ public:
+  Args(Napi::Env env, std::string op, Napi::Object obj) : env_(env), op_(std::move(op)), obj_(obj) {}
+
+  Napi::Env env() const { return env_; }
+
+  [[noreturn]] void type_error(const std::string& key, const std::string& msg) const {
+    throw Napi::TypeError::New(env_, "opRun('" + op_ + "'): '" + key + "' " + msg);
+  }
+  [[noreturn]] void range_error(const std::string& key, const std::string& msg) const {
+    throw Napi::RangeError::New(env_, "opRun('" + op_ + "'): '" + key + "' " + msg);
+  }
+
+  bool has(const char* key) const { return obj_.Has(key) && !obj_.Get(key).IsUndefined(); }
+
+  double number(const char* key) const {
+    if (!has(key)) type_error(key, "is required (a number)");
+    Napi::Value v = obj_.Get(key);
+    if (!v.IsNumber()) type_error(key, "must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d)) range_error(key, "must be finite");
+    return d;
+  }
+  double number_or(const char* key, double def) const { return has(key) ? number(key) : def; }
+
+  // An integer in [lo, kMaxDim].
+  int64_t integer(const char* key, int64_t lo = 0) const {
+    const double d = number(key);
+    if (d != std::floor(d)) type_error(key, "must be an integer");
+    if (d < static_cast<double>(lo) || d > static_cast<double>(kMaxDim))
+      range_error(key, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(kMaxDim) + "]");
+    return static_cast<int64_t>(d);
+  }
+  int64_t integer_or(const char* key, int64_t def, int64_t lo = 0) const { return has(key) ? integer(key, lo) : def; }
+
+  bool boolean_or(const char* key, bool def) const {
+    if (!has(key)) return def;
+    Napi::Value v = obj_.Get(key);
+    if (!v.IsBoolean()) type_error(key, "must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+
+  std::string string_or(const char* key, const std::string& def) const {
+    if (!has(key)) return def;
+    Napi::Value v = obj_.Get(key);
+    if (!v.IsString()) type_error(key, "must be a string");
+    return v.As<Napi::String>().Utf8Value();
+  }
+
+  // A typed array of element type T; len < 0 accepts any length, otherwise it must be exactly len
+  // (or at least len when at_least).
+  template <typename T>
+  View<T> array(const char* key, int64_t len = -1, bool at_least = false) const {
+    if (!has(key)) type_error(key, std::string("is required (a ") + JsArray<T>::name + ")");
+    Napi::Value v = obj_.Get(key);
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != JsArray<T>::type)
+      type_error(key, std::string("must be a ") + JsArray<T>::name);
+    auto a = v.As<Napi::TypedArrayOf<T>>();
+    const int64_t n = static_cast<int64_t>(a.ElementLength());
+    if (len >= 0 && (at_least ? n < len : n != len))
+      range_error(key, "has length " + std::to_string(n) + ", expected " + (at_least ? "at least " : "") +
+                           std::to_string(len));
+    return {a.Data(), n};
+  }
+  // Ids must index a table of `limit` rows (negative allowed only when allow_negative).
+  void check_ids(const char* key, View<int32_t> ids, int64_t limit, bool allow_negative) const {
+    for (int64_t i = 0; i < ids.len; ++i) {
+      const int32_t id = ids.data[i];
+      if (id >= limit || (id < 0 && !allow_negative))
+        range_error(key, "[" + std::to_string(i) + "] = " + std::to_string(id) + " is outside [" +
+                             (allow_negative ? std::string("-inf") : std::string("0")) + ", " +
+                             std::to_string(limit) + ")");
+    }
+  }
+
+ private:
+  Napi::Env env_;
+  std::string op_;
+  Napi::Object obj_;
+};
+
+// A new typed array of n elements, zero or copied from the optional initial array `key` (which must
+// then have exactly n elements).
+template <typename T>
+Napi::TypedArrayOf<T> output(const Args& a, const char* key, int64_t n) {
+  auto out = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
+  if (a.has(key)) {
+    View<T> init = a.array<T>(key, n);
+    if (n) std::memcpy(out.Data(), init.data, n * sizeof(T));
+  } else if (n) {
+    std::memset(out.Data(), 0, n * sizeof(T));
+  }
+  return out;
+}
+
+template <typename T>
+Napi::TypedArrayOf<T> zeros(const Args& a, int64_t n) {
+  auto out = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
+  if (n) std::memset(out.Data(), 0, n * sizeof(T));
+  return out;
+}
+
+// A new typed array holding a copy of the required input `key` (for kernels that work in place).
+template <typename T>
+Napi::TypedArrayOf<T> copy_of(const Args& a, const char* key, int64_t n) {
+  View<T> in = a.array<T>(key, n);
+  auto out = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
+  if (n) std::memcpy(out.Data(), in.data, n * sizeof(T));
+  return out;
+}
+
+// Elements spanned by `rows` rows of `cols` values with row stride ld.
+int64_t extent(int64_t rows, int64_t cols, int64_t ld) { return rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols; }
+
+int64_t product(const Args& a, const char* what, int64_t x, int64_t y) {
+  if (x != 0 && y > (int64_t(1) << 53) / x) a.range_error(what, "is too large");
+  return x * y;
+}
+
+// ---- gemm ----------------------------------------------------------------------------------------
+
+template <typename T>
+struct GemmCall {
+  cpu::GemmArgs<T> g;
+  Napi::TypedArrayOf<T> c;
+};
+
+template <typename T>
+GemmCall<T> gemm_args(const Args& a) {
+  GemmCall<T> call;
+  cpu::GemmArgs<T>& g = call.g;
+  g.M = a.integer("M");
+  g.N = a.integer("N");
+  g.K = a.integer("K");
+  g.trans_a = a.boolean_or("transA", false);
+  g.trans_b = a.boolean_or("transB", false);
+  const int64_t a_rows = g.trans_a ? g.K : g.M, a_cols = g.trans_a ? g.M : g.K;
+  const int64_t b_rows = g.trans_b ? g.N : g.K, b_cols = g.trans_b ? g.K : g.N;
+  g.lda = a.integer_or("lda", std::max<int64_t>(a_cols, 1), 1);
+  g.ldb = a.integer_or("ldb", std::max<int64_t>(b_cols, 1), 1);
+  g.ldc = a.integer_or("ldc", std::max<int64_t>(g.N, 1), 1);
+  if (g.lda < a_cols) a.range_error("lda", "must be >= " + std::to_string(a_cols));
+  if (g.ldb < b_cols) a.range_error("ldb", "must be >= " + std::to_string(b_cols));
+  if (g.ldc < g.N) a.range_error("ldc", "must be >= N");
+  g.A = a.array<T>("A", extent(a_rows, a_cols, g.lda), true).data;
+  const std::string bdt = a.string_or("bDtype", std::is_same_v<T, float> ? "f32" : "f64");
+  const int64_t b_len = extent(b_rows, b_cols, g.ldb);
+  if (std::is_same_v<T, float> && bdt == "bf16") {
+    g.B = {a.array<uint16_t>("B", b_len, true).data, DType::BF16};
+  } else if (bdt == (std::is_same_v<T, float> ? "f32" : "f64")) {
+    g.B = {a.array<T>("B", b_len, true).data, std::is_same_v<T, float> ? DType::F32 : DType::F64};
+  } else {
+    a.range_error("bDtype", std::is_same_v<T, float> ? "must be 'f32' or 'bf16'" : "must be 'f64' for dtype f64");
+  }
+  g.alpha = static_cast<T>(a.number_or("alpha", 1));
+  g.beta = static_cast<T>(a.number_or("beta", 0));
+  call.c = output<T>(a, "C", product(a, "C", g.M, g.ldc));
+  g.C = call.c.Data();
+  return call;
+}
+
+template <typename T>
+Napi::Object op_gemm(const Args& a) {
+  GemmCall<T> call = gemm_args<T>(a);
+  cpu::gemm(call.g);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("C", call.c);
+  return r;
+}
+
+// Times `iters` calls natively (after one warm-up) and returns each call's seconds, so benchmarks
+// measure the kernel rather than the JS boundary.
+template <typename T>
+Napi::Object op_gemm_bench(const Args& a) {
+  GemmCall<T> call = gemm_args<T>(a);
+  const int64_t iters = a.integer_or("iters", 10, 1);
+  cpu::gemm(call.g);
+  auto times = Napi::Float64Array::New(a.env(), static_cast<size_t>(iters));
+  for (int64_t i = 0; i < iters; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    cpu::gemm(call.g);
+    times[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("times", times);
+  return r;
+}
+
+// ---- embedding -----------------------------------------------------------------------------------
+
+template <typename T>
+Napi::Object op_embedding_forward(const Args& a) {
+  const int64_t vocab = a.integer("vocab", 1), dim = a.integer("dim", 1);
+  View<int32_t> ids = a.array<int32_t>("ids");
+  a.check_ids("ids", ids, vocab, false);
+  const int64_t table_len = product(a, "table", vocab, dim);
+  WeightView table;
+  const std::string tdt = a.string_or("tableDtype", std::is_same_v<T, float> ? "f32" : "f64");
+  if (std::is_same_v<T, float> && tdt == "bf16") {
+    table = {a.array<uint16_t>("table", table_len).data, DType::BF16};
+  } else if (tdt == (std::is_same_v<T, float> ? "f32" : "f64")) {
+    table = {a.array<T>("table", table_len).data, std::is_same_v<T, float> ? DType::F32 : DType::F64};
+  } else {
+    a.range_error("tableDtype", std::is_same_v<T, float> ? "must be 'f32' or 'bf16'" : "must be 'f64' for dtype f64");
+  }
+  auto out = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(product(a, "ids", ids.len, dim)));
+  cpu::embedding_forward<T>(ids.data, ids.len, table, dim, out.Data());
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("out", out);
+  return r;
+}
+
+template <typename T>
+Napi::Object op_embedding_backward(const Args& a) {
+  const int64_t vocab = a.integer("vocab", 1), dim = a.integer("dim", 1);
+  View<int32_t> ids = a.array<int32_t>("ids");
+  a.check_ids("ids", ids, vocab, false);
+  View<T> dout = a.array<T>("dout", product(a, "dout", ids.len, dim));
+  auto dtable = output<T>(a, "dtable", product(a, "dtable", vocab, dim));
+  cpu::embedding_backward<T>(ids.data, ids.len, dout.data, dim, dtable.Data());
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("dtable", dtable);
+  return r;
+}
+
+// ---- RMSNorm -------------------------------------------------------------------------------------
+
+template <typename T>
+Napi::Object op_rmsnorm_forward(const Args& a) {
+  const int64_t rows = a.integer("rows"), dim = a.integer("dim", 1);
+  const double eps = a.number("eps");
+  if (eps < 0) a.range_error("eps", "must be >= 0");
+  const int64_t n = product(a, "x", rows, dim);
+  View<T> x = a.array<T>("x", n), w = a.array<T>("w", dim);
+  auto y = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
+  auto rstd = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(rows));
+  cpu::rmsnorm_forward<T>(x.data, w.data, y.Data(), rstd.Data(), rows, dim, eps);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("y", y);
+  r.Set("rstd", rstd);
+  return r;
+}
+
+template <typename T>
+Napi::Object op_rmsnorm_backward(const Args& a) {
+  const int64_t rows = a.integer("rows"), dim = a.integer("dim", 1);
+  const int64_t n = product(a, "x", rows, dim);
+  View<T> x = a.array<T>("x", n), w = a.array<T>("w", dim), rstd = a.array<T>("rstd", rows), dy = a.array<T>("dy", n);
+  const bool with_dw = a.boolean_or("computeDw", true);
+  auto dx = output<T>(a, "dx", n);
+  Napi::Object r = Napi::Object::New(a.env());
+  if (with_dw) {
+    auto dw = output<T>(a, "dw", dim);
+    cpu::rmsnorm_backward<T>(x.data, w.data, rstd.data, dy.data, dx.Data(), dw.Data(), rows, dim);
+    r.Set("dw", dw);
+  } else {
+    cpu::rmsnorm_backward<T>(x.data, w.data, rstd.data, dy.data, dx.Data(), nullptr, rows, dim);
+  }
+  r.Set("dx", dx);
+  return r;
+}
+
+// ---- RoPE ----------------------------------------------------------------------------------------
+
+template <typename T, bool Backward>
+Napi::Object op_rope(const Args& a) {
+  const int64_t rows = a.integer("rows"), heads = a.integer("heads", 1), head_dim = a.integer("headDim", 2);
+  if (head_dim % 2) a.range_error("headDim", "must be even");
+  const int64_t row_stride = a.integer_or("rowStride", product(a, "heads", heads, head_dim), 1);
+  if (row_stride < heads * head_dim) a.range_error("rowStride", "must be >= heads * headDim");
+  View<int32_t> positions = a.array<int32_t>("positions", rows);
+  View<float> inv_freq = a.array<float>("invFreq", head_dim / 2);
+  const char* key = Backward ? "dx" : "x";
+  auto x = copy_of<T>(a, key, product(a, key, rows, row_stride));
+  if (Backward)
+    cpu::rope_backward<T>(x.Data(), rows, row_stride, heads, head_dim, positions.data, inv_freq.data);
+  else
+    cpu::rope_forward<T>(x.Data(), rows, row_stride, heads, head_dim, positions.data, inv_freq.data);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set(key, x);
+  return r;
+}
+
+// ---- attention -----------------------------------------------------------------------------------
+
+struct AttnCall {
+  cpu::AttentionShape s;
+  int64_t rows = 0;
+  View<int32_t> seq_start, seq_len;
+};
+
+AttnCall attention_args(const Args& a) {
+  AttnCall c;
+  cpu::AttentionShape& s = c.s;
+  c.rows = a.integer("rows");
+  s.heads = a.integer("heads", 1);
+  s.kv_heads = a.integer("kvHeads", 1);
+  s.head_dim = a.integer("headDim", 1);
+  if (s.heads % s.kv_heads) a.range_error("kvHeads", "must divide heads");
+  s.q_stride = a.integer_or("qStride", product(a, "heads", s.heads, s.head_dim), 1);
+  s.kv_stride = a.integer_or("kvStride", product(a, "kvHeads", s.kv_heads, s.head_dim), 1);
+  if (s.q_stride < s.heads * s.head_dim) a.range_error("qStride", "must be >= heads * headDim");
+  if (s.kv_stride < s.kv_heads * s.head_dim) a.range_error("kvStride", "must be >= kvHeads * headDim");
+  s.scale = a.number_or("scale", 1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+  c.seq_start = a.array<int32_t>("seqStart");
+  c.seq_len = a.array<int32_t>("seqLen", c.seq_start.len);
+  // Sequences must lie inside the rows and not overlap (the backward pass gives each sequence's
+  // dk/dv rows to one task).
+  std::vector<char> used(static_cast<size_t>(c.rows), 0);
+  for (int64_t i = 0; i < c.seq_start.len; ++i) {
+    const int64_t st = c.seq_start.data[i], len = c.seq_len.data[i];
+    if (st < 0 || st > c.rows) a.range_error("seqStart", "[" + std::to_string(i) + "] is outside [0, rows]");
+    if (len < 0 || st + len > c.rows) a.range_error("seqLen", "[" + std::to_string(i) + "] runs past rows");
+    for (int64_t r = st; r < st + len; ++r) {
+      if (used[r]) a.range_error("seqStart", "sequences overlap at row " + std::to_string(r));
+      used[r] = 1;
+    }
+  }
+  s.seq_start = c.seq_start.data;
+  s.seq_len = c.seq_len.data;
+  s.n_seqs = c.seq_start.len;
+  return c;
+}
+
+template <typename T>
+Napi::Object op_attention_forward(const Args& a) {
+  AttnCall c = attention_args(a);
+  const cpu::AttentionShape& s = c.s;
+  View<T> q = a.array<T>("q", product(a, "q", c.rows, s.q_stride));
+  View<T> k = a.array<T>("k", product(a, "k", c.rows, s.kv_stride));
+  View<T> v = a.array<T>("v", product(a, "v", c.rows, s.kv_stride));
+  auto out = zeros<T>(a, product(a, "out", c.rows, s.heads * s.head_dim));
+  auto lse = zeros<T>(a, product(a, "lse", c.rows, s.heads));
+  cpu::attention_forward<T>(s, q.data, k.data, v.data, out.Data(), lse.Data());
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("out", out);
+  r.Set("lse", lse);
+  return r;
+}
+
+template <typename T>
+Napi::Object op_attention_backward(const Args& a) {
+  AttnCall c = attention_args(a);
+  const cpu::AttentionShape& s = c.s;
+  const int64_t q_len = product(a, "q", c.rows, s.q_stride), kv_len = product(a, "k", c.rows, s.kv_stride);
+  const int64_t o_len = product(a, "out", c.rows, s.heads * s.head_dim);
+  View<T> q = a.array<T>("q", q_len), k = a.array<T>("k", kv_len), v = a.array<T>("v", kv_len);
+  View<T> out = a.array<T>("out", o_len), lse = a.array<T>("lse", product(a, "lse", c.rows, s.heads));
+  View<T> dout = a.array<T>("dout", o_len);
+  auto dq = output<T>(a, "dq", q_len);
+  auto dk = output<T>(a, "dk", kv_len);
+  auto dv = output<T>(a, "dv", kv_len);
+  cpu::attention_backward<T>(s, q.data, k.data, v.data, out.data, lse.data, dout.data, dq.Data(), dk.Data(),
+                             dv.Data());
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("dq", dq);
+  r.Set("dk", dk);
+  r.Set("dv", dv);
+  return r;
+}
+
+// ---- SwiGLU --------------------------------------------------------------------------------------
+
+template <typename T>
+Napi::Object op_swiglu_forward(const Args& a) {
+  View<T> gate = a.array<T>("gate");
+  View<T> up = a.array<T>("up", gate.len);
+  auto out = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(gate.len));
+  cpu::swiglu_forward<T>(gate.data, up.data, out.Data(), gate.len);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("out", out);
+  return r;
+}
+
+template <typename T>
+Napi::Object op_swiglu_backward(const Args& a) {
+  View<T> gate = a.array<T>("gate");
+  View<T> up = a.array<T>("up", gate.len), dout = a.array<T>("dout", gate.len);
+  auto dgate = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(gate.len));
+  auto dup = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(gate.len));
+  cpu::swiglu_backward<T>(gate.data, up.data, dout.data, dgate.Data(), dup.Data(), gate.len);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("dgate", dgate);
+  r.Set("dup", dup);
+  return r;
+}
+
+// ---- cross-entropy -------------------------------------------------------------------------------
+
+// Returns loss, and grad (the logits overwritten by their gradient) when gradScale is given.
+template <typename T>
+Napi::Object op_cross_entropy(const Args& a) {
+  const int64_t rows = a.integer("rows"), vocab = a.integer("vocab", 1);
+  View<int32_t> targets = a.array<int32_t>("targets", rows);
+  a.check_ids("targets", targets, vocab, true);
+  auto logits = copy_of<T>(a, "logits", product(a, "logits", rows, vocab));
+  const T* grad_scale = a.has("gradScale") ? a.array<T>("gradScale", rows).data : nullptr;
+  auto loss = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(rows));
+  cpu::cross_entropy<T>(logits.Data(), targets.data, rows, vocab, loss.Data(), grad_scale);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("loss", loss);
+  if (grad_scale) r.Set("grad", logits);
+  return r;
+}
+
+// ---- optimiser and reductions --------------------------------------------------------------------
+
+template <typename T>
+Napi::Object op_adamw(const Args& a) {
+  View<T> grad = a.array<T>("grad");
+  const int64_t n = grad.len;
+  cpu::AdamWParams p;
+  p.lr = a.number("lr");
+  p.beta1 = a.number_or("beta1", p.beta1);
+  p.beta2 = a.number_or("beta2", p.beta2);
+  p.eps = a.number_or("eps", p.eps);
+  p.weight_decay = a.number_or("weightDecay", p.weight_decay);
+  p.step = a.integer("step", 1);
+  if (p.beta1 < 0 || p.beta1 >= 1) a.range_error("beta1", "must be in [0, 1)");
+  if (p.beta2 < 0 || p.beta2 >= 1) a.range_error("beta2", "must be in [0, 1)");
+  if (p.eps <= 0) a.range_error("eps", "must be > 0");
+  auto param = copy_of<T>(a, "param", n);
+  auto m = copy_of<T>(a, "m", n);
+  auto v = copy_of<T>(a, "v", n);
+  cpu::adamw_step<T>(param.Data(), grad.data, m.Data(), v.Data(), n, p);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("param", param);
+  r.Set("m", m);
+  r.Set("v", v);
+  return r;
+}
+
+template <typename T>
+Napi::Object op_sum_squares(const Args& a) {
+  View<T> x = a.array<T>("x");
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("value", cpu::sum_squares<T>(x.data, x.len));
+  return r;
+}
+
+template <typename T>
+Napi::Object op_scale_inplace(const Args& a) {
+  const T s = static_cast<T>(a.number("s"));
+  auto x = copy_of<T>(a, "x", a.array<T>("x").len);
+  cpu::scale_inplace<T>(x.Data(), static_cast<int64_t>(x.ElementLength()), s);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("x", x);
+  return r;
+}
+
+template <typename T>
+Napi::Object op_axpy(const Args& a) {
+  View<T> x = a.array<T>("x");
+  const T alpha = static_cast<T>(a.number("a"));
+  auto y = copy_of<T>(a, "y", x.len);
+  cpu::axpy<T>(y.Data(), x.data, x.len, alpha);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("y", y);
+  return r;
+}
+
+// ---- dispatch ------------------------------------------------------------------------------------
+
+using OpFn = Napi::Object (*)(const Args&);
+struct OpEntry {
+  OpFn f32, f64;
+};
+
+const std::map<std::string, OpEntry>& op_table() {
+  static const std::map<std::string, OpEntry> table = {
+      {"gemm", {op_gemm<float>, op_gemm<double>}},
+      {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
+      {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},
+      {"embedding_backward", {op_embedding_backward<float>, op_embedding_backward<double>}},
+      {"rmsnorm_forward", {op_rmsnorm_forward<float>, op_rmsnorm_forward<double>}},
+      {"rmsnorm_backward", {op_rmsnorm_backward<float>, op_rmsnorm_backward<double>}},
+      {"rope_forward", {op_rope<float, false>, op_rope<double, false>}},
+      {"rope_backward", {op_rope<float, true>, op_rope<double, true>}},
+      {"attention_forward", {op_attention_forward<float>, op_attention_forward<double>}},
+      {"attention_backward", {op_attention_backward<float>, op_attention_backward<double>}},
+      {"swiglu_forward", {op_swiglu_forward<float>, op_swiglu_forward<double>}},
+      {"swiglu_backward", {op_swiglu_backward<float>, op_swiglu_backward<double>}},
+      {"cross_entropy", {op_cross_entropy<float>, op_cross_entropy<double>}},
+      {"adamw", {op_adamw<float>, op_adamw<double>}},
+      {"sum_squares", {op_sum_squares<float>, op_sum_squares<double>}},
+      {"scale_inplace", {op_scale_inplace<float>, op_scale_inplace<double>}},
+      {"axpy", {op_axpy<float>, op_axpy<double>}},
+  };
+  return table;
+}
+
+Napi::Value OpRun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsObject() || info[2].IsArray())
+    throw Napi::TypeError::New(env, "opRun(name, dtype, args): expected a string, 'f32' | 'f64' and an object");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  const std::string dtype = info[1].As<Napi::String>().Utf8Value();
+  auto it = op_table().find(name);
+  if (it == op_table().end()) {
+    std::string known;
+    for (const auto& kv : op_table()) known += (known.empty() ? "" : ", ") + kv.first;
+    throw Napi::RangeError::New(env, "opRun: unknown op '" + name + "' (known: " + known + ")");
+  }
+  if (dtype != "f32" && dtype != "f64")
+    throw Napi::RangeError::New(env, "opRun('" + name + "'): dtype must be 'f32' or 'f64', got '" + dtype + "'");
+  Args args(env, name, info[2].As<Napi::Object>());
+  return dtype == "f32" ? it->second.f32(args) : it->second.f64(args);
+}
+
+}  // namespace
+
+void register_op_binding(Napi::Env env, Napi::Object exports) {
+  exports.Set("opRun", Napi::Function::New(env, OpRun, "opRun"));
+}
+
+}  // namespace sealkit::addon
