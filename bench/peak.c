@@ -11,6 +11,8 @@
 //
 // Build: cc -O2 -march=native -pthread bench/peak.c -o peak   (bench/run.ts does this in a temp dir)
 // Usage: peak [--threads N] [--trials K] [--ms M] [--stream-mib S]
+//        peak --probe [--threads N]   quick machine-speed probe (FP32 FMA on N threads, ~0.1 s):
+//                                     bench/run.ts runs it around every measurement to flag noise
 #define _GNU_SOURCE
 #include <cpuid.h>
 #include <immintrin.h>
@@ -236,12 +238,14 @@ int main(int argc, char **argv) {
   int threads = 2, trials = 7;
   double ms = 100;
   long stream_mib = 1024;
+  int probe = 0;
   for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+    if (!strcmp(argv[i], "--probe")) probe = 1;
+    else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
     else if (!strcmp(argv[i], "--stream-mib") && i + 1 < argc) stream_mib = atol(argv[++i]);
-    else { fprintf(stderr, "usage: peak [--threads N] [--trials K] [--ms M] [--stream-mib S]\n"); return 2; }
+    else { fprintf(stderr, "usage: peak [--probe] [--threads N] [--trials K] [--ms M] [--stream-mib S]\n"); return 2; }
   }
   if (threads < 1 || threads > 256) threads = 2;
   if (trials < 1) trials = 1;
@@ -250,6 +254,13 @@ int main(int argc, char **argv) {
 
   int avx512 = has_avx512f(), bf16 = has_avx512bf16(), avx2 = has_fma_avx2();
   kernel_fn fma = avx512 ? fma_zmm : avx2 ? fma_ymm : NULL;
+  if (probe) {
+    if (!fma) { printf("{}\n"); return 0; }
+    printf("{");
+    print_stat("fp32_fma_gflops_nt", measure_compute(fma, threads, 5, 15), 1);
+    printf("}\n");
+    return 0;
+  }
   printf("{\"threads\":%d,\"avx512f\":%s,\"avx512_bf16\":%s,\"fma_width\":%d,", threads, avx512 ? "true" : "false",
          bf16 ? "true" : "false", avx512 ? 512 : avx2 ? 256 : 0);
   if (fma) {
