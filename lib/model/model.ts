@@ -12,6 +12,7 @@ import {
 import { ropeInvFreq } from './rope.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
 import { planWeights } from './weights.js';
+import { generate, generateStream, type Completion, type GenerateOptions, type GenerationEvent, type Prompt } from './generate.js';
 
 export type Device = 'cpu' | 'cuda';
 export type Storage = 'f32' | 'bf16';
@@ -141,8 +142,8 @@ export class Model {
     return this.handle;
   }
 
-  /** Runs fn after every earlier call on this model has settled. */
-  private run<T>(fn: (h: NativeModel) => Promise<T> | T): Promise<T> {
+  /** Runs fn after every earlier call on this model has settled (engine-internal: lib/model only). */
+  run<T>(fn: (h: NativeModel) => Promise<T> | T): Promise<T> {
     const next = this.queue.then(() => fn(this.live()));
     this.queue = next.catch(() => undefined);
     return next;
@@ -259,6 +260,16 @@ export class Model {
     let tokens = 0;
     for (const n of groups.values()) tokens += n;
     return { loss: lossBy, gradNorm, tokens };
+  }
+
+  /** Generates continuations of token prompts (see lib/model/generate.ts for the options). */
+  generate(prompts: Prompt[], options: GenerateOptions = {}): Promise<Completion[]> {
+    return generate(this, prompts, options);
+  }
+
+  /** Streams generated tokens as they are sampled. */
+  generateStream(prompts: Prompt[], options: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
+    return generateStream(this, prompts, options);
   }
 
   /** Writes a loadable Hugging Face directory: config.json, model.safetensors, tokenizer files. */

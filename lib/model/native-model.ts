@@ -77,7 +77,28 @@ export interface NativeModel {
   step(options: NativeStepOptions): Promise<number[]>;
   zeroGrad(): void;
   memoryBytes(): number;
+  generateBegin(request: NativeGenerateRequest, options?: { logits?: boolean }): Promise<NativeGenerateStep & { id: number; cacheBytes: number }>;
+  generateStep(id: number, seqs: Int32Array, tokens: Int32Array, options?: { logits?: boolean }): Promise<NativeGenerateStep>;
+  generateEnd(id: number): void;
   dispose(): void;
+}
+
+export interface NativeGenerateRequest {
+  tokens: Int32Array;
+  promptLens: Int32Array;
+  slots: Int32Array;
+  n: number;
+  maxNew: number;
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  maxCacheBytes?: number;
+}
+
+export interface NativeGenerateStep {
+  tokens: Int32Array;
+  logits?: Float32Array;
 }
 
 export type NativeModelClass = new (config: NativeModelConfig, options?: { storage?: 'f32' | 'bf16'; device?: 'cpu' | 'cuda' }) => NativeModel;

@@ -62,6 +62,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
   register_op_binding(env, exports);
   register_model_binding(env, exports);
+  register_backend_binding(env, exports);
   return exports;
 }
 

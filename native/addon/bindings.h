@@ -7,5 +7,6 @@ namespace sealkit::addon {
 
 void register_op_binding(Napi::Env env, Napi::Object exports);
 void register_model_binding(Napi::Env env, Napi::Object exports);
+void register_backend_binding(Napi::Env env, Napi::Object exports);  // backendOp (backend_binding.cc)
 
 }  // namespace sealkit::addon

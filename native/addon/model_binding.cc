@@ -4,12 +4,14 @@
 #include <napi.h>
 
 #include <atomic>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "../core/mapped_file.h"
+#include "../engine/generation.h"
 #include "../engine/model.h"
 #include "async_job.h"
 #include "bindings.h"
@@ -103,6 +105,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::Step>("step"),
                            InstanceMethod<&ModelWrap::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&ModelWrap::MemoryBytes>("memoryBytes"),
+                           InstanceMethod<&ModelWrap::GenerateBegin>("generateBegin"),
+                           InstanceMethod<&ModelWrap::GenerateStep>("generateStep"),
+                           InstanceMethod<&ModelWrap::GenerateEnd>("generateEnd"),
                            InstanceMethod<&ModelWrap::Dispose>("dispose"),
                        });
   }
@@ -158,6 +163,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  private:
   std::shared_ptr<Model> model_;
   std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
+  std::map<int, std::shared_ptr<Generation>> generations_;
+  int next_generation_ = 1;
 
   Model& live(Napi::Env env) {
     if (!model_) throw Napi::Error::New(env, "model was disposed");
@@ -458,8 +465,93 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).memory_bytes()));
   }
 
+  static Napi::Value step_to_js(Napi::Env env, GenerationStep& r) {
+    auto o = Napi::Object::New(env);
+    auto t = Napi::Int32Array::New(env, r.tokens.size());
+    if (!r.tokens.empty()) std::memcpy(t.Data(), r.tokens.data(), r.tokens.size() * 4);
+    o.Set("tokens", t);
+    if (!r.logits.empty()) o.Set("logits", to_js(env, r.logits));
+    return o;
+  }
+
+  std::shared_ptr<Generation> generation(Napi::Env env, const Napi::Value& id) {
+    if (!id.IsNumber()) type_error(env, "generation id must be a number");
+    auto it = generations_.find(id.As<Napi::Number>().Int32Value());
+    if (it == generations_.end()) throw Napi::Error::New(env, "generation " + std::to_string(id.As<Napi::Number>().Int32Value()) + " is not open");
+    return it->second;
+  }
+
+  // generateBegin({tokens, promptLens, slots, n, maxNew, temperature, topK, topP, seed, maxCacheBytes}, {logits?})
+  //   -> Promise<{id, tokens, logits?, cacheBytes}>
+  Napi::Value GenerateBegin(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    live(env);
+    if (info.Length() < 1 || !info[0].IsObject()) type_error(env, "generateBegin(request): request must be an object");
+    auto o = info[0].As<Napi::Object>();
+    GenerationRequest req;
+    req.tokens = int32s(env, field(env, o, "tokens", "generate request"), "request.tokens");
+    req.prompt_len = int32s(env, field(env, o, "promptLens", "generate request"), "request.promptLens");
+    req.slot = int32s(env, field(env, o, "slots", "generate request"), "request.slots");
+    req.n = static_cast<int32_t>(int_field(env, o, "n", "generate request"));
+    req.max_new = static_cast<int32_t>(int_field(env, o, "maxNew", "generate request"));
+    req.sampling.temperature = num_or(env, o, "temperature", 0, "generate request");
+    req.sampling.top_k = static_cast<int64_t>(num_or(env, o, "topK", 0, "generate request"));
+    req.sampling.top_p = num_or(env, o, "topP", 1, "generate request");
+    if (o.Has("seed") && !o.Get("seed").IsUndefined()) req.sampling.seed = seed_of(env, o.Get("seed"), "generate request: seed");
+    req.max_cache_bytes = static_cast<size_t>(num_or(env, o, "maxCacheBytes", 0, "generate request"));
+    for (int32_t s : req.slot)
+      if (s >= 0 && !model_->has_adapter(s)) throw Napi::RangeError::New(env, "generate: no adapter in slot " + std::to_string(s));
+    bool logits = info.Length() > 1 && info[1].IsObject() && flag(info[1].As<Napi::Object>(), "logits");
+    auto model = model_;
+    int id = next_generation_++;
+    auto done = claim(env);
+    auto holder = std::make_shared<std::shared_ptr<Generation>>();
+    struct Started { int id; GenerationStep step; size_t bytes; };
+    return AsyncJob<Started>::Start(
+        env, "sealkit.generateBegin",
+        [model, req, logits, id, holder] {
+          auto g = std::make_shared<Generation>(*model, req);
+          Started s{id, g->start(logits), g->cache_bytes()};
+          *holder = g;
+          return s;
+        },
+        [this, holder](Napi::Env e, Started& s) {
+          generations_[s.id] = *holder;
+          auto out = step_to_js(e, s.step).As<Napi::Object>();
+          out.Set("id", s.id);
+          out.Set("cacheBytes", Napi::Number::New(e, static_cast<double>(s.bytes)));
+          return out.As<Napi::Value>();
+        },
+        done);
+  }
+
+  // generateStep(id, seqs: Int32Array, tokens: Int32Array, {logits?}) -> Promise<{tokens, logits?}>
+  Napi::Value GenerateStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    live(env);
+    auto g = generation(env, info[0]);
+    auto seqs = int32s(env, info.Length() > 1 ? info[1] : env.Undefined(), "generateStep: seqs");
+    auto tokens = int32s(env, info.Length() > 2 ? info[2] : env.Undefined(), "generateStep: tokens");
+    bool logits = info.Length() > 3 && info[3].IsObject() && flag(info[3].As<Napi::Object>(), "logits");
+    auto model = model_;
+    auto done = claim(env);
+    return AsyncJob<GenerationStep>::Start(
+        env, "sealkit.generateStep", [model, g, seqs, tokens, logits] { return g->step(seqs, tokens, logits); },
+        step_to_js, done);
+  }
+
+  // generateEnd(id): frees the generation's KV cache.
+  Napi::Value GenerateEnd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    live(env);
+    generation(env, info[0]);
+    generations_.erase(info[0].As<Napi::Number>().Int32Value());
+    return env.Undefined();
+  }
+
   Napi::Value Dispose(const Napi::CallbackInfo& info) {
     if (busy_->load()) throw Napi::Error::New(info.Env(), "dispose: the model is busy (await its pending call first)");
+    generations_.clear();
     model_.reset();
     return info.Env().Undefined();
   }

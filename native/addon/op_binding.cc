@@ -29,21 +29,25 @@ template <>
 struct JsArray<float> {
   static constexpr napi_typedarray_type type = napi_float32_array;
   static constexpr const char* name = "Float32Array";
+  static constexpr const char* article = "a";
 };
 template <>
 struct JsArray<double> {
   static constexpr napi_typedarray_type type = napi_float64_array;
   static constexpr const char* name = "Float64Array";
+  static constexpr const char* article = "a";
 };
 template <>
 struct JsArray<int32_t> {
   static constexpr napi_typedarray_type type = napi_int32_array;
   static constexpr const char* name = "Int32Array";
+  static constexpr const char* article = "an";
 };
 template <>
 struct JsArray<uint16_t> {
   static constexpr napi_typedarray_type type = napi_uint16_array;
   static constexpr const char* name = "Uint16Array";
+  static constexpr const char* article = "a";
 };
 
 template <typename T>
@@ -109,10 +113,11 @@ class Args {
   // (or at least len when at_least).
   template <typename T>
   View<T> array(const char* key, int64_t len = -1, bool at_least = false) const {
-    if (!has(key)) type_error(key, std::string("is required (a ") + JsArray<T>::name + ")");
+    const std::string kind = std::string(JsArray<T>::article) + " " + JsArray<T>::name;
+    if (!has(key)) type_error(key, "is required (" + kind + ")");
     Napi::Value v = obj_.Get(key);
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != JsArray<T>::type)
-      type_error(key, std::string("must be a ") + JsArray<T>::name);
+      type_error(key, "must be " + kind);
     auto a = v.As<Napi::TypedArrayOf<T>>();
     const int64_t n = static_cast<int64_t>(a.ElementLength());
     if (len >= 0 && (at_least ? n < len : n != len))
@@ -125,9 +130,9 @@ class Args {
     for (int64_t i = 0; i < ids.len; ++i) {
       const int32_t id = ids.data[i];
       if (id >= limit || (id < 0 && !allow_negative))
-        range_error(key, "[" + std::to_string(i) + "] = " + std::to_string(id) + " is outside [" +
-                             (allow_negative ? std::string("-inf") : std::string("0")) + ", " +
-                             std::to_string(limit) + ")");
+        range_error(std::string(key) + "[" + std::to_string(i) + "]",
+                    "is " + std::to_string(id) + ", expected " + (allow_negative ? "< " : "in [0, ") +
+                        std::to_string(limit) + (allow_negative ? "" : ")"));
     }
   }
 
@@ -367,8 +372,9 @@ AttnCall attention_args(const Args& a) {
   std::vector<char> used(static_cast<size_t>(c.rows), 0);
   for (int64_t i = 0; i < c.seq_start.len; ++i) {
     const int64_t st = c.seq_start.data[i], len = c.seq_len.data[i];
-    if (st < 0 || st > c.rows) a.range_error("seqStart", "[" + std::to_string(i) + "] is outside [0, rows]");
-    if (len < 0 || st + len > c.rows) a.range_error("seqLen", "[" + std::to_string(i) + "] runs past rows");
+    const std::string at = "[" + std::to_string(i) + "]";
+    if (st < 0 || st > c.rows) a.range_error("seqStart" + at, "is " + std::to_string(st) + ", outside [0, rows]");
+    if (len < 0 || st + len > c.rows) a.range_error("seqLen" + at, "is " + std::to_string(len) + ", runs past rows");
     for (int64_t r = st; r < st + len; ++r) {
       if (used[r]) a.range_error("seqStart", "sequences overlap at row " + std::to_string(r));
       used[r] = 1;

@@ -2,8 +2,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 
 #include "../engine/backend.h"
+#include "decode_kernels.h"
 #include "kernels.h"
 #include "misc_kernels.h"
 
@@ -93,6 +95,18 @@ class CpuBackend final : public Backend {
   void fill_uniform(float* x, int64_t n, uint64_t seed, float bound) override { cpu::fill_uniform(x, n, seed, bound); }
   void upload_converted(void* dst, DType to, const void* src, const char* src_dtype, int64_t n) override {
     cpu::convert_tensor(dst, to, src, src_dtype, n);
+  }
+  void attention_cached_forward(const CachedAttentionShape& s, const float* q, const float* k_cache,
+                                const float* v_cache, float* out) override {
+    cpu::attention_cached_forward(s, q, k_cache, v_cache, out);
+  }
+  void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                   int64_t dst_stride) override {
+    cpu::gather_rows(src, src_stride, rows, n, cols, dst, dst_stride);
+  }
+  void scatter_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                    int64_t dst_stride) override {
+    cpu::scatter_rows(src, src_stride, rows, n, cols, dst, dst_stride);
   }
 };
 

@@ -248,9 +248,10 @@ SEALKIT_AVX512 void micro_avx512(int64_t kc, const float* a, const float* b, flo
 // through 16 x 16 register transposes instead of strided scalar stores.
 
 // GCC 12 flags the deliberately undefined pass-through operand inside its own shuffle intrinsics
-// (_mm512_undefined_ps) as maybe-uninitialized; the warning is spurious.
+// (_mm512_undefined_ps) as (maybe-)uninitialized; the warning is spurious.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 // In-register transpose: r[i] holds row i on entry and column i on exit.
 SEALKIT_AVX512 inline void transpose16(__m512 r[16]) {

@@ -80,9 +80,10 @@ double exp_row_f32_scalar(const float* x, float* out, int64_t n, float shift, fl
 
 #if SEALKIT_X86
 // GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 intrinsics
-// (_mm512_undefined_ps) as maybe-uninitialized; the warning is spurious.
+// (_mm512_undefined_ps) as (maybe-)uninitialized; the warning is spurious.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 // exp(x) = 2^k * exp(r), k = round(x / ln2), r = x - k ln2 (ln2 split in two for accuracy), exp(r)
 // by a degree-7 polynomial (Cephes expf coefficients). Inputs are clamped to the finite range; a

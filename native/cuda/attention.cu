@@ -47,6 +47,7 @@ struct Params {
   int heads, kv_heads, head_dim, group;
   float scale;
   int tiles_per_seq;
+  int max_len;  // delta is indexed per sequence: (s * max_len + i) * heads + h
 };
 
 // Loads rows [r0, r0 + n) of one head (row stride `stride`, head offset `col0`) into a shared tile
@@ -254,7 +255,7 @@ __global__ void attn_delta_kernel(Params p) {
     float acc = 0.0f;
     for (int d = lane; d < p.head_dim; d += 32) acc = fmaf(a[d], b[d], acc);
     acc = warp_sum(acc);
-    if (lane == 0) const_cast<float*>(p.delta)[row * p.heads + h] = acc;
+    if (lane == 0) const_cast<float*>(p.delta)[(int64_t(s) * p.max_len + i) * p.heads + h] = acc;
   }
 }
 
@@ -283,7 +284,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dq_kernel(Params p) {
   for (int ii = 0; ii < RQ; ++ii) {
     const int qi = q0 + ty + 16 * ii;
     lse[ii] = qi < len ? p.lse[(start + qi) * p.heads + h] : 0.0f;
-    dl[ii] = qi < len ? p.delta[(start + qi) * p.heads + h] : 0.0f;
+    dl[ii] = qi < len ? p.delta[(int64_t(s) * p.max_len + qi) * p.heads + h] : 0.0f;
 #pragma unroll
     for (int c = 0; c < HD / 16; ++c) acc[ii][c] = 0.0f;
   }
@@ -365,7 +366,7 @@ __global__ void __launch_bounds__(kThreads) attn_bwd_dkv_kernel(Params p) {
       for (int i = threadIdx.x; i < BQ; i += kThreads) {
         const int qi = q0 + i;
         lse_s[i] = qi < len ? p.lse[(start + qi) * p.heads + h] : 0.0f;
-        dl_s[i] = qi < len ? p.delta[(start + qi) * p.heads + h] : 0.0f;
+        dl_s[i] = qi < len ? p.delta[(int64_t(s) * p.max_len + qi) * p.heads + h] : 0.0f;
       }
       __syncthreads();
       float sc[RQ][2], dp[RQ][2];
@@ -432,6 +433,7 @@ Params make_params(const AttentionShape& s) {
   p.head_dim = static_cast<int>(s.head_dim);
   p.group = static_cast<int>(s.heads / s.kv_heads);
   p.scale = static_cast<float>(s.scale);
+  p.max_len = static_cast<int>(s.max_seq_len);
   return p;
 }
 
@@ -481,7 +483,7 @@ void attention_backward(Ctx& ctx, const AttentionShape& s, const float* q, const
   p.dq = dq;
   p.dk = dk;
   p.dv = dv;
-  // delta is indexed by packed row; n_seqs * max_seq_len bounds the packed row count.
+  // delta holds n_seqs x max_seq_len x heads values, indexed by (sequence, position, head).
   const int64_t rows_bound = s.n_seqs * s.max_seq_len;
   p.delta = static_cast<float*>(
       ctx.scratch->get(kScratchAttnDelta, static_cast<size_t>(rows_bound * s.heads) * sizeof(float), ctx.stream));

@@ -16,34 +16,35 @@ int norm_threads(int64_t dim) {
 }
 
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, float* y, float* rstd, int64_t rows,
-                                       int64_t dim, float eps) {
-  __shared__ float red[32];
+                                       int64_t dim, double eps) {
+  __shared__ double red[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * dim;
-    float ss = 0;
-    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) ss += xr[c] * xr[c];
+    double ss = 0;  // double, as on the CPU
+    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) ss += static_cast<double>(xr[c]) * xr[c];
     ss = block_sum(ss, red);
-    const float rs = 1.0f / sqrtf(ss / static_cast<float>(dim) + eps);
+    const float rs = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
     if (threadIdx.x == 0) rstd[r] = rs;
     float* yr = y + r * dim;
-    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = xr[c] * rs * w[c];
+    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = w[c] * (xr[c] * rs);  // HF order
   }
 }
 
 // dx += rstd * w * dy - x * rstd^3 / dim * sum(dy * w * x)
 __global__ void rmsnorm_backward_kernel(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
                                         int64_t rows, int64_t dim) {
-  __shared__ float red[32];
+  __shared__ double red[32];
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
     const float* xr = x + r * dim;
     const float* dyr = dy + r * dim;
-    float dot = 0;
-    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) dot += dyr[c] * w[c] * xr[c];
+    double dot = 0;
+    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) dot += static_cast<double>(dyr[c]) * w[c] * xr[c];
     dot = block_sum(dot, red);
-    const float rs = rstd[r];
-    const float coef = rs * rs * rs * dot / static_cast<float>(dim);
+    const double rsd = rstd[r];
+    const float rs = static_cast<float>(rsd);
+    const float coef = static_cast<float>(rsd * rsd * rsd * dot / static_cast<double>(dim));
     float* dxr = dx + r * dim;
-    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) dxr[c] += rs * w[c] * dyr[c] - xr[c] * coef;
+    for (int64_t c = threadIdx.x; c < dim; c += blockDim.x) dxr[c] += rs * w[c] * dyr[c] - coef * xr[c];
   }
 }
 
@@ -79,7 +80,7 @@ void rmsnorm_forward(Ctx& ctx, const float* x, const float* w, float* y, float* 
                      double eps) {
   if (rows <= 0 || dim <= 0) return;
   rmsnorm_forward_kernel<<<blocks_for(rows, 1, 65535), norm_threads(dim), 0, ctx.stream>>>(
-      x, w, y, rstd, rows, dim, static_cast<float>(eps));
+      x, w, y, rstd, rows, dim, eps);
   SEALKIT_CUDA_LAUNCHED("rmsnorm_forward_kernel");
 }
 

@@ -12,20 +12,21 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Same scalars and operation order as the CPU (PyTorch's formulation): the bias corrections are
+// folded into step_size = lr / bc1 and the denominator sqrt(v) / sqrt(bc2) + eps.
 struct AdamConsts {
-  float lr, beta1, beta2, one_minus_beta1, one_minus_beta2, eps, decay, bc1, bc2;
+  float beta1, beta2, one_minus_beta1, one_minus_beta2, eps, decay, step_size, bc2_sqrt;
 };
 
 __global__ void adamw_kernel(float* param, const float* grad, float* m, float* v, int64_t n, AdamConsts k) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const float g = grad[i];
-    float p = param[i] * k.decay;
     const float mi = k.beta1 * m[i] + k.one_minus_beta1 * g;
     const float vi = k.beta2 * v[i] + k.one_minus_beta2 * g * g;
     m[i] = mi;
     v[i] = vi;
-    p -= k.lr * (mi / k.bc1) / (sqrtf(vi / k.bc2) + k.eps);
-    param[i] = p;
+    const float denom = sqrtf(vi) / k.bc2_sqrt + k.eps;
+    param[i] = param[i] * k.decay - k.step_size * mi / denom;
   }
 }
 
@@ -53,15 +54,16 @@ __global__ void sumsq_finish_kernel(const double* partials, int64_t count, doubl
 void adamw_step(Ctx& ctx, float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) {
   if (n <= 0) return;
   AdamConsts k;
-  k.lr = static_cast<float>(p.lr);
   k.beta1 = static_cast<float>(p.beta1);
   k.beta2 = static_cast<float>(p.beta2);
   k.one_minus_beta1 = static_cast<float>(1.0 - p.beta1);
   k.one_minus_beta2 = static_cast<float>(1.0 - p.beta2);
   k.eps = static_cast<float>(p.eps);
   k.decay = static_cast<float>(1.0 - p.lr * p.weight_decay);
-  k.bc1 = static_cast<float>(1.0 - std::pow(p.beta1, static_cast<double>(p.step)));
-  k.bc2 = static_cast<float>(1.0 - std::pow(p.beta2, static_cast<double>(p.step)));
+  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
+  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
+  k.step_size = static_cast<float>(p.lr / bc1);
+  k.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
   adamw_kernel<<<blocks_for(n, kThreads), kThreads, 0, ctx.stream>>>(param, grad, m, v, n, k);
   SEALKIT_CUDA_LAUNCHED("adamw_kernel");
 }

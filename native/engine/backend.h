@@ -10,12 +10,14 @@
 #include <string>
 
 #include "../core/dtype.h"
+#include "../cpu/decode_kernels.h"
 #include "../cpu/kernels.h"
 
 namespace sealkit {
 
 using cpu::AdamWParams;
 using cpu::AttentionShape;
+using cpu::CachedAttentionShape;
 using Gemm = cpu::GemmArgs<float>;
 
 class Backend {
@@ -71,6 +73,15 @@ class Backend {
   virtual void fill_uniform(float* x, int64_t n, uint64_t seed, float bound) = 0;
   // Converts a host tensor in f32/bf16/f16 into device storage of dtype `to` (f32 or bf16).
   virtual void upload_converted(void* dst, DType to, const void* host_src, const char* src_dtype, int64_t n) = 0;
+
+  // ---- generation with a KV cache (semantics in native/cpu/decode_kernels.h) ----
+  // Not pure: a backend without them reports that it cannot generate yet.
+  virtual void attention_cached_forward(const CachedAttentionShape& s, const float* q, const float* k_cache,
+                                        const float* v_cache, float* out);
+  virtual void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                           float* dst, int64_t dst_stride);
+  virtual void scatter_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                            float* dst, int64_t dst_stride);
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -44,6 +44,7 @@ struct Model::Workspace {
   std::vector<LayerActs> acts;
   float *xf, *rstdf, *logits;
   int32_t *tokens, *positions, *targets, *seq_start, *seq_len;
+  int32_t *cache_rows, *kv_start, *kv_len, *sel_rows;
   float *weights, *loss;
   // backward scratch
   float *dx, *dxn, *dq, *dk, *dv, *dao, *dgate, *dup, *dact, *dxa, *drop_a, *drop_b, *dxf;
@@ -320,6 +321,18 @@ void Model::validate(const Batch& b, bool need_targets) const {
     if (b.tokens[static_cast<size_t>(t)] < 0 || b.tokens[static_cast<size_t>(t)] >= config_.vocab)
       throw std::invalid_argument("batch: token " + std::to_string(t) + " = " + std::to_string(b.tokens[static_cast<size_t>(t)]) +
                                   " is outside the vocabulary [0, " + std::to_string(config_.vocab) + ")");
+  if (b.cache) {
+    if (b.past.size() != b.seq_len.size() || b.cache_start.size() != b.seq_len.size())
+      throw std::invalid_argument("batch: past and cache_start need one entry per sequence");
+    for (size_t s = 0; s < b.seq_len.size(); ++s) {
+      if (b.past[s] < 0 || b.cache_start[s] < 0 ||
+          static_cast<int64_t>(b.cache_start[s]) + b.past[s] + b.seq_len[s] > b.cache->capacity)
+        throw std::invalid_argument("batch: sequence " + std::to_string(s) + " does not fit in the KV cache (" +
+                                    std::to_string(b.cache->capacity) + " rows)");
+    }
+  }
+  for (int32_t r : b.logit_rows)
+    if (r < 0 || r >= T) throw std::invalid_argument("batch: logit row " + std::to_string(r) + " is outside the batch");
   if (need_targets && b.targets.size() != static_cast<size_t>(T))
     throw std::invalid_argument("batch: targets must have one entry per token");
   if (!b.targets.empty()) {
@@ -476,6 +489,7 @@ ForwardResult Model::forward(const Batch& batch, bool want_logits) {
 ForwardResult Model::backward(const Batch& batch, bool train_full, uint64_t dropout_seed) {
   validate(batch, true);
   if (batch.weights.size() != batch.tokens.size()) throw std::invalid_argument("batch: weights must have one entry per token");
+  if (batch.cache || !batch.logit_rows.empty()) throw std::invalid_argument("backward: generation batches cannot be trained");
   if (!train_full && segments(batch).empty())
     throw std::invalid_argument("backward: nothing to train (no sequence names an adapter and train_full is off)");
   if (train_full)
@@ -521,6 +535,8 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     w.xf = w.get<float>(t * H); w.rstdf = w.get<float>(t); w.logits = w.get<float>(ch * V);
     w.tokens = w.get<int32_t>(t); w.positions = w.get<int32_t>(t); w.targets = w.get<int32_t>(t);
     w.seq_start = w.get<int32_t>(t); w.seq_len = w.get<int32_t>(t);
+    w.cache_rows = w.get<int32_t>(t); w.kv_start = w.get<int32_t>(t); w.kv_len = w.get<int32_t>(t);
+    w.sel_rows = w.get<int32_t>(t);
     w.weights = w.get<float>(t); w.loss = w.get<float>(t);
     w.dx = w.get<float>(t * H); w.dxn = w.get<float>(t * H); w.dxf = w.get<float>(t * H);
     w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
@@ -533,14 +549,27 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   (void)any_dropout;
 
   // Host-side index arrays -> device.
-  std::vector<int32_t> positions(static_cast<size_t>(T)), starts(batch.seq_len.size());
-  int32_t max_len = 0;
+  const size_t S = batch.seq_len.size();
+  std::vector<int32_t> positions(static_cast<size_t>(T)), starts(S);
+  std::vector<int32_t> cache_rows, kv_len;
+  int32_t max_len = 0, max_kv = 0;
+  bool continues = false;  // some sequence attends to keys cached by earlier calls
   {
     int64_t row = 0;
-    for (size_t s = 0; s < batch.seq_len.size(); ++s) {
+    if (batch.cache) cache_rows.resize(static_cast<size_t>(T)), kv_len.resize(S);
+    for (size_t s = 0; s < S; ++s) {
       starts[s] = static_cast<int32_t>(row);
       max_len = std::max(max_len, batch.seq_len[s]);
-      for (int32_t i = 0; i < batch.seq_len[s]; ++i) positions[static_cast<size_t>(row + i)] = i;
+      const int32_t past = batch.cache ? batch.past[s] : 0;
+      continues |= past > 0;
+      for (int32_t i = 0; i < batch.seq_len[s]; ++i) {
+        positions[static_cast<size_t>(row + i)] = past + i;
+        if (batch.cache) cache_rows[static_cast<size_t>(row + i)] = batch.cache_start[s] + past + i;
+      }
+      if (batch.cache) {
+        kv_len[s] = past + batch.seq_len[s];
+        max_kv = std::max(max_kv, kv_len[s]);
+      }
       row += batch.seq_len[s];
     }
   }
@@ -550,6 +579,18 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   backend_->upload(w.seq_len, batch.seq_len.data(), batch.seq_len.size() * 4);
   if (has_targets) backend_->upload(w.targets, batch.targets.data(), static_cast<size_t>(T) * 4);
   if (backward) backend_->upload(w.weights, batch.weights.data(), static_cast<size_t>(T) * 4);
+  if (batch.cache) {
+    backend_->upload(w.cache_rows, cache_rows.data(), cache_rows.size() * 4);
+    backend_->upload(w.kv_start, batch.cache_start.data(), S * 4);
+    backend_->upload(w.kv_len, kv_len.data(), S * 4);
+  }
+  const int64_t n_sel = static_cast<int64_t>(batch.logit_rows.size());
+  if (n_sel > 0) backend_->upload(w.sel_rows, batch.logit_rows.data(), static_cast<size_t>(n_sel) * 4);
+  CachedAttentionShape cs;
+  cs.heads = c.heads; cs.kv_heads = c.kv_heads; cs.head_dim = hd;
+  cs.q_stride = Dq; cs.kv_stride = Dkv; cs.scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  cs.q_start = w.seq_start; cs.q_len = w.seq_len; cs.kv_start = w.kv_start; cs.kv_len = w.kv_len;
+  cs.n_seqs = static_cast<int64_t>(S); cs.max_kv_len = max_kv;
 
   AttentionShape as;
   as.heads = c.heads; as.kv_heads = c.kv_heads; as.head_dim = hd;
@@ -573,7 +614,16 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV));
     backend_->rope_forward(a.q, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_forward(a.k, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
-    backend_->attention_forward(as, a.q, a.k, a.v, a.ao, a.lse);
+    if (batch.cache) {
+      float* kc = batch.cache->k[static_cast<size_t>(l)];
+      float* vc = batch.cache->v[static_cast<size_t>(l)];
+      backend_->scatter_rows(a.k, Dkv, w.cache_rows, T, Dkv, kc, Dkv);
+      backend_->scatter_rows(a.v, Dkv, w.cache_rows, T, Dkv, vc, Dkv);
+      if (continues) backend_->attention_cached_forward(cs, a.q, kc, vc, a.ao);
+      else backend_->attention_forward(as, a.q, a.k, a.v, a.ao, a.lse);
+    } else {
+      backend_->attention_forward(as, a.q, a.k, a.v, a.ao, a.lse);
+    }
     linear_forward(static_cast<int>(l), kO, a.ao, a.xmid, T, segs, a.xa[kO], rmax, backward, seed_for(l, kO));
     backend_->axpy(a.xmid, x, T * H, 1.0f);  // residual
     backend_->rmsnorm_forward(a.xmid, L.norm2.f32(), a.xn2, a.rstd2, T, H, c.rms_eps);
@@ -585,6 +635,23 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   }
   float* xlast = w.resid[static_cast<size_t>(backward ? c.layers : (c.layers % 2))];
   backend_->rmsnorm_forward(xlast, final_norm_.f32(), w.xf, w.rstdf, T, H, c.rms_eps);
+
+  // Only some rows' logits wanted (generation): gather those rows of the final hidden state.
+  if (n_sel > 0) {
+    backend_->gather_rows(w.xf, H, w.sel_rows, n_sel, H, w.dxf, H);
+    result.logits.resize(static_cast<size_t>(n_sel * V));
+    for (int64_t r0 = 0; r0 < n_sel; r0 += chunk) {
+      const int64_t rows = std::min(chunk, n_sel - r0);
+      Gemm g;
+      g.M = rows; g.N = V; g.K = H;
+      g.A = w.dxf + r0 * H; g.lda = H;
+      g.B = head; g.ldb = H; g.trans_b = true;
+      g.C = w.logits; g.ldc = V;
+      backend_->gemm(g);
+      backend_->download(result.logits.data() + r0 * V, w.logits, static_cast<size_t>(rows * V) * 4);
+    }
+    return;
+  }
 
   // ---- LM head + loss, chunked over rows so only chunk x vocab logits exist at once ----
   if (want_logits) result.logits.resize(static_cast<size_t>(T * V));
@@ -647,6 +714,35 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     backend_->rmsnorm_backward(x, L.norm1.f32(), a.rstd1, w.dxn, dx, train_full ? L.norm1.grad : nullptr, T, H);
   }
   if (train_full) backend_->embedding_backward(w.tokens, T, dx, H, embed_.grad);
+}
+
+// ---- KV cache -------------------------------------------------------------------------------------------
+
+size_t Model::kv_cache_bytes(int64_t rows) const {
+  return static_cast<size_t>(rows) * static_cast<size_t>(config_.kv_heads * config_.head_dim) * sizeof(float) * 2 *
+         static_cast<size_t>(config_.layers);
+}
+
+std::unique_ptr<KvCache> Model::create_cache(int64_t rows) {
+  if (rows <= 0) throw std::invalid_argument("KV cache needs at least one row");
+  auto cache = std::make_unique<KvCache>();
+  cache->capacity = rows;
+  const size_t layer_bytes = static_cast<size_t>(rows * config_.kv_heads * config_.head_dim) * sizeof(float);
+  for (int64_t l = 0; l < config_.layers; ++l) {
+    cache->k.push_back(static_cast<float*>(alloc(layer_bytes)));
+    cache->v.push_back(static_cast<float*>(alloc(layer_bytes)));
+    cache->bytes += 2 * layer_bytes;
+  }
+  return cache;
+}
+
+void Model::release_cache(KvCache& cache) {
+  for (float* p : cache.k) backend_->release(p);
+  for (float* p : cache.v) backend_->release(p);
+  bytes_ -= cache.bytes;
+  cache.k.clear();
+  cache.v.clear();
+  cache.bytes = 0;
 }
 
 // ---- optimiser -----------------------------------------------------------------------------------------

@@ -58,6 +58,13 @@ struct Adapter {
   int64_t step = 0;                                // AdamW steps taken
 };
 
+// Keys and values of generated sequences, per layer [capacity rows, kv_heads * head_dim].
+struct KvCache {
+  int64_t capacity = 0;
+  std::vector<float*> k, v;
+  size_t bytes = 0;
+};
+
 // One batch, described on the host.
 struct Batch {
   std::vector<int32_t> tokens;   // [T]
@@ -65,6 +72,14 @@ struct Batch {
   std::vector<int32_t> slot;     // [S], -1 = base model
   std::vector<int32_t> targets;  // [T] next-token targets (-1 = none) or empty
   std::vector<float> weights;    // [T] loss weight per token (backward only)
+  // Generation: sequence s continues a cached sequence. Its tokens sit at positions past[s] + i,
+  // their keys/values are stored at cache rows cache_start[s] + past[s] + i, and attention reads
+  // cache rows cache_start[s] .. cache_start[s] + past[s] + i.
+  KvCache* cache = nullptr;
+  std::vector<int32_t> past;         // [S]
+  std::vector<int32_t> cache_start;  // [S]
+  // Rows whose logits are computed and returned (forward only; empty = every row).
+  std::vector<int32_t> logit_rows;
 };
 
 struct ForwardResult {
@@ -119,6 +134,11 @@ class Model {
   void zero_grad();
 
   size_t memory_bytes() const { return bytes_; }
+
+  // KV cache of `rows` positions (zeroed); bytes_needed tells the size before allocating.
+  size_t kv_cache_bytes(int64_t rows) const;
+  std::unique_ptr<KvCache> create_cache(int64_t rows);
+  void release_cache(KvCache& cache);
 
  private:
   struct Layer {

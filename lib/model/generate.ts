@@ -1,0 +1,166 @@
+// Batched generation over the native KV-cache engine: prompts are prefilled once, `n` samples per
+// prompt share that prefill, and every sequence may run with its own adapter slot. The engine
+// samples; this layer decides when each sequence stops (EOS ids, stop strings, length) and turns
+// tokens into text.
+import type { Model } from './model.js';
+import type { TextTokenizer } from './tokenizer.js';
+import { createDecodeStream, type DecodeStream } from './tokenizer.js';
+
+export interface Prompt {
+  tokens: ArrayLike<number>;
+  /** Adapter slot (-1 or absent = base model). */
+  slot?: number;
+}
+
+export interface GenerateOptions {
+  /** Tokens each sequence may generate (default 64). */
+  maxNewTokens?: number;
+  /** 0 = greedy (default). */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 = off). */
+  topK?: number;
+  /** Nucleus sampling mass (1 = off). */
+  topP?: number;
+  seed?: number;
+  /** Samples per prompt, sharing one prefill (default 1). */
+  n?: number;
+  /** End-of-sequence ids (default: the model config's). The EOS token is not part of the output. */
+  eosTokenIds?: readonly number[];
+  /** Stop strings: generation stops once the text contains one; the text is cut before it. Needs a tokenizer. */
+  stop?: readonly string[];
+  /** Decodes tokens to text (completions then carry `text`). */
+  tokenizer?: TextTokenizer;
+  /** Refuse requests whose KV cache would exceed this many bytes (default 4 GiB). */
+  maxKvBytes?: number;
+  /** Return each step's logits too (tests; memory grows with vocab). */
+  withLogits?: boolean;
+}
+
+export type FinishReason = 'eos' | 'stop' | 'length';
+
+export interface Completion {
+  prompt: number;
+  sample: number;
+  tokens: number[];
+  text?: string;
+  finishReason: FinishReason;
+  /** Logits that produced each generated token (withLogits only). */
+  logits?: Float32Array[];
+}
+
+export type GenerationEvent =
+  | { type: 'token'; prompt: number; sample: number; token: number; text?: string }
+  | { type: 'done'; prompt: number; sample: number; completion: Completion };
+
+const DEFAULT_MAX_KV_BYTES = 4 * 1024 ** 3;
+
+interface SeqState {
+  completion: Completion;
+  done: boolean;
+  decoder?: DecodeStream;
+  text: string;
+}
+
+export async function* generateStream(model: Model, prompts: Prompt[], o: GenerateOptions = {}): AsyncGenerator<GenerationEvent> {
+  const n = o.n ?? 1;
+  const maxNew = o.maxNewTokens ?? 64;
+  if (prompts.length === 0) throw new Error('generate: no prompts');
+  if (!Number.isInteger(n) || n < 1) throw new Error(`generate: n must be a positive integer, got ${n}`);
+  if (!Number.isInteger(maxNew) || maxNew < 1) throw new Error(`generate: maxNewTokens must be a positive integer, got ${maxNew}`);
+  if (o.stop?.length && !o.tokenizer) throw new Error('generate: stop strings need a tokenizer (options.tokenizer)');
+  const eos = new Set(o.eosTokenIds ?? model.config.eosTokenIds);
+  const V = model.config.vocabSize;
+  const tokens: number[] = [];
+  prompts.forEach((p, i) => {
+    if (p.tokens.length === 0) throw new Error(`generate: prompt ${i} is empty`);
+    for (let t = 0; t < p.tokens.length; t++) {
+      const id = p.tokens[t] ?? -1;
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new Error(`generate: prompt ${i} token ${t} = ${id} is outside the vocabulary [0, ${V})`);
+      tokens.push(id);
+    }
+  });
+  const request = {
+    tokens: Int32Array.from(tokens),
+    promptLens: Int32Array.from(prompts.map((p) => p.tokens.length)),
+    slots: Int32Array.from(prompts.map((p) => p.slot ?? -1)),
+    n, maxNew, temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0,
+    maxCacheBytes: o.maxKvBytes ?? DEFAULT_MAX_KV_BYTES,
+  };
+  const withLogits = o.withLogits ?? false;
+  const states: SeqState[] = [];
+  for (let p = 0; p < prompts.length; p++) {
+    for (let s = 0; s < n; s++) {
+      const decoder = o.tokenizer ? createDecodeStream(o.tokenizer, { skipSpecialTokens: true, prefixIds: Array.from(prompts[p]!.tokens).slice(-4) }) : undefined;
+      states.push({ completion: { prompt: p, sample: s, tokens: [], finishReason: 'length', ...(withLogits ? { logits: [] } : {}) }, done: false, text: '', ...(decoder ? { decoder } : {}) });
+    }
+  }
+  const begin = await model.run((h) => h.generateBegin(request, { logits: withLogits }));
+  const id = begin.id;
+  try {
+    let seqs = states.map((_, i) => i);
+    let step: { tokens: Int32Array; logits?: Float32Array } = begin;
+    for (;;) {
+      const next: number[] = [];
+      const nextTokens: number[] = [];
+      const events: GenerationEvent[] = [];
+      seqs.forEach((seq, i) => {
+        const st = states[seq]!;
+        const token = step.tokens[i]!;
+        const c = st.completion;
+        if (withLogits && step.logits) c.logits!.push(step.logits.slice(i * V, (i + 1) * V));
+        if (eos.has(token)) {
+          st.done = true;
+          c.finishReason = 'eos';
+        } else {
+          c.tokens.push(token);
+          let piece: string | undefined;
+          if (st.decoder) {
+            piece = st.decoder.push(token);
+            st.text += piece;
+          }
+          events.push({ type: 'token', prompt: c.prompt, sample: c.sample, token, ...(piece !== undefined ? { text: piece } : {}) });
+          const hit = o.stop?.length ? firstStop(st.text, o.stop) : -1;
+          if (hit >= 0) {
+            st.text = st.text.slice(0, hit);
+            st.done = true;
+            c.finishReason = 'stop';
+          } else if (c.tokens.length >= maxNew) {
+            st.done = true;
+            c.finishReason = 'length';
+          } else {
+            next.push(seq);
+            nextTokens.push(token);
+          }
+        }
+        if (st.done) {
+          if (st.decoder && c.finishReason !== 'stop') st.text += st.decoder.flush();
+          if (st.decoder) c.text = st.text;
+          events.push({ type: 'done', prompt: c.prompt, sample: c.sample, completion: c });
+        }
+      });
+      for (const e of events) yield e;
+      if (next.length === 0) break;
+      seqs = next;
+      step = await model.run((h) => h.generateStep(id, Int32Array.from(next), Int32Array.from(nextTokens), { logits: withLogits }));
+    }
+  } finally {
+    await model.run((h) => h.generateEnd(id));
+  }
+}
+
+function firstStop(text: string, stops: readonly string[]): number {
+  let best = -1;
+  for (const s of stops) {
+    if (s.length === 0) continue;
+    const i = text.indexOf(s);
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}
+
+/** Runs generateStream to the end and returns the completions in (prompt, sample) order. */
+export async function generate(model: Model, prompts: Prompt[], options: GenerateOptions = {}): Promise<Completion[]> {
+  const out: Completion[] = [];
+  for await (const e of generateStream(model, prompts, options)) if (e.type === 'done') out.push(e.completion);
+  return out.sort((a, b) => a.prompt - b.prompt || a.sample - b.sample);
+}

@@ -1,0 +1,132 @@
+#include "generation.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace sealkit {
+
+Generation::Generation(Model& model, GenerationRequest request) : model_(model), req_(std::move(request)) {
+  const auto& c = model_.config();
+  const size_t P = req_.prompt_len.size();
+  if (P == 0) throw std::invalid_argument("generate: no prompts");
+  if (req_.slot.size() != P) throw std::invalid_argument("generate: one adapter slot per prompt expected");
+  if (req_.n < 1) throw std::invalid_argument("generate: n (samples per prompt) must be >= 1");
+  if (req_.max_new < 1) throw std::invalid_argument("generate: max new tokens must be >= 1");
+  if (!(req_.sampling.temperature >= 0)) throw std::invalid_argument("generate: temperature must be >= 0");
+  if (!(req_.sampling.top_p > 0 && req_.sampling.top_p <= 1)) throw std::invalid_argument("generate: top_p must be in (0, 1]");
+  if (req_.sampling.top_k < 0) throw std::invalid_argument("generate: top_k must be >= 0");
+  int64_t total = 0, rows = 0;
+  for (size_t p = 0; p < P; ++p) {
+    if (req_.prompt_len[p] <= 0) throw std::invalid_argument("generate: prompt " + std::to_string(p) + " is empty");
+    total += req_.prompt_len[p];
+    const int32_t cap = req_.prompt_len[p] + req_.max_new;
+    for (int32_t s = 0; s < req_.n; ++s) {
+      start_.push_back(static_cast<int32_t>(rows));
+      capacity_.push_back(cap);
+      length_.push_back(0);
+      steps_.push_back(0);
+      rows += cap;
+    }
+  }
+  if (total != static_cast<int64_t>(req_.tokens.size()))
+    throw std::invalid_argument("generate: prompt lengths sum to " + std::to_string(total) + " but " +
+                                std::to_string(req_.tokens.size()) + " tokens were given");
+  for (int32_t t : req_.tokens)
+    if (t < 0 || t >= c.vocab) throw std::invalid_argument("generate: prompt token " + std::to_string(t) + " is outside the vocabulary");
+  if (rows > INT32_MAX) throw std::invalid_argument("generate: the KV cache would exceed 2^31 rows");
+  const size_t need = model_.kv_cache_bytes(rows);
+  if (req_.max_cache_bytes > 0 && need > req_.max_cache_bytes)
+    throw std::runtime_error("generate: the KV cache for " + std::to_string(length_.size()) + " sequences (" +
+                             std::to_string(rows) + " positions) needs " + std::to_string(need >> 20) +
+                             " MiB, above the limit of " + std::to_string(req_.max_cache_bytes >> 20) +
+                             " MiB; lower n, max new tokens or the batch, or raise maxKvBytes");
+  cache_ = model_.create_cache(rows);
+}
+
+Generation::~Generation() {
+  if (cache_) model_.release_cache(*cache_);
+}
+
+GenerationStep Generation::start(bool want_logits) {
+  const size_t P = req_.prompt_len.size();
+  Batch b;
+  b.tokens = req_.tokens;
+  b.seq_len = req_.prompt_len;
+  b.slot = req_.slot;
+  b.cache = cache_.get();
+  b.past.assign(P, 0);
+  int64_t row = 0;
+  for (size_t p = 0; p < P; ++p) {
+    b.cache_start.push_back(start_[p * static_cast<size_t>(req_.n)]);
+    row += req_.prompt_len[p];
+    b.logit_rows.push_back(static_cast<int32_t>(row - 1));
+  }
+  ForwardResult r = model_.forward(b, false);
+  // Samples 1..n-1 of each prompt start from a copy of the prompt's cached keys and values.
+  const auto& c = model_.config();
+  const size_t row_bytes = static_cast<size_t>(c.kv_heads * c.head_dim) * sizeof(float);
+  for (size_t p = 0; p < P; ++p) {
+    const size_t first = p * static_cast<size_t>(req_.n);
+    for (int32_t s = 1; s < req_.n; ++s)
+      for (int64_t l = 0; l < c.layers; ++l)
+        for (float* base : {cache_->k[static_cast<size_t>(l)], cache_->v[static_cast<size_t>(l)]})
+          model_.backend().copy(base + static_cast<int64_t>(start_[first + static_cast<size_t>(s)]) * c.kv_heads * c.head_dim,
+                                base + static_cast<int64_t>(start_[first]) * c.kv_heads * c.head_dim,
+                                row_bytes * static_cast<size_t>(req_.prompt_len[p]));
+    for (int32_t s = 0; s < req_.n; ++s) length_[first + static_cast<size_t>(s)] = req_.prompt_len[p];
+  }
+  // Expand the per-prompt logits to one row per sequence.
+  std::vector<int32_t> seqs;
+  std::vector<float> logits;
+  logits.reserve(static_cast<size_t>(sequences() * c.vocab));
+  for (size_t p = 0; p < P; ++p)
+    for (int32_t s = 0; s < req_.n; ++s) {
+      seqs.push_back(static_cast<int32_t>(p * static_cast<size_t>(req_.n)) + s);
+      logits.insert(logits.end(), r.logits.begin() + static_cast<int64_t>(p) * c.vocab,
+                    r.logits.begin() + static_cast<int64_t>(p + 1) * c.vocab);
+    }
+  GenerationStep out;
+  sample_rows(logits, seqs, out, want_logits);
+  return out;
+}
+
+GenerationStep Generation::step(const std::vector<int32_t>& seqs, const std::vector<int32_t>& tokens, bool want_logits) {
+  if (seqs.empty()) throw std::invalid_argument("generate step: no sequences to advance");
+  if (seqs.size() != tokens.size()) throw std::invalid_argument("generate step: one token per sequence expected");
+  Batch b;
+  b.tokens = tokens;
+  b.cache = cache_.get();
+  std::vector<bool> seen(static_cast<size_t>(sequences()), false);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int32_t s = seqs[i];
+    if (s < 0 || s >= sequences()) throw std::invalid_argument("generate step: sequence " + std::to_string(s) + " does not exist");
+    if (seen[static_cast<size_t>(s)]) throw std::invalid_argument("generate step: sequence " + std::to_string(s) + " named twice");
+    seen[static_cast<size_t>(s)] = true;
+    if (length_[static_cast<size_t>(s)] + 1 > capacity_[static_cast<size_t>(s)])
+      throw std::invalid_argument("generate step: sequence " + std::to_string(s) + " reached its max new tokens");
+    b.seq_len.push_back(1);
+    b.slot.push_back(req_.slot[static_cast<size_t>(s / req_.n)]);
+    b.past.push_back(length_[static_cast<size_t>(s)]);
+    b.cache_start.push_back(start_[static_cast<size_t>(s)]);
+    b.logit_rows.push_back(static_cast<int32_t>(i));
+  }
+  ForwardResult r = model_.forward(b, false);
+  for (int32_t s : seqs) ++length_[static_cast<size_t>(s)];
+  GenerationStep out;
+  sample_rows(r.logits, seqs, out, want_logits);
+  return out;
+}
+
+void Generation::sample_rows(const std::vector<float>& logits, const std::vector<int32_t>& seqs, GenerationStep& out,
+                             bool want_logits) {
+  const int64_t V = model_.config().vocab;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int32_t s = seqs[i];
+    out.tokens.push_back(sample_token(logits.data() + static_cast<int64_t>(i) * V, V, req_.sampling,
+                                      static_cast<uint64_t>(s), static_cast<uint64_t>(steps_[static_cast<size_t>(s)]++),
+                                      scratch_));
+  }
+  if (want_logits) out.logits = logits;
+}
+
+}  // namespace sealkit

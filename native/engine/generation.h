@@ -1,0 +1,59 @@
+// One batched generation: prompts are prefilled once into a KV cache, each prompt's cache is copied
+// to its n samples, and decode steps then advance any subset of the sequences by one token. The
+// caller (lib/model) decides when a sequence stops (EOS, stop strings, length) and feeds back the
+// tokens; this class owns the cache, the positions and the sampling.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model.h"
+#include "sampler.h"
+
+namespace sealkit {
+
+struct GenerationRequest {
+  std::vector<int32_t> tokens;      // prompts packed back to back
+  std::vector<int32_t> prompt_len;  // [P]
+  std::vector<int32_t> slot;        // [P] adapter slot per prompt (-1 = base)
+  int32_t n = 1;                    // samples per prompt; sequence index = prompt * n + sample
+  int32_t max_new = 16;             // tokens each sequence may generate (including the first)
+  SamplingParams sampling;
+  size_t max_cache_bytes = 0;       // 0 = no limit
+};
+
+struct GenerationStep {
+  std::vector<int32_t> tokens;  // one per sequence advanced (in the order asked)
+  std::vector<float> logits;    // [sequences, vocab] when requested
+};
+
+class Generation {
+ public:
+  Generation(Model& model, GenerationRequest request);
+  ~Generation();
+  Generation(const Generation&) = delete;
+  Generation& operator=(const Generation&) = delete;
+
+  int64_t sequences() const { return static_cast<int64_t>(length_.size()); }
+  size_t cache_bytes() const { return cache_ ? cache_->bytes : 0; }
+
+  // Prefills the prompts and samples every sequence's first token.
+  GenerationStep start(bool want_logits);
+  // Feeds `tokens[i]` to sequence `seqs[i]` and samples its next token.
+  GenerationStep step(const std::vector<int32_t>& seqs, const std::vector<int32_t>& tokens, bool want_logits);
+
+ private:
+  void sample_rows(const std::vector<float>& logits, const std::vector<int32_t>& seqs, GenerationStep& out,
+                   bool want_logits);
+
+  Model& model_;
+  GenerationRequest req_;
+  std::unique_ptr<KvCache> cache_;
+  std::vector<int32_t> start_;   // cache row of each sequence's position 0
+  std::vector<int32_t> length_;  // tokens cached per sequence
+  std::vector<int32_t> steps_;   // tokens sampled per sequence
+  std::vector<int32_t> capacity_;
+  std::vector<std::pair<float, int32_t>> scratch_;
+};
+
+}  // namespace sealkit
