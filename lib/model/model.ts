@@ -165,6 +165,13 @@ export class Model {
     });
   }
   dropAdapter(slot: number): void { this.live().dropAdapter(slot); }
+  /**
+   * Folds the adapter in `slot` into the base weights (W += s·B·A) and drops it, so the base model
+   * now behaves like base + adapter. Needs f32 storage.
+   */
+  async mergeAdapter(slot: number): Promise<void> {
+    await this.run((h) => { h.mergeAdapter(slot); h.dropAdapter(slot); });
+  }
   adapterInfo(slot: number): NativeAdapterInfo | null { return this.live().adapterInfo(slot); }
   getAdapterTensor(slot: number, layer: number, proj: ProjName, which: 'A' | 'B', grad = false): Float32Array {
     return this.live().getAdapterTensor(slot, layer, proj, which, grad);

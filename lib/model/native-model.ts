@@ -70,6 +70,7 @@ export interface NativeModel {
   createAdapter(slot: number, spec: NativeAdapterSpec): void;
   dropAdapter(slot: number): void;
   adapterInfo(slot: number): NativeAdapterInfo | null;
+  mergeAdapter(slot: number): void;
   getAdapterTensor(slot: number, layer: number, proj: ProjName, which: 'A' | 'B', grad?: boolean): Float32Array;
   setAdapterTensor(slot: number, layer: number, proj: ProjName, which: 'A' | 'B', data: Float32Array): void;
   forward(batch: PackedBatch, options?: { logits?: boolean }): Promise<{ loss?: Float32Array; logits?: Float32Array }>;

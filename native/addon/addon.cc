@@ -5,6 +5,7 @@
 #include <string>
 
 #include "../core/cpu_features.h"
+#include "../core/rng.h"
 #include "../core/threadpool.h"
 #include "bindings.h"
 
@@ -56,7 +57,17 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   throw Napi::RangeError::New(env, "setIsa: unknown ISA '" + name + "' (scalar|avx2|avx512|avx512bf16)");
 }
 
+// rngU32(seed, counter): the engine's random stream, so tests can check the TypeScript twin.
+Napi::Value RngU32(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "rngU32(seed, counter): numbers expected");
+  uint64_t seed = static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue());
+  uint64_t counter = static_cast<uint64_t>(info[1].As<Napi::Number>().DoubleValue());
+  return Napi::Number::New(env, rng_u32(seed, counter));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("rngU32", Napi::Function::New(env, RngU32, "rngU32"));
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));

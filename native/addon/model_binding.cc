@@ -98,6 +98,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::CreateAdapter>("createAdapter"),
                            InstanceMethod<&ModelWrap::DropAdapter>("dropAdapter"),
                            InstanceMethod<&ModelWrap::AdapterInfo>("adapterInfo"),
+                           InstanceMethod<&ModelWrap::MergeAdapter>("mergeAdapter"),
                            InstanceMethod<&ModelWrap::GetAdapterTensor>("getAdapterTensor"),
                            InstanceMethod<&ModelWrap::SetAdapterTensor>("setAdapterTensor"),
                            InstanceMethod<&ModelWrap::Forward>("forward"),
@@ -320,6 +321,19 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Model& m = live(env);
     if (info.Length() < 1 || !info[0].IsNumber()) type_error(env, "dropAdapter(slot): slot must be a number");
     m.drop_adapter(info[0].As<Napi::Number>().Int32Value());
+    return env.Undefined();
+  }
+
+  // mergeAdapter(slot): folds the adapter into the base weights (f32 storage).
+  Napi::Value MergeAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Model& m = live(env);
+    if (info.Length() < 1 || !info[0].IsNumber()) type_error(env, "mergeAdapter(slot): slot must be a number");
+    try {
+      m.merge_adapter(info[0].As<Napi::Number>().Int32Value());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
     return env.Undefined();
   }
 

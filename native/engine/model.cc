@@ -296,6 +296,24 @@ Param& Model::adapter_tensor(int slot, int layer, int proj, bool is_b) {
   return is_b ? a.B[static_cast<size_t>(layer)][proj] : a.A[static_cast<size_t>(layer)][proj];
 }
 
+void Model::merge_adapter(int slot) {
+  Adapter& a = adapter(slot);
+  if (storage_ != DType::F32) throw std::runtime_error("merging an adapter needs f32 base weights; load the model with storage f32");
+  for (int64_t l = 0; l < config_.layers; ++l)
+    for (int p = 0; p < kNumProj; ++p) {
+      if (!(a.spec.targets & (1u << p))) continue;
+      Param& W = layers_[static_cast<size_t>(l)].proj[p];
+      const Param& A = a.A[static_cast<size_t>(l)][p];
+      const Param& B = a.B[static_cast<size_t>(l)][p];
+      Gemm g;  // W[out, in] += scale * B[out, r] A[r, in]
+      g.M = W.rows; g.N = W.cols; g.K = A.rows;
+      g.A = B.f32(); g.lda = B.cols;
+      g.B = A.view(); g.ldb = A.cols;
+      g.C = W.f32(); g.ldc = W.cols; g.alpha = a.scale; g.beta = 1;
+      backend_->gemm(g);
+    }
+}
+
 // ---- batches -----------------------------------------------------------------------------------------
 
 void Model::validate(const Batch& b, bool need_targets) const {

@@ -120,6 +120,8 @@ class Model {
   bool has_adapter(int slot) const;
   Adapter& adapter(int slot);
   Param& adapter_tensor(int slot, int layer, int proj, bool is_b);
+  // W += scale * B A for every adapted projection (f32 storage only); the adapter stays resident.
+  void merge_adapter(int slot);
   std::vector<float> read_tensor(const Param& p, bool grad);
   void write_tensor(Param& p, const float* host, int64_t n);
 

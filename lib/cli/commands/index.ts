@@ -1,8 +1,11 @@
 // Every `seal` subcommand, in the order `seal --help` lists them.
 import type { CliCommand } from '../command.js';
 import { benchCommand } from './bench.js';
+import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
+import { mergeCommand } from './merge.js';
 import { scoreCommand } from './score.js';
+import { sftCommand } from './sft.js';
 import { tokenizeCommand } from './tokenize.js';
 
-export const commands: CliCommand[] = [scoreCommand, tokenizeCommand, benchCommand, infoCommand];
+export const commands: CliCommand[] = [generateCommand, sftCommand, scoreCommand, mergeCommand, tokenizeCommand, benchCommand, infoCommand];
