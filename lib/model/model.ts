@@ -68,6 +68,8 @@ export interface TrainStepOptions {
   /** 'lora': train the adapters the sequences name; 'full': train every base parameter. */
   mode: 'lora' | 'full';
   lr: number;
+  /** Per-adapter learning rates (lora mode), overriding lr for the slots they name. */
+  slotLr?: ReadonlyMap<number, number>;
   beta1?: number;
   beta2?: number;
   eps?: number;
@@ -187,7 +189,7 @@ export class Model {
   backwardPacked(batch: PackedBatch, options: { full?: boolean; seed?: number } = {}): Promise<{ loss?: Float32Array }> {
     return this.run((h) => h.backward(batch, options));
   }
-  optimizerStep(options: { full?: boolean; slots?: number[]; lr: number; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; maxGradNorm?: number }): Promise<number[]> {
+  optimizerStep(options: { full?: boolean; slots?: number[]; lr: number; lrs?: number[]; beta1?: number; beta2?: number; eps?: number; weightDecay?: number; maxGradNorm?: number }): Promise<number[]> {
     return this.run((h) => h.step(options));
   }
   zeroGrad(): Promise<void> { return this.run((h) => h.zeroGrad()); }
@@ -251,8 +253,9 @@ export class Model {
     });
     const { loss } = await this.backwardPacked(packed.batch, { full, seed: options.seed ?? 0 });
     const slots = full ? [] : [...groups.keys()].sort((a, b) => a - b);
+    const lrs = options.slotLr ? slots.map((s) => options.slotLr?.get(s) ?? options.lr) : undefined;
     const norms = await this.optimizerStep({
-      full, slots, lr: options.lr, beta1: options.beta1, beta2: options.beta2, eps: options.eps,
+      full, slots, lr: options.lr, ...(lrs ? { lrs } : {}), beta1: options.beta1, beta2: options.beta2, eps: options.eps,
       weightDecay: options.weightDecay ?? 0, maxGradNorm: options.maxGradNorm ?? 1,
     });
     const lossBy = new Map<number, number>();

@@ -53,6 +53,8 @@ export interface NativeStepOptions {
   full?: boolean;
   slots?: number[];
   lr: number;
+  /** Per-slot learning rates (one per entry of slots); overrides lr for adapters. */
+  lrs?: number[];
   beta1?: number;
   beta2?: number;
   eps?: number;

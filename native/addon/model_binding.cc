@@ -450,6 +450,15 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       }
     }
     spec.adam.lr = num(env, o, "lr", "step options");
+    if (o.Has("lrs") && !o.Get("lrs").IsUndefined()) {
+      if (!o.Get("lrs").IsArray()) type_error(env, "step options: 'lrs' must be an array of numbers");
+      auto a = o.Get("lrs").As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) {
+        if (!a.Get(i).IsNumber()) type_error(env, "step options: 'lrs' must be an array of numbers");
+        spec.lrs.push_back(a.Get(i).As<Napi::Number>().DoubleValue());
+      }
+      if (spec.lrs.size() != spec.slots.size()) throw Napi::RangeError::New(env, "step options: 'lrs' needs one entry per slot");
+    }
     spec.adam.beta1 = num_or(env, o, "beta1", 0.9, "step options");
     spec.adam.beta2 = num_or(env, o, "beta2", 0.999, "step options");
     spec.adam.eps = num_or(env, o, "eps", 1e-8, "step options");

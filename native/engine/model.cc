@@ -784,8 +784,14 @@ std::vector<double> Model::step(const StepSpec& spec) {
           if (p.data) ps.push_back(&p);
     groups.push_back({ps, &a.step});
   }
+  if (!spec.lrs.empty() && spec.lrs.size() != spec.slots.size())
+    throw std::invalid_argument("step: lrs must have one learning rate per slot");
   std::vector<double> norms;
+  size_t group_index = 0;
   for (auto& [params, counter] : groups) {
+    const bool is_slot = !(spec.full && group_index == 0);
+    const size_t slot_index = group_index - (spec.full ? 1 : 0);
+    ++group_index;
     double ss = 0;
     for (Param* p : params) ss += backend_->sum_squares(p->grad, p->numel());
     double norm = std::sqrt(ss);
@@ -796,6 +802,7 @@ std::vector<double> Model::step(const StepSpec& spec) {
         for (Param* p : params) backend_->scale_inplace(p->grad, p->numel(), static_cast<float>(coef));
     }
     AdamWParams hp = spec.adam;
+    if (is_slot && !spec.lrs.empty()) hp.lr = spec.lrs[slot_index];
     hp.step = ++*counter;
     for (Param* p : params) {
       ensure_moments(*p);

@@ -90,6 +90,7 @@ struct ForwardResult {
 struct StepSpec {
   bool full = false;        // step the base parameters
   std::vector<int> slots;   // or step these adapters (each clipped on its own)
+  std::vector<double> lrs;  // per slot learning rate (empty = adam.lr for all)
   AdamWParams adam;         // adam.step is ignored: each group counts its own steps
   double max_grad_norm = 0; // <= 0: no clipping
 };

@@ -1,0 +1,274 @@
+// The SEAL outer loop (ReST-EM), domain-agnostic. For each round: sample training contexts, let the
+// policy write K self-edits per context, apply each (inner loop, R repeats) for its reward, keep
+// the best self-edit per context (or those beating the no-adaptation score by a margin), fine-tune
+// the policy on prompt -> kept self-edit (completion-only loss) and merge that LoRA into the
+// weights, so the next round's policy and learner are the same network (as in the reference).
+// Merging rather than keeping a policy adapter keeps inner-loop adapters on top of a plain model
+// and makes every round's checkpoint a standard HF directory.
+//
+// Everything goes through the ledger: a resumed run replays finished work from it and the result
+// equals an uninterrupted run with the same seed.
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Model } from '../model/model.js';
+import { savePeftAdapter } from '../model/peft.js';
+import { trainAdapter, type SftExample } from '../model/sft.js';
+import type { TextTokenizer } from '../model/tokenizer.js';
+import { rngU32, Rng } from '../util/rng.js';
+import type { Domain, SealContext, SelfEditTraining } from './domain.js';
+import { runInnerJobs, type InnerResult } from './inner-loop.js';
+import { Ledger, type InnerEntry, type Phase, type SelfEditsEntry } from './ledger.js';
+import { formatTable, summarize, type RunSummary } from './summary.js';
+
+export interface SealConfig {
+  seed: number;
+  /** ReST-EM rounds. */
+  rounds: number;
+  /** Training contexts sampled per round. */
+  contextsPerRound: number;
+  /** Self-edits sampled per context (K). */
+  samples: number;
+  /** Inner-loop repeats per self-edit (R); the reward is their mean score. */
+  repeats: number;
+  /** best-of-k: keep each context's best self-edit (the reference); threshold: keep every self-edit whose reward beats no adaptation by `margin`. */
+  filter: { kind: 'best-of-k' } | { kind: 'threshold'; margin: number };
+  /** Sampling of self-edits (the reference: temperature 1, top-p 0.95). */
+  sampling: { temperature: number; topP: number };
+  /** Policy update (ReST-EM M-step): LoRA SFT then merge. */
+  policy: { rank: number; alpha: number; lr: number; epochs: number; batchSize: number };
+  /** Adapters trained together in one batched inner-loop run. */
+  parallel: number;
+  /** Evaluation conditions to run on the held-out contexts before RL. */
+  baselines: { noAdaptation: boolean; baselineTraining: boolean; baseSelfEdits: boolean };
+  /** Names of the conditions (tables, summary.json); `round` contains {r} for the round number. */
+  names: { noAdaptation: string; baselineTraining: string; baseSelfEdits: string; round: string };
+}
+
+export type SealProgress = { stage: string; done: number; total: number; detail?: string };
+
+export interface SealRunOptions<C extends SealContext> {
+  runDir: string;
+  modelDir: string;
+  tokenizer: TextTokenizer;
+  domain: Domain<C>;
+  trainContexts: C[];
+  evalContexts: C[];
+  config: SealConfig;
+  onProgress?: (p: SealProgress) => void;
+}
+
+export interface SealRunResult {
+  summary: RunSummary;
+  table: string;
+  runDir: string;
+}
+
+/** A derived seed: the same (seed, parts) always gives the same number (53-bit safe). */
+function derive(seed: number, ...parts: (number | string)[]): number {
+  let h = seed;
+  for (const p of parts) {
+    const v = typeof p === 'number' ? p : [...p].reduce((a, ch) => (Math.imul(a, 31) + ch.charCodeAt(0)) >>> 0, 7);
+    h = rngU32(h, v) * 2048 + (rngU32(h ^ 0x5bd1e995, v) >>> 21);
+  }
+  return h;
+}
+
+function writeJsonAtomic(path: string, value: unknown): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(value, null, 2)}\n`);
+  renameSync(tmp, path);
+}
+
+export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Promise<SealRunResult> {
+  const { config: cfg, domain, tokenizer: tok } = o;
+  mkdirSync(o.runDir, { recursive: true });
+  writeJsonAtomic(join(o.runDir, 'config.json'), { ...cfg, domain: domain.name, model: o.modelDir, trainContexts: o.trainContexts.length, evalContexts: o.evalContexts.length });
+  const ledger = Ledger.open(join(o.runDir, 'ledger.jsonl'));
+  const progress = o.onProgress ?? (() => {});
+  let model = await Model.load(o.modelDir);
+  const eos = tok.eosTokenIds.length ? tok.eosTokenIds : model.config.eosTokenIds;
+  const order: string[] = [];
+
+  try {
+    // ---- self-edits: from the ledger, or sampled now (all contexts of a call in one batch) ----
+    const selfEdits = async (phase: Phase, condition: string, round: number, contexts: C[], k: number): Promise<Map<string, string[]>> => {
+      const out = new Map<string, string[]>();
+      const missing = contexts.filter((c) => {
+        const e = ledger.get<SelfEditsEntry>(`self-edits|${phase}|${condition}|${round}|${c.id}`);
+        if (e) out.set(c.id, e.texts);
+        return !e;
+      });
+      const chunk = 32;
+      for (let i = 0; i < missing.length; i += chunk) {
+        const part = missing.slice(i, i + chunk);
+        progress({ stage: `${condition}: writing self-edits`, done: contexts.length - missing.length + i, total: contexts.length });
+        const t0 = Date.now();
+        const prompts = part.map((c) => ({ tokens: domain.selfEditPrompt(c, tok) }));
+        // One seed per (condition, round, chunk start); sequences draw their own streams.
+        const gen = await model.generate(prompts, {
+          n: k, maxNewTokens: domain.selfEditMaxTokens, temperature: cfg.sampling.temperature, topP: cfg.sampling.topP,
+          seed: derive(cfg.seed, 'self-edits', phase, condition, round, part[0]!.id), eosTokenIds: eos, tokenizer: tok,
+          ...(domain.selfEditStop.length ? { stop: domain.selfEditStop } : {}),
+        });
+        const seconds = (Date.now() - t0) / 1000;
+        part.forEach((c, p) => {
+          const texts = gen.filter((g) => g.prompt === p).map((g) => (g.text ?? '').trim());
+          ledger.append({ type: 'self-edits', phase, condition, round, context: c.id, texts, seconds: seconds / part.length });
+          out.set(c.id, texts);
+        });
+      }
+      return out;
+    };
+
+    // ---- inner-loop runs for (context, sample, repeat) keys not yet in the ledger ----
+    interface Pending { ctx: C; sample: number; repeat: number; selfEdit: string | null; training: SelfEditTraining; seed: number }
+    const applyAll = async (phase: Phase, condition: string, round: number, pending: Pending[]): Promise<InnerEntry[]> => {
+      const key = (p: Pending) => `inner|${phase}|${condition}|${round}|${p.ctx.id}|${p.sample}|${p.repeat}`;
+      const todo = pending.filter((p) => !ledger.has(key(p)));
+      let done = pending.length - todo.length;
+      progress({ stage: `${condition}: inner loop`, done, total: pending.length });
+      const record = (p: Pending, r: InnerResult) => {
+        const ev = r.evaluation;
+        ledger.append({
+          type: 'inner', phase, condition, round, context: p.ctx.id, sample: p.sample, repeat: p.repeat, seed: p.seed,
+          selfEdit: p.selfEdit, valid: r.valid, ...(r.reason ? { reason: r.reason } : {}),
+          ...(p.training.ok ? { config: { ...p.training.config } } : {}),
+          score: ev?.score ?? 0, correct: ev?.correct ?? 0, total: ev?.total ?? 0, ...(ev ? { items: ev.items } : {}),
+          sequences: r.sequences, trainTokens: r.trainTokens, steps: r.steps, finalLoss: r.finalLoss,
+          seconds: { train: r.trainSeconds, eval: r.evalSeconds },
+        });
+      };
+      // No-adaptation evaluations have nothing to train: score the base model directly.
+      const plain = todo.filter((p) => p.selfEdit === null && !p.training.ok);
+      for (const p of plain) {
+        const t0 = Date.now();
+        const [ev] = await domain.evaluate(model, tok, p.ctx, [-1]);
+        record(p, { evaluation: ev ?? null, valid: true, sequences: 0, trainTokens: 0, steps: 0, finalLoss: null, trainSeconds: 0, evalSeconds: (Date.now() - t0) / 1000 });
+        progress({ stage: `${condition}: evaluating`, done: ++done, total: pending.length });
+      }
+      const rest = todo.filter((p) => !plain.includes(p));
+      for (const p of rest.filter((x) => !x.training.ok)) {
+        record(p, { evaluation: null, valid: false, reason: (p.training as { reason: string }).reason, sequences: 0, trainTokens: 0, steps: 0, finalLoss: null, trainSeconds: 0, evalSeconds: 0 });
+        done++;
+      }
+      const trainable = rest.filter((x) => x.training.ok);
+      await runInnerJobs(model, tok, domain, trainable.map((p) => ({ ctx: p.ctx, training: p.training, seed: p.seed })), {
+        parallel: cfg.parallel,
+        onGroup: (indices, results) => {
+          indices.forEach((i, k) => record(trainable[i]!, results[k]!));
+          done += indices.length;
+          progress({ stage: `${condition}: inner loop`, done, total: pending.length });
+        },
+      });
+      return pending.map((p) => ledger.get<InnerEntry>(key(p))!);
+    };
+
+    // ---- one evaluation condition on the held-out contexts ----
+    const evaluateCondition = async (condition: string, round: number, mode: 'none' | 'baseline' | 'self-edit') => {
+      order.push(condition);
+      const ctxs = o.evalContexts;
+      let texts = new Map<string, string[]>();
+      if (mode === 'self-edit') texts = await selfEdits('eval', condition, round, ctxs, 1);
+      const pending: Pending[] = ctxs.map((ctx) => {
+        const seed = derive(cfg.seed, 'eval', condition, ctx.id);
+        if (mode === 'none') return { ctx, sample: 0, repeat: 0, selfEdit: null, training: { ok: false, reason: 'no adaptation' }, seed };
+        if (mode === 'baseline') return { ctx, sample: 0, repeat: 0, selfEdit: null, training: domain.baselineTraining(ctx, tok), seed };
+        const text = texts.get(ctx.id)?.[0] ?? '';
+        return { ctx, sample: 0, repeat: 0, selfEdit: text, training: domain.buildTraining(ctx, text, tok), seed };
+      });
+      await applyAll('eval', condition, round, pending);
+    };
+
+    // ---- baselines before any RL ----
+    if (cfg.baselines.noAdaptation) await evaluateCondition(cfg.names.noAdaptation, 0, 'none');
+    if (cfg.baselines.baselineTraining) await evaluateCondition(cfg.names.baselineTraining, 0, 'baseline');
+    if (cfg.baselines.baseSelfEdits) await evaluateCondition(cfg.names.baseSelfEdits, 0, 'self-edit');
+
+    // ---- ReST-EM rounds ----
+    for (let round = 1; round <= cfg.rounds; round++) {
+      const checkpoint = join(o.runDir, 'policy', `round-${round}`);
+      const policyEntry = ledger.get(`policy|${round}`);
+      if (policyEntry && existsSync(join(checkpoint, 'model.safetensors'))) {
+        await model.dispose();
+        model = await Model.load(checkpoint);
+      } else {
+        const condition = `rl round ${round}`;
+        const rng = new Rng(derive(cfg.seed, 'contexts', round));
+        const contexts = rng.shuffle([...o.trainContexts]).slice(0, Math.min(cfg.contextsPerRound, o.trainContexts.length));
+        const texts = await selfEdits('train', condition, round, contexts, cfg.samples);
+        const pending: Pending[] = [];
+        for (const ctx of contexts) {
+          const list = texts.get(ctx.id) ?? [];
+          list.forEach((text, sample) => {
+            const training = domain.buildTraining(ctx, text, tok);
+            for (let repeat = 0; repeat < cfg.repeats; repeat++) {
+              pending.push({ ctx, sample, repeat, selfEdit: text, training, seed: derive(cfg.seed, 'train', round, ctx.id, sample, repeat) });
+            }
+          });
+          if (cfg.filter.kind === 'threshold') {
+            pending.push({ ctx, sample: -1, repeat: 0, selfEdit: null, training: { ok: false, reason: 'no adaptation' }, seed: 0 });
+          }
+        }
+        const results = await applyAll('train', condition, round, pending);
+        // E-step: mean reward per self-edit over its repeats; keep per the filter.
+        const kept: { ctx: C; sample: number; text: string; reward: number }[] = [];
+        for (const ctx of contexts) {
+          const list = texts.get(ctx.id) ?? [];
+          const rewards = list.map((_, sample) => {
+            const rs = results.filter((r) => r.context === ctx.id && r.sample === sample);
+            return rs.reduce((a, r) => a + r.score, 0) / Math.max(1, rs.length);
+          });
+          if (cfg.filter.kind === 'best-of-k') {
+            let best = -1;
+            rewards.forEach((r, i) => { if (best < 0 || r > rewards[best]!) best = i; });  // ties: the earlier sample
+            if (best >= 0 && list[best]!.trim() !== '') kept.push({ ctx, sample: best, text: list[best]!, reward: rewards[best]! });
+          } else {
+            const base = results.find((r) => r.context === ctx.id && r.sample === -1)?.score ?? 0;
+            const margin = cfg.filter.margin;
+            rewards.forEach((r, i) => { if (r > base + margin && list[i]!.trim() !== '') kept.push({ ctx, sample: i, text: list[i]!, reward: r }); });
+          }
+        }
+        // M-step: SFT the policy on prompt -> kept self-edit, completion-only loss, then merge.
+        progress({ stage: `round ${round}: policy update`, done: 0, total: 1, detail: `${kept.length} self-edits kept` });
+        const t0 = Date.now();
+        const examples: SftExample[] = kept.map((k) => {
+          const prompt = domain.selfEditPrompt(k.ctx, tok);
+          const completion = [...tok.encode(k.text, { addSpecialTokens: false }), ...(eos[0] !== undefined ? [eos[0]] : [])];
+          const tokens = [...prompt, ...completion];
+          return { tokens, trainMask: tokens.map((_, i) => (i >= prompt.length ? 1 : 0)) };
+        });
+        let losses: number[] = [];
+        const policySlot = 0;
+        if (examples.length > 0) {
+          model.createAdapter(policySlot, { rank: cfg.policy.rank, alpha: cfg.policy.alpha, seed: derive(cfg.seed, 'policy', round) });
+          losses = await trainAdapter(model, policySlot, examples, {
+            epochs: cfg.policy.epochs, batchSize: cfg.policy.batchSize, lr: cfg.policy.lr, schedule: 'linear', seed: derive(cfg.seed, 'policy-data', round),
+          });
+          await savePeftAdapter(model, policySlot, join(o.runDir, 'policy', `round-${round}-adapter`), { baseModel: round === 1 ? o.modelDir : join(o.runDir, 'policy', `round-${round - 1}`) });
+          await model.mergeAdapter(policySlot);
+        }
+        const tmp = `${checkpoint}.tmp`;
+        rmSync(tmp, { recursive: true, force: true });
+        await model.save(tmp);
+        rmSync(checkpoint, { recursive: true, force: true });
+        renameSync(tmp, checkpoint);
+        ledger.append({
+          type: 'policy', round, kept: kept.map((k) => ({ context: k.ctx.id, sample: k.sample, reward: k.reward })),
+          steps: losses.length, firstLoss: losses[0] ?? null, finalLoss: losses.at(-1) ?? null, checkpoint: join('policy', `round-${round}`),
+          seconds: (Date.now() - t0) / 1000,
+        });
+        // Continue from the saved checkpoint so a resumed run and this one hold identical weights.
+        await model.dispose();
+        model = await Model.load(checkpoint);
+      }
+      await evaluateCondition(cfg.names.round.replace('{r}', String(round)), round, 'self-edit');
+    }
+
+    const summary = summarize(ledger.all(), order);
+    writeJsonAtomic(join(o.runDir, 'summary.json'), summary);
+    return { summary, table: formatTable(summary), runDir: o.runDir };
+  } finally {
+    ledger.close();
+    await model.dispose();
+  }
+}
