@@ -3,9 +3,11 @@ import type { CliCommand } from '../command.js';
 import { benchCommand } from './bench.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
+import { knowledgeCommand } from './knowledge.js';
 import { mergeCommand } from './merge.js';
+import { reportCommand } from './report.js';
 import { scoreCommand } from './score.js';
 import { sftCommand } from './sft.js';
 import { tokenizeCommand } from './tokenize.js';
 
-export const commands: CliCommand[] = [generateCommand, sftCommand, scoreCommand, mergeCommand, tokenizeCommand, benchCommand, infoCommand];
+export const commands: CliCommand[] = [knowledgeCommand, reportCommand, generateCommand, sftCommand, scoreCommand, mergeCommand, tokenizeCommand, benchCommand, infoCommand];
