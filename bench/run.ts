@@ -36,6 +36,15 @@ interface Case {
 }
 
 interface Run {
+  /** CPUs' worth of other load seen just before the run started (see waitQuiet). */
+  other_load_cpus: number | null;
+  /** CPUs' worth of load from other processes, averaged over the run itself (see measured). */
+  other_during_cpus: number | null;
+  /** How many times this measurement was taken (re-runs after contention). */
+  attempts: number;
+  /** Machine-speed probe (FP32 FMA GFLOP/s on all threads) just before and just after the run. */
+  probe_before: number | null;
+  probe_after: number | null;
   tokens_per_s: number;
   step_ms_median: number;
   step_ms_all: number[];
@@ -61,6 +70,8 @@ const { values: opts } = parseArgs({
     python: { type: 'string', default: '/usr/bin/python3' },
     'no-peer': { type: 'boolean', default: false },
     'no-engine': { type: 'boolean', default: false },
+    'max-wait': { type: 'string' },
+    retries: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -74,6 +85,10 @@ if (opts.help) {
   --rounds R   engine/peer alternation rounds (default 3, quick 1)
   --storage    engine weight storage (default bf16)
   --python     interpreter with torch for the peer (default /usr/bin/python3)
+  --max-wait S before each measurement wait up to S seconds for other load on the CPUs to go
+               away (default 60, quick 10; 0 disables)
+  --retries K  re-run a measurement up to K times when other processes used more than 0.3 CPUs
+               on average while it ran (default 2, quick 1)
 `);
   process.exit(0);
 }
@@ -82,6 +97,10 @@ const threads = Number(opts.threads);
 if (!Number.isInteger(threads) || threads < 1) fail(`--threads must be a positive integer, got '${opts.threads}'`);
 const rounds = opts.rounds === undefined ? (opts.quick ? 1 : 3) : Number(opts.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) fail(`--rounds must be a positive integer, got '${opts.rounds}'`);
+const maxWaitS = opts['max-wait'] === undefined ? (opts.quick ? 10 : 60) : Number(opts['max-wait']);
+if (!Number.isFinite(maxWaitS) || maxWaitS < 0) fail(`--max-wait must be a number of seconds >= 0`);
+const retries = opts.retries === undefined ? (opts.quick ? 1 : 2) : Number(opts.retries);
+if (!Number.isInteger(retries) || retries < 0) fail(`--retries must be an integer >= 0`);
 const storage = opts.storage;
 if (storage !== 'bf16' && storage !== 'f32') fail(`--storage must be bf16 or f32`);
 
@@ -158,7 +177,7 @@ function toRun(r: ChildResult): Run | { error: string } {
   const j = r.code === 0 ? lastJson(r.stdout) : null;
   if (!j || typeof j.tokens_per_s !== 'number' || typeof j.step_ms_median !== 'number') return { error: whyFailed(r) };
   const { tokens_per_s, step_ms_median, step_ms_all, ...extra } = j;
-  return { tokens_per_s, step_ms_median, step_ms_all: Array.isArray(step_ms_all) ? (step_ms_all as number[]) : [], wall_s: r.wall_s, extra };
+  return { other_load_cpus: null, other_during_cpus: null, attempts: 1, probe_before: null, probe_after: null, tokens_per_s, step_ms_median, step_ms_all: Array.isArray(step_ms_all) ? (step_ms_all as number[]) : [], wall_s: r.wall_s, extra };
 }
 
 const isRun = (x: Run | { error: string }): x is Run => 'tokens_per_s' in x;
@@ -189,11 +208,76 @@ function machine(): Record<string, unknown> {
   };
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function cpuTimes(): { busy: number; total: number } | null {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
+  } catch {
+    return null;
+  }
+}
+
+/** CPU time (user + system) of this process and its reaped children, in the same ticks as /proc/stat. */
+function ownTicks(): number | null {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+    // Fields 14-17 of proc(5): utime, stime, cutime, cstime (rest[0] is field 3).
+    return rest[11]! + rest[12]! + rest[13]! + rest[14]!;
+  } catch {
+    return null;
+  }
+}
+
+/** Runs a child and reports the other processes' average CPU use while it ran. */
+async function measured(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ res: ChildResult; other: number | null }> {
+  const s0 = cpuTimes();
+  const o0 = ownTicks();
+  const res = await runChild(cmd, args, env, 600_000);
+  const s1 = cpuTimes();
+  const o1 = ownTicks();
+  if (!s0 || !s1 || o0 === null || o1 === null || s1.total <= s0.total) return { res, other: null };
+  const wallTicks = (s1.total - s0.total) / os.cpus().length;
+  return { res, other: Math.max(0, (s1.busy - s0.busy - (o1 - o0)) / wallTicks) };
+}
+
+/** CPUs' worth of load from other processes over a short window (this process is idle meanwhile). */
+async function otherLoad(windowMs = 300): Promise<number | null> {
+  const a = cpuTimes();
+  await sleep(windowMs);
+  const b = cpuTimes();
+  if (!a || !b || b.total <= a.total) return null;
+  return ((b.busy - a.busy) / (b.total - a.total)) * os.cpus().length;
+}
+
+/**
+ * The machine is shared: wait (up to --max-wait seconds) until other processes use less than a
+ * quarter of a CPU, so a measurement does not start inside someone else's job. Returns the load
+ * seen when it gave up waiting or found the machine quiet.
+ */
+let waitedS = 0;
+async function waitQuiet(): Promise<number | null> {
+  const t0 = Date.now();
+  let load = await otherLoad();
+  let said = false;
+  while (load !== null && load > 0.25 && (Date.now() - t0) / 1000 < maxWaitS) {
+    if (!said) { log(`  other load on the CPUs (${load.toFixed(2)} CPUs busy): waiting up to ${maxWaitS} s for it to pass ...`); said = true; }
+    await sleep(1000);
+    load = await otherLoad();
+  }
+  waitedS += (Date.now() - t0) / 1000;
+  return load;
+}
+
 // ------------------------------------------------------------------------------------ setup
 
 const tmp = mkdtempSync(join(os.tmpdir(), 'sealkit-bench-'));
 process.on('exit', () => rmSync(tmp, { recursive: true, force: true }));
 process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
 
 const started = new Date();
 const mach = machine();
@@ -206,29 +290,54 @@ log(`sealkit bench${opts.quick ? ' --quick' : ''}: ${threads} threads, ${rounds}
 // Peaks: build bench/peak.c for this machine and run it once, before the suite.
 type Stat = { best: number; median: number; trials: number };
 let peaks: Record<string, unknown> | null = null;
+const peakExe = join(tmp, 'peak');
+let peakBuilt = false;
 {
-  const exe = join(tmp, 'peak');
+  const exe = peakExe;
   const cc = spawnSync('cc', ['-O2', '-march=native', '-pthread', join(ROOT, 'bench', 'peak.c'), '-o', exe], { encoding: 'utf8' });
   versions.cc = spawnSync('cc', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0] ?? null;
   if (cc.status !== 0) {
     skipped.push(`peaks skipped: cc failed (${(cc.stderr ?? String(cc.error)).trim().split('\n')[0]})`);
   } else {
+    await waitQuiet();
     log('measuring peaks (bench/peak.c) ...');
     const args = ['--threads', String(threads), ...(opts.quick ? ['--trials', '3', '--ms', '50', '--stream-mib', '256'] : ['--trials', '7', '--ms', '100', '--stream-mib', '1024'])];
     const r = await runChild(exe, args, process.env, 300_000);
     peaks = r.code === 0 ? lastJson(r.stdout) : null;
+    peakBuilt = true;
     if (!peaks) skipped.push(`peaks skipped: ${whyFailed(r)}`);
   }
 }
 const peakOf = (k: string): number | null => ((peaks?.[k] as Stat | undefined)?.best ?? null);
-const PEAK_FP32 = peakOf('fp32_fma_gflops_nt');
-const PEAK_BF16 = peakOf('bf16_dot_gflops_nt');
+// MFU references: the N-thread rate, or N x the 1-thread rate if that is higher (per-core peak x
+// cores, the usual definition; an N-thread trial shares the CPUs with whatever else runs), and for
+// FP32 also any higher rate a probe sees during the suite. A low reference would flatter MFU.
+const scaled = (nt: string, one: string): number | null => {
+  const a = peakOf(nt), b = peakOf(one);
+  return a === null && b === null ? null : Math.max(a ?? 0, (b ?? 0) * threads);
+};
+let PEAK_FP32 = scaled('fp32_fma_gflops_nt', 'fp32_fma_gflops_1t');
+const PEAK_BF16 = scaled('bf16_dot_gflops_nt', 'bf16_dot_gflops_1t');
+
+/** Median FP32 FMA GFLOP/s over a ~0.1 s probe on all threads: how fast the machine is right now. */
+async function probe(): Promise<number | null> {
+  if (!peakBuilt) return null;
+  const r = await runChild(peakExe, ['--probe', '--threads', String(threads)], process.env, 30_000);
+  const j = r.code === 0 ? lastJson(r.stdout) : null;
+  const s = j?.fp32_fma_gflops_nt as Stat | undefined;
+  if (!s) return null;
+  if (PEAK_FP32 === null || s.best > PEAK_FP32) PEAK_FP32 = s.best;
+  return s.median;
+}
 
 // Engine probe: a one-step run on the tiny preset tells whether the addon is built.
 let engineOk = !opts['no-engine'];
 if (opts['no-engine']) skipped.push('engine skipped: --no-engine');
 else {
-  const r = await runChild(process.execPath, [join(ROOT, 'bin', 'seal.js'), 'bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '8', '--repeats', '1', '--warmup', '0', '--threads', String(threads), '--json'], process.env, 180_000);
+  const probeEngine = () => runChild(process.execPath, [join(ROOT, 'bin', 'seal.js'), 'bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '8', '--repeats', '1', '--warmup', '0', '--threads', String(threads), '--json'], process.env, 180_000);
+  let r = await probeEngine();
+  // Once more after a pause: a rebuild in progress (npm run build:native) removes the addon for a while.
+  if (!isRun(toRun(r))) { await sleep(10_000); r = await probeEngine(); }
   if (!isRun(toRun(r))) {
     engineOk = false;
     skipped.push(`engine skipped: ${whyFailed(r)} (build it with \`npm run build:native\`)`);
@@ -291,14 +400,27 @@ for (const c of SUITE) {
     // Rotate the order each round so no contestant always runs first (or right after another).
     const order = contestants.map((_, i) => contestants[(i + r) % contestants.length]!);
     for (const k of order) {
-      const res = k.key === 'engine'
-        ? await runChild(process.execPath, engineArgs(c), process.env, 600_000)
-        : await runChild(opts.python!, peerArgs(c, k.key.slice('pytorch '.length) as PeerMode), peerEnv, 600_000);
-      const run = toRun(res);
+      let run: Run | { error: string } = { error: 'not run' };
+      let load: number | null = null;
+      for (let attempt = 1; attempt <= retries + 1; attempt++) {
+        load = await waitQuiet();
+        const before = await probe();
+        const { res, other } = k.key === 'engine'
+          ? await measured(process.execPath, engineArgs(c), process.env)
+          : await measured(opts.python!, peerArgs(c, k.key.slice('pytorch '.length) as PeerMode), peerEnv);
+        run = toRun(res);
+        if (!isRun(run)) break;
+        Object.assign(run, { other_load_cpus: load, other_during_cpus: other, attempts: attempt, probe_before: before, probe_after: await probe() });
+        if (other === null || other <= 0.3 || attempt > retries) break;
+        log(`  ${c.preset} ${c.work} ${k.label}: other processes used ${other.toFixed(2)} CPUs during the run ` +
+          `(${run.tokens_per_s.toFixed(1)} tokens/s); measuring again (${attempt}/${retries}) ...`);
+      }
       k.runs.push(run);
       done++;
       log(`[${done}/${total}] ${c.preset} ${c.work} ${c.batch}x${c.seq} ${k.label} round ${r + 1}: ` +
-        (isRun(run) ? `${run.tokens_per_s.toFixed(1)} tokens/s (median step ${run.step_ms_median.toFixed(1)} ms, ${run.wall_s.toFixed(1)} s)` : `FAILED ${run.error}`));
+        (isRun(run) ? `${run.tokens_per_s.toFixed(1)} tokens/s (median step ${run.step_ms_median.toFixed(1)} ms, ${run.wall_s.toFixed(1)} s` +
+          `${run.probe_before !== null && run.probe_after !== null ? `; probe ${run.probe_before.toFixed(0)}/${run.probe_after.toFixed(0)} GFLOP/s` : ''}` +
+          `${run.other_during_cpus !== null && run.other_during_cpus > 0.05 ? `; other load ${run.other_during_cpus.toFixed(2)} CPUs during the run` : ''})` : `FAILED ${run.error}`));
       if (k.key === 'engine' && isRun(run) && typeof run.extra.isa === 'string') versions.engine_isa = run.extra.isa;
     }
   }
@@ -312,9 +434,18 @@ interface Row {
   rounds_ok: number; errors: string[];
   tokens_per_s: number | null; tokens_per_s_rounds: number[]; step_ms_median: number | null;
   gflops: number | null; mfu_fp32: number | null; mfu_bf16: number | null;
+  /** Lowest probe around this contestant's runs as a fraction of the FP32 reference: < ~0.8 means a noisy machine. */
+  machine_speed_min: number | null;
+  /** Highest average CPU use of other processes during this contestant's runs, in CPUs. */
+  other_cpus_max: number | null;
   engine_over_this: number | null; engine_over_this_paired: number | null;
 }
 interface Summary { id: string; engine_tokens_per_s: number | null; best_peer: string | null; best_peer_tokens_per_s: number | null; engine_over_best_peer: number | null; engine_over: Record<string, number | null> }
+
+function speedMin(runs: Run[]): number | null {
+  const ps = runs.flatMap((r) => [r.probe_before, r.probe_after]).filter((x): x is number => x !== null);
+  return ps.length && PEAK_FP32 ? Math.min(...ps) / PEAK_FP32 : null;
+}
 
 const rows: Row[] = [];
 const summaries: Summary[] = [];
@@ -345,6 +476,8 @@ for (const { c, contestants } of results) {
       step_ms_median: ok.length ? median(ok.map((x) => x.step_ms_median)) : null,
       gflops, mfu_fp32: gflops !== null && PEAK_FP32 ? gflops / PEAK_FP32 : null, mfu_bf16: gflops !== null && PEAK_BF16 ? gflops / PEAK_BF16 : null,
       engine_over_this: ratio, engine_over_this_paired: paired.length ? median(paired) : null,
+      machine_speed_min: speedMin(ok),
+      other_cpus_max: ok.some((x) => x.other_during_cpus !== null) ? Math.max(...ok.map((x) => x.other_during_cpus ?? 0)) : null,
     });
   }
   summaries.push({
@@ -364,12 +497,15 @@ if (peaks) {
   const s = (k: string) => f(peakOf(k), 0);
   out.push(`peaks (best of trials): FP32 FMA ${s('fp32_fma_gflops_1t')} GFLOP/s 1T, ${s('fp32_fma_gflops_nt')} ${threads}T | ` +
     `BF16 dot ${peaks.avx512_bf16 ? `${s('bf16_dot_gflops_1t')} 1T, ${s('bf16_dot_gflops_nt')} ${threads}T` : 'n/a (no avx512_bf16)'} | ` +
+    `${peaks.amx_bf16 ? `AMX bf16 ${s('amx_bf16_gflops_1t')} 1T, ${s('amx_bf16_gflops_nt')} ${threads}T | ` : ''}` +
     `triad ${f(peakOf('triad_gbs_1t'))} GB/s 1T, ${f(peakOf('triad_gbs_nt'))} ${threads}T`);
+  out.push(`MFU references (${threads}T; max of the ${threads}-thread rate, ${threads} x the 1-thread rate and the probes): ` +
+    `FP32 ${f(PEAK_FP32, 0)} GFLOP/s, BF16 dot ${f(PEAK_BF16, 0)} GFLOP/s`);
 }
 if (peerOk) out.push(`peer env: ${Object.entries(peerEnvShown).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(' ')}`);
 for (const s of skipped) out.push(s);
 out.push('');
-const head = ['benchmark', 'contestant', 'tokens/s', 'range', 'step ms', 'GFLOP/s', 'MFU fp32', 'MFU bf16', 'engine/x'];
+const head = ['benchmark', 'contestant', 'tokens/s', 'range', 'step ms', 'GFLOP/s', 'MFU fp32', 'MFU bf16', 'speed', 'other', 'engine/x'];
 const table: string[][] = [head];
 for (const { c } of results) {
   let first = true;
@@ -378,24 +514,28 @@ for (const { c } of results) {
     table.push([
       first ? `${c.preset} ${c.work} ${c.batch}x${c.seq}` : '', r.contestant + (r.errors.length ? ` (${r.errors.length} failed)` : ''),
       f(r.tokens_per_s), rs.length > 1 ? `${f(Math.min(...rs), 0)}-${f(Math.max(...rs), 0)}` : '', f(r.step_ms_median), f(r.gflops),
-      pct(r.mfu_fp32), pct(r.mfu_bf16), ratio(r.engine_over_this),
+      pct(r.mfu_fp32), pct(r.mfu_bf16), r.machine_speed_min === null ? '-' : `${(100 * r.machine_speed_min).toFixed(0)}%`,
+      f(r.other_cpus_max, 2), ratio(r.engine_over_this),
     ]);
     first = false;
   }
   const s = summaries.find((x) => x.id === c.id);
-  if (s?.engine_over_best_peer != null) table.push(['', `engine / best peer (${s.best_peer})`, '', '', '', '', '', '', ratio(s.engine_over_best_peer)]);
+  if (s?.engine_over_best_peer != null) table.push(['', `engine / best peer (${s.best_peer})`, '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer)]);
 }
 const widths = head.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
 for (const r of table) out.push(r.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd());
 out.push('');
 out.push('tokens/s: median over rounds of each run\'s median step; range: min-max of the rounds; engine/x > 1 means the engine is faster.');
+out.push('speed: lowest FP32 FMA probe taken around the runs, as a share of the best seen; other: most CPUs other processes used during a run');
+out.push('(runs with other > 0.3 are re-measured up to --retries times). Low speed or high other: distrust the row.');
 out.push('GFLOP/s uses the engine\'s FLOP count (lib/bench/engine-bench.ts flopsPerToken) for every contestant; MFU is against the measured peaks above.');
 process.stdout.write(`${out.join('\n')}\n`);
 
 if (opts.json) {
   const report = {
     suite: 'sealkit-bench', date: started.toISOString(), duration_s: (Date.now() - started.getTime()) / 1000, quick: opts.quick,
-    threads, rounds, engine_storage: storage, machine: mach, versions, peer_env: peerOk ? peerEnvShown : null, peaks, skipped,
+    threads, rounds, engine_storage: storage, machine: mach, versions, peer_env: peerOk ? peerEnvShown : null, peaks,
+    mfu_reference_gflops: { fp32: PEAK_FP32, bf16: PEAK_BF16 }, waited_for_quiet_s: waitedS, skipped,
     rows, summary: summaries,
   };
   process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -55,6 +55,21 @@ test('seeded sampling is reproducible; samples of one prompt differ; greedy igno
   await model.dispose();
 });
 
+test('per-prompt seeds: a prompt samples the same tokens whichever prompts share its batch', async () => {
+  const model = await Model.load(llamaDir);
+  const V = model.config.vocabSize;
+  const a = { tokens: randomTokens(5, V, 21), seed: 101 };
+  const b = { tokens: randomTokens(7, V, 22), seed: 202 };
+  const opts = { maxNewTokens: 8, temperature: 1, n: 2, eosTokenIds: [] as number[] };
+  const both = await model.generate([a, b], opts);
+  const onlyB = await model.generate([b], opts);
+  assert.equal(both.filter((c) => c.prompt === 1).map((c) => c.tokens), onlyB.map((c) => c.tokens));
+  let msg = '';
+  try { await model.generate([a, { tokens: [1, 2] }], opts); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /has no seed while others do/);
+  await model.dispose();
+});
+
 // The expected distribution of the first sampled token, from the prompt's logits, under
 // temperature / top-k / top-p as documented (ties broken by lower id).
 function targetDistribution(logits: Float32Array, temperature: number, topK: number, topP: number): Map<number, number> {

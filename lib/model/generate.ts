@@ -10,6 +10,11 @@ export interface Prompt {
   tokens: ArrayLike<number>;
   /** Adapter slot (-1 or absent = base model). */
   slot?: number;
+  /**
+   * Sampling seed of this prompt's samples: they then draw the same tokens whichever prompts share
+   * the batch (resumable runs rely on it). Give it for every prompt or for none.
+   */
+  seed?: number;
 }
 
 export interface GenerateOptions {
@@ -85,6 +90,10 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
     slots: Int32Array.from(prompts.map((p) => p.slot ?? -1)),
     n, maxNew, temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0,
     maxCacheBytes: o.maxKvBytes ?? DEFAULT_MAX_KV_BYTES,
+    ...(prompts.some((p) => p.seed !== undefined) ? { promptSeeds: prompts.map((p, i) => {
+      if (p.seed === undefined) throw new Error(`generate: prompt ${i} has no seed while others do`);
+      return p.seed;
+    }) } : {}),
   };
   const withLogits = o.withLogits ?? false;
   const states: SeqState[] = [];

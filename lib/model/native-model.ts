@@ -96,6 +96,7 @@ export interface NativeGenerateRequest {
   topK?: number;
   topP?: number;
   seed?: number;
+  promptSeeds?: number[];
   maxCacheBytes?: number;
 }
 

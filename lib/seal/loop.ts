@@ -103,11 +103,12 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
         const part = missing.slice(i, i + chunk);
         progress({ stage: `${condition}: writing self-edits`, done: contexts.length - missing.length + i, total: contexts.length });
         const t0 = Date.now();
-        const prompts = part.map((c) => ({ tokens: domain.selfEditPrompt(c, tok) }));
-        // One seed per (condition, round, chunk start); sequences draw their own streams.
+        // A seed per context: its samples do not depend on which contexts share the batch (so a
+        // resumed run that regenerates only the missing contexts draws the same self-edits).
+        const prompts = part.map((c) => ({ tokens: domain.selfEditPrompt(c, tok), seed: derive(cfg.seed, 'self-edits', phase, condition, round, c.id) }));
         const gen = await model.generate(prompts, {
           n: k, maxNewTokens: domain.selfEditMaxTokens, temperature: cfg.sampling.temperature, topP: cfg.sampling.topP,
-          seed: derive(cfg.seed, 'self-edits', phase, condition, round, part[0]!.id), eosTokenIds: eos, tokenizer: tok,
+          eosTokenIds: eos, tokenizer: tok,
           ...(domain.selfEditStop.length ? { stop: domain.selfEditStop } : {}),
         });
         const seconds = (Date.now() - t0) / 1000;

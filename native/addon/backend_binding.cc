@@ -297,6 +297,66 @@ Napi::Value BackendOp(const Napi::CallbackInfo& info) {
         c.result("dk", dk, nkv);
         c.result("dv", dv, nkv);
       }
+    } else if (name == "attention_cached_forward") {
+      // qLens: new query rows per sequence (packed from row 0 of q/out); kvStarts/kvLens: each
+      // sequence's rows in a cache of cacheRows rows, the new tokens stored last.
+      CachedAttentionShape s;
+      s.heads = c.count("heads"); s.kv_heads = c.count("kvHeads"); s.head_dim = c.count("headDim");
+      s.q_stride = c.count("qStride"); s.kv_stride = c.count("kvStride");
+      s.scale = c.num("scale");
+      if (s.heads == 0 || s.kv_heads == 0 || s.heads % s.kv_heads) fail(env, "attention: heads must be a multiple of kvHeads");
+      if (s.heads * s.head_dim > s.q_stride || s.kv_heads * s.head_dim > s.kv_stride) fail(env, "attention: strides too small");
+      const int64_t cache_rows = c.count("cacheRows");
+      auto ql = c.typed("qLens", napi_int32_array, "Int32Array");
+      auto ks = c.typed("kvStarts", napi_int32_array, "Int32Array");
+      auto kl = c.typed("kvLens", napi_int32_array, "Int32Array");
+      const size_t ns = ql.ElementLength();
+      if (ks.ElementLength() != ns || kl.ElementLength() != ns) fail(env, "attention_cached_forward: qLens, kvStarts and kvLens differ in length");
+      const int32_t* qlp = static_cast<const int32_t*>(Call::data_of(ql));
+      const int32_t* ksp = static_cast<const int32_t*>(Call::data_of(ks));
+      const int32_t* klp = static_cast<const int32_t*>(Call::data_of(kl));
+      std::vector<int32_t> qstart(ns);
+      int64_t rows = 0, maxkv = 0;
+      for (size_t i = 0; i < ns; ++i) {
+        if (qlp[i] < 0 || qlp[i] > klp[i] || ksp[i] < 0 || int64_t(ksp[i]) + klp[i] > cache_rows)
+          fail(env, "attention_cached_forward: sequence " + std::to_string(i) + " has an invalid q/kv range");
+        qstart[i] = static_cast<int32_t>(rows);
+        rows += qlp[i];
+        maxkv = std::max<int64_t>(maxkv, klp[i]);
+      }
+      s.n_seqs = static_cast<int64_t>(ns);
+      s.max_kv_len = maxkv;
+      auto* d_qstart = static_cast<int32_t*>(c.alloc(std::max<size_t>(ns, 1) * 4));
+      if (ns) be.upload(d_qstart, qstart.data(), ns * 4);
+      s.q_start = d_qstart;
+      s.q_len = c.in_i32("qLens", s.n_seqs);
+      s.kv_start = c.in_i32("kvStarts", s.n_seqs);
+      s.kv_len = c.in_i32("kvLens", s.n_seqs);
+      const int64_t no = rows * s.heads * s.head_dim;
+      float* out = c.out_f32("out", no);
+      be.attention_cached_forward(s, c.in_f32("q", rows * s.q_stride), c.in_f32("kCache", cache_rows * s.kv_stride),
+                                  c.in_f32("vCache", cache_rows * s.kv_stride), out);
+      c.result("out", out, no);
+    } else if (name == "gather_rows" || name == "scatter_rows") {
+      // gather: dst row i = src row rows[i] (src has srcRows rows); scatter: dst row rows[i] = src
+      // row i (dst has dstRows rows).
+      const bool gather = name == "gather_rows";
+      const int64_t cols = c.count("cols"), ss = c.count("srcStride"), ds = c.count("dstStride");
+      if (cols > ss || cols > ds) fail(env, name + ": cols exceeds a stride");
+      auto idx = c.typed("rows", napi_int32_array, "Int32Array");
+      const int64_t n = static_cast<int64_t>(idx.ElementLength());
+      const int64_t limit = gather ? c.count("srcRows") : c.count("dstRows");
+      for (int64_t i = 0; i < n; ++i) {
+        int32_t r = static_cast<const int32_t*>(Call::data_of(idx))[i];
+        if (r < 0 || r >= limit) fail(env, name + ": rows[" + std::to_string(i) + "] out of range");
+      }
+      const int64_t src_n = (gather ? limit : n) * ss, dst_n = (gather ? n : limit) * ds;
+      float* dst = c.out_f32("dst", dst_n);
+      const float* src = c.in_f32("src", src_n);
+      const int32_t* rows = c.in_i32("rows", n);
+      if (gather) be.gather_rows(src, ss, rows, n, cols, dst, ds);
+      else be.scatter_rows(src, ss, rows, n, cols, dst, ds);
+      c.result("dst", dst, dst_n);
     } else if (name == "swiglu_forward") {
       const int64_t n = c.count("n");
       float* out = c.out_f32("out", n);

@@ -522,6 +522,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     req.sampling.top_p = num_or(env, o, "topP", 1, "generate request");
     if (o.Has("seed") && !o.Get("seed").IsUndefined()) req.sampling.seed = seed_of(env, o.Get("seed"), "generate request: seed");
     req.max_cache_bytes = static_cast<size_t>(num_or(env, o, "maxCacheBytes", 0, "generate request"));
+    if (o.Has("promptSeeds") && !o.Get("promptSeeds").IsUndefined()) {
+      if (!o.Get("promptSeeds").IsArray()) type_error(env, "generate request: promptSeeds must be an array of numbers");
+      auto a = o.Get("promptSeeds").As<Napi::Array>();
+      for (uint32_t i = 0; i < a.Length(); ++i) req.prompt_seed.push_back(seed_of(env, a.Get(i), "generate request: promptSeeds entry"));
+    }
     for (int32_t s : req.slot)
       if (s >= 0 && !model_->has_adapter(s)) throw Napi::RangeError::New(env, "generate: no adapter in slot " + std::to_string(s));
     bool logits = info.Length() > 1 && info[1].IsObject() && flag(info[1].As<Napi::Object>(), "logits");

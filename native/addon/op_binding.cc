@@ -12,9 +12,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../cpu/kernels.h"
@@ -369,17 +369,18 @@ AttnCall attention_args(const Args& a) {
   c.seq_len = a.array<int32_t>("seqLen", c.seq_start.len);
   // Sequences must lie inside the rows and not overlap (the backward pass gives each sequence's
   // dk/dv rows to one task).
-  std::vector<char> used(static_cast<size_t>(c.rows), 0);
+  std::vector<std::pair<int64_t, int64_t>> spans;  // (start, end) of the non-empty sequences
   for (int64_t i = 0; i < c.seq_start.len; ++i) {
     const int64_t st = c.seq_start.data[i], len = c.seq_len.data[i];
     const std::string at = "[" + std::to_string(i) + "]";
     if (st < 0 || st > c.rows) a.range_error("seqStart" + at, "is " + std::to_string(st) + ", outside [0, rows]");
     if (len < 0 || st + len > c.rows) a.range_error("seqLen" + at, "is " + std::to_string(len) + ", runs past rows");
-    for (int64_t r = st; r < st + len; ++r) {
-      if (used[r]) a.range_error("seqStart", "sequences overlap at row " + std::to_string(r));
-      used[r] = 1;
-    }
+    if (len > 0) spans.emplace_back(st, st + len);
   }
+  std::sort(spans.begin(), spans.end());
+  for (size_t i = 1; i < spans.size(); ++i)
+    if (spans[i].first < spans[i - 1].second)
+      a.range_error("seqStart", "sequences overlap at row " + std::to_string(spans[i].first));
   s.seq_start = c.seq_start.data;
   s.seq_len = c.seq_len.data;
   s.n_seqs = c.seq_start.len;

@@ -5,17 +5,17 @@
 // over the whole K. Packing makes the micro-kernel's loads contiguous whatever the orientation and
 // strides, and zero-pads edge strips so the kernel always computes a full MR x NR tile and only its
 // store is masked. A tile runs its K blocks (KC deep, sized for L1) back to back, so its slice of C
-// is still in cache when the next block adds onto it.
+// is still in cache when the next block adds onto it. With AVX-512, up to 4 rows of the forward
+// orientation (y = x W^T, decoding) skip packing and stream W directly (few_rows_avx512).
 //
 // Determinism: every element of C is produced by exactly one task and its K reduction runs in a
-// fixed order (KC blocks in sequence, k ascending inside a block). KC depends on the ISA only, so
-// the bits depend on the ISA but never on the thread count or on how the work is split.
+// fixed order (KC blocks in sequence, k ascending inside a block). The path and KC depend only on
+// the ISA and the shape, so the bits never depend on the thread count or on how work is split.
 //
 // The addon is compiled for baseline x86-64; the wide kernels and packers carry target attributes
 // and are chosen per call from active_isa(). A future vdpbf16ps kernel is another KernelSpec whose
 // packers keep bf16 pairs (it would need its own packed-buffer element type).
 #include <algorithm>
-#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 #include <vector>
@@ -322,11 +322,19 @@ template <typename Src>
 SEALKIT_AVX512 void pack_b_avx512_t(const Src* b, int64_t rs, int64_t cs, int64_t j0, int64_t n, int64_t K,
                                     float* dst) {
   constexpr int NR = kAvx512Nr;
-  if (cs == 1 || rs != 1) {  // op(B) rows contiguous: already cheap, no transpose to speed up
+  const int nr = static_cast<int>(std::min<int64_t>(NR, n));
+  if (cs == 1 && nr == NR) {  // op(B) rows contiguous: two vector copies (widening bf16) per k
+    const Src* src = b + j0;
+    for (int64_t k = 0; k < K; ++k) {
+      _mm512_storeu_ps(dst + k * NR, load16(src + k * rs));
+      _mm512_storeu_ps(dst + k * NR + 16, load16(src + k * rs + 16));
+    }
+    return;
+  }
+  if (cs == 1 || rs != 1) {  // edge strip of contiguous rows, or neither stride unit
     pack_b_part<NR>(b, rs, cs, j0, n, K, 0, dst);
     return;
   }
-  const int nr = static_cast<int>(std::min<int64_t>(NR, n));
   const Src* src = b + j0 * cs;
   int64_t k0 = 0;
   for (; k0 + 16 <= K; k0 += 16) {
@@ -349,13 +357,85 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
   else
     pack_b_avx512_t(static_cast<const float*>(b.data), b.rs, b.cs, j0, n, K, dst);
 }
+
+// ---- few rows: y = x W^T without packing ---------------------------------------------------------
+// With a handful of rows (decoding) packing B costs more than the product: B is read once per call
+// either way, so stream each row of W straight from memory against the few rows of A (in L1).
+// Each C element is one K-ascending lane-wise dot product folded in a fixed order. Measured 2-5x
+// faster than packing up to 4 rows; at 8 rows (two passes over W) packing wins again.
+constexpr int64_t kFewRows = 4;
+
+SEALKIT_AVX512 inline __m512 load16_masked(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+SEALKIT_AVX512 inline __m512 load16_masked(const uint16_t* p, __mmask16 m) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+SEALKIT_AVX512 inline float fold16(__m512 v) {
+  alignas(64) float l[16];
+  _mm512_store_ps(l, v);
+  for (int w = 8; w >= 1; w /= 2)
+    for (int i = 0; i < w; ++i) l[i] += l[i + w];
+  return l[0];
+}
+
+// All MB rows of C, columns [n0, n1): four columns of W at a time against the MB rows of A.
+template <int MB, typename Src>
+SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int64_t n0, int64_t n1) {
+  constexpr int NB = 4;
+  const int64_t K = g.K;
+  for (int64_t n = n0; n < n1; n += NB) {
+    const int nb = static_cast<int>(std::min<int64_t>(NB, n1 - n));
+    __m512 acc[MB][NB];
+#pragma GCC unroll 32
+    for (int i = 0; i < MB; ++i)
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+      __m512 b[NB];
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) b[j] = j < nb ? load16_masked(B + (n + j) * g.ldb + k, m) : _mm512_setzero_ps();
+#pragma GCC unroll 32
+      for (int i = 0; i < MB; ++i) {
+        const __m512 a = _mm512_maskz_loadu_ps(m, g.A + i * g.lda + k);
+        for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
+      }
+    }
+#pragma GCC unroll 32
+    for (int i = 0; i < MB; ++i) {
+      float* c = g.C + i * g.ldc + n;
+      for (int j = 0; j < NB; ++j) {
+        if (j >= nb) break;
+        const float v = g.alpha * fold16(acc[i][j]);
+        c[j] = g.beta == 0.f ? v : v + g.beta * c[j];
+      }
+    }
+  }
+}
+
+template <typename Src>
+void few_rows_avx512_src(const GemmArgs<float>& g, const Src* B) {
+  parallel_for(g.N, 64, [&](int64_t n0, int64_t n1) {
+    switch (g.M) {
+      case 1: few_rows_avx512<1>(g, B, n0, n1); break;
+      case 2: few_rows_avx512<2>(g, B, n0, n1); break;
+      case 3: few_rows_avx512<3>(g, B, n0, n1); break;
+      default: few_rows_avx512<4>(g, B, n0, n1); break;
+    }
+  });
+}
+
+void few_rows_avx512(const GemmArgs<float>& g) {
+  if (g.B.dtype == DType::BF16) few_rows_avx512_src(g, static_cast<const uint16_t*>(g.B.data));
+  else few_rows_avx512_src(g, static_cast<const float*>(g.B.data));
+}
 #pragma GCC diagnostic pop
 
 #endif  // SEALKIT_X86
 
-KernelSpec select_kernel() {
+KernelSpec select_kernel(Isa isa) {
 #if SEALKIT_X86
-  switch (active_isa()) {
+  switch (isa) {
     case Isa::Avx512:
     case Isa::Avx512Bf16:
       return {kAvx512Mr, kAvx512Nr, 256, micro_avx512, pack_a_avx512, pack_b_avx512};
@@ -396,7 +476,14 @@ Scratch& scratch() {
 void gemm_f32(const GemmArgs<float>& g) {
   if (g.B.dtype != DType::F32 && g.B.dtype != DType::BF16)
     throw std::invalid_argument("gemm<float>: B must be f32 or bf16");
-  const KernelSpec ks = select_kernel();
+  const Isa isa = active_isa();
+#if SEALKIT_X86
+  if (g.M <= kFewRows && g.trans_b && !g.trans_a && (isa == Isa::Avx512 || isa == Isa::Avx512Bf16)) {
+    few_rows_avx512(g);
+    return;
+  }
+#endif
+  const KernelSpec ks = select_kernel(isa);
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
   const int64_t a_rs = g.trans_a ? 1 : g.lda, a_cs = g.trans_a ? g.lda : 1;
   const MatRef B{g.B.data, g.B.dtype, g.trans_b ? 1 : g.ldb, g.trans_b ? g.ldb : 1};

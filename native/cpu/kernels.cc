@@ -21,6 +21,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -58,8 +59,21 @@ void check_weight(WeightView w, const char* what) {
   if (!ok) throw std::invalid_argument(std::string(what) + ": unsupported weight dtype " + dtype_name(w.dtype));
 }
 
+// sum_i a[i] * b[i] (* c[i] when c is non-null) in double, over 8 lanes folded in a fixed order:
+// independent lanes vectorise and avoid one long chain of dependent adds.
+template <typename T>
+double dot_f64(const T* a, const T* b, const T* c, int64_t n) {
+  double lane[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l)
+      lane[l] += static_cast<double>(a[i + l]) * b[i + l] * (c ? static_cast<double>(c[i + l]) : 1.0);
+  for (; i < n; ++i) lane[0] += static_cast<double>(a[i]) * b[i] * (c ? static_cast<double>(c[i]) : 1.0);
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 // ---- vectorised exp -------------------------------------------------------------------------------
-// exp_rows: out[i] = exp(x[i] - shift) * scale (when out is non-null) and returns
+// An exp-row routine writes out[i] = exp(x[i] - shift) * scale (when out is non-null) and returns
 // sum_i exp(x[i] - shift) accumulated in double. out may alias x.
 using ExpRowFn = double (*)(const float* x, float* out, int64_t n, float shift, float scale);
 
@@ -159,9 +173,9 @@ SEALKIT_AVX2 double exp_row_avx2(const float* x, float* out, int64_t n, float sh
 #pragma GCC diagnostic pop
 #endif
 
-ExpRowFn exp_row_f32() {
+ExpRowFn exp_row_f32(Isa isa) {
 #if SEALKIT_X86
-  switch (active_isa()) {
+  switch (isa) {
     case Isa::Avx512:
     case Isa::Avx512Bf16: return exp_row_avx512;
     case Isa::Avx2: return exp_row_avx2;
@@ -174,35 +188,63 @@ ExpRowFn exp_row_f32() {
 // The exp-row routine for T: vectorised for float, std::exp for the double reference.
 template <typename T>
 struct ExpRow {
-  ExpRowFn f32 = std::is_same_v<T, float> ? exp_row_f32() : nullptr;
+  explicit ExpRow(Isa isa) : f32(std::is_same_v<T, float> ? exp_row_f32(isa) : nullptr) {}
+  ExpRowFn f32;
   double operator()(const T* x, T* out, int64_t n, T shift, T scale) const {
     if constexpr (std::is_same_v<T, float>) return f32(x, out, n, shift, scale);
     else return exp_row_scalar<T>(x, out, n, shift, scale);
   }
 };
 
-// Runs body<Isa>() compiled for the active ISA when T is float (the double reference stays on
-// baseline code). Each wrapper carries the target attribute; body is always-inline, so GCC
-// vectorises its loops for that ISA.
+// Runs CALL compiled for `isa` when T is float (the double reference stays on baseline code):
+// each branch is a lambda carrying the target attribute and CALL's callees are always-inline, so
+// GCC vectorises their loops for that ISA. Inside CALL, kW is the ISA's vector width in elements
+// of T (what the attention tiles use as their lane count).
 #if SEALKIT_X86
-#define SEALKIT_DISPATCH(T, CALL)                                                   \
+#define SEALKIT_DISPATCH(T, isa, CALL)                                              \
   do {                                                                              \
     if constexpr (std::is_same_v<T, float>) {                                       \
-      const Isa isa_ = active_isa();                                                \
-      if (isa_ == Isa::Avx512 || isa_ == Isa::Avx512Bf16) {                        \
-        [&]() SEALKIT_AVX512 { CALL; }();                                           \
+      if ((isa) == Isa::Avx512 || (isa) == Isa::Avx512Bf16) {                      \
+        [&]() SEALKIT_AVX512 {                                                      \
+          [[maybe_unused]] constexpr int kW = 64 / sizeof(T);                       \
+          CALL;                                                                     \
+        }();                                                                        \
         break;                                                                      \
       }                                                                             \
-      if (isa_ == Isa::Avx2) {                                                      \
-        [&]() SEALKIT_AVX2 { CALL; }();                                             \
+      if ((isa) == Isa::Avx2) {                                                     \
+        [&]() SEALKIT_AVX2 {                                                        \
+          [[maybe_unused]] constexpr int kW = 32 / sizeof(T);                       \
+          CALL;                                                                     \
+        }();                                                                        \
         break;                                                                      \
       }                                                                             \
     }                                                                               \
+    [[maybe_unused]] constexpr int kW = 16 / sizeof(T);                             \
     CALL;                                                                           \
   } while (0)
 #else
-#define SEALKIT_DISPATCH(T, CALL) CALL
+#define SEALKIT_DISPATCH(T, isa, CALL)                                              \
+  do {                                                                              \
+    [[maybe_unused]] constexpr int kW = 16 / sizeof(T);                             \
+    CALL;                                                                           \
+  } while (0)
 #endif
+
+// max(x[0..n)), n >= 1, kept in 16 independent lanes so it vectorises (a running scalar max is a
+// serial chain). NaNs are skipped here; they still reach the caller's exp sums.
+template <typename T>
+SEALKIT_INLINE T row_max(const T* x, int64_t n) {
+  constexpr int64_t W = 16;
+  T lane[W];
+  for (int64_t l = 0; l < W; ++l) lane[l] = x[0];
+  int64_t i = 0;
+  for (; i + W <= n; i += W)
+    for (int64_t l = 0; l < W; ++l) lane[l] = lane[l] < x[i + l] ? x[i + l] : lane[l];
+  for (; i < n; ++i) lane[0] = lane[0] < x[i] ? x[i] : lane[0];
+  T m = lane[0];
+  for (int64_t l = 1; l < W; ++l) m = m < lane[l] ? lane[l] : m;
+  return m;
+}
 
 }  // namespace
 
@@ -247,8 +289,7 @@ void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_
   parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       const T* xr = x + r * dim;
-      double ss = 0;
-      for (int64_t j = 0; j < dim; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      const double ss = dot_f64<T>(xr, xr, nullptr, dim);
       const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
       rstd[r] = rs;
       T* yr = y + r * dim;
@@ -267,8 +308,7 @@ void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx,
     for (int64_t r = b; r < e; ++r) {
       const T* xr = x + r * dim;
       const T* gr = dy + r * dim;
-      double dot = 0;
-      for (int64_t j = 0; j < dim; ++j) dot += static_cast<double>(gr[j]) * w[j] * xr[j];
+      const double dot = dot_f64(gr, w, xr, dim);
       const double rs = rstd[r];
       const T a = static_cast<T>(rs), c = static_cast<T>(rs * rs * rs * dot / static_cast<double>(dim));
       T* dxr = dx + r * dim;
@@ -333,25 +373,154 @@ void rope_backward(T* dx, int64_t rows, int64_t row_stride, int64_t heads, int64
 }
 
 // ---- attention -------------------------------------------------------------------------------------
-// Work is cut into blocks of kQBlock queries of one head. For a block the scaled scores against
-// all visible keys go to a per-thread scratch row (at most seq_len long), the softmax runs per row,
-// and the weighted sums follow. Scores are computed kKBlock keys at a time against a transposed copy
-// of those keys, so the inner loop runs along keys with no horizontal reduction.
+// Work is cut into blocks of kQBlock queries of one head. A block's scaled scores against all keys
+// it can see go to a per-thread scratch (one row per query, at most seq_len long); the softmax runs
+// per row, then the weighted sums. Everything is written as small register tiles over GCC vector
+// types of W lanes, W = the ISA's vector width (kW of SEALKIT_DISPATCH), so one source vectorises
+// for each ISA:
+//  - scores: W keys at a time against a transposed copy of the keys ([chunk][d][lane]), so the
+//    reduction over head_dim accumulates whole vectors and needs no horizontal sums;
+//  - weighted sums (P V, dS K, dS^T Q, P^T dout): kTile output rows times W columns, reading rows of
+//    V / K / Q / dout directly.
+// Causality is handled by zeroing each probability row past its query: tiles may then run over a
+// few masked entries on the diagonal block without changing any sum.
 namespace {
 
 constexpr int64_t kQBlock = 32;
-constexpr int64_t kKBlock = 16;
+constexpr int kTile = 8;  // output rows per register tile (8 accumulators + 1 operand fit every ISA)
+
+template <typename T, int W>
+struct Vec {
+  typedef T type __attribute__((vector_size(W * sizeof(T))));
+};
+// Unaligned vector load/store (vectors travel by reference: these inline into code of any ISA).
+template <typename T, int W>
+SEALKIT_INLINE void vload(typename Vec<T, W>::type& v, const T* p) {
+  std::memcpy(&v, p, sizeof v);
+}
+template <typename T, int W>
+SEALKIT_INLINE void vstore(T* p, const typename Vec<T, W>::type& v) {
+  std::memcpy(p, &v, sizeof v);
+}
+
+template <int W>
+int64_t round_lanes(int64_t n) {
+  return (n + W - 1) / W * W;
+}
+
+// Y rows [0, L) (stride ys, D values) -> chunks of W rows, element (j, d) at
+// [(j / W * D + d) * W + j % W]; rows past L are zero.
+template <typename T, int W>
+SEALKIT_INLINE void transpose_rows(const T* Y, int64_t ys, int64_t L, int64_t D, T* out) {
+  for (int64_t c = 0; c * W < L; ++c) {
+    T* o = out + c * D * W;
+    for (int64_t jj = 0; jj < W; ++jj) {
+      const int64_t j = c * W + jj;
+      for (int64_t d = 0; d < D; ++d) o[d * W + jj] = j < L ? Y[j * ys + d] : T(0);
+    }
+  }
+}
+
+// r[i][0..W) = scale * X_i . (keys of one transposed chunk) for NR rows X_i = x + i*xs.
+template <typename T, int W, int NR>
+SEALKIT_INLINE void score_tile(const T* x, int64_t xs, const T* yt, int64_t D, T scale, T* r, int64_t ldr) {
+  using V = typename Vec<T, W>::type;
+  V acc[NR] = {};
+  for (int64_t d = 0; d < D; ++d) {
+    V y;
+    vload<T, W>(y, yt + d * W);
+    for (int i = 0; i < NR; ++i) acc[i] += x[i * xs + d] * y;
+  }
+  for (int i = 0; i < NR; ++i) {
+    const V scaled = acc[i] * scale;
+    vstore<T, W>(r + i * ldr, scaled);
+  }
+}
+
+// S[t - t0][j] = scale * X_t . Y_j for t in [t0, t1) and every key chunk up to t's own (Yt from
+// transpose_rows; entries past t inside its chunk are computed, never used).
+template <typename T, int W>
+SEALKIT_INLINE void block_scores(const T* X, int64_t xs, const T* Yt, int64_t D, int64_t t0, int64_t t1, T scale,
+                                 T* S, int64_t ld) {
+  for (int64_t c = 0; c * W < t1; ++c) {
+    const T* yt = Yt + c * D * W;
+    int64_t t = std::max<int64_t>(t0, c * W);
+    for (; t + kTile <= t1; t += kTile)
+      score_tile<T, W, kTile>(X + t * xs, xs, yt, D, scale, S + (t - t0) * ld + c * W, ld);
+    for (; t < t1; ++t) score_tile<T, W, 1>(X + t * xs, xs, yt, D, scale, S + (t - t0) * ld + c * W, ld);
+  }
+}
+
+// out_r (+)= sum_{i < n} Wt[r*wr + i*wc] * Y_i for NR output rows (out_r = out + r*os,
+// Y_i = Y + i*ys), D columns, i ascending.
+template <typename T, int W, int NR>
+SEALKIT_INLINE void combine_tile(const T* Wt, int64_t wr, int64_t wc, int64_t n, const T* Y, int64_t ys, int64_t D,
+                                 T* out, int64_t os, bool accumulate) {
+  using V = typename Vec<T, W>::type;
+  int64_t d = 0;
+  for (; d + W <= D; d += W) {
+    V acc[NR] = {};
+    for (int64_t i = 0; i < n; ++i) {
+      V y;
+      vload<T, W>(y, Y + i * ys + d);
+      for (int r = 0; r < NR; ++r) acc[r] += Wt[r * wr + i * wc] * y;
+    }
+    for (int r = 0; r < NR; ++r) {
+      T* o = out + r * os + d;
+      if (accumulate) {
+        V old;
+        vload<T, W>(old, o);
+        acc[r] += old;
+      }
+      vstore<T, W>(o, acc[r]);
+    }
+  }
+  for (; d < D; ++d) {
+    for (int r = 0; r < NR; ++r) {
+      T acc = 0;
+      for (int64_t i = 0; i < n; ++i) acc += Wt[r * wr + i * wc] * Y[i * ys + d];
+      out[r * os + d] = accumulate ? out[r * os + d] + acc : acc;
+    }
+  }
+}
+
+// Rows t in [t0, t1) of out (=) sum_{j <= t} S[t - t0][j] * Y_j (rows of S are zero past t, so a
+// tile runs to its last row's count).
+template <typename T, int W>
+SEALKIT_INLINE void combine_causal_rows(int64_t t0, int64_t t1, const T* S, int64_t ld, const T* Y, int64_t ys,
+                                        int64_t D, T* out, int64_t os) {
+  int64_t t = t0;
+  for (; t + kTile <= t1; t += kTile)
+    combine_tile<T, W, kTile>(S + (t - t0) * ld, ld, 1, t + kTile, Y, ys, D, out + t * os, os, false);
+  for (; t < t1; ++t) combine_tile<T, W, 1>(S + (t - t0) * ld, ld, 1, t + 1, Y, ys, D, out + t * os, os, false);
+}
+
+// Rows j in [0, t1) of out (+)= sum_{t in [t0, t1)} S[t - t0][j] * X_t: the transposed product for
+// dk and dv. Queries before a key contribute zero, so a tile of keys starts at its first key's query.
+template <typename T, int W>
+SEALKIT_INLINE void combine_causal_cols(int64_t t0, int64_t t1, const T* S, int64_t ld, const T* X, int64_t xs,
+                                        int64_t D, T* out, int64_t os) {
+  int64_t j = 0;
+  for (; j < t1; j += kTile) {
+    const int64_t ts = std::max(t0, j), nq = t1 - ts;
+    const T* w = S + (ts - t0) * ld + j;
+    if (j + kTile <= t1) {
+      combine_tile<T, W, kTile>(w, 1, ld, nq, X + ts * xs, xs, D, out + j * os, os, true);
+    } else {
+      for (int64_t jj = j; jj < t1; ++jj)
+        combine_tile<T, W, 1>(w + (jj - j), 1, ld, nq, X + ts * xs, xs, D, out + jj * os, os, true);
+    }
+  }
+}
 
 template <typename T>
 struct AttnScratch {
-  std::vector<T> s, dp, yt, acc;
-  void fit(int64_t ld, int64_t head_dim) {
+  std::vector<T> s, dp, kt, vt;
+  void fit_block(int64_t ld) {
     if (s.size() < static_cast<size_t>(kQBlock * ld)) {
       s.resize(kQBlock * ld);
       dp.resize(kQBlock * ld);
     }
-    if (yt.size() < static_cast<size_t>(kKBlock * head_dim)) yt.resize(kKBlock * head_dim);
-    if (acc.size() < static_cast<size_t>(head_dim)) acc.resize(head_dim);
   }
 };
 
@@ -361,75 +530,58 @@ AttnScratch<T>& attn_scratch() {
   return s;
 }
 
-// R[t - t0][j] = scale * X_t . Y_j for queries t in [t0, t1) and keys j <= t (the rest of each
-// kKBlock chunk is also written, never read). X_t = X + t*xs, Y_j = Y + j*ys, D values each.
-template <typename T>
-SEALKIT_INLINE void causal_products(const T* X, int64_t xs, const T* Y, int64_t ys, int64_t D, int64_t t0, int64_t t1,
-                                    T scale, T* R, int64_t ldr, T* yt) {
-  for (int64_t j0 = 0; j0 < t1; j0 += kKBlock) {
-    const int64_t jn = std::min(kKBlock, t1 - j0);
-    for (int64_t jj = 0; jj < kKBlock; ++jj) {
-      const T* y = Y + (j0 + jj) * ys;
-      for (int64_t d = 0; d < D; ++d) yt[d * kKBlock + jj] = jj < jn ? y[d] : T(0);
-    }
-    for (int64_t t = std::max(t0, j0); t < t1; ++t) {
-      const T* x = X + t * xs;
-      T acc[kKBlock] = {};
-      for (int64_t d = 0; d < D; ++d) {
-        const T xv = x[d];
-        for (int64_t jj = 0; jj < kKBlock; ++jj) acc[jj] += xv * yt[d * kKBlock + jj];
-      }
-      T* r = R + (t - t0) * ldr + j0;
-      for (int64_t jj = 0; jj < kKBlock; ++jj) r[jj] = acc[jj] * scale;
+// Where each (sequence, kv head)'s transposed keys start in the forward pass's shared buffer.
+template <int W>
+struct KeyLayout {
+  std::vector<int64_t> offset;  // per sequence, in padded rows
+  int64_t total = 0;
+  explicit KeyLayout(const AttentionShape& s) : offset(s.n_seqs) {
+    for (int64_t i = 0; i < s.n_seqs; ++i) {
+      offset[i] = total;
+      total += round_lanes<W>(s.seq_len[i]);
     }
   }
-}
-
-// acc[0..D) = sum_{j < n} w[j] * Y_j (j ascending).
-template <typename T>
-SEALKIT_INLINE void weighted_rows(const T* w, int64_t n, const T* Y, int64_t ys, int64_t D, T* acc) {
-  for (int64_t d = 0; d < D; ++d) acc[d] = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    const T wj = w[j];
-    const T* y = Y + j * ys;
-    for (int64_t d = 0; d < D; ++d) acc[d] += wj * y[d];
+  int64_t base(const AttentionShape& s, int64_t seq, int64_t kvh) const {
+    return (offset[seq] * s.kv_heads + kvh * round_lanes<W>(s.seq_len[seq])) * s.head_dim;
   }
-}
-
-struct AttnUnit {
-  int64_t seq, head, t0;  // forward: one query block of one head
 };
 
-template <typename T>
-SEALKIT_INLINE void attention_forward_block(const AttentionShape& s, const T* q, const T* k, const T* v, T* out,
-                                            T* lse, const AttnUnit& u, const ExpRow<T>& exp_row) {
-  const int64_t D = s.head_dim, start = s.seq_start[u.seq], L = s.seq_len[u.seq];
-  const int64_t kvh = u.head / (s.heads / s.kv_heads), t0 = u.t0, t1 = std::min(L, t0 + kQBlock);
-  const int64_t ld = (t1 + kKBlock - 1) / kKBlock * kKBlock, out_stride = s.heads * D;
+// Forward for queries [t0, t0 + kQBlock) of one head of one sequence; kt: that sequence's
+// transposed keys for the head's kv head.
+template <typename T, int W>
+SEALKIT_INLINE void attention_forward_block(const AttentionShape& s, const T* q, const T* kt, const T* v, T* out,
+                                            T* lse, int64_t seq, int64_t head, int64_t t0,
+                                            const ExpRow<T>& exp_row) {
+  const int64_t D = s.head_dim, start = s.seq_start[seq], L = s.seq_len[seq];
+  const int64_t kvh = head / (s.heads / s.kv_heads), t1 = std::min(L, t0 + kQBlock);
+  const int64_t ld = round_lanes<W>(t1), out_stride = s.heads * D;
   AttnScratch<T>& sc = attn_scratch<T>();
-  sc.fit(ld, D);
-  const T* Q = q + start * s.q_stride + u.head * D;
-  const T* K = k + start * s.kv_stride + kvh * D;
+  sc.fit_block(ld);
+  T* S = sc.s.data();
+  const T* Q = q + start * s.q_stride + head * D;
   const T* V = v + start * s.kv_stride + kvh * D;
-  causal_products(Q, s.q_stride, K, s.kv_stride, D, t0, t1, static_cast<T>(s.scale), sc.s.data(), ld, sc.yt.data());
+  T* O = out + start * out_stride + head * D;
+  block_scores<T, W>(Q, s.q_stride, kt, D, t0, t1, static_cast<T>(s.scale), S, ld);
+  T inv[kQBlock];
   for (int64_t t = t0; t < t1; ++t) {
-    T* row = sc.s.data() + (t - t0) * ld;
+    T* row = S + (t - t0) * ld;
     const int64_t n = t + 1;
-    T m = row[0];
-    for (int64_t j = 1; j < n; ++j) m = std::max(m, row[j]);
+    const T m = row_max(row, n);
     const double sum = exp_row(row, row, n, m, T(1));
-    lse[(start + t) * s.heads + u.head] = static_cast<T>(static_cast<double>(m) + std::log(sum));
-    weighted_rows(row, n, V, s.kv_stride, D, sc.acc.data());
-    const T inv = static_cast<T>(1.0 / sum);
-    T* o = out + (start + t) * out_stride + u.head * D;
-    for (int64_t d = 0; d < D; ++d) o[d] = sc.acc[d] * inv;
+    std::fill(row + n, row + ld, T(0));
+    lse[(start + t) * s.heads + head] = static_cast<T>(static_cast<double>(m) + std::log(sum));
+    inv[t - t0] = static_cast<T>(1.0 / sum);
   }
+  combine_causal_rows<T, W>(t0, t1, S, ld, V, s.kv_stride, D, O, out_stride);
+  for (int64_t t = t0; t < t1; ++t)
+    for (int64_t d = 0; d < D; ++d) O[t * out_stride + d] *= inv[t - t0];
 }
 
 // Backward for one (sequence, kv head): every query head of the group, all query blocks. With
 // P = exp(S - lse), dP = dout V^T, dS = scale * P * (dP - rowsum(dout * out)):
-// dq = dS K, dk = dS^T Q, dv = P^T dout. dk/dv rows are owned by this unit alone.
-template <typename T>
+// dq = dS K, dk = dS^T Q, dv = P^T dout. dk/dv rows are owned by this unit alone and accumulate in
+// a fixed order (heads, then query blocks, then queries inside a tile).
+template <typename T, int W>
 SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q, const T* k, const T* v, const T* out,
                                             const T* lse, const T* dout, T* dq, T* dk, T* dv, int64_t seq,
                                             int64_t kvh, const ExpRow<T>& exp_row) {
@@ -441,8 +593,17 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
   const T* V = v + start * s.kv_stride + kvh * D;
   T* dK = dk + start * s.kv_stride + kvh * D;
   T* dV = dv + start * s.kv_stride + kvh * D;
-  for (int64_t j = 0; j < L; ++j)
-    for (int64_t d = 0; d < D; ++d) dK[j * s.kv_stride + d] = dV[j * s.kv_stride + d] = 0;
+  const size_t t_size = static_cast<size_t>(round_lanes<W>(L) * D);
+  if (sc.kt.size() < t_size) {
+    sc.kt.resize(t_size);
+    sc.vt.resize(t_size);
+  }
+  transpose_rows<T, W>(K, s.kv_stride, L, D, sc.kt.data());
+  transpose_rows<T, W>(V, s.kv_stride, L, D, sc.vt.data());
+  for (int64_t j = 0; j < L; ++j) {
+    std::fill(dK + j * s.kv_stride, dK + j * s.kv_stride + D, T(0));
+    std::fill(dV + j * s.kv_stride, dV + j * s.kv_stride + D, T(0));
+  }
 
   for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
     const T* Q = q + start * s.q_stride + h * D;
@@ -450,12 +611,12 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
     const T* O = out + start * out_stride + h * D;
     T* dQ = dq + start * s.q_stride + h * D;
     for (int64_t t0 = 0; t0 < L; t0 += kQBlock) {
-      const int64_t t1 = std::min(L, t0 + kQBlock), ld = (t1 + kKBlock - 1) / kKBlock * kKBlock;
-      sc.fit(ld, D);
+      const int64_t t1 = std::min(L, t0 + kQBlock), ld = round_lanes<W>(t1);
+      sc.fit_block(ld);
       T* P = sc.s.data();
       T* dS = sc.dp.data();
-      causal_products(Q, s.q_stride, K, s.kv_stride, D, t0, t1, scale, P, ld, sc.yt.data());
-      causal_products(dO, out_stride, V, s.kv_stride, D, t0, t1, T(1), dS, ld, sc.yt.data());
+      block_scores<T, W>(Q, s.q_stride, sc.kt.data(), D, t0, t1, scale, P, ld);
+      block_scores<T, W>(dO, out_stride, sc.vt.data(), D, t0, t1, T(1), dS, ld);
       for (int64_t t = t0; t < t1; ++t) {
         T* p = P + (t - t0) * ld;
         T* ds = dS + (t - t0) * ld;
@@ -466,46 +627,66 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
         const T* g = dO + t * out_stride;
         for (int64_t d = 0; d < D; ++d) delta += g[d] * o[d];
         for (int64_t j = 0; j < n; ++j) ds[j] = scale * p[j] * (ds[j] - delta);
-        weighted_rows(ds, n, K, s.kv_stride, D, dQ + t * s.q_stride);
+        std::fill(p + n, p + ld, T(0));
+        std::fill(ds + n, ds + ld, T(0));
       }
-      for (int64_t j = 0; j < t1; ++j) {
-        T* dk_row = dK + j * s.kv_stride;
-        T* dv_row = dV + j * s.kv_stride;
-        for (int64_t t = std::max(t0, j); t < t1; ++t) {
-          const T ds = dS[(t - t0) * ld + j], p = P[(t - t0) * ld + j];
-          const T* qt = Q + t * s.q_stride;
-          const T* gt = dO + t * out_stride;
-          for (int64_t d = 0; d < D; ++d) {
-            dk_row[d] += ds * qt[d];
-            dv_row[d] += p * gt[d];
-          }
-        }
-      }
+      combine_causal_rows<T, W>(t0, t1, dS, ld, K, s.kv_stride, D, dQ, s.q_stride);
+      combine_causal_cols<T, W>(t0, t1, dS, ld, Q, s.q_stride, D, dK, s.kv_stride);
+      combine_causal_cols<T, W>(t0, t1, P, ld, dO, out_stride, D, dV, s.kv_stride);
     }
   }
 }
 
-}  // namespace
+// The forward pass at lane count W: keys transposed once per call (shared by every head of a
+// group and every query block), then one task per (sequence, head, query block).
+template <typename T, int W>
+void attention_forward_w(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse, Isa isa) {
+  const KeyLayout<W> layout(s);
+  thread_local std::vector<T> kt_buf;
+  const size_t kt_size = static_cast<size_t>(layout.total * s.kv_heads * s.head_dim);
+  if (kt_buf.size() < kt_size) kt_buf.resize(kt_size);
+  T* kt = kt_buf.data();
+  global_pool().run(s.n_seqs * s.kv_heads, [&](int64_t t, int) {
+    const int64_t seq = t / s.kv_heads, kvh = t % s.kv_heads;
+    const T* K = k + s.seq_start[seq] * s.kv_stride + kvh * s.head_dim;
+    transpose_rows<T, W>(K, s.kv_stride, s.seq_len[seq], s.head_dim, kt + layout.base(s, seq, kvh));
+  });
 
-template <typename T>
-void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse) {
-  std::vector<AttnUnit> units;
+  struct Unit {
+    int64_t seq, head, t0;
+  };
+  std::vector<Unit> units;
   for (int64_t i = 0; i < s.n_seqs; ++i)
     for (int64_t h = 0; h < s.heads; ++h)
       for (int64_t t0 = 0; t0 < s.seq_len[i]; t0 += kQBlock) units.push_back({i, h, t0});
-  const ExpRow<T> exp_row;
+  const ExpRow<T> exp_row(isa);
+  const int64_t group = s.heads / s.kv_heads;
   global_pool().run(static_cast<int64_t>(units.size()), [&](int64_t t, int) {
-    SEALKIT_DISPATCH(T, attention_forward_block<T>(s, q, k, v, out, lse, units[t], exp_row));
+    const Unit& u = units[t];
+    const T* ktu = kt + layout.base(s, u.seq, u.head / group);
+    SEALKIT_DISPATCH(T, isa, (attention_forward_block<T, W>(s, q, ktu, v, out, lse, u.seq, u.head, u.t0, exp_row)));
   });
+}
+
+}  // namespace
+
+// The lane count is fixed by the ISA before any work starts, so the transposed-key layout and the
+// tiles that read it agree.
+template <typename T>
+void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse) {
+  const Isa isa = active_isa();
+  SEALKIT_DISPATCH(T, isa, (attention_forward_w<T, kW>(s, q, k, v, out, lse, isa)));
 }
 
 template <typename T>
 void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* out, const T* lse,
                         const T* dout, T* dq, T* dk, T* dv) {
-  const ExpRow<T> exp_row;
+  const Isa isa = active_isa();
+  const ExpRow<T> exp_row(isa);
   global_pool().run(s.n_seqs * s.kv_heads, [&](int64_t t, int) {
     const int64_t seq = t / s.kv_heads, kvh = t % s.kv_heads;
-    SEALKIT_DISPATCH(T, attention_backward_unit<T>(s, q, k, v, out, lse, dout, dq, dk, dv, seq, kvh, exp_row));
+    SEALKIT_DISPATCH(T, isa,
+                     (attention_backward_unit<T, kW>(s, q, k, v, out, lse, dout, dq, dk, dv, seq, kvh, exp_row)));
   });
 }
 
@@ -526,7 +707,7 @@ void sigmoid_chunk(const T* g, int64_t n, T* sig, const ExpRow<T>& exp_row) {
 
 template <typename T>
 void swiglu_forward(const T* gate, const T* up, T* out, int64_t n) {
-  const ExpRow<T> exp_row;
+  const ExpRow<T> exp_row(active_isa());
   parallel_for((n + kChunk - 1) / kChunk, std::max<int64_t>(1, kGrain / kChunk), [&](int64_t b, int64_t e) {
     T sig[kChunk];
     for (int64_t c = b; c < e; ++c) {
@@ -539,7 +720,7 @@ void swiglu_forward(const T* gate, const T* up, T* out, int64_t n) {
 
 template <typename T>
 void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n) {
-  const ExpRow<T> exp_row;
+  const ExpRow<T> exp_row(active_isa());
   parallel_for((n + kChunk - 1) / kChunk, std::max<int64_t>(1, kGrain / kChunk), [&](int64_t b, int64_t e) {
     T sig[kChunk];
     for (int64_t c = b; c < e; ++c) {
@@ -558,40 +739,47 @@ void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup
 // One read of the row for max and sum: blocks of kCeBlock logits, the running sum (double) rescaled
 // whenever a block raises the max. Then the gradient softmax * scale - onehot * scale is written
 // over the logits with p = exp(x - max) / sum (better conditioned than exp(x - lse) in float).
+namespace {
+template <typename T>
+SEALKIT_INLINE void cross_entropy_row(T* x, int32_t target, int64_t vocab, T* loss, const T* grad_scale,
+                                      const ExpRow<T>& exp_row) {
+  constexpr int64_t kCeBlock = 2048;
+  if (target < 0) {
+    *loss = 0;
+    if (grad_scale) std::fill(x, x + vocab, T(0));
+    return;
+  }
+  T m = -std::numeric_limits<T>::infinity();
+  double sum = 0;
+  for (int64_t i0 = 0; i0 < vocab; i0 += kCeBlock) {
+    const int64_t n = std::min(kCeBlock, vocab - i0);
+    const T bm = row_max(x + i0, n);
+    if (bm > m) {
+      sum *= std::exp(static_cast<double>(m) - static_cast<double>(bm));
+      m = bm;
+    }
+    sum += exp_row(x + i0, nullptr, n, m, T(1));
+  }
+  *loss = static_cast<T>(static_cast<double>(m) + std::log(sum) - static_cast<double>(x[target]));
+  if (!grad_scale) return;
+  const T gs = *grad_scale;
+  if (gs == T(0)) {
+    std::fill(x, x + vocab, T(0));
+    return;
+  }
+  exp_row(x, x, vocab, m, static_cast<T>(static_cast<double>(gs) / sum));
+  x[target] -= gs;
+}
+}  // namespace
+
 template <typename T>
 void cross_entropy(T* logits, const int32_t* targets, int64_t rows, int64_t vocab, T* loss, const T* grad_scale) {
-  constexpr int64_t kCeBlock = 2048;
-  const ExpRow<T> exp_row;
+  const Isa isa = active_isa();
+  const ExpRow<T> exp_row(isa);
   parallel_for(rows, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
-      T* x = logits + r * vocab;
-      const int32_t target = targets[r];
-      const T gs = grad_scale ? grad_scale[r] : T(0);
-      if (target < 0) {
-        loss[r] = 0;
-        if (grad_scale) std::fill(x, x + vocab, T(0));
-        continue;
-      }
-      T m = -std::numeric_limits<T>::infinity();
-      double sum = 0;
-      for (int64_t i0 = 0; i0 < vocab; i0 += kCeBlock) {
-        const int64_t n = std::min(kCeBlock, vocab - i0);
-        T bm = x[i0];
-        for (int64_t i = 1; i < n; ++i) bm = std::max(bm, x[i0 + i]);
-        if (bm > m) {
-          sum *= std::exp(static_cast<double>(m) - static_cast<double>(bm));
-          m = bm;
-        }
-        sum += exp_row(x + i0, nullptr, n, m, T(1));
-      }
-      loss[r] = static_cast<T>(static_cast<double>(m) + std::log(sum) - static_cast<double>(x[target]));
-      if (!grad_scale) continue;
-      if (gs == T(0)) {
-        std::fill(x, x + vocab, T(0));
-        continue;
-      }
-      exp_row(x, x, vocab, m, static_cast<T>(static_cast<double>(gs) / sum));
-      x[target] -= gs;
+      const T* gs = grad_scale ? grad_scale + r : nullptr;
+      SEALKIT_DISPATCH(T, isa, cross_entropy_row<T>(logits + r * vocab, targets[r], vocab, loss + r, gs, exp_row));
     }
   });
 }
@@ -617,8 +805,8 @@ void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParam
   });
 }
 
-// Fixed tree: chunks of kSumChunk elements, each summed into 8 double lanes then folded in a fixed
-// order; the chunk sums are added in chunk order.
+// Fixed tree: chunks of kSumChunk elements, each summed by dot_f64 (fixed lanes), then the chunk
+// sums added in chunk order.
 template <typename T>
 double sum_squares(const T* x, int64_t n) {
   constexpr int64_t kSumChunk = 8192;
@@ -626,13 +814,8 @@ double sum_squares(const T* x, int64_t n) {
   std::vector<double> part(chunks, 0.0);
   parallel_for(chunks, 8, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c) {
-      const int64_t i0 = c * kSumChunk, i1 = std::min(n, i0 + kSumChunk);
-      double lane[8] = {};
-      int64_t i = i0;
-      for (; i + 8 <= i1; i += 8)
-        for (int l = 0; l < 8; ++l) lane[l] += static_cast<double>(x[i + l]) * x[i + l];
-      for (; i < i1; ++i) lane[0] += static_cast<double>(x[i]) * x[i];
-      part[c] = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+      const int64_t i0 = c * kSumChunk;
+      part[c] = dot_f64<T>(x + i0, x + i0, nullptr, std::min(kSumChunk, n - i0));
     }
   });
   double total = 0;

@@ -41,8 +41,10 @@ struct Params {
   float* dq;
   float* dk;
   float* dv;
-  const int32_t* seq_start;
-  const int32_t* seq_len;
+  const int32_t* seq_start;  // query rows of sequence s start here ...
+  const int32_t* seq_len;    // ... and number this many
+  const int32_t* kv_start;   // its key/value rows (== seq_start/seq_len except for KV-cache attention)
+  const int32_t* kv_len;
   int64_t q_stride, kv_stride, o_stride;
   int heads, kv_heads, head_dim, group;
   float scale;
@@ -166,10 +168,13 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
   float* Vs = Ks + kBK * (HD + 4);
   float* Ps = Vs + kBK * (HD + 4);
 
+  // Query i of the sequence sits at position off + i and sees keys 0 .. off + i (off = 0 except
+  // for KV-cache attention, where the cache holds kv_len - q_len earlier tokens).
   const int s = blockIdx.x / p.tiles_per_seq, tile = blockIdx.x % p.tiles_per_seq, h = blockIdx.y;
   const int len = p.seq_len[s], q0 = tile * BQ;
   if (q0 >= len) return;
-  const int64_t start = p.seq_start[s];
+  const int64_t start = p.seq_start[s], kstart = p.kv_start[s];
+  const int klen = p.kv_len[s], off = klen - len;
   const int kvh = h / p.group;
   const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
 
@@ -184,21 +189,21 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
     for (int c = 0; c < HD / 16; ++c) acc[ii][c] = 0.0f;
   }
 
-  const int kend = min(len, q0 + BQ);
+  const int kend = min(klen, off + q0 + BQ);
   for (int k0 = 0; k0 < kend; k0 += kBK) {
     __syncthreads();  // previous tile's Ks/Vs/Ps are no longer read (and Qs is loaded on the first pass)
-    load_rows<HD>(Ks, p.k, p.kv_stride, int64_t(kvh) * p.head_dim, start, k0, kBK, len, p.head_dim);
-    load_rows<HD>(Vs, p.v, p.kv_stride, int64_t(kvh) * p.head_dim, start, k0, kBK, len, p.head_dim);
+    load_rows<HD>(Ks, p.k, p.kv_stride, int64_t(kvh) * p.head_dim, kstart, k0, kBK, klen, p.head_dim);
+    load_rows<HD>(Vs, p.v, p.kv_stride, int64_t(kvh) * p.head_dim, kstart, k0, kBK, klen, p.head_dim);
     __syncthreads();
     float sc[RQ][2];
     tile_abt<HD, RQ>(Qs, Ks, ty, tx, sc);
 #pragma unroll
     for (int ii = 0; ii < RQ; ++ii) {
-      const int qi = q0 + ty + 16 * ii;
+      const int qi = off + q0 + ty + 16 * ii;
 #pragma unroll
       for (int jj = 0; jj < 2; ++jj) {
         const int kj = k0 + tx + 16 * jj;
-        sc[ii][jj] = (kj <= qi && kj < len) ? sc[ii][jj] * p.scale : -INFINITY;
+        sc[ii][jj] = (kj <= qi && kj < klen) ? sc[ii][jj] * p.scale : -INFINITY;
       }
       const float mt = row16_max(fmaxf(sc[ii][0], sc[ii][1]));
       const float mn = fmaxf(m[ii], mt);
@@ -228,7 +233,7 @@ __global__ void __launch_bounds__(kThreads) attn_fwd_kernel(Params p) {
     if (qi >= len) continue;
     const int64_t row = start + qi;
     const float inv = 1.0f / l[ii];
-    if (tx == 0) p.lse_out[row * p.heads + h] = m[ii] + logf(l[ii]);
+    if (tx == 0 && p.lse_out) p.lse_out[row * p.heads + h] = m[ii] + logf(l[ii]);
     float* o = p.o + row * p.o_stride + int64_t(h) * p.head_dim;
 #pragma unroll
     for (int c = 0; c < HD / 64; ++c)
@@ -423,8 +428,8 @@ Params make_params(const AttentionShape& s) {
   if (s.head_dim <= 0 || s.head_dim > 256)
     throw std::invalid_argument("cuda attention: head_dim " + std::to_string(s.head_dim) + " is not in [1, 256]");
   Params p{};
-  p.seq_start = s.seq_start;
-  p.seq_len = s.seq_len;
+  p.seq_start = p.kv_start = s.seq_start;
+  p.seq_len = p.kv_len = s.seq_len;
   p.q_stride = s.q_stride;
   p.kv_stride = s.kv_stride;
   p.o_stride = s.heads * s.head_dim;
@@ -438,9 +443,9 @@ Params make_params(const AttentionShape& s) {
 }
 
 template <int HD, int BQ>
-void forward_impl(Ctx& ctx, Params p, const AttentionShape& s) {
-  p.tiles_per_seq = static_cast<int>((s.max_seq_len + BQ - 1) / BQ);
-  dim3 grid(static_cast<unsigned>(s.n_seqs * p.tiles_per_seq), static_cast<unsigned>(s.heads));
+void forward_impl(Ctx& ctx, Params p, int64_t n_seqs, int64_t max_len) {
+  p.tiles_per_seq = static_cast<int>((max_len + BQ - 1) / BQ);
+  dim3 grid(static_cast<unsigned>(n_seqs * p.tiles_per_seq), static_cast<unsigned>(p.heads));
   launch_kernel(attn_fwd_kernel<HD, BQ>, fwd_smem<HD, BQ>(), grid, ctx.stream, p, "attn_fwd_kernel");
 }
 
@@ -465,9 +470,34 @@ void attention_forward(Ctx& ctx, const AttentionShape& s, const float* q, const 
   p.v = v;
   p.o = out;
   p.lse_out = lse;
-  if (s.head_dim <= 64) forward_impl<64, 64>(ctx, p, s);
-  else if (s.head_dim <= 128) forward_impl<128, 64>(ctx, p, s);
-  else forward_impl<256, 32>(ctx, p, s);
+  if (s.head_dim <= 64) forward_impl<64, 64>(ctx, p, s.n_seqs, s.max_seq_len);
+  else if (s.head_dim <= 128) forward_impl<128, 64>(ctx, p, s.n_seqs, s.max_seq_len);
+  else forward_impl<256, 32>(ctx, p, s.n_seqs, s.max_seq_len);
+}
+
+// KV-cache attention (generation): the forward kernel with queries offset into their sequence's
+// cache. The query-tile count is bounded by max_kv_len (q_len <= kv_len); tiles past a sequence's
+// q_len exit at once. No log-sum-exp is kept.
+void attention_cached_forward(Ctx& ctx, const CachedAttentionShape& s, const float* q, const float* k_cache,
+                              const float* v_cache, float* out) {
+  if (s.n_seqs <= 0 || s.max_kv_len <= 0) return;
+  AttentionShape a;
+  a.heads = s.heads; a.kv_heads = s.kv_heads; a.head_dim = s.head_dim;
+  a.q_stride = s.q_stride; a.kv_stride = s.kv_stride; a.scale = s.scale;
+  a.n_seqs = s.n_seqs; a.max_seq_len = s.max_kv_len;
+  Params p = make_params(a);
+  p.seq_start = s.q_start;
+  p.seq_len = s.q_len;
+  p.kv_start = s.kv_start;
+  p.kv_len = s.kv_len;
+  p.q = q;
+  p.k = k_cache;
+  p.v = v_cache;
+  p.o = out;
+  p.lse_out = nullptr;
+  if (s.head_dim <= 64) forward_impl<64, 64>(ctx, p, s.n_seqs, s.max_kv_len);
+  else if (s.head_dim <= 128) forward_impl<128, 64>(ctx, p, s.n_seqs, s.max_kv_len);
+  else forward_impl<256, 32>(ctx, p, s.n_seqs, s.max_kv_len);
 }
 
 void attention_backward(Ctx& ctx, const AttentionShape& s, const float* q, const float* k, const float* v,

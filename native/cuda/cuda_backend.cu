@@ -231,6 +231,23 @@ class CudaBackend final : public Backend {
     cuda::upload_converted(ctx_, dst, to, src, src_dtype, n);
   }
 
+  // ---- generation ----
+  void attention_cached_forward(const CachedAttentionShape& s, const float* q, const float* k_cache,
+                                const float* v_cache, float* out) override {
+    on_device();
+    cuda::attention_cached_forward(ctx_, s, q, k_cache, v_cache, out);
+  }
+  void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                   int64_t dst_stride) override {
+    on_device();
+    cuda::gather_rows(ctx_, src, src_stride, rows, n, cols, dst, dst_stride);
+  }
+  void scatter_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
+                    int64_t dst_stride) override {
+    on_device();
+    cuda::scatter_rows(ctx_, src, src_stride, rows, n, cols, dst, dst_stride);
+  }
+
  private:
   // The current device is per host thread; engine threads start on device 0.
   void on_device() {

@@ -14,7 +14,7 @@ namespace sealkit::cuda {
 // Growable device scratch buffers, one per purpose so that buffers needed at the same time never
 // alias. Growing frees the old buffer after synchronising the stream (rare: sizes settle quickly).
 enum ScratchSlot : int {
-  kScratchGemmA = 0,    // (unused by the current GEMM, which converts while staging)
+  kScratchGemmA = 0,    // bf16 copy of A for the pipelined bf16 GEMM
   kScratchGemmSplitK,   // split-K partial products
   kScratchAttnDelta,    // attention backward: rowsum(dO * O) per (row, head)
   kScratchSortKeys,     // embedding backward: sorted ids / token order
@@ -62,6 +62,10 @@ void dropout(Ctx& ctx, const float* x, float* out, int64_t rows, int64_t cols, i
 void fill_normal(Ctx& ctx, float* x, int64_t n, uint64_t seed, float std, float value);
 void fill_uniform(Ctx& ctx, float* x, int64_t n, uint64_t seed, float bound);
 void upload_converted(Ctx& ctx, void* dst, DType to, const void* host_src, const char* src_dtype, int64_t n);
+void gather_rows(Ctx& ctx, const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                 float* dst, int64_t dst_stride);
+void scatter_rows(Ctx& ctx, const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                  float* dst, int64_t dst_stride);
 
 // norm_rope.cu
 void rmsnorm_forward(Ctx& ctx, const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,
@@ -74,6 +78,8 @@ void rope(Ctx& ctx, float* x, int64_t rows, int64_t row_stride, int64_t heads, i
 // attention.cu
 void attention_forward(Ctx& ctx, const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
                        float* lse);
+void attention_cached_forward(Ctx& ctx, const CachedAttentionShape& s, const float* q, const float* k_cache,
+                              const float* v_cache, float* out);
 void attention_backward(Ctx& ctx, const AttentionShape& s, const float* q, const float* k, const float* v,
                         const float* out, const float* lse, const float* dout, float* dq, float* dk, float* dv);
 

@@ -140,6 +140,19 @@ __global__ void fill_uniform_kernel(float* x, int64_t n, uint64_t seed, float bo
     x[i] = (2.0f * rng_uniform(seed, static_cast<uint64_t>(i)) - 1.0f) * bound;
 }
 
+// ---- row gather / scatter (generation) ----
+
+// dst[idx_dst(i)] row = src[idx_src(i)] row; exactly one of src_rows/dst_rows is non-null.
+__global__ void move_rows_kernel(const float* src, int64_t src_stride, const int32_t* src_rows, int64_t n, int64_t cols,
+                                 float* dst, int64_t dst_stride, const int32_t* dst_rows) {
+  const int64_t total = n * cols;
+  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < total; t += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = t / cols, c = t - i * cols;
+    const int64_t rs = src_rows ? src_rows[i] : i, rd = dst_rows ? dst_rows[i] : i;
+    dst[rd * dst_stride + c] = src[rs * src_stride + c];
+  }
+}
+
 // ---- conversion ----
 
 // src: raw little-endian host bytes staged on the device; kind 0 = F32, 1 = BF16, 2 = F16.
@@ -254,6 +267,22 @@ void fill_uniform(Ctx& ctx, float* x, int64_t n, uint64_t seed, float bound) {
   if (n <= 0) return;
   fill_uniform_kernel<<<blocks_for(n, kThreads), kThreads, 0, ctx.stream>>>(x, n, seed, bound);
   SEALKIT_CUDA_LAUNCHED("fill_uniform_kernel");
+}
+
+void gather_rows(Ctx& ctx, const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                 float* dst, int64_t dst_stride) {
+  if (n <= 0 || cols <= 0) return;
+  move_rows_kernel<<<blocks_for(n * cols, kThreads), kThreads, 0, ctx.stream>>>(src, src_stride, rows, n, cols, dst,
+                                                                              dst_stride, nullptr);
+  SEALKIT_CUDA_LAUNCHED("move_rows_kernel(gather)");
+}
+
+void scatter_rows(Ctx& ctx, const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                  float* dst, int64_t dst_stride) {
+  if (n <= 0 || cols <= 0) return;
+  move_rows_kernel<<<blocks_for(n * cols, kThreads), kThreads, 0, ctx.stream>>>(src, src_stride, nullptr, n, cols, dst,
+                                                                              dst_stride, rows);
+  SEALKIT_CUDA_LAUNCHED("move_rows_kernel(scatter)");
 }
 
 void upload_converted(Ctx& ctx, void* dst, DType to, const void* host_src, const char* src_dtype, int64_t n) {

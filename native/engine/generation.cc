@@ -10,6 +10,7 @@ Generation::Generation(Model& model, GenerationRequest request) : model_(model),
   const size_t P = req_.prompt_len.size();
   if (P == 0) throw std::invalid_argument("generate: no prompts");
   if (req_.slot.size() != P) throw std::invalid_argument("generate: one adapter slot per prompt expected");
+  if (!req_.prompt_seed.empty() && req_.prompt_seed.size() != P) throw std::invalid_argument("generate: one seed per prompt expected");
   if (req_.n < 1) throw std::invalid_argument("generate: n (samples per prompt) must be >= 1");
   if (req_.max_new < 1) throw std::invalid_argument("generate: max new tokens must be >= 1");
   if (!(req_.sampling.temperature >= 0)) throw std::invalid_argument("generate: temperature must be >= 0");
@@ -122,9 +123,14 @@ void Generation::sample_rows(const std::vector<float>& logits, const std::vector
   const int64_t V = model_.config().vocab;
   for (size_t i = 0; i < seqs.size(); ++i) {
     const int32_t s = seqs[i];
-    out.tokens.push_back(sample_token(logits.data() + static_cast<int64_t>(i) * V, V, req_.sampling,
-                                      static_cast<uint64_t>(s), static_cast<uint64_t>(steps_[static_cast<size_t>(s)]++),
-                                      scratch_));
+    SamplingParams p = req_.sampling;
+    uint64_t stream = static_cast<uint64_t>(s);
+    if (!req_.prompt_seed.empty()) {
+      p.seed = req_.prompt_seed[static_cast<size_t>(s / req_.n)];
+      stream = static_cast<uint64_t>(s % req_.n);
+    }
+    out.tokens.push_back(sample_token(logits.data() + static_cast<int64_t>(i) * V, V, p, stream,
+                                      static_cast<uint64_t>(steps_[static_cast<size_t>(s)]++), scratch_));
   }
   if (want_logits) out.logits = logits;
 }

@@ -19,6 +19,9 @@ struct GenerationRequest {
   int32_t n = 1;                    // samples per prompt; sequence index = prompt * n + sample
   int32_t max_new = 16;             // tokens each sequence may generate (including the first)
   SamplingParams sampling;
+  // Optional seed per prompt: its samples then draw streams (seed, sample index), independent of
+  // which other prompts share the batch. Without it: (sampling.seed, sequence index).
+  std::vector<uint64_t> prompt_seed;
   size_t max_cache_bytes = 0;       // 0 = no limit
 };
 

@@ -5,9 +5,10 @@ import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { knowledgeCommand } from './knowledge.js';
 import { mergeCommand } from './merge.js';
+import { pretrainCommand } from './pretrain.js';
 import { reportCommand } from './report.js';
 import { scoreCommand } from './score.js';
 import { sftCommand } from './sft.js';
 import { tokenizeCommand } from './tokenize.js';
 
-export const commands: CliCommand[] = [knowledgeCommand, reportCommand, generateCommand, sftCommand, scoreCommand, mergeCommand, tokenizeCommand, benchCommand, infoCommand];
+export const commands: CliCommand[] = [knowledgeCommand, reportCommand, generateCommand, sftCommand, pretrainCommand, scoreCommand, mergeCommand, tokenizeCommand, benchCommand, infoCommand];

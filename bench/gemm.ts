@@ -1,0 +1,147 @@
+// GEMM benchmark: the engine's f32 GEMM (native/cpu/gemm.cc) on the training shapes of a
+// SmolLM2-135M-sized decoder, in the three orientations training uses, at 1 and 2 threads, with
+// OpenBLAS sgemm (through NumPy) measured in the same run as the peer.
+//
+//   npx tsx bench/gemm.ts [--threads 1,2] [--no-peer] [--python python3]
+//
+// Orientations for C[M,N] (+)= op(A) op(B): NT = x W^T (forward, B stored [N,K]), NN = dy W (input
+// gradient, B stored [K,N]), TN = dy^T x (weight gradient, A stored [K,M]). The lm_head shape runs
+// with a bf16 B in every orientation (the engine widens it while packing; the peer has no bf16
+// GEMM and multiplies the f32 copy). Timing happens natively (opRun('gemm_bench') returns each
+// call's seconds), so JS overhead is not measured; each row is the median over its calls.
+// Prints a table, then one JSON object as the last line.
+import { spawnSync } from 'node:child_process';
+import { parseArgs } from 'node:util';
+import { native } from '../lib/native.js';
+
+type Orient = 'NT' | 'NN' | 'TN';
+interface Row {
+  M: number;
+  N: number;
+  K: number;
+  orient: Orient;
+  bDtype: 'f32' | 'bf16';
+  threads: number;
+  isa: string;
+  engine_gflops: number;
+  engine_calls: number;
+  peer_gflops: number | null;
+}
+
+const { values: opts } = parseArgs({
+  options: {
+    threads: { type: 'string', default: '1,2' },
+    'no-peer': { type: 'boolean', default: false },
+    python: { type: 'string', default: 'python3' },
+  },
+});
+
+const SHAPES: { M: number; N: number; K: number; bDtype: 'f32' | 'bf16' }[] = [
+  { M: 1024, N: 576, K: 576, bDtype: 'f32' },
+  { M: 1024, N: 1536, K: 576, bDtype: 'f32' },
+  { M: 1024, N: 576, K: 1536, bDtype: 'f32' },
+  { M: 1024, N: 49152, K: 576, bDtype: 'bf16' },
+];
+const ORIENTS: Orient[] = ['NT', 'NN', 'TN'];
+const threadCounts = opts.threads.split(',').map(Number);
+if (threadCounts.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads: expected e.g. 1,2, got '${opts.threads}'`);
+
+const addon = native();
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function randomF32(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = s / 2 ** 31 - 1;
+  }
+  return a;
+}
+
+function toBf16(a: Float32Array): Uint16Array {
+  const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  return Uint16Array.from(u, (v) => ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff);
+}
+
+function engineGflops(M: number, N: number, K: number, orient: Orient, bDtype: 'f32' | 'bf16'): { gflops: number; calls: number } {
+  const transA = orient === 'TN', transB = orient === 'NT';
+  const A = randomF32(M * K, 1);
+  const Bf = randomF32(N * K, 2);
+  const B = bDtype === 'bf16' ? toBf16(Bf) : Bf;
+  const args = { M, N, K, transA, transB, A, B, bDtype };
+  // One timed call (after the kernel's own warm-up) sizes the run to ~0.6 s, 3..20 calls.
+  const probe = addon.opRun('gemm_bench', 'f32', { ...args, iters: 1 }).times as Float64Array;
+  const iters = Math.min(20, Math.max(3, Math.ceil(0.6 / probe[0]!)));
+  const times = addon.opRun('gemm_bench', 'f32', { ...args, iters }).times as Float64Array;
+  return { gflops: (2 * M * N * K) / median(Array.from(times)) / 1e9, calls: iters };
+}
+
+const PEER = `
+import json, sys, time
+import numpy as np
+cases = json.loads(sys.argv[1])
+res = []
+for c in cases:
+    M, N, K, o = c['M'], c['N'], c['K'], c['orient']
+    g = np.random.default_rng(0)
+    A = g.standard_normal((K, M) if o == 'TN' else (M, K), dtype=np.float32)
+    B = g.standard_normal((N, K) if o == 'NT' else (K, N), dtype=np.float32)
+    a = A.T if o == 'TN' else A
+    b = B.T if o == 'NT' else B
+    out = np.empty((M, N), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    t0 = time.perf_counter(); np.matmul(a, b, out=out); probe = time.perf_counter() - t0
+    iters = min(20, max(3, int(0.6 / probe) + 1))
+    ts = []
+    for _ in range(iters):
+        t0 = time.perf_counter(); np.matmul(a, b, out=out); ts.append(time.perf_counter() - t0)
+    res.append(2 * M * N * K / float(np.median(ts)) / 1e9)
+print(json.dumps(res))
+`;
+
+/** OpenBLAS sgemm GFLOP/s per case at `threads`, or null when NumPy is not available. */
+function peerGflops(cases: { M: number; N: number; K: number; orient: Orient }[], threads: number): (number | null)[] {
+  if (opts['no-peer']) return cases.map(() => null);
+  const env = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads) };
+  const r = spawnSync(opts.python, ['-c', PEER, JSON.stringify(cases)], { env, encoding: 'utf8', maxBuffer: 1 << 20 });
+  if (r.status !== 0) {
+    console.error(`peer (NumPy/OpenBLAS) unavailable: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`);
+    return cases.map(() => null);
+  }
+  return JSON.parse(r.stdout.trim().split('\n').pop()!) as number[];
+}
+
+const savedThreads = addon.info().threads;
+const rows: Row[] = [];
+try {
+  for (const threads of threadCounts) {
+    addon.setThreads(threads);
+    const cases = SHAPES.flatMap((s) => ORIENTS.map((orient) => ({ ...s, orient })));
+    const peer = peerGflops(cases, threads);
+    cases.forEach((c, i) => {
+      const e = engineGflops(c.M, c.N, c.K, c.orient, c.bDtype);
+      rows.push({ ...c, threads, isa: addon.info().isa, engine_gflops: e.gflops, engine_calls: e.calls, peer_gflops: peer[i] ?? null });
+    });
+  }
+} finally {
+  addon.setThreads(savedThreads);
+}
+
+const fmt = (x: number | null) => (x === null ? '-' : x.toFixed(1));
+const header = ['shape MxNxK', 'orient', 'B', 'threads', 'engine GFLOP/s', 'OpenBLAS GFLOP/s', 'engine/peer'];
+const body = rows.map((r) => [
+  `${r.M}x${r.N}x${r.K}`, r.orient, r.bDtype, String(r.threads), fmt(r.engine_gflops), fmt(r.peer_gflops),
+  r.peer_gflops ? (r.engine_gflops / r.peer_gflops).toFixed(2) : '-',
+]);
+const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
+console.log(`isa ${addon.info().isa}; medians of natively timed calls; peer: OpenBLAS sgemm via NumPy (f32 B)`);
+console.log(line(header));
+for (const b of body) console.log(line(b));
+console.log(JSON.stringify({ bench: 'gemm', rows }));

@@ -1,0 +1,692 @@
+// CPU kernels through opRun (native/addon/op_binding.cc).
+//
+// Oracles: central finite differences of the f64 kernels for every backward (objective
+// sum(out * w) with random w, h = 1e-6); naive JS loops for GEMM and for the forwards; the f64
+// kernels for the f32 ones (same inputs, rounded to f32 first); a hand-written PyTorch-semantics
+// AdamW. Also: GEMM agreement across ISAs, bitwise determinism across thread counts, and argument
+// checking.
+//
+// Tolerances: gradients 1e-6 of the largest |gradient| (f64, h = 1e-6); f32 against f64 as stated
+// per test (relative to the largest |reference|); GEMM across ISAs 1e-5 of the norm.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { native } from '../lib/native.js';
+
+type F = Float32Array | Float64Array;
+type Dtype = 'f32' | 'f64';
+type Result = Record<string, F | number>;
+
+const addon = native();
+
+function op(name: string, dtype: Dtype, args: Record<string, unknown>): Result {
+  return addon.opRun(name, dtype, args);
+}
+function arr(r: Result, key: string): F {
+  const v = r[key];
+  if (typeof v === 'number' || v === undefined) throw new Error(`output '${key}' missing`);
+  return v;
+}
+
+// mulberry32: small seeded PRNG so every run sees the same inputs.
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+/** Uniform in [-scale, scale), rounded to f32 so the f32 and f64 kernels see the same numbers. */
+function rand(n: number, r: () => number, scale = 1): Float64Array {
+  const a = new Float64Array(n);
+  for (let i = 0; i < n; i++) a[i] = Math.fround((r() * 2 - 1) * scale);
+  return a;
+}
+const f32 = (a: ArrayLike<number>) => Float32Array.from(a);
+const i32 = (a: number[]) => Int32Array.from(a);
+
+/** max |a - b| / max |b| (the error relative to the reference's norm). */
+function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.is(a.length, b.length, 'length');
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    const e = Math.abs(x - y);
+    if (!(e <= d)) d = Number.isNaN(e) ? Infinity : e;
+    m = Math.max(m, Math.abs(y));
+  }
+  return m === 0 ? d : d / m;
+}
+function assertRel(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what: string): void {
+  const e = relErr(a, b);
+  assert.ok(e <= tol, `${what}: relative error ${e.toExponential(3)} > ${tol}`);
+}
+function sameBits(a: F, b: F, what: string): void {
+  const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  assert.is(x.length, y.length, `${what}: length`);
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) assert.unreachable(`${what}: bits differ at byte ${i}`);
+}
+
+// ---- finite differences ---------------------------------------------------------------------------
+
+/**
+ * Checks analytic gradients of `inputs` against central differences of
+ * objective(inputs) = sum_o sum_i forward(inputs)[o][i] * weights[o][i]. `grads` gets the weights
+ * (the output gradients) and returns the analytic gradient of each checked input. Checks every
+ * element of inputs up to `maxChecks` elements, a seeded sample beyond.
+ */
+function gradCheck(
+  what: string,
+  inputs: Record<string, Float64Array>,
+  forward: (x: Record<string, Float64Array>) => Float64Array[],
+  grads: (x: Record<string, Float64Array>, w: Float64Array[]) => Record<string, Float64Array>,
+  opts: { seed?: number; maxChecks?: number; h?: number; tol?: number } = {},
+): void {
+  const r = rng(opts.seed ?? 99);
+  const h = opts.h ?? 1e-6;
+  const tol = opts.tol ?? 1e-6;
+  const outs = forward(inputs);
+  const weights = outs.map((o) => rand(o.length, r));
+  const objective = () => {
+    let s = 0;
+    forward(inputs).forEach((o, k) => {
+      const w = weights[k]!;
+      for (let i = 0; i < o.length; i++) s += o[i]! * w[i]!;
+    });
+    return s;
+  };
+  const analytic = grads(inputs, weights);
+  for (const [name, g] of Object.entries(analytic)) {
+    const x = inputs[name]!;
+    assert.is(g.length, x.length, `${what}: d${name} length`);
+    let gmax = 0;
+    for (const v of g) gmax = Math.max(gmax, Math.abs(v));
+    const n = x.length;
+    const max = opts.maxChecks ?? 60;
+    const idx = n <= max ? [...Array(n).keys()] : Array.from({ length: max }, () => Math.floor(r() * n));
+    for (const i of idx) {
+      const x0 = x[i]!;
+      x[i] = x0 + h;
+      const fp = objective();
+      x[i] = x0 - h;
+      const fm = objective();
+      x[i] = x0;
+      const num = (fp - fm) / (2 * h);
+      const err = Math.abs(num - g[i]!);
+      if (!(err <= tol * Math.max(1, gmax)))
+        assert.unreachable(`${what}: d${name}[${i}] analytic ${g[i]} vs numeric ${num} (|g|max ${gmax})`);
+    }
+  }
+}
+
+const d64 = (r: Result, k: string) => arr(r, k) as Float64Array;
+
+// ---- GEMM -----------------------------------------------------------------------------------------
+
+interface GemmCase {
+  M: number; N: number; K: number; transA: boolean; transB: boolean;
+  lda: number; ldb: number; ldc: number; alpha: number; beta: number;
+  A: Float64Array; B: Float64Array; C: Float64Array;
+}
+
+function gemmCase(M: number, N: number, K: number, transA: boolean, transB: boolean, r: () => number, pad = 0,
+  alpha = 1, beta = 0): GemmCase {
+  const lda = Math.max(1, (transA ? M : K) + pad), ldb = Math.max(1, (transB ? K : N) + pad), ldc = Math.max(1, N + pad);
+  return {
+    M, N, K, transA, transB, lda, ldb, ldc, alpha, beta,
+    A: rand((transA ? K : M) * lda, r), B: rand((transB ? N : K) * ldb, r), C: rand(M * ldc, r),
+  };
+}
+
+function gemmNaive(c: GemmCase, B = c.B): Float64Array {
+  const out = Float64Array.from(c.C);
+  for (let i = 0; i < c.M; i++) {
+    for (let j = 0; j < c.N; j++) {
+      let s = 0;
+      for (let k = 0; k < c.K; k++) {
+        const a = c.transA ? c.A[k * c.lda + i]! : c.A[i * c.lda + k]!;
+        const b = c.transB ? B[j * c.ldb + k]! : B[k * c.ldb + j]!;
+        s += a * b;
+      }
+      out[i * c.ldc + j] = c.alpha * s + (c.beta === 0 ? 0 : c.beta * c.C[i * c.ldc + j]!);
+    }
+  }
+  return out;
+}
+
+function gemmRun(c: GemmCase, dtype: Dtype, extra: Record<string, unknown> = {}): F {
+  const conv = dtype === 'f32' ? f32 : (a: Float64Array) => a;
+  return arr(op('gemm', dtype, {
+    M: c.M, N: c.N, K: c.K, transA: c.transA, transB: c.transB, lda: c.lda, ldb: c.ldb, ldc: c.ldc,
+    alpha: c.alpha, beta: c.beta, A: conv(c.A), B: conv(c.B), C: conv(c.C), ...extra,
+  }), 'C');
+}
+
+/** bf16 of an f32 value, round to nearest even (as PyTorch). */
+function toBf16(x: number): number {
+  const b = new Float32Array([x]);
+  const u = new Uint32Array(b.buffer);
+  const v = u[0]!;
+  return ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff;
+}
+function fromBf16(h: number): number {
+  const u = new Uint32Array([h << 16]);
+  return new Float32Array(u.buffer)[0]!;
+}
+
+const ORIENTS: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
+
+test('gemm: all orientations against a naive loop, f64 and f32', () => {
+  const r = rng(1);
+  for (const [ta, tb] of ORIENTS) {
+    for (const [M, N, K] of [[1, 1, 1], [5, 7, 3], [33, 65, 17], [70, 40, 300]] as const) {
+      const c = gemmCase(M, N, K, ta, tb, r, 3, 0.75, 0.5);
+      const ref = gemmNaive(c);
+      assertRel(gemmRun(c, 'f64'), ref, 1e-13, `f64 ${M}x${N}x${K} tA=${ta} tB=${tb}`);
+      assertRel(gemmRun(c, 'f32'), ref, 1e-5, `f32 ${M}x${N}x${K} tA=${ta} tB=${tb}`);
+    }
+  }
+});
+
+test('gemm: beta = 0 ignores NaN in C, K = 0 scales C, padding columns untouched', () => {
+  const r = rng(2);
+  for (const dtype of ['f32', 'f64'] as const) {
+    const c = gemmCase(9, 20, 13, false, true, r, 4);
+    c.C.fill(NaN);
+    for (let i = 0; i < c.M; i++) for (let j = c.N; j < c.ldc; j++) c.C[i * c.ldc + j] = 7;
+    const out = gemmRun(c, dtype);
+    const ref = gemmNaive({ ...c, C: new Float64Array(c.C.length) });
+    for (let i = 0; i < c.M; i++) {
+      for (let j = 0; j < c.ldc; j++) {
+        const v = out[i * c.ldc + j]!;
+        if (j >= c.N) assert.is(v, 7, `${dtype}: padding column`);
+        else assert.ok(Math.abs(v - ref[i * c.ldc + j]!) < 1e-4, `${dtype}: C[${i},${j}] = ${v}`);
+      }
+    }
+    const k0 = gemmCase(4, 5, 0, false, false, r, 0, 1, 0.5);
+    assertRel(gemmRun(k0, dtype), k0.C.map((x) => x * 0.5), 1e-7, `${dtype}: K = 0`);
+    const k0z = gemmCase(4, 5, 0, false, false, r, 0, 1, 0);
+    k0z.C.fill(NaN);
+    assert.equal(Array.from(gemmRun(k0z, dtype)), new Array(20).fill(0), `${dtype}: K = 0, beta = 0`);
+  }
+});
+
+test('gemm: bf16 B matches f64 on the widened weights', () => {
+  const r = rng(3);
+  for (const [ta, tb] of ORIENTS) {
+    const c = gemmCase(37, 70, 45, ta, tb, r, 2, 1.5, 0.25);
+    const bits = Uint16Array.from(c.B, toBf16);
+    const widened = Float64Array.from(bits, fromBf16);
+    const out = gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' });
+    assertRel(out, gemmNaive(c, widened), 1e-5, `bf16 tA=${ta} tB=${tb}`);
+  }
+});
+
+function supportedIsas(): string[] {
+  const order = ['scalar', 'avx2', 'avx512', 'avx512bf16'];
+  return order.slice(0, order.indexOf(addon.info().isaDetected) + 1);
+}
+
+test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16', () => {
+  const saved = addon.info().isa;
+  const r = rng(4);
+  try {
+    for (const [M, N, K] of [[1, 130, 65], [3, 70, 33], [7, 33, 1], [33, 7, 130], [65, 130, 33], [130, 65, 7]] as const) {
+      for (const [ta, tb] of ORIENTS) {
+        const c = gemmCase(M, N, K, ta, tb, r, 5, -0.5, 1.25);
+        const bits = Uint16Array.from(c.B, toBf16);
+        const ref = gemmNaive(c);
+        const refBf = gemmNaive(c, Float64Array.from(bits, fromBf16));
+        for (const isa of supportedIsas()) {
+          addon.setIsa(isa);
+          assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} ${M}x${N}x${K} tA=${ta} tB=${tb}`);
+          assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), refBf, 1e-5, `${isa} bf16 ${M}x${N}x${K}`);
+        }
+      }
+    }
+  } finally {
+    addon.setIsa(saved);
+  }
+});
+
+// ---- embedding ------------------------------------------------------------------------------------
+
+test('embedding: forward gathers rows (f32, bf16, f64); backward sums repeated ids (finite differences)', () => {
+  const r = rng(5);
+  const vocab = 11, dim = 6;
+  const ids = i32([3, 0, 3, 10, 7, 3, 0]);
+  const table = rand(vocab * dim, r);
+  const ref = new Float64Array(ids.length * dim);
+  ids.forEach((id, i) => { for (let j = 0; j < dim; j++) ref[i * dim + j] = table[id * dim + j]!; });
+  assert.equal(Array.from(arr(op('embedding_forward', 'f64', { ids, table, vocab, dim }), 'out')), Array.from(ref));
+  assert.equal(Array.from(arr(op('embedding_forward', 'f32', { ids, table: f32(table), vocab, dim }), 'out')), Array.from(ref));
+  const bits = Uint16Array.from(table, toBf16);
+  assert.equal(Array.from(arr(op('embedding_forward', 'f32', { ids, table: bits, tableDtype: 'bf16', vocab, dim }), 'out')),
+    Array.from(ids).flatMap((id) => Array.from(bits.subarray(id * dim, id * dim + dim), fromBf16)));
+
+  gradCheck('embedding', { table },
+    (x) => [d64(op('embedding_forward', 'f64', { ids, table: x.table, vocab, dim }), 'out')],
+    (_x, [w]) => ({ table: d64(op('embedding_backward', 'f64', { ids, dout: w, vocab, dim }), 'dtable') }));
+
+  const init = rand(vocab * dim, r);
+  const dout = rand(ids.length * dim, r);
+  assertRel(arr(op('embedding_backward', 'f32', { ids, dout: f32(dout), vocab, dim }), 'dtable'),
+    d64(op('embedding_backward', 'f64', { ids, dout, vocab, dim }), 'dtable'), 1e-7, 'f32 backward');
+  const acc = d64(op('embedding_backward', 'f64', { ids, dout, vocab, dim, dtable: init }), 'dtable');
+  const plain = d64(op('embedding_backward', 'f64', { ids, dout, vocab, dim }), 'dtable');
+  assertRel(acc, init.map((v, i) => v + plain[i]!), 1e-15, 'dtable accumulates onto its initial value');
+});
+
+// ---- RMSNorm --------------------------------------------------------------------------------------
+
+test('rmsnorm: forward against a naive loop; f32 vs f64; dx and dw by finite differences', () => {
+  const r = rng(6);
+  const rows = 5, dim = 24, eps = 1e-5;
+  const x = rand(rows * dim, r, 2);
+  const w = rand(dim, r);
+  const ref = new Float64Array(rows * dim);
+  for (let i = 0; i < rows; i++) {
+    let ss = 0;
+    for (let j = 0; j < dim; j++) ss += x[i * dim + j]! ** 2;
+    const rs = 1 / Math.sqrt(ss / dim + eps);
+    for (let j = 0; j < dim; j++) ref[i * dim + j] = x[i * dim + j]! * rs * w[j]!;
+  }
+  const y64 = arr(op('rmsnorm_forward', 'f64', { x, w, rows, dim, eps }), 'y');
+  assertRel(y64, ref, 1e-14, 'f64 forward');
+  assertRel(arr(op('rmsnorm_forward', 'f32', { x: f32(x), w: f32(w), rows, dim, eps }), 'y'), ref, 1e-6, 'f32 forward');
+
+  const fwd = (v: Record<string, Float64Array>) => [d64(op('rmsnorm_forward', 'f64', { x: v.x, w: v.w, rows, dim, eps }), 'y')];
+  gradCheck('rmsnorm', { x, w }, fwd, (v, [dy]) => {
+    const rstd = arr(op('rmsnorm_forward', 'f64', { x: v.x, w: v.w, rows, dim, eps }), 'rstd');
+    const g = op('rmsnorm_backward', 'f64', { x: v.x, w: v.w, rstd, dy, rows, dim });
+    return { x: d64(g, 'dx'), w: d64(g, 'dw') };
+  });
+
+  // f32 backward against f64, and "+=" accumulation into dx / dw.
+  const dy = rand(rows * dim, r);
+  const rstd64 = arr(op('rmsnorm_forward', 'f64', { x, w, rows, dim, eps }), 'rstd');
+  const g64 = op('rmsnorm_backward', 'f64', { x, w, rstd: rstd64, dy, rows, dim });
+  const rstd32 = arr(op('rmsnorm_forward', 'f32', { x: f32(x), w: f32(w), rows, dim, eps }), 'rstd');
+  const g32 = op('rmsnorm_backward', 'f32', { x: f32(x), w: f32(w), rstd: rstd32, dy: f32(dy), rows, dim });
+  assertRel(arr(g32, 'dx'), arr(g64, 'dx'), 1e-5, 'f32 dx');
+  assertRel(arr(g32, 'dw'), arr(g64, 'dw'), 1e-5, 'f32 dw');
+  const dx0 = rand(rows * dim, r);
+  const dw0 = rand(dim, r);
+  const acc = op('rmsnorm_backward', 'f64', { x, w, rstd: rstd64, dy, rows, dim, dx: dx0, dw: dw0 });
+  assertRel(arr(acc, 'dx'), dx0.map((v, i) => v + arr(g64, 'dx')[i]!), 1e-14, 'dx +=');
+  assertRel(arr(acc, 'dw'), dw0.map((v, i) => v + arr(g64, 'dw')[i]!), 1e-14, 'dw +=');
+  const frozen = op('rmsnorm_backward', 'f64', { x, w, rstd: rstd64, dy, rows, dim, computeDw: false });
+  assert.is(frozen.dw, undefined, 'no dw when the weight is frozen');
+  assertRel(arr(frozen, 'dx'), arr(g64, 'dx'), 0, 'dx without dw');
+});
+
+// ---- RoPE -----------------------------------------------------------------------------------------
+
+/** Llama 3 frequency scaling (factor 8, low 1, high 4, original context 8192) on base 500000. */
+function llama3InvFreq(headDim: number): Float32Array {
+  const out = new Float32Array(headDim / 2);
+  const factor = 8, low = 1, high = 4, orig = 8192;
+  for (let i = 0; i < headDim / 2; i++) {
+    const f = 1 / 500000 ** ((2 * i) / headDim);
+    const wavelen = (2 * Math.PI) / f;
+    let g = f;
+    if (wavelen > orig / low) g = f / factor;
+    else if (wavelen >= orig / high) {
+      const smooth = (orig / wavelen - low) / (high - low);
+      g = (1 - smooth) * (f / factor) + smooth * f;
+    }
+    out[i] = g;
+  }
+  return out;
+}
+
+function ropeNaive(x: Float64Array, rows: number, stride: number, heads: number, hd: number, pos: Int32Array,
+  inv: Float32Array, f32Angle: boolean): Float64Array {
+  const out = Float64Array.from(x);
+  const half = hd / 2;
+  for (let r = 0; r < rows; r++) {
+    for (let h = 0; h < heads; h++) {
+      for (let i = 0; i < half; i++) {
+        const ang = f32Angle ? Math.fround(pos[r]! * inv[i]!) : pos[r]! * inv[i]!;
+        const a = x[r * stride + h * hd + i]!, b = x[r * stride + h * hd + half + i]!;
+        out[r * stride + h * hd + i] = a * Math.cos(ang) - b * Math.sin(ang);
+        out[r * stride + h * hd + half + i] = b * Math.cos(ang) + a * Math.sin(ang);
+      }
+    }
+  }
+  return out;
+}
+
+test('rope: rotate-half against a naive loop (llama3 inv_freq); f32 angle semantics; backward by finite differences', () => {
+  const r = rng(7);
+  const rows = 6, heads = 3, hd = 16, stride = heads * hd + 5;
+  const inv = llama3InvFreq(hd);
+  const positions = i32([0, 1, 2, 17, 40, 63]);
+  const x = rand(rows * stride, r);
+  const args = { rows, heads, headDim: hd, rowStride: stride, positions, invFreq: inv };
+  assertRel(arr(op('rope_forward', 'f64', { ...args, x }), 'x'), ropeNaive(x, rows, stride, heads, hd, positions, inv, false), 1e-14, 'f64 forward');
+  // f32 vs f64 with positions < 64 (angle rounding in f32 grows with the position).
+  assertRel(arr(op('rope_forward', 'f32', { ...args, x: f32(x) }), 'x'), ropeNaive(x, rows, stride, heads, hd, positions, inv, false), 1e-5, 'f32 vs f64');
+  // Large positions: the f32 kernel forms the angle in f32 like HF, so it tracks a reference that rounds the angle.
+  const far = i32([1000, 4095, 8191, 20000, 65535, 131071]);
+  const farArgs = { ...args, positions: far, x: f32(x) };
+  assertRel(arr(op('rope_forward', 'f32', farArgs), 'x'), ropeNaive(x, rows, stride, heads, hd, far, inv, true), 1e-5, 'f32 angle rounding');
+  // Padding columns past heads*headDim stay as they were.
+  const y = arr(op('rope_forward', 'f64', { ...args, x }), 'x');
+  for (let rr = 0; rr < rows; rr++) for (let j = heads * hd; j < stride; j++) assert.is(y[rr * stride + j], x[rr * stride + j]);
+
+  assertRel(arr(op('rope_backward', 'f32', { ...args, dx: f32(x) }), 'dx'), arr(op('rope_backward', 'f64', { ...args, dx: x }), 'dx'), 1e-5, 'f32 backward');
+
+  gradCheck('rope', { x },
+    (v) => [d64(op('rope_forward', 'f64', { ...args, x: v.x }), 'x')],
+    (_v, [dy]) => ({ x: d64(op('rope_backward', 'f64', { ...args, dx: dy }), 'dx') }));
+});
+
+// ---- attention ------------------------------------------------------------------------------------
+
+interface AttnCase {
+  rows: number; heads: number; kvHeads: number; headDim: number; qStride: number; kvStride: number; scale: number;
+  seqStart: Int32Array; seqLen: Int32Array; q: Float64Array; k: Float64Array; v: Float64Array;
+}
+
+// headDim 20 by default: one full 16-lane block plus a scalar tail in the kernels' tiles.
+function attnCase(lens: number[], r: () => number, heads = 4, kvHeads = 2, headDim = 20): AttnCase {
+  // One uncovered row between sequences: the kernels must leave it alone.
+  const seqStart: number[] = [];
+  let row = 0;
+  for (const l of lens) { seqStart.push(row); row += l + 1; }
+  const qStride = heads * headDim + 3, kvStride = kvHeads * headDim + 2;
+  return {
+    rows: row, heads, kvHeads, headDim, qStride, kvStride, scale: 1 / Math.sqrt(headDim),
+    seqStart: i32(seqStart), seqLen: i32(lens),
+    q: rand(row * qStride, r), k: rand(row * kvStride, r), v: rand(row * kvStride, r),
+  };
+}
+
+const attnShape = (c: AttnCase) => ({
+  rows: c.rows, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, qStride: c.qStride, kvStride: c.kvStride,
+  scale: c.scale, seqStart: c.seqStart, seqLen: c.seqLen,
+});
+
+function attnNaive(c: AttnCase): { out: Float64Array; lse: Float64Array } {
+  const D = c.headDim, group = c.heads / c.kvHeads;
+  const out = new Float64Array(c.rows * c.heads * D), lse = new Float64Array(c.rows * c.heads);
+  for (let s = 0; s < c.seqStart.length; s++) {
+    const st = c.seqStart[s]!, L = c.seqLen[s]!;
+    for (let h = 0; h < c.heads; h++) {
+      const kh = Math.floor(h / group);
+      for (let t = 0; t < L; t++) {
+        const sc: number[] = [];
+        for (let j = 0; j <= t; j++) {
+          let d = 0;
+          for (let e = 0; e < D; e++) d += c.q[(st + t) * c.qStride + h * D + e]! * c.k[(st + j) * c.kvStride + kh * D + e]!;
+          sc.push(d * c.scale);
+        }
+        const m = Math.max(...sc);
+        const p = sc.map((x) => Math.exp(x - m));
+        const sum = p.reduce((a, b) => a + b, 0);
+        lse[(st + t) * c.heads + h] = m + Math.log(sum);
+        for (let e = 0; e < D; e++) {
+          let o = 0;
+          for (let j = 0; j <= t; j++) o += p[j]! * c.v[(st + j) * c.kvStride + kh * D + e]!;
+          out[(st + t) * c.heads * D + h * D + e] = o / sum;
+        }
+      }
+    }
+  }
+  return { out, lse };
+}
+
+test('attention: forward against a naive softmax (GQA, packed sequences incl. length 1, strides); f32 vs f64', () => {
+  const r = rng(8);
+  const c = attnCase([1, 5, 40, 70], r);
+  const ref = attnNaive(c);
+  const r64 = op('attention_forward', 'f64', { ...attnShape(c), q: c.q, k: c.k, v: c.v });
+  assertRel(arr(r64, 'out'), ref.out, 1e-13, 'f64 out');
+  assertRel(arr(r64, 'lse'), ref.lse, 1e-13, 'f64 lse');
+  const r32 = op('attention_forward', 'f32', { ...attnShape(c), q: f32(c.q), k: f32(c.k), v: f32(c.v) });
+  assertRel(arr(r32, 'out'), ref.out, 2e-6, 'f32 out');
+  assertRel(arr(r32, 'lse'), ref.lse, 2e-6, 'f32 lse');
+});
+
+test('attention: backward by finite differences (GQA 4/2, lengths 1, 3, 35)', () => {
+  const r = rng(9);
+  const c = attnCase([1, 3, 35], r);
+  const shape = attnShape(c);
+  gradCheck('attention', { q: c.q, k: c.k, v: c.v },
+    (x) => [d64(op('attention_forward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v }), 'out')],
+    (x, [dout]) => {
+      const f = op('attention_forward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v });
+      const g = op('attention_backward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v, out: arr(f, 'out'), lse: arr(f, 'lse'), dout });
+      return { q: d64(g, 'dq'), k: d64(g, 'dk'), v: d64(g, 'dv') };
+    }, { maxChecks: 80 });
+});
+
+test('attention: f32 backward agrees with f64; untouched padding and uncovered rows', () => {
+  const r = rng(10);
+  const c = attnCase([2, 33, 50], r, 6, 3, 16);
+  const shape = attnShape(c);
+  const dout = rand(c.rows * c.heads * c.headDim, r);
+  const run = (dtype: Dtype) => {
+    const cv = dtype === 'f32' ? f32 : (a: Float64Array) => a;
+    const f = op('attention_forward', dtype, { ...shape, q: cv(c.q), k: cv(c.k), v: cv(c.v) });
+    const fill = (n: number) => cv(new Float64Array(n).fill(5));
+    return op('attention_backward', dtype, {
+      ...shape, q: cv(c.q), k: cv(c.k), v: cv(c.v), out: arr(f, 'out'), lse: arr(f, 'lse'), dout: cv(dout),
+      dq: fill(c.q.length), dk: fill(c.k.length), dv: fill(c.v.length),
+    });
+  };
+  const g64 = run('f64'), g32 = run('f32');
+  for (const k of ['dq', 'dk', 'dv']) assertRel(arr(g32, k), arr(g64, k), 1e-5, `f32 ${k}`);
+  const dq = arr(g64, 'dq');
+  const gap = c.seqStart[1]! - 1; // the uncovered row after sequence 0
+  for (let j = 0; j < c.qStride; j++) assert.is(dq[gap * c.qStride + j], 5, 'uncovered row untouched');
+  for (let j = c.heads * c.headDim; j < c.qStride; j++) assert.is(dq[j], 5, 'padding column untouched');
+});
+
+// ---- SwiGLU ---------------------------------------------------------------------------------------
+
+test('swiglu: forward against a naive loop; f32 vs f64; backward by finite differences', () => {
+  const r = rng(11);
+  const n = 600; // crosses the kernel's 256-element chunks
+  const gate = rand(n, r, 6), up = rand(n, r, 2);
+  gate[0] = -100; gate[1] = 100; // saturated sigmoid
+  const ref = gate.map((g, i) => (g / (1 + Math.exp(-g))) * up[i]!);
+  assertRel(arr(op('swiglu_forward', 'f64', { gate, up }), 'out'), ref, 1e-15, 'f64 forward');
+  assertRel(arr(op('swiglu_forward', 'f32', { gate: f32(gate), up: f32(up) }), 'out'), ref, 1e-6, 'f32 forward');
+  const g64 = op('swiglu_backward', 'f64', { gate, up, dout: up });
+  const g32 = op('swiglu_backward', 'f32', { gate: f32(gate), up: f32(up), dout: f32(up) });
+  assertRel(arr(g32, 'dgate'), arr(g64, 'dgate'), 1e-6, 'f32 dgate');
+  assertRel(arr(g32, 'dup'), arr(g64, 'dup'), 1e-6, 'f32 dup');
+  gradCheck('swiglu', { gate, up },
+    (x) => [d64(op('swiglu_forward', 'f64', { gate: x.gate, up: x.up }), 'out')],
+    (x, [dout]) => {
+      const g = op('swiglu_backward', 'f64', { gate: x.gate, up: x.up, dout });
+      return { gate: d64(g, 'dgate'), up: d64(g, 'dup') };
+    }, { maxChecks: 100 });
+});
+
+// ---- cross-entropy --------------------------------------------------------------------------------
+
+function ceNaive(logits: Float64Array, targets: Int32Array, vocab: number): Float64Array {
+  const loss = new Float64Array(targets.length);
+  targets.forEach((t, r) => {
+    if (t < 0) return;
+    const row = logits.subarray(r * vocab, (r + 1) * vocab);
+    const m = Math.max(...row);
+    let s = 0;
+    for (const x of row) s += Math.exp(x - m);
+    loss[r] = m + Math.log(s) - row[t]!;
+  });
+  return loss;
+}
+
+test('cross-entropy: loss against a naive loop (ignored targets); gradient by finite differences', () => {
+  const r = rng(12);
+  const rows = 6, vocab = 9;
+  const logits = rand(rows * vocab, r, 4);
+  const targets = i32([2, -1, 8, 0, 5, -1]);
+  const gradScale = Float64Array.from([0.5, 1, 0, 2, 1, 1]);
+  const res = op('cross_entropy', 'f64', { logits, targets, rows, vocab, gradScale });
+  assertRel(arr(res, 'loss'), ceNaive(logits, targets, vocab), 1e-15, 'loss');
+  const grad = arr(res, 'grad');
+  for (const rr of [1, 2, 5]) for (let j = 0; j < vocab; j++) assert.is(grad[rr * vocab + j], 0, `row ${rr} gradient is zero`);
+  // The kernel's gradient is d(sum_r gradScale[r] * loss[r]) / dlogits.
+  gradCheck('cross_entropy', { logits },
+    (x) => {
+      const l = d64(op('cross_entropy', 'f64', { logits: x.logits, targets, rows, vocab }), 'loss');
+      return [l.map((v, i) => v * gradScale[i]!)];
+    },
+    (x, [w]) => {
+      const scale = w!.map((v, i) => v * gradScale[i]!);
+      return { logits: d64(op('cross_entropy', 'f64', { logits: x.logits, targets, rows, vocab, gradScale: scale }), 'grad') };
+    });
+  const noGrad = op('cross_entropy', 'f64', { logits, targets, rows, vocab });
+  assert.is(noGrad.grad, undefined, 'no gradient without gradScale');
+});
+
+test('cross-entropy: f32 vs f64 over a large vocabulary whose max sits in a late block', () => {
+  const r = rng(13);
+  const rows = 4, vocab = 7001;
+  const logits = rand(rows * vocab, r, 3);
+  logits[0 * vocab + 6500] = 30; // max found late: the running sum is rescaled
+  logits[1 * vocab + 0] = 25;
+  logits[2 * vocab + 3000] = -40;
+  const targets = i32([6500, 17, 7000, 4000]);
+  const gradScale = Float64Array.from([1, 0.25, 1, 3]);
+  const r64 = op('cross_entropy', 'f64', { logits, targets, rows, vocab, gradScale });
+  const r32 = op('cross_entropy', 'f32', { logits: f32(logits), targets, rows, vocab, gradScale: f32(gradScale) });
+  assertRel(arr(r64, 'loss'), ceNaive(logits, targets, vocab), 1e-12, 'f64 loss');
+  assertRel(arr(r32, 'loss'), arr(r64, 'loss'), 1e-6, 'f32 loss');
+  assertRel(arr(r32, 'grad'), arr(r64, 'grad'), 1e-6, 'f32 gradient');
+});
+
+// ---- AdamW and reductions -------------------------------------------------------------------------
+
+test('adamw: several steps against a hand-computed PyTorch AdamW (bias correction, decoupled decay)', () => {
+  const r = rng(14);
+  const n = 50;
+  const hp = { lr: 0.01, beta1: 0.8, beta2: 0.95, eps: 1e-6, weightDecay: 0.1 };
+  const p0 = rand(n, r);
+  for (const dtype of ['f64', 'f32'] as const) {
+    const cv = dtype === 'f32' ? f32 : (a: Float64Array) => a;
+    let param: F = cv(p0), m: F = cv(new Float64Array(n)), v: F = cv(new Float64Array(n));
+    const rp = Float64Array.from(p0), rm = new Float64Array(n), rv = new Float64Array(n);
+    for (let step = 1; step <= 4; step++) {
+      const grad = rand(n, r);
+      const out = op('adamw', dtype, { param, grad: cv(grad), m, v, ...hp, step });
+      param = arr(out, 'param'); m = arr(out, 'm'); v = arr(out, 'v');
+      const bc1 = 1 - hp.beta1 ** step, bc2 = 1 - hp.beta2 ** step;
+      for (let i = 0; i < n; i++) {
+        rp[i] = rp[i]! * (1 - hp.lr * hp.weightDecay);
+        rm[i] = hp.beta1 * rm[i]! + (1 - hp.beta1) * grad[i]!;
+        rv[i] = hp.beta2 * rv[i]! + (1 - hp.beta2) * grad[i]! ** 2;
+        rp[i] = rp[i]! - (hp.lr / bc1) * rm[i]! / (Math.sqrt(rv[i]!) / Math.sqrt(bc2) + hp.eps);
+      }
+      const tol = dtype === 'f64' ? 1e-14 : 1e-6;
+      assertRel(param, rp, tol, `${dtype} step ${step} param`);
+      assertRel(m, rm, tol, `${dtype} step ${step} m`);
+      assertRel(v, rv, tol, `${dtype} step ${step} v`);
+    }
+  }
+  // Step 1 with zero gradient: no Adam move, only the decoupled decay.
+  const one = op('adamw', 'f64', { param: Float64Array.from([2, -4]), grad: new Float64Array(2), m: new Float64Array(2), v: new Float64Array(2), ...hp, step: 1 });
+  assertRel(arr(one, 'param'), [2 * (1 - 0.001), -4 * (1 - 0.001)], 1e-15, 'decay only');
+  // Step 1 with a gradient g: bias correction makes the move lr * g / (|g| + eps') = lr * sign(g).
+  const s1 = op('adamw', 'f64', { param: Float64Array.from([0, 0]), grad: Float64Array.from([3, -0.5]), m: new Float64Array(2), v: new Float64Array(2), ...hp, weightDecay: 0, eps: 1e-12, step: 1 });
+  assertRel(arr(s1, 'param'), [-0.01, 0.01], 1e-9, 'bias-corrected first step');
+});
+
+test('sum_squares, scale_inplace, axpy', () => {
+  const r = rng(15);
+  const x = rand(20001, r);
+  const ref = x.reduce((a, b) => a + b * b, 0);
+  for (const dtype of ['f32', 'f64'] as const) {
+    const cv = dtype === 'f32' ? f32 : (a: Float64Array) => a;
+    const v = op('sum_squares', dtype, { x: cv(x) }).value as number;
+    assert.ok(Math.abs(v - ref) <= 1e-12 * ref, `${dtype} sum_squares ${v} vs ${ref}`);
+    assertRel(arr(op('scale_inplace', dtype, { x: cv(x), s: 0.5 }), 'x'), x.map((a) => a * 0.5), 0, `${dtype} scale`);
+    const y = rand(x.length, r);
+    assertRel(arr(op('axpy', dtype, { y: cv(y), x: cv(x), a: -2 }), 'y'), y.map((b, i) => b - 2 * x[i]!), dtype === 'f32' ? 1e-7 : 1e-16, `${dtype} axpy`);
+  }
+  assert.is(op('sum_squares', 'f64', { x: new Float64Array(0) }).value, 0);
+});
+
+// ---- determinism ----------------------------------------------------------------------------------
+
+test('determinism: same bits with 1 and 2 threads (gemm, attention backward, embedding backward, sum_squares)', () => {
+  const saved = addon.info().threads;
+  const r = rng(16);
+  const g = gemmCase(150, 200, 300, false, true, r, 1, 1, 0.5);
+  const c = attnCase([3, 70, 45, 1], r, 4, 2, 16);
+  const shape = attnShape(c);
+  const dout = f32(rand(c.rows * c.heads * c.headDim, r));
+  const ids = Int32Array.from({ length: 700 }, () => Math.floor(r() * 50));
+  const edout = f32(rand(700 * 96, r));
+  const big = f32(rand(300000, r));
+  const runAll = () => {
+    const f = op('attention_forward', 'f32', { ...shape, q: f32(c.q), k: f32(c.k), v: f32(c.v) });
+    const b = op('attention_backward', 'f32', { ...shape, q: f32(c.q), k: f32(c.k), v: f32(c.v), out: arr(f, 'out'), lse: arr(f, 'lse'), dout });
+    return {
+      gemm: gemmRun(g, 'f32'),
+      out: arr(f, 'out'), dq: arr(b, 'dq'), dk: arr(b, 'dk'), dv: arr(b, 'dv'),
+      emb: arr(op('embedding_backward', 'f32', { ids, dout: edout, vocab: 50, dim: 96 }), 'dtable'),
+      ss: Float64Array.of(op('sum_squares', 'f32', { x: big }).value as number),
+    };
+  };
+  try {
+    addon.setThreads(1);
+    const one = runAll();
+    addon.setThreads(2);
+    const two = runAll();
+    for (const k of Object.keys(one) as (keyof typeof one)[]) sameBits(one[k], two[k], k);
+  } finally {
+    addon.setThreads(saved);
+  }
+});
+
+// ---- argument checking ----------------------------------------------------------------------------
+
+test('opRun: bad arguments throw errors naming the op and argument', () => {
+  const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
+  const A = new Float32Array(6), B = new Float32Array(6);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A: new Float64Array(6), B }), /gemm.*'A' must be a Float32Array/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A: new Float32Array(5), B }), /gemm.*'A' has length 5/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B: [1, 2, 3, 4, 5, 6] }), /gemm.*'B' must be/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B, bDtype: 'f16' }), /gemm.*'bDtype'/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B, bDtype: 'bf16' }), /gemm.*'B' must be a Uint16Array/);
+  throwsWith(() => op('gemm', 'f32', { M: 2.5, N: 2, K: 3, A, B }), /gemm.*'M' must be an integer/);
+  throwsWith(() => op('gemm', 'f32', { M: -1, N: 2, K: 3, A, B }), /gemm.*'M'/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B, lda: 2 }), /gemm.*'lda' must be >= 3/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, A, B }), /gemm.*'K' is required/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B, C: new Float32Array(3) }), /gemm.*'C' has length 3/);
+  throwsWith(() => op('nope', 'f32', {}), /unknown op 'nope'/);
+  throwsWith(() => op('gemm', 'f16' as Dtype, {}), /dtype must be 'f32' or 'f64'/);
+  throwsWith(() => addon.opRun('gemm', 'f32', null as unknown as Record<string, unknown>), /opRun\(name, dtype, args\)/);
+  throwsWith(() => op('embedding_forward', 'f32', { ids: i32([0, 9]), table: new Float32Array(12), vocab: 4, dim: 3 }), /embedding_forward.*'ids\[1\]' is 9, expected in \[0, 4\)/);
+  throwsWith(() => op('embedding_forward', 'f32', { ids: [0], table: new Float32Array(12), vocab: 4, dim: 3 }), /'ids' must be an Int32Array/);
+  throwsWith(() => op('embedding_backward', 'f64', { ids: i32([0]), dout: new Float64Array(2), vocab: 4, dim: 3 }), /embedding_backward.*'dout' has length 2/);
+  throwsWith(() => op('rmsnorm_forward', 'f32', { x: new Float32Array(8), w: new Float32Array(3), rows: 2, dim: 4, eps: 1e-6 }), /rmsnorm_forward.*'w'/);
+  throwsWith(() => op('rmsnorm_backward', 'f32', { x: new Float32Array(8), w: new Float32Array(4), rstd: new Float32Array(1), dy: new Float32Array(8), rows: 2, dim: 4 }), /'rstd' has length 1/);
+  throwsWith(() => op('rope_forward', 'f32', { x: new Float32Array(12), rows: 2, heads: 1, headDim: 5, positions: i32([0, 1]), invFreq: new Float32Array(2) }), /rope_forward.*'headDim' must be even/);
+  throwsWith(() => op('rope_forward', 'f32', { x: new Float32Array(12), rows: 2, heads: 1, headDim: 6, positions: i32([0]), invFreq: new Float32Array(3) }), /'positions' has length 1/);
+  const attn = { rows: 4, heads: 2, kvHeads: 1, headDim: 2, q: new Float32Array(16), k: new Float32Array(8), v: new Float32Array(8) };
+  throwsWith(() => op('attention_forward', 'f32', { ...attn, seqStart: i32([0]), seqLen: i32([5]) }), /attention_forward.*'seqLen\[0\]' is 5/);
+  throwsWith(() => op('attention_forward', 'f32', { ...attn, seqStart: i32([0, 1]), seqLen: i32([2, 2]) }), /overlap/);
+  throwsWith(() => op('attention_forward', 'f32', { ...attn, kvHeads: 3, seqStart: i32([0]), seqLen: i32([4]) }), /'kvHeads' must divide heads/);
+  throwsWith(() => op('attention_forward', 'f32', { ...attn, k: new Float32Array(7), seqStart: i32([0]), seqLen: i32([4]) }), /'k' has length 7/);
+  throwsWith(() => op('attention_backward', 'f32', { ...attn, seqStart: i32([0]), seqLen: i32([4]) }), /attention_backward.*'out' is required/);
+  throwsWith(() => op('swiglu_forward', 'f32', { gate: new Float32Array(3), up: new Float32Array(4) }), /swiglu_forward.*'up'/);
+  throwsWith(() => op('cross_entropy', 'f32', { logits: new Float32Array(6), targets: i32([0, 3]), rows: 2, vocab: 3 }), /cross_entropy.*'targets\[1\]' is 3, expected < 3/);
+  throwsWith(() => op('cross_entropy', 'f32', { logits: new Float32Array(6), targets: i32([0, 1]), rows: 2, vocab: 3, gradScale: new Float32Array(1) }), /'gradScale' has length 1/);
+  throwsWith(() => op('adamw', 'f32', { param: new Float32Array(2), grad: new Float32Array(2), m: new Float32Array(2), v: new Float32Array(3), lr: 1, step: 1 }), /adamw.*'v' has length 3/);
+  throwsWith(() => op('adamw', 'f32', { param: new Float32Array(2), grad: new Float32Array(2), m: new Float32Array(2), v: new Float32Array(2), lr: 1, step: 0 }), /adamw.*'step'/);
+  throwsWith(() => op('axpy', 'f64', { y: new Float64Array(2), x: new Float64Array(2), a: NaN }), /axpy.*'a' must be finite/);
+});
+
+test.run();
