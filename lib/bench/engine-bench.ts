@@ -20,7 +20,7 @@ export interface BenchOptions {
 }
 
 export interface BenchResult {
-  work: 'train' | 'forward';
+  work: 'train' | 'forward' | 'decode';
   preset: string;
   batch: number;
   seq: number;
@@ -70,6 +70,66 @@ function randomSequences(batch: number, seq: number, vocab: number, slot: number
   let x = seed >>> 0 || 1;
   const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
   return Array.from({ length: batch }, () => ({ tokens: Array.from({ length: seq }, () => next() % vocab), slot }));
+}
+
+export interface DecodeBenchOptions {
+  preset: string;
+  /** Sequences decoded together. */
+  batch: number;
+  prompt: number;
+  newTokens: number;
+  threads?: number;
+  warmup?: number;
+  repeats?: number;
+  storage?: 'f32' | 'bf16';
+  onProgress?: (done: number, total: number) => void;
+}
+
+/**
+ * Decode throughput: `batch` prompts of `prompt` random tokens, greedy, `newTokens` each, through
+ * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
+ * over the time from the first token to the last.
+ */
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number }> {
+  const addon = native();
+  const threads = addon.setThreads(o.threads ?? 0);
+  const config = presetConfig(o.preset);
+  const storage = o.storage ?? 'bf16';
+  const model = await Model.create(config, { storage, seed: 1234 });
+  try {
+    const prompts = randomSequences(o.batch, o.prompt, config.vocabSize, -1, 42).map((s) => ({ tokens: s.tokens }));
+    const warmup = o.warmup ?? 1;
+    const repeats = o.repeats ?? 3;
+    const decodeMs: number[] = [];
+    const prefillMs: number[] = [];
+    for (let i = 0; i < warmup + repeats; i++) {
+      const t0 = process.hrtime.bigint();
+      let tFirst = 0n;
+      for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [] })) {
+        if (e.type === 'token' && tFirst === 0n) tFirst = process.hrtime.bigint();
+      }
+      const tEnd = process.hrtime.bigint();
+      if (i >= warmup) {
+        prefillMs.push(Number(tFirst - t0) / 1e6);
+        decodeMs.push(Number(tEnd - tFirst) / 1e6);
+      }
+      o.onProgress?.(i + 1, warmup + repeats);
+    }
+    const med = median(decodeMs);
+    const tokens = o.batch * (o.newTokens - 1);
+    const tps = tokens / (med / 1000);
+    const c = config;
+    // Bytes streamed per decode step: every projection and the LM head (tied or not, it is read once).
+    const weightBytes = linearParams(c) * (storage === 'bf16' ? 2 : 4);
+    return {
+      work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, threads, isa: addon.info().isa, storage,
+      tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
+      gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
+      prefill_ms_median: median(prefillMs), weight_bytes: weightBytes,
+    };
+  } finally {
+    await model.dispose();
+  }
 }
 
 export async function runBench(work: 'train' | 'forward', o: BenchOptions): Promise<BenchResult> {

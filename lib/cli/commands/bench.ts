@@ -1,14 +1,16 @@
 // `seal bench train|forward` — engine throughput on a random-weight model of a real configuration.
 import { parseArgs } from 'node:util';
-import { runBench } from '../../bench/engine-bench.js';
+import { runBench, runDecodeBench } from '../../bench/engine-bench.js';
 import { PRESET_NAMES } from '../../model/presets.js';
 import { UsageError, type CliCommand } from '../command.js';
 
-const USAGE = `usage: seal bench train|forward --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
-                  [--repeats R] [--warmup W] [--storage bf16|f32] [--json]
+const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
+                  [--gen-batch N] [--prompt P] [--new N] [--repeats R] [--warmup W] [--storage bf16|f32] [--json]
 
   train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token
   forward   forward scoring (per-token log-probabilities)
+  decode    greedy KV-cache decoding of --gen-batch prompts of --prompt tokens, --new tokens each
+            (tokens/s over the tokens after the first; prefill reported separately)
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
 warm-up calls. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}.`;
 
@@ -23,10 +25,11 @@ export const benchCommand: CliCommand = {
         preset: { type: 'string', default: 'smollm2-135m' }, batch: { type: 'string', default: '4' }, seq: { type: 'string', default: '256' },
         threads: { type: 'string' }, repeats: { type: 'string', default: '5' }, warmup: { type: 'string', default: '2' },
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' },
+        'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
       },
     });
     const work = positionals[0];
-    if (work !== 'train' && work !== 'forward') throw new UsageError(`bench: expected 'train' or 'forward'\n${USAGE}`);
+    if (work !== 'train' && work !== 'forward' && work !== 'decode') throw new UsageError(`bench: expected 'train', 'forward' or 'decode'\n${USAGE}`);
     const int = (name: string, v: string | undefined, min: number) => {
       const n = Number(v);
       if (!Number.isInteger(n) || n < min) throw new UsageError(`bench: --${name} must be an integer >= ${min}, got '${v}'`);
@@ -34,6 +37,17 @@ export const benchCommand: CliCommand = {
     };
     if (values.storage !== 'bf16' && values.storage !== 'f32') throw new UsageError(`bench: --storage must be bf16 or f32`);
     if (!PRESET_NAMES.includes(values.preset ?? '')) throw new UsageError(`bench: unknown preset '${values.preset}' (${PRESET_NAMES.join(', ')})`);
+    if (work === 'decode') {
+      const r = await runDecodeBench({
+        preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
+        newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
+        repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage,
+        onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
+      });
+      if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.threads} threads (${r.isa}, ${r.storage})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      return 0;
+    }
     const result = await runBench(work, {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq: int('seq', values.seq, 2),
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
