@@ -42,6 +42,16 @@ test('KV-cache decoding gives the logits of full recomputation at every step (ad
   }
 });
 
+test('greedy continuations equal PyTorch on the fixture models (llama, qwen2, mistral)', async () => {
+  for (const name of ['llama-gqa', 'qwen2-bias', 'mistral-v5']) {
+    const ref = JSON.parse(readFileSync(join(fixturesDir, 'parity', `${name}.json`), 'utf8')) as { greedy: { prompt: number[]; tokens: number[] } };
+    const model = await Model.load(join(repoRoot, 'test/fixtures/models', name));
+    const [c] = await model.generate([{ tokens: ref.greedy.prompt }], { maxNewTokens: ref.greedy.tokens.length, eosTokenIds: [] });
+    assert.equal(c!.tokens, ref.greedy.tokens, name);
+    await model.dispose();
+  }
+});
+
 test('seeded sampling is reproducible; samples of one prompt differ; greedy ignores the seed', async () => {
   const model = await Model.load(llamaDir);
   const prompt = [{ tokens: randomTokens(5, model.config.vocabSize, 4) }];
