@@ -46,6 +46,25 @@ if (hasShared) {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  test('knowledge cpt and continual run end to end on a few passages', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sealkit-knowledge-'));
+    try {
+      const cpt = seal('knowledge', 'cpt', '--model', model, '--data', val, '--passages', '3', '--samples', '2', '--epochs', '1', '--self-edit-tokens', '16', '--run-dir', join(dir, 'cpt'), '--json');
+      assert.equal(cpt.status, 0, cpt.stderr);
+      const c = lastJson(cpt.stdout) as { baseline: { total: number }; adapted: { total: number }; sequences: number };
+      assert.equal(c.baseline.total, c.adapted.total);
+      assert.ok(c.adapted.total > 0);
+      assert.ok(c.sequences >= 3 * 2, 'at least one sequence per self-edit');
+      const cont = seal('knowledge', 'continual', '--model', model, '--data', val, '--steps', '3', '--sequences', '2', '--epochs', '1', '--self-edit-tokens', '16', '--run-dir', join(dir, 'cont'), '--json');
+      assert.equal(cont.status, 0, cont.stderr);
+      const m = (lastJson(cont.stdout) as { mean: (number | null)[][] }).mean;
+      assert.equal(m.length, 4);
+      // Lower-triangular: after r edits, contexts >= r are not evaluated (row 0 evaluates all).
+      for (let r = 1; r <= 3; r++) for (let col = 0; col < 3; col++) assert.equal(m[r]![col] === null, col >= r, `cell ${r},${col}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 } else {
   test.skip('knowledge CLI on SEAL data (../shared absent)', () => {});
   console.log('skip: ../shared is absent; knowledge CLI tests need squad_val.json and TinyStories-656K');
@@ -54,7 +73,7 @@ if (hasShared) {
 test('knowledge: bad arguments are usage errors', () => {
   const r = seal('knowledge', 'frob');
   assert.equal(r.status, 2);
-  assert.match(r.stderr, /expected 'eval' or 'rl'/);
+  assert.match(r.stderr, /expected 'eval', 'rl', 'cpt' or 'continual'/);
   const v = seal('knowledge', 'eval', '--model', 'x', '--data', 'y', '--variant', 'nope');
   assert.equal(v.status, 2);
   assert.match(v.stderr, /unknown --variant/);

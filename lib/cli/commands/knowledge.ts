@@ -1,5 +1,5 @@
 // `seal knowledge eval|rl` — the knowledge-incorporation experiments on SEAL's SQuAD files.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { knowledgeContexts, knowledgeDomain, REFERENCE_INNER_LOOP } from '../../domains/knowledge/domain.js';
@@ -12,16 +12,23 @@ import { readModelConfig } from '../../model/hf-config.js';
 import { Model } from '../../model/model.js';
 import { TextTokenizer } from '../../model/tokenizer.js';
 import { estimateWork } from '../../seal/estimate.js';
+import { runContinual } from '../../seal/continual.js';
+import { runCpt } from '../../seal/cpt.js';
 import { runSeal, type SealConfig } from '../../seal/loop.js';
 import { UsageError, type CliCommand } from '../command.js';
 import { progress, type Progress } from '../progress.js';
 
 const USAGE = `usage: seal knowledge eval --model DIR --data squad_val.json [options]
        seal knowledge rl   --model DIR --data squad_val.json --train-data squad_train.json [options]
+       seal knowledge cpt  --model DIR --data squad_val.json [--samples K] [--epochs 3 --lr 1e-3 --batch 8]
+       seal knowledge continual --model DIR --data squad_val.json [--steps 8] [--sequences 8]
 
   eval   no adaptation / passage only / base-model self-edits on the evaluation passages
          (default: the reference's 200 passages of squad_val.json, Appendix A)
   rl     the same, then ReST-EM rounds on training passages and "SEAL round r" evaluations
+  cpt    continued pretraining: one LoRA on the self-edits of all evaluation passages (K per
+         passage; --samples 0 = passages only), scored on all their questions (§2)
+  continual  sequential self-edits merged one after another; accuracy matrix and forgetting (§3)
 
 options:
   --passages N            evaluation passages (first N of the reference's order; default 200)
@@ -56,10 +63,11 @@ export const knowledgeCommand: CliCommand = {
         filter: { type: 'string', default: 'best' }, epochs: { type: 'string' }, lr: { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
         'loss-on-padding': { type: 'string' }, 'self-edit-tokens': { type: 'string', default: '1024' }, 'run-dir': { type: 'string' },
         resume: { type: 'string' }, seed: { type: 'string', default: '0' }, threads: { type: 'string' }, 'dry-run': { type: 'boolean' }, json: { type: 'boolean' },
+        batch: { type: 'string' }, steps: { type: 'string', default: '8' }, sequences: { type: 'string', default: '8' },
       },
     });
     const mode = positionals[0];
-    if (mode !== 'eval' && mode !== 'rl') throw new UsageError(`knowledge: expected 'eval' or 'rl'\n${USAGE}`);
+    if (mode !== 'eval' && mode !== 'rl' && mode !== 'cpt' && mode !== 'continual') throw new UsageError(`knowledge: expected 'eval', 'rl', 'cpt' or 'continual'\n${USAGE}`);
     if (!values.model) throw new UsageError('knowledge: --model is required');
     if (!values.data) throw new UsageError('knowledge: --data is required (squad_val.json)');
     if (mode === 'rl' && !values['train-data']) throw new UsageError('knowledge rl: --train-data is required (squad_train.json)');
@@ -94,6 +102,47 @@ export const knowledgeCommand: CliCommand = {
       names: { noAdaptation: 'no adaptation', baselineTraining: 'passage only', baseSelfEdits: 'base self-edits', round: 'SEAL round {r}' },
     };
     const selfEditTokens = int('self-edit-tokens', values['self-edit-tokens'], 16);
+
+    if (mode === 'cpt' || mode === 'continual') {
+      if (values['dry-run']) throw new UsageError(`knowledge ${mode}: --dry-run is available for eval and rl`);
+      const runDir = values['run-dir'] ?? join('runs', `knowledge-${mode}-${new Date().toISOString().replace(/[:.]/g, '-')}`);
+      mkdirSync(runDir, { recursive: true });
+      // §2: split_newlines off, 3 epochs, lr 1e-3, batch 4 x grad-accum 2; §3: the single-passage inner loop.
+      const cptInner = { ...inner, epochs: values.epochs ? inner.epochs : 3, batchSize: values.batch ? int('batch', values.batch, 1) : 8 };
+      const judge = new ExactMatchJudge();
+      const domain = knowledgeDomain({ variant, judge, inner: mode === 'cpt' ? cptInner : inner, selfEditMaxTokens: selfEditTokens, splitNewlines: mode !== 'cpt' });
+      const model = await Model.load(values.model);
+      let bar: Progress | undefined;
+      let stage = '';
+      const onProgress = (st: string, done: number, total: number) => {
+        if (st !== stage) { bar?.stop(); stage = st; bar = progress(st, total, ['step']); }
+        bar?.update(done, { step: done });
+      };
+      try {
+        if (mode === 'cpt') {
+          const samples = int('samples', values.samples, 0);
+          const r = await runCpt({ model, tokenizer: tok, domain, contexts: knowledgeContexts(evalPassages, 'val'), samples, sampling: { temperature: 1, topP: 0.95 }, inner: cptInner, seed: config.seed, onProgress });
+          bar?.stop();
+          writeFileSync(join(runDir, 'results.json'), `${JSON.stringify(r, null, 2)}\n`);
+          process.stdout.write(`continued pretraining on ${evalPassages.length} passages (${samples} self-edits each, ${r.sequences} sequences, ${r.steps} steps)\n` +
+            `  no adaptation ${(100 * r.baseline.accuracy).toFixed(1)}%   adapted ${(100 * r.adapted.accuracy).toFixed(1)}%   (${r.adapted.total} questions, exact match)\nrun directory: ${runDir}\n`);
+          if (values.json) process.stdout.write(`${JSON.stringify({ baseline: r.baseline, adapted: r.adapted, sequences: r.sequences, run_dir: runDir })}\n`);
+        } else {
+          await model.dispose();
+          const all = await loadSquadFile(values.data);
+          const r = await runContinual({ modelDir: values.model, tokenizer: tok, domain, pool: knowledgeContexts(all, 'val'), steps: int('steps', values.steps, 1), sequences: int('sequences', values.sequences, 1), sampling: { temperature: 1, topP: 0.95 }, seed: config.seed, onProgress });
+          bar?.stop();
+          writeFileSync(join(runDir, 'results.json'), `${JSON.stringify(r, null, 2)}\n`);
+          const fmt = (v: number | null) => (v === null ? '    .' : (100 * v).toFixed(1).padStart(5));
+          process.stdout.write(`mean accuracy (%) after r edits (rows) on the r-th context (columns):\n${r.mean.map((row, i) => `  ${String(i).padStart(2)} ${row.map(fmt).join(' ')}`).join('\n')}\n` +
+            `first context: ${(100 * r.forgetting.firstAfterOwnEdit).toFixed(1)}% after its edit -> ${(100 * r.forgetting.firstAfterAll).toFixed(1)}% after all; row 0 mean ${(100 * r.forgetting.rowZeroMean).toFixed(1)}%, last row ${(100 * r.forgetting.lastRowMean).toFixed(1)}%\nrun directory: ${runDir}\n`);
+          if (values.json) process.stdout.write(`${JSON.stringify({ mean: r.mean, forgetting: r.forgetting, run_dir: runDir })}\n`);
+        }
+        return 0;
+      } finally {
+        await model.dispose();
+      }
+    }
 
     if (values['dry-run']) {
       const modelConfig = await readModelConfig(values.model);
