@@ -10,6 +10,7 @@
 // equals an uninterrupted run with the same seed.
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { Model } from '../model/model.js';
 import { savePeftAdapter } from '../model/peft.js';
 import { trainAdapter, type SftExample } from '../model/sft.js';
@@ -84,7 +85,18 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
   mkdirSync(o.runDir, { recursive: true });
   writeJsonAtomic(join(o.runDir, 'config.json'), { ...cfg, domain: domain.name, model: o.modelDir, trainContexts: o.trainContexts.length, evalContexts: o.evalContexts.length });
   const ledger = Ledger.open(join(o.runDir, 'ledger.jsonl'));
-  const progress = o.onProgress ?? (() => {});
+  // Structured log of the run (JSON lines): stages, policy updates, the result. The ledger holds the
+  // results themselves; this says what happened when.
+  const log = pino({ base: { run: o.runDir } }, pino.destination({ dest: join(o.runDir, 'log.jsonl'), sync: true, append: true }));
+  log.info({ resumedEntries: ledger.all().length, config: cfg, domain: domain.name }, 'run start');
+  let lastStage = '';
+  const progress = (p: SealProgress) => {
+    if (p.stage !== lastStage) {
+      lastStage = p.stage;
+      log.info({ stage: p.stage, total: p.total, done: p.done }, 'stage');
+    }
+    o.onProgress?.(p);
+  };
   let model = await Model.load(o.modelDir);
   const eos = tok.eosTokenIds.length ? tok.eosTokenIds : model.config.eosTokenIds;
   const order: string[] = [];
@@ -258,6 +270,7 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
           steps: losses.length, firstLoss: losses[0] ?? null, finalLoss: losses.at(-1) ?? null, checkpoint: join('policy', `round-${round}`),
           seconds: (Date.now() - t0) / 1000,
         });
+        log.info({ round, kept: kept.length, steps: losses.length, finalLoss: losses.at(-1) ?? null, checkpoint }, 'policy updated');
         // Continue from the saved checkpoint so a resumed run and this one hold identical weights.
         await model.dispose();
         model = await Model.load(checkpoint);
@@ -267,7 +280,11 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
 
     const summary = summarize(ledger.all(), order);
     writeJsonAtomic(join(o.runDir, 'summary.json'), summary);
+    log.info({ conditions: summary.conditions.map((c) => ({ name: c.name, accuracy: c.accuracy, questions: c.questions })) }, 'run finished');
     return { summary, table: formatTable(summary), runDir: o.runDir };
+  } catch (err) {
+    log.error({ err }, 'run failed');
+    throw err;
   } finally {
     ledger.close();
     await model.dispose();
