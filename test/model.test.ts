@@ -190,6 +190,17 @@ test('LoRA dropout: training differs from no-dropout, and evaluation ignores dro
   await model.dispose();
 });
 
+test('LoRA dropout on every projection where heads*head_dim exceeds hidden and intermediate (mistral-v5)', async () => {
+  // Regression: the dropout scratch must hold the widest projection input (o_proj: heads*head_dim).
+  const model = await Model.load(join(repoRoot, 'test/fixtures/models/mistral-v5'));
+  const c = model.config;
+  assert.ok(c.numHeads * c.headDim > Math.max(c.hiddenSize, c.intermediateSize));
+  model.createAdapter(0, { rank: 4, alpha: 8, dropout: 0.2, seed: 3 });
+  const r = await model.trainStep([{ tokens: randomTokens(40, c.vocabSize, 5), slot: 0 }], { mode: 'lora', lr: 1e-2, seed: 1 });
+  assert.ok(Number.isFinite(r.loss.get(0)!));
+  await model.dispose();
+});
+
 test('bf16 storage: logits within bf16 tolerance of f32; full training refuses bf16 weights', async () => {
   const f32 = await Model.load(llamaDir);
   const bf = await Model.load(llamaDir, { storage: 'bf16' });

@@ -44,7 +44,7 @@ struct Ctx {
   int sm_count = 1;
 };
 
-// gemm_simt.cu / gemm_mma.cu (see gemm.cu for the dispatch and numerics)
+// gemm.cu (kernels, dispatch and numerics)
 void gemm(Ctx& ctx, const Gemm& g);
 
 // elementwise.cu

@@ -519,10 +519,10 @@ void gemm_bf16_pipelined(Ctx& ctx, const Gemm& g) {
   auto kernel = g.trans_b ? hgemm_pipe_kernel<true> : hgemm_pipe_kernel<false>;
   SEALKIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kPSmem)));
   const int64_t tiles = ((g.M + kPBM - 1) / kPBM) * ((g.N + kPBN - 1) / kPBN);
-  const int64_t want = 2 * static_cast<int64_t>(ctx.sm_count);
+  const int64_t want = 3 * static_cast<int64_t>(ctx.sm_count);
   int64_t splits = 1;
   if (tiles < want && g.K >= 1024) {
-    splits = std::min<int64_t>({(want + tiles - 1) / tiles, g.K / 512, 32});
+    splits = std::min<int64_t>({(want + tiles - 1) / tiles, g.K / 256, 32});
     const int64_t cap = (int64_t(256) << 20) / (4 * g.M * g.N);
     splits = std::max<int64_t>(1, std::min(splits, cap));
   }
@@ -579,10 +579,10 @@ void gemm(Ctx& ctx, const Gemm& g) {
   // K = tokens, decoding-size M): each split runs the same kernel on a K range into its own
   // partial buffer, then the partials are added in split order (deterministic) with alpha/beta.
   const int64_t tiles = ((g.M + bm - 1) / bm) * ((g.N + bn - 1) / bn);
-  const int64_t want = 2 * static_cast<int64_t>(ctx.sm_count);
+  const int64_t want = 3 * static_cast<int64_t>(ctx.sm_count);
   int64_t splits = 1;
   if (tiles < want && g.K >= 1024) {
-    splits = std::min<int64_t>({(want + tiles - 1) / tiles, g.K / 512, 32});
+    splits = std::min<int64_t>({(want + tiles - 1) / tiles, g.K / 256, 32});
     const int64_t cap = (int64_t(256) << 20) / (4 * g.M * g.N);  // keep partials under 256 MiB
     splits = std::max<int64_t>(1, std::min(splits, cap));
   }

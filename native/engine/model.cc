@@ -560,7 +560,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
     w.dgate = w.get<float>(t * I); w.dup = w.get<float>(t * I); w.dact = w.get<float>(t * I);
     w.dxa = w.get<float>(t * newR);
-    w.drop_a = w.get<float>(t * std::max(H, I)); w.drop_b = w.get<float>(t * std::max(H, I));
+    w.drop_a = w.get<float>(t * std::max({H, I, Dq})); w.drop_b = w.get<float>(t * std::max({H, I, Dq}));
     bytes_ += w.bytes;
   }
   Workspace& w = *ws_;

@@ -1,6 +1,7 @@
 // Every `seal` subcommand, in the order `seal --help` lists them.
 import type { CliCommand } from '../command.js';
 import { benchCommand } from './bench.js';
+import { demoCommand } from './demo.js';
 import { generateCommand } from './generate.js';
 import { infoCommand } from './info.js';
 import { knowledgeCommand } from './knowledge.js';
@@ -11,4 +12,4 @@ import { scoreCommand } from './score.js';
 import { sftCommand } from './sft.js';
 import { tokenizeCommand } from './tokenize.js';
 
-export const commands: CliCommand[] = [knowledgeCommand, reportCommand, generateCommand, sftCommand, pretrainCommand, scoreCommand, mergeCommand, tokenizeCommand, benchCommand, infoCommand];
+export const commands: CliCommand[] = [demoCommand, knowledgeCommand, reportCommand, generateCommand, sftCommand, pretrainCommand, scoreCommand, mergeCommand, tokenizeCommand, benchCommand, infoCommand];

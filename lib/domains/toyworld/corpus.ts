@@ -8,6 +8,10 @@
 //       this is what makes fine-tuning on a self-edit useful at all,
 //   (c) to write notes about a passage in every style of styles.ts      — "self-edit" documents,
 //       each style with the same frequency and nothing saying which is useful.
+// The passages of icqa and self-edit documents are about a fresh random person each time (a
+// pretraining-split name outside the core, with random attributes and relations), so nothing in
+// them can be answered from memory: the model has to read. (With the fixed world's people there,
+// a small model learns to recite memorised and typical values instead of reading.)
 // Documents are generated on the fly: the batch of step s is a function of (seed, s) alone, so a
 // resumed run sees exactly the data an uninterrupted one would.
 import type { Sequence } from '../../model/model.js';
@@ -15,7 +19,7 @@ import type { TextTokenizer } from '../../model/tokenizer.js';
 import { rngU32, Rng } from '../../util/rng.js';
 import { STYLES, noteLine, passageBlock, qaLine, selfEditPromptText, writeSelfEdit, type Style } from './styles.js';
 import {
-  COMBINED_TEMPLATES, chooseFacts, factsOf, forwardQuestion, isRel, pick, renderAttrImplication, renderCombined, renderFact,
+  ATTR_VALUES, COMBINED_TEMPLATES, chooseFacts, namesIn, factsOf, forwardQuestion, isRel, pick, renderAttrImplication, renderCombined, renderFact,
   renderPassageText, renderReverse, reverseQuestion, questionsFor, type Entity, type Fact, type World,
 } from './world.js';
 
@@ -49,7 +53,8 @@ export class PretrainCorpus {
   readonly world: World;
   readonly options: CorpusOptions;
   readonly core: Entity[];
-  private readonly names: string[];
+  /** Names of the fresh people of in-context documents: pretraining-split names outside the core. */
+  private readonly freshNames: string[];
 
   constructor(world: World, options: CorpusOptions) {
     if (world.split !== 'pretrain') throw new Error(`PretrainCorpus: the corpus is built from the pretrain world, got the ${world.split} world`);
@@ -59,7 +64,27 @@ export class PretrainCorpus {
     this.world = world;
     this.options = options;
     this.core = world.entities.slice(0, options.coreEntities);
-    this.names = world.entities.map((e) => e.name);
+    const core = new Set(this.core.map((e) => e.name));
+    this.freshNames = namesIn('pretrain').map((n) => n.name).filter((n) => !core.has(n));
+  }
+
+  /** A person made up for one document: random attributes, random (distinct) related people. */
+  freshEntity(rng: Rng): Entity {
+    const chosen: string[] = [];
+    while (chosen.length < 4) {
+      const n = pick(rng, this.freshNames);
+      if (!chosen.includes(n)) chosen.push(n);
+    }
+    const [name, sibling, friend, mentor] = chosen as [string, string, string, string];
+    return {
+      name,
+      gender: rng.uniform() < 0.5 ? 'm' : 'f',
+      attrs: {
+        town: pick(rng, ATTR_VALUES.town), job: pick(rng, ATTR_VALUES.job), pet: pick(rng, ATTR_VALUES.pet),
+        colour: pick(rng, ATTR_VALUES.colour), food: pick(rng, ATTR_VALUES.food), age: pick(rng, ATTR_VALUES.age),
+      },
+      rels: { sibling, friend, mentor },
+    };
   }
 
   /** One document of a kind. */
@@ -84,19 +109,19 @@ export class PretrainCorpus {
         return { kind, text: lines.join('\n') };
       }
       case 'icqa': {
-        const e = pick(rng, this.world.entities);
+        const e = this.freshEntity(rng);
         const facts = chooseFacts(e, rng);
         const qs = rng.shuffle(questionsFor(facts, rng));
         const n = Math.min(qs.length, 2 + rng.below(4));
         return { kind, text: `${passageBlock(renderPassageText(e, facts, rng))}\n${qs.slice(0, n).map((q) => qaLine(q.question, q.answer)).join('\n')}` };
       }
       case 'self-edit': {
-        const e = pick(rng, this.world.entities);
+        const e = this.freshEntity(rng);
         const facts = chooseFacts(e, rng);
         const text = renderPassageText(e, facts, rng);
         const style = pick(rng, STYLES);
         const passage = { id: '', subject: e.name, text, facts, questions: [] };
-        return { kind, style, text: selfEditPromptText(text) + writeSelfEdit(style, { passage, gender: e.gender, names: this.names }, rng) };
+        return { kind, style, text: selfEditPromptText(text) + writeSelfEdit(style, { passage, gender: e.gender, names: this.freshNames }, rng) };
       }
     }
   }
