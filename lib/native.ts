@@ -10,6 +10,9 @@ export interface NativeInfo {
   cuda: boolean;
   backends: string[];
   sanitized: boolean;
+  /** CUDA builds: the GPUs visible, and why none are when the list is empty. */
+  gpus?: { index: number; name: string; memoryBytes: number; computeCapability: string }[];
+  gpuError?: string;
 }
 
 /** The addon's exports. Model handles are opaque objects owned by lib/model. */

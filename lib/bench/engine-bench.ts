@@ -16,10 +16,12 @@ export interface BenchOptions {
   storage?: 'f32' | 'bf16';
   rank?: number;
   alpha?: number;
+  device?: 'cpu' | 'cuda';
   onProgress?: (done: number, total: number) => void;
 }
 
 export interface BenchResult {
+  device: 'cpu' | 'cuda';
   work: 'train' | 'forward' | 'decode';
   preset: string;
   batch: number;
@@ -82,6 +84,7 @@ export interface DecodeBenchOptions {
   warmup?: number;
   repeats?: number;
   storage?: 'f32' | 'bf16';
+  device?: 'cpu' | 'cuda';
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -95,7 +98,8 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
   const storage = o.storage ?? 'bf16';
-  const model = await Model.create(config, { storage, seed: 1234 });
+  const device = o.device ?? 'cpu';
+  const model = await Model.create(config, { storage, seed: 1234, device });
   try {
     const prompts = randomSequences(o.batch, o.prompt, config.vocabSize, -1, 42).map((s) => ({ tokens: s.tokens }));
     const warmup = o.warmup ?? 1;
@@ -122,7 +126,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     // Bytes streamed per decode step: every projection and the LM head (tied or not, it is read once).
     const weightBytes = linearParams(c) * (storage === 'bf16' ? 2 : 4);
     return {
-      work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, threads, isa: addon.info().isa, storage,
+      device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes,
@@ -138,7 +142,8 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
   const config = presetConfig(o.preset);
   const storage = o.storage ?? 'bf16';
   const rank = o.rank ?? 16;
-  const model = await Model.create(config, { storage, seed: 1234 });
+  const device = o.device ?? 'cpu';
+  const model = await Model.create(config, { storage, seed: 1234, device });
   try {
     const slot = work === 'train' ? 0 : -1;
     if (work === 'train') model.createAdapter(0, { rank, alpha: o.alpha ?? 32, targets: PROJ_NAMES, seed: 1 });
@@ -158,7 +163,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const tokens = o.batch * o.seq;
     const tps = tokens / (med / 1000);
     return {
-      work, preset: o.preset, batch: o.batch, seq: o.seq, threads, isa: addon.info().isa, storage,
+      device, work, preset: o.preset, batch: o.batch, seq: o.seq, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops: (tps * flopsPerToken(config, o.seq, work, rank)) / 1e9,
     };

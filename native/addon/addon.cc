@@ -8,6 +8,9 @@
 #include "../core/rng.h"
 #include "../core/threadpool.h"
 #include "bindings.h"
+#ifdef SEALKIT_WITH_CUDA
+#include "../engine/gpu_info.h"
+#endif
 
 namespace sealkit::addon {
 namespace {
@@ -23,6 +26,19 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
 #ifdef SEALKIT_WITH_CUDA
   backends.Set(uint32_t(1), "cuda");
   out.Set("cuda", true);
+  std::vector<GpuInfo> gpus;
+  std::string why = list_gpus(gpus);
+  Napi::Array list = Napi::Array::New(env, gpus.size());
+  for (size_t i = 0; i < gpus.size(); ++i) {
+    Napi::Object g = Napi::Object::New(env);
+    g.Set("index", gpus[i].index);
+    g.Set("name", gpus[i].name);
+    g.Set("memoryBytes", Napi::Number::New(env, static_cast<double>(gpus[i].memory_bytes)));
+    g.Set("computeCapability", std::to_string(gpus[i].major) + "." + std::to_string(gpus[i].minor));
+    list.Set(static_cast<uint32_t>(i), g);
+  }
+  out.Set("gpus", list);
+  if (!why.empty()) out.Set("gpuError", why);
 #else
   out.Set("cuda", false);
 #endif

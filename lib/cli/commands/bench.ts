@@ -5,7 +5,8 @@ import { PRESET_NAMES } from '../../model/presets.js';
 import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
-                  [--gen-batch N] [--prompt P] [--new N] [--repeats R] [--warmup W] [--storage bf16|f32] [--json]
+                  [--gen-batch N] [--prompt P] [--new N] [--repeats R] [--warmup W] [--storage bf16|f32]
+                  [--device cpu|cuda] [--json]
 
   train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token
   forward   forward scoring (per-token log-probabilities)
@@ -25,7 +26,7 @@ export const benchCommand: CliCommand = {
         preset: { type: 'string', default: 'smollm2-135m' }, batch: { type: 'string', default: '4' }, seq: { type: 'string', default: '256' },
         threads: { type: 'string' }, repeats: { type: 'string', default: '5' }, warmup: { type: 'string', default: '2' },
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' },
-        'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
+        device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
       },
     });
     const work = positionals[0];
@@ -36,12 +37,14 @@ export const benchCommand: CliCommand = {
       return n;
     };
     if (values.storage !== 'bf16' && values.storage !== 'f32') throw new UsageError(`bench: --storage must be bf16 or f32`);
+    if (values.device !== 'cpu' && values.device !== 'cuda') throw new UsageError(`bench: --device must be cpu or cuda`);
+    const device = values.device;
     if (!PRESET_NAMES.includes(values.preset ?? '')) throw new UsageError(`bench: unknown preset '${values.preset}' (${PRESET_NAMES.join(', ')})`);
     if (work === 'decode') {
       const r = await runDecodeBench({
         preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
-        repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage,
+        repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
@@ -51,7 +54,7 @@ export const benchCommand: CliCommand = {
     const result = await runBench(work, {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq: int('seq', values.seq, 2),
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
-      repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage,
+      repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
       onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  step ${d}/${t}`),
     });
     if (!values.json) process.stderr.write('\n');

@@ -19,6 +19,7 @@ export const infoCommand: CliCommand = {
       process.stdout.write(
         [
           `backend   cpu${info.cuda ? ' + cuda' : ''}`,
+          ...(info.cuda ? [`gpus      ${info.gpus?.length ? info.gpus.map((g) => `${g.index}: ${g.name} (${(g.memoryBytes / 2 ** 30).toFixed(0)} GiB, sm ${g.computeCapability})`).join('; ') : `none (${info.gpuError ?? 'unknown'})`}`] : []),
           `isa       ${info.isa} (cpu supports ${info.isaDetected})`,
           `threads   ${info.threads}`,
           `node      ${out.node} ${out.platform}`,
