@@ -60,6 +60,22 @@ if (hasShared) {
       assert.equal(c.contexts, 3);
       for (const e of lines) assert.equal(e.correct, (e.items ?? []).filter((i) => i.correct).length);
     }
+    // ReST-EM E-step: per context, the self-edit with the best mean reward over its repeats (ties: earlier).
+    for (const round of [1, 2]) {
+      const runs = ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'train' && e.round === round);
+      const policy = ledger.find((e) => e.type === 'policy' && e.round === round) as { kept: { context: string; sample: number; reward: number }[] };
+      const expected: { context: string; sample: number; reward: number }[] = [];
+      for (const ctx of new Set(runs.map((r) => r.context))) {
+        let best = -1, bestReward = -1;
+        for (const sample of [0, 1]) {
+          const rs = runs.filter((r) => r.context === ctx && r.sample === sample);
+          const reward = rs.reduce((a, r) => a + r.score, 0) / rs.length;
+          if (reward > bestReward) { best = sample; bestReward = reward; }
+        }
+        if ((runs.find((r) => r.context === ctx && r.sample === best)!.selfEdit ?? '').trim() !== '') expected.push({ context: ctx, sample: best, reward: bestReward });
+      }
+      assert.equal(policy.kept, expected, `round ${round} kept self-edits`);
+    }
     // 3 contexts x 2 samples x 2 repeats per round.
     assert.equal(ledger.filter((e) => e.type === 'inner' && e.phase === 'train' && e.round === 1).length, 12);
     for (const r of [1, 2]) {
@@ -94,6 +110,39 @@ if (hasShared) {
     } finally {
       rmSync(dir, { recursive: true, force: true });
       rmSync(reference.dir, { recursive: true, force: true });
+    }
+  });
+  test('threshold filter keeps exactly the self-edits whose mean reward beats no adaptation by the margin', async () => {
+    const { runSeal } = await import('../lib/seal/loop.js');
+    const { TextTokenizer } = await import('../lib/model/tokenizer.js');
+    const { STORY_CONFIG } = await import('./helpers/story-seal-run.js');
+    const { storyContexts, storyDomain } = await import('./helpers/story-domain.js');
+    const { sharedDir } = await import('./helpers/fixtures.js');
+    const dir = mkdtempSync(join(tmpdir(), 'sealkit-threshold-'));
+    try {
+      const modelDir = join(sharedDir, 'models/tinystories-656k');
+      const margin = 0.25;
+      await runSeal({
+        runDir: dir, modelDir, tokenizer: await TextTokenizer.load(modelDir), domain: storyDomain,
+        trainContexts: storyContexts('train', 5, 0), evalContexts: storyContexts('eval', 2, 3),
+        config: { ...STORY_CONFIG, rounds: 1, filter: { kind: 'threshold', margin }, baselines: { noAdaptation: false, baselineTraining: false, baseSelfEdits: false } },
+      });
+      const ledger = readLedger(dir);
+      const runs = ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'train');
+      const policy = ledger.find((e) => e.type === 'policy') as { kept: { context: string; sample: number; reward: number }[] };
+      const expected: string[] = [];
+      for (const ctx of new Set(runs.map((r) => r.context))) {
+        const base = runs.find((r) => r.context === ctx && r.sample === -1)!.score;
+        for (const sample of new Set(runs.filter((r) => r.context === ctx && r.sample >= 0).map((r) => r.sample))) {
+          const rs = runs.filter((r) => r.context === ctx && r.sample === sample);
+          const reward = rs.reduce((a, r) => a + r.score, 0) / rs.length;
+          const text = rs[0]!.selfEdit ?? '';
+          if (reward > base + margin && text.trim() !== '') expected.push(`${ctx}/${sample}`);
+        }
+      }
+      assert.equal(policy.kept.map((k) => `${k.context}/${k.sample}`).sort(), expected.sort());
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 } else {
