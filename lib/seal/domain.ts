@@ -64,4 +64,9 @@ export interface Domain<C extends SealContext> {
    * evaluated together so one batched generation serves them all.
    */
   evaluate(model: Model, tok: TextTokenizer, ctx: C, slots: number[]): Promise<Evaluation[]>;
+  /**
+   * Size of the context's check (Evaluation.total), so an invalid self-edit, which is not evaluated,
+   * still counts as that many failed questions in accuracies (default 0: left out).
+   */
+  checkSize?(ctx: C): number;
 }

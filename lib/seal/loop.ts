@@ -146,7 +146,7 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
           type: 'inner', phase, condition, round, context: p.ctx.id, sample: p.sample, repeat: p.repeat, seed: p.seed,
           selfEdit: p.selfEdit, valid: r.valid, ...(r.reason ? { reason: r.reason } : {}),
           ...(p.training.ok ? { config: { ...p.training.config } } : {}),
-          score: ev?.score ?? 0, correct: ev?.correct ?? 0, total: ev?.total ?? 0, ...(ev ? { items: ev.items } : {}),
+          score: ev?.score ?? 0, correct: ev?.correct ?? 0, total: ev?.total ?? (r.valid ? 0 : domain.checkSize?.(p.ctx) ?? 0), ...(ev ? { items: ev.items } : {}),
           sequences: r.sequences, trainTokens: r.trainTokens, steps: r.steps, finalLoss: r.finalLoss,
           seconds: { train: r.trainSeconds, eval: r.evalSeconds },
         });

@@ -50,6 +50,7 @@ export const storyDomain: Domain<StoryContext> = {
   selfEditPrompt: (ctx, tok) => tok.encode(`${ctx.passage}\n`),
   buildTraining: (ctx, text, tok) => training(tok, [...text.split('\n'), ctx.passage]),
   baselineTraining: (ctx, tok) => training(tok, [ctx.passage]),
+  checkSize: (ctx) => ctx.questions.length,
   async evaluate(model: Model, tok: TextTokenizer, ctx: StoryContext, slots: number[]): Promise<Evaluation[]> {
     const prompts = slots.flatMap((slot) => ctx.questions.map((q) => ({ tokens: tok.encode(`${q.question} The answer is`), slot })));
     const out = await model.generate(prompts, { maxNewTokens: 3, tokenizer: tok, eosTokenIds: tok.eosTokenIds });

@@ -62,6 +62,7 @@ export function knowledgeDomain(o: KnowledgeDomainOptions): Domain<KnowledgeCont
     selfEditPrompt: (ctx, tok) => tok.encode(selfEditPrompt(o.variant, ctx.passage)),
     buildTraining: (ctx, text, tok) => toTraining(buildTrainSequences(text, ctx.passage, { splitNewlines: split }), tok),
     baselineTraining: (ctx, tok) => toTraining(buildTrainSequences('', ctx.passage, { splitNewlines: split }), tok),
+    checkSize: (ctx) => ctx.passage.questions.length,
     async evaluate(model: Model, tok: TextTokenizer, ctx: KnowledgeContext, slots: number[]): Promise<Evaluation[]> {
       const qs = ctx.passage.questions;
       const prompts = slots.flatMap((slot) => qs.map((q) => ({ tokens: tok.encode(closedBookQaPrompt(ctx.passage.title, q.question)), slot })));
