@@ -9,7 +9,13 @@
 // with a bf16 B in every orientation (the engine widens it while packing; the peer has no bf16
 // GEMM and multiplies the f32 copy). Timing happens natively (opRun('gemm_bench') returns each
 // call's seconds), so JS overhead is not measured; each row is the median over its calls.
-// Prints a table, then one JSON object as the last line.
+//
+// A second table (CPUs with AVX512-BF16) times the bf16-weight GEMMs of training, forward NT and
+// input gradient NN at all four training shapes with a bf16 B, on the bf16 path (isa avx512bf16: A
+// rounded to bf16, f32 accumulation) with AMX tiles where the CPU has them and with vdpbf16ps
+// (SEALKIT_AMX=0), and on the f32 path they replace (isa avx512: B widened while packing), all
+// three in turn per shape in the same run. --only-bf16 skips the first table and the peer.
+// Prints the tables, then one JSON object as the last line.
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { native } from '../lib/native.js';
@@ -33,6 +39,7 @@ const { values: opts } = parseArgs({
     threads: { type: 'string', default: '1,2' },
     'no-peer': { type: 'boolean', default: false },
     python: { type: 'string', default: 'python3' },
+    'only-bf16': { type: 'boolean', default: false },
   },
 });
 
@@ -117,10 +124,61 @@ function peerGflops(cases: { M: number; N: number; K: number; orient: Orient }[]
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as number[];
 }
 
+interface Bf16Row {
+  M: number;
+  N: number;
+  K: number;
+  orient: Orient;
+  threads: number;
+  amx_gflops: number | null;
+  dpbf16_gflops: number;
+  f32_gflops: number;
+}
+
+/** Whether the bf16 path runs on AMX here: its bits differ from the vdpbf16ps kernel's. */
+function amxInUse(): boolean {
+  const saved = process.env.SEALKIT_AMX;
+  const M = 64, N = 64, K = 512;
+  const args = { M, N, K, transB: true, A: randomF32(M * K, 3), B: toBf16(randomF32(N * K, 4)), bDtype: 'bf16' };
+  try {
+    addon.setIsa('avx512bf16');
+    delete process.env.SEALKIT_AMX;
+    const a = addon.opRun('gemm', 'f32', args).C as Float32Array;
+    process.env.SEALKIT_AMX = '0';
+    const b = addon.opRun('gemm', 'f32', args).C as Float32Array;
+    return a.some((x, i) => x !== b[i]);
+  } finally {
+    if (saved === undefined) delete process.env.SEALKIT_AMX;
+    else process.env.SEALKIT_AMX = saved;
+  }
+}
+
 const savedThreads = addon.info().threads;
+const savedIsa = addon.info().isa;
 const rows: Row[] = [];
+const bf16Rows: Bf16Row[] = [];
+const hasBf16 = addon.info().isaDetected === 'avx512bf16';
+const savedAmxEnv = process.env.SEALKIT_AMX;
+const hasAmx = hasBf16 && amxInUse();
 try {
-  for (const threads of threadCounts) {
+  if (hasBf16) {
+    for (const threads of threadCounts) {
+      addon.setThreads(threads);
+      for (const s of SHAPES) {
+        for (const orient of ['NT', 'NN'] as const) {
+          addon.setIsa('avx512bf16');
+          delete process.env.SEALKIT_AMX;
+          const amx = hasAmx ? engineGflops(s.M, s.N, s.K, orient, 'bf16').gflops : null;
+          process.env.SEALKIT_AMX = '0';
+          const dp = engineGflops(s.M, s.N, s.K, orient, 'bf16').gflops;
+          addon.setIsa('avx512');
+          const old = engineGflops(s.M, s.N, s.K, orient, 'bf16').gflops;
+          bf16Rows.push({ M: s.M, N: s.N, K: s.K, orient, threads, amx_gflops: amx, dpbf16_gflops: dp, f32_gflops: old });
+        }
+      }
+    }
+  }
+  for (const threads of opts['only-bf16'] ? [] : threadCounts) {
     addon.setThreads(threads);
     const cases = SHAPES.flatMap((s) => ORIENTS.map((orient) => ({ ...s, orient })));
     const peer = peerGflops(cases, threads);
@@ -131,6 +189,9 @@ try {
   }
 } finally {
   addon.setThreads(savedThreads);
+  addon.setIsa(savedIsa);
+  if (savedAmxEnv === undefined) delete process.env.SEALKIT_AMX;
+  else process.env.SEALKIT_AMX = savedAmxEnv;
 }
 
 const fmt = (x: number | null) => (x === null ? '-' : x.toFixed(1));
@@ -141,7 +202,20 @@ const body = rows.map((r) => [
 ]);
 const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
 const line = (cells: string[]) => cells.map((c, i) => c.padStart(widths[i]!)).join('  ');
-console.log(`isa ${addon.info().isa}; medians of natively timed calls; peer: OpenBLAS sgemm via NumPy (f32 B)`);
-console.log(line(header));
-for (const b of body) console.log(line(b));
-console.log(JSON.stringify({ bench: 'gemm', rows }));
+if (rows.length) {
+  console.log(`isa ${addon.info().isa}; medians of natively timed calls; peer: OpenBLAS sgemm via NumPy (f32 B)`);
+  console.log(line(header));
+  for (const b of body) console.log(line(b));
+}
+if (bf16Rows.length) {
+  const h2 = ['shape MxNxK', 'orient', 'threads', 'AMX GFLOP/s', 'vdpbf16ps GFLOP/s', 'f32-path GFLOP/s', 'AMX/f32', 'vdpbf16ps/f32'];
+  const b2 = bf16Rows.map((r) => [
+    `${r.M}x${r.N}x${r.K}`, r.orient, String(r.threads), fmt(r.amx_gflops), fmt(r.dpbf16_gflops), fmt(r.f32_gflops),
+    r.amx_gflops === null ? '-' : (r.amx_gflops / r.f32_gflops).toFixed(2), (r.dpbf16_gflops / r.f32_gflops).toFixed(2),
+  ]);
+  const w2 = h2.map((h, i) => Math.max(h.length, ...b2.map((b) => b[i]!.length)));
+  console.log(`\nbf16 B (AMX ${hasAmx ? 'in use' : 'not available'}): isa avx512bf16 (A rounded to bf16) on AMX and on vdpbf16ps, vs the f32 path (isa avx512, B widened)`);
+  console.log(h2.map((c, i) => c.padStart(w2[i]!)).join('  '));
+  for (const b of b2) console.log(b.map((c, i) => c.padStart(w2[i]!)).join('  '));
+}
+console.log(JSON.stringify({ bench: 'gemm', amx: hasAmx, rows, bf16_rows: bf16Rows }));

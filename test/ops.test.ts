@@ -216,14 +216,23 @@ test('gemm: beta = 0 ignores NaN in C, K = 0 scales C, padding columns untouched
   }
 });
 
+/** The case with op(A) rounded to bf16: what a bf16-B GEMM multiplies under avx512bf16. */
+function roundA(c: GemmCase): GemmCase {
+  return { ...c, A: Float64Array.from(c.A, (x) => fromBf16(toBf16(x))) };
+}
+/** The f64 reference for bf16 B under the active ISA: avx512bf16 multiplies in bf16 (vdpbf16ps), */
+/** rounding A to bf16 as PyTorch's bf16 autocast does; the other ISAs widen B and multiply in f32. */
+function gemmNaiveBf16(c: GemmCase, bits: Uint16Array, isa = addon.info().isa): Float64Array {
+  return gemmNaive(isa === 'avx512bf16' ? roundA(c) : c, Float64Array.from(bits, fromBf16));
+}
+
 test('gemm: bf16 B matches f64 on the widened weights', () => {
   const r = rng(3);
   for (const [ta, tb] of ORIENTS) {
     const c = gemmCase(37, 70, 45, ta, tb, r, 2, 1.5, 0.25);
     const bits = Uint16Array.from(c.B, toBf16);
-    const widened = Float64Array.from(bits, fromBf16);
     const out = gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' });
-    assertRel(out, gemmNaive(c, widened), 1e-5, `bf16 tA=${ta} tB=${tb}`);
+    assertRel(out, gemmNaiveBf16(c, bits), 1e-5, `bf16 tA=${ta} tB=${tb}`);
   }
 });
 
@@ -241,15 +250,128 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
         const c = gemmCase(M, N, K, ta, tb, r, 5, -0.5, 1.25);
         const bits = Uint16Array.from(c.B, toBf16);
         const ref = gemmNaive(c);
-        const refBf = gemmNaive(c, Float64Array.from(bits, fromBf16));
         for (const isa of supportedIsas()) {
           addon.setIsa(isa);
           assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} ${M}x${N}x${K} tA=${ta} tB=${tb}`);
-          assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), refBf, 1e-5, `${isa} bf16 ${M}x${N}x${K}`);
+          assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5,
+            `${isa} bf16 ${M}x${N}x${K}`);
         }
       }
     }
   } finally {
+    addon.setIsa(saved);
+  }
+});
+
+// The bf16 path (bf16 B under avx512bf16): A rounded to bf16 (round to nearest even), B's bf16
+// pairs as stored, f32 accumulation, on AMX tiles where the CPU has them and on vdpbf16ps otherwise
+// or with SEALKIT_AMX=0 (both are run). Every product of two bf16 values is exact in f32, so the
+// only error against the f64 reference on the rounded A is f32 accumulation over K, the same as the
+// f32 kernels' (1e-5 of the norm, as above). Shapes cover the few-rows path (M <= 4, y = x W^T), odd
+// K (the last pair zero-padded), K across K blocks (256 k for vdpbf16ps, up to 768 k for AMX: 1601),
+// edge tiles (M, N not multiples of 14 or 32), strides and alpha/beta in every orientation.
+const BF16_SHAPES: [number, number, number][] = [
+  [1, 70, 1], [2, 33, 3], [3, 130, 65], [4, 97, 600], [5, 7, 3], [15, 33, 31], [29, 65, 257], [30, 64, 33],
+  [45, 97, 513], [70, 40, 300], [33, 40, 1601],
+];
+
+/** Runs fn with the AMX kernel allowed (the default) and then with SEALKIT_AMX=0 (vdpbf16ps). */
+function eachBf16Kernel(fn: (kernel: string) => void): void {
+  const saved = process.env.SEALKIT_AMX;
+  try {
+    for (const kernel of ['amx', 'vdpbf16ps']) {
+      if (kernel === 'amx') delete process.env.SEALKIT_AMX;
+      else process.env.SEALKIT_AMX = '0';
+      fn(kernel);
+    }
+  } finally {
+    if (saved === undefined) delete process.env.SEALKIT_AMX;
+    else process.env.SEALKIT_AMX = saved;
+  }
+}
+
+test('gemm: bf16 B under avx512bf16 equals f64 on A rounded to bf16 (AMX, vdpbf16ps), all orientations', () => {
+  if (!supportedIsas().includes('avx512bf16')) return;
+  const saved = addon.info().isa;
+  const r = rng(40);
+  try {
+    eachBf16Kernel((kernel) => {
+      for (const [M, N, K] of BF16_SHAPES) {
+        for (const [ta, tb] of ORIENTS) {
+          for (const [alpha, beta] of [[1, 0], [-0.75, 1.5]] as const) {
+            const c = gemmCase(M, N, K, ta, tb, r, 3, alpha, beta);
+            if (beta === 0) c.C.fill(NaN);  // beta = 0 must not read C
+            const bits = Uint16Array.from(c.B, toBf16);
+            const ref = gemmNaiveBf16(c, bits, 'avx512bf16');
+            addon.setIsa('avx512bf16');
+            const out = gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' });
+            const what = `${kernel} ${M}x${N}x${K} tA=${ta} tB=${tb} alpha=${alpha} beta=${beta}`;
+            // Only the M x N block is the product; padding columns of C keep their old values.
+            const inner = (x: ArrayLike<number>) => Float64Array.from({ length: M * N }, (_, q) => x[Math.floor(q / N) * c.ldc + (q % N)]!);
+            assertRel(inner(out), inner(ref), 1e-5, what);
+            for (let i = 0; i < M; i++) for (let j = N; j < c.ldc; j++) assert.ok(Number.isNaN(c.C[i * c.ldc + j]!) ? Number.isNaN(out[i * c.ldc + j]!) : out[i * c.ldc + j] === Math.fround(c.C[i * c.ldc + j]!), `${what}: padding`);
+            // The unrounded A is measurably different: the bf16 path really ran (K > 1 so rounding shows).
+            if (K >= 31) assert.ok(relErr(inner(out), inner(gemmNaive(c, Float64Array.from(bits, fromBf16)))) > 1e-4, `${what}: A not rounded?`);
+          }
+        }
+      }
+    });
+  } finally {
+    addon.setIsa(saved);
+  }
+});
+
+test('gemm: bf16 B falls back to the f32 kernels below avx512bf16; f32 B bits do not depend on bf16 support', () => {
+  const isas = supportedIsas().filter((i) => i !== 'scalar');
+  if (!isas.includes('avx512')) return;
+  const saved = addon.info().isa;
+  const r = rng(41);
+  try {
+    for (const [M, N, K] of [[1, 70, 33], [4, 97, 65], [29, 65, 257], [45, 97, 513]] as const) {
+      for (const [ta, tb] of ORIENTS) {
+        const c = gemmCase(M, N, K, ta, tb, r, 3, 0.5, 0.25);
+        const bits = Uint16Array.from(c.B, toBf16);
+        const widened = f32(Array.from(bits, fromBf16));
+        const what = `${M}x${N}x${K} tA=${ta} tB=${tb}`;
+        // avx512 widens bf16 while packing (or streaming): exactly the f32 GEMM of the widened values.
+        addon.setIsa('avx512');
+        const oldBf = gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' });
+        sameBits(oldBf, gemmRun(c, 'f32', { B: widened }), `avx512 bf16 vs widened f32 ${what}`);
+        const f32Old = gemmRun(c, 'f32');
+        if (isas.includes('avx512bf16')) {
+          addon.setIsa('avx512bf16');
+          sameBits(gemmRun(c, 'f32'), f32Old, `f32 B avx512bf16 vs avx512 ${what}`);
+          sameBits(gemmRun(c, 'f32', { B: widened }), oldBf, `widened f32 B avx512bf16 vs avx512 ${what}`);
+        }
+      }
+    }
+  } finally {
+    addon.setIsa(saved);
+  }
+});
+
+test('gemm: bf16 B under avx512bf16 gives the same bits with 1 and 2 threads', () => {
+  if (!supportedIsas().includes('avx512bf16')) return;
+  const saved = addon.info().isa;
+  const savedThreads = addon.info().threads;
+  const r = rng(42);
+  const cases = [
+    gemmCase(150, 200, 300, false, true, r, 1, 1, 0.5), gemmCase(150, 200, 601, false, false, r, 0, 1, 0),
+    gemmCase(3, 900, 577, false, true, r, 2, 1, 0), gemmCase(100, 130, 45, true, false, r, 1, 2, 1),
+    gemmCase(70, 100, 1601, false, false, r, 0, 1, 1),
+  ];
+  try {
+    addon.setIsa('avx512bf16');
+    const runAll = () => cases.map((c) => gemmRun(c, 'f32', { B: Uint16Array.from(c.B, toBf16), bDtype: 'bf16' }));
+    eachBf16Kernel((kernel) => {
+      addon.setThreads(1);
+      const one = runAll();
+      addon.setThreads(2);
+      const two = runAll();
+      one.forEach((o, i) => sameBits(o, two[i]!, `${kernel} case ${i}`));
+    });
+  } finally {
+    addon.setThreads(savedThreads);
     addon.setIsa(saved);
   }
 });

@@ -22,7 +22,10 @@ namespace sealkit::cpu {
 // op(A) = A (stored [M, lda>=K]) or A^T (stored [K, lda>=M]) when trans_a.
 // op(B) = B (stored [K, ldb>=N]) or B^T (stored [N, ldb>=K]) when trans_b.
 // B may be f32 or bf16 for T=float (f64 for T=double). beta == 0 ignores C's old contents (NaNs
-// included). Orientations the model uses: forward y = x W^T (trans_b), input gradient dx = dy W,
+// included). With bf16 B on CPUs with AVX512-BF16 (Isa::Avx512Bf16), A is rounded to bf16
+// (round-to-nearest-even) and products accumulate in f32 — the numerics of PyTorch's bf16
+// autocast — through AMX tiles where the CPU has them (SEALKIT_AMX=0 disables) or vdpbf16ps.
+// f32 B is always computed in f32. Orientations the model uses: forward y = x W^T (trans_b), input gradient dx = dy W,
 // weight gradient dW = dy^T x (trans_a).
 template <typename T>
 struct GemmArgs {
