@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """PyTorch peer for sealkit's benchmarks: the same Llama-family model in plain PyTorch.
 
 Its own implementation (no transformers): RMSNorm, rotate-half RoPE (default, linear and llama3
