@@ -21,7 +21,9 @@ const USAGE = `usage: seal demo [--quick] [--run-dir DIR] [--resume DIR] [--seed
   round 2 (ReST-EM on separate RL-training passages). Prints the results table, writes the run
   directory (config, ledger, summary, policy checkpoints and adapters, plot.svg).
   --quick   a smaller run for tests (fewer passages and samples)
-  --json    last line: {"conditions": [{"name", "accuracy", "ci95", "questions"}], "run_dir": ...}`;
+  --json    last line: {"conditions": [{"name", "accuracy", "ci95", "questions"}], "run_dir": ...}
+
+  seal demo arc [--help]: the few-shot (ARC) experiment on the toy few-shot family (models/toy-arc).`;
 
 /** Sizes of the full demo and of --quick (kept within ~10 and ~2 minutes on a 2-core laptop). */
 export const DEMO_SIZES = {
@@ -45,6 +47,7 @@ export const demoCommand: CliCommand = {
   summary: 'SEAL end to end on the embedded toy world and model (minutes on a CPU)',
   usage: USAGE,
   async run(argv) {
+    if (argv[0] === 'arc') return (await import('./arc-demo.js')).arcDemo(argv.slice(1));
     const { values } = parseArgs({
       args: argv,
       options: { quick: { type: 'boolean' }, 'run-dir': { type: 'string' }, resume: { type: 'string' }, seed: { type: 'string', default: '0' }, threads: { type: 'string' }, json: { type: 'boolean' } },
