@@ -124,7 +124,7 @@ for (const style of STYLES) {
 }
 
 // ---- the base model's own self-edits ----
-let sampled: { mix: Record<string, number>; byStyle: Record<string, { n: number; accuracy: number }>; examples: Record<string, string> } | undefined;
+let sampled: { mix: Record<string, number>; byStyle: Record<string, { n: number; accuracy: number; statementsRight: number }>; examples: Record<string, string> } | undefined;
 if (!values['skip-samples']) {
   const k = Number(values.samples);
   const t = Date.now();
@@ -134,31 +134,39 @@ if (!values['skip-samples']) {
   log(`sampled ${gen.length} self-edits in ${((Date.now() - t) / 1000).toFixed(0)} s`);
   const jobs: InnerJob<ToyContext>[] = [];
   const labels: StyleLabel[] = [];
+  const fidelity: number[] = [];
   const examples: Record<string, string> = {};
   for (const g of gen) {
     const ctx = contexts[g.prompt]!;
     const text = (g.text ?? '').trim();
-    const label = describeSelfEdit(ctx, text).style;
+    const analysis = describeSelfEdit(ctx, text);
+    const label = analysis.style;
     labels.push(label);
+    fidelity.push(analysis.right + analysis.wrong > 0 ? analysis.right / (analysis.right + analysis.wrong) : NaN);
     examples[label] ??= text;
     jobs.push({ ctx, training: domain.buildTraining(ctx, text, tok), seed: jobSeed('sampled', jobs.length) });
   }
   const evals = await runJobs(`base self-edits (k=${k})`, jobs);
   const mix: Record<string, number> = {};
-  const byStyle: Record<string, { n: number; correct: number; total: number }> = {};
+  const byStyle: Record<string, { n: number; correct: number; total: number; right: number; stated: number }> = {};
   labels.forEach((l, i) => {
     mix[l] = (mix[l] ?? 0) + 1 / labels.length;
     const e = evals[i]!;
-    const b = (byStyle[l] ??= { n: 0, correct: 0, total: 0 });
+    const b = (byStyle[l] ??= { n: 0, correct: 0, total: 0, right: 0, stated: 0 });
     b.n++; b.correct += e.items.filter((x) => x.correct).length; b.total += e.items.length;
+    const f = fidelity[i]!;
+    if (!Number.isNaN(f)) { b.right += f; b.stated++; }
   });
   sampled = {
     mix,
-    byStyle: Object.fromEntries(Object.entries(byStyle).map(([l, b]) => [l, { n: b.n, accuracy: b.correct / b.total }])),
+    byStyle: Object.fromEntries(Object.entries(byStyle).map(([l, b]) => [l, { n: b.n, accuracy: b.correct / b.total, statementsRight: b.stated ? b.right / b.stated : NaN }])),
     examples,
   };
-  log('base model style mix (share of samples; accuracy after applying them):');
-  for (const [l, share] of Object.entries(mix).sort((a, b) => b[1] - a[1])) log(`  ${l.padEnd(14)} ${pct(share)}%   acc ${pct(sampled.byStyle[l]!.accuracy)}  (n=${sampled.byStyle[l]!.n})`);
+  log('base model style mix (share of samples; QA accuracy after applying them; share of their statements that are right):');
+  for (const [l, share] of Object.entries(mix).sort((a, b) => b[1] - a[1])) {
+    const b = sampled.byStyle[l]!;
+    log(`  ${l.padEnd(14)} ${pct(share)}%   acc ${pct(b.accuracy)}   statements right ${Number.isNaN(b.statementsRight) ? '   -' : pct(b.statementsRight)}%  (n=${b.n})`);
+  }
   for (const [l, text] of Object.entries(examples)) log(`  example ${l}: ${JSON.stringify(text).slice(0, 300)}`);
 }
 

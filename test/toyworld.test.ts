@@ -1,7 +1,7 @@
 // The toy world behind `seal demo`: deterministic, disjoint worlds; every answer stated in its
 // passage; the tokenizer as a real Hugging Face tokenizer.json (round trip, and the official Rust
 // `tokenizers` gives the same ids); the corpus covers every document kind and self-edit style and
-// only the pretraining world; the style classifier recognises the oracle's styles; the domain's
+// states facts of the pretraining world only; the style classifier recognises the oracle's styles; the domain's
 // training sets; and the committed model (when present) answers in-context questions about
 // held-out passages far above chance.
 import { existsSync } from 'node:fs';
@@ -118,24 +118,37 @@ test('a name is its two syllable tokens wherever it stands', () => {
   }
 });
 
-test('the corpus covers every document kind and style, and only the pretraining world', () => {
+test('the corpus covers every document kind and style; memorised documents are about the pretraining world only', () => {
   const pre = world('pretrain');
   const corpus = new PretrainCorpus(pre, { ...DEFAULT_CORPUS, seed: 5 });
   const kinds = new Map<string, number>();
   const styles = new Set<string>();
   const names = /\b[A-Z][a-z]{5}\b/g;
   const others = new Set([...world('rl').entities, ...world('eval').entities].map((e) => e.name));
-  for (let step = 1; step <= 6; step++) {
+  const after = (DEFAULT_CORPUS.warmStart?.steps ?? 0) + 1;
+  let heldOutNamesInContext = 0;
+  for (let step = after; step < after + 6; step++) {
     const { sequences, docs } = corpus.batch(step, 2048, tok);
     docs.forEach((d, i) => {
       kinds.set(d.kind, (kinds.get(d.kind) ?? 0) + sequences[i]!.tokens.length);
       if (d.style) styles.add(d.style);
-      for (const m of d.text.matchAll(names)) assert.not.ok(others.has(m[0]), `${m[0]} (not a pretraining name) in the corpus`);
+      // Memorised documents are about the pretraining world alone; in-context documents may name
+      // anyone (DEFAULT_CORPUS.freshNames), always with random facts.
+      if (d.kind === 'bio' || d.kind === 'note' || d.kind === 'cbqa') {
+        for (const m of d.text.matchAll(names)) assert.not.ok(others.has(m[0]), `${m[0]} (not a pretraining name) in a ${d.kind} document`);
+      } else {
+        for (const m of d.text.matchAll(names)) if (others.has(m[0])) heldOutNamesInContext++;
+      }
       assert.ok(sequences[i]!.tokens.length <= DEFAULT_CORPUS.maxTokens);
+      // Segment-wise tokenization equals tokenizing the whole text.
+      assert.equal(Array.from(sequences[i]!.tokens), [...tok.encode(d.text), tok.eosTokenIds[0]!], d.text);
+      if (d.kind === 'icqa' || d.kind === 'self-edit') assert.is(sequences[i]!.trainMask![1], DEFAULT_CORPUS.weights.context);
+      if (d.kind === 'icqa' || d.kind === 'cbqa') assert.ok(Array.from(sequences[i]!.trainMask!).includes(DEFAULT_CORPUS.weights.answer));
     });
   }
   assert.equal([...kinds.keys()].sort(), [...DOC_KINDS].sort());
   assert.equal([...styles].sort(), [...STYLES].sort());
+  assert.ok(heldOutNamesInContext > 0, 'in-context documents draw names from every split');
   const total = [...kinds.values()].reduce((a, b) => a + b, 0);
   for (const k of DOC_KINDS) {
     const share = (kinds.get(k) ?? 0) / total;

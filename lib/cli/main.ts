@@ -47,8 +47,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (err: unknown) => {
-    if (err instanceof UsageError) {
-      process.stderr.write(`seal: ${err.message}\n`);
+    // node:util parseArgs rejects unknown options and missing values with ERR_PARSE_ARGS_* codes:
+    // those are usage errors too.
+    const parseError = err instanceof Error && String((err as { code?: unknown }).code ?? '').startsWith('ERR_PARSE_ARGS');
+    if (err instanceof UsageError || parseError) {
+      process.stderr.write(`seal: ${(err as Error).message}\n`);
       process.exitCode = 2;
     } else {
       const msg = err instanceof Error ? (process.env.SEALKIT_DEBUG ? err.stack ?? err.message : err.message) : String(err);

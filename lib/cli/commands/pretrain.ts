@@ -10,8 +10,9 @@ const D = DEFAULT_PRETRAIN;
 const USAGE = `usage: seal pretrain --out DIR [--seed S] [--steps N] [--batch TOKENS] [--seq T] [--lr X] [--warmup N]
                      [--checkpoint-every N] [--threads N] [--resume CHECKPOINT_DIR] [--json]
 
-  Pretrains the embedded toy-world model (a small Llama, full-parameter AdamW, linear
-  warmup + cosine decay) on a corpus generated from the pretraining world, and writes DIR as a
+  Pretrains the embedded toy-world model (a small Llama, full-parameter AdamW; linear warmup, the
+  peak rate for ${Math.round(D.stableFraction * 100)}% of the steps, then cosine decay to ${D.minLrRatio} × lr) on a corpus generated
+  from the pretraining world (lib/domains/toyworld/corpus.ts), and writes DIR as a
   Hugging Face model directory: config.json, model.safetensors, tokenizer.json,
   tokenizer_config.json, generation_config.json and training.json (recipe, final loss, wall time,
   machine). Checkpoints go to DIR/checkpoints/step-N (the newest two are kept).

@@ -8,10 +8,15 @@
 //       this is what makes fine-tuning on a self-edit useful at all,
 //   (c) to write notes about a passage in every style of styles.ts      — "self-edit" documents,
 //       each style with the same frequency and nothing saying which is useful.
-// The passages of icqa and self-edit documents are about a fresh random person each time (a
-// pretraining-split name outside the core, with random attributes and relations), so nothing in
-// them can be answered from memory: the model has to read. (With the fixed world's people there,
-// a small model learns to recite memorised and typical values instead of reading.)
+// The passages of icqa and self-edit documents are about a fresh random person each time (random
+// attributes and relations), so nothing in them can be answered from memory: the model has to read.
+// (With the fixed world's people there, a small model learns to recite memorised and typical values
+// instead of reading.) Their names are drawn from every two-syllable name, the RL and evaluation
+// worlds' names included, but only ever with random facts: names are vocabulary, facts are what is
+// evaluated, and no RL or evaluation fact is in the corpus (the memorised documents, bio/note/cbqa,
+// are about the pretraining world alone). Measured: with fresh names from the pretraining split
+// only, every held-out name is a syllable pair the model never saw, and it copies such names badly
+// (it writes a familiar pretraining name instead: see models/toyworld/README.md).
 // Documents are generated on the fly: the batch of step s is a function of (seed, s) alone, so a
 // resumed run sees exactly the data an uninterrupted one would.
 import type { Sequence } from '../../model/model.js';
@@ -20,7 +25,7 @@ import { rngU32, Rng } from '../../util/rng.js';
 import { STYLES, noteLine, passageBlock, qaLine, selfEditPromptText, writeSelfEdit, type Style } from './styles.js';
 import {
   ATTR_VALUES, COMBINED_TEMPLATES, chooseFacts, namesIn, factsOf, forwardQuestion, isRel, pick, renderAttrImplication, renderCombined, renderFact,
-  renderPassageText, renderReverse, reverseQuestion, questionsFor, type Entity, type Fact, type World,
+  renderPassageText, renderReverse, reverseQuestion, questionsFor, SPLITS, type Entity, type Fact, type World,
 } from './world.js';
 
 export const DOC_KINDS = ['bio', 'note', 'cbqa', 'icqa', 'self-edit'] as const;
@@ -32,19 +37,51 @@ export interface CorpusOptions {
   coreEntities: number;
   /** Share of training tokens per document kind (normalised). */
   shares: Record<DocKind, number>;
+  /**
+   * Shares of the first steps (a curriculum): in-context reading is learnt late when it competes
+   * with memorisation from the start (measured: see models/toyworld/README.md), so the first steps
+   * weigh in-context documents more.
+   */
+  warmStart?: { steps: number; shares: Record<DocKind, number> };
   /** Documents longer than this many tokens are dropped (and redrawn). */
   maxTokens: number;
+  /**
+   * Names of the fresh people of in-context documents: 'pretrain' — pretraining-split names outside
+   * the core; 'any' — every two-syllable name except the core's (facts stay random either way).
+   */
+  freshNames: 'pretrain' | 'any';
+  /** Questions asked per icqa passage: a few (2–5) or all of them. */
+  icqaQuestions: 'some' | 'all';
+  /**
+   * Loss weight of the passage of icqa and self-edit documents (0: none; it is random, the answers
+   * and notes are not), of the answers of icqa and cbqa documents, of the notes of self-edit
+   * documents, and of everything else (1).
+   * Answers are a small fraction of the tokens; without a larger weight a small model is slow to
+   * learn to look them up in its context (measured: see models/toyworld/README.md).
+   */
+  weights: { context: number; answer: number; notes: number };
 }
 
 export const DEFAULT_CORPUS: Omit<CorpusOptions, 'seed'> = {
   coreEntities: 240,
-  shares: { bio: 0.15, note: 0.15, cbqa: 0.2, icqa: 0.15, 'self-edit': 0.35 },
+  shares: { bio: 0.12, note: 0.08, cbqa: 0.12, icqa: 0.23, 'self-edit': 0.45 },
+  warmStart: { steps: 500, shares: { bio: 0.04, note: 0.03, cbqa: 0.03, icqa: 0.6, 'self-edit': 0.3 } },
   maxTokens: 256,
+  freshNames: 'any',
+  icqaQuestions: 'all',
+  weights: { context: 0, answer: 8, notes: 2 },
 };
+
+/** A piece of a document and the loss weight of its tokens. Pieces end where the pre-tokenizer cuts. */
+export interface Segment {
+  text: string;
+  role: 'context' | 'answer' | 'notes' | 'text';
+}
 
 export interface Document {
   kind: DocKind;
   text: string;
+  segments: Segment[];
   /** The self-edit style (self-edit documents). */
   style?: Style;
 }
@@ -53,7 +90,7 @@ export class PretrainCorpus {
   readonly world: World;
   readonly options: CorpusOptions;
   readonly core: Entity[];
-  /** Names of the fresh people of in-context documents: pretraining-split names outside the core. */
+  /** Names of the fresh people of in-context documents (CorpusOptions.freshNames). */
   private readonly freshNames: string[];
 
   constructor(world: World, options: CorpusOptions) {
@@ -65,7 +102,8 @@ export class PretrainCorpus {
     this.options = options;
     this.core = world.entities.slice(0, options.coreEntities);
     const core = new Set(this.core.map((e) => e.name));
-    this.freshNames = namesIn('pretrain').map((n) => n.name).filter((n) => !core.has(n));
+    const pool = options.freshNames === 'any' ? SPLITS.flatMap((split) => namesIn(split)) : namesIn('pretrain');
+    this.freshNames = pool.map((n) => n.name).filter((n) => !core.has(n));
   }
 
   /** A person made up for one document: random attributes, random (distinct) related people. */
@@ -89,31 +127,37 @@ export class PretrainCorpus {
 
   /** One document of a kind. */
   document(kind: DocKind, rng: Rng): Document {
+    const doc = (segments: Segment[], style?: Style): Document => ({ kind, text: segments.map((x) => x.text).join(''), segments, ...(style ? { style } : {}) });
+    // "Q: … A:" then " answer", lines joined by newlines.
+    const qaSegments = (qs: { question: string; answer: string }[]): Segment[] => qs.flatMap((q, i) => {
+      const line = qaLine(q.question, q.answer);
+      const cut = line.length - q.answer.length - 1;
+      return [{ text: (i > 0 ? '\n' : '') + line.slice(0, cut), role: 'text' as const }, { text: line.slice(cut), role: 'answer' as const }];
+    });
     switch (kind) {
       case 'bio': {
         const e = pick(rng, this.core);
-        return { kind, text: passageBlock(renderPassageText(e, chooseFacts(e, rng), rng)) };
+        return doc([{ text: passageBlock(renderPassageText(e, chooseFacts(e, rng), rng)), role: 'text' }]);
       }
       case 'note': {
         const e = pick(rng, this.core);
-        return { kind, text: this.note(e, rng) };
+        return doc([{ text: this.note(e, rng), role: 'text' }]);
       }
       case 'cbqa': {
-        const lines: string[] = [];
+        const qs = [];
         const n = 3 + rng.below(4);
         for (let i = 0; i < n; i++) {
           const f = pick(rng, factsOf(pick(rng, this.core)));
-          const q = isRel(f.key) && rng.uniform() < 0.4 ? reverseQuestion(f, rng) : forwardQuestion(f, rng);
-          lines.push(qaLine(q.question, q.answer));
+          qs.push(isRel(f.key) && rng.uniform() < 0.4 ? reverseQuestion(f, rng) : forwardQuestion(f, rng));
         }
-        return { kind, text: lines.join('\n') };
+        return doc(qaSegments(qs));
       }
       case 'icqa': {
         const e = this.freshEntity(rng);
         const facts = chooseFacts(e, rng);
         const qs = rng.shuffle(questionsFor(facts, rng));
-        const n = Math.min(qs.length, 2 + rng.below(4));
-        return { kind, text: `${passageBlock(renderPassageText(e, facts, rng))}\n${qs.slice(0, n).map((q) => qaLine(q.question, q.answer)).join('\n')}` };
+        const n = this.options.icqaQuestions === 'all' ? qs.length : Math.min(qs.length, 2 + rng.below(4));
+        return doc([{ text: `${passageBlock(renderPassageText(e, facts, rng))}\n`, role: 'context' }, ...qaSegments(qs.slice(0, n))]);
       }
       case 'self-edit': {
         const e = this.freshEntity(rng);
@@ -121,7 +165,8 @@ export class PretrainCorpus {
         const text = renderPassageText(e, facts, rng);
         const style = pick(rng, STYLES);
         const passage = { id: '', subject: e.name, text, facts, questions: [] };
-        return { kind, style, text: selfEditPromptText(text) + writeSelfEdit(style, { passage, gender: e.gender, names: this.freshNames }, rng) };
+        const notes = writeSelfEdit(style, { passage, gender: e.gender, names: this.freshNames }, rng);
+        return doc([{ text: selfEditPromptText(text), role: 'context' }, { text: notes, role: 'notes' }], style);
       }
     }
   }
@@ -141,14 +186,36 @@ export class PretrainCorpus {
   }
 
   /**
+   * A document as BOS, its segments' tokens, EOS, with each token's loss weight (the labels
+   * convention of Sequence.trainMask: the weight of predicting that token). Segments are encoded one
+   * by one; they end where the pre-tokenizer cuts anyway (before a newline or a space-led word), so
+   * the ids equal those of the whole text (test/toyworld.test.ts checks it).
+   */
+  tokenize(doc: Document, tok: TextTokenizer): { tokens: number[]; weights: number[] } {
+    const eos = tok.eosTokenIds[0];
+    const bos = tok.bosTokenId;
+    if (eos === undefined || bos === undefined) throw new Error('PretrainCorpus: the tokenizer needs BOS and EOS tokens');
+    const w = this.options.weights;
+    const tokens = [bos];
+    const weights = [0];
+    for (const seg of doc.segments) {
+      const weight = seg.role === 'context' ? w.context : seg.role === 'answer' ? w.answer : seg.role === 'notes' ? w.notes : 1;
+      for (const id of tok.encode(seg.text, { addSpecialTokens: false })) { tokens.push(id); weights.push(weight); }
+    }
+    tokens.push(eos);
+    weights.push(1);
+    return { tokens, weights };
+  }
+
+  /**
    * The documents of training step `step` (1-based), tokenized (BOS … EOS), about `tokens` tokens in
    * all, with kinds chosen so every batch follows the token shares.
    */
   batch(step: number, tokens: number, tok: TextTokenizer): { sequences: Sequence[]; docs: Document[] } {
     const rng = new Rng(rngU32(this.options.seed, step));
-    const eos = tok.eosTokenIds[0];
-    if (eos === undefined) throw new Error('PretrainCorpus: the tokenizer has no EOS token');
-    const shares = DOC_KINDS.map((k) => this.options.shares[k]);
+    const ws = this.options.warmStart;
+    const table = ws && step <= ws.steps ? ws.shares : this.options.shares;
+    const shares = DOC_KINDS.map((k) => table[k]);
     const sum = shares.reduce((a, b) => a + b, 0);
     const produced = DOC_KINDS.map(() => 0);
     const sequences: Sequence[] = [];
@@ -163,9 +230,9 @@ export class PretrainCorpus {
         if ((shares[k] ?? 0) > 0 && deficit > bestDeficit) { best = k; bestDeficit = deficit; }
       });
       const doc = this.document(DOC_KINDS[best]!, rng);
-      const ids = [...tok.encode(doc.text), eos];
+      const { tokens: ids, weights } = this.tokenize(doc, tok);
       if (ids.length > this.options.maxTokens) continue;
-      sequences.push({ tokens: ids });
+      sequences.push({ tokens: ids, trainMask: weights });
       docs.push(doc);
       produced[best] = (produced[best] ?? 0) + ids.length;
       total += ids.length;

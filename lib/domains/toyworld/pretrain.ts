@@ -1,5 +1,6 @@
 // Pretraining of the embedded toy-world model: a small Llama trained from random weights with all
-// parameters on the pretraining corpus (corpus.ts), AdamW with linear warmup and cosine decay.
+// parameters on the pretraining corpus (corpus.ts), AdamW with linear warmup, a constant phase and a
+// cosine decay.
 // Writes a Hugging Face directory (config.json, model.safetensors, tokenizer.json,
 // tokenizer_config.json, generation_config.json, training.json) and checkpoints on the way.
 //
@@ -55,6 +56,8 @@ export interface PretrainOptions {
   lr: number;
   /** The cosine decays to lr * minLrRatio. */
   minLrRatio: number;
+  /** Fraction of the steps at the peak rate before the cosine decay starts (warmup-stable-decay). */
+  stableFraction: number;
   warmup: number;
   weightDecay: number;
   beta2: number;
@@ -74,18 +77,23 @@ export interface PretrainOptions {
 
 export const DEFAULT_PRETRAIN: Omit<PretrainOptions, 'outDir'> = {
   seed: 1,
-  steps: 1500,
-  batchTokens: 4096,
+  steps: 4500,
+  batchTokens: 2048,
   maxSeq: 256,
-  lr: 3e-3,
+  lr: 1e-3,
   minLrRatio: 0.1,
+  stableFraction: 0.6,
   warmup: 100,
   weightDecay: 0.1,
   beta2: 0.95,
   maxGradNorm: 1,
   checkpointEvery: 250,
   resumeWarmup: 20,
-  corpus: { coreEntities: DEFAULT_CORPUS.coreEntities, shares: { ...DEFAULT_CORPUS.shares } },
+  corpus: {
+    coreEntities: DEFAULT_CORPUS.coreEntities, shares: { ...DEFAULT_CORPUS.shares },
+    ...(DEFAULT_CORPUS.warmStart ? { warmStart: { steps: DEFAULT_CORPUS.warmStart.steps, shares: { ...DEFAULT_CORPUS.warmStart.shares } } } : {}),
+    freshNames: DEFAULT_CORPUS.freshNames, icqaQuestions: DEFAULT_CORPUS.icqaQuestions, weights: { ...DEFAULT_CORPUS.weights },
+  },
 };
 
 export interface PretrainResult {
@@ -110,8 +118,8 @@ interface TrainerState {
 
 function recipeOf(o: Omit<PretrainOptions, 'outDir'>): Record<string, unknown> {
   return {
-    seed: o.seed, steps: o.steps, batchTokens: o.batchTokens, maxSeq: o.maxSeq, lr: o.lr, minLrRatio: o.minLrRatio, warmup: o.warmup,
-    weightDecay: o.weightDecay, beta1: 0.9, beta2: o.beta2, maxGradNorm: o.maxGradNorm, schedule: 'linear warmup + cosine',
+    seed: o.seed, steps: o.steps, batchTokens: o.batchTokens, maxSeq: o.maxSeq, lr: o.lr, minLrRatio: o.minLrRatio, stableFraction: o.stableFraction, warmup: o.warmup,
+    weightDecay: o.weightDecay, beta1: 0.9, beta2: o.beta2, maxGradNorm: o.maxGradNorm, schedule: 'linear warmup, constant, cosine decay',
     optimizer: 'AdamW', initStd: 0.02, corpus: o.corpus, world: WORLD_PRESETS.pretrain,
   };
 }
@@ -167,7 +175,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     for (let step = startStep + 1; step <= o.steps; step++) {
       const { sequences, docs } = corpus.batch(step, o.batchTokens, tok);
       docs.forEach((d, i) => { kindTokens[d.kind] = (kindTokens[d.kind] ?? 0) + (sequences[i]?.tokens.length ?? 0); });
-      let lr = learningRate({ kind: 'cosine', lr: o.lr, total: o.steps, warmup: o.warmup, minLr: o.lr * o.minLrRatio }, step);
+      let lr = scheduledLr(o, step);
       if (startStep > 0 && step - startStep <= o.resumeWarmup) lr *= (step - startStep) / o.resumeWarmup;
       const r = await model.trainStep(sequences, {
         mode: 'full', lr, beta2: o.beta2, weightDecay: o.weightDecay, maxGradNorm: o.maxGradNorm, seed: rngSeed(o.seed, step),
@@ -175,7 +183,7 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
       const loss = r.loss.get(-1) ?? NaN;
       if (!Number.isFinite(loss)) throw new Error(`pretrain: loss is ${loss} at step ${step} (lr ${lr}); lower --lr`);
       losses.push(loss);
-      tokens += r.tokens;
+      tokens += sequences.reduce((a, q) => a + q.tokens.length, 0);
       o.onStep?.({ step, total: o.steps, loss, tokens, lr, seconds: elapsed() });
       if (o.checkpointEvery > 0 && step % o.checkpointEvery === 0 && step < o.steps) {
         const dir = join(o.outDir, 'checkpoints', `step-${step}`);
@@ -214,6 +222,13 @@ export async function pretrain(o: PretrainOptions): Promise<PretrainResult> {
     optimizer_state_restored_on_resume: false,
   });
   return result;
+}
+
+/** Warmup to the peak, hold it for stableFraction of the steps, then cosine decay to lr * minLrRatio. */
+export function scheduledLr(o: Pick<PretrainOptions, 'lr' | 'steps' | 'warmup' | 'stableFraction' | 'minLrRatio'>, step: number): number {
+  const stable = Math.max(o.warmup, Math.round(o.steps * o.stableFraction));
+  if (step <= stable) return learningRate({ kind: 'constant', lr: o.lr, total: o.steps, warmup: o.warmup }, step);
+  return learningRate({ kind: 'cosine', lr: o.lr, total: o.steps - stable, minLr: o.lr * o.minLrRatio }, step - stable);
 }
 
 function rngSeed(seed: number, step: number): number {

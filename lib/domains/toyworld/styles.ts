@@ -219,8 +219,10 @@ export interface StyleAnalysis {
   lines: number;
   /** Passage facts the self-edit states correctly (any direction or form). */
   covered: number;
-  /** Statements that contradict the passage or are not about it. */
+  /** Statements (notes or question-answer pairs) that contradict the passage or are not about it. */
   wrong: number;
+  /** Statements that agree with the passage. */
+  right: number;
   /** Lines that parse as nothing known. */
   unparsed: number;
 }
@@ -233,6 +235,7 @@ export function classifySelfEdit(text: string, passage: Passage): StyleAnalysis 
   for (const f of passage.facts) truth.set(`${f.subject}|${f.key}`, f.value);
   const covered = new Set<string>();
   let wrong = 0;
+  let right = 0;
   let unparsed = 0;
   let qa = 0;
   let implied = 0;
@@ -240,9 +243,9 @@ export function classifySelfEdit(text: string, passage: Passage): StyleAnalysis 
   let notes = 0;
   let empty = 0;
   const check = (f: Fact): void => {
-    if (truth.get(`${f.subject}|${f.key}`) === f.value) covered.add(`${f.subject}|${f.key}`);
+    if (truth.get(`${f.subject}|${f.key}`) === f.value) { covered.add(`${f.subject}|${f.key}`); right++; }
     // Siblings and best friends are symmetric: "Y's sibling is X" states the passage's "X's sibling is Y".
-    else if ((f.key === 'sibling' || f.key === 'friend') && truth.get(`${f.value}|${f.key}`) === f.subject) covered.add(`${f.value}|${f.key}`);
+    else if ((f.key === 'sibling' || f.key === 'friend') && truth.get(`${f.value}|${f.key}`) === f.subject) { covered.add(`${f.value}|${f.key}`); right++; }
     else wrong++;
   };
   for (const line of lines) {
@@ -257,7 +260,17 @@ export function classifySelfEdit(text: string, passage: Passage): StyleAnalysis 
     }
     if (!line.startsWith('- ')) { unparsed++; continue; }
     const body = line.slice(2);
-    if (body === passage.text) { copied++; for (const f of passage.facts) covered.add(`${f.subject}|${f.key}`); continue; }
+    if (body === passage.text) { copied++; for (const f of passage.facts) { covered.add(`${f.subject}|${f.key}`); right++; } continue; }
+    // Several sentences on one line: a (possibly imperfect) copy of the passage.
+    const sentences = body.split(/(?<=\.) /);
+    if (sentences.length >= 2) {
+      copied++;
+      for (const sentence of sentences) {
+        const st = parseStatement(sentence, subject);
+        if (st) for (const f of st.facts) check(f);
+      }
+      continue;
+    }
     if (EMPTY_NOTES.some((t) => t.slice(2).replace('{X}', subject) === body)) { empty++; continue; }
     const st = parseStatement(body, subject);
     if (!st) { unparsed++; continue; }
@@ -266,16 +279,17 @@ export function classifySelfEdit(text: string, passage: Passage): StyleAnalysis 
     for (const f of st.facts) check(f);
   }
   const n = lines.length;
+  // By form first (what kind of notes were written), then plain notes by content.
   let style: StyleLabel;
   if (n === 0 || (empty > 0 && empty === n)) style = 'empty';
-  else if (copied > 0 && copied + unparsed === n) style = 'copy';
+  else if (copied > 0 && copied + unparsed + empty === n) style = 'copy';
   else if (unparsed * 2 > n) style = 'other';
-  else if (qa > 0 && notes + copied > 0) style = 'mixed';
+  else if (qa * 3 >= 2 * n) style = 'qa';
+  else if (qa * 3 >= n) style = 'mixed';
+  else if (implied * 2 >= Math.max(1, notes)) style = 'implications';
   else if (wrong > 0) style = 'noisy';
-  else if (qa > 0) style = 'qa';
-  else if (implied > 0) style = 'implications';
   else if (covered.size >= passage.facts.length) style = 'restate';
   else if (covered.size > 0) style = 'partial';
   else style = 'other';
-  return { style, lines: n, covered: covered.size, wrong, unparsed };
+  return { style, lines: n, covered: covered.size, wrong, right, unparsed };
 }
