@@ -9,9 +9,10 @@ export interface Progress {
 
 export function progress(label: string, total: number, fieldNames: string[]): Progress {
   if (process.stderr.isTTY) {
-    const fmt = `${label} [{bar}] {value}/{total} ${fieldNames.map((f) => `${f} {${f}}`).join('  ')}  eta {eta_formatted}`;
+    // A field named "detail" is free text and shown without its name.
+    const fmt = `${label} [{bar}] {value}/{total} ${fieldNames.map((f) => (f === 'detail' ? `{${f}}` : `${f} {${f}}`)).join('  ')}  eta {eta_formatted}`;
     const bar = new cliProgress.SingleBar({ format: fmt, stream: process.stderr, hideCursor: true }, cliProgress.Presets.shades_classic);
-    bar.start(total, 0, Object.fromEntries(fieldNames.map((f) => [f, '-'])));
+    bar.start(total, 0, Object.fromEntries(fieldNames.map((f) => [f, f === 'detail' ? '' : '-'])));
     return { update: (done, fields) => bar.update(done, fields), stop: () => bar.stop() };
   }
   let last = 0;
@@ -20,7 +21,8 @@ export function progress(label: string, total: number, fieldNames: string[]): Pr
       const now = Date.now();
       if (done < total && now - last < 2000) return;  // at most one line every 2 s
       last = now;
-      process.stderr.write(`${label} ${done}/${total} ${Object.entries(fields).map(([k, v]) => `${k} ${v}`).join('  ')}\n`);
+      const shown = Object.entries(fields).filter(([, v]) => v !== '').map(([k, v]) => (k === 'detail' ? String(v) : `${k} ${v}`));
+      process.stderr.write(`${`${label} ${done}/${total} ${shown.join('  ')}`.trimEnd()}\n`);
     },
     stop() {},
   };
