@@ -1,6 +1,7 @@
 // `seal demo --quick` on the committed toy-world model, through the CLI as a user runs it: the
 // --json summary names the five conditions, every number in it traces to ledger lines, the run
-// directory holds what the help promises, and --resume on the finished run changes nothing.
+// directory holds what the help promises, and --resume on the finished run changes nothing; and
+// `seal demo arc --quick` on the committed toy few-shot model.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,7 @@ import * as assert from 'uvu/assert';
 import type { InnerEntry, LedgerEntry } from '../lib/seal/ledger.js';
 import { summarize, type RunSummary } from '../lib/seal/summary.js';
 import { DEMO_SIZES } from '../lib/cli/commands/demo.js';
+import { ARC_DEMO_SIZES } from '../lib/cli/commands/arc-demo.js';
 import { repoRoot } from './helpers/fixtures.js';
 
 const modelDir = join(repoRoot, 'models/toyworld');
@@ -87,6 +89,34 @@ if (existsSync(join(modelDir, 'model.safetensors'))) {
 } else {
   test.skip('seal demo --quick (models/toyworld absent)', () => {});
   console.log(`skip: seal demo (no ${modelDir}/model.safetensors)`);
+}
+
+const arcModelDir = join(repoRoot, 'models/toy-arc');
+if (existsSync(join(arcModelDir, 'model.safetensors'))) {
+  test('seal demo arc --quick --json: four conditions, task counts and accuracies from the ledger', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sealkit-demo-arc-'));
+    try {
+      const runDir = join(dir, 'run');
+      const r = seal('demo', 'arc', '--quick', '--json', '--run-dir', runDir, '--threads', '2');
+      assert.is(r.status, 0, r.stderr);
+      const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { conditions: { name: string; accuracy: number; tasks: number }[]; run_dir: string };
+      assert.equal(out.conditions.map((c) => c.name), ['no adaptation', 'fixed TTT', 'base self-edits', 'SEAL']);
+      const ledger = readLedger(runDir);
+      for (const c of out.conditions) {
+        const lines = ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'eval' && e.condition === c.name);
+        assert.is(c.tasks, ARC_DEMO_SIZES.quick.evalTasks, c.name);
+        assert.is(lines.length, ARC_DEMO_SIZES.quick.evalTasks, c.name);
+        assert.ok(Math.abs(c.accuracy - lines.reduce((a, e) => a + e.score, 0) / lines.length) < 1e-12, c.name);
+      }
+      // Invalid self-edits (unparsable or over budget) are in the ledger with reward 0, never a crash.
+      for (const e of ledger) if (e.type === 'inner' && !e.valid) { assert.is(e.score, 0); assert.ok(e.reason); }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+} else {
+  test.skip('seal demo arc --quick (models/toy-arc absent)', () => {});
+  console.log(`skip: seal demo arc (no ${arcModelDir}/model.safetensors)`);
 }
 
 test.run();

@@ -6,6 +6,8 @@ export interface CliCommand {
   summary: string;
   /** Full usage text for `seal NAME --help`. */
   usage: string;
+  /** Usage texts of sub-commands (`seal NAME SUB --help`), e.g. `seal demo arc`. */
+  subUsage?: Record<string, string>;
   /** Runs the command with the arguments after its name; resolves to the process exit code. */
   run(argv: string[]): Promise<number>;
 }

@@ -38,7 +38,8 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
-    process.stdout.write(`${command.usage.trimEnd()}\n`);
+    const sub = rest[0] !== undefined ? command.subUsage?.[rest[0]] : undefined;
+    process.stdout.write(`${(sub ?? command.usage).trimEnd()}\n`);
     return 0;
   }
   return command.run(rest);

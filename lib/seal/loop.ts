@@ -31,8 +31,8 @@ export interface SealConfig {
   samples: number;
   /** Inner-loop repeats per self-edit (R); the reward is their mean score. */
   repeats: number;
-  /** best-of-k: keep each context's best self-edit (the reference); threshold: keep every self-edit whose reward beats no adaptation by `margin`. */
-  filter: { kind: 'best-of-k' } | { kind: 'threshold'; margin: number };
+  /** best-of-k: keep each context's best self-edit (the reference); threshold: keep every self-edit whose reward beats no adaptation by `margin`; min-reward: keep every self-edit whose reward is at least `min`. */
+  filter: { kind: 'best-of-k' } | { kind: 'threshold'; margin: number } | { kind: 'min-reward'; min: number };
   /** Sampling of self-edits (the reference: temperature 1, top-p 0.95). */
   sampling: { temperature: number; topP: number };
   /** Policy update (ReST-EM M-step): LoRA SFT then merge. */
@@ -235,6 +235,10 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
             let best = -1;
             rewards.forEach((r, i) => { if (best < 0 || r > rewards[best]!) best = i; });  // ties: the earlier sample
             if (best >= 0 && list[best]!.trim() !== '') kept.push({ ctx, sample: best, text: list[best]!, reward: rewards[best]! });
+          } else if (cfg.filter.kind === 'min-reward') {
+            // Every self-edit whose reward reaches `min` (the reference's ARC rule: reward 1, §4.8).
+            const min = cfg.filter.min;
+            rewards.forEach((r, i) => { if (r >= min && list[i]!.trim() !== '') kept.push({ ctx, sample: i, text: list[i]!, reward: r }); });
           } else {
             const base = results.find((r) => r.context === ctx.id && r.sample === -1)?.score ?? 0;
             const margin = cfg.filter.margin;

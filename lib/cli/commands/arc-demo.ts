@@ -24,7 +24,7 @@ export const TOY_ARC_MODEL_DIR = fileURLToPath(new URL('../../../models/toy-arc/
  */
 export const TOY_ARC_DOMAIN: ArcDomainOptions = {
   inner: { rank: 16, alpha: 32, batchSize: 2, schedule: 'cosine', maxGradNorm: 1, weightDecay: 0 },
-  ttt: { maxExamples: 32, maxTokens: 700, maxSteps: 96 },
+  ttt: { maxExamples: 32, maxTokens: 400, maxSteps: 64 },
   selfEditMaxTokens: 128,
   evalBatch: 256,
 };
@@ -33,28 +33,28 @@ export const TOY_ARC_DOMAIN: ArcDomainOptions = {
 export const TOY_ARC_FIXED: SelfEditConfig = {
   augmentations: { basic: true, size: true, chain: true, repeat: true },
   lossOn: 'output',
-  learningRate: 0.003,
+  learningRate: 0.001,
   epochs: 2,
 };
 
 export const ARC_DEMO_SIZES = {
-  full: { evalTasks: 24, trainTasks: 24, samples: 6 },
-  quick: { evalTasks: 6, trainTasks: 6, samples: 3 },
+  full: { evalTasks: 48, trainTasks: 48, samples: 8 },
+  quick: { evalTasks: 6, trainTasks: 4, samples: 3 },
 };
 
 export function arcDemoConfig(quick: boolean, seed: number): SealConfig {
   const size = quick ? ARC_DEMO_SIZES.quick : ARC_DEMO_SIZES.full;
   return {
     seed, rounds: 1, contextsPerRound: size.trainTasks, samples: size.samples, repeats: 1,
-    filter: { kind: 'threshold', margin: 0 },
+    filter: { kind: 'min-reward', min: 1 },
     sampling: { temperature: 0.8, topP: 1 },
-    policy: { rank: 16, alpha: 32, lr: 1e-3, epochs: 3, batchSize: 4 }, parallel: 16,
+    policy: { rank: 16, alpha: 32, lr: 3e-3, epochs: 8, batchSize: 4 }, parallel: 16,
     baselines: { noAdaptation: true, baselineTraining: true, baseSelfEdits: true },
     names: { noAdaptation: 'no adaptation', baselineTraining: 'fixed TTT', baseSelfEdits: 'base self-edits', round: 'SEAL' },
   };
 }
 
-const USAGE = `usage: seal demo arc [--quick] [--run-dir DIR] [--resume DIR] [--seed S] [--threads N] [--json]
+export const ARC_DEMO_USAGE = `usage: seal demo arc [--quick] [--run-dir DIR] [--resume DIR] [--seed S] [--threads N] [--json]
 
   SEAL's few-shot (ARC) experiment on the toy few-shot family with the model the project pretrained
   on it (models/toy-arc), on held-out tasks: no adaptation, fixed TTT, base self-edits, SEAL (one
@@ -68,7 +68,7 @@ export async function arcDemo(argv: string[]): Promise<number> {
     options: { quick: { type: 'boolean' }, 'run-dir': { type: 'string' }, resume: { type: 'string' }, seed: { type: 'string', default: '0' }, threads: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
   });
   if (values.help) {
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(`${ARC_DEMO_USAGE}\n`);
     return 0;
   }
   if (!existsSync(join(TOY_ARC_MODEL_DIR, 'model.safetensors'))) throw new UsageError(`demo arc: the toy model is missing (${TOY_ARC_MODEL_DIR}); rebuild it with scripts/build-toy-arc-model.sh`);

@@ -56,8 +56,8 @@ options:
 
   Self-edits: temperature ${SELF_EDIT_SAMPLING.temperature}, at most ${SELF_EDIT_SAMPLING.maxTokens} tokens. Fixed TTT: all four augmentation
   families, loss on outputs, lr 1e-4, 2 epochs. Reward: 1 when one of the two voted attempts solves
-  each test input of the task, else 0. ReST-EM keeps every self-edit with reward 1 (on
-  tasks not solved without adaptation) and fine-tunes the policy on them (LoRA r 16, alpha 16, lr 5e-5, 8 epochs, batch 5).`;
+  each test input of the task, else 0. ReST-EM keeps every self-edit with reward 1 and
+  fine-tunes the policy on them (LoRA r 16, alpha 16, lr 5e-5, 8 epochs, batch 5).`;
 
 function splitArg(v: string | undefined, name: string, fallback: ArcSplit): ArcSplit {
   const s = v ?? fallback;
@@ -80,10 +80,8 @@ export function selectEvalTasks(tasks: readonly ArcTask[], split: ArcSplit, n?: 
 export function arcSealConfig(o: { seed: number; rounds: number; contexts: number; samples: number }): SealConfig {
   return {
     seed: o.seed, rounds: o.rounds, contextsPerRound: o.contexts, samples: o.samples, repeats: 1,
-    // Rewards are 0/1; the reference keeps every self-edit with reward 1. Here: every self-edit with
-    // reward 1 on a task the model does not solve without adaptation (on a solved task a reward
-    // says nothing about the configuration).
-    filter: { kind: 'threshold', margin: 0 },
+    // Rewards are 0/1; the reference keeps every self-edit with reward 1 (§4.8).
+    filter: { kind: 'min-reward', min: 1 },
     sampling: { temperature: SELF_EDIT_SAMPLING.temperature, topP: 1 },
     policy: { rank: 16, alpha: 16, lr: 5e-5, epochs: 8, batchSize: 5 }, parallel: 8,
     baselines: { noAdaptation: true, baselineTraining: true, baseSelfEdits: true },

@@ -12,6 +12,7 @@ import { TextTokenizer } from '../../model/tokenizer.js';
 import { runSeal, type SealConfig } from '../../seal/loop.js';
 import { accuracySvg } from '../../seal/plot.js';
 import { UsageError, type CliCommand } from '../command.js';
+import { ARC_DEMO_USAGE } from './arc-demo.js';
 import { progress, type Progress } from '../progress.js';
 
 const MODEL_DIR = fileURLToPath(new URL('../../../models/toyworld/', import.meta.url));
@@ -50,6 +51,7 @@ export const demoCommand: CliCommand = {
   name: 'demo',
   summary: 'SEAL end to end on the embedded toy world and model (minutes on a CPU)',
   usage: USAGE,
+  subUsage: { arc: ARC_DEMO_USAGE },
   async run(argv) {
     if (argv[0] === 'arc') return (await import('./arc-demo.js')).arcDemo(argv.slice(1));
     const { values } = parseArgs({
