@@ -10,12 +10,18 @@ perturbed so every adapter gets gradients.
   train    forward + cross-entropy on every next-token target + backward + grad-norm clip (1.0)
            + AdamW step (weight decay 0) on the LoRA parameters only
   forward  inference-mode forward computing every token's log-probability of the next token
+  decode   greedy KV-cache generation, as `seal bench decode`: --batch prompts of --prompt random
+           tokens are prefilled together (the first new token is the argmax at the last prompt
+           position), then --new - 1 further tokens are produced one step at a time, each step
+           feeding the previous token of every sequence through the model with a per-layer K/V
+           cache (preallocated, appended in place). tokens_per_s = batch * (new - 1) / the time
+           from the first token to the last (prefill excluded, timed separately).
 
 dtype modes:
   fp32            everything float32
   bf16-autocast   float32 weights, torch.autocast("cpu", bfloat16) around the forward (+ loss)
   bf16-weights    the whole model (adapters too) cast to bfloat16; norms, softmax and the loss in
-                  float32 as transformers does
+                  float32 as transformers does (decode: the K/V cache is bfloat16 too)
 
 Config: a Hugging Face config.json object, read from --config PATH (or "-" for stdin). Weights
 and tokens are random. Prints progress on stderr and one JSON object as the last stdout line.
@@ -167,6 +173,41 @@ class Block(nn.Module):
         h = self.post_norm(x)
         return x + self.down(F.silu(self.gate(h)) * self.up(h))
 
+    def forward_cached(self, x, cos, sin, mask, cache, pos):
+        """x holds T new tokens at positions pos..pos+T-1 (prefill: pos 0 and the causal mask;
+        decode: T = 1, mask None). Their K/V are written into cache = [K, V, max_len] (K and V:
+        B, nkv, max_len, hd, allocated on first use) and the new queries attend over
+        cache[:, :, :pos+T]."""
+        cfg = self.cfg
+        B, T, _ = x.shape
+        nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
+        g = nh // nkv
+        h = self.input_norm(x)
+        q = self.q(h).view(B, T, nh, hd).transpose(1, 2)   # B, nh, T, hd
+        k = self.k(h).view(B, T, nkv, hd).transpose(1, 2)  # B, nkv, T, hd
+        v = self.v(h).view(B, T, nkv, hd).transpose(1, 2)
+        cos, sin = cos.to(v.dtype), sin.to(v.dtype)
+        scale = 1.0 / math.sqrt(hd)
+        q = q * (cos * scale) + rotate_half(q) * (sin * scale)
+        k = k * cos + rotate_half(k) * sin
+        if cache[0] is None:
+            cache[0] = torch.empty(B, nkv, cache[2], hd, dtype=k.dtype)
+            cache[1] = torch.empty(B, nkv, cache[2], hd, dtype=v.dtype)
+        L = pos + T
+        cache[0][:, :, pos:L] = k
+        cache[1][:, :, pos:L] = v
+        keys, vals = cache[0][:, :, :L], cache[1][:, :, :L]
+        q = q.reshape(B, nkv, g * T, hd)
+        s = torch.matmul(q, keys.transpose(-1, -2)).float()  # B, nkv, g*T, L
+        if mask is not None:
+            s = s.view(B, nkv, g, T, L) + mask
+        p = torch.softmax(s, dim=-1).to(vals.dtype)
+        a = torch.matmul(p.view(B, nkv, g * T, L), vals)     # B, nkv, g*T, hd
+        a = a.view(B, nh, T, hd).transpose(1, 2).reshape(B, T, nh * hd)
+        x = x + self.o(a)
+        h = self.post_norm(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
 
 class Llama(nn.Module):
     def __init__(self, cfg, rank=16, alpha=32.0):
@@ -197,16 +238,39 @@ class Llama(nn.Module):
         x = self.norm(x)
         return F.linear(x, self.embed if self.head is None else self.head)
 
+    def new_cache(self, max_len):
+        """One [K, V, max_len] per layer; K and V are allocated by the first forward_cached."""
+        return [[None, None, max_len] for _ in self.blocks]
+
+    def forward_cached(self, tokens, cache, pos):
+        """Logits of the last position only, after running tokens (B, T) at positions
+        pos..pos+T-1 through the cache."""
+        T = tokens.shape[1]
+        cos, sin, mask = self.tables(cache[0][2])
+        cos, sin = cos[pos:pos + T], sin[pos:pos + T]
+        mask = mask[:T, :T] if T > 1 else None  # prefill starts at 0: causal; one new token sees everything
+        if T > 1 and pos != 0:
+            raise ValueError("multi-token cached forward is only implemented from position 0")
+        x = F.embedding(tokens, self.embed)
+        for blk, c in zip(self.blocks, cache):
+            x = blk.forward_cached(x, cos, sin, mask, c, pos)
+        x = self.norm(x[:, -1])
+        return F.linear(x, self.embed if self.head is None else self.head)  # B, vocab
+
 
 # ----------------------------------------------------------------------------- benchmark
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True, help="config.json path, or - for stdin")
-    ap.add_argument("--work", choices=["train", "forward"], required=True)
+    ap.add_argument("--work", choices=["train", "forward", "decode"], required=True)
     ap.add_argument("--dtype", choices=["fp32", "bf16-autocast", "bf16-weights"], default="fp32")
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4, help="sequences per step (decode: prompts decoded together)")
+    ap.add_argument("--seq", type=int, default=256, help="train/forward: tokens per sequence")
+    ap.add_argument("--prompt", type=int, default=128, help="decode: random prompt tokens per sequence")
+    ap.add_argument("--new", type=int, default=128, help="decode: tokens generated per sequence (>= 2)")
+    ap.add_argument("--check", action="store_true",
+                    help="decode: afterwards, check the KV-cache path against full forwards (logits per position)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
@@ -222,6 +286,9 @@ def main():
     cfg = Cfg(raw)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+
+    if a.work == "decode":
+        return decode(a, cfg)
 
     train = a.work == "train"
     t_build = time.perf_counter()
@@ -283,7 +350,91 @@ def main():
         "batch": a.batch, "seq": a.seq, "threads": torch.get_num_threads(),
         "tokens_per_s": a.batch * a.seq / (med / 1e3), "step_ms_median": med, "step_ms_all": times,
         "last_value": last, "build_s": build_s,
-        "env": {k: os.environ.get(k) for k in ("LD_PRELOAD", "TCMALLOC_RELEASE_RATE", "LD_LIBRARY_PATH", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS")},
+        "env": env_shown(),
+    }
+    print(json.dumps(out))
+
+
+def env_shown():
+    return {k: os.environ.get(k) for k in ("LD_PRELOAD", "TCMALLOC_RELEASE_RATE", "LD_LIBRARY_PATH", "OPENBLAS_CORETYPE", "OMP_NUM_THREADS")}
+
+
+def decode(a, cfg):
+    """`seal bench decode`'s work (lib/bench/engine-bench.ts runDecodeBench): every timed call is a
+    whole greedy generation; prefill = up to the first token, decode = first token to last."""
+    if a.batch < 1 or a.prompt < 1 or a.new < 2:
+        raise SystemExit("decode needs --batch >= 1, --prompt >= 1 and --new >= 2")
+    t_build = time.perf_counter()
+    model = Llama(cfg, rank=0, alpha=a.alpha)
+    if a.dtype == "bf16-weights":
+        model = model.to(torch.bfloat16)
+    model.eval()
+    build_s = time.perf_counter() - t_build
+    B, P, N = a.batch, a.prompt, a.new
+    prompts = torch.randint(cfg.vocab, (B, P), generator=torch.Generator().manual_seed(42))
+    autocast = a.dtype == "bf16-autocast"
+    max_len = P + N  # P + N - 1 positions are written: the last token is not fed back
+    model.tables(max_len)  # RoPE/mask tables built once, outside the timing (the engine's are too)
+
+    def generate():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            cache = model.new_cache(max_len)
+            t0 = time.perf_counter()
+            logits = model.forward_cached(prompts, cache, 0)
+            tok = logits.argmax(-1)  # greedy; (B,)
+            t1 = time.perf_counter()
+            out = [tok]
+            for i in range(N - 1):
+                logits = model.forward_cached(tok.view(B, 1), cache, P + i)
+                tok = logits.argmax(-1)
+                out.append(tok)
+            t2 = time.perf_counter()
+            last = logits.float().max().item()
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3, torch.stack(out, 1), last
+
+    prefill, dec, last, gen_tokens = [], [], None, None
+    total = a.warmup + a.repeats
+    for i in range(total):
+        p_ms, d_ms, gen_tokens, last = generate()
+        if i >= a.warmup:
+            prefill.append(p_ms)
+            dec.append(d_ms)
+        if not a.quiet:
+            print(f"  decode {a.dtype} run {i + 1}/{total}: prefill {p_ms:.1f} ms, {N - 1} steps {d_ms:.1f} ms "
+                  f"({B * (N - 1) / (d_ms / 1e3):.1f} tokens/s)", file=sys.stderr)
+        if not math.isfinite(last):
+            raise SystemExit(f"non-finite logit {last}")
+
+    check = None
+    if a.check:
+        # The cache against full (uncached) forwards: feed random continuation tokens (random
+        # weights make greedy output repetitive) step by step through the cache and compare every
+        # step's logits with the full forward's at the same position.
+        cont = torch.randint(cfg.vocab, (B, N - 1), generator=torch.Generator().manual_seed(7))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            cache = model.new_cache(max_len)
+            steps = [model.forward_cached(prompts, cache, 0).float()]
+            for i in range(N - 1):
+                steps.append(model.forward_cached(cont[:, i:i + 1], cache, P + i).float())
+            cached = torch.stack(steps, 1)                                   # B, N, vocab
+            full = model(torch.cat((prompts, cont), 1))[:, P - 1:].float()  # B, N, vocab
+        diff = (cached - full).abs().max().item()
+        agree = (cached.argmax(-1) == full.argmax(-1)).float().mean().item()
+        check = {"max_abs_logit_diff": diff, "logit_abs_max": full.abs().max().item(), "argmax_agreement": agree}
+        print(f"  check: cached vs full forward over {N} positions: max |logit diff| {diff:.3g} "
+              f"(logits up to {check['logit_abs_max']:.3g}), argmax agrees on {100 * agree:.1f}%", file=sys.stderr)
+
+    med = statistics.median(dec)
+    timed = B * (N - 1)
+    out = {
+        "peer": "pytorch", "torch": torch.__version__, "mode": a.dtype, "work": "decode", "name": a.name,
+        "batch": B, "seq": P + N, "prompt": P, "new": N, "threads": torch.get_num_threads(),
+        "tokens_per_s": timed / (med / 1e3), "step_ms_median": med / (N - 1), "step_ms_all": dec,
+        "decode_ms_median": med, "prefill_ms_median": statistics.median(prefill), "prefill_ms_all": prefill,
+        "tokens_timed": timed, "prefill_in_timing": False, "sampling": "greedy",
+        "timing": "tokens_per_s = batch*(new-1) / median(time from the first token to the last); step_ms_median = that time / (new-1)",
+        "first_tokens": gen_tokens[0, :8].tolist(), "last_value": last, "check": check, "build_s": build_s,
+        "env": env_shown(),
     }
     print(json.dumps(out))
 

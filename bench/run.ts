@@ -1,5 +1,6 @@
 // sealkit benchmark suite: the engine against a tuned PyTorch peer on the same model shapes, with
-// this machine's measured FP32/BF16 compute peaks and memory bandwidth for MFU figures.
+// this machine's measured FP32/BF16 compute peaks and memory bandwidth for MFU figures and the
+// decode weight-streaming bound.
 //
 //   npm run bench [-- --quick] [-- --threads N] [-- --json] [-- --rounds R] [-- --storage bf16|f32]
 //
@@ -23,19 +24,34 @@ const LORA_RANK = 16;
 /** Other processes' average CPU use above which a run counts as contended (and is re-measured). */
 const CONTENDED_CPUS = 0.3;
 
-type Work = 'train' | 'forward';
+type Work = 'train' | 'forward' | 'decode';
 type PeerMode = 'fp32' | 'bf16-autocast' | 'bf16-weights';
 
 interface Case {
   id: string;
   preset: string;
   work: Work;
+  /** train/forward: sequences per step; decode: prompts decoded together (`--gen-batch`). */
   batch: number;
+  /** train/forward: tokens per sequence; decode: prompt + newTokens (as the engine reports it). */
   seq: number;
+  /** decode only: random prompt tokens per sequence, and tokens generated per sequence. */
+  prompt?: number;
+  newTokens?: number;
+  /** A W/R pair: W warm-up calls, then R timed calls (decode: whole generations). */
   warmup: number;
   repeats: number;
   peerModes: PeerMode[];
+  /** The issue's target for engine / best peer, where it states one (shown as met / not met). */
+  target?: number;
 }
+
+/** A decode case: seq is prompt + new, as `seal bench decode --json` reports it. */
+const decodeCase = (id: string, preset: string, batch: number, prompt: number, newTokens: number, warmup: number, repeats: number, peerModes: PeerMode[]): Case =>
+  ({ id, preset, work: 'decode', batch, seq: prompt + newTokens, prompt, newTokens, warmup, repeats, peerModes });
+
+/** How a case's shape is printed: `4x256`, or `b1 128+128` for decode (batch, prompt + new). */
+const shape = (c: Case) => (c.work === 'decode' ? `b${c.batch} ${c.prompt}+${c.newTokens}` : `${c.batch}x${c.seq}`);
 
 interface Run {
   /** CPUs' worth of other load seen just before the run started (see waitQuiet). */
@@ -93,7 +109,8 @@ if (opts.help) {
   --retries K  re-run a measurement up to K times when other processes used more than 0.3 CPUs
                on average while it ran (default 2, quick 1)
   --only IDS   run only these benchmarks (comma-separated: smollm2-train, smollm2-forward,
-               tiny-train, tiny-forward)
+               smollm2-decode-b1, smollm2-decode-b8, tiny-train, tiny-forward; quick:
+               smollm2-train, smollm2-forward, smollm2-decode-b1, tiny-train)
 `);
   process.exit(0);
 }
@@ -115,17 +132,27 @@ function fail(msg: string): never {
 }
 
 const ALL_PEER: PeerMode[] = ['fp32', 'bf16-autocast', 'bf16-weights'];
+// Decode peer modes: autocast re-casts every fp32 weight to bf16 at every step (weights that need
+// no gradient get no autocast cast cache), so it cannot beat bf16-weights there and is left out.
+const DECODE_PEER: PeerMode[] = ['fp32', 'bf16-weights'];
+/** The issue's target for the tiny-preset LoRA step: the engine at least 5x the best PyTorch mode. */
+const TINY_TRAIN_TARGET = 5;
 const SUITE: Case[] = opts.quick
   ? [
       { id: 'smollm2-train', preset: 'smollm2-135m', work: 'train', batch: 1, seq: 64, warmup: 1, repeats: 2, peerModes: ['fp32', 'bf16-autocast'] },
       { id: 'smollm2-forward', preset: 'smollm2-135m', work: 'forward', batch: 1, seq: 64, warmup: 1, repeats: 3, peerModes: ALL_PEER },
-      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 64, warmup: 2, repeats: 5, peerModes: ['fp32', 'bf16-autocast'] },
+      decodeCase('smollm2-decode-b1', 'smollm2-135m', 1, 32, 16, 1, 2, DECODE_PEER),
+      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 64, warmup: 2, repeats: 5, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
     ]
   : [
       // SmolLM2 LoRA steps take seconds each: 1 warm-up + 3 timed steps per process.
       { id: 'smollm2-train', preset: 'smollm2-135m', work: 'train', batch: 4, seq: 256, warmup: 1, repeats: 3, peerModes: ALL_PEER },
       { id: 'smollm2-forward', preset: 'smollm2-135m', work: 'forward', batch: 4, seq: 256, warmup: 1, repeats: 5, peerModes: ALL_PEER },
-      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ['fp32', 'bf16-autocast'] },
+      // Greedy KV-cache decode, 128 random prompt tokens + 128 new; every timed call is a whole
+      // generation (1 warm-up + 3 timed per process).
+      decodeCase('smollm2-decode-b1', 'smollm2-135m', 1, 128, 128, 1, 3, DECODE_PEER),
+      decodeCase('smollm2-decode-b8', 'smollm2-135m', 8, 128, 128, 1, 3, DECODE_PEER),
+      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
       { id: 'tiny-forward', preset: 'tiny', work: 'forward', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ALL_PEER },
     ];
 
@@ -343,7 +370,12 @@ const scaled = (nt: string, one: string): number | null => {
   return a === null && b === null ? null : Math.max(a ?? 0, (b ?? 0) * threads);
 };
 let PEAK_FP32 = scaled('fp32_fma_gflops_nt', 'fp32_fma_gflops_1t');
-const PEAK_BF16 = scaled('bf16_dot_gflops_nt', 'bf16_dot_gflops_1t');
+// The BF16 reference is the fastest bf16 unit the CPU has: AMX tiles where present (both the engine
+// and PyTorch's oneDNN use them), else vdpbf16ps. Against vdpbf16ps alone, AMX runs read as >100 %.
+const PEAK_BF16_DOT = scaled('bf16_dot_gflops_nt', 'bf16_dot_gflops_1t');
+const PEAK_AMX = scaled('amx_bf16_gflops_nt', 'amx_bf16_gflops_1t');
+const PEAK_BF16 = PEAK_AMX !== null && PEAK_AMX > (PEAK_BF16_DOT ?? 0) ? PEAK_AMX : PEAK_BF16_DOT;
+const PEAK_BF16_UNIT = PEAK_BF16 !== null && PEAK_BF16 === PEAK_AMX ? 'AMX bf16' : 'BF16 dot';
 
 /** Median FP32 FMA GFLOP/s over a ~0.1 s probe on all threads: how fast the machine is right now. */
 async function probe(): Promise<number | null> {
@@ -403,14 +435,19 @@ const configPath = (preset: string): string => {
 // ------------------------------------------------------------------------------------ suite
 
 function engineArgs(c: Case): string[] {
-  return [join(ROOT, 'bin', 'seal.js'), 'bench', c.work, '--preset', c.preset, '--batch', String(c.batch), '--seq', String(c.seq),
+  const shapeArgs = c.work === 'decode'
+    ? ['--gen-batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens)]
+    : ['--batch', String(c.batch), '--seq', String(c.seq)];
+  return [join(ROOT, 'bin', 'seal.js'), 'bench', c.work, '--preset', c.preset, ...shapeArgs,
     '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--storage', storage!, '--json'];
 }
 
 function peerArgs(c: Case, mode: PeerMode): string[] {
+  const shapeArgs = c.work === 'decode'
+    ? ['--batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens)]
+    : ['--batch', String(c.batch), '--seq', String(c.seq), '--rank', String(LORA_RANK)];
   return [join(ROOT, 'bench', 'peer_torch.py'), '--config', configPath(c.preset), '--name', c.preset, '--work', c.work, '--dtype', mode,
-    '--batch', String(c.batch), '--seq', String(c.seq), '--threads', String(threads), '--repeats', String(c.repeats),
-    '--warmup', String(c.warmup), '--rank', String(LORA_RANK), '--quiet'];
+    ...shapeArgs, '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--quiet'];
 }
 
 interface CaseResult { c: Case; contestants: Contestant[] }
@@ -442,13 +479,13 @@ for (const c of SUITE) {
         if (!best || (run.other_during_cpus ?? 0) < (best.other_during_cpus ?? 0)) best = run;
         best.attempts = attempt;
         if (other === null || other <= CONTENDED_CPUS || attempt > retries) break;
-        log(`  ${c.preset} ${c.work} ${k.label}: other processes used ${other.toFixed(2)} CPUs during the run ` +
+        log(`  ${c.preset} ${c.work} ${shape(c)} ${k.label}: other processes used ${other.toFixed(2)} CPUs during the run ` +
           `(${run.tokens_per_s.toFixed(1)} tokens/s); measuring again (${attempt}/${retries}) ...`);
       }
       if (isRun(run) && best) run = best;
       k.runs.push(run);
       done++;
-      log(`[${done}/${total}] ${c.preset} ${c.work} ${c.batch}x${c.seq} ${k.label} round ${r + 1}: ` +
+      log(`[${done}/${total}] ${c.preset} ${c.work} ${shape(c)} ${k.label} round ${r + 1}: ` +
         (isRun(run) ? `${run.tokens_per_s.toFixed(1)} tokens/s (median step ${run.step_ms_median.toFixed(1)} ms, ${run.wall_s.toFixed(1)} s` +
           `${run.probe_before !== null && run.probe_after !== null ? `; probe ${run.probe_before.toFixed(0)}/${run.probe_after.toFixed(0)} GFLOP/s` : ''}` +
           `${run.other_during_cpus !== null && run.other_during_cpus > 0.05 ? `; other load ${run.other_during_cpus.toFixed(2)} CPUs during the run` : ''})` : `FAILED ${run.error}`));
@@ -462,6 +499,10 @@ for (const c of SUITE) {
 
 interface Row {
   id: string; preset: string; work: Work; batch: number; seq: number; contestant: string;
+  /** decode only (else null): prompt tokens and new tokens per sequence, median prefill time. */
+  prompt: number | null; new_tokens: number | null; prefill_ms_median: number | null;
+  /** decode only: this row's tokens/s as a share of the weight-streaming bound (see Summary). */
+  of_bw_bound: number | null;
   rounds_ok: number; errors: string[];
   tokens_per_s: number | null; tokens_per_s_rounds: number[]; step_ms_median: number | null;
   gflops: number | null; mfu_fp32: number | null; mfu_bf16: number | null;
@@ -476,6 +517,15 @@ interface Summary {
   engine_over_best_peer: number | null; engine_over: Record<string, number | null>;
   /** Some run behind these ratios shared the CPUs with other processes (other > CONTENDED_CPUS). */
   contended: boolean;
+  /** The issue's target for engine_over_best_peer, and whether this run met it (null: no target or no ratio). */
+  target_engine_over_best_peer: number | null; target_met: boolean | null;
+  /**
+   * decode only: bytes of weights one decode step reads at the engine's storage width
+   * (decodeWeightBytes), the STREAM triad bandwidth used, the tokens/s that streaming the weights
+   * once per step at that bandwidth allows (batch tokens per step), and the engine's share of it.
+   */
+  weight_bytes_per_step: number | null; engine_weight_bytes: number | null; bandwidth_gbs: number | null;
+  bw_bound_tokens_per_s: number | null; engine_of_bw_bound: number | null;
 }
 
 const isContended = (r: Row | undefined) => (r?.other_cpus_max ?? 0) > CONTENDED_CPUS;
@@ -485,10 +535,32 @@ function speedMin(runs: Run[]): number | null {
   return ps.length && PEAK_FP32 ? Math.min(...ps) / PEAK_FP32 : null;
 }
 
+/**
+ * Bytes of weights one decode step reads at the engine's storage width (2 per parameter for bf16,
+ * 4 for f32): every projection (and q/k/v bias), the norms and the LM head. The LM head is the
+ * embedding when tied; an untied embedding is only gathered (one row per sequence), so the
+ * vocab x hidden matrix counts once either way. The KV cache is not counted.
+ */
+function decodeWeightBytes(preset: string): number {
+  const c = presetConfig(preset);
+  const dq = c.numHeads * c.headDim;
+  const dkv = c.numKvHeads * c.headDim;
+  const H = c.hiddenSize;
+  const perLayer = H * (dq + 2 * dkv) + dq * H + 3 * H * c.intermediateSize + 2 * H + (c.qkvBias ? dq + 2 * dkv : 0);
+  return (c.numLayers * perLayer + c.vocabSize * H + H) * (storage === 'bf16' ? 2 : 4);
+}
+/** Memory bandwidth for the decode bound: the STREAM triad rate (N threads, or 1 thread if higher). */
+const BANDWIDTH_GBS = ((a: number | null, b: number | null) => (a === null && b === null ? null : Math.max(a ?? 0, b ?? 0)))(peakOf('triad_gbs_nt'), peakOf('triad_gbs_1t'));
+
 const rows: Row[] = [];
 const summaries: Summary[] = [];
 for (const { c, contestants } of results) {
-  const fpt = flopsPerToken(presetConfig(c.preset), c.seq, c.work, LORA_RANK);
+  // Decode: the engine's own count (runDecodeBench), forward FLOPs at seq = prompt + new / 2.
+  const fpt = c.work === 'decode'
+    ? flopsPerToken(presetConfig(c.preset), c.prompt! + c.newTokens! / 2, 'forward', 0)
+    : flopsPerToken(presetConfig(c.preset), c.seq, c.work, LORA_RANK);
+  const weightBytes = c.work === 'decode' ? decodeWeightBytes(c.preset) : null;
+  const bwBound = weightBytes !== null && BANDWIDTH_GBS ? (c.batch * BANDWIDTH_GBS * 1e9) / weightBytes : null;
   const tpsMed = (k: Contestant) => { const ok = k.runs.filter(isRun).map((x) => x.tokens_per_s); return ok.length ? median(ok) : null; };
   const engine = contestants.find((k) => k.key === 'engine');
   const engTps = engine ? tpsMed(engine) : null;
@@ -507,8 +579,11 @@ for (const { c, contestants } of results) {
       engine_over[k.key.slice('pytorch '.length)] = ratio;
       if (tps !== null && (!best || tps > best.tps)) best = { key: k.key, tps };
     }
+    const prefill = ok.map((x) => x.extra.prefill_ms_median).filter((x): x is number => typeof x === 'number');
     rows.push({
       id: c.id, preset: c.preset, work: c.work, batch: c.batch, seq: c.seq, contestant: k.label,
+      prompt: c.prompt ?? null, new_tokens: c.newTokens ?? null, prefill_ms_median: prefill.length ? median(prefill) : null,
+      of_bw_bound: bwBound !== null && tps !== null ? tps / bwBound : null,
       rounds_ok: ok.length, errors: k.runs.filter((x) => !isRun(x)).map((x) => (x as { error: string }).error),
       tokens_per_s: tps, tokens_per_s_rounds: ok.map((x) => x.tokens_per_s),
       step_ms_median: ok.length ? median(ok.map((x) => x.step_ms_median)) : null,
@@ -518,10 +593,15 @@ for (const { c, contestants } of results) {
       other_cpus_max: ok.some((x) => x.other_during_cpus !== null) ? Math.max(...ok.map((x) => x.other_during_cpus ?? 0)) : null,
     });
   }
+  const overBest = engTps !== null && best ? engTps / best.tps : null;
+  const engWeightBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes).find((x): x is number => typeof x === 'number') ?? null;
   summaries.push({
     id: c.id, engine_tokens_per_s: engTps, best_peer: best?.key ?? null, best_peer_tokens_per_s: best?.tps ?? null,
-    engine_over_best_peer: engTps !== null && best ? engTps / best.tps : null, engine_over,
+    engine_over_best_peer: overBest, engine_over,
     contended: rows.some((r) => r.id === c.id && isContended(r)),
+    target_engine_over_best_peer: c.target ?? null, target_met: c.target !== undefined && overBest !== null ? overBest >= c.target : null,
+    weight_bytes_per_step: weightBytes, engine_weight_bytes: engWeightBytes, bandwidth_gbs: weightBytes !== null ? BANDWIDTH_GBS : null,
+    bw_bound_tokens_per_s: bwBound, engine_of_bw_bound: bwBound !== null && engTps !== null ? engTps / bwBound : null,
   });
 }
 
@@ -539,12 +619,12 @@ if (peaks) {
     `${peaks.amx_bf16 ? `AMX bf16 ${s('amx_bf16_gflops_1t')} 1T, ${s('amx_bf16_gflops_nt')} ${threads}T | ` : ''}` +
     `triad ${f(peakOf('triad_gbs_1t'))} GB/s 1T, ${f(peakOf('triad_gbs_nt'))} ${threads}T`);
   out.push(`MFU references (${threads}T; max of the ${threads}-thread rate, ${threads} x the 1-thread rate and the probes): ` +
-    `FP32 ${f(PEAK_FP32, 0)} GFLOP/s, BF16 dot ${f(PEAK_BF16, 0)} GFLOP/s`);
+    `FP32 ${f(PEAK_FP32, 0)} GFLOP/s, ${PEAK_BF16_UNIT} ${f(PEAK_BF16, 0)} GFLOP/s`);
 }
 if (peerOk) out.push(`peer env: ${Object.entries(peerEnvShown).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(' ')}`);
 for (const s of skipped) out.push(s);
 out.push('');
-const head = ['benchmark', 'contestant', 'tokens/s', 'range', 'step ms', 'GFLOP/s', 'MFU fp32', 'MFU bf16', 'speed', 'other', 'engine/x'];
+const head = ['benchmark', 'contestant', 'tokens/s', 'range', 'step ms', 'GFLOP/s', 'MFU fp32', 'MFU bf16', 'bw bound', 'speed', 'other', 'engine/x'];
 const table: string[][] = [head];
 for (const { c } of results) {
   let first = true;
@@ -552,21 +632,36 @@ for (const { c } of results) {
   for (const r of rows.filter((x) => x.id === c.id)) {
     const rs = r.tokens_per_s_rounds;
     table.push([
-      first ? `${c.preset} ${c.work} ${c.batch}x${c.seq}` : '', r.contestant + (r.errors.length ? ` (${r.errors.length} failed)` : ''),
+      first ? `${c.preset} ${c.work} ${shape(c)}` : '', r.contestant + (r.errors.length ? ` (${r.errors.length} failed)` : ''),
       f(r.tokens_per_s), rs.length > 1 ? `${f(Math.min(...rs), 0)}-${f(Math.max(...rs), 0)}` : '', f(r.step_ms_median), f(r.gflops),
-      pct(r.mfu_fp32), pct(r.mfu_bf16), r.machine_speed_min === null ? '-' : `${(100 * r.machine_speed_min).toFixed(0)}%`,
+      pct(r.mfu_fp32), pct(r.mfu_bf16), c.work === 'decode' ? pct(r.of_bw_bound) : '', r.machine_speed_min === null ? '-' : `${(100 * r.machine_speed_min).toFixed(0)}%`,
       f(r.other_cpus_max, 2),
       ratio(r.engine_over_this) + (r.engine_over_this !== null && (isContended(r) || isContended(engineRow)) ? '?' : ''),
     ]);
     first = false;
   }
   const s = summaries.find((x) => x.id === c.id);
-  if (s?.engine_over_best_peer != null) table.push(['', `engine / best peer (${s.best_peer})`, '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
+  if (s?.engine_over_best_peer != null) {
+    const target = s.target_met === null ? '' : `; target >=${s.target_engine_over_best_peer}x ${s.target_met ? 'met' : 'NOT met'}`;
+    table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
+  }
+  if (s?.weight_bytes_per_step != null) {
+    table.push(['', `weight-streaming bound (${storage})`, f(s.bw_bound_tokens_per_s), '', '', '', '', '',
+      s.engine_of_bw_bound === null ? '' : `engine ${pct(s.engine_of_bw_bound)}`, '', '', '']);
+  }
 }
 const widths = head.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
 for (const r of table) out.push(r.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd());
 out.push('');
 out.push('tokens/s: median over rounds of each run\'s median step; range: min-max of the rounds; engine/x > 1 means the engine is faster.');
+out.push('decode (b<batch> <prompt>+<new>): greedy KV-cache generation; tokens/s = batch x (new - 1) over the time from the first token to the');
+out.push('last (prefill excluded; prefill_ms_median in the JSON); step ms = that time / (new - 1). bw bound: tokens/s over batch x bandwidth /');
+out.push(`bytes of ${storage} weights read per step (every weight once, LM head included, KV cache not counted; STREAM triad bandwidth).`);
+for (const s of summaries) {
+  if (s.weight_bytes_per_step === null) continue;
+  out.push(`  ${s.id}: ${f(s.weight_bytes_per_step / 1e6)} MB of weights per step / ${f(s.bandwidth_gbs)} GB/s -> ` +
+    `bound ${f(s.bw_bound_tokens_per_s)} tokens/s; engine ${f(s.engine_tokens_per_s)} tokens/s = ${pct(s.engine_of_bw_bound)} of it`);
+}
 out.push('speed: lowest FP32 FMA probe taken around the runs, as a share of the best seen; other: most CPUs other processes used during a run');
 out.push(`(runs with other > ${CONTENDED_CPUS} are re-measured up to --retries times). Low speed or high other: distrust the row;`);
 out.push('a ratio marked ? rests on a contended run: PyTorch slows down far more than the engine when it shares the CPUs.');
@@ -577,7 +672,7 @@ if (opts.json) {
   const report = {
     suite: 'sealkit-bench', date: started.toISOString(), duration_s: (Date.now() - started.getTime()) / 1000, quick: opts.quick,
     threads, rounds, engine_storage: storage, machine: mach, versions, peer_env: peerOk ? peerEnvShown : null, peaks,
-    mfu_reference_gflops: { fp32: PEAK_FP32, bf16: PEAK_BF16 }, waited_for_quiet_s: waitedS, skipped,
+    mfu_reference_gflops: { fp32: PEAK_FP32, bf16: PEAK_BF16, bf16_unit: PEAK_BF16_UNIT }, waited_for_quiet_s: waitedS, skipped,
     rows, summary: summaries,
   };
   process.stdout.write(`${JSON.stringify(report)}\n`);

@@ -271,8 +271,8 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
 // K (the last pair zero-padded), K across K blocks (256 k for vdpbf16ps, up to 768 k for AMX: 1601),
 // edge tiles (M, N not multiples of 14 or 32), strides and alpha/beta in every orientation.
 const BF16_SHAPES: [number, number, number][] = [
-  [1, 70, 1], [2, 33, 3], [3, 130, 65], [4, 97, 600], [5, 7, 3], [15, 33, 31], [29, 65, 257], [30, 64, 33],
-  [45, 97, 513], [70, 40, 300], [33, 40, 1601],
+  [1, 70, 1], [2, 33, 3], [3, 130, 65], [4, 97, 600], [5, 7, 3], [6, 130, 600], [7, 33, 65], [8, 97, 257],
+  [8, 40, 1601], [9, 33, 65], [15, 33, 31], [29, 65, 257], [30, 64, 33], [45, 97, 513], [70, 40, 300], [33, 40, 1601],
 ];
 
 /** Runs fn with the AMX kernel allowed (the default) and then with SEALKIT_AMX=0 (vdpbf16ps). */

@@ -1,6 +1,7 @@
 #include "threadpool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
 
@@ -14,27 +15,48 @@ ThreadPool::ThreadPool(int threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   wake_.notify_all();
   for (auto& w : workers_) w.join();
 }
 
+namespace {
+
+constexpr int64_t kSpinMicros = 50;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Spins until done() or about kSpinMicros have passed; true if done() became true.
+template <typename Done>
+bool spin_until(Done done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 32; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= until) return done();
+  }
+}
+
+}  // namespace
+
 void ThreadPool::drain(int thread) {
   for (;;) {
     int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
     if (i >= n_tasks_) break;
-    bool failed;
-    {
-      std::lock_guard<std::mutex> lock(error_mutex_);
-      failed = static_cast<bool>(error_);
-    }
-    if (!failed) {
+    if (!failed_.load(std::memory_order_relaxed)) {
       try {
         (*task_)(i, thread);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex_);
         if (!error_) error_ = std::current_exception();
+        failed_.store(true, std::memory_order_relaxed);
       }
     }
     finished_.fetch_add(1, std::memory_order_acq_rel);
@@ -44,19 +66,28 @@ void ThreadPool::drain(int thread) {
 void ThreadPool::worker_loop(int thread) {
   uint64_t seen = 0;
   for (;;) {
+    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(std::memory_order_relaxed); });
     {
+      // Job fields change only under mutex_ while no worker is busy, and a worker becomes busy
+      // only under mutex_: what it reads in drain() is the job it registered for.
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      ++busy_workers_;
+      if (!stop_.load() && generation_.load() == seen) {
+        ++sleeping_workers_;
+        wake_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
+        --sleeping_workers_;
+      }
+      if (stop_.load()) return;
+      seen = generation_.load();
+      busy_workers_.fetch_add(1);
     }
     drain(thread);
+    bool notify;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      --busy_workers_;
+      busy_workers_.fetch_sub(1);
+      notify = caller_sleeping_;
     }
-    done_.notify_all();
+    if (notify) done_.notify_all();
   }
 }
 
@@ -67,24 +98,34 @@ void ThreadPool::run(int64_t n_tasks, const Task& fn) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
+  // A worker that woke late for the previous run may still be leaving drain(); wait for it
+  // before the job fields change under it.
+  spin_until([&] { return busy_workers_.load(std::memory_order_acquire) == 0; });
+  bool wake;
   {
-    // A worker that woke late for the previous run may still be leaving drain(); wait for it
-    // before the job fields change under it.
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return busy_workers_ == 0; });
+    caller_sleeping_ = true;
+    done_.wait(lock, [&] { return busy_workers_.load() == 0; });
+    caller_sleeping_ = false;
     task_ = &fn;
     n_tasks_ = n_tasks;
     next_.store(0);
     finished_.store(0);
     error_ = nullptr;
-    ++generation_;
+    failed_.store(false);
+    generation_.fetch_add(1, std::memory_order_release);
+    wake = sleeping_workers_ > 0;
   }
-  wake_.notify_all();
+  if (wake) wake_.notify_all();
   drain(0);
+  // Wait until all tasks finished and no worker is still inside drain() touching task_.
+  const auto all_done = [&] { return finished_.load(std::memory_order_acquire) >= n_tasks && busy_workers_.load(std::memory_order_acquire) == 0; };
+  spin_until(all_done);
   {
-    // Wait until all tasks finished and no worker is still inside drain() touching task_.
     std::unique_lock<std::mutex> lock(mutex_);
-    done_.wait(lock, [&] { return finished_.load() >= n_tasks_ && busy_workers_ == 0; });
+    caller_sleeping_ = true;
+    done_.wait(lock, all_done);
+    caller_sleeping_ = false;
     task_ = nullptr;
   }
   if (error_) {

@@ -2,6 +2,10 @@
 // counter, so uneven tasks balance themselves. Kernels that must be deterministic give every task
 // its own output region (never a shared accumulator), which makes results independent of which
 // thread ran which task.
+//
+// Waiting spins briefly before it blocks: the kernels of one step follow each other within
+// microseconds (a decode step runs ~300 of them), while a futex sleep/wake round trip costs tens
+// of microseconds, more under virtualisation. A worker idle for longer than kSpinMicros sleeps.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -42,9 +46,13 @@ class ThreadPool {
   int64_t n_tasks_ = 0;
   std::atomic<int64_t> next_{0};
   std::atomic<int64_t> finished_{0};
-  int busy_workers_ = 0;
-  uint64_t generation_ = 0;
-  bool stop_ = false;
+  // Written under mutex_; atomic so that spinning threads may read them without it.
+  std::atomic<int> busy_workers_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<bool> stop_{false};
+  int sleeping_workers_ = 0;    // under mutex_: workers blocked on wake_
+  bool caller_sleeping_ = false;  // under mutex_: run() blocked on done_
+  std::atomic<bool> failed_{false};
   std::exception_ptr error_;
   std::mutex error_mutex_;
 };
