@@ -23,11 +23,9 @@ import {
 import { judgePrompt } from '../lib/domains/knowledge/prompts.js';
 import { VerdictCache, verdictKey } from '../lib/domains/knowledge/verdict-cache.js';
 
-const watchdog = setTimeout(() => {
-  console.error('knowledge-judge.test.ts: still running after 60 s — a request is hanging');
-  process.exit(1);
-}, 60_000);
-watchdog.unref();
+// Armed when this suite starts (uvu imports every file before it runs the first suite, so a timer
+// set at import would count the other suites' time too).
+let watchdog: NodeJS.Timeout | undefined;
 
 // ---------------------------------------------------------------- the fake API server
 
@@ -92,6 +90,11 @@ const tmp = mkdtempSync(join(tmpdir(), 'sealkit-judge-'));
 const KEY_ENV = 'SEALKIT_TEST_JUDGE_KEY';
 
 test.before(async () => {
+  watchdog = setTimeout(() => {
+    console.error('knowledge-judge.test.ts: still running after 60 s — a request is hanging');
+    process.exit(1);
+  }, 60_000);
+  watchdog.unref();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/`; // trailing slash on purpose
   process.env[KEY_ENV] = 'sk-test-123';
