@@ -71,6 +71,11 @@ if (existsSync(join(modelDir, 'model.safetensors'))) {
     assert.is(readFileSync(join(runDir, 'ledger.jsonl'), 'utf8'), before);
     assert.is(readFileSync(join(runDir, 'summary.json'), 'utf8'), summary);
     assert.equal(lastJson(r.stdout).conditions.map((c) => c.accuracy), (JSON.parse(summary) as RunSummary).conditions.map((c) => c.accuracy));
+    // Resuming with other settings (the full demo's sizes) is refused before any work, saying what differs.
+    const other = seal('demo', '--resume', runDir);
+    assert.is(other.status, 1);
+    assert.match(other.stderr, /was started with a different configuration \(contextsPerRound: 6 then, 64 now; samples: 3 then, 8 now;/);
+    assert.is(readFileSync(join(runDir, 'ledger.jsonl'), 'utf8'), before);
   });
 
   test('seal demo: bad arguments are usage errors', () => {

@@ -8,8 +8,8 @@
 //
 // Everything goes through the ledger: a resumed run replays finished work from it and the result
 // equals an uninterrupted run with the same seed.
-import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import { Model } from '../model/model.js';
 import { savePeftAdapter } from '../model/peft.js';
@@ -83,8 +83,21 @@ function writeJsonAtomic(path: string, value: unknown): void {
 export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Promise<SealRunResult> {
   const { config: cfg, domain, tokenizer: tok } = o;
   mkdirSync(o.runDir, { recursive: true });
-  writeJsonAtomic(join(o.runDir, 'config.json'), { ...cfg, domain: domain.name, model: o.modelDir, trainContexts: o.trainContexts.length, evalContexts: o.evalContexts.length });
+  const runConfig = { ...cfg, domain: domain.name, model: resolve(o.modelDir), trainContexts: o.trainContexts.length, evalContexts: o.evalContexts.length };
   const ledger = Ledger.open(join(o.runDir, 'ledger.jsonl'));
+  // Resuming with other settings would mix two experiments in one ledger: refuse, and say what differs.
+  const configPath = join(o.runDir, 'config.json');
+  if (ledger.all().length > 0 && existsSync(configPath)) {
+    const before = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+    const now = JSON.parse(JSON.stringify(runConfig)) as Record<string, unknown>;
+    const differ = [...new Set([...Object.keys(before), ...Object.keys(now)])].filter((k) => JSON.stringify(before[k]) !== JSON.stringify(now[k]));
+    if (differ.length > 0) {
+      ledger.close();
+      const show = (v: unknown): string => (v === undefined ? 'absent' : JSON.stringify(v));
+      throw new Error(`${o.runDir} was started with a different configuration (${differ.map((k) => `${k}: ${show(before[k])} then, ${show(now[k])} now`).join('; ')}); resume with the same options, or start a new run directory`);
+    }
+  }
+  writeJsonAtomic(configPath, runConfig);
   // Structured log of the run (JSON lines): stages, policy updates, the result. The ledger holds the
   // results themselves; this says what happened when.
   const log = pino({ base: { run: o.runDir } }, pino.destination({ dest: join(o.runDir, 'log.jsonl'), sync: true, append: true }));
