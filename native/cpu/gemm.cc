@@ -397,6 +397,19 @@ SEALKIT_AVX512 inline __m512 load16_masked(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
+// Prefetches, at column k, the W rows kFewRowsPrefetch blocks of nb rows ahead of row n (within
+// [.., n1)). The hardware prefetcher follows each row's stream only after a few misses; a block's
+// rows are short (K elements), so it keeps starting late. Measured on SmolLM2 decode batch 1 (bf16):
+// 49.5 -> 71 tokens/s, 1 to 2 blocks ahead best, 8 worse.
+constexpr int64_t kFewRowsPrefetch = 2;
+
+template <typename Src>
+inline void prefetch_next_rows(const Src* B, int64_t ldb, int64_t n, int64_t n1, int64_t k, int nb) {
+  const int64_t ahead = n + kFewRowsPrefetch * nb;
+  if (ahead + nb > n1) return;
+  for (int j = 0; j < nb; ++j) _mm_prefetch(reinterpret_cast<const char*>(B + (ahead + j) * ldb + k), _MM_HINT_T0);
+}
+
 SEALKIT_AVX512 inline float fold16(__m512 v) {
   alignas(64) float l[16];
   _mm512_store_ps(l, v);
@@ -421,6 +434,7 @@ SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int6
       __m512 b[NB];
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) b[j] = j < nb ? load16_masked(B + (n + j) * g.ldb + k, m) : _mm512_setzero_ps();
+      prefetch_next_rows(B, g.ldb, n, n1, k, NB);
 #pragma GCC unroll 32
       for (int i = 0; i < MB; ++i) {
         const __m512 a = _mm512_maskz_loadu_ps(m, g.A + i * g.lda + k);
@@ -640,6 +654,7 @@ SEALKIT_BF16 void few_rows_bf16(const GemmArgs<float>& g, const float* ap, int64
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j)
         b[j] = as_bh(j < nb ? _mm512_maskz_loadu_epi16(m, B + (n + j) * g.ldb + k) : _mm512_setzero_si512());
+      prefetch_next_rows(B, g.ldb, n, n1, k, NB);
 #pragma GCC unroll 32
       for (int i = 0; i < MB; ++i) {
         const __m512bh a = as_bh(_mm512_loadu_ps(ap + i * aps + k / 2));
