@@ -149,19 +149,28 @@ class Block(nn.Module):
         self.up = LoraLinear(H, cfg.inter, rank, alpha)
         self.down = LoraLinear(cfg.inter, H, rank, alpha)
 
+    def rotated_qkv(self, x, cos, sin):
+        """Normed input projected to q (B, nh, T, hd; scaled by 1/sqrt(hd), folded into its
+        rotation), k and v (B, nkv, T, hd), with RoPE applied to q and k."""
+        cfg = self.cfg
+        B, T, _ = x.shape
+        nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
+        h = self.input_norm(x)
+        q = self.q(h).view(B, T, nh, hd).transpose(1, 2)
+        k = self.k(h).view(B, T, nkv, hd).transpose(1, 2)
+        v = self.v(h).view(B, T, nkv, hd).transpose(1, 2)
+        cos, sin = cos.to(v.dtype), sin.to(v.dtype)
+        scale = 1.0 / math.sqrt(hd)
+        q = q * (cos * scale) + rotate_half(q) * (sin * scale)
+        k = k * cos + rotate_half(k) * sin
+        return q, k, v
+
     def forward(self, x, cos, sin, mask):
         cfg = self.cfg
         B, T, _ = x.shape
         nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
         g = nh // nkv
-        h = self.input_norm(x)
-        q = self.q(h).view(B, T, nh, hd).transpose(1, 2)   # B, nh, T, hd
-        k = self.k(h).view(B, T, nkv, hd).transpose(1, 2)  # B, nkv, T, hd
-        v = self.v(h).view(B, T, nkv, hd).transpose(1, 2)
-        cos, sin = cos.to(v.dtype), sin.to(v.dtype)
-        scale = 1.0 / math.sqrt(hd)  # folded into q's rotation
-        q = q * (cos * scale) + rotate_half(q) * (sin * scale)
-        k = k * cos + rotate_half(k) * sin
+        q, k, v = self.rotated_qkv(x, cos, sin)
         # GQA without repeating K/V: the g query heads sharing a KV head are stacked along rows,
         # so each KV group is one (g*T x hd) @ (hd x T) GEMM.
         q = q.reshape(B, nkv, g * T, hd)
@@ -182,14 +191,7 @@ class Block(nn.Module):
         B, T, _ = x.shape
         nh, nkv, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
         g = nh // nkv
-        h = self.input_norm(x)
-        q = self.q(h).view(B, T, nh, hd).transpose(1, 2)   # B, nh, T, hd
-        k = self.k(h).view(B, T, nkv, hd).transpose(1, 2)  # B, nkv, T, hd
-        v = self.v(h).view(B, T, nkv, hd).transpose(1, 2)
-        cos, sin = cos.to(v.dtype), sin.to(v.dtype)
-        scale = 1.0 / math.sqrt(hd)
-        q = q * (cos * scale) + rotate_half(q) * (sin * scale)
-        k = k * cos + rotate_half(k) * sin
+        q, k, v = self.rotated_qkv(x, cos, sin)
         if cache[0] is None:
             cache[0] = torch.empty(B, nkv, cache[2], hd, dtype=k.dtype)
             cache[1] = torch.empty(B, nkv, cache[2], hd, dtype=v.dtype)
