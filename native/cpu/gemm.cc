@@ -231,6 +231,27 @@ SEALKIT_AVX2 void micro_avx2(int64_t kc, const float* a, const float* b, float* 
   }
 }
 
+// The first n of 16 lanes (none for n <= 0, all for n >= 16).
+SEALKIT_AVX512 inline __mmask16 mask16(int64_t n) {
+  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// Stores one row of a 32-column tile through the epilogue (C = alpha * (v0, v1) + beta * C, C read
+// only when load_c), masked to the tile's valid columns (masked-off lanes never fault). Shared by
+// the f32, vdpbf16ps and AMX micro-kernels.
+SEALKIT_AVX512 inline void store_row32(float* row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, const Epilogue& ep) {
+  const __m512 alpha = _mm512_set1_ps(ep.alpha);
+  v0 = _mm512_mul_ps(alpha, v0);
+  v1 = _mm512_mul_ps(alpha, v1);
+  if (ep.load_c) {
+    const __m512 beta = _mm512_set1_ps(ep.beta);
+    v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
+    v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
+  }
+  _mm512_mask_storeu_ps(row, m0, v0);
+  _mm512_mask_storeu_ps(row + 16, m1, v1);
+}
+
 // AVX-512: 14 x 32 tile, two zmm per row: 28 accumulators + 2 for B + 1 broadcast of the 32
 // registers. Measured against 8 x 32 and 12 x 32 (bench/gemm.ts): 14 rows was best or level.
 constexpr int kAvx512Mr = 14, kAvx512Nr = 32;
@@ -251,21 +272,11 @@ SEALKIT_AVX512 void micro_avx512(int64_t kc, const float* a, const float* b, flo
     a += kAvx512Mr;
     b += kAvx512Nr;
   }
-  // Masked loads/stores touch only the valid columns (masked-off lanes never fault).
-  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
-  const __m512 alpha = _mm512_set1_ps(ep.alpha), beta = _mm512_set1_ps(ep.beta);
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
 #pragma GCC unroll 32
   for (int i = 0; i < kAvx512Mr; ++i) {
     if (i >= rows) break;
-    float* row = c + i * ldc;
-    __m512 v0 = _mm512_mul_ps(alpha, acc[i][0]), v1 = _mm512_mul_ps(alpha, acc[i][1]);
-    if (ep.load_c) {
-      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
-      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
-    }
-    _mm512_mask_storeu_ps(row, m0, v0);
-    _mm512_mask_storeu_ps(row + 16, m1, v1);
+    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
   }
 }
 
@@ -497,26 +508,14 @@ SEALKIT_BF16 void micro_bf16(int64_t kp, const float* a, const float* b, float* 
     a += kBf16Mr;
     b += kBf16Nr;
   }
-  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
-  const __m512 alpha = _mm512_set1_ps(ep.alpha), beta = _mm512_set1_ps(ep.beta);
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
 #pragma GCC unroll 32
   for (int i = 0; i < kBf16Mr; ++i) {
     if (i >= rows) break;
-    float* row = c + i * ldc;
-    __m512 v0 = _mm512_mul_ps(alpha, acc[i][0]), v1 = _mm512_mul_ps(alpha, acc[i][1]);
-    if (ep.load_c) {
-      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
-      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
-    }
-    _mm512_mask_storeu_ps(row, m0, v0);
-    _mm512_mask_storeu_ps(row + 16, m1, v1);
+    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
   }
 }
 
-SEALKIT_BF16 inline __mmask16 mask16(int64_t n) {
-  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
 SEALKIT_BF16 inline __mmask32 mask32(int64_t n) {
   return n >= 32 ? __mmask32(0xffffffffu) : n <= 0 ? __mmask32(0) : __mmask32((1u << n) - 1);
 }
@@ -765,18 +764,7 @@ SEALKIT_AMX void micro_amx(int64_t kc, const float* a, const float* b, float* c,
   _tile_stored(2, t + 16 * kAmxNr, kAmxNr * 4);
   _tile_stored(3, t + 16 * kAmxNr + 16, kAmxNr * 4);
   const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
-  const __m512 alpha = _mm512_set1_ps(ep.alpha), beta = _mm512_set1_ps(ep.beta);
-  for (int i = 0; i < rows; ++i) {
-    float* row = c + i * ldc;
-    __m512 v0 = _mm512_mul_ps(alpha, _mm512_load_ps(t + i * kAmxNr));
-    __m512 v1 = _mm512_mul_ps(alpha, _mm512_load_ps(t + i * kAmxNr + 16));
-    if (ep.load_c) {
-      v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
-      v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
-    }
-    _mm512_mask_storeu_ps(row, m0, v0);
-    _mm512_mask_storeu_ps(row + 16, m1, v1);
-  }
+  for (int i = 0; i < rows; ++i) store_row32(c + i * ldc, _mm512_load_ps(t + i * kAmxNr), _mm512_load_ps(t + i * kAmxNr + 16), m0, m1, ep);
 }
 
 // Packs op(A) rows [i0, i0 + min(m, 32)) as blocks of 16 pairs, each 32 rows x 16 pairs.
