@@ -7,16 +7,5 @@
 #   scripts/build-toy-arc-model.sh [OUT_DIR]      (default: models/toy-arc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-models/toy-arc}"
-work="$(mktemp -d "${TMPDIR:-/tmp}/toy-arc-build.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-
-start=$(date +%s)
-node bin/seal.js arc pretrain-toy --out "$work/model" --seed 1 --threads 2
-end=$(date +%s)
-
-mkdir -p "$out"
-for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json training.json; do
-  cp "$work/model/$f" "$out/$f"
-done
-echo "wrote $out in $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s ($(du -sh "$out" | cut -f1))"
+source scripts/lib/build-model.sh
+build_model "${1:-models/toy-arc}" toy-arc node bin/seal.js arc pretrain-toy --seed 1 --threads 2

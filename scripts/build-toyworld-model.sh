@@ -7,16 +7,5 @@
 #   scripts/build-toyworld-model.sh [OUT_DIR]      (default: models/toyworld)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-models/toyworld}"
-work="$(mktemp -d "${TMPDIR:-/tmp}/toyworld-build.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-
-start=$(date +%s)
-node bin/seal.js pretrain --out "$work/model" --seed 1 --threads 2
-end=$(date +%s)
-
-mkdir -p "$out"
-for f in config.json model.safetensors tokenizer.json tokenizer_config.json generation_config.json training.json; do
-  cp "$work/model/$f" "$out/$f"
-done
-echo "wrote $out in $(( (end - start) / 60 )) min $(( (end - start) % 60 )) s ($(du -sh "$out" | cut -f1))"
+source scripts/lib/build-model.sh
+build_model "${1:-models/toyworld}" toyworld node bin/seal.js pretrain --seed 1 --threads 2
