@@ -303,8 +303,9 @@ test('seal arc: bad arguments are usage errors', () => {
   assert.is(s.status, 2);
   assert.match(s.stderr, /--split must be one of/);
   const d = seal('arc', 'eval', '--model', tinyDir, '--data', tmp, '--dry-run');
-  assert.is(d.status, 1);
-  assert.match(d.stderr, /arc-agi_evaluation_challenges_filtered_1B_eval_set\.json: file not found/);
+  assert.is(d.status, 1, d.stderr);
+  // The stderr goes into the message: this once failed in CI without showing what was printed.
+  assert.match(d.stderr, /arc-agi_evaluation_challenges_filtered_1B_eval_set\.json: file not found/, `stderr: ${d.stderr}`);
 });
 
 test.run();
