@@ -224,6 +224,25 @@ test('toy family: deterministic, every output differs from its input, all three 
     assert.is(t.train.length, 3);
     assert.is(t.test.length, 1);
   }
+  // The recolour family (not pretrained on): each of the task's two colours becomes its own new colour.
+  for (const t of toySplit('eval', 12, { families: ['recolour'] })) {
+    const map = new Map<number, number>();
+    for (const e of [...t.train, ...t.test]) {
+      e.input.forEach((row, r) => row.forEach((c, k) => {
+        const out = e.output[r]![k]!;
+        if (c === 0) assert.is(out, 0, 'background stays');
+        else {
+          assert.ok(map.get(c) === undefined || map.get(c) === out, `${t.id}: one colour, one image`);
+          map.set(c, out);
+        }
+      }));
+    }
+    const ins = [...map.keys()];
+    const outs = [...map.values()];
+    assert.is(ins.length, 2);
+    assert.is(new Set(outs).size, 2);
+    for (const o of outs) assert.not.ok(ins.includes(o), `${t.id}: new colours`);
+  }
   const ids = (s: 'rl' | 'eval') => new Set(toySplit(s, 30).map((t) => JSON.stringify(t.train)));
   const rl = ids('rl');
   for (const k of ids('eval')) assert.not.ok(rl.has(k), 'eval and rl tasks differ');

@@ -22,7 +22,8 @@ import { flipLR, flipUD, roll, rotate, transpose } from './augment.js';
 import type { ArcTask } from './data.js';
 import { gridsEqual, makeGrid, type ArcExample, type Grid } from './grid.js';
 
-export type ToyFamily = 'geometric' | 'colour' | 'shift';
+export type ToyFamily = 'geometric' | 'colour' | 'shift' | 'recolour';
+/** The families of the pretraining corpus (and the default of every split). */
 export const TOY_FAMILIES: readonly ToyFamily[] = ['geometric', 'colour', 'shift'];
 
 export interface ToyTransform {
@@ -83,6 +84,10 @@ export function toyTransform(rng: Rng, family: ToyFamily, colors: readonly numbe
     return { family, name: t.name, apply: (g) => roll(g, t.dr, t.dc) };
   }
   const [a, b] = colors as [number, number];
+  if (family === 'recolour') {
+    const [c, d] = rng.shuffle([1, 2, 3, 4, 5, 6, 7, 8, 9].filter((x) => !colors.includes(x)));
+    return { family, name: `recolour ${a}->${c}, ${b}->${d}`, apply: (g) => recolor(g, new Map([[a, c!], [b, d!]])) };
+  }
   if (rng.uniform() < 0.5) {
     return { family, name: `swap ${a}<->${b}`, apply: (g) => recolor(g, new Map([[a, b], [b, a]])) };
   }
