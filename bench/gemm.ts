@@ -15,6 +15,10 @@
 // rounded to bf16, f32 accumulation) with AMX tiles where the CPU has them and with vdpbf16ps
 // (SEALKIT_AMX=0), and on the f32 path they replace (isa avx512: B widened while packing), all
 // three in turn per shape in the same run. --only-bf16 skips the first table and the peer.
+//
+// A third table times LoRA's narrow-result GEMMs (rank 16 against SmolLM2's widths: xa = x A^T is
+// NT, dxa = dy B is NN, dB = dy^T xa is TN) on the low-rank kernel (native/cpu/gemm_lowrank.cc)
+// and on the packed path it replaces (SEALKIT_LOWRANK=0), alternating. --only-lowrank runs only it.
 // Prints the tables, then one JSON object as the last line.
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -40,6 +44,7 @@ const { values: opts } = parseArgs({
     'no-peer': { type: 'boolean', default: false },
     python: { type: 'string', default: 'python3' },
     'only-bf16': { type: 'boolean', default: false },
+    'only-lowrank': { type: 'boolean', default: false },
   },
 });
 
@@ -50,6 +55,12 @@ const SHAPES: { M: number; N: number; K: number; bDtype: 'f32' | 'bf16' }[] = [
   { M: 1024, N: 49152, K: 576, bDtype: 'bf16' },
 ];
 const ORIENTS: Orient[] = ['NT', 'NN', 'TN'];
+const LORA_RANK = 16;
+const LOWRANK_SHAPES: { M: number; N: number; K: number; orient: Orient; what: string }[] = [576, 1536].flatMap((w) => [
+  { M: 1024, N: LORA_RANK, K: w, orient: 'NT' as const, what: `xa = x A^T, in ${w}` },
+  { M: 1024, N: LORA_RANK, K: w, orient: 'NN' as const, what: `dxa = dy B, out ${w}` },
+  { M: w, N: LORA_RANK, K: 1024, orient: 'TN' as const, what: `dB = dy^T xa, out ${w}` },
+]);
 const threadCounts = opts.threads.split(',').map(Number);
 if (threadCounts.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads: expected e.g. 1,2, got '${opts.threads}'`);
 
@@ -159,9 +170,27 @@ const rows: Row[] = [];
 const bf16Rows: Bf16Row[] = [];
 const hasBf16 = addon.info().isaDetected === 'avx512bf16';
 const savedAmxEnv = process.env.SEALKIT_AMX;
+const savedLowrankEnv = process.env.SEALKIT_LOWRANK;
+interface LowrankRow { M: number; N: number; K: number; orient: Orient; what: string; threads: number; lowrank_gflops: number; packed_gflops: number }
+const lowrankRows: LowrankRow[] = [];
 const hasAmx = hasBf16 && amxInUse();
 try {
-  if (hasBf16) {
+  for (const threads of threadCounts) {
+    addon.setThreads(threads);
+    for (const c of LOWRANK_SHAPES) {
+      const runs: { lowrank: number[]; packed: number[] } = { lowrank: [], packed: [] };
+      for (let rep = 0; rep < 3; rep++) {
+        delete process.env.SEALKIT_LOWRANK;
+        runs.lowrank.push(engineGflops(c.M, c.N, c.K, c.orient, 'f32').gflops);
+        process.env.SEALKIT_LOWRANK = '0';
+        runs.packed.push(engineGflops(c.M, c.N, c.K, c.orient, 'f32').gflops);
+      }
+      lowrankRows.push({ ...c, threads, lowrank_gflops: median(runs.lowrank), packed_gflops: median(runs.packed) });
+    }
+  }
+  if (savedLowrankEnv === undefined) delete process.env.SEALKIT_LOWRANK;
+  else process.env.SEALKIT_LOWRANK = savedLowrankEnv;
+  if (hasBf16 && !opts['only-lowrank']) {
     for (const threads of threadCounts) {
       addon.setThreads(threads);
       for (const s of SHAPES) {
@@ -178,7 +207,7 @@ try {
       }
     }
   }
-  for (const threads of opts['only-bf16'] ? [] : threadCounts) {
+  for (const threads of opts['only-bf16'] || opts['only-lowrank'] ? [] : threadCounts) {
     addon.setThreads(threads);
     const cases = SHAPES.flatMap((s) => ORIENTS.map((orient) => ({ ...s, orient })));
     const peer = peerGflops(cases, threads);
@@ -192,6 +221,8 @@ try {
   addon.setIsa(savedIsa);
   if (savedAmxEnv === undefined) delete process.env.SEALKIT_AMX;
   else process.env.SEALKIT_AMX = savedAmxEnv;
+  if (savedLowrankEnv === undefined) delete process.env.SEALKIT_LOWRANK;
+  else process.env.SEALKIT_LOWRANK = savedLowrankEnv;
 }
 
 const fmt = (x: number | null) => (x === null ? '-' : x.toFixed(1));
@@ -218,4 +249,14 @@ if (bf16Rows.length) {
   console.log(h2.map((c, i) => c.padStart(w2[i]!)).join('  '));
   for (const b of b2) console.log(b.map((c, i) => c.padStart(w2[i]!)).join('  '));
 }
-console.log(JSON.stringify({ bench: 'gemm', amx: hasAmx, rows, bf16_rows: bf16Rows }));
+if (lowrankRows.length) {
+  const h3 = ['LoRA GEMM (r 16)', 'shape MxNxK', 'orient', 'threads', 'low-rank GFLOP/s', 'packed GFLOP/s', 'low-rank/packed'];
+  const b3 = lowrankRows.map((r) => [
+    r.what, `${r.M}x${r.N}x${r.K}`, r.orient, String(r.threads), fmt(r.lowrank_gflops), fmt(r.packed_gflops), (r.lowrank_gflops / r.packed_gflops).toFixed(2),
+  ]);
+  const w3 = h3.map((h, i) => Math.max(h.length, ...b3.map((b) => b[i]!.length)));
+  console.log(`\nLoRA narrow-result GEMMs, f32: low-rank kernel vs the packed path (SEALKIT_LOWRANK=0); medians of 3 alternating runs`);
+  console.log(h3.map((c, i) => c.padStart(w3[i]!)).join('  '));
+  for (const b of b3) console.log(b.map((c, i) => c.padStart(w3[i]!)).join('  '));
+}
+console.log(JSON.stringify({ bench: 'gemm', amx: hasAmx, rows, bf16_rows: bf16Rows, lowrank_rows: lowrankRows }));

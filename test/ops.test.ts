@@ -263,6 +263,53 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
   }
 });
 
+// The low-rank paths (f32 B under AVX-512, one of M, N, K at most 32: LoRA's side paths, see
+// native/cpu/gemm_lowrank.cc): the six LoRA orientations at ranks around the 16- and 32-lane
+// edges, padded strides, alpha/beta, beta = 0 over NaN, padding columns untouched, and the same
+// bits on 1 and 2 threads.
+test('gemm: low-rank shapes (LoRA side paths) against f64, NaN-safe, thread-count independent', () => {
+  const savedThreads = addon.info().threads;
+  const r = rng(11);
+  const T = 75, IN = 100, OUT = 130;
+  const cases: GemmCase[] = [];
+  for (const rank of [1, 8, 15, 16, 17, 32, 33]) {
+    cases.push(
+      gemmCase(T, rank, IN, false, true, r, 3, 1, 0), //   xa = x A^T
+      gemmCase(T, OUT, rank, false, true, r, 2, 0.5, 1), // y += s xa B^T
+      gemmCase(OUT, rank, T, true, false, r, 1, 0.5, 1), // dB += s dy^T xa
+      gemmCase(T, rank, OUT, false, false, r, 0, 0.5, 0), // dxa = s dy B
+      gemmCase(rank, IN, T, true, false, r, 4, 1, 1), //    dA += dxa^T x
+      gemmCase(T, IN, rank, false, false, r, 1, 1, 1), //   dx += dxa A
+      gemmCase(rank, IN, T, false, false, r, 2, -1, 0.25), // narrow M, A not transposed
+      gemmCase(T, IN, rank, true, true, r, 1, 1, 0.5), //   narrow K, both transposed
+    );
+  }
+  try {
+    for (const threads of [1, 2]) {
+      addon.setThreads(threads);
+      for (const c of cases) {
+        const tag = `${c.M}x${c.N}x${c.K} tA=${c.transA} tB=${c.transB} threads=${threads}`;
+        assertRel(gemmRun(c, 'f32'), gemmNaive(c), 1e-5, tag);
+        if (c.beta === 0) {
+          const nan = { ...c, C: Float64Array.from(c.C, (x, i) => (i % c.ldc < c.N ? NaN : x)) };
+          const out = gemmRun(nan, 'f32');
+          const ref = gemmNaive(c);
+          for (let i = 0; i < out.length; i++) {
+            if (i % c.ldc < c.N) assert.ok(Math.abs(out[i]! - ref[i]!) < 1e-3, `${tag}: NaN in C leaked (${out[i]})`);
+            else assert.is(out[i], Math.fround(c.C[i]!), `${tag}: padding column`);
+          }
+        }
+      }
+    }
+    addon.setThreads(1);
+    const one = cases.map((c) => gemmRun(c, 'f32'));
+    addon.setThreads(2);
+    cases.forEach((c, i) => sameBits(one[i]!, gemmRun(c, 'f32'), `case ${i}`));
+  } finally {
+    addon.setThreads(savedThreads);
+  }
+});
+
 // The bf16 path (bf16 B under avx512bf16): A rounded to bf16 (round to nearest even), B's bf16
 // pairs as stored, f32 accumulation, on AMX tiles where the CPU has them and on vdpbf16ps otherwise
 // or with SEALKIT_AMX=0 (both are run). Every product of two bf16 values is exact in f32, so the

@@ -7,13 +7,7 @@
 
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
-
-#if defined(__x86_64__)
-#define SEALKIT_DECODE_X86 1
-#define SEALKIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define SEALKIT_AVX2 __attribute__((target("avx2,fma")))
-#endif
-#define SEALKIT_INLINE inline __attribute__((always_inline))
+#include "simd.h"
 
 namespace sealkit::cpu {
 namespace {
@@ -62,7 +56,7 @@ void cached_unit_generic(const CachedAttentionShape& s, const float* q, const fl
                          int64_t seq, int64_t kvh, std::vector<float>& scores, std::vector<float>& acc) {
   cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
 }
-#ifdef SEALKIT_DECODE_X86
+#ifdef SEALKIT_X86
 SEALKIT_AVX2 void cached_unit_avx2(const CachedAttentionShape& s, const float* q, const float* kc, const float* vc,
                                    float* out, int64_t seq, int64_t kvh, std::vector<float>& scores,
                                    std::vector<float>& acc) {
@@ -81,7 +75,7 @@ void attention_cached_forward(const CachedAttentionShape& s, const float* q, con
                               float* out) {
   const int64_t units = s.n_seqs * s.kv_heads;
   auto fn = cached_unit_generic;
-#ifdef SEALKIT_DECODE_X86
+#ifdef SEALKIT_X86
   if (active_isa() >= Isa::Avx512) fn = cached_unit_avx512;
   else if (active_isa() >= Isa::Avx2) fn = cached_unit_avx2;
 #endif

@@ -40,13 +40,10 @@
 #include "../core/threadpool.h"
 #include "kernels.h"
 
+#include "gemm_lowrank.h"
+#include "simd.h"
+
 #if defined(__x86_64__)
-#include <immintrin.h>
-#define SEALKIT_X86 1
-#define SEALKIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define SEALKIT_AVX2 __attribute__((target("avx2,fma")))
-#define SEALKIT_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
-#define SEALKIT_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
 #include <cpuid.h>
 #if defined(__linux__)
 #include <sys/syscall.h>
@@ -231,11 +228,6 @@ SEALKIT_AVX2 void micro_avx2(int64_t kc, const float* a, const float* b, float* 
   }
 }
 
-// The first n of 16 lanes (none for n <= 0, all for n >= 16).
-SEALKIT_AVX512 inline __mmask16 mask16(int64_t n) {
-  return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-}
-
 // Stores one row of a 32-column tile through the epilogue (C = alpha * (v0, v1) + beta * C, C read
 // only when load_c), masked to the tile's valid columns (masked-off lanes never fault). Shared by
 // the f32, vdpbf16ps and AMX micro-kernels.
@@ -402,11 +394,6 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // faster than packing up to 4 rows; at 8 rows (two passes over W) packing wins again.
 constexpr int64_t kFewRows = 4;
 
-SEALKIT_AVX512 inline __m512 load16_masked(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
-SEALKIT_AVX512 inline __m512 load16_masked(const uint16_t* p, __mmask16 m) {
-  const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-}
 
 // Prefetches, at column k, the W rows kFewRowsPrefetch blocks of nb rows ahead of row n (within
 // [.., n1)). The hardware prefetcher follows each row's stream only after a few misses; a block's
@@ -441,7 +428,7 @@ SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int6
     for (int i = 0; i < MB; ++i)
       for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
     for (int64_t k = 0; k < K; k += 16) {
-      const __mmask16 m = K - k >= 16 ? __mmask16(0xffff) : __mmask16((1u << (K - k)) - 1);
+      const __mmask16 m = mask16(K - k);
       __m512 b[NB];
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j) b[j] = j < nb ? load16_masked(B + (n + j) * g.ldb + k, m) : _mm512_setzero_ps();
@@ -905,6 +892,7 @@ void gemm_f32(const GemmArgs<float>& g) {
     else few_rows_avx512(g);
     return;
   }
+  if (gemm_lowrank(g)) return;  // LoRA side paths: one dimension is the rank
   const KernelSpec ks =
       !dp_bf16  ? select_kernel(isa)
       : use_amx() ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}

@@ -28,14 +28,7 @@
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
 #include "kernels.h"
-
-#if defined(__x86_64__)
-#include <immintrin.h>
-#define SEALKIT_X86 1
-#define SEALKIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#define SEALKIT_AVX2 __attribute__((target("avx2,fma")))
-#endif
-#define SEALKIT_INLINE inline __attribute__((always_inline))
+#include "simd.h"
 
 namespace sealkit::cpu {
 namespace {
@@ -127,7 +120,7 @@ SEALKIT_AVX512 double exp_row_avx512(const float* x, float* out, int64_t n, floa
   const __m512 vs = _mm512_set1_ps(shift), vscale = _mm512_set1_ps(scale);
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
   for (int64_t i = 0; i < n; i += 16) {
-    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __mmask16 m = mask16(n - i);
     const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs)));
     s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
     s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
