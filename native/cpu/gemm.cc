@@ -389,10 +389,21 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 
 // ---- few rows: y = x W^T without packing ---------------------------------------------------------
 // With a handful of rows (decoding) packing B costs more than the product: B is read once per call
-// either way, so stream each row of W straight from memory against the few rows of A (in L1).
-// Each C element is one K-ascending lane-wise dot product folded in a fixed order. Measured 2-5x
-// faster than packing up to 4 rows; at 8 rows (two passes over W) packing wins again.
-constexpr int64_t kFewRows = 4;
+// either way, so stream each row of W straight from memory against the few rows of A (in L1/L2).
+// Work goes by blocks of W rows held in 16 accumulators: up to 4 rows of A take blocks of 4 W rows;
+// more rows take blocks of 2 W rows against groups of up to 8 rows of A, the first group pulling the
+// block from memory and later ones finding it in L1, so W crosses the memory bus once per call. Each
+// C element is one K-ascending lane-wise dot product, its 16 lanes summed by a fixed tree
+// (reduce16), whatever the group or block shape.
+//
+// Row limits: with bf16 W under AVX512-BF16 (decoding at bf16 storage) the path runs up to 16 rows:
+// measured on SmolLM2's LM head (K = 576) it is 1.5-2x faster than packing at 5-8 rows and level at
+// 12-16. With f32 products it stays at 4 rows, so sequences of 5-16 tokens of an f32 model keep the
+// packed kernel's summation order, the one every longer batch uses: a sequence scored alone then
+// agrees with the same sequence inside a batch to ~1e-7, not just to f32 rounding of a different
+// order (test/model.test.ts, mixed-adapter batches).
+constexpr int64_t kFewRowsBf16 = 16;
+constexpr int64_t kFewRowsF32 = 4;
 
 
 // Prefetches, at column k, the W rows kFewRowsPrefetch blocks of nb rows ahead of row n (within
@@ -408,59 +419,99 @@ inline void prefetch_next_rows(const Src* B, int64_t ldb, int64_t n, int64_t n1,
   for (int j = 0; j < nb; ++j) _mm_prefetch(reinterpret_cast<const char*>(B + (ahead + j) * ldb + k), _MM_HINT_T0);
 }
 
-SEALKIT_AVX512 inline float fold16(__m512 v) {
-  alignas(64) float l[16];
-  _mm512_store_ps(l, v);
-  for (int w = 8; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) l[i] += l[i + w];
-  return l[0];
-}
-
-// All MB rows of C, columns [n0, n1): four columns of W at a time against the MB rows of A.
-template <int MB, typename Src>
-SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int64_t n0, int64_t n1) {
-  constexpr int NB = 4;
-  const int64_t K = g.K;
-  for (int64_t n = n0; n < n1; n += NB) {
-    const int nb = static_cast<int>(std::min<int64_t>(NB, n1 - n));
-    __m512 acc[MB][NB];
-#pragma GCC unroll 32
-    for (int i = 0; i < MB; ++i)
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k += 16) {
-      const __mmask16 m = mask16(K - k);
-      __m512 b[NB];
-#pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) b[j] = j < nb ? load16_masked(B + (n + j) * g.ldb + k, m) : _mm512_setzero_ps();
-      prefetch_next_rows(B, g.ldb, n, n1, k, NB);
-#pragma GCC unroll 32
-      for (int i = 0; i < MB; ++i) {
-        const __m512 a = _mm512_maskz_loadu_ps(m, g.A + i * g.lda + k);
-        for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
-      }
-    }
-#pragma GCC unroll 32
-    for (int i = 0; i < MB; ++i) {
-      float* c = g.C + i * g.ldc + n;
-      for (int j = 0; j < NB; ++j) {
-        if (j >= nb) break;
-        const float v = g.alpha * fold16(acc[i][j]);
-        c[j] = g.beta == 0.f ? v : v + g.beta * c[j];
-      }
+// Writes the MB x NB accumulators' sums to C rows [i0, i0 + MB), columns [n, n + nb), through alpha
+// and beta (MB x NB <= 16).
+template <int MB, int NB>
+SEALKIT_AVX512 inline void store_few_rows(const GemmArgs<float>& g, const __m512 (&acc)[MB][NB], int64_t i0, int64_t n,
+                                          int nb) {
+  static_assert(MB * NB <= 16, "one reduce16 per block");
+  __m512 v[16];
+  for (int f = 0; f < 16; ++f) v[4 * (f % 4) + f / 4] = f < MB * NB ? acc[f / NB][f % NB] : _mm512_setzero_ps();
+  alignas(64) float sums[16];
+  _mm512_store_ps(sums, reduce16(v));  // sums[i * NB + j] = acc[i][j]'s sum
+  for (int i = 0; i < MB; ++i) {
+    float* c = g.C + (i0 + i) * g.ldc + n;
+    for (int j = 0; j < nb; ++j) {
+      const float x = g.alpha * sums[i * NB + j];
+      c[j] = g.beta == 0.f ? x : x + g.beta * c[j];
     }
   }
 }
 
+// Rows [i0, i0 + MB) of C, columns [n, n + nb) (nb <= NB): the block of W rows against MB rows of
+// A. `prefetch`: the first row group of a block also prefetches the blocks ahead.
+template <int MB, int NB, typename Src>
+SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int64_t i0, int64_t n, int nb, int64_t n1,
+                                    bool prefetch) {
+  const int64_t K = g.K;
+  const float* A = g.A + i0 * g.lda;
+  __m512 acc[MB][NB];
+#pragma GCC unroll 32
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
+    const __mmask16 m = mask16(K - k);
+    __m512 b[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) b[j] = j < nb ? load16_masked(B + (n + j) * g.ldb + k, m) : _mm512_setzero_ps();
+    if (prefetch) prefetch_next_rows(B, g.ldb, n, n1, k, NB);
+#pragma GCC unroll 32
+    for (int i = 0; i < MB; ++i) {
+      const __m512 a = _mm512_maskz_loadu_ps(m, A + i * g.lda + k);
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
+    }
+  }
+  store_few_rows<MB, NB>(g, acc, i0, n, nb);
+}
+
+// Columns [n0, n1) of all rows: up to 4 rows take blocks of 4 W rows in one group; more rows take
+// blocks of 2 W rows and groups of up to 8 rows of A (16 accumulators either way). `kernel<MB, NB>`
+// has a member template run<MB, NB>(i0, n, nb, prefetch).
+template <int MB, int NB, typename Kernel>
+inline void few_rows_run(const Kernel& kernel, int64_t i0, int64_t n, int nb, bool prefetch) {
+  if constexpr (MB * NB <= 16) kernel.template run<MB, NB>(i0, n, nb, prefetch);  // (the only shapes called)
+}
+
+template <int NB, typename Kernel>
+inline void few_rows_group(const Kernel& kernel, int rows, int64_t i0, int64_t n, int nb, bool prefetch) {
+  switch (rows) {
+    case 1: few_rows_run<1, NB>(kernel, i0, n, nb, prefetch); break;
+    case 2: few_rows_run<2, NB>(kernel, i0, n, nb, prefetch); break;
+    case 3: few_rows_run<3, NB>(kernel, i0, n, nb, prefetch); break;
+    case 4: few_rows_run<4, NB>(kernel, i0, n, nb, prefetch); break;
+    case 5: few_rows_run<5, NB>(kernel, i0, n, nb, prefetch); break;
+    case 6: few_rows_run<6, NB>(kernel, i0, n, nb, prefetch); break;
+    case 7: few_rows_run<7, NB>(kernel, i0, n, nb, prefetch); break;
+    default: few_rows_run<8, NB>(kernel, i0, n, nb, prefetch); break;
+  }
+}
+
+template <typename Kernel>
+inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, const Kernel& kernel) {
+  if (M <= 4) {
+    for (int64_t n = n0; n < n1; n += 4)
+      few_rows_group<4>(kernel, static_cast<int>(M), 0, n, static_cast<int>(std::min<int64_t>(4, n1 - n)), true);
+    return;
+  }
+  for (int64_t n = n0; n < n1; n += 2) {
+    const int nb = static_cast<int>(std::min<int64_t>(2, n1 - n));
+    for (int64_t i0 = 0; i0 < M; i0 += 8)
+      few_rows_group<2>(kernel, static_cast<int>(std::min<int64_t>(8, M - i0)), i0, n, nb, i0 == 0);
+  }
+}
+
+template <typename Src>
+struct FewRowsF32 {
+  const GemmArgs<float>& g;
+  const Src* B;
+  int64_t n1;
+  template <int MB, int NB>
+  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_avx512<MB, NB>(g, B, i0, n, nb, n1, prefetch); }
+};
+
 template <typename Src>
 void few_rows_avx512_src(const GemmArgs<float>& g, const Src* B) {
-  parallel_for(g.N, 64, [&](int64_t n0, int64_t n1) {
-    switch (g.M) {
-      case 1: few_rows_avx512<1>(g, B, n0, n1); break;
-      case 2: few_rows_avx512<2>(g, B, n0, n1); break;
-      case 3: few_rows_avx512<3>(g, B, n0, n1); break;
-      default: few_rows_avx512<4>(g, B, n0, n1); break;
-    }
-  });
+  parallel_for(g.N, 64, [&](int64_t n0, int64_t n1) { few_rows_columns(g.M, n0, n1, FewRowsF32<Src>{g, B, n1}); });
 }
 
 void few_rows_avx512(const GemmArgs<float>& g) {
@@ -621,43 +672,41 @@ SEALKIT_BF16 void pack_b_bf16(const MatRef& b, int64_t j0, int64_t n, int64_t K,
 }
 
 // Few rows with bf16 W: A's rows are rounded to pairs once (`ap`, rows `aps` slots apart, zero past
-// K), then each W row's bf16 pairs stream straight into vdpbf16ps. Same folding and order of
-// columns as few_rows_avx512.
-template <int MB>
-SEALKIT_BF16 void few_rows_bf16(const GemmArgs<float>& g, const float* ap, int64_t aps, int64_t n0, int64_t n1) {
-  constexpr int NB = 4;
+// K), then each W row's bf16 pairs stream straight into vdpbf16ps. Rows [i0, i0 + MB) of C, columns
+// [n, n + nb); same blocks, row groups and order as few_rows_avx512.
+template <int MB, int NB>
+SEALKIT_BF16 void few_rows_bf16(const GemmArgs<float>& g, const float* ap, int64_t aps, int64_t i0, int64_t n, int nb,
+                                int64_t n1, bool prefetch) {
   const int64_t K = g.K;
   const uint16_t* B = static_cast<const uint16_t*>(g.B.data);
-  for (int64_t n = n0; n < n1; n += NB) {
-    const int nb = static_cast<int>(std::min<int64_t>(NB, n1 - n));
-    __m512 acc[MB][NB];
+  const float* A = ap + i0 * aps;
+  __m512 acc[MB][NB];
 #pragma GCC unroll 32
-    for (int i = 0; i < MB; ++i)
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k += 32) {
-      const __mmask32 m = mask32(K - k);
-      __m512bh b[NB];
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 32) {
+    const __mmask32 m = mask32(K - k);
+    __m512bh b[NB];
 #pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j)
-        b[j] = as_bh(j < nb ? _mm512_maskz_loadu_epi16(m, B + (n + j) * g.ldb + k) : _mm512_setzero_si512());
-      prefetch_next_rows(B, g.ldb, n, n1, k, NB);
-#pragma GCC unroll 32
-      for (int i = 0; i < MB; ++i) {
-        const __m512bh a = as_bh(_mm512_loadu_ps(ap + i * aps + k / 2));
-        for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], a, b[j]);
-      }
-    }
+    for (int j = 0; j < NB; ++j)
+      b[j] = as_bh(j < nb ? _mm512_maskz_loadu_epi16(m, B + (n + j) * g.ldb + k) : _mm512_setzero_si512());
+    if (prefetch) prefetch_next_rows(B, g.ldb, n, n1, k, NB);
 #pragma GCC unroll 32
     for (int i = 0; i < MB; ++i) {
-      float* c = g.C + i * g.ldc + n;
-      for (int j = 0; j < NB; ++j) {
-        if (j >= nb) break;
-        const float v = g.alpha * fold16(acc[i][j]);
-        c[j] = g.beta == 0.f ? v : v + g.beta * c[j];
-      }
+      const __m512bh a = as_bh(_mm512_loadu_ps(A + i * aps + k / 2));
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], a, b[j]);
     }
   }
+  store_few_rows<MB, NB>(g, acc, i0, n, nb);
 }
+
+struct FewRowsBf16 {
+  const GemmArgs<float>& g;
+  const float* ap;
+  int64_t aps, n1;
+  template <int MB, int NB>
+  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_bf16<MB, NB>(g, ap, aps, i0, n, nb, n1, prefetch); }
+};
 
 SEALKIT_BF16 void round_rows_bf16(const GemmArgs<float>& g, float* ap, int64_t aps) {
   for (int64_t i = 0; i < g.M; ++i)
@@ -870,12 +919,7 @@ void few_rows_bf16(const GemmArgs<float>& g) {
   float* ap = buf.data();
   round_rows_bf16(g, ap, aps);
   parallel_for(g.N, 64, [&](int64_t n0, int64_t n1) {
-    switch (g.M) {
-      case 1: few_rows_bf16<1>(g, ap, aps, n0, n1); break;
-      case 2: few_rows_bf16<2>(g, ap, aps, n0, n1); break;
-      case 3: few_rows_bf16<3>(g, ap, aps, n0, n1); break;
-      default: few_rows_bf16<4>(g, ap, aps, n0, n1); break;
-    }
+    few_rows_columns(g.M, n0, n1, FewRowsBf16{g, ap, aps, n1});
   });
 }
 #endif
@@ -887,7 +931,8 @@ void gemm_f32(const GemmArgs<float>& g) {
 #if SEALKIT_X86
   // bf16 B under AVX512-BF16 multiplies in bf16 (A rounded); everything else in f32.
   const bool dp_bf16 = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16;
-  if (g.M <= kFewRows && g.trans_b && !g.trans_a && (isa == Isa::Avx512 || isa == Isa::Avx512Bf16)) {
+  if (g.M <= (dp_bf16 ? kFewRowsBf16 : kFewRowsF32) && g.trans_b && !g.trans_a &&
+      (isa == Isa::Avx512 || isa == Isa::Avx512Bf16)) {
     if (dp_bf16) few_rows_bf16(g);
     else few_rows_avx512(g);
     return;

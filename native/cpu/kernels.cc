@@ -92,30 +92,6 @@ double exp_row_f32_scalar(const float* x, float* out, int64_t n, float shift, fl
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// exp(x) = 2^k * exp(r), k = round(x / ln2), r = x - k ln2 (ln2 split in two for accuracy), exp(r)
-// by a degree-7 polynomial (Cephes expf coefficients). Inputs are clamped to the finite range; a
-// NaN passes through the clamps (max/min return their second operand on NaN) and yields NaN.
-constexpr float kExpHi = 88.3762626647949f, kExpLo = -88.3762626647949f;
-constexpr float kLog2e = 1.44269504088896341f, kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
-constexpr float kP0 = 1.9875691500e-4f, kP1 = 1.3981999507e-3f, kP2 = 8.3334519073e-3f, kP3 = 4.1665795894e-2f,
-                kP4 = 1.6666665459e-1f, kP5 = 5.0000001201e-1f;
-
-SEALKIT_AVX512 SEALKIT_INLINE __m512 exp512(__m512 x) {
-  x = _mm512_min_ps(_mm512_set1_ps(kExpHi), _mm512_max_ps(_mm512_set1_ps(kExpLo), x));
-  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Hi), x);
-  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(kLn2Lo), r);
-  __m512 y = _mm512_set1_ps(kP0);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kP1));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kP2));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kP3));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kP4));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(kP5));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k), _mm512_set1_epi32(127)), 23);
-  return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
-}
-
 SEALKIT_AVX512 double exp_row_avx512(const float* x, float* out, int64_t n, float shift, float scale) {
   const __m512 vs = _mm512_set1_ps(shift), vscale = _mm512_set1_ps(scale);
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
