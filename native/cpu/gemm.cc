@@ -406,26 +406,30 @@ constexpr int64_t kFewRowsBf16 = 16;
 constexpr int64_t kFewRowsF32 = 4;
 
 
-// Prefetches, at column k, the W rows kFewRowsPrefetch blocks of nb rows ahead of row n (within
-// [.., n1)). The hardware prefetcher follows each row's stream only after a few misses; a block's
-// rows are short (K elements), so it keeps starting late. Measured on SmolLM2 decode batch 1 (bf16):
-// 49.5 -> 71 tokens/s, 1 to 2 blocks ahead best, 8 worse.
-constexpr int64_t kFewRowsPrefetch = 2;
+// Prefetches, at column k, the W rows kFewRowsPrefetchRows ahead of block [n, n + nb) (within
+// [.., n1)) into L2. The hardware prefetcher follows each row's stream only after a few misses; a
+// block's rows are short (K elements), so it keeps starting late. Into L2, not L1: the distance that
+// hides memory latency is tens of KiB, which would evict the block and A's rows from L1. Measured
+// on SmolLM2's LM head (49152 x 576 bf16, 2 threads, 2-core Zen 4 VM): W streams at 28-33 GB/s at
+// batch 1 (was 16 with 2 blocks ahead into L1), 15-17 GB/s at batch 8 (was 12); 16-64 rows ahead
+// are all within noise.
+constexpr int64_t kFewRowsPrefetchRows = 32;
 
 template <typename Src>
 inline void prefetch_next_rows(const Src* B, int64_t ldb, int64_t n, int64_t n1, int64_t k, int nb) {
-  const int64_t ahead = n + kFewRowsPrefetch * nb;
+  const int64_t ahead = n + kFewRowsPrefetchRows;
   if (ahead + nb > n1) return;
-  for (int j = 0; j < nb; ++j) _mm_prefetch(reinterpret_cast<const char*>(B + (ahead + j) * ldb + k), _MM_HINT_T0);
+  for (int j = 0; j < nb; ++j) _mm_prefetch(reinterpret_cast<const char*>(B + (ahead + j) * ldb + k), _MM_HINT_T1);
 }
 
 // Writes the MB x NB accumulators' sums to C rows [i0, i0 + MB), columns [n, n + nb), through alpha
 // and beta (MB x NB <= 16).
 template <int MB, int NB>
-SEALKIT_AVX512 inline void store_few_rows(const GemmArgs<float>& g, const __m512 (&acc)[MB][NB], int64_t i0, int64_t n,
+SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, const __m512 (&acc)[MB][NB], int64_t i0, int64_t n,
                                           int nb) {
   static_assert(MB * NB <= 16, "one reduce16 per block");
   __m512 v[16];
+#pragma GCC unroll 16
   for (int f = 0; f < 16; ++f) v[4 * (f % 4) + f / 4] = f < MB * NB ? acc[f / NB][f % NB] : _mm512_setzero_ps();
   alignas(64) float sums[16];
   _mm512_store_ps(sums, reduce16(v));  // sums[i * NB + j] = acc[i][j]'s sum

@@ -56,11 +56,13 @@ SEALKIT_AVX512 SEALKIT_INLINE __m512 exp512(__m512 x) {
 // lanes. The pairing is a fixed tree, the one a lane-by-lane fold would use (e with e + 8, then
 // e + 4, e + 2, e + 1), done with 15 shuffles and 15 adds for all 16 sums instead of 15 scalar adds
 // and a trip through memory for each.
-SEALKIT_AVX512 inline __m512 reduce16(const __m512 (&v)[16]) {
+SEALKIT_AVX512 SEALKIT_INLINE __m512 reduce16(const __m512 (&v)[16]) {
   __m512 w[8], u[4];
+#pragma GCC unroll 8
   for (int p = 0; p < 8; ++p)  // e + 8: 256-bit halves; w[p] = 8 partials of v[2p], then of v[2p + 1]
     w[p] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], _MM_SHUFFLE(1, 0, 1, 0)),
                          _mm512_shuffle_f32x4(v[2 * p], v[2 * p + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+#pragma GCC unroll 4
   for (int q = 0; q < 4; ++q)  // e + 4: 128-bit lanes; lane L of u[q] = 4 partials of v[4q + L]
     u[q] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * q], w[2 * q + 1], _MM_SHUFFLE(2, 0, 2, 0)),
                          _mm512_shuffle_f32x4(w[2 * q], w[2 * q + 1], _MM_SHUFFLE(3, 1, 3, 1)));
