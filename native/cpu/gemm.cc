@@ -390,11 +390,10 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // ---- few rows: y = x W^T without packing ---------------------------------------------------------
 // With a handful of rows (decoding) packing B costs more than the product: B is read once per call
 // either way, so stream each row of W straight from memory against the few rows of A (in L1/L2).
-// Work goes by blocks of W rows held in 16 accumulators: up to 4 rows of A take blocks of 4 W rows;
-// more rows take blocks of 2 W rows against groups of up to 8 rows of A, the first group pulling the
-// block from memory and later ones finding it in L1, so W crosses the memory bus once per call. Each
-// C element is one K-ascending lane-wise dot product, its 16 lanes summed by a fixed tree
-// (reduce16), whatever the group or block shape.
+// Work goes by blocks of 4 W rows against groups of up to 4 rows of A (16 accumulators); the first
+// group pulls the block from memory and later ones find it in L1, so W crosses the memory bus once
+// per call. Each C element is one K-ascending lane-wise dot product, its 16 lanes summed by a fixed
+// tree (reduce16), whatever group it is in.
 //
 // Row limits: with bf16 W under AVX512-BF16 (decoding at bf16 storage) the path runs up to 16 rows:
 // measured on SmolLM2's LM head (K = 576) it is 1.5-2x faster than packing at 5-8 rows and level at
@@ -404,6 +403,7 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // order (test/model.test.ts, mixed-adapter batches).
 constexpr int64_t kFewRowsBf16 = 16;
 constexpr int64_t kFewRowsF32 = 4;
+constexpr int kFewRowsBlock = 4, kFewRowsGroup = 4;
 
 
 // Prefetches, at column k, the W rows kFewRowsPrefetchRows ahead of block [n, n + nb) (within
@@ -444,9 +444,10 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, cons
 
 // Rows [i0, i0 + MB) of C, columns [n, n + nb) (nb <= NB): the block of W rows against MB rows of
 // A. `prefetch`: the first row group of a block also prefetches the blocks ahead.
-template <int MB, int NB, typename Src>
+template <int MB, typename Src>
 SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int64_t i0, int64_t n, int nb, int64_t n1,
                                     bool prefetch) {
+  constexpr int NB = kFewRowsBlock;
   const int64_t K = g.K;
   const float* A = g.A + i0 * g.lda;
   __m512 acc[MB][NB];
@@ -468,39 +469,22 @@ SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int6
   store_few_rows<MB, NB>(g, acc, i0, n, nb);
 }
 
-// Columns [n0, n1) of all rows: up to 4 rows take blocks of 4 W rows in one group; more rows take
-// blocks of 2 W rows and groups of up to 8 rows of A (16 accumulators either way). `kernel<MB, NB>`
-// has a member template run<MB, NB>(i0, n, nb, prefetch).
-template <int MB, int NB, typename Kernel>
-inline void few_rows_run(const Kernel& kernel, int64_t i0, int64_t n, int nb, bool prefetch) {
-  if constexpr (MB * NB <= 16) kernel.template run<MB, NB>(i0, n, nb, prefetch);  // (the only shapes called)
-}
-
-template <int NB, typename Kernel>
-inline void few_rows_group(const Kernel& kernel, int rows, int64_t i0, int64_t n, int nb, bool prefetch) {
-  switch (rows) {
-    case 1: few_rows_run<1, NB>(kernel, i0, n, nb, prefetch); break;
-    case 2: few_rows_run<2, NB>(kernel, i0, n, nb, prefetch); break;
-    case 3: few_rows_run<3, NB>(kernel, i0, n, nb, prefetch); break;
-    case 4: few_rows_run<4, NB>(kernel, i0, n, nb, prefetch); break;
-    case 5: few_rows_run<5, NB>(kernel, i0, n, nb, prefetch); break;
-    case 6: few_rows_run<6, NB>(kernel, i0, n, nb, prefetch); break;
-    case 7: few_rows_run<7, NB>(kernel, i0, n, nb, prefetch); break;
-    default: few_rows_run<8, NB>(kernel, i0, n, nb, prefetch); break;
-  }
-}
-
+// Columns [n0, n1) of all rows, block by block, group by group (the first group also prefetches).
+// `kernel` has a member template run<MB>(i0, n, nb, prefetch). Measured against blocks of 2 W rows
+// x groups of 8 rows: level or slightly faster at 5-16 rows.
 template <typename Kernel>
 inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, const Kernel& kernel) {
-  if (M <= 4) {
-    for (int64_t n = n0; n < n1; n += 4)
-      few_rows_group<4>(kernel, static_cast<int>(M), 0, n, static_cast<int>(std::min<int64_t>(4, n1 - n)), true);
-    return;
-  }
-  for (int64_t n = n0; n < n1; n += 2) {
-    const int nb = static_cast<int>(std::min<int64_t>(2, n1 - n));
-    for (int64_t i0 = 0; i0 < M; i0 += 8)
-      few_rows_group<2>(kernel, static_cast<int>(std::min<int64_t>(8, M - i0)), i0, n, nb, i0 == 0);
+  for (int64_t n = n0; n < n1; n += kFewRowsBlock) {
+    const int nb = static_cast<int>(std::min<int64_t>(kFewRowsBlock, n1 - n));
+    for (int64_t i0 = 0; i0 < M; i0 += kFewRowsGroup) {
+      const bool first = i0 == 0;
+      switch (std::min<int64_t>(kFewRowsGroup, M - i0)) {
+        case 1: kernel.template run<1>(i0, n, nb, first); break;
+        case 2: kernel.template run<2>(i0, n, nb, first); break;
+        case 3: kernel.template run<3>(i0, n, nb, first); break;
+        default: kernel.template run<4>(i0, n, nb, first); break;
+      }
+    }
   }
 }
 
@@ -509,8 +493,8 @@ struct FewRowsF32 {
   const GemmArgs<float>& g;
   const Src* B;
   int64_t n1;
-  template <int MB, int NB>
-  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_avx512<MB, NB>(g, B, i0, n, nb, n1, prefetch); }
+  template <int MB>
+  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_avx512<MB>(g, B, i0, n, nb, n1, prefetch); }
 };
 
 template <typename Src>
@@ -678,9 +662,10 @@ SEALKIT_BF16 void pack_b_bf16(const MatRef& b, int64_t j0, int64_t n, int64_t K,
 // Few rows with bf16 W: A's rows are rounded to pairs once (`ap`, rows `aps` slots apart, zero past
 // K), then each W row's bf16 pairs stream straight into vdpbf16ps. Rows [i0, i0 + MB) of C, columns
 // [n, n + nb); same blocks, row groups and order as few_rows_avx512.
-template <int MB, int NB>
+template <int MB>
 SEALKIT_BF16 void few_rows_bf16(const GemmArgs<float>& g, const float* ap, int64_t aps, int64_t i0, int64_t n, int nb,
                                 int64_t n1, bool prefetch) {
+  constexpr int NB = kFewRowsBlock;
   const int64_t K = g.K;
   const uint16_t* B = static_cast<const uint16_t*>(g.B.data);
   const float* A = ap + i0 * aps;
@@ -708,8 +693,8 @@ struct FewRowsBf16 {
   const GemmArgs<float>& g;
   const float* ap;
   int64_t aps, n1;
-  template <int MB, int NB>
-  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_bf16<MB, NB>(g, ap, aps, i0, n, nb, n1, prefetch); }
+  template <int MB>
+  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_bf16<MB>(g, ap, aps, i0, n, nb, n1, prefetch); }
 };
 
 SEALKIT_BF16 void round_rows_bf16(const GemmArgs<float>& g, float* ap, int64_t aps) {
