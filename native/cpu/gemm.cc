@@ -415,6 +415,15 @@ constexpr int kFewRowsBlock = 4, kFewRowsGroup = 4;
 // are all within noise.
 constexpr int64_t kFewRowsPrefetchRows = 32;
 
+// Every cache line of W rows [r0, r1) into L2.
+template <typename Src>
+inline void prefetch_rows_l2(const Src* B, int64_t ldb, int64_t K, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const char* row = reinterpret_cast<const char*>(B + r * ldb);
+    for (int64_t off = 0; off < K * static_cast<int64_t>(sizeof(Src)); off += 64) _mm_prefetch(row + off, _MM_HINT_T1);
+  }
+}
+
 template <typename Src>
 inline void prefetch_next_rows(const Src* B, int64_t ldb, int64_t n, int64_t n1, int64_t k, int nb) {
   const int64_t ahead = n + kFewRowsPrefetchRows;
@@ -474,6 +483,9 @@ SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int6
 // x groups of 8 rows: level or slightly faster at 5-16 rows.
 template <typename Kernel>
 inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, const Kernel& kernel) {
+  // The blocks' own prefetches run kFewRowsPrefetchRows ahead; the rows before that distance are
+  // requested here, all at once, so the first blocks do not wait out the memory latency row by row.
+  kernel.prefetch_rows(n0, std::min(n1, n0 + kFewRowsPrefetchRows));
   for (int64_t n = n0; n < n1; n += kFewRowsBlock) {
     const int nb = static_cast<int>(std::min<int64_t>(kFewRowsBlock, n1 - n));
     for (int64_t i0 = 0; i0 < M; i0 += kFewRowsGroup) {
@@ -495,6 +507,7 @@ struct FewRowsF32 {
   int64_t n1;
   template <int MB>
   void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_avx512<MB>(g, B, i0, n, nb, n1, prefetch); }
+  void prefetch_rows(int64_t r0, int64_t r1) const { prefetch_rows_l2(B, g.ldb, g.K, r0, r1); }
 };
 
 template <typename Src>
@@ -695,6 +708,9 @@ struct FewRowsBf16 {
   int64_t aps, n1;
   template <int MB>
   void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_bf16<MB>(g, ap, aps, i0, n, nb, n1, prefetch); }
+  void prefetch_rows(int64_t r0, int64_t r1) const {
+    prefetch_rows_l2(static_cast<const uint16_t*>(g.B.data), g.ldb, g.K, r0, r1);
+  }
 };
 
 SEALKIT_BF16 void round_rows_bf16(const GemmArgs<float>& g, float* ap, int64_t aps) {
