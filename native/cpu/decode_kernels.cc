@@ -69,54 +69,60 @@ SEALKIT_AVX2 void cached_unit_avx2(const CachedAttentionShape& s, const float* q
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// Most 16-float chunks of a head row the AVX-512 unit keeps in registers (head_dim <= 256).
-constexpr int64_t kMaxChunks = 16;
-
 // AVX-512: the plain loops above do not vectorise (a float dot product is a chain of dependent adds
-// the compiler may not reorder). Here a query row stays in registers; each key's products are
-// summed over the head's 16-float chunks into one vector, 16 keys' vectors are reduced together
-// (reduce16), then exp, max and sum run on whole vectors and P.V accumulates 16 lanes of head_dim
-// at a time. Sums run in f32 in a fixed order (the softmax denominator in double), so bits depend on
-// the ISA, never on the thread count.
-SEALKIT_AVX512 void cached_unit_avx512(const CachedAttentionShape& s, const float* q, const float* kc, const float* vc,
-                                       float* out, int64_t seq, int64_t kvh, std::vector<float>& scores,
-                                       std::vector<float>& acc) {
+// the compiler may not reorder). Here a query row stays in registers (ND 16-float chunks of the
+// head, the last one masked); each key's products are summed over the chunks into one vector, 16
+// keys' vectors are reduced together (reduce16), then exp, max and sum run on whole vectors; P.V
+// then runs for several heads of the group at once, each value row loaded once and accumulated
+// into every head's ND chunks, in registers (ND is a template parameter so that the chunk arrays
+// never live in memory). Sums run in f32 in a fixed order (the softmax denominator
+// in double), so bits depend on the ISA, never on the thread count.
+template <int ND>
+SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const float* q, const float* kc,
+                                          const float* vc, float* out, int64_t seq, int64_t kvh,
+                                          std::vector<float>& scores) {
   const int64_t D = s.head_dim, group = s.heads / s.kv_heads, out_stride = s.heads * D;
-  if (D > 16 * kMaxChunks) return cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
   const int64_t q0 = s.q_start[seq], nq = s.q_len[seq], kv0 = s.kv_start[seq], nkv = s.kv_len[seq];
-  const int nd = static_cast<int>((D + 15) / 16);
-  const __mmask16 tail = mask16(D - 16 * (nd - 1));
+  __mmask16 mk[ND];
+#pragma GCC unroll 8
+  for (int c = 0; c < ND; ++c) mk[c] = c == ND - 1 ? mask16(D - 16 * (ND - 1)) : __mmask16(0xffff);
   const __m512 scale = _mm512_set1_ps(static_cast<float>(s.scale));
-  scores.resize(static_cast<size_t>((nkv + 15) / 16 * 16));
-  float* sc = scores.data();
+  // Scores of every head of the group, one row of `ld` floats per head.
+  const int64_t ld = (nkv + 15) / 16 * 16;
+  scores.resize(static_cast<size_t>(group * ld));
   const float* K = kc + kv0 * s.kv_stride + kvh * D;
   const float* V = vc + kv0 * s.kv_stride + kvh * D;
+  // Heads per P.V pass: their accumulators (HG x ND) fit the registers.
+  constexpr int HG = ND >= 16 ? 1 : 16 / ND > 8 ? 8 : 16 / ND;
   for (int64_t i = 0; i < nq; ++i) {
     const int64_t n = nkv - nq + i + 1;  // keys visible to this query
-    for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
+    double inv_sum[64];
+    for (int64_t g = 0; g < group; ++g) {
+      const int64_t h = kvh * group + g;
+      float* sc = scores.data() + g * ld;
       const float* qr = q + (q0 + i) * s.q_stride + h * D;
-      __m512 qv[kMaxChunks];
-      for (int c = 0; c < nd; ++c) qv[c] = _mm512_maskz_loadu_ps(c == nd - 1 ? tail : __mmask16(0xffff), qr + 16 * c);
+      __m512 qv[ND];
+#pragma GCC unroll 8
+      for (int c = 0; c < ND; ++c) qv[c] = _mm512_maskz_loadu_ps(mk[c], qr + 16 * c);
       // Scores, 16 keys at a time; key t of a block goes to v[4 (t % 4) + t / 4] so that lane t of
       // reduce16's result is its sum.
       __m512 mx = _mm512_set1_ps(-INFINITY);
       for (int64_t j0 = 0; j0 < n; j0 += 16) {
         __m512 v[16];
+#pragma GCC unroll 16
         for (int t = 0; t < 16; ++t) {
-          const int64_t j = j0 + t;
+          const float* kr = K + (j0 + t) * s.kv_stride;
           __m512 p = _mm512_setzero_ps();
-          if (j < n) {
-            const float* kr = K + j * s.kv_stride;
-            p = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(nd == 1 ? tail : __mmask16(0xffff), kr));
-            for (int c = 1; c < nd; ++c)
-              p = _mm512_fmadd_ps(qv[c], _mm512_maskz_loadu_ps(c == nd - 1 ? tail : __mmask16(0xffff), kr + 16 * c), p);
+          if (j0 + t < n) {
+            p = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(mk[0], kr));
+#pragma GCC unroll 8
+            for (int c = 1; c < ND; ++c) p = _mm512_fmadd_ps(qv[c], _mm512_maskz_loadu_ps(mk[c], kr + 16 * c), p);
           }
           v[4 * (t % 4) + t / 4] = p;
         }
-        const __mmask16 live = mask16(n - j0);
         const __m512 r = _mm512_mul_ps(reduce16(v), scale);
         _mm512_storeu_ps(sc + j0, r);
-        mx = _mm512_mask_max_ps(mx, live, mx, r);
+        mx = _mm512_mask_max_ps(mx, mask16(n - j0), mx, r);
       }
       const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
       __m512d sum0 = _mm512_setzero_pd(), sum1 = _mm512_setzero_pd();
@@ -126,31 +132,59 @@ SEALKIT_AVX512 void cached_unit_avx512(const CachedAttentionShape& s, const floa
         sum0 = _mm512_add_pd(sum0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
         sum1 = _mm512_add_pd(sum1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
       }
-      // P.V: two keys per step into two accumulator sets (halves the FMA dependency chains).
-      __m512 o0[kMaxChunks], o1[kMaxChunks];
-      for (int c = 0; c < nd; ++c) o0[c] = o1[c] = _mm512_setzero_ps();
-      int64_t j = 0;
-      for (; j + 2 <= n; j += 2) {
-        const __m512 p0 = _mm512_set1_ps(sc[j]), p1 = _mm512_set1_ps(sc[j + 1]);
-        const float* v0 = V + j * s.kv_stride;
-        const float* v1 = v0 + s.kv_stride;
-        for (int c = 0; c < nd; ++c) {
-          const __mmask16 mk = c == nd - 1 ? tail : __mmask16(0xffff);
-          o0[c] = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(mk, v0 + 16 * c), o0[c]);
-          o1[c] = _mm512_fmadd_ps(p1, _mm512_maskz_loadu_ps(mk, v1 + 16 * c), o1[c]);
+      inv_sum[g] = 1.0 / _mm512_reduce_add_pd(_mm512_add_pd(sum0, sum1));
+    }
+    // P.V for HG heads at a time: each value row is loaded once for all of them (the rows come
+    // from memory; re-reading them per head made this loop latency-bound).
+    for (int64_t g0 = 0; g0 < group; g0 += HG) {
+      const int hg = static_cast<int>(std::min<int64_t>(HG, group - g0));
+      __m512 o[HG][ND];
+#pragma GCC unroll 8
+      for (int g = 0; g < HG; ++g)
+#pragma GCC unroll 8
+        for (int c = 0; c < ND; ++c) o[g][c] = _mm512_setzero_ps();
+      const float* sc = scores.data() + g0 * ld;
+      for (int64_t j = 0; j < n; ++j) {
+        const float* vr = V + j * s.kv_stride;
+        __m512 vv[ND];
+#pragma GCC unroll 8
+        for (int c = 0; c < ND; ++c) vv[c] = _mm512_maskz_loadu_ps(mk[c], vr + 16 * c);
+#pragma GCC unroll 8
+        for (int g = 0; g < HG; ++g) {
+          if (g >= hg) break;
+          const __m512 p = _mm512_set1_ps(sc[g * ld + j]);
+#pragma GCC unroll 8
+          for (int c = 0; c < ND; ++c) o[g][c] = _mm512_fmadd_ps(p, vv[c], o[g][c]);
         }
       }
-      if (j < n) {
-        const __m512 p0 = _mm512_set1_ps(sc[j]);
-        const float* v0 = V + j * s.kv_stride;
-        for (int c = 0; c < nd; ++c)
-          o0[c] = _mm512_fmadd_ps(p0, _mm512_maskz_loadu_ps(c == nd - 1 ? tail : __mmask16(0xffff), v0 + 16 * c), o0[c]);
+#pragma GCC unroll 8
+      for (int g = 0; g < HG; ++g) {
+        if (g >= hg) break;
+        const __m512 inv = _mm512_set1_ps(static_cast<float>(inv_sum[g0 + g]));
+        float* o_row = out + (q0 + i) * out_stride + (kvh * group + g0 + g) * D;
+#pragma GCC unroll 8
+        for (int c = 0; c < ND; ++c) _mm512_mask_storeu_ps(o_row + 16 * c, mk[c], _mm512_mul_ps(o[g][c], inv));
       }
-      const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(sum0, sum1))));
-      float* o = out + (q0 + i) * out_stride + h * D;
-      for (int c = 0; c < nd; ++c)
-        _mm512_mask_storeu_ps(o + 16 * c, c == nd - 1 ? tail : __mmask16(0xffff), _mm512_mul_ps(_mm512_add_ps(o0[c], o1[c]), inv));
     }
+  }
+}
+
+// head_dim up to 128 (8 chunks) in registers and groups of up to 64 heads; larger ones take the
+// plain loops.
+SEALKIT_AVX512 void cached_unit_avx512(const CachedAttentionShape& s, const float* q, const float* kc, const float* vc,
+                                       float* out, int64_t seq, int64_t kvh, std::vector<float>& scores,
+                                       std::vector<float>& acc) {
+  if (s.heads / s.kv_heads > 64) return cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
+  switch ((s.head_dim + 15) / 16) {
+    case 1: return cached_unit_avx512_nd<1>(s, q, kc, vc, out, seq, kvh, scores);
+    case 2: return cached_unit_avx512_nd<2>(s, q, kc, vc, out, seq, kvh, scores);
+    case 3: return cached_unit_avx512_nd<3>(s, q, kc, vc, out, seq, kvh, scores);
+    case 4: return cached_unit_avx512_nd<4>(s, q, kc, vc, out, seq, kvh, scores);
+    case 5: return cached_unit_avx512_nd<5>(s, q, kc, vc, out, seq, kvh, scores);
+    case 6: return cached_unit_avx512_nd<6>(s, q, kc, vc, out, seq, kvh, scores);
+    case 7: return cached_unit_avx512_nd<7>(s, q, kc, vc, out, seq, kvh, scores);
+    case 8: return cached_unit_avx512_nd<8>(s, q, kc, vc, out, seq, kvh, scores);
+    default: return cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
   }
 }
 #pragma GCC diagnostic pop
