@@ -5,8 +5,9 @@
 // over the whole K. Packing makes the micro-kernel's loads contiguous whatever the orientation and
 // strides, and zero-pads edge strips so the kernel always computes a full MR x NR tile and only its
 // store is masked. A tile runs its K blocks (KC deep, sized for L1) back to back, so its slice of C
-// is still in cache when the next block adds onto it. With AVX-512, up to 4 rows of the forward
-// orientation (y = x W^T, decoding) skip packing and stream W directly (few_rows_avx512).
+// is still in cache when the next block adds onto it. With AVX-512, a few rows of the forward
+// orientation (y = x W^T, decoding: up to 4, or 16 on the bf16 path) skip packing and stream W
+// directly (few_rows_avx512, few_rows_bf16).
 //
 // Determinism: every element of C is produced by exactly one task and its K reduction runs in a
 // fixed order (KC blocks in sequence, k ascending inside a block). The path and KC depend only on
@@ -23,7 +24,7 @@
 // 32-bit slot (k in the low half; an odd K pads the last pair with zero), so the packed buffers keep
 // their float element type and the driver counts depth in pairs. The product runs on AMX tiles
 // (tdpbf16ps) where the CPU and OS offer them, else on vdpbf16ps (each adds a pair's odd product,
-// then its even one, to the f32 accumulator); up to 4 rows of y = x W^T always stream W through
+// then its even one, to the f32 accumulator); up to 16 rows of y = x W^T always stream W through
 // vdpbf16ps. Measured on the Sapphire-Rapids-class VM this was written on, AMX runs the training
 // shapes 3-7x faster than the f32 kernel, while vdpbf16ps (0.5/cycle there, against 2 FMA/cycle)
 // runs them at 0.5-0.7x: it is only the fallback for avx512bf16 CPUs without AMX (AMD Zen 4/5, where
