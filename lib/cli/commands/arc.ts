@@ -1,6 +1,6 @@
 // `seal arc eval|rl` — the few-shot (ARC) experiments on SEAL's ARC files (reference §4), and
 // `seal arc pretrain-toy` — pretraining of the toy few-shot model `seal demo arc` uses.
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ARC_SPLITS, loadArcSplit, type ArcSplit, type ArcTask } from '../../domains/arc/data.js';
@@ -31,11 +31,13 @@ const SPLITS = Object.keys(ARC_SPLITS) as ArcSplit[];
 
 const USAGE = `usage: seal arc eval --model DIR --data DIR [options]
        seal arc rl   --model DIR --data DIR [options]
-       seal arc pretrain-toy --out DIR [--steps N] [--seed S] [--lr X] [--save-at N,N,...] [--threads N] [--json]
+       seal arc pretrain-toy --out DIR [--init DIR] [--steps N] [--seed S] [--lr X] [--warmup N] [--min-lr-ratio X]
+                             [--save-at N,N,...] [--threads N] [--json]
 
   eval   no adaptation / fixed TTT / base self-edits on the evaluation tasks
   rl     the same, then ReST-EM rounds on the training tasks and "SEAL round r" evaluations
-  pretrain-toy   pretrain the toy few-shot model from scratch (seal demo arc uses models/toy-arc)
+  pretrain-toy   pretrain the toy few-shot model from scratch, or (--init DIR) continue from a
+                 model, one stage of scripts/build-toy-arc-model.sh (seal demo arc uses models/toy-arc)
 
   --data is the folder with SEAL's few-shot files (arc-agi_*_challenges.json / _solutions.json).
 
@@ -92,7 +94,10 @@ export function arcSealConfig(o: { seed: number; rounds: number; contexts: numbe
 async function pretrainToy(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { out: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' }, threads: { type: 'string' }, lr: { type: 'string' }, 'save-at': { type: 'string' }, json: { type: 'boolean' } },
+    options: {
+      out: { type: 'string' }, init: { type: 'string' }, steps: { type: 'string' }, seed: { type: 'string' }, threads: { type: 'string' }, lr: { type: 'string' },
+      warmup: { type: 'string' }, 'min-lr-ratio': { type: 'string' }, 'save-at': { type: 'string' }, json: { type: 'boolean' },
+    },
   });
   if (!values.out) throw new UsageError('arc pretrain-toy: --out is required');
   const D = DEFAULT_TOY_PRETRAIN;
@@ -105,12 +110,16 @@ async function pretrainToy(argv: string[]): Promise<number> {
   const steps = num('steps', values.steps, D.steps, (x) => Number.isInteger(x) && x >= 1);
   const seed = num('seed', values.seed, D.seed, (x) => Number.isSafeInteger(x) && x >= 0);
   const lr = num('lr', values.lr, D.lr, (x) => x > 0 && x < 1);
+  const warmup = num('warmup', values.warmup, Math.min(D.warmup, Math.floor(steps / 10)), (x) => Number.isInteger(x) && x >= 0 && x < steps);
+  const minLrRatio = num('min-lr-ratio', values['min-lr-ratio'], D.minLrRatio, (x) => x >= 0 && x <= 1);
+  if (values.init !== undefined && !existsSync(join(values.init, 'model.safetensors'))) throw new UsageError(`arc pretrain-toy: --init ${values.init} has no model.safetensors`);
   const threads = values.threads === undefined ? undefined : num('threads', values.threads, 0, (x) => Number.isInteger(x) && x >= 1);
   const saveAt = (values['save-at'] ?? '').split(',').filter((x) => x.trim() !== '').map((x) => num('save-at', x, 0, (v) => Number.isInteger(v) && v >= 1));
   const bar = values.json ? undefined : progress('pretrain', steps, ['loss']);
   let smooth = NaN;
   const r = await pretrainToyArc({
-    ...D, outDir: values.out, steps, seed, lr, warmup: Math.min(D.warmup, Math.floor(steps / 10)), saveAt, ...(threads !== undefined ? { threads } : {}),
+    ...D, outDir: values.out, steps, seed, lr, warmup, minLrRatio, saveAt, ...(threads !== undefined ? { threads } : {}),
+    ...(values.init !== undefined ? { init: values.init } : {}),
     onStep: (s) => {
       smooth = Number.isNaN(smooth) ? s.loss : 0.9 * smooth + 0.1 * s.loss;
       bar?.update(s.step, { loss: smooth.toFixed(3) });

@@ -18,7 +18,7 @@
 //     configuration drawn at random (augmentation flags, loss strategy, learning rate and epochs
 //     from wide ranges, independently of the task): the model learns to write valid
 //     configurations of varied quality.
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { normaliseModelConfig } from '../../model/hf-config.js';
@@ -290,6 +290,11 @@ export interface ToyPretrainOptions {
   saveAt?: readonly number[];
   /** Backend (default cpu). */
   device?: 'cpu' | 'cuda';
+  /**
+   * Continue from this model directory (a toy-arc model: same architecture and tokenizer) instead
+   * of random weights: a later stage of the recipe. Its training.json is kept in ours as `init`.
+   */
+  init?: string;
   /** Stop (and save) once this much wall time has passed, before `steps` if need be. */
   maxSeconds?: number;
   onStep?: (info: { step: number; total: number; loss: number; tokens: number; lr: number; seconds: number }) => void;
@@ -307,6 +312,32 @@ export interface ToyPretrainResult {
   seconds: number;
 }
 
+/** The starting model's training.json (the earlier stages of the recipe). */
+async function readInitTraining(dir: string): Promise<unknown> {
+  const file = join(dir, 'training.json');
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    throw new Error(`toy-arc pretrain: --init ${dir} has no training.json (expected a toy-arc model made by this command)`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new Error(`toy-arc pretrain: ${file} is not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** The starting model must have the toy architecture (its vocabulary padded as ours). */
+function checkInitModel(dir: string, model: Model, raw: typeof TOY_ARC_ARCHITECTURE & { vocab_size: number }): void {
+  const c = model.config;
+  const want = { hiddenSize: raw.hidden_size, numLayers: raw.num_hidden_layers, numHeads: raw.num_attention_heads, vocabSize: raw.vocab_size };
+  for (const [k, v] of Object.entries(want)) {
+    const got = (c as unknown as Record<string, number>)[k];
+    if (got !== v) throw new Error(`toy-arc pretrain: --init ${dir}: ${k} is ${got}, the toy-arc architecture has ${v}`);
+  }
+}
+
 export async function pretrainToyArc(o: ToyPretrainOptions): Promise<ToyPretrainResult> {
   if (o.threads !== undefined) native().setThreads(o.threads);
   const threads = native().info().threads;
@@ -316,7 +347,11 @@ export async function pretrainToyArc(o: ToyPretrainOptions): Promise<ToyPretrain
   await writeFile(join(o.outDir, 'generation_config.json'), `${JSON.stringify({ bos_token_id: 0, eos_token_id: 1, pad_token_id: 4 }, null, 2)}\n`);
   const tok = await TextTokenizer.load(o.outDir);
   const raw = { ...TOY_ARC_ARCHITECTURE, vocab_size: Math.ceil(vocabSize / 16) * 16 };
-  const model = await Model.create(normaliseModelConfig(structuredClone(raw) as Record<string, unknown>, 'toy-arc architecture'), { seed: o.seed, initStd: 0.02, ...(o.device ? { device: o.device } : {}) });
+  const initTraining = o.init === undefined ? undefined : await readInitTraining(o.init);
+  const model = o.init === undefined
+    ? await Model.create(normaliseModelConfig(structuredClone(raw) as Record<string, unknown>, 'toy-arc architecture'), { seed: o.seed, initStd: 0.02, ...(o.device ? { device: o.device } : {}) })
+    : await Model.load(o.init, o.device ? { device: o.device } : {});
+  if (o.init !== undefined) checkInitModel(o.init, model, raw);
   const corpus = new ToyArcCorpus(tok, { ...o.corpus, seed: o.seed });
   const t0 = Date.now();
   const losses: number[] = [];
@@ -351,9 +386,13 @@ export async function pretrainToyArc(o: ToyPretrainOptions): Promise<ToyPretrain
   const tail = losses.slice(-50);
   const finalLossMean = tail.reduce((a, b) => a + b, 0) / Math.max(1, tail.length);
   const cpu = cpus()[0];
-  const { onStep: _o, outDir: _d, saveAt: _s, ...recipe } = o;
+  const { onStep: _o, outDir: _d, saveAt: _s, init: _i, ...recipe } = o;
   const training = {
-    recipe: { ...recipe, schedule: 'linear warmup + cosine', optimizer: 'AdamW', beta1: 0.9, initStd: 0.02, corpus: { seed: o.seed, selfEditShare: 0.1, maxDemos: 5, ...o.corpus } },
+    recipe: {
+      ...recipe, schedule: 'linear warmup + cosine', optimizer: 'AdamW', beta1: 0.9,
+      ...(o.init === undefined ? { initStd: 0.02 } : { init: 'continued from the model described under "init"' }),
+      corpus: { seed: o.seed, selfEditShare: 0.1, maxDemos: 5, ...o.corpus },
+    },
     architecture: raw,
     vocabulary: { tokens: vocabSize, padded: raw.vocab_size },
     steps_done: done,
@@ -363,6 +402,7 @@ export async function pretrainToyArc(o: ToyPretrainOptions): Promise<ToyPretrain
     loss_every_50_steps: losses.filter((_, i) => (i + 1) % 50 === 0 || i === 0).map((l) => Number(l.toFixed(4))),
     wall_seconds: Number(seconds.toFixed(1)),
     machine: { cpu: cpu?.model ?? 'unknown', logical_cpus: cpus().length, engine_threads: threads, memory_gib: Number((totalmem() / 2 ** 30).toFixed(1)), node: process.version },
+    ...(initTraining !== undefined ? { init: initTraining } : {}),
   };
   await writeFile(join(o.outDir, 'training.json.tmp'), `${JSON.stringify(training, null, 2)}\n`);
   await rename(join(o.outDir, 'training.json.tmp'), join(o.outDir, 'training.json'));
