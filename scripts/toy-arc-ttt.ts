@@ -4,10 +4,11 @@
 // table in models/toy-arc/README.md is made, and how to judge a new toy model's TTT headroom
 // (what SEAL can gain) before running the demo.
 //
-//   npx tsx scripts/toy-arc-ttt.ts [--model models/toy-arc] [--tasks 48] [--split eval] [--families recolour,shift] [--demos 3]
+//   npx tsx scripts/toy-arc-ttt.ts [--model models/toy-arc] [--tasks 48] [--split eval] [--unsolved] [--families recolour,shift] [--demos 3]
 //        [--config 'lr=1e-3,epochs=10,aug=basic+repeat,loss=output' ...] [--threads N] [--seed S] [--json FILE]
 //
-// Without --config it sweeps a standard set of configurations.
+// Without --config it sweeps a standard set of configurations. --unsolved scores the first tasks the
+// model fails in context instead (the task selection of `seal demo arc`).
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { TOY_ARC_DOMAIN } from '../lib/cli/commands/arc-demo.js';
@@ -18,11 +19,12 @@ import { Model } from '../lib/model/model.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { native } from '../lib/native.js';
 import { runInnerJobs } from '../lib/seal/inner-loop.js';
+import { unsolvedContexts } from '../lib/seal/unsolved-contexts.js';
 
 const { values } = parseArgs({
   options: {
     model: { type: 'string', default: 'models/toy-arc' }, tasks: { type: 'string', default: '48' }, split: { type: 'string', default: 'eval' },
-    config: { type: 'string', multiple: true }, families: { type: 'string' }, demos: { type: 'string' }, 'permute-n': { type: 'string' }, 'max-examples': { type: 'string' }, rank: { type: 'string' }, threads: { type: 'string' }, seed: { type: 'string', default: '0' }, json: { type: 'string' },
+    config: { type: 'string', multiple: true }, families: { type: 'string' }, demos: { type: 'string' }, 'permute-n': { type: 'string' }, 'max-examples': { type: 'string' }, rank: { type: 'string' }, threads: { type: 'string' }, seed: { type: 'string', default: '0' }, json: { type: 'string' }, unsolved: { type: 'boolean' },
   },
 });
 if (values.threads) native().setThreads(Number(values.threads));
@@ -56,10 +58,18 @@ const specs = values.config ?? [
 
 const tok = await TextTokenizer.load(values.model!);
 const model = await Model.load(values.model!);
-const tasks = toySplit(values.split as ToySplit, Number(values.tasks), {
+const taskOptions = {
   ...(values.families ? { families: values.families.split(',') as ToyFamily[] } : {}),
   ...(values.demos ? { demos: Number(values.demos) } : {}),
-});
+};
+let tasks = toySplit(values.split as ToySplit, Number(values.tasks), taskOptions);
+if (values.unsolved) {
+  const candidates = toySplit(values.split as ToySplit, 4 * Number(values.tasks), taskOptions);
+  const picked = await unsolvedContexts(model, tok, arcDomain({ ...domainOptions, seed }), arcContexts(candidates), Number(values.tasks));
+  const ids = new Set(picked.contexts.map((c) => c.id));
+  tasks = candidates.filter((t) => ids.has(t.id));
+  process.stderr.write(`${tasks.length} tasks unsolved in context (${picked.solved} of ${picked.examined} examined were solved)\n`);
+}
 const contexts = arcContexts(tasks);
 const familyOf = new Map<string, ToyTask>(tasks.map((t) => [t.id, t]));
 const families = [...new Set(tasks.map((t) => t.family))].sort();

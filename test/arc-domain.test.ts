@@ -268,21 +268,23 @@ test('toy tokenizer: decode(encode(s)) = s for any text; ids agree with the offi
 });
 
 if (hasToyModel) {
-  test('toy family, committed model: TTT with a good configuration beats no adaptation (first 20 held-out tasks, seed 0)', async () => {
+  test('toy family, committed model: TTT with a good configuration beats no adaptation (first 48 held-out tasks, seed 0)', async () => {
     const model = await Model.load(toyModelDir);
     try {
       const toyTok = await TextTokenizer.load(toyModelDir);
       const domain = arcDomain(TOY_ARC_DOMAIN);
-      const ctxs = arcContexts(toySplit('eval', 20));
+      // 48 tasks: the committed model solves about half in context, and TTT's gain (~8 tasks,
+      // models/toy-arc/README.md) must stand clear of a task or two of numeric drift between CPUs.
+      const ctxs = arcContexts(toySplit('eval', 48));
       let none = 0;
       for (const c of ctxs) none += (await domain.evaluate(model, toyTok, c, [-1]))[0]!.score;
       // No augmentation (each one mixes in other transformations or colour maps), loss on the
       // answers, a moderate learning rate: the configuration the toy family rewards.
       const good = selfEditText(cfg({ learningRate: 0.001, epochs: 4 }));
-      const results = await runInnerJobs(model, toyTok, domain, ctxs.map((ctx, i) => ({ ctx, training: domain.buildTraining(ctx, good, toyTok), seed: i })), { parallel: 20 });
+      const results = await runInnerJobs(model, toyTok, domain, ctxs.map((ctx, i) => ({ ctx, training: domain.buildTraining(ctx, good, toyTok), seed: i })), { parallel: 16 });
       const ttt = results.reduce((a, r) => a + (r.evaluation?.score ?? 0), 0);
       assert.ok(results.every((r) => r.valid));
-      assert.ok(ttt > none, `TTT solved ${ttt} of 20, no adaptation ${none}`);
+      assert.ok(ttt >= none + 4, `TTT solved ${ttt} of 48, no adaptation ${none}`);
     } finally {
       await model.dispose();
     }
@@ -352,6 +354,9 @@ test('seal arc: bad arguments are usage errors', () => {
   assert.is(d.status, 1, d.stderr);
   // The stderr goes into the message: this once failed in CI without showing what was printed.
   assert.match(d.stderr, /arc-agi_evaluation_challenges_filtered_1B_eval_set\.json: file not found/, `stderr: ${d.stderr}`);
+  const t = seal('demo', 'arc', '--tasks', 'some');
+  assert.is(t.status, 2, t.stderr);
+  assert.match(t.stderr, /--tasks must be unsolved or all, got 'some'/);
 });
 
 test.run();

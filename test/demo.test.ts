@@ -104,17 +104,29 @@ if (existsSync(join(arcModelDir, 'model.safetensors'))) {
       const runDir = join(dir, 'run');
       const r = seal('demo', 'arc', '--quick', '--json', '--run-dir', runDir, '--threads', '2');
       assert.is(r.status, 0, r.stderr);
-      const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { conditions: { name: string; accuracy: number; tasks: number }[]; run_dir: string };
+      const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { conditions: { name: string; accuracy: number; tasks: number; evaluations: number }[]; run_dir: string };
       assert.equal(out.conditions.map((c) => c.name), ['no adaptation', 'fixed TTT', 'base self-edits', 'SEAL']);
       const ledger = readLedger(runDir);
       for (const c of out.conditions) {
         const lines = ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'eval' && e.condition === c.name);
+        // Self-edit conditions score evalSamples self-edits per task, the reference's (task, self-edit) pairs.
+        const perTask = c.name === 'base self-edits' || c.name === 'SEAL' ? ARC_DEMO_SIZES.quick.evalSamples : 1;
         assert.is(c.tasks, ARC_DEMO_SIZES.quick.evalTasks, c.name);
-        assert.is(lines.length, ARC_DEMO_SIZES.quick.evalTasks, c.name);
+        assert.is(new Set(lines.map((e) => e.context)).size, ARC_DEMO_SIZES.quick.evalTasks, c.name);
+        assert.is(lines.length, ARC_DEMO_SIZES.quick.evalTasks * perTask, c.name);
+        assert.is(c.evaluations, lines.length, c.name);
         assert.ok(Math.abs(c.accuracy - lines.reduce((a, e) => a + e.score, 0) / lines.length) < 1e-12, c.name);
       }
       // Invalid self-edits (unparsable or over budget) are in the ledger with reward 0, never a crash.
       for (const e of ledger) if (e.type === 'inner' && !e.valid) { assert.is(e.score, 0); assert.ok(e.reason); }
+      // The tasks are those the base model fails in context: no adaptation solves none of them, and
+      // the recorded selection is what the run used.
+      assert.is(out.conditions[0]!.accuracy, 0);
+      const selection = JSON.parse(readFileSync(join(runDir, 'task-selection.json'), 'utf8')) as Record<string, { ids: string[]; examined: number }>;
+      const evalIds = ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'eval' && e.condition === 'no adaptation').map((e) => e.context);
+      assert.equal([...evalIds].sort(), [...selection.eval!.ids].sort());
+      assert.is(selection.rl!.ids.length, ARC_DEMO_SIZES.quick.trainTasks);
+      assert.ok(selection.eval!.examined >= ARC_DEMO_SIZES.quick.evalTasks);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

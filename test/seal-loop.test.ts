@@ -145,6 +145,40 @@ if (hasShared) {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  test('evalSamples: k self-edits per held-out context, each trained and scored; evalRounds last: only the final policy is scored', async () => {
+    const { runSeal } = await import('../lib/seal/loop.js');
+    const { TextTokenizer } = await import('../lib/model/tokenizer.js');
+    const { STORY_CONFIG } = await import('./helpers/story-seal-run.js');
+    const { storyContexts, storyDomain } = await import('./helpers/story-domain.js');
+    const { sharedDir } = await import('./helpers/fixtures.js');
+    const dir = mkdtempSync(join(tmpdir(), 'sealkit-eval-samples-'));
+    try {
+      const modelDir = join(sharedDir, 'models/tinystories-656k');
+      const evalContexts = storyContexts('eval', 2, 3);
+      const result = await runSeal({
+        runDir: dir, modelDir, tokenizer: await TextTokenizer.load(modelDir), domain: storyDomain,
+        trainContexts: storyContexts('train', 3, 0), evalContexts,
+        config: { ...STORY_CONFIG, rounds: 2, repeats: 1, evalSamples: 3, evalRounds: 'last', baselines: { noAdaptation: true, baselineTraining: false, baseSelfEdits: true } },
+      });
+      const ledger = readLedger(dir);
+      const evals = (condition: string) => ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'eval' && e.condition === condition);
+      assert.is(evals('no adaptation').length, evalContexts.length, 'no adaptation: one evaluation per context');
+      for (const condition of ['base self-edits', 'SEAL round 2']) {
+        const list = evals(condition);
+        assert.equal(list.map((e) => `${e.context}/${e.sample}`).sort(), evalContexts.flatMap((c) => [0, 1, 2].map((k) => `${c.id}/${k}`)).sort(), condition);
+        const texts = ledger.find((e) => e.type === 'self-edits' && e.phase === 'eval' && e.condition === condition && e.context === evalContexts[0]!.id) as { texts: string[] };
+        assert.is(texts.texts.length, 3);
+        assert.equal(list.filter((e) => e.context === evalContexts[0]!.id).sort((a, b) => a.sample - b.sample).map((e) => e.selfEdit), texts.texts);
+      }
+      assert.is(evals('SEAL round 1').length, 0, 'round 1 is not scored with evalRounds: last');
+      assert.equal(result.summary.conditions.map((c) => c.name), ['no adaptation', 'base self-edits', 'SEAL round 2']);
+      const seal = result.summary.conditions[2]!;
+      assert.is(seal.contexts, evalContexts.length);
+      assert.is(seal.questions, evals('SEAL round 2').reduce((a, e) => a + e.total, 0));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 } else {
   test.skip('SEAL loop runs (../shared absent: they use TinyStories-656K)', () => {});
   console.log('skip: ../shared/models/tinystories-656k is absent; SEAL loop end-to-end and crash/resume tests not run');

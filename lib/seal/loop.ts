@@ -29,6 +29,12 @@ export interface SealConfig {
   contextsPerRound: number;
   /** Self-edits sampled per context (K). */
   samples: number;
+  /**
+   * Self-edits sampled per held-out context in the self-edit conditions (default 1), each trained
+   * and scored on its own; accuracies are then over (context, self-edit) pairs, the reference's ARC
+   * metric (5 per task, §4.8).
+   */
+  evalSamples?: number;
   /** Inner-loop repeats per self-edit (R); the reward is their mean score. */
   repeats: number;
   /** best-of-k: keep each context's best self-edit (the reference); threshold: keep every self-edit whose reward beats no adaptation by `margin`; min-reward: keep every self-edit whose reward is at least `min`. */
@@ -39,6 +45,8 @@ export interface SealConfig {
   policy: { rank: number; alpha: number; lr: number; epochs: number; batchSize: number };
   /** Adapters trained together in one batched inner-loop run. */
   parallel: number;
+  /** Which policies are scored on the held-out contexts: after every round (default) or only the last. */
+  evalRounds?: 'all' | 'last';
   /** Evaluation conditions to run on the held-out contexts before RL. */
   baselines: { noAdaptation: boolean; baselineTraining: boolean; baseSelfEdits: boolean };
   /** Names of the conditions (tables, summary.json); `round` contains {r} for the round number. */
@@ -194,13 +202,17 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
       order.push(condition);
       const ctxs = o.evalContexts;
       let texts = new Map<string, string[]>();
-      if (mode === 'self-edit') texts = await selfEdits('eval', condition, round, ctxs, 1);
-      const pending: Pending[] = ctxs.map((ctx) => {
+      const k = cfg.evalSamples ?? 1;
+      if (mode === 'self-edit') texts = await selfEdits('eval', condition, round, ctxs, k);
+      const pending: Pending[] = ctxs.flatMap((ctx): Pending[] => {
         const seed = derive(cfg.seed, 'eval', condition, ctx.id);
-        if (mode === 'none') return { ctx, sample: 0, repeat: 0, selfEdit: null, training: { ok: false, reason: 'no adaptation' }, seed };
-        if (mode === 'baseline') return { ctx, sample: 0, repeat: 0, selfEdit: null, training: domain.baselineTraining(ctx, tok), seed };
-        const text = texts.get(ctx.id)?.[0] ?? '';
-        return { ctx, sample: 0, repeat: 0, selfEdit: text, training: domain.buildTraining(ctx, text, tok), seed };
+        if (mode === 'none') return [{ ctx, sample: 0, repeat: 0, selfEdit: null, training: { ok: false, reason: 'no adaptation' }, seed }];
+        if (mode === 'baseline') return [{ ctx, sample: 0, repeat: 0, selfEdit: null, training: domain.baselineTraining(ctx, tok), seed }];
+        // Sample 0 keeps the single-sample seed, so evalSamples = 1 runs are unchanged.
+        return Array.from({ length: k }, (_, sample) => {
+          const text = texts.get(ctx.id)?.[sample] ?? '';
+          return { ctx, sample, repeat: 0, selfEdit: text, training: domain.buildTraining(ctx, text, tok), seed: sample === 0 ? seed : derive(seed, sample) };
+        });
       });
       await applyAll('eval', condition, round, pending);
     };
@@ -292,7 +304,7 @@ export async function runSeal<C extends SealContext>(o: SealRunOptions<C>): Prom
         await model.dispose();
         model = await Model.load(checkpoint);
       }
-      await evaluateCondition(cfg.names.round.replace('{r}', String(round)), round, 'self-edit');
+      if ((cfg.evalRounds ?? 'all') === 'all' || round === cfg.rounds) await evaluateCondition(cfg.names.round.replace('{r}', String(round)), round, 'self-edit');
     }
 
     const summary = summarize(ledger.all(), order);

@@ -2,15 +2,19 @@
 // (lib/domains/arc/toy-family.ts) and the small model the project pretrained on it
 // (models/toy-arc): no adaptation, TTT with a fixed configuration, TTT with configurations the
 // base model writes, and with those the model writes after one ReST-EM round, on held-out tasks.
-import { existsSync, writeFileSync } from 'node:fs';
+// Like the reference's filtered task subsets (§4.1), the RL and evaluation tasks are those the
+// base model fails in context (lib/seal/unsolved-contexts.ts); `--tasks all` skips the filter.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { arcContexts, arcDomain, type ArcDomainOptions } from '../../domains/arc/domain.js';
 import type { SelfEditConfig } from '../../domains/arc/self-edit-config.js';
 import { toySplit } from '../../domains/arc/toy-family.js';
+import { Model } from '../../model/model.js';
 import { TextTokenizer } from '../../model/tokenizer.js';
 import { runSeal, type SealConfig } from '../../seal/loop.js';
+import { unsolvedContexts } from '../../seal/unsolved-contexts.js';
 import { accuracySvg } from '../../seal/plot.js';
 import { UsageError } from '../command.js';
 import { progress, type Progress } from '../progress.js';
@@ -38,14 +42,14 @@ export const TOY_ARC_FIXED: SelfEditConfig = {
 };
 
 export const ARC_DEMO_SIZES = {
-  full: { evalTasks: 48, trainTasks: 48, samples: 8 },
-  quick: { evalTasks: 6, trainTasks: 4, samples: 3 },
+  full: { evalTasks: 48, trainTasks: 48, samples: 8, rounds: 1, evalSamples: 2 },
+  quick: { evalTasks: 6, trainTasks: 4, samples: 3, rounds: 1, evalSamples: 2 },
 };
 
 export function arcDemoConfig(quick: boolean, seed: number): SealConfig {
   const size = quick ? ARC_DEMO_SIZES.quick : ARC_DEMO_SIZES.full;
   return {
-    seed, rounds: 1, contextsPerRound: size.trainTasks, samples: size.samples, repeats: 1,
+    seed, rounds: size.rounds, evalRounds: 'last', contextsPerRound: size.trainTasks, samples: size.samples, evalSamples: size.evalSamples, repeats: 1,
     filter: { kind: 'min-reward', min: 1 },
     sampling: { temperature: 0.8, topP: 1 },
     policy: { rank: 16, alpha: 32, lr: 3e-3, epochs: 8, batchSize: 4 }, parallel: 16,
@@ -54,23 +58,31 @@ export function arcDemoConfig(quick: boolean, seed: number): SealConfig {
   };
 }
 
-export const ARC_DEMO_USAGE = `usage: seal demo arc [--quick] [--run-dir DIR] [--resume DIR] [--seed S] [--threads N] [--json]
+/** Candidate tasks per wanted task when selecting those the model fails in context. */
+const CANDIDATES_PER_TASK = 4;
+
+export const ARC_DEMO_USAGE = `usage: seal demo arc [--quick] [--tasks unsolved|all] [--run-dir DIR] [--resume DIR] [--seed S] [--threads N] [--json]
 
   SEAL's few-shot (ARC) experiment on the toy few-shot family with the model the project pretrained
   on it (models/toy-arc), on held-out tasks: no adaptation, fixed TTT, base self-edits, SEAL (one
   ReST-EM round on separate training tasks). Prints the results table and writes the run directory.
+  --tasks   unsolved (default): the first RL and evaluation tasks the base model fails in context,
+            as the reference's task subsets were filtered for its model (so no adaptation scores 0
+            and a reward means adaptation made the difference); all: the first tasks of each split
   --quick   a smaller run for tests
-  --json    last line: {"conditions": [{"name", "accuracy", "tasks"}], "run_dir": ...}`;
+  --json    last line: {"conditions": [{"name", "accuracy", "tasks", "evaluations"}], "run_dir": ...}
+            (accuracy over (task, self-edit) pairs, the reference's metric; evaluations = pairs)`;
 
 export async function arcDemo(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { quick: { type: 'boolean' }, 'run-dir': { type: 'string' }, resume: { type: 'string' }, seed: { type: 'string', default: '0' }, threads: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
+    options: { quick: { type: 'boolean' }, tasks: { type: 'string', default: 'unsolved' }, 'run-dir': { type: 'string' }, resume: { type: 'string' }, seed: { type: 'string', default: '0' }, threads: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean' } },
   });
   if (values.help) {
     process.stdout.write(`${ARC_DEMO_USAGE}\n`);
     return 0;
   }
+  if (values.tasks !== 'unsolved' && values.tasks !== 'all') throw new UsageError(`demo arc: --tasks must be unsolved or all, got '${values.tasks}'`);
   if (!existsSync(join(TOY_ARC_MODEL_DIR, 'model.safetensors'))) throw new UsageError(`demo arc: the toy model is missing (${TOY_ARC_MODEL_DIR}); rebuild it with scripts/build-toy-arc-model.sh`);
   const seed = Number(values.seed);
   if (!Number.isSafeInteger(seed) || seed < 0) throw new UsageError('demo arc: --seed must be a non-negative integer');
@@ -86,10 +98,37 @@ export async function arcDemo(argv: string[]): Promise<number> {
   let bar: Progress | undefined;
   let stage = '';
   const t0 = Date.now();
+  const domain = arcDomain({ ...TOY_ARC_DOMAIN, fixed: TOY_ARC_FIXED, seed });
+  let trainContexts = arcContexts(toySplit('rl', size.trainTasks));
+  let evalContexts = arcContexts(toySplit('eval', size.evalTasks));
+  const selection: Record<string, unknown> = { tasks: values.tasks };
+  if (values.tasks === 'unsolved') {
+    const model = await Model.load(TOY_ARC_MODEL_DIR);
+    try {
+      for (const [split, want] of [['rl', size.trainTasks], ['eval', size.evalTasks]] as const) {
+        const candidates = arcContexts(toySplit(split, CANDIDATES_PER_TASK * want));
+        bar = progress(`selecting ${split} tasks unsolved in context`.padEnd(34), want, ['detail']);
+        const picked = await unsolvedContexts(model, tok, domain, candidates, want, {
+          onProgress: (found, examined) => bar?.update(found, { detail: `${examined} examined` }),
+        });
+        bar.stop();
+        if (split === 'rl') trainContexts = picked.contexts;
+        else evalContexts = picked.contexts;
+        selection[split] = { examined: picked.examined, solved_in_context: picked.solved, ids: picked.contexts.map((c) => c.id) };
+      }
+    } finally {
+      await model.dispose();
+    }
+  }
+  mkdirSync(runDir, { recursive: true });
+  const selectionPath = join(runDir, 'task-selection.json');
+  const selectionText = `${JSON.stringify(selection, null, 2)}\n`;
+  if (existsSync(selectionPath) && readFileSync(selectionPath, 'utf8') !== selectionText) {
+    throw new UsageError(`demo arc: ${runDir} was run on other tasks (see ${selectionPath}); resume with the same --tasks and model, or start a new run directory`);
+  }
+  writeFileSync(selectionPath, selectionText);
   const result = await runSeal({
-    runDir, modelDir: TOY_ARC_MODEL_DIR, tokenizer: tok,
-    domain: arcDomain({ ...TOY_ARC_DOMAIN, fixed: TOY_ARC_FIXED, seed }),
-    trainContexts: arcContexts(toySplit('rl', size.trainTasks)), evalContexts: arcContexts(toySplit('eval', size.evalTasks)),
+    runDir, modelDir: TOY_ARC_MODEL_DIR, tokenizer: tok, domain, trainContexts, evalContexts,
     config: arcDemoConfig(quick, seed),
     onProgress: (p) => {
       if (p.stage !== stage) { bar?.stop(); stage = p.stage; bar = progress(p.stage.padEnd(34), p.total, ['detail']); }
@@ -98,9 +137,10 @@ export async function arcDemo(argv: string[]): Promise<number> {
   });
   bar?.stop();
   writeFileSync(join(result.runDir, 'plot.svg'), accuracySvg(result.summary.conditions, `SEAL few-shot on the toy family (${quick ? 'quick' : 'full'} demo)`));
-  process.stdout.write(`\n${result.table}\n(questions = tasks)\n\nrun directory: ${result.runDir} (ledger.jsonl, summary.json, plot.svg, policy/)   ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+  const which = values.tasks === 'unsolved' ? 'tasks the base model fails in context' : 'the first tasks of each split';
+  process.stdout.write(`\n${result.table}\n(contexts = ${which}; questions = tasks x self-edits: ${size.evalSamples} per task in the self-edit conditions)\n\nrun directory: ${result.runDir} (ledger.jsonl, summary.json, plot.svg, policy/)   ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
   if (values.json) {
-    process.stdout.write(`${JSON.stringify({ conditions: result.summary.conditions.map((c) => ({ name: c.name, accuracy: c.accuracy, tasks: c.questions })), run_dir: result.runDir })}\n`);
+    process.stdout.write(`${JSON.stringify({ conditions: result.summary.conditions.map((c) => ({ name: c.name, accuracy: c.accuracy, tasks: c.contexts, evaluations: c.questions })), run_dir: result.runDir })}\n`);
   }
   return 0;
 }

@@ -284,8 +284,12 @@ export async function loadArcTasks(challengesPath: string | URL, solutionsPath: 
   const cPath = toPath(challengesPath);
   const sPath = toPath(solutionsPath);
   const files = { challenges: basename(cPath), solutions: basename(sPath) };
-  const [cText, sText] = await Promise.all([readText(cPath), readText(sPath)]);
-  return joinSolutions(parseChallenges(cText, files.challenges), parseSolutions(sText, files.solutions), files);
+  // Both reads settle before either error is thrown, so a directory missing both files always
+  // reports the challenges file (Promise.all would report whichever read failed first).
+  const [c, sol] = await Promise.allSettled([readText(cPath), readText(sPath)]);
+  if (c.status === 'rejected') throw c.reason;
+  if (sol.status === 'rejected') throw sol.reason;
+  return joinSolutions(parseChallenges(c.value, files.challenges), parseSolutions(sol.value, files.solutions), files);
 }
 
 /** Load one of the reference's four splits from a directory holding the SEAL `few-shot/data` files. */
