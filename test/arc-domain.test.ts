@@ -304,12 +304,15 @@ if (hasSharedArc) {
     const j = lastJson(r.stdout) as { tasks: number; task_ids: string[]; subtasks: number; inner_runs: number; fixed_ttt: { examples: number[] } };
     assert.equal(j.task_ids, ['59341089', '66e6c45b', '68b67ca3', '903d1b4a', 'b1fc8b8e', 'bc4146bd', 'c7d4e6ad', 'ce8d95cc']);
     assert.is(j.subtasks, 9, 'b1fc8b8e has two test inputs');
-    assert.is(j.inner_runs, 16, 'fixed TTT + base self-edits per task');
+    assert.is(j.inner_runs, 8 * (1 + 5), 'fixed TTT + the reference\'s 5 base self-edits per task');
     for (const n of j.fixed_ttt.examples) assert.ok(n > 0 && n <= 250, `fixed TTT set of ${n}`);
     const rl = seal('arc', 'rl', '--model', model, '--data', sharedArc, '--tasks', '2', '--dry-run', '--json');
     assert.is(rl.status, 0, rl.stderr);
     const k = lastJson(rl.stdout) as { train_tasks: number; samples: number; inner_runs: number; tasks: number };
-    assert.equal([k.tasks, k.train_tasks, k.samples, k.inner_runs], [2, 12, 15, 2 * 3 + 12 * 15]);
+    assert.equal([k.tasks, k.train_tasks, k.samples, k.inner_runs], [2, 12, 15, 2 * (1 + 5 * 2) + 12 * 15]);
+    const few = seal('arc', 'rl', '--model', model, '--data', sharedArc, '--tasks', '2', '--eval-samples', '1', '--dry-run', '--json');
+    assert.is(few.status, 0, few.stderr);
+    assert.is((lastJson(few.stdout) as { inner_runs: number }).inner_runs, 2 * 3 + 12 * 15);
   });
 } else {
   test.skip('seal arc --dry-run on SEAL\'s ARC files (../shared absent)', () => {});
@@ -354,6 +357,9 @@ test('seal arc: bad arguments are usage errors', () => {
   assert.is(d.status, 1, d.stderr);
   // The stderr goes into the message: this once failed in CI without showing what was printed.
   assert.match(d.stderr, /arc-agi_evaluation_challenges_filtered_1B_eval_set\.json: file not found/, `stderr: ${d.stderr}`);
+  const e = seal('arc', 'eval', '--model', tinyDir, '--data', tmp, '--eval-samples', '0');
+  assert.is(e.status, 2, e.stderr);
+  assert.match(e.stderr, /--eval-samples must be an integer >= 1/);
   const t = seal('demo', 'arc', '--tasks', 'some');
   assert.is(t.status, 2, t.stderr);
   assert.match(t.stderr, /--tasks must be unsolved or all, got 'some'/);

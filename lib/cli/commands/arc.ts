@@ -26,6 +26,8 @@ export const REFERENCE_EVAL_TASKS = ['59341089', '66e6c45b', '68b67ca3', '903d1b
 
 /** Self-edits per training task (§4.2: 15 for training). */
 export const REFERENCE_SAMPLES = 15;
+/** Self-edits the RL model writes per evaluation task (§4.8: `--n_self_edits_per_task 5`). */
+export const REFERENCE_EVAL_SAMPLES = 5;
 
 const SPLITS = Object.keys(ARC_SPLITS) as ArcSplit[];
 
@@ -48,6 +50,8 @@ options:
   --train-split S   RL training tasks (rl; default training-filtered, all 12 tasks)
   --train-tasks N   first N training tasks (default all)
   --samples K       self-edits per training task per round (default ${REFERENCE_SAMPLES})
+  --eval-samples K  self-edits per evaluation task in the self-edit conditions, each trained and
+                    scored; accuracy is over (task, self-edit) pairs (default ${REFERENCE_EVAL_SAMPLES}, the reference's)
   --rounds R        ReST-EM rounds (rl; default 1, as the reference)
   --rank/--alpha    TTT LoRA shape (default the reference's ${REFERENCE_ARC_INNER_LOOP.rank} / ${REFERENCE_ARC_INNER_LOOP.alpha}, q/v/gate/down/up)
   --parse lenient|reference   self-edit JSON extraction (default lenient; reference: the whole
@@ -79,9 +83,9 @@ export function selectEvalTasks(tasks: readonly ArcTask[], split: ArcSplit, n?: 
 }
 
 /** The reference's SEAL configuration for ARC (§4.8), with the loop's names of the conditions. */
-export function arcSealConfig(o: { seed: number; rounds: number; contexts: number; samples: number }): SealConfig {
+export function arcSealConfig(o: { seed: number; rounds: number; contexts: number; samples: number; evalSamples?: number }): SealConfig {
   return {
-    seed: o.seed, rounds: o.rounds, contextsPerRound: o.contexts, samples: o.samples, repeats: 1,
+    seed: o.seed, rounds: o.rounds, contextsPerRound: o.contexts, samples: o.samples, evalSamples: o.evalSamples ?? REFERENCE_EVAL_SAMPLES, repeats: 1,
     // Rewards are 0/1; the reference keeps every self-edit with reward 1 (§4.8).
     filter: { kind: 'min-reward', min: 1 },
     sampling: { temperature: SELF_EDIT_SAMPLING.temperature, topP: 1 },
@@ -141,7 +145,7 @@ export const arcCommand: CliCommand = {
       args: argv, allowPositionals: true,
       options: {
         model: { type: 'string' }, data: { type: 'string' }, split: { type: 'string' }, tasks: { type: 'string' },
-        'train-split': { type: 'string' }, 'train-tasks': { type: 'string' }, samples: { type: 'string' }, rounds: { type: 'string' },
+        'train-split': { type: 'string' }, 'train-tasks': { type: 'string' }, samples: { type: 'string' }, 'eval-samples': { type: 'string' }, rounds: { type: 'string' },
         rank: { type: 'string' }, alpha: { type: 'string' }, parse: { type: 'string', default: 'lenient' },
         'run-dir': { type: 'string' }, resume: { type: 'string' }, seed: { type: 'string', default: '0' }, threads: { type: 'string' },
         'dry-run': { type: 'boolean' }, json: { type: 'boolean' },
@@ -159,6 +163,9 @@ export const arcCommand: CliCommand = {
     const parseMode = values.parse;
     if (parseMode !== 'lenient' && parseMode !== 'reference') throw new UsageError(`arc: --parse must be lenient or reference`);
     if (values.threads !== undefined) (await import('../../native.js')).native().setThreads(int('threads', values.threads, 1));
+    // Every argument is checked before the data is read.
+    const samples = int('samples', values.samples ?? String(REFERENCE_SAMPLES), 1);
+    const evalSamples = int('eval-samples', values['eval-samples'] ?? String(REFERENCE_EVAL_SAMPLES), 1);
     const split = splitArg(values.split, 'split', 'evaluation-filtered');
     const trainSplit = splitArg(values['train-split'], 'train-split', 'training-filtered');
     const evalTasks = selectEvalTasks(await loadArcSplit(values.data, split), split, values.tasks === undefined ? undefined : int('tasks', values.tasks, 1));
@@ -168,7 +175,6 @@ export const arcCommand: CliCommand = {
       if (values['train-tasks'] !== undefined) trainTasks = trainTasks.slice(0, int('train-tasks', values['train-tasks'], 1));
     }
     const rounds = mode === 'rl' ? int('rounds', values.rounds ?? '1', 1) : 0;
-    const samples = int('samples', values.samples ?? String(REFERENCE_SAMPLES), 1);
     const seed = int('seed', values.seed, 0);
     const inner = {
       ...(values.rank !== undefined ? { rank: int('rank', values.rank, 1) } : {}),
@@ -179,7 +185,7 @@ export const arcCommand: CliCommand = {
     const domain = arcDomain({ inner, seed, parseMode });
     const evalContexts = arcContexts(evalTasks);
     const trainContexts = arcContexts(trainTasks);
-    const config = arcSealConfig({ seed, rounds, contexts: trainContexts.length, samples });
+    const config = arcSealConfig({ seed, rounds, contexts: trainContexts.length, samples, evalSamples });
 
     if (values['dry-run']) {
       const modelConfig = await readModelConfig(values.model);
@@ -190,14 +196,15 @@ export const arcCommand: CliCommand = {
       const fixedExamples = fixed.map((t) => (t.ok ? t.examples.length : 0));
       const promptTokens = (cs: ArcContext[]) => cs.map((c) => arcSelfEditPromptTokens(tok, c.train).length);
       const subtasks = evalTasks.reduce((a, t) => a + t.test.length, 0);
-      const innerRuns = evalContexts.length * (2 + rounds) + rounds * trainContexts.length * samples;
+      // No adaptation is not an inner run; fixed TTT once per task; base self-edits and each round's SEAL evalSamples per task.
+      const innerRuns = evalContexts.length * (1 + evalSamples * (1 + rounds)) + rounds * trainContexts.length * samples;
       const meanFixed = fixedTokens.length ? fixedTokens.reduce((a, b) => a + b, 0) / fixedTokens.length : 0;
       const trainTokens = Math.round(meanFixed * innerRuns);
-      const generated = samples * rounds * trainContexts.length * SELF_EDIT_SAMPLING.maxTokens + (1 + rounds) * evalContexts.length * SELF_EDIT_SAMPLING.maxTokens;
+      const generated = samples * rounds * trainContexts.length * SELF_EDIT_SAMPLING.maxTokens + (1 + rounds) * evalContexts.length * evalSamples * SELF_EDIT_SAMPLING.maxTokens;
       const seconds = Math.round((trainTokens * flopsPerToken(modelConfig, 2048, 'train', rank) + generated * flopsPerToken(modelConfig, 2048, 'forward', 0)) / 100e9);
       const out = {
         mode, split, tasks: evalTasks.length, task_ids: evalTasks.map((t) => t.id), subtasks,
-        train_split: mode === 'rl' ? trainSplit : null, train_tasks: trainTasks.length, rounds, samples, inner_runs: innerRuns,
+        train_split: mode === 'rl' ? trainSplit : null, train_tasks: trainTasks.length, rounds, samples, eval_samples: evalSamples, inner_runs: innerRuns,
         fixed_ttt: { config: REFERENCE_FIXED_TTT, examples: fixedExamples, tokens_trained: fixedTokens },
         self_edit_prompt_tokens: promptTokens(evalContexts),
         train_tokens: trainTokens, generated_self_edit_tokens: generated, estimated_seconds: seconds,
@@ -224,9 +231,9 @@ export const arcCommand: CliCommand = {
       },
     });
     bar?.stop();
-    process.stdout.write(`${result.table}\n(questions = tasks: a task counts when every test input is solved by one of two voted attempts)\n\nrun directory: ${result.runDir}\n`);
+    process.stdout.write(`${result.table}\n(questions = tasks x self-edits (${evalSamples} per task in the self-edit conditions): a task counts when every test input is solved by one of two voted attempts)\n\nrun directory: ${result.runDir}\n`);
     if (values.json) {
-      process.stdout.write(`${JSON.stringify({ conditions: result.summary.conditions.map((c) => ({ name: c.name, accuracy: c.accuracy, tasks: c.questions, invalid_self_edits: c.invalidSelfEdits })), run_dir: result.runDir })}\n`);
+      process.stdout.write(`${JSON.stringify({ conditions: result.summary.conditions.map((c) => ({ name: c.name, accuracy: c.accuracy, tasks: c.contexts, evaluations: c.questions, invalid_self_edits: c.invalidSelfEdits })), run_dir: result.runDir })}\n`);
     }
     return 0;
   },
