@@ -127,6 +127,10 @@ if (existsSync(join(arcModelDir, 'model.safetensors'))) {
       assert.equal([...evalIds].sort(), [...selection.eval!.ids].sort());
       assert.is(selection.rl!.ids.length, ARC_DEMO_SIZES.quick.trainTasks);
       assert.ok(selection.eval!.examined >= ARC_DEMO_SIZES.quick.evalTasks);
+      // Resuming on other tasks would mix two experiments in one ledger: refused before any work.
+      const other = seal('demo', 'arc', '--quick', '--tasks', 'all', '--resume', runDir);
+      assert.is(other.status, 2, other.stderr);
+      assert.match(other.stderr, /was run on other tasks/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
