@@ -11,7 +11,7 @@
 // model fails in context instead (the task selection of `seal demo arc`).
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { TOY_ARC_DOMAIN } from '../lib/cli/commands/arc-demo.js';
+import { TOY_ARC_DOMAIN, unsolvedToyTasks } from '../lib/cli/commands/arc-demo.js';
 import { arcContexts, arcDomain, arcSeed, type ArcContext } from '../lib/domains/arc/domain.js';
 import type { SelfEditConfig } from '../lib/domains/arc/self-edit-config.js';
 import { toySplit, type ToyFamily, type ToySplit, type ToyTask } from '../lib/domains/arc/toy-family.js';
@@ -19,7 +19,6 @@ import { Model } from '../lib/model/model.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { native } from '../lib/native.js';
 import { runInnerJobs } from '../lib/seal/inner-loop.js';
-import { unsolvedContexts } from '../lib/seal/unsolved-contexts.js';
 
 const { values } = parseArgs({
   options: {
@@ -62,12 +61,11 @@ const taskOptions = {
   ...(values.families ? { families: values.families.split(',') as ToyFamily[] } : {}),
   ...(values.demos ? { demos: Number(values.demos) } : {}),
 };
-let tasks = toySplit(values.split as ToySplit, Number(values.tasks), taskOptions);
-if (values.unsolved) {
-  const candidates = toySplit(values.split as ToySplit, 4 * Number(values.tasks), taskOptions);
-  const picked = await unsolvedContexts(model, tok, arcDomain({ ...domainOptions, seed }), arcContexts(candidates), Number(values.tasks));
-  const ids = new Set(picked.contexts.map((c) => c.id));
-  tasks = candidates.filter((t) => ids.has(t.id));
+let tasks: ToyTask[];
+if (!values.unsolved) tasks = toySplit(values.split as ToySplit, Number(values.tasks), taskOptions);
+else {
+  const picked = await unsolvedToyTasks(model, tok, arcDomain({ ...domainOptions, seed }), values.split as ToySplit, Number(values.tasks), { taskOptions });
+  tasks = picked.tasks;
   process.stderr.write(`${tasks.length} tasks unsolved in context (${picked.solved} of ${picked.examined} examined were solved)\n`);
 }
 const contexts = arcContexts(tasks);

@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { Ledger, type InnerEntry, type LedgerEntry } from '../lib/seal/ledger.js';
 import { summarize } from '../lib/seal/summary.js';
 import { hasShared, repoRoot } from './helpers/fixtures.js';
+import { storyContexts } from './helpers/story-domain.js';
 import { runStorySeal } from './helpers/story-seal-run.js';
 
 // Timings differ between runs; everything else must be identical.
@@ -113,19 +114,12 @@ if (hasShared) {
     }
   });
   test('threshold filter keeps exactly the self-edits whose mean reward beats no adaptation by the margin', async () => {
-    const { runSeal } = await import('../lib/seal/loop.js');
-    const { TextTokenizer } = await import('../lib/model/tokenizer.js');
-    const { STORY_CONFIG } = await import('./helpers/story-seal-run.js');
-    const { storyContexts, storyDomain } = await import('./helpers/story-domain.js');
-    const { sharedDir } = await import('./helpers/fixtures.js');
     const dir = mkdtempSync(join(tmpdir(), 'sealkit-threshold-'));
     try {
-      const modelDir = join(sharedDir, 'models/tinystories-656k');
       const margin = 0.25;
-      await runSeal({
-        runDir: dir, modelDir, tokenizer: await TextTokenizer.load(modelDir), domain: storyDomain,
-        trainContexts: storyContexts('train', 5, 0), evalContexts: storyContexts('eval', 2, 3),
-        config: { ...STORY_CONFIG, rounds: 1, filter: { kind: 'threshold', margin }, baselines: { noAdaptation: false, baselineTraining: false, baseSelfEdits: false } },
+      await runStorySeal(dir, {
+        evalContexts: 2,
+        config: { rounds: 1, filter: { kind: 'threshold', margin }, baselines: { noAdaptation: false, baselineTraining: false, baseSelfEdits: false } },
       });
       const ledger = readLedger(dir);
       const runs = ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'train');
@@ -146,19 +140,12 @@ if (hasShared) {
     }
   });
   test('evalSamples: k self-edits per held-out context, each trained and scored; evalRounds last: only the final policy is scored', async () => {
-    const { runSeal } = await import('../lib/seal/loop.js');
-    const { TextTokenizer } = await import('../lib/model/tokenizer.js');
-    const { STORY_CONFIG } = await import('./helpers/story-seal-run.js');
-    const { storyContexts, storyDomain } = await import('./helpers/story-domain.js');
-    const { sharedDir } = await import('./helpers/fixtures.js');
     const dir = mkdtempSync(join(tmpdir(), 'sealkit-eval-samples-'));
     try {
-      const modelDir = join(sharedDir, 'models/tinystories-656k');
       const evalContexts = storyContexts('eval', 2, 3);
-      const result = await runSeal({
-        runDir: dir, modelDir, tokenizer: await TextTokenizer.load(modelDir), domain: storyDomain,
-        trainContexts: storyContexts('train', 3, 0), evalContexts,
-        config: { ...STORY_CONFIG, rounds: 2, repeats: 1, evalSamples: 3, evalRounds: 'last', baselines: { noAdaptation: true, baselineTraining: false, baseSelfEdits: true } },
+      const result = await runStorySeal(dir, {
+        trainContexts: 3, evalContexts: evalContexts.length,
+        config: { rounds: 2, repeats: 1, evalSamples: 3, evalRounds: 'last', baselines: { noAdaptation: true, baselineTraining: false, baseSelfEdits: true } },
       });
       const ledger = readLedger(dir);
       const evals = (condition: string) => ledger.filter((e): e is InnerEntry => e.type === 'inner' && e.phase === 'eval' && e.condition === condition);

@@ -14,11 +14,19 @@ export const STORY_CONFIG: SealConfig = {
   names: { noAdaptation: 'no adaptation', baselineTraining: 'passage only', baseSelfEdits: 'base self-edits', round: 'SEAL round {r}' },
 };
 
-export async function runStorySeal(runDir: string) {
+/** The story run, or a variant of it: fewer contexts, configuration fields replaced. */
+export interface StoryRunVariant {
+  trainContexts?: number;
+  evalContexts?: number;
+  config?: Partial<SealConfig>;
+}
+
+export async function runStorySeal(runDir: string, variant: StoryRunVariant = {}) {
   const modelDir = join(sharedDir, 'models/tinystories-656k');
   return runSeal({
     runDir, modelDir, tokenizer: await TextTokenizer.load(modelDir), domain: storyDomain,
-    trainContexts: storyContexts('train', 5, 0), evalContexts: storyContexts('eval', 3, 3), config: STORY_CONFIG,
+    trainContexts: storyContexts('train', variant.trainContexts ?? 5, 0), evalContexts: storyContexts('eval', variant.evalContexts ?? 3, 3),
+    config: { ...STORY_CONFIG, ...variant.config },
   });
 }
 

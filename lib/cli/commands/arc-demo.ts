@@ -8,11 +8,12 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { arcContexts, arcDomain, type ArcDomainOptions } from '../../domains/arc/domain.js';
+import { arcContexts, arcDomain, type ArcContext, type ArcDomainOptions } from '../../domains/arc/domain.js';
 import type { SelfEditConfig } from '../../domains/arc/self-edit-config.js';
-import { toySplit } from '../../domains/arc/toy-family.js';
+import { toySplit, type ToySplit, type ToyTask, type ToyTaskOptions } from '../../domains/arc/toy-family.js';
 import { Model } from '../../model/model.js';
 import { TextTokenizer } from '../../model/tokenizer.js';
+import type { Domain } from '../../seal/domain.js';
 import { runSeal, type SealConfig } from '../../seal/loop.js';
 import { unsolvedContexts } from '../../seal/unsolved-contexts.js';
 import { accuracySvg } from '../../seal/plot.js';
@@ -61,6 +62,17 @@ export function arcDemoConfig(quick: boolean, seed: number): SealConfig {
 /** Candidate tasks per wanted task when selecting those the model fails in context. */
 const CANDIDATES_PER_TASK = 4;
 
+/** The first `count` toy tasks of a split that the model fails in context (the demo's task selection). */
+export async function unsolvedToyTasks(
+  model: Model, tok: TextTokenizer, domain: Domain<ArcContext>, split: ToySplit, count: number,
+  options: { taskOptions?: ToyTaskOptions; onProgress?: (found: number, examined: number) => void } = {},
+): Promise<{ tasks: ToyTask[]; examined: number; solved: number }> {
+  const candidates = toySplit(split, CANDIDATES_PER_TASK * count, options.taskOptions);
+  const picked = await unsolvedContexts(model, tok, domain, arcContexts(candidates), count, options.onProgress ? { onProgress: options.onProgress } : {});
+  const ids = new Set(picked.contexts.map((c) => c.id));
+  return { tasks: candidates.filter((t) => ids.has(t.id)), examined: picked.examined, solved: picked.solved };
+}
+
 export const ARC_DEMO_USAGE = `usage: seal demo arc [--quick] [--tasks unsolved|all] [--run-dir DIR] [--resume DIR] [--seed S] [--threads N] [--json]
 
   SEAL's few-shot (ARC) experiment on the toy few-shot family with the model the project pretrained
@@ -99,27 +111,29 @@ export async function arcDemo(argv: string[]): Promise<number> {
   let stage = '';
   const t0 = Date.now();
   const domain = arcDomain({ ...TOY_ARC_DOMAIN, fixed: TOY_ARC_FIXED, seed });
-  let trainContexts = arcContexts(toySplit('rl', size.trainTasks));
-  let evalContexts = arcContexts(toySplit('eval', size.evalTasks));
   const selection: Record<string, unknown> = { tasks: values.tasks };
-  if (values.tasks === 'unsolved') {
+  const picked = { rl: [] as ToyTask[], eval: [] as ToyTask[] };
+  const wanted = [['rl', size.trainTasks], ['eval', size.evalTasks]] as const;
+  if (values.tasks === 'all') {
+    for (const [split, want] of wanted) picked[split] = toySplit(split, want);
+  } else {
     const model = await Model.load(TOY_ARC_MODEL_DIR);
     try {
-      for (const [split, want] of [['rl', size.trainTasks], ['eval', size.evalTasks]] as const) {
-        const candidates = arcContexts(toySplit(split, CANDIDATES_PER_TASK * want));
+      for (const [split, want] of wanted) {
         bar = progress(`selecting ${split} tasks unsolved in context`.padEnd(34), want, ['detail']);
-        const picked = await unsolvedContexts(model, tok, domain, candidates, want, {
+        const r = await unsolvedToyTasks(model, tok, domain, split, want, {
           onProgress: (found, examined) => bar?.update(found, { detail: `${examined} examined` }),
         });
         bar.stop();
-        if (split === 'rl') trainContexts = picked.contexts;
-        else evalContexts = picked.contexts;
-        selection[split] = { examined: picked.examined, solved_in_context: picked.solved, ids: picked.contexts.map((c) => c.id) };
+        picked[split] = r.tasks;
+        selection[split] = { examined: r.examined, solved_in_context: r.solved, ids: r.tasks.map((t) => t.id) };
       }
     } finally {
       await model.dispose();
     }
   }
+  const trainContexts = arcContexts(picked.rl);
+  const evalContexts = arcContexts(picked.eval);
   mkdirSync(runDir, { recursive: true });
   const selectionPath = join(runDir, 'task-selection.json');
   const selectionText = `${JSON.stringify(selection, null, 2)}\n`;
