@@ -236,6 +236,55 @@ test('gemm: bf16 B matches f64 on the widened weights', () => {
   }
 });
 
+test('gemm with a low-rank update: the bits of the two separate calls, every ISA', () => {
+  // C = alpha op(A) op(B) + beta C, then C += s U op(V): fused onto the tiles on the packed AVX-512
+  // paths, two calls elsewhere. Either way the result must be the separate calls' bits.
+  const saved = addon.info().isa;
+  const r = rng(21);
+  const bitsOf = (x: F) => Array.from(new Uint32Array(Float32Array.from(x).buffer));
+  try {
+    for (const isa of supportedIsas()) {
+      addon.setIsa(isa);
+      for (const [M, N, K, rank] of [[3, 33, 24, 4], [5, 100, 301, 16], [17, 7, 64, 1], [45, 70, 577, 16], [100, 200, 96, 8]] as const) {
+        for (const tb of [false, true]) {
+          for (const transV of [false, true]) {
+            for (const bDtype of ['f32', 'bf16'] as const) {
+              const c = gemmCase(M, N, K, false, tb, r, 3, 1, transV ? 0 : 0.5);
+              const ldu = rank + 2, ldv = (transV ? rank : N) + 1;
+              const U = f32(rand(M * ldu, r)), V = f32(rand((transV ? N : rank) * ldv, r));
+              const B = bDtype === 'bf16' ? Uint16Array.from(c.B, toBf16) : f32(c.B);
+              const base = gemmRun(c, 'f32', { B, bDtype });
+              const separate = arr(op('gemm', 'f32', {
+                M, N, K: rank, A: U, lda: ldu, B: V, ldb: ldv, transB: transV, C: Float32Array.from(base), ldc: c.ldc,
+                alpha: 0.75, beta: 1,
+              }), 'C');
+              const fused = gemmRun(c, 'f32', { B, bDtype, U, V, rank, transV, ldu, ldv, updateScale: 0.75 });
+              const what = `${isa} ${bDtype} ${M}x${N}x${K} r${rank} tB=${tb} tV=${transV}`;
+              assert.equal(bitsOf(fused), bitsOf(separate), what);
+              // ...and the update is really there.
+              let moved = 0;
+              for (let i = 0; i < M * c.ldc; i++) if (fused[i] !== base[i]) moved++;
+              assert.ok(moved > (M * N) / 2, `${what}: update applied`);
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    addon.setIsa(saved);
+  }
+});
+
+test('gemm with a low-rank update: argument checks', () => {
+  const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
+  const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B, U, V }), /gemm.*'rank' is required/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B, U, V, rank: 3 }), /gemm.*'U' has length 4, expected at least 6/);
+  throwsWith(() => op('gemm', 'f32', { M: 2, N: 2, K: 3, A, B, U, V, rank: 2, ldv: 1 }), /gemm.*'ldv' must be >= 2/);
+  throwsWith(() => op('gemm', 'f64', { M: 2, N: 2, K: 3, A: new Float64Array(6), B: new Float64Array(6), U, V, rank: 2 }),
+    /gemm.*'U'.*f32 only/);
+});
+
 function supportedIsas(): string[] {
   const order = ['scalar', 'avx2', 'avx512', 'avx512bf16'];
   return order.slice(0, order.indexOf(addon.info().isaDetected) + 1);

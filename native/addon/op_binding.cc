@@ -222,10 +222,32 @@ GemmCall<T> gemm_args(const Args& a) {
   return call;
 }
 
+// The optional low-rank update of gemm (C += updateScale * U op(V), U [M, rank], op(V) [rank, N]):
+// present when the arguments carry U.
+cpu::LowRankUpdate update_args(const Args& a, const cpu::GemmArgs<float>& g) {
+  cpu::LowRankUpdate u;
+  u.rank = a.integer("rank", 1);
+  u.trans_v = a.boolean_or("transV", false);
+  u.ldu = a.integer_or("ldu", u.rank, 1);
+  if (u.ldu < u.rank) a.range_error("ldu", "must be >= rank");
+  const int64_t v_cols = u.trans_v ? u.rank : g.N;
+  u.ldv = a.integer_or("ldv", v_cols, 1);
+  if (u.ldv < v_cols) a.range_error("ldv", "must be >= " + std::to_string(v_cols));
+  u.U = a.array<float>("U", extent(g.M, u.rank, u.ldu), true).data;
+  u.V = a.array<float>("V", u.trans_v ? extent(g.N, u.rank, u.ldv) : extent(u.rank, g.N, u.ldv), true).data;
+  u.scale = static_cast<float>(a.number_or("updateScale", 1));
+  return u;
+}
+
 template <typename T>
 Napi::Object op_gemm(const Args& a) {
   GemmCall<T> call = gemm_args<T>(a);
-  cpu::gemm(call.g);
+  if (a.has("U")) {
+    if constexpr (std::is_same_v<T, float>) cpu::gemm_with_update(call.g, update_args(a, call.g));
+    else a.range_error("U", "(a low-rank update) is for dtype f32 only");
+  } else {
+    cpu::gemm(call.g);
+  }
   Napi::Object r = Napi::Object::New(a.env());
   r.Set("C", call.c);
   return r;

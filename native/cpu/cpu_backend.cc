@@ -32,6 +32,8 @@ class CpuBackend final : public Backend {
   void zero(void* p, size_t bytes) override { if (bytes) std::memset(p, 0, bytes); }
 
   void gemm(const Gemm& g) override { cpu::gemm<float>(g); }
+  void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override { cpu::gemm_with_update(g, u); }
+  void gemm_group(const Gemm* gs, int n) override { cpu::gemm_group(gs, n); }
   void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override {
     cpu::embedding_forward<float>(ids, n, table, dim, out);
   }

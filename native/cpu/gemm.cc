@@ -248,6 +248,7 @@ SEALKIT_AVX512 inline void store_row32(float* row, __m512 v0, __m512 v1, __mmask
 // AVX-512: 14 x 32 tile, two zmm per row: 28 accumulators + 2 for B + 1 broadcast of the 32
 // registers. Measured against 8 x 32 and 12 x 32 (bench/gemm.ts): 14 rows was best or level.
 constexpr int kAvx512Mr = 14, kAvx512Nr = 32;
+constexpr int64_t kAvx512Kc = 256;
 
 SEALKIT_AVX512 void micro_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
                                  int cols, const Epilogue& ep) {
@@ -854,7 +855,7 @@ KernelSpec select_kernel(Isa isa) {
   switch (isa) {
     case Isa::Avx512:
     case Isa::Avx512Bf16:
-      return {kAvx512Mr, kAvx512Nr, 256, micro_avx512, pack_a_avx512, pack_b_avx512};
+      return {kAvx512Mr, kAvx512Nr, kAvx512Kc, micro_avx512, pack_a_avx512, pack_b_avx512};
     case Isa::Avx2:
       return {kAvx2Mr, kAvx2Nr, 256, micro_avx2, pack_a_generic<kAvx2Mr>, pack_b_generic<kAvx2Nr>};
     case Isa::Scalar:
@@ -882,6 +883,7 @@ int64_t block_size(int64_t budget, int64_t per, int64_t unit, int64_t total) {
 // allocating them per call would fault fresh pages every time).
 struct Scratch {
   std::vector<float> a, b;
+  std::vector<float> u, v;  // a fused low-rank update's packed U and V
 };
 
 Scratch& scratch() {
@@ -916,21 +918,49 @@ bool use_amx() {
   return !(env && std::strcmp(env, "0") == 0);
 }
 
-// Few rows of y = x W^T with bf16 W under AVX512-BF16: rounds A's rows to pairs (in the caller's
-// scratch), then splits W's rows across the pool.
-void few_rows_bf16(const GemmArgs<float>& g) {
+// Few rows of y_i = x W_i^T with bf16 W_i under AVX512-BF16, for n GEMMs sharing x (one, or a
+// projection group): rounds x's rows to pairs once (in the caller's scratch), then splits all the
+// W_i's rows, end to end, across the pool in one dispatch. Each element's arithmetic does not depend
+// on where the chunks fall, so a group has the bits of its GEMMs run one by one.
+void few_rows_bf16(const GemmArgs<float>* gs, int n) {
+  const GemmArgs<float>& g = gs[0];
   const int64_t aps = (g.K + 31) / 32 * 16;  // pair slots per row: whole 32-k blocks, zero-padded
   std::vector<float>& buf = scratch().a;
   if (buf.size() < static_cast<size_t>(g.M * aps)) buf.resize(g.M * aps);
   float* ap = buf.data();
   round_rows_bf16(g, ap, aps);
-  parallel_for(g.N, 64, [&](int64_t n0, int64_t n1) {
-    few_rows_columns(g.M, n0, n1, FewRowsBf16{g, ap, aps, n1});
+  int64_t total = 0;
+  for (int i = 0; i < n; ++i) total += gs[i].N;
+  parallel_for(total, 64, [&](int64_t n0, int64_t n1) {
+    int64_t offset = 0;
+    for (int i = 0; i < n; offset += gs[i].N, ++i) {
+      const int64_t lo = std::max(n0, offset) - offset, hi = std::min(n1, offset + gs[i].N) - offset;
+      if (lo < hi) few_rows_columns(g.M, lo, hi, FewRowsBf16{gs[i], ap, aps, hi});
+    }
   });
 }
+void few_rows_bf16(const GemmArgs<float>& g) { few_rows_bf16(&g, 1); }
 #endif
 
-void gemm_f32(const GemmArgs<float>& g) {
+// The separate call of a low-rank update: C = scale * U op(V) + C.
+GemmArgs<float> update_args(const GemmArgs<float>& g, const LowRankUpdate& u) {
+  GemmArgs<float> up;
+  up.M = g.M; up.N = g.N; up.K = u.rank;
+  up.A = u.U; up.lda = u.ldu;
+  up.B = WeightView{u.V, DType::F32}; up.ldb = u.ldv; up.trans_b = u.trans_v;
+  up.C = g.C; up.ldc = g.ldc;
+  up.alpha = u.scale; up.beta = 1;
+  return up;
+}
+
+void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
+
+// Runs `update` as its own call after the base GEMM (paths that do not fuse it).
+void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
+  if (update) gemm<float>(update_args(g, *update));
+}
+
+void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   if (g.B.dtype != DType::F32 && g.B.dtype != DType::BF16)
     throw std::invalid_argument("gemm<float>: B must be f32 or bf16");
   const Isa isa = active_isa();
@@ -941,15 +971,37 @@ void gemm_f32(const GemmArgs<float>& g) {
       (isa == Isa::Avx512 || isa == Isa::Avx512Bf16)) {
     if (dp_bf16) few_rows_bf16(g);
     else few_rows_avx512(g);
+    finish_separately(g, update);
     return;
   }
-  if (gemm_lowrank(g)) return;  // LoRA side paths: one dimension is the rank
+  if (gemm_lowrank(g)) {  // LoRA side paths: one dimension is the rank
+    finish_separately(g, update);
+    return;
+  }
+  const bool amx = dp_bf16 && use_amx();
   const KernelSpec ks =
-      !dp_bf16  ? select_kernel(isa)
-      : use_amx() ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}
-                  : KernelSpec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf16, pack_b_bf16, true};
+      !dp_bf16 ? select_kernel(isa)
+      : amx    ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}
+               : KernelSpec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf16, pack_b_bf16, true};
+  // The update rides on the tiles when the separate call would run micro_avx512 (or narrow_n, the
+  // same arithmetic: k ascending from zero, then C = scale * sum + C) in one K block, and the base
+  // tiles are its 14 x 32: the tile's update is then that call's own micro-kernel on the same
+  // packed strips, so the bits cannot differ.
+  const bool fuse = update && (isa == Isa::Avx512 || isa == Isa::Avx512Bf16) && !amx &&
+                    ks.mr == kAvx512Mr && ks.nr == kAvx512Nr && update->rank <= kAvx512Kc &&
+                    !(g.M <= kFewRowsF32 && update->trans_v);
+  if (update && !fuse) {
+    gemm_f32(g);
+    finish_separately(g, update);
+    return;
+  }
 #else
   const KernelSpec ks = select_kernel(isa);
+  if (update) {
+    gemm_f32(g);
+    finish_separately(g, update);
+    return;
+  }
 #endif
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -976,13 +1028,37 @@ void gemm_f32(const GemmArgs<float>& g) {
   float* pb = sc.b.data();
   // ~4 tasks per thread per phase lets the pool balance uneven tasks.
   auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
+  // A fused update: op(V) packed once (rank x N in 32-column strips), U per row chunk (14-row strips).
+  float* pu = nullptr;
+  const float* pv = nullptr;
+#if SEALKIT_X86
+  const int64_t ur = fuse ? update->rank : 0;
+  if (fuse) {
+    const int64_t v_strips = (N + kAvx512Nr - 1) / kAvx512Nr;
+    if (sc.u.size() < static_cast<size_t>(m_chunk * ur)) sc.u.resize(m_chunk * ur);
+    if (sc.v.size() < static_cast<size_t>(v_strips * kAvx512Nr * ur)) sc.v.resize(v_strips * kAvx512Nr * ur);
+    pu = sc.u.data();
+    const MatRef V{update->V, DType::F32, update->trans_v ? 1 : update->ldv, update->trans_v ? update->ldv : 1};
+    float* v = sc.v.data();
+    const int64_t vt = tasks_for(v_strips), per = (v_strips + vt - 1) / vt;
+    pool.run(vt, [&](int64_t t, int) {
+      for (int64_t s = t * per; s < std::min(v_strips, (t + 1) * per); ++s)
+        pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, v + s * kAvx512Nr * ur);
+    });
+    pv = v;
+  }
+#endif
 
   for (int64_t i0 = 0; i0 < M; i0 += m_chunk) {
     const int64_t m = std::min(m_chunk, M - i0), a_strips = (m + mr - 1) / mr;
     const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
     pool.run(at, [&](int64_t t, int) {
-      for (int64_t s = t * a_per; s < std::min(a_strips, (t + 1) * a_per); ++s)
+      for (int64_t s = t * a_per; s < std::min(a_strips, (t + 1) * a_per); ++s) {
         ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, pa + s * mr * Kd);
+#if SEALKIT_X86
+        if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, pu + s * mr * ur);
+#endif
+      }
     });
 
     for (int64_t j0 = 0; j0 < N; j0 += n_chunk) {
@@ -1010,8 +1086,13 @@ void gemm_f32(const GemmArgs<float>& g) {
             const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
             for (int64_t r = r0; r < r1; r += mr) {
               const int rows = static_cast<int>(std::min(mr, r1 - r));
-              ks.micro(kc, pa + r * Kd + k0 * mr, bs + k0 * nr, g.C + (i0 + r) * g.ldc + j0 + s * nr, g.ldc, rows,
-                       cols, ep);
+              float* c = g.C + (i0 + r) * g.ldc + j0 + s * nr;
+              ks.micro(kc, pa + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+#if SEALKIT_X86
+              if (fuse && k0 + kc >= Kd)  // the tile is final: add the update while it is in L1
+                micro_avx512(ur, pu + r * ur, pv + (j0 + s * nr) * ur, c, g.ldc, rows, cols,
+                             Epilogue{update->scale, 1.f, true});
+#endif
             }
           }
         }
@@ -1060,6 +1141,34 @@ void gemm(const GemmArgs<T>& g) {
   }
   if constexpr (std::is_same_v<T, float>) gemm_f32(g);
   else gemm_f64(g);
+}
+
+void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update) {
+  if (g.M <= 0 || g.N <= 0) return;
+  if (g.K <= 0 || g.alpha == 0.f || update.rank <= 0 || update.scale == 0.f) {  // nothing to fuse into
+    gemm(g);
+    gemm(update_args(g, update));
+    return;
+  }
+  gemm_f32(g, &update);
+}
+
+void gemm_group(const GemmArgs<float>* gs, int n) {
+#if SEALKIT_X86
+  // One dispatch when every GEMM would stream its bf16 W through few_rows_bf16 on the same x.
+  bool shared = n > 1 && active_isa() == Isa::Avx512Bf16;
+  for (int i = 0; shared && i < n; ++i) {
+    const GemmArgs<float>& g = gs[i];
+    shared = g.M == gs[0].M && g.K == gs[0].K && g.A == gs[0].A && g.lda == gs[0].lda && g.M > 0 &&
+             g.M <= kFewRowsBf16 && g.N > 0 && g.K > 0 && g.alpha != 0.f && g.trans_b && !g.trans_a &&
+             g.B.dtype == DType::BF16;
+  }
+  if (shared) {
+    few_rows_bf16(gs, n);
+    return;
+  }
+#endif
+  for (int i = 0; i < n; ++i) gemm(gs[i]);
 }
 
 template void gemm<float>(const GemmArgs<float>&);

@@ -44,6 +44,28 @@ struct GemmArgs {
 template <typename T>
 void gemm(const GemmArgs<T>& args);
 
+// A rank-r update added to a GEMM's result: C += scale * U op(V), U [M, rank] (row stride ldu),
+// op(V) [rank, N] = V (stored [rank, ldv>=N]) or V^T (stored [N, ldv>=rank]) when trans_v. All f32.
+// LoRA's side paths: y += s xa B^T in the forward pass, dx += dxa A in the backward pass.
+struct LowRankUpdate {
+  const float* U = nullptr;
+  int64_t ldu = 0;
+  const float* V = nullptr;
+  int64_t ldv = 0;
+  bool trans_v = false;
+  int64_t rank = 0;
+  float scale = 1;
+};
+// gemm(g), then C += scale * U op(V): the same bits as the two separate calls gemm(g) and
+// gemm({M, N, K = rank, A = U, B = V, alpha = scale, beta = 1}). Where the packed AVX-512 kernels
+// run, the update is added to each tile of C right after its last K block, while the tile is in L1,
+// by the micro-kernel the separate call would have used; elsewhere it is the separate call.
+void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update);
+// n GEMMs that read the same op(A) (the projections of one input: q, k, v; gate, up), with the bits
+// of the calls one by one. When every one streams a bf16 W for a few rows (decoding), they run as
+// one dispatch over all the W's rows: one wake-up of the pool and one tail instead of n.
+void gemm_group(const GemmArgs<float>* gs, int n);
+
 // ---- embedding ---------------------------------------------------------------------------------
 // out[i, :] = table[ids[i], :]  (table [vocab, dim], f32/bf16 for float, f64 for double)
 template <typename T>

@@ -36,6 +36,22 @@ class Backend {
 
   // ---- kernels ----
   virtual void gemm(const Gemm& g) = 0;
+  // gemm(g), then C += u.scale * u.U op(u.V) (cpu::gemm_with_update's contract). This default is the
+  // two calls; a backend that can add the update inside the first overrides it.
+  // gs[0..n) one by one (cpu::gemm_group's contract); a backend may run them as one launch.
+  virtual void gemm_group(const Gemm* gs, int n) {
+    for (int i = 0; i < n; ++i) gemm(gs[i]);
+  }
+  virtual void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {
+    gemm(g);
+    Gemm up;
+    up.M = g.M; up.N = g.N; up.K = u.rank;
+    up.A = u.U; up.lda = u.ldu;
+    up.B = WeightView{u.V, DType::F32}; up.ldb = u.ldv; up.trans_b = u.trans_v;
+    up.C = g.C; up.ldc = g.ldc;
+    up.alpha = u.scale; up.beta = 1;
+    gemm(up);
+  }
   virtual void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) = 0;
   virtual void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) = 0;
   virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,

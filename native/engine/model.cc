@@ -9,6 +9,7 @@
 namespace sealkit {
 
 namespace {
+constexpr int64_t kGroupRows = 16;    // forward passes of at most this many rows group their projections
 constexpr int64_t kLogitChunk = 256;  // rows of logits materialised at once (bounds memory to chunk x vocab)
 const char* kProjNames[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
@@ -385,18 +386,29 @@ int64_t Model::max_rank(const std::vector<Segment>& segs) const {
 
 // ---- linear layers with the LoRA side path -------------------------------------------------------------
 
+Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) const {
+  const Param& W = layers_[static_cast<size_t>(layer)].proj[proj];
+  Gemm g;
+  g.M = T; g.N = W.rows; g.K = W.cols;
+  g.A = x; g.lda = W.cols;
+  g.B = W.view(); g.ldb = W.cols; g.trans_b = true;
+  g.C = y; g.ldc = W.rows;
+  return g;
+}
+
 void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
-                           float* xa, int64_t rmax, bool training, uint64_t seed) {
+                           float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done) {
   Layer& L = layers_[static_cast<size_t>(layer)];
   const Param& W = L.proj[proj];
   const int64_t in = W.cols, out = W.rows;
-  Gemm g;
-  g.M = T; g.N = out; g.K = in;
-  g.A = x; g.lda = in;
-  g.B = W.view(); g.ldb = in; g.trans_b = true;
-  g.C = y; g.ldc = out;
-  backend_->gemm(g);
-  if (proj <= kV && config_.qkv_bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
+  const Gemm g = base_gemm(layer, proj, x, y, T);
+  const bool bias = proj <= kV && config_.qkv_bias;
+  // One adapter over the whole batch (training, a single sequence's scoring) and no bias to add in
+  // between: its y += s xa B^T rides on the base GEMM's tiles (same bits as the separate call).
+  const bool fuse = !base_done && !bias && segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T &&
+                    (adapters_.at(segs[0].slot)->spec.targets & (1u << proj));
+  if (!fuse && !base_done) backend_->gemm(g);
+  if (bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
   for (const Segment& s : segs) {
     Adapter& a = *adapters_.at(s.slot);
     if (!(a.spec.targets & (1u << proj))) continue;
@@ -415,6 +427,14 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
     ga.B = A.view(); ga.ldb = in; ga.trans_b = true;
     ga.C = xas; ga.ldc = rmax;
     backend_->gemm(ga);
+    if (fuse) {  // y = x W^T + s xa B^T
+      cpu::LowRankUpdate up;
+      up.U = xas; up.ldu = rmax;
+      up.V = B.f32(); up.ldv = B.cols; up.trans_v = true;
+      up.rank = A.rows; up.scale = a.scale;
+      backend_->gemm_with_update(g, up);
+      continue;
+    }
     Gemm gb;  // y += s * xa B^T
     gb.M = s.rows; gb.N = out; gb.K = A.rows;
     gb.A = xas; gb.lda = rmax;
@@ -436,7 +456,12 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
   g.A = dy; g.lda = out;
   g.B = W.view(); g.ldb = in;
   g.C = dx; g.ldc = in; g.beta = accumulate ? 1.0f : 0.0f;
-  backend_->gemm(g);
+  // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
+  // (same bits as the separate call), so this GEMM runs after the adapter's other products.
+  const bool fuse = segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T &&
+                    (adapters_.at(segs[0].slot)->spec.targets & (1u << proj)) &&
+                    !(adapters_.at(segs[0].slot)->spec.dropout > 0);
+  if (!fuse) backend_->gemm(g);
   if (train_full) {
     Gemm gw;  // dW += dy^T x
     gw.M = out; gw.N = in; gw.K = T;
@@ -479,6 +504,14 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
     ga.B = WeightView{xs, DType::F32}; ga.ldb = in;
     ga.C = A.grad; ga.ldc = in; ga.beta = 1;
     backend_->gemm(ga);
+    if (fuse) {  // dx (+)= dy W + dxa A
+      cpu::LowRankUpdate up;
+      up.U = dxa; up.ldu = r;
+      up.V = A.f32(); up.ldv = in;
+      up.rank = r; up.scale = 1;
+      backend_->gemm_with_update(g, up);
+      continue;
+    }
     Gemm gx;  // dx += dxa A   (through the dropout mask when there is one)
     gx.M = s.rows; gx.N = in; gx.K = r;
     gx.A = dxa; gx.lda = r;
@@ -620,6 +653,9 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   const WeightView head = c.tied ? embed_.view() : lm_head_.view();
 
   // ---- forward ----
+  // Decoding steps (a few rows, no backward): the projections that read the same input go to the
+  // backend as one group (q, k, v; gate, up), which the CPU runs as one dispatch over their weights.
+  const bool group = !backward && T <= kGroupRows;
   backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
   for (int64_t l = 0; l < c.layers; ++l) {
     auto& a = w.acts[static_cast<size_t>(backward ? l : 0)];
@@ -627,9 +663,14 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     float* xnext = w.resid[static_cast<size_t>(backward ? l + 1 : ((l + 1) % 2))];
     Layer& L = layers_[static_cast<size_t>(l)];
     backend_->rmsnorm_forward(x, L.norm1.f32(), a.xn1, a.rstd1, T, H, c.rms_eps);
-    linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ));
-    linear_forward(static_cast<int>(l), kK, a.xn1, a.k, T, segs, a.xa[kK], rmax, backward, seed_for(l, kK));
-    linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV));
+    if (group) {
+      const Gemm qkv[3] = {base_gemm(static_cast<int>(l), kQ, a.xn1, a.q, T), base_gemm(static_cast<int>(l), kK, a.xn1, a.k, T),
+                           base_gemm(static_cast<int>(l), kV, a.xn1, a.v, T)};
+      backend_->gemm_group(qkv, 3);
+    }
+    linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ), group);
+    linear_forward(static_cast<int>(l), kK, a.xn1, a.k, T, segs, a.xa[kK], rmax, backward, seed_for(l, kK), group);
+    linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV), group);
     backend_->rope_forward(a.q, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_forward(a.k, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
     if (batch.cache) {
@@ -645,8 +686,13 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     linear_forward(static_cast<int>(l), kO, a.ao, a.xmid, T, segs, a.xa[kO], rmax, backward, seed_for(l, kO));
     backend_->axpy(a.xmid, x, T * H, 1.0f);  // residual
     backend_->rmsnorm_forward(a.xmid, L.norm2.f32(), a.xn2, a.rstd2, T, H, c.rms_eps);
-    linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward, seed_for(l, kGate));
-    linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp));
+    if (group) {
+      const Gemm gate_up[2] = {base_gemm(static_cast<int>(l), kGate, a.xn2, a.gate, T),
+                               base_gemm(static_cast<int>(l), kUp, a.xn2, a.up, T)};
+      backend_->gemm_group(gate_up, 2);
+    }
+    linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward, seed_for(l, kGate), group);
+    linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp), group);
     backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
     backend_->axpy(xnext, a.xmid, T * H, 1.0f);  // residual

@@ -167,8 +167,11 @@ class Model {
 
   void run(const Batch& batch, bool backward, bool train_full, bool want_logits, uint64_t dropout_seed,
            ForwardResult& result);
+  // y = x W^T for one projection (no bias, no adapters).
+  Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T) const;
+  // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it).
   void linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
-                      float* xa, int64_t rmax, bool training, uint64_t seed);
+                      float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false);
   void linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                        const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
                        uint64_t seed);
