@@ -275,6 +275,34 @@ test('gemm with a low-rank update: the bits of the two separate calls, every ISA
   }
 });
 
+test('gemm_group: the bits of the GEMMs one by one, every ISA, f32 and bf16 weights', () => {
+  // Decoding's q, k, v (and gate, up) run as one dispatch over all their weight rows; the chunks
+  // then straddle the weights' boundaries, which must not change a single bit.
+  const saved = addon.info().isa;
+  const r = rng(22);
+  const bitsOf = (x: F) => Array.from(new Uint32Array(Float32Array.from(x).buffer));
+  try {
+    for (const isa of supportedIsas()) {
+      addon.setIsa(isa);
+      for (const [M, K, Ns] of [[1, 576, [576, 192, 192]], [3, 77, [130, 5, 66]], [8, 64, [1536, 1536]], [16, 40, [1, 2, 3, 250]], [17, 33, [70, 70]]] as const) {
+        for (const bDtype of ['f32', 'bf16'] as const) {
+          const A = f32(rand(M * K, r));
+          const Ws = Ns.map((N) => (bDtype === 'bf16' ? Uint16Array.from(rand(N * K, r), toBf16) : f32(rand(N * K, r))));
+          const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype };
+          Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
+          const group = op('gemm_group', 'f32', args);
+          Ns.forEach((N, i) => {
+            const one = arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype, transB: true }), 'C');
+            assert.equal(bitsOf(arr(group, `C${i}`)), bitsOf(one), `${isa} ${bDtype} M${M} K${K} W${i} of [${Ns}]`);
+          });
+        }
+      }
+    }
+  } finally {
+    addon.setIsa(saved);
+  }
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);

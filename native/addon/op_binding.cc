@@ -253,6 +253,38 @@ Napi::Object op_gemm(const Args& a) {
   return r;
 }
 
+// Up to four GEMMs sharing x: C_i = x W_i^T (W_i [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per
+// bDtype), run as one group (cpu::gemm_group).
+template <typename T>
+Napi::Object op_gemm_group(const Args& a) {
+  if constexpr (!std::is_same_v<T, float>) {
+    a.range_error("dtype", "must be 'f32' for gemm_group");
+  } else {
+    const int64_t M = a.integer("M", 1), K = a.integer("K", 1), n = a.integer("n", 1);
+    if (n > 4) a.range_error("n", "must be at most 4");
+    const int64_t lda = a.integer_or("lda", K, 1);
+    if (lda < K) a.range_error("lda", "must be >= K");
+    const float* A = a.array<float>("A", extent(M, K, lda), true).data;
+    const bool bf16 = a.string_or("bDtype", "f32") == "bf16";
+    cpu::GemmArgs<float> gs[4];
+    Napi::Object r = Napi::Object::New(a.env());
+    for (int64_t i = 0; i < n; ++i) {
+      const std::string b = "B" + std::to_string(i), nk = "N" + std::to_string(i), c = "C" + std::to_string(i);
+      cpu::GemmArgs<float>& g = gs[i];
+      g.M = M; g.K = K; g.A = A; g.lda = lda; g.trans_b = true;
+      g.N = a.integer(nk.c_str(), 1);
+      g.ldb = K;
+      if (bf16) g.B = {a.array<uint16_t>(b.c_str(), product(a, b.c_str(), g.N, K)).data, DType::BF16};
+      else g.B = {a.array<float>(b.c_str(), product(a, b.c_str(), g.N, K)).data, DType::F32};
+      auto out = output<float>(a, c.c_str(), product(a, c.c_str(), M, g.N));
+      g.C = out.Data(); g.ldc = g.N;
+      r.Set(c, out);
+    }
+    cpu::gemm_group(gs, static_cast<int>(n));
+    return r;
+  }
+}
+
 // Times `iters` calls natively (after one warm-up) and returns each call's seconds, so benchmarks
 // measure the kernel rather than the JS boundary.
 template <typename T>
@@ -557,6 +589,7 @@ const std::map<std::string, OpEntry>& op_table() {
   static const std::map<std::string, OpEntry> table = {
       {"gemm", {op_gemm<float>, op_gemm<double>}},
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
+      {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},
       {"embedding_backward", {op_embedding_backward<float>, op_embedding_backward<double>}},
       {"rmsnorm_forward", {op_rmsnorm_forward<float>, op_rmsnorm_forward<double>}},
