@@ -9,6 +9,11 @@
 // orientation (y = x W^T, decoding: up to 4, or 16 on the bf16 path) skip packing and stream W
 // directly (few_rows_avx512, few_rows_bf16).
 //
+// Two entry points build on gemm: gemm_with_update adds a rank-r update (LoRA's side path) to each
+// finished tile while it is in L1, through the micro-kernel the separate call would use (so the
+// bits are that call's); gemm_group runs the few-rows GEMMs of one input (q, k, v; gate, up) as one
+// dispatch over all their weights.
+//
 // Determinism: every element of C is produced by exactly one task and its K reduction runs in a
 // fixed order (KC blocks in sequence, k ascending inside a block). The path and KC depend only on
 // the ISA, B's dtype and the shape, so the bits never depend on the thread count or on how work is

@@ -9,11 +9,11 @@
 // 1.4-2.7x the packed path's speed on 1 and 2 threads (least for dB at out 1536: it walks dy
 // down its columns).
 //
-// Not here, measured and left to the packed path: the other three (y += s xa B^T and dx += dxa A,
-// depth r; dA += dxa^T x, r rows of C). A register-blocked kernel for each ran at par or slower
-// alone (the first two only stream C in and out: memory-bound either way; the third walks x
-// down its columns) and slowed the training step; what would help them is fusing the rank-r
-// update into the base GEMM's epilogue, while C is still in registers.
+// Not here: the other three (y += s xa B^T and dx += dxa A, depth r; dA += dxa^T x, r rows of C).
+// A register-blocked kernel for each ran at par or slower alone (the first two only stream C in
+// and out: memory-bound either way; the third walks x down its columns). The first two now ride on
+// the base GEMM's tiles while those are in L1 (gemm_with_update in gemm.cc); dA stays on the packed
+// path.
 //
 // Determinism: every element of C is produced by one task, as one k-ascending sum, then
 // C = alpha * sum + beta * C (C not read when beta == 0). The path depends only on the shape, the
