@@ -1033,10 +1033,10 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   float* pb = sc.b.data();
   // ~4 tasks per thread per phase lets the pool balance uneven tasks.
   auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
+#if SEALKIT_X86
   // A fused update: op(V) packed once (rank x N in 32-column strips), U per row chunk (14-row strips).
   float* pu = nullptr;
   const float* pv = nullptr;
-#if SEALKIT_X86
   const int64_t ur = fuse ? update->rank : 0;
   if (fuse) {
     const int64_t v_strips = (N + kAvx512Nr - 1) / kAvx512Nr;

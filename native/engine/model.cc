@@ -664,8 +664,9 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     Layer& L = layers_[static_cast<size_t>(l)];
     backend_->rmsnorm_forward(x, L.norm1.f32(), a.xn1, a.rstd1, T, H, c.rms_eps);
     if (group) {
-      const Gemm qkv[3] = {base_gemm(static_cast<int>(l), kQ, a.xn1, a.q, T), base_gemm(static_cast<int>(l), kK, a.xn1, a.k, T),
-                           base_gemm(static_cast<int>(l), kV, a.xn1, a.v, T)};
+      const int li = static_cast<int>(l);
+      const Gemm qkv[3] = {base_gemm(li, kQ, a.xn1, a.q, T), base_gemm(li, kK, a.xn1, a.k, T),
+                           base_gemm(li, kV, a.xn1, a.v, T)};
       backend_->gemm_group(qkv, 3);
     }
     linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ), group);
@@ -687,8 +688,8 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     backend_->axpy(a.xmid, x, T * H, 1.0f);  // residual
     backend_->rmsnorm_forward(a.xmid, L.norm2.f32(), a.xn2, a.rstd2, T, H, c.rms_eps);
     if (group) {
-      const Gemm gate_up[2] = {base_gemm(static_cast<int>(l), kGate, a.xn2, a.gate, T),
-                               base_gemm(static_cast<int>(l), kUp, a.xn2, a.up, T)};
+      const int li = static_cast<int>(l);
+      const Gemm gate_up[2] = {base_gemm(li, kGate, a.xn2, a.gate, T), base_gemm(li, kUp, a.xn2, a.up, T)};
       backend_->gemm_group(gate_up, 2);
     }
     linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward, seed_for(l, kGate), group);
