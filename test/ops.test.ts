@@ -239,68 +239,54 @@ test('gemm: bf16 B matches f64 on the widened weights', () => {
 test('gemm with a low-rank update: the bits of the two separate calls, every ISA', () => {
   // C = alpha op(A) op(B) + beta C, then C += s U op(V): fused onto the tiles on the packed AVX-512
   // paths, two calls elsewhere. Either way the result must be the separate calls' bits.
-  const saved = addon.info().isa;
   const r = rng(21);
-  const bitsOf = (x: F) => Array.from(new Uint32Array(Float32Array.from(x).buffer));
-  try {
-    for (const isa of supportedIsas()) {
-      addon.setIsa(isa);
-      for (const [M, N, K, rank] of [[3, 33, 24, 4], [5, 100, 301, 16], [17, 7, 64, 1], [45, 70, 577, 16], [100, 200, 96, 8]] as const) {
-        for (const tb of [false, true]) {
-          for (const transV of [false, true]) {
-            for (const bDtype of ['f32', 'bf16'] as const) {
-              const c = gemmCase(M, N, K, false, tb, r, 3, 1, transV ? 0 : 0.5);
-              const ldu = rank + 2, ldv = (transV ? rank : N) + 1;
-              const U = f32(rand(M * ldu, r)), V = f32(rand((transV ? N : rank) * ldv, r));
-              const B = bDtype === 'bf16' ? Uint16Array.from(c.B, toBf16) : f32(c.B);
-              const base = gemmRun(c, 'f32', { B, bDtype });
-              const separate = arr(op('gemm', 'f32', {
-                M, N, K: rank, A: U, lda: ldu, B: V, ldb: ldv, transB: transV, C: Float32Array.from(base), ldc: c.ldc,
-                alpha: 0.75, beta: 1,
-              }), 'C');
-              const fused = gemmRun(c, 'f32', { B, bDtype, U, V, rank, transV, ldu, ldv, updateScale: 0.75 });
-              const what = `${isa} ${bDtype} ${M}x${N}x${K} r${rank} tB=${tb} tV=${transV}`;
-              assert.equal(bitsOf(fused), bitsOf(separate), what);
-              // ...and the update is really there.
-              let moved = 0;
-              for (let i = 0; i < M * c.ldc; i++) if (fused[i] !== base[i]) moved++;
-              assert.ok(moved > (M * N) / 2, `${what}: update applied`);
-            }
+  forEachIsa((isa) => {
+    for (const [M, N, K, rank] of [[3, 33, 24, 4], [5, 100, 301, 16], [17, 7, 64, 1], [45, 70, 577, 16], [100, 200, 96, 8]] as const) {
+      for (const tb of [false, true]) {
+        for (const transV of [false, true]) {
+          for (const bDtype of ['f32', 'bf16'] as const) {
+            const c = gemmCase(M, N, K, false, tb, r, 3, 1, transV ? 0 : 0.5);
+            const ldu = rank + 2, ldv = (transV ? rank : N) + 1;
+            const U = f32(rand(M * ldu, r)), V = f32(rand((transV ? N : rank) * ldv, r));
+            const B = bDtype === 'bf16' ? Uint16Array.from(c.B, toBf16) : f32(c.B);
+            const base = gemmRun(c, 'f32', { B, bDtype });
+            const separate = arr(op('gemm', 'f32', {
+              M, N, K: rank, A: U, lda: ldu, B: V, ldb: ldv, transB: transV, C: Float32Array.from(base), ldc: c.ldc,
+              alpha: 0.75, beta: 1,
+            }), 'C');
+            const fused = gemmRun(c, 'f32', { B, bDtype, U, V, rank, transV, ldu, ldv, updateScale: 0.75 });
+            const what = `${isa} ${bDtype} ${M}x${N}x${K} r${rank} tB=${tb} tV=${transV}`;
+            assert.equal(bitsOf(fused), bitsOf(separate), what);
+            // ...and the update is really there.
+            let moved = 0;
+            for (let i = 0; i < M * c.ldc; i++) if (fused[i] !== base[i]) moved++;
+            assert.ok(moved > (M * N) / 2, `${what}: update applied`);
           }
         }
       }
     }
-  } finally {
-    addon.setIsa(saved);
-  }
+  });
 });
 
 test('gemm_group: the bits of the GEMMs one by one, every ISA, f32 and bf16 weights', () => {
   // Decoding's q, k, v (and gate, up) run as one dispatch over all their weight rows; the chunks
   // then straddle the weights' boundaries, which must not change a single bit.
-  const saved = addon.info().isa;
   const r = rng(22);
-  const bitsOf = (x: F) => Array.from(new Uint32Array(Float32Array.from(x).buffer));
-  try {
-    for (const isa of supportedIsas()) {
-      addon.setIsa(isa);
-      for (const [M, K, Ns] of [[1, 576, [576, 192, 192]], [3, 77, [130, 5, 66]], [8, 64, [1536, 1536]], [16, 40, [1, 2, 3, 250]], [17, 33, [70, 70]]] as const) {
-        for (const bDtype of ['f32', 'bf16'] as const) {
-          const A = f32(rand(M * K, r));
-          const Ws = Ns.map((N) => (bDtype === 'bf16' ? Uint16Array.from(rand(N * K, r), toBf16) : f32(rand(N * K, r))));
-          const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype };
-          Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
-          const group = op('gemm_group', 'f32', args);
-          Ns.forEach((N, i) => {
-            const one = arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype, transB: true }), 'C');
-            assert.equal(bitsOf(arr(group, `C${i}`)), bitsOf(one), `${isa} ${bDtype} M${M} K${K} W${i} of [${Ns}]`);
-          });
-        }
+  forEachIsa((isa) => {
+    for (const [M, K, Ns] of [[1, 576, [576, 192, 192]], [3, 77, [130, 5, 66]], [8, 64, [1536, 1536]], [16, 40, [1, 2, 3, 250]], [17, 33, [70, 70]]] as const) {
+      for (const bDtype of ['f32', 'bf16'] as const) {
+        const A = f32(rand(M * K, r));
+        const Ws = Ns.map((N) => (bDtype === 'bf16' ? Uint16Array.from(rand(N * K, r), toBf16) : f32(rand(N * K, r))));
+        const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype };
+        Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
+        const group = op('gemm_group', 'f32', args);
+        Ns.forEach((N, i) => {
+          const one = arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype, transB: true }), 'C');
+          assert.equal(bitsOf(arr(group, `C${i}`)), bitsOf(one), `${isa} ${bDtype} M${M} K${K} W${i} of [${Ns}]`);
+        });
       }
     }
-  } finally {
-    addon.setIsa(saved);
-  }
+  });
 });
 
 test('gemm with a low-rank update: argument checks', () => {
@@ -317,6 +303,22 @@ function supportedIsas(): string[] {
   const order = ['scalar', 'avx2', 'avx512', 'avx512bf16'];
   return order.slice(0, order.indexOf(addon.info().isaDetected) + 1);
 }
+
+/** Runs fn under every ISA this CPU supports, then restores the ISA in use. */
+function forEachIsa(fn: (isa: string) => void): void {
+  const saved = addon.info().isa;
+  try {
+    for (const isa of supportedIsas()) {
+      addon.setIsa(isa);
+      fn(isa);
+    }
+  } finally {
+    addon.setIsa(saved);
+  }
+}
+
+/** The bit patterns of an f32 array, for exact comparisons. */
+const bitsOf = (x: F) => Array.from(new Uint32Array(Float32Array.from(x).buffer));
 
 test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16', () => {
   const saved = addon.info().isa;

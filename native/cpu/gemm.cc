@@ -947,22 +947,11 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
 void few_rows_bf16(const GemmArgs<float>& g) { few_rows_bf16(&g, 1); }
 #endif
 
-// The separate call of a low-rank update: C = scale * U op(V) + C.
-GemmArgs<float> update_args(const GemmArgs<float>& g, const LowRankUpdate& u) {
-  GemmArgs<float> up;
-  up.M = g.M; up.N = g.N; up.K = u.rank;
-  up.A = u.U; up.lda = u.ldu;
-  up.B = WeightView{u.V, DType::F32}; up.ldb = u.ldv; up.trans_b = u.trans_v;
-  up.C = g.C; up.ldc = g.ldc;
-  up.alpha = u.scale; up.beta = 1;
-  return up;
-}
-
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
 
 // Runs `update` as its own call after the base GEMM (paths that do not fuse it).
 void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
-  if (update) gemm<float>(update_args(g, *update));
+  if (update) gemm<float>(update_gemm(g, *update));
 }
 
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
@@ -1148,11 +1137,21 @@ void gemm(const GemmArgs<T>& g) {
   else gemm_f64(g);
 }
 
+GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& u) {
+  GemmArgs<float> up;
+  up.M = g.M; up.N = g.N; up.K = u.rank;
+  up.A = u.U; up.lda = u.ldu;
+  up.B = WeightView{u.V, DType::F32}; up.ldb = u.ldv; up.trans_b = u.trans_v;
+  up.C = g.C; up.ldc = g.ldc;
+  up.alpha = u.scale; up.beta = 1;
+  return up;
+}
+
 void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0 || g.alpha == 0.f || update.rank <= 0 || update.scale == 0.f) {  // nothing to fuse into
     gemm(g);
-    gemm(update_args(g, update));
+    gemm(update_gemm(g, update));
     return;
   }
   gemm_f32(g, &update);

@@ -61,6 +61,8 @@ struct LowRankUpdate {
 // run, the update is added to each tile of C right after its last K block, while the tile is in L1,
 // by the micro-kernel the separate call would have used; elsewhere it is the separate call.
 void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update);
+// The separate call of an update on g's C: C = scale * U op(V) + C.
+GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& update);
 // n GEMMs that read the same op(A) (the projections of one input: q, k, v; gate, up), with the bits
 // of the calls one by one. When every one streams a bf16 W for a few rows (decoding), they run as
 // one dispatch over all the W's rows: one wake-up of the pool and one tail instead of n.

@@ -44,13 +44,7 @@ class Backend {
   }
   virtual void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {
     gemm(g);
-    Gemm up;
-    up.M = g.M; up.N = g.N; up.K = u.rank;
-    up.A = u.U; up.lda = u.ldu;
-    up.B = WeightView{u.V, DType::F32}; up.ldb = u.ldv; up.trans_b = u.trans_v;
-    up.C = g.C; up.ldc = g.ldc;
-    up.alpha = u.scale; up.beta = 1;
-    gemm(up);
+    gemm(cpu::update_gemm(g, u));
   }
   virtual void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) = 0;
   virtual void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) = 0;
