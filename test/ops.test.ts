@@ -317,29 +317,32 @@ function forEachIsa(fn: (isa: string) => void): void {
   }
 }
 
+/** Runs fn (which may switch ISAs with addon.setIsa), then restores the ISA that was in use. */
+function keepingIsa(fn: () => void): void {
+  const saved = addon.info().isa;
+  try {
+    fn();
+  } finally {
+    addon.setIsa(saved);
+  }
+}
+
 /** The bit patterns of an f32 array, for exact comparisons. */
 const bitsOf = (x: F) => Array.from(new Uint32Array(Float32Array.from(x).buffer));
 
 test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16', () => {
-  const saved = addon.info().isa;
   const r = rng(4);
-  try {
-    for (const [M, N, K] of [[1, 130, 65], [3, 70, 33], [7, 33, 1], [33, 7, 130], [65, 130, 33], [130, 65, 7]] as const) {
-      for (const [ta, tb] of ORIENTS) {
-        const c = gemmCase(M, N, K, ta, tb, r, 5, -0.5, 1.25);
-        const bits = Uint16Array.from(c.B, toBf16);
-        const ref = gemmNaive(c);
-        for (const isa of supportedIsas()) {
-          addon.setIsa(isa);
-          assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} ${M}x${N}x${K} tA=${ta} tB=${tb}`);
-          assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5,
-            `${isa} bf16 ${M}x${N}x${K}`);
-        }
-      }
+  const cases = [[1, 130, 65], [3, 70, 33], [7, 33, 1], [33, 7, 130], [65, 130, 33], [130, 65, 7]].flatMap(([M, N, K]) =>
+    ORIENTS.map(([ta, tb]) => {
+      const c = gemmCase(M!, N!, K!, ta, tb, r, 5, -0.5, 1.25);
+      return { c, what: `${M}x${N}x${K} tA=${ta} tB=${tb}`, bits: Uint16Array.from(c.B, toBf16), ref: gemmNaive(c) };
+    }));
+  forEachIsa((isa) => {
+    for (const { c, what, bits, ref } of cases) {
+      assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} ${what}`);
+      assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5, `${isa} bf16 ${what}`);
     }
-  } finally {
-    addon.setIsa(saved);
-  }
+  });
 });
 
 // The low-rank paths (f32 B under AVX-512, one of M, N, K at most 32: LoRA's side paths, see
@@ -418,9 +421,8 @@ function eachBf16Kernel(fn: (kernel: string) => void): void {
 
 test('gemm: bf16 B under avx512bf16 equals f64 on A rounded to bf16 (AMX, vdpbf16ps), all orientations', () => {
   if (!supportedIsas().includes('avx512bf16')) return;
-  const saved = addon.info().isa;
   const r = rng(40);
-  try {
+  keepingIsa(() => {
     eachBf16Kernel((kernel) => {
       for (const [M, N, K] of BF16_SHAPES) {
         for (const [ta, tb] of ORIENTS) {
@@ -442,17 +444,14 @@ test('gemm: bf16 B under avx512bf16 equals f64 on A rounded to bf16 (AMX, vdpbf1
         }
       }
     });
-  } finally {
-    addon.setIsa(saved);
-  }
+  });
 });
 
 test('gemm: bf16 B falls back to the f32 kernels below avx512bf16; f32 B bits do not depend on bf16 support', () => {
   const isas = supportedIsas().filter((i) => i !== 'scalar');
   if (!isas.includes('avx512')) return;
-  const saved = addon.info().isa;
   const r = rng(41);
-  try {
+  keepingIsa(() => {
     for (const [M, N, K] of [[1, 70, 33], [4, 97, 65], [29, 65, 257], [45, 97, 513]] as const) {
       for (const [ta, tb] of ORIENTS) {
         const c = gemmCase(M, N, K, ta, tb, r, 3, 0.5, 0.25);
@@ -471,9 +470,7 @@ test('gemm: bf16 B falls back to the f32 kernels below avx512bf16; f32 B bits do
         }
       }
     }
-  } finally {
-    addon.setIsa(saved);
-  }
+  });
 });
 
 test('gemm: bf16 B under avx512bf16 gives the same bits with 1 and 2 threads', () => {
