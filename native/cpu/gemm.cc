@@ -984,19 +984,15 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   const bool fuse = update && (isa == Isa::Avx512 || isa == Isa::Avx512Bf16) && !amx &&
                     ks.mr == kAvx512Mr && ks.nr == kAvx512Nr && update->rank <= kAvx512Kc &&
                     !(g.M <= kFewRowsF32 && update->trans_v);
+#else
+  const KernelSpec ks = select_kernel(isa);
+  const bool fuse = false;
+#endif
   if (update && !fuse) {
     gemm_f32(g);
     finish_separately(g, update);
     return;
   }
-#else
-  const KernelSpec ks = select_kernel(isa);
-  if (update) {
-    gemm_f32(g);
-    finish_separately(g, update);
-    return;
-  }
-#endif
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
   const int64_t Kd = ks.pairs ? ((K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : K;
@@ -1151,7 +1147,7 @@ void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update) {
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0 || g.alpha == 0.f || update.rank <= 0 || update.scale == 0.f) {  // nothing to fuse into
     gemm(g);
-    gemm(update_gemm(g, update));
+    finish_separately(g, &update);
     return;
   }
   gemm_f32(g, &update);

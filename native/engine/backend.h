@@ -36,12 +36,12 @@ class Backend {
 
   // ---- kernels ----
   virtual void gemm(const Gemm& g) = 0;
-  // gemm(g), then C += u.scale * u.U op(u.V) (cpu::gemm_with_update's contract). This default is the
-  // two calls; a backend that can add the update inside the first overrides it.
   // gs[0..n) one by one (cpu::gemm_group's contract); a backend may run them as one launch.
   virtual void gemm_group(const Gemm* gs, int n) {
     for (int i = 0; i < n; ++i) gemm(gs[i]);
   }
+  // gemm(g), then C += u.scale * u.U op(u.V) (cpu::gemm_with_update's contract). This default is the
+  // two calls; a backend that can add the update inside the first overrides it.
   virtual void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {
     gemm(g);
     gemm(cpu::update_gemm(g, u));

@@ -386,6 +386,11 @@ int64_t Model::max_rank(const std::vector<Segment>& segs) const {
 
 // ---- linear layers with the LoRA side path -------------------------------------------------------------
 
+bool Model::whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const {
+  return segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T &&
+         (adapters_.at(segs[0].slot)->spec.targets & (1u << proj));
+}
+
 Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) const {
   const Param& W = layers_[static_cast<size_t>(layer)].proj[proj];
   Gemm g;
@@ -405,8 +410,7 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
   const bool bias = proj <= kV && config_.qkv_bias;
   // One adapter over the whole batch (training, a single sequence's scoring) and no bias to add in
   // between: its y += s xa B^T rides on the base GEMM's tiles (same bits as the separate call).
-  const bool fuse = !base_done && !bias && segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T &&
-                    (adapters_.at(segs[0].slot)->spec.targets & (1u << proj));
+  const bool fuse = !base_done && !bias && whole_batch_adapter(proj, segs, T);
   if (!fuse && !base_done) backend_->gemm(g);
   if (bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
   for (const Segment& s : segs) {
@@ -458,9 +462,7 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
   g.C = dx; g.ldc = in; g.beta = accumulate ? 1.0f : 0.0f;
   // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
   // (same bits as the separate call), so this GEMM runs after the adapter's other products.
-  const bool fuse = segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T &&
-                    (adapters_.at(segs[0].slot)->spec.targets & (1u << proj)) &&
-                    !(adapters_.at(segs[0].slot)->spec.dropout > 0);
+  const bool fuse = whole_batch_adapter(proj, segs, T) && !(adapters_.at(segs[0].slot)->spec.dropout > 0);
   if (!fuse) backend_->gemm(g);
   if (train_full) {
     Gemm gw;  // dW += dy^T x

@@ -167,6 +167,9 @@ class Model {
 
   void run(const Batch& batch, bool backward, bool train_full, bool want_logits, uint64_t dropout_seed,
            ForwardResult& result);
+  // One adapter covers all T rows and targets this projection: its side path can ride on the base
+  // GEMM (gemm_with_update).
+  bool whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const;
   // y = x W^T for one projection (no bias, no adapters).
   Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T) const;
   // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it).
