@@ -20,6 +20,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
+import { bf16Bits } from './helpers/bf16.js';
 
 type Arr = Float32Array | Uint16Array | Int32Array;
 type Out = Record<string, Arr | number>;
@@ -59,17 +60,6 @@ function rng(seed: number) {
     f32: (n: number, scale = 1) => Float32Array.from({ length: n }, () => normal() * scale),
     int: (n: number, lo: number, hi: number) => Int32Array.from({ length: n }, () => lo + Math.floor(u() * (hi - lo))),
   };
-}
-
-// f32 -> bf16 bits, round to nearest even (as core/dtype.h).
-function toBf16(x: Float32Array): Uint16Array {
-  const u = new Uint32Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength));
-  const out = new Uint16Array(x.length);
-  for (let i = 0; i < u.length; i++) {
-    const v = u[i]!;
-    out[i] = (v & 0x7fffffff) > 0x7f800000 ? ((v >>> 16) | 0x40) : ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff;
-  }
-  return out;
 }
 
 function run(name: string, args: Record<string, unknown>): { cpu: Out; cuda: Out } {
@@ -115,7 +105,7 @@ for (const bDtype of ['f32', 'bf16'] as const) {
         const ldc = N + 2;
         const A = g.f32((transA ? K : M) * lda);
         const Bf = g.f32((transB ? N : K) * ldb, 0.5);
-        const B = bDtype === 'bf16' ? toBf16(Bf) : Bf;
+        const B = bDtype === 'bf16' ? bf16Bits(Bf) : Bf;
         const C = g.f32((M - 1) * ldc + N);
         const tol = bDtype === 'bf16' ? 1e-2 : 1e-4;
         const base = { M, N, K, lda, ldb, ldc, transA, transB, A, B, bDtype };
@@ -143,7 +133,7 @@ for (const [transA, transB] of [[false, false], [false, true], [true, false], [t
       const lda = transA ? M : K;
       const ldb = transB ? K : N;
       const A = g.f32(M * K);
-      const B = toBf16(g.f32(N * K, 0.5));
+      const B = bf16Bits(g.f32(N * K, 0.5));
       const C = g.f32(M * N);
       close('gemm.bf16.pipelined', run('gemm', { M, N, K, lda, ldb, ldc: N, transA, transB, A, B, bDtype: 'bf16', C, alpha: 1.3, beta: 0.5 }), 'C', 1e-2);
     }
@@ -154,7 +144,7 @@ gpuTest('gemm bf16 B with SEALKIT_CUDA_EXACT_GEMM=1 agrees to f32 accuracy', () 
   const g = rng(99);
   const [M, N, K] = [129, 255, 511];
   const A = g.f32(M * K);
-  const B = toBf16(g.f32(N * K));
+  const B = bf16Bits(g.f32(N * K));
   const C = g.f32(M * N);
   process.env.SEALKIT_CUDA_EXACT_GEMM = '1';
   try {
@@ -180,7 +170,7 @@ gpuTest('embedding forward (f32 and bf16 tables) and deterministic backward with
   for (let i = 0; i < 100; i++) ids[i * 7] = 42;  // many repeats of one id
   const table = g.f32(vocab * dim);
   exact('embedding_forward', run('embedding_forward', { ids, vocab, dim, table }), 'out');
-  exact('embedding_forward.bf16', run('embedding_forward', { ids, vocab, dim, table: toBf16(table), tableDtype: 'bf16' }), 'out');
+  exact('embedding_forward.bf16', run('embedding_forward', { ids, vocab, dim, table: bf16Bits(table), tableDtype: 'bf16' }), 'out');
   const dout = g.f32(ids.length * dim);
   const dtable = g.f32(vocab * dim, 0.1);
   // Both add the token gradients of each row in token order: identical bits.
@@ -360,7 +350,7 @@ gpuTest('upload_converted: F32/BF16/F16 sources into f32 and bf16 storage, speci
   const f = g.f32(n, 100);
   f[0] = NaN; f[1] = Infinity; f[2] = -Infinity; f[3] = 1e-40; f[4] = -0; f[5] = 3.4e38;
   const f16 = Uint16Array.from({ length: n }, () => Math.floor(g.u() * 65536));
-  const bf = toBf16(f);
+  const bf = bf16Bits(f);
   const bytes = (a: Float32Array | Uint16Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   for (const [srcDtype, src] of [['F32', f], ['BF16', bf], ['F16', f16]] as const) {
     for (const to of ['f32', 'bf16']) {

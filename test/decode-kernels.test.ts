@@ -4,10 +4,12 @@
 // addon's backendOp on the CPU backend. Shapes: GQA groups of 1-4 heads, head_dim below, at and
 // above one 16-float chunk and with a ragged last chunk (24, 40), single-token decode and prefill
 // continuations (causal inside the new rows), cache rows laid out with gaps, one sequence longer
-// than a block of 16 keys by one.
+// than a block of 16 keys by one. Caches in f32 and in bf16 (widened exactly, so the reference
+// reads the same values).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
+import { bf16Bits, fromBf16 } from './helpers/bf16.js';
 
 type BackendOp = (device: 'cpu' | 'cuda', name: string, args: Record<string, unknown>) => Record<string, Float32Array>;
 const addon = native();
@@ -83,22 +85,53 @@ function supportedIsas(): string[] {
   return order.slice(0, order.indexOf(addon.info().isaDetected) + 1);
 }
 
-test('attention over a KV cache equals the f64 reference on every ISA (GQA, prefill continuation, ragged head_dim)', () => {
+/** The case with its caches rounded to bf16: the values a bf16 cache holds, and its bits. */
+function bf16Caches(c: Case): { values: Case; args: Record<string, unknown> } {
+  const k = bf16Bits(c.kCache), v = bf16Bits(c.vCache);
+  const values = { ...c, kCache: Float32Array.from(k, fromBf16), vCache: Float32Array.from(v, fromBf16) };
+  return { values, args: { ...c, kCache: k, vCache: v, kvDtype: 'bf16' } };
+}
+
+test('attention over a KV cache equals the f64 reference on every ISA (GQA, prefill continuation, ragged head_dim, f32 and bf16 caches)', () => {
   const saved = addon.info().isa;
   try {
     for (const [headDim, heads, kvHeads] of [[64, 9, 3], [16, 4, 4], [24, 4, 2], [40, 8, 2], [128, 4, 1]] as const) {
-      const c = makeCase(headDim * 31 + heads, headDim, heads, kvHeads);
-      const ref = reference(c);
-      let scale = 0;
-      for (const x of ref) scale = Math.max(scale, Math.abs(x));
-      for (const isa of supportedIsas()) {
-        addon.setIsa(isa);
-        const out = backendOp('cpu', 'attention_cached_forward', { ...c }).out!;
-        assert.is(out.length, ref.length);
-        let worst = 0;
-        for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(out[i]! - ref[i]!));
-        assert.ok(worst / scale < 1e-5, `${isa} head_dim ${headDim} heads ${heads}/${kvHeads}: max error ${worst / scale} of the output's scale`);
+      const f32Case = makeCase(headDim * 31 + heads, headDim, heads, kvHeads);
+      const bf = bf16Caches(f32Case);
+      for (const [kv, values, args] of [['f32', f32Case, { ...f32Case }], ['bf16', bf.values, bf.args]] as const) {
+        const ref = reference(values);
+        let scale = 0;
+        for (const x of ref) scale = Math.max(scale, Math.abs(x));
+        for (const isa of supportedIsas()) {
+          addon.setIsa(isa);
+          const out = backendOp('cpu', 'attention_cached_forward', args).out!;
+          assert.is(out.length, ref.length);
+          let worst = 0;
+          for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(out[i]! - ref[i]!));
+          assert.ok(worst / scale < 1e-5, `${isa} ${kv} cache head_dim ${headDim} heads ${heads}/${kvHeads}: max error ${worst / scale} of the output's scale`);
+        }
       }
+    }
+  } finally {
+    addon.setIsa(saved);
+  }
+});
+
+// The AVX-512 kernel widens bf16 as it loads and then runs the f32 instructions, so the bits match.
+// The plain loops (scalar, AVX2) leave FMA contraction to the compiler, which may contract the two
+// element types differently (last-bit differences seen on AVX2): the reference test covers them.
+test('attention over a bf16 KV cache gives the bits of an f32 cache holding the same values (AVX-512)', () => {
+  const saved = addon.info().isa;
+  try {
+    const bf = bf16Caches(makeCase(5, 40, 8, 2));
+    const isas = supportedIsas().filter((isa) => isa.startsWith('avx512'));
+    if (isas.length === 0) console.log('skip: bf16/f32 cache bit identity needs AVX-512 (not on this CPU)');
+    for (const isa of isas) {
+      addon.setIsa(isa);
+      const wide = backendOp('cpu', 'attention_cached_forward', { ...bf.values }).out!;
+      const narrow = backendOp('cpu', 'attention_cached_forward', bf.args).out!;
+      const at = narrow.findIndex((x, i) => !Object.is(x, wide[i]));
+      assert.is(at, -1, `${isa}: element ${at} is ${narrow[at]} from the bf16 cache, ${wide[at]} from the f32 one`);
     }
   } finally {
     addon.setIsa(saved);
@@ -109,11 +142,13 @@ test('attention over a KV cache: results do not depend on the thread count', () 
   const c = makeCase(7, 64, 9, 3);
   const saved = addon.info().threads;
   try {
-    addon.setThreads(1);
-    const one = backendOp('cpu', 'attention_cached_forward', { ...c }).out!;
-    addon.setThreads(2);
-    const two = backendOp('cpu', 'attention_cached_forward', { ...c }).out!;
-    assert.equal(Array.from(two), Array.from(one));
+    for (const args of [{ ...c }, bf16Caches(c).args]) {
+      addon.setThreads(1);
+      const one = backendOp('cpu', 'attention_cached_forward', args).out!;
+      addon.setThreads(2);
+      const two = backendOp('cpu', 'attention_cached_forward', args).out!;
+      assert.equal(Array.from(two), Array.from(one));
+    }
   } finally {
     addon.setThreads(saved);
   }

@@ -172,6 +172,62 @@ test('stops on EOS ids (not emitted) and at max new tokens; bounded KV cache giv
   await model.dispose();
 });
 
+test('bf16 KV cache: the default for bf16 weights; logits track full recomputation; n samples, auto and the memory bound', async () => {
+  const f32 = await Model.load(llamaDir);
+  assert.is(f32.defaultKvCache, 'f32');
+  await f32.dispose();
+  const model = await Model.load(llamaDir, { storage: 'bf16' });
+  assert.is(model.defaultKvCache, 'bf16');
+  const V = model.config.vocabSize;
+  const prompts = [{ tokens: randomTokens(7, V, 21) }, { tokens: randomTokens(3, V, 22) }];
+  const opts = { maxNewTokens: 10, n: 2, temperature: 0.8, seed: 9, withLogits: true, eosTokenIds: [] };
+  const bf = await model.generate(prompts, { ...opts, kvCache: 'bf16' });
+  // 'auto' is bf16 here, bit for bit.
+  const auto = await model.generate(prompts, opts);
+  assert.equal(auto.map((c) => c.tokens), bf.map((c) => c.tokens));
+  auto.forEach((c, i) => c.logits!.forEach((row, t) => assert.equal(Array.from(row), Array.from(bf[i]!.logits![t]!))));
+  // Each step's logits against the forward of the whole sequence: keys and values rounded to bf16
+  // (relative 2^-9) move them a little (max 1.7e-2 here, logits up to 3.7), within what this
+  // model's logits move when its weights go to bf16 (the storage test's 5e-2). The f32 cache on the
+  // same weights stays far closer (6e-4: the decode GEMV rounds its inputs to bf16 as the full
+  // forward does, in another order), so the bf16 cache is really in use.
+  const worstAgainstRecompute = async (out: typeof bf, what: string) => {
+    let worst = 0;
+    for (const c of out) {
+      const prompt = prompts[c.prompt]!;
+      const ref = (await model.logits([{ tokens: [...prompt.tokens, ...c.tokens] }]))[0]!;
+      c.logits!.forEach((step, i) => {
+        const row = ref.subarray((prompt.tokens.length - 1 + i) * V, (prompt.tokens.length + i) * V);
+        assertClose(step, row, 5e-2, 5e-2, `${what}: prompt ${c.prompt} sample ${c.sample} step ${i}`);
+        for (let j = 0; j < V; j++) worst = Math.max(worst, Math.abs(step[j]! - row[j]!));
+      });
+    }
+    return worst;
+  };
+  const worstBf16 = await worstAgainstRecompute(bf, 'bf16 cache');
+  const worstF32 = await worstAgainstRecompute(await model.generate(prompts, { ...opts, kvCache: 'f32' }), 'f32 cache');
+  assert.ok(worstBf16 > 4 * worstF32, `bf16 cache max diff ${worstBf16} vs f32 cache ${worstF32}: the cache does not look bf16`);
+  // Greedy: both samples of a prompt copy the prompt's bf16 cache rows and agree.
+  const greedy = await model.generate(prompts, { maxNewTokens: 8, n: 2, eosTokenIds: [], kvCache: 'bf16' });
+  assert.equal(greedy[0]!.tokens, greedy[1]!.tokens);
+  assert.equal(greedy[2]!.tokens, greedy[3]!.tokens);
+  // The memory bound counts 2 bytes per element: a limit between the two sizes admits bf16 only.
+  const c = model.config;
+  const rows = 16 * (5 + 40);
+  const f32Bytes = rows * c.numKvHeads * c.headDim * 4 * 2 * c.numLayers;
+  const bounded = { maxNewTokens: 40, n: 16, maxKvBytes: 0.75 * f32Bytes, eosTokenIds: [] };
+  const prompt5 = [{ tokens: randomTokens(5, V, 8) }];
+  let msg = '';
+  try { await model.generate(prompt5, { ...bounded, kvCache: 'f32' }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /KV cache .* needs \d+ MiB, above the limit/);
+  const fits = await model.generate(prompt5, { ...bounded, kvCache: 'bf16' });
+  assert.is(fits.length, 16);
+  msg = '';
+  try { await model.generate(prompt5, { maxNewTokens: 2, kvCache: 'f16' as 'bf16' }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /kvCache must be 'auto', 'f32' or 'bf16'/);
+  await model.dispose();
+});
+
 if (hasShared) {
   const tsDir = join(sharedDir, 'models/tinystories-656k');
   test('TinyStories-656K: greedy tokens from BOS equal the PyTorch reference; text and stop strings', async () => {

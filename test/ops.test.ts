@@ -11,6 +11,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
+import { fromBf16, toBf16 } from './helpers/bf16.js';
 
 type F = Float32Array | Float64Array;
 type Dtype = 'f32' | 'f64';
@@ -165,18 +166,6 @@ function gemmRun(c: GemmCase, dtype: Dtype, extra: Record<string, unknown> = {})
     M: c.M, N: c.N, K: c.K, transA: c.transA, transB: c.transB, lda: c.lda, ldb: c.ldb, ldc: c.ldc,
     alpha: c.alpha, beta: c.beta, A: conv(c.A), B: conv(c.B), C: conv(c.C), ...extra,
   }), 'C');
-}
-
-/** bf16 of an f32 value, round to nearest even (as PyTorch). */
-function toBf16(x: number): number {
-  const b = new Float32Array([x]);
-  const u = new Uint32Array(b.buffer);
-  const v = u[0]!;
-  return ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff;
-}
-function fromBf16(h: number): number {
-  const u = new Uint32Array([h << 16]);
-  return new Float32Array(u.buffer)[0]!;
 }
 
 const ORIENTS: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];

@@ -3,7 +3,7 @@
 import { native } from '../native.js';
 import type { ModelConfig } from '../model/hf-config.js';
 import { Model, type Sequence } from '../model/model.js';
-import { PROJ_NAMES } from '../model/native-model.js';
+import { PROJ_NAMES, type KvCacheDtype } from '../model/native-model.js';
 import { presetConfig } from '../model/presets.js';
 
 export interface BenchOptions {
@@ -85,6 +85,8 @@ export interface DecodeBenchOptions {
   repeats?: number;
   storage?: 'f32' | 'bf16';
   device?: 'cpu' | 'cuda';
+  /** KV cache element type (default 'auto': the model's defaultKvCache). */
+  kvCache?: 'auto' | KvCacheDtype;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -93,7 +95,7 @@ export interface DecodeBenchOptions {
  * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
  * over the time from the first token to the last.
  */
-export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number }> {
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype }> {
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -102,6 +104,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
   const model = await Model.create(config, { storage, seed: 1234, device });
   try {
     const prompts = randomSequences(o.batch, o.prompt, config.vocabSize, -1, 42).map((s) => ({ tokens: s.tokens }));
+    const kvCache = !o.kvCache || o.kvCache === 'auto' ? model.defaultKvCache : o.kvCache;
     const warmup = o.warmup ?? 1;
     const repeats = o.repeats ?? 3;
     const decodeMs: number[] = [];
@@ -109,7 +112,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     for (let i = 0; i < warmup + repeats; i++) {
       const t0 = process.hrtime.bigint();
       let tFirst = 0n;
-      for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [] })) {
+      for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache })) {
         if (e.type === 'token' && tFirst === 0n) tFirst = process.hrtime.bigint();
       }
       const tEnd = process.hrtime.bigint();
@@ -129,7 +132,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
-      prefill_ms_median: median(prefillMs), weight_bytes: weightBytes,
+      prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
     };
   } finally {
     await model.dispose();

@@ -3,6 +3,7 @@
 // samples; this layer decides when each sequence stops (EOS ids, stop strings, length) and turns
 // tokens into text.
 import type { Model } from './model.js';
+import type { KvCacheDtype } from './native-model.js';
 import type { TextTokenizer } from './tokenizer.js';
 import { createDecodeStream, type DecodeStream } from './tokenizer.js';
 
@@ -37,6 +38,12 @@ export interface GenerateOptions {
   tokenizer?: TextTokenizer;
   /** Refuse requests whose KV cache would exceed this many bytes (default 4 GiB). */
   maxKvBytes?: number;
+  /**
+   * Element type of the KV cache. 'auto' (default) = `model.defaultKvCache`: bf16 for bf16
+   * weights on the CPU (half the bytes each decode step reads; attention still computes in f32),
+   * f32 otherwise. 'bf16' on a backend that cannot hold it throws.
+   */
+  kvCache?: 'auto' | KvCacheDtype;
   /** Return each step's logits too (tests; memory grows with vocab). */
   withLogits?: boolean;
 }
@@ -90,6 +97,7 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
     slots: Int32Array.from(prompts.map((p) => p.slot ?? -1)),
     n, maxNew, temperature: o.temperature ?? 0, topK: o.topK ?? 0, topP: o.topP ?? 1, seed: o.seed ?? 0,
     maxCacheBytes: o.maxKvBytes ?? DEFAULT_MAX_KV_BYTES,
+    kvCache: o.kvCache ?? 'auto',
     ...(prompts.some((p) => p.seed !== undefined) ? { promptSeeds: prompts.map((p, i) => {
       if (p.seed === undefined) throw new Error(`generate: prompt ${i} has no seed while others do`);
       return p.seed;

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { native } from '../native.js';
 import { readModelConfig, writeModelConfig, type ModelConfig } from './hf-config.js';
 import {
-  nativeModelClass, PROJ_NAMES, type NativeAdapterInfo, type NativeModel, type PackedBatch, type ProjName,
+  nativeModelClass, PROJ_NAMES, type KvCacheDtype, type NativeAdapterInfo, type NativeModel, type PackedBatch, type ProjName,
 } from './native-model.js';
 import { ropeInvFreq } from './rope.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
@@ -157,6 +157,11 @@ export class Model {
   getParam(name: string, grad = false): Float32Array { return this.live().getParam(name, grad); }
   setParam(name: string, data: Float32Array): void { this.live().setParam(name, data); }
   memoryBytes(): number { return this.live().memoryBytes(); }
+  /**
+   * The KV cache element type generation uses unless told otherwise (GenerateOptions.kvCache):
+   * bf16 for bf16 weights on a backend that supports it (the CPU), f32 otherwise.
+   */
+  get defaultKvCache(): KvCacheDtype { return this.live().defaultKvCache(); }
 
   // ---- adapters ----
   createAdapter(slot: number, options: LoraOptions): void {

@@ -80,7 +80,9 @@ export interface NativeModel {
   step(options: NativeStepOptions): Promise<number[]>;
   zeroGrad(): void;
   memoryBytes(): number;
-  generateBegin(request: NativeGenerateRequest, options?: { logits?: boolean }): Promise<NativeGenerateStep & { id: number; cacheBytes: number }>;
+  /** The KV cache element type generateBegin picks for kvCache 'auto'. */
+  defaultKvCache(): KvCacheDtype;
+  generateBegin(request: NativeGenerateRequest, options?: { logits?: boolean }): Promise<NativeGenerateStep & { id: number; cacheBytes: number; kvCache: KvCacheDtype }>;
   generateStep(id: number, seqs: Int32Array, tokens: Int32Array, options?: { logits?: boolean }): Promise<NativeGenerateStep>;
   generateEnd(id: number): void;
   dispose(): void;
@@ -98,7 +100,11 @@ export interface NativeGenerateRequest {
   seed?: number;
   promptSeeds?: number[];
   maxCacheBytes?: number;
+  kvCache?: 'auto' | KvCacheDtype;
 }
+
+/** Element type of a generation's KV cache. */
+export type KvCacheDtype = 'f32' | 'bf16';
 
 export interface NativeGenerateStep {
   tokens: Int32Array;

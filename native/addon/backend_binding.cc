@@ -334,8 +334,11 @@ Napi::Value BackendOp(const Napi::CallbackInfo& info) {
       s.kv_len = c.in_i32("kvLens", s.n_seqs);
       const int64_t no = rows * s.heads * s.head_dim;
       float* out = c.out_f32("out", no);
-      be.attention_cached_forward(s, c.in_f32("q", rows * s.q_stride), c.in_f32("kCache", cache_rows * s.kv_stride),
-                                  c.in_f32("vCache", cache_rows * s.kv_stride), out);
+      // kvDtype 'f32' (default) or 'bf16': kCache and vCache are then Uint16Arrays of bf16 bits.
+      const WeightView kc = c.weight("kCache", "kvDtype", cache_rows * s.kv_stride);
+      const WeightView vc = c.weight("vCache", "kvDtype", cache_rows * s.kv_stride);
+      s.kv_dtype = kc.dtype;
+      be.attention_cached_forward(s, c.in_f32("q", rows * s.q_stride), kc.data, vc.data, out);
       c.result("out", out, no);
     } else if (name == "gather_rows" || name == "scatter_rows") {
       // gather: dst row i = src row rows[i] (src has srcRows rows); scatter: dst row rows[i] = src

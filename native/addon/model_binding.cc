@@ -106,6 +106,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::Step>("step"),
                            InstanceMethod<&ModelWrap::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&ModelWrap::MemoryBytes>("memoryBytes"),
+                           InstanceMethod<&ModelWrap::DefaultKvCache>("defaultKvCache"),
                            InstanceMethod<&ModelWrap::GenerateBegin>("generateBegin"),
                            InstanceMethod<&ModelWrap::GenerateStep>("generateStep"),
                            InstanceMethod<&ModelWrap::GenerateEnd>("generateEnd"),
@@ -488,6 +489,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).memory_bytes()));
   }
 
+  // defaultKvCache() -> 'f32' | 'bf16': what generateBegin's kvCache 'auto' picks.
+  Napi::Value DefaultKvCache(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), dtype_name(live(info.Env()).default_kv_dtype()));
+  }
+
   static Napi::Value step_to_js(Napi::Env env, GenerationStep& r) {
     auto o = Napi::Object::New(env);
     auto t = Napi::Int32Array::New(env, r.tokens.size());
@@ -504,8 +510,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return it->second;
   }
 
-  // generateBegin({tokens, promptLens, slots, n, maxNew, temperature, topK, topP, seed, maxCacheBytes}, {logits?})
-  //   -> Promise<{id, tokens, logits?, cacheBytes}>
+  // generateBegin({tokens, promptLens, slots, n, maxNew, temperature, topK, topP, seed, maxCacheBytes, kvCache},
+  //   {logits?}) -> Promise<{id, tokens, logits?, cacheBytes, kvCache}>
+  // kvCache: 'auto' (default: Model::default_kv_dtype), 'f32' or 'bf16'.
   Napi::Value GenerateBegin(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     live(env);
@@ -522,6 +529,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     req.sampling.top_p = num_or(env, o, "topP", 1, "generate request");
     if (o.Has("seed") && !o.Get("seed").IsUndefined()) req.sampling.seed = seed_of(env, o.Get("seed"), "generate request: seed");
     req.max_cache_bytes = static_cast<size_t>(num_or(env, o, "maxCacheBytes", 0, "generate request"));
+    req.cache_dtype = model_->default_kv_dtype();
+    if (o.Has("kvCache") && !o.Get("kvCache").IsUndefined()) {
+      const std::string kv = str(env, o.Get("kvCache"), "generate request: kvCache");
+      if (kv == "f32") req.cache_dtype = DType::F32;
+      else if (kv == "bf16") req.cache_dtype = DType::BF16;
+      else if (kv != "auto") throw Napi::RangeError::New(env, "generate request: kvCache must be 'auto', 'f32' or 'bf16', not '" + kv + "'");
+      if (!model_->backend().supports_kv_cache(req.cache_dtype))
+        throw Napi::RangeError::New(env, "generate: the " + model_->backend().name() + " backend cannot keep a KV cache in " +
+                                             kv + " (use 'f32' or 'auto')");
+    }
     if (o.Has("promptSeeds") && !o.Get("promptSeeds").IsUndefined()) {
       if (!o.Get("promptSeeds").IsArray()) type_error(env, "generate request: promptSeeds must be an array of numbers");
       auto a = o.Get("promptSeeds").As<Napi::Array>();
@@ -534,12 +551,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     int id = next_generation_++;
     auto done = claim(env);
     auto holder = std::make_shared<std::shared_ptr<Generation>>();
-    struct Started { int id; GenerationStep step; size_t bytes; };
+    struct Started { int id; GenerationStep step; size_t bytes; DType dtype; };
     return AsyncJob<Started>::Start(
         env, "sealkit.generateBegin",
         [model, req, logits, id, holder] {
           auto g = std::make_shared<Generation>(*model, req);
-          Started s{id, g->start(logits), g->cache_bytes()};
+          Started s{id, g->start(logits), g->cache_bytes(), g->cache_dtype()};
           *holder = g;
           return s;
         },
@@ -548,6 +565,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           auto out = step_to_js(e, s.step).As<Napi::Object>();
           out.Set("id", s.id);
           out.Set("cacheBytes", Napi::Number::New(e, static_cast<double>(s.bytes)));
+          out.Set("kvCache", dtype_name(s.dtype));
           return out.As<Napi::Value>();
         },
         done);

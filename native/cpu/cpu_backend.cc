@@ -98,8 +98,8 @@ class CpuBackend final : public Backend {
   void upload_converted(void* dst, DType to, const void* src, const char* src_dtype, int64_t n) override {
     cpu::convert_tensor(dst, to, src, src_dtype, n);
   }
-  void attention_cached_forward(const CachedAttentionShape& s, const float* q, const float* k_cache,
-                                const float* v_cache, float* out) override {
+  void attention_cached_forward(const CachedAttentionShape& s, const float* q, const void* k_cache,
+                                const void* v_cache, float* out) override {
     cpu::attention_cached_forward(s, q, k_cache, v_cache, out);
   }
   void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
@@ -109,6 +109,11 @@ class CpuBackend final : public Backend {
   void scatter_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
                     int64_t dst_stride) override {
     cpu::scatter_rows(src, src_stride, rows, n, cols, dst, dst_stride);
+  }
+  bool supports_kv_cache(DType dtype) const override { return dtype == DType::F32 || dtype == DType::BF16; }
+  void store_cache_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, void* dst,
+                        DType dst_dtype, int64_t dst_stride) override {
+    cpu::store_cache_rows(src, src_stride, rows, n, cols, dst, dst_dtype, dst_stride);
   }
 };
 

@@ -3,18 +3,27 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "../core/cpu_features.h"
+#include "../core/dtype.h"
 #include "../core/threadpool.h"
 #include "simd.h"
 
 namespace sealkit::cpu {
 namespace {
 
+// A cache element as f32: f32 caches as they are, bf16 ones (uint16_t bits) widened exactly.
+SEALKIT_INLINE float kv_value(float x) { return x; }
+SEALKIT_INLINE float kv_value(uint16_t x) { return bf16_to_f32(x); }
+
 // One (sequence, kv head): all query rows of the sequence, every query head of the group. The key
-// and value rows of the group are read once per query row and shared by the group's heads.
-SEALKIT_INLINE void cached_unit(const CachedAttentionShape& s, const float* q, const float* kc, const float* vc, float* out,
+// and value rows of the group are read once per query row and shared by the group's heads. Kv is
+// the cache's element type (float, or uint16_t for bf16).
+template <typename Kv>
+SEALKIT_INLINE void cached_unit(const CachedAttentionShape& s, const float* q, const Kv* kc, const Kv* vc, float* out,
                                 int64_t seq, int64_t kvh, std::vector<float>& scores, std::vector<float>& acc) {
   const int64_t D = s.head_dim, group = s.heads / s.kv_heads, out_stride = s.heads * D;
   const int64_t q0 = s.q_start[seq], nq = s.q_len[seq], kv0 = s.kv_start[seq], nkv = s.kv_len[seq];
@@ -27,9 +36,9 @@ SEALKIT_INLINE void cached_unit(const CachedAttentionShape& s, const float* q, c
       const float* qr = q + (q0 + i) * s.q_stride + h * D;
       float m = -INFINITY;
       for (int64_t j = 0; j < n; ++j) {
-        const float* kr = kc + (kv0 + j) * s.kv_stride + kvh * D;
+        const Kv* kr = kc + (kv0 + j) * s.kv_stride + kvh * D;
         float dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += qr[d] * kr[d];
+        for (int64_t d = 0; d < D; ++d) dot += qr[d] * kv_value(kr[d]);
         scores[static_cast<size_t>(j)] = dot * scale;
         m = std::max(m, dot * scale);
       }
@@ -42,8 +51,8 @@ SEALKIT_INLINE void cached_unit(const CachedAttentionShape& s, const float* q, c
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t j = 0; j < n; ++j) {
         const float w = scores[static_cast<size_t>(j)];
-        const float* vr = vc + (kv0 + j) * s.kv_stride + kvh * D;
-        for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w * vr[d];
+        const Kv* vr = vc + (kv0 + j) * s.kv_stride + kvh * D;
+        for (int64_t d = 0; d < D; ++d) acc[static_cast<size_t>(d)] += w * kv_value(vr[d]);
       }
       const float inv = static_cast<float>(1.0 / sum);
       float* o = out + (q0 + i) * out_stride + h * D;
@@ -52,12 +61,14 @@ SEALKIT_INLINE void cached_unit(const CachedAttentionShape& s, const float* q, c
   }
 }
 
-void cached_unit_generic(const CachedAttentionShape& s, const float* q, const float* kc, const float* vc, float* out,
+template <typename Kv>
+void cached_unit_generic(const CachedAttentionShape& s, const float* q, const Kv* kc, const Kv* vc, float* out,
                          int64_t seq, int64_t kvh, std::vector<float>& scores, std::vector<float>& acc) {
   cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
 }
 #ifdef SEALKIT_X86
-SEALKIT_AVX2 void cached_unit_avx2(const CachedAttentionShape& s, const float* q, const float* kc, const float* vc,
+template <typename Kv>
+SEALKIT_AVX2 void cached_unit_avx2(const CachedAttentionShape& s, const float* q, const Kv* kc, const Kv* vc,
                                    float* out, int64_t seq, int64_t kvh, std::vector<float>& scores,
                                    std::vector<float>& acc) {
   cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
@@ -76,10 +87,11 @@ SEALKIT_AVX2 void cached_unit_avx2(const CachedAttentionShape& s, const float* q
 // then runs for several heads of the group at once, each value row loaded once and accumulated
 // into every head's ND chunks, in registers (ND is a template parameter so that the chunk arrays
 // never live in memory). Sums run in f32 in a fixed order (the softmax denominator
-// in double), so bits depend on the ISA, never on the thread count.
-template <int ND>
-SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const float* q, const float* kc,
-                                          const float* vc, float* out, int64_t seq, int64_t kvh,
+// in double), so bits depend on the ISA, never on the thread count. A bf16 cache is widened to f32
+// as it is loaded (load16_masked), so it halves the bytes read and changes no arithmetic.
+template <int ND, typename Kv>
+SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const float* q, const Kv* kc,
+                                          const Kv* vc, float* out, int64_t seq, int64_t kvh,
                                           std::vector<float>& scores) {
   const int64_t D = s.head_dim, group = s.heads / s.kv_heads, out_stride = s.heads * D;
   const int64_t q0 = s.q_start[seq], nq = s.q_len[seq], kv0 = s.kv_start[seq], nkv = s.kv_len[seq];
@@ -90,8 +102,8 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
   // Scores of every head of the group, one row of `ld` floats per head.
   const int64_t ld = (nkv + 15) / 16 * 16;
   scores.resize(static_cast<size_t>(group * ld));
-  const float* K = kc + kv0 * s.kv_stride + kvh * D;
-  const float* V = vc + kv0 * s.kv_stride + kvh * D;
+  const Kv* K = kc + kv0 * s.kv_stride + kvh * D;
+  const Kv* V = vc + kv0 * s.kv_stride + kvh * D;
   // Heads per P.V pass: their accumulators (HG x ND) fit the registers.
   constexpr int HG = ND >= 16 ? 1 : 16 / ND > 8 ? 8 : 16 / ND;
   for (int64_t i = 0; i < nq; ++i) {
@@ -111,12 +123,12 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
         __m512 v[16];
 #pragma GCC unroll 16
         for (int t = 0; t < 16; ++t) {
-          const float* kr = K + (j0 + t) * s.kv_stride;
+          const Kv* kr = K + (j0 + t) * s.kv_stride;
           __m512 p = _mm512_setzero_ps();
           if (j0 + t < n) {
-            p = _mm512_mul_ps(qv[0], _mm512_maskz_loadu_ps(mk[0], kr));
+            p = _mm512_mul_ps(qv[0], load16_masked(kr, mk[0]));
 #pragma GCC unroll 8
-            for (int c = 1; c < ND; ++c) p = _mm512_fmadd_ps(qv[c], _mm512_maskz_loadu_ps(mk[c], kr + 16 * c), p);
+            for (int c = 1; c < ND; ++c) p = _mm512_fmadd_ps(qv[c], load16_masked(kr + 16 * c, mk[c]), p);
           }
           v[4 * (t % 4) + t / 4] = p;
         }
@@ -145,10 +157,10 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
         for (int c = 0; c < ND; ++c) o[g][c] = _mm512_setzero_ps();
       const float* sc = scores.data() + g0 * ld;
       for (int64_t j = 0; j < n; ++j) {
-        const float* vr = V + j * s.kv_stride;
+        const Kv* vr = V + j * s.kv_stride;
         __m512 vv[ND];
 #pragma GCC unroll 8
-        for (int c = 0; c < ND; ++c) vv[c] = _mm512_maskz_loadu_ps(mk[c], vr + 16 * c);
+        for (int c = 0; c < ND; ++c) vv[c] = load16_masked(vr + 16 * c, mk[c]);
 #pragma GCC unroll 8
         for (int g = 0; g < HG; ++g) {
           if (g >= hg) break;
@@ -171,39 +183,52 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
 
 // head_dim up to 128 (8 chunks) in registers and groups of up to 64 heads; larger ones take the
 // plain loops.
-SEALKIT_AVX512 void cached_unit_avx512(const CachedAttentionShape& s, const float* q, const float* kc, const float* vc,
+template <typename Kv>
+SEALKIT_AVX512 void cached_unit_avx512(const CachedAttentionShape& s, const float* q, const Kv* kc, const Kv* vc,
                                        float* out, int64_t seq, int64_t kvh, std::vector<float>& scores,
                                        std::vector<float>& acc) {
   if (s.heads / s.kv_heads > 64) return cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
   switch ((s.head_dim + 15) / 16) {
-    case 1: return cached_unit_avx512_nd<1>(s, q, kc, vc, out, seq, kvh, scores);
-    case 2: return cached_unit_avx512_nd<2>(s, q, kc, vc, out, seq, kvh, scores);
-    case 3: return cached_unit_avx512_nd<3>(s, q, kc, vc, out, seq, kvh, scores);
-    case 4: return cached_unit_avx512_nd<4>(s, q, kc, vc, out, seq, kvh, scores);
-    case 5: return cached_unit_avx512_nd<5>(s, q, kc, vc, out, seq, kvh, scores);
-    case 6: return cached_unit_avx512_nd<6>(s, q, kc, vc, out, seq, kvh, scores);
-    case 7: return cached_unit_avx512_nd<7>(s, q, kc, vc, out, seq, kvh, scores);
-    case 8: return cached_unit_avx512_nd<8>(s, q, kc, vc, out, seq, kvh, scores);
+    case 1: return cached_unit_avx512_nd<1, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 2: return cached_unit_avx512_nd<2, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 3: return cached_unit_avx512_nd<3, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 4: return cached_unit_avx512_nd<4, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 5: return cached_unit_avx512_nd<5, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 6: return cached_unit_avx512_nd<6, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 7: return cached_unit_avx512_nd<7, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 8: return cached_unit_avx512_nd<8, Kv>(s, q, kc, vc, out, seq, kvh, scores);
     default: return cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
   }
 }
 #pragma GCC diagnostic pop
 #endif
 
-}  // namespace
-
-void attention_cached_forward(const CachedAttentionShape& s, const float* q, const float* k_cache, const float* v_cache,
-                              float* out) {
+template <typename Kv>
+void attention_cached(const CachedAttentionShape& s, const float* q, const Kv* k_cache, const Kv* v_cache, float* out) {
   const int64_t units = s.n_seqs * s.kv_heads;
-  auto fn = cached_unit_generic;
+  auto fn = cached_unit_generic<Kv>;
 #ifdef SEALKIT_X86
-  if (active_isa() >= Isa::Avx512) fn = cached_unit_avx512;
-  else if (active_isa() >= Isa::Avx2) fn = cached_unit_avx2;
+  if (active_isa() >= Isa::Avx512) fn = cached_unit_avx512<Kv>;
+  else if (active_isa() >= Isa::Avx2) fn = cached_unit_avx2<Kv>;
 #endif
   global_pool().run(units, [&](int64_t u, int) {
     thread_local std::vector<float> scores, acc;
     fn(s, q, k_cache, v_cache, out, u / s.kv_heads, u % s.kv_heads, scores, acc);
   });
+}
+
+}  // namespace
+
+void attention_cached_forward(const CachedAttentionShape& s, const float* q, const void* k_cache, const void* v_cache,
+                              float* out) {
+  switch (s.kv_dtype) {
+    case DType::F32:
+      return attention_cached(s, q, static_cast<const float*>(k_cache), static_cast<const float*>(v_cache), out);
+    case DType::BF16:
+      return attention_cached(s, q, static_cast<const uint16_t*>(k_cache), static_cast<const uint16_t*>(v_cache), out);
+    default:
+      throw std::invalid_argument(std::string("attention_cached_forward: a KV cache cannot hold ") + dtype_name(s.kv_dtype));
+  }
 }
 
 void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
@@ -216,6 +241,20 @@ void scatter_rows(const float* src, int64_t src_stride, const int32_t* rows, int
                   int64_t dst_stride) {
   for (int64_t i = 0; i < n; ++i)
     std::memcpy(dst + static_cast<int64_t>(rows[i]) * dst_stride, src + i * src_stride, static_cast<size_t>(cols) * 4);
+}
+
+void store_cache_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, void* dst,
+                      DType dst_dtype, int64_t dst_stride) {
+  if (dst_dtype == DType::F32) return scatter_rows(src, src_stride, rows, n, cols, static_cast<float*>(dst), dst_stride);
+  if (dst_dtype != DType::BF16)
+    throw std::invalid_argument(std::string("store_cache_rows: a KV cache cannot hold ") + dtype_name(dst_dtype));
+  // A handful of rows per decode step: the scalar rounding is not worth vectorising.
+  auto* out = static_cast<uint16_t*>(dst);
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t* d = out + static_cast<int64_t>(rows[i]) * dst_stride;
+    const float* r = src + i * src_stride;
+    for (int64_t c = 0; c < cols; ++c) d[c] = f32_to_bf16(r[c]);
+  }
 }
 
 }  // namespace sealkit::cpu

@@ -232,10 +232,15 @@ class CudaBackend final : public Backend {
   }
 
   // ---- generation ----
-  void attention_cached_forward(const CachedAttentionShape& s, const float* q, const float* k_cache,
-                                const float* v_cache, float* out) override {
+  // f32 caches only (supports_kv_cache keeps the Backend default); the model never asks for more.
+  void attention_cached_forward(const CachedAttentionShape& s, const float* q, const void* k_cache,
+                                const void* v_cache, float* out) override {
+    if (s.kv_dtype != DType::F32)
+      throw std::invalid_argument(std::string("cuda attention_cached_forward: the KV cache must be f32, not ") +
+                                  dtype_name(s.kv_dtype));
     on_device();
-    cuda::attention_cached_forward(ctx_, s, q, k_cache, v_cache, out);
+    cuda::attention_cached_forward(ctx_, s, q, static_cast<const float*>(k_cache), static_cast<const float*>(v_cache),
+                                   out);
   }
   void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols, float* dst,
                    int64_t dst_stride) override {

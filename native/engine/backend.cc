@@ -6,7 +6,7 @@
 namespace sealkit {
 
 // Defaults of the optional generation kernels, for backends that do not implement them yet.
-void Backend::attention_cached_forward(const CachedAttentionShape&, const float*, const float*, const float*, float*) {
+void Backend::attention_cached_forward(const CachedAttentionShape&, const float*, const void*, const void*, float*) {
   throw std::runtime_error("the " + name() + " backend cannot generate yet (no KV-cache attention kernel)");
 }
 void Backend::gather_rows(const float*, int64_t, const int32_t*, int64_t, int64_t, float*, int64_t) {
@@ -14,6 +14,12 @@ void Backend::gather_rows(const float*, int64_t, const int32_t*, int64_t, int64_
 }
 void Backend::scatter_rows(const float*, int64_t, const int32_t*, int64_t, int64_t, float*, int64_t) {
   throw std::runtime_error("the " + name() + " backend cannot generate yet (no row scatter kernel)");
+}
+void Backend::store_cache_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                               void* dst, DType dst_dtype, int64_t dst_stride) {
+  if (dst_dtype != DType::F32 || !supports_kv_cache(dst_dtype))
+    throw std::runtime_error("the " + name() + " backend cannot keep a KV cache in " + dtype_name(dst_dtype));
+  scatter_rows(src, src_stride, rows, n, cols, static_cast<float*>(dst), dst_stride);
 }
 
 

@@ -86,12 +86,17 @@ class Backend {
 
   // ---- generation with a KV cache (semantics in native/cpu/decode_kernels.h) ----
   // Not pure: a backend without them reports that it cannot generate yet.
-  virtual void attention_cached_forward(const CachedAttentionShape& s, const float* q, const float* k_cache,
-                                        const float* v_cache, float* out);
+  virtual void attention_cached_forward(const CachedAttentionShape& s, const float* q, const void* k_cache,
+                                        const void* v_cache, float* out);
   virtual void gather_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
                            float* dst, int64_t dst_stride);
   virtual void scatter_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
                             float* dst, int64_t dst_stride);
+  // Element types this backend's KV cache may hold (the default: f32 only), and scatter_rows into a
+  // cache of one of them (the default handles f32 through scatter_rows).
+  virtual bool supports_kv_cache(DType dtype) const { return dtype == DType::F32; }
+  virtual void store_cache_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
+                                void* dst, DType dst_dtype, int64_t dst_stride);
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -35,13 +35,13 @@ Generation::Generation(Model& model, GenerationRequest request) : model_(model),
   for (int32_t t : req_.tokens)
     if (t < 0 || t >= c.vocab) throw std::invalid_argument("generate: prompt token " + std::to_string(t) + " is outside the vocabulary");
   if (rows > INT32_MAX) throw std::invalid_argument("generate: the KV cache would exceed 2^31 rows");
-  const size_t need = model_.kv_cache_bytes(rows);
+  const size_t need = model_.kv_cache_bytes(rows, req_.cache_dtype);
   if (req_.max_cache_bytes > 0 && need > req_.max_cache_bytes)
     throw std::runtime_error("generate: the KV cache for " + std::to_string(length_.size()) + " sequences (" +
                              std::to_string(rows) + " positions) needs " + std::to_string(need >> 20) +
                              " MiB, above the limit of " + std::to_string(req_.max_cache_bytes >> 20) +
                              " MiB; lower n, max new tokens or the batch, or raise maxKvBytes");
-  cache_ = model_.create_cache(rows);
+  cache_ = model_.create_cache(rows, req_.cache_dtype);
 }
 
 Generation::~Generation() {
@@ -65,15 +65,17 @@ GenerationStep Generation::start(bool want_logits) {
   ForwardResult r = model_.forward(b, false);
   // Samples 1..n-1 of each prompt start from a copy of the prompt's cached keys and values.
   const auto& c = model_.config();
-  const size_t row_bytes = static_cast<size_t>(c.kv_heads * c.head_dim) * sizeof(float);
+  const size_t row_bytes = static_cast<size_t>(c.kv_heads * c.head_dim) * dtype_size(cache_->dtype);
   for (size_t p = 0; p < P; ++p) {
     const size_t first = p * static_cast<size_t>(req_.n);
     for (int32_t s = 1; s < req_.n; ++s)
       for (int64_t l = 0; l < c.layers; ++l)
-        for (float* base : {cache_->k[static_cast<size_t>(l)], cache_->v[static_cast<size_t>(l)]})
-          model_.backend().copy(base + static_cast<int64_t>(start_[first + static_cast<size_t>(s)]) * c.kv_heads * c.head_dim,
-                                base + static_cast<int64_t>(start_[first]) * c.kv_heads * c.head_dim,
+        for (void* layer : {cache_->k[static_cast<size_t>(l)], cache_->v[static_cast<size_t>(l)]}) {
+          char* base = static_cast<char*>(layer);
+          model_.backend().copy(base + static_cast<size_t>(start_[first + static_cast<size_t>(s)]) * row_bytes,
+                                base + static_cast<size_t>(start_[first]) * row_bytes,
                                 row_bytes * static_cast<size_t>(req_.prompt_len[p]));
+        }
     for (int32_t s = 0; s < req_.n; ++s) length_[first + static_cast<size_t>(s)] = req_.prompt_len[p];
   }
   // Expand the per-prompt logits to one row per sequence.

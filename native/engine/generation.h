@@ -23,6 +23,7 @@ struct GenerationRequest {
   // which other prompts share the batch. Without it: (sampling.seed, sequence index).
   std::vector<uint64_t> prompt_seed;
   size_t max_cache_bytes = 0;       // 0 = no limit
+  DType cache_dtype = DType::F32;   // KV cache elements (Model::default_kv_dtype is the usual pick)
 };
 
 struct GenerationStep {
@@ -39,6 +40,7 @@ class Generation {
 
   int64_t sequences() const { return static_cast<int64_t>(length_.size()); }
   size_t cache_bytes() const { return cache_ ? cache_->bytes : 0; }
+  DType cache_dtype() const { return req_.cache_dtype; }
 
   // Prefills the prompts and samples every sequence's first token.
   GenerationStep start(bool want_logits);

@@ -644,6 +644,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   cs.q_stride = Dq; cs.kv_stride = Dkv; cs.scale = 1.0 / std::sqrt(static_cast<double>(hd));
   cs.q_start = w.seq_start; cs.q_len = w.seq_len; cs.kv_start = w.kv_start; cs.kv_len = w.kv_len;
   cs.n_seqs = static_cast<int64_t>(S); cs.max_kv_len = max_kv;
+  if (batch.cache) cs.kv_dtype = batch.cache->dtype;
 
   AttentionShape as;
   as.heads = c.heads; as.kv_heads = c.kv_heads; as.head_dim = hd;
@@ -677,10 +678,10 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     backend_->rope_forward(a.q, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_forward(a.k, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
     if (batch.cache) {
-      float* kc = batch.cache->k[static_cast<size_t>(l)];
-      float* vc = batch.cache->v[static_cast<size_t>(l)];
-      backend_->scatter_rows(a.k, Dkv, w.cache_rows, T, Dkv, kc, Dkv);
-      backend_->scatter_rows(a.v, Dkv, w.cache_rows, T, Dkv, vc, Dkv);
+      void* kc = batch.cache->k[static_cast<size_t>(l)];
+      void* vc = batch.cache->v[static_cast<size_t>(l)];
+      backend_->store_cache_rows(a.k, Dkv, w.cache_rows, T, Dkv, kc, batch.cache->dtype, Dkv);
+      backend_->store_cache_rows(a.v, Dkv, w.cache_rows, T, Dkv, vc, batch.cache->dtype, Dkv);
       if (continues) backend_->attention_cached_forward(cs, a.q, kc, vc, a.ao);
       else backend_->attention_forward(as, a.q, a.k, a.v, a.ao, a.lse);
     } else {
@@ -785,27 +786,35 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
 
 // ---- KV cache -------------------------------------------------------------------------------------------
 
-size_t Model::kv_cache_bytes(int64_t rows) const {
-  return static_cast<size_t>(rows) * static_cast<size_t>(config_.kv_heads * config_.head_dim) * sizeof(float) * 2 *
+size_t Model::kv_cache_bytes(int64_t rows, DType dtype) const {
+  return static_cast<size_t>(rows) * static_cast<size_t>(config_.kv_heads * config_.head_dim) * dtype_size(dtype) * 2 *
          static_cast<size_t>(config_.layers);
 }
 
-std::unique_ptr<KvCache> Model::create_cache(int64_t rows) {
+DType Model::default_kv_dtype() const {
+  return storage_ == DType::BF16 && backend_->supports_kv_cache(DType::BF16) ? DType::BF16 : DType::F32;
+}
+
+std::unique_ptr<KvCache> Model::create_cache(int64_t rows, DType dtype) {
   if (rows <= 0) throw std::invalid_argument("KV cache needs at least one row");
+  if (!backend_->supports_kv_cache(dtype))
+    throw std::invalid_argument(std::string("the ") + backend_->name() + " backend cannot keep a KV cache in " +
+                                dtype_name(dtype) + " (use f32)");
   auto cache = std::make_unique<KvCache>();
   cache->capacity = rows;
-  const size_t layer_bytes = static_cast<size_t>(rows * config_.kv_heads * config_.head_dim) * sizeof(float);
+  cache->dtype = dtype;
+  const size_t layer_bytes = static_cast<size_t>(rows * config_.kv_heads * config_.head_dim) * dtype_size(dtype);
   for (int64_t l = 0; l < config_.layers; ++l) {
-    cache->k.push_back(static_cast<float*>(alloc(layer_bytes)));
-    cache->v.push_back(static_cast<float*>(alloc(layer_bytes)));
+    cache->k.push_back(alloc(layer_bytes));
+    cache->v.push_back(alloc(layer_bytes));
     cache->bytes += 2 * layer_bytes;
   }
   return cache;
 }
 
 void Model::release_cache(KvCache& cache) {
-  for (float* p : cache.k) backend_->release(p);
-  for (float* p : cache.v) backend_->release(p);
+  for (void* p : cache.k) backend_->release(p);
+  for (void* p : cache.v) backend_->release(p);
   bytes_ -= cache.bytes;
   cache.k.clear();
   cache.v.clear();

@@ -58,10 +58,12 @@ struct Adapter {
   int64_t step = 0;                                // AdamW steps taken
 };
 
-// Keys and values of generated sequences, per layer [capacity rows, kv_heads * head_dim].
+// Keys and values of generated sequences, per layer [capacity rows, kv_heads * head_dim] of dtype
+// elements (f32, or bf16 where the backend supports it).
 struct KvCache {
   int64_t capacity = 0;
-  std::vector<float*> k, v;
+  DType dtype = DType::F32;
+  std::vector<void*> k, v;
   size_t bytes = 0;
 };
 
@@ -138,9 +140,12 @@ class Model {
 
   size_t memory_bytes() const { return bytes_; }
 
-  // KV cache of `rows` positions (zeroed); bytes_needed tells the size before allocating.
-  size_t kv_cache_bytes(int64_t rows) const;
-  std::unique_ptr<KvCache> create_cache(int64_t rows);
+  // KV cache of `rows` positions of `dtype` elements; kv_cache_bytes tells the size before
+  // allocating. default_kv_dtype: bf16 when the weights are stored in bf16 and the backend can hold
+  // a bf16 cache (as PyTorch keeps a bf16 model's cache in bf16), else f32.
+  size_t kv_cache_bytes(int64_t rows, DType dtype) const;
+  DType default_kv_dtype() const;
+  std::unique_ptr<KvCache> create_cache(int64_t rows, DType dtype);
   void release_cache(KvCache& cache);
 
  private:

@@ -5,13 +5,14 @@ import { PRESET_NAMES } from '../../model/presets.js';
 import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
-                  [--gen-batch N] [--prompt P] [--new N] [--repeats R] [--warmup W] [--storage bf16|f32]
-                  [--device cpu|cuda] [--json]
+                  [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--repeats R] [--warmup W]
+                  [--storage bf16|f32] [--device cpu|cuda] [--json]
 
   train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token
   forward   forward scoring (per-token log-probabilities)
   decode    greedy KV-cache decoding of --gen-batch prompts of --prompt tokens, --new tokens each
-            (tokens/s over the tokens after the first; prefill reported separately)
+            (tokens/s over the tokens after the first; prefill reported separately); the KV cache
+            is bf16 for bf16 weights on the CPU unless --kv-cache says otherwise
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
 warm-up calls. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}.`;
 
@@ -27,6 +28,7 @@ export const benchCommand: CliCommand = {
         threads: { type: 'string' }, repeats: { type: 'string', default: '5' }, warmup: { type: 'string', default: '2' },
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' },
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
+        'kv-cache': { type: 'string', default: 'auto' },
       },
     });
     const work = positionals[0];
@@ -39,16 +41,18 @@ export const benchCommand: CliCommand = {
     if (values.storage !== 'bf16' && values.storage !== 'f32') throw new UsageError(`bench: --storage must be bf16 or f32`);
     if (values.device !== 'cpu' && values.device !== 'cuda') throw new UsageError(`bench: --device must be cpu or cuda`);
     const device = values.device;
+    const kvCache = values['kv-cache'];
+    if (kvCache !== 'auto' && kvCache !== 'bf16' && kvCache !== 'f32') throw new UsageError(`bench: --kv-cache must be auto, bf16 or f32`);
     if (!PRESET_NAMES.includes(values.preset ?? '')) throw new UsageError(`bench: unknown preset '${values.preset}' (${PRESET_NAMES.join(', ')})`);
     if (work === 'decode') {
       const r = await runDecodeBench({
         preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
-        repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
+        repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device, kvCache,
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.threads} threads (${r.isa}, ${r.storage})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
       return 0;
     }
     const result = await runBench(work, {
