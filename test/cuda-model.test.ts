@@ -264,6 +264,19 @@ gpuTest('greedy generation with the KV cache (with and without an adapter) match
   }
 });
 
+gpuTest('bf16 storage: the CUDA KV cache stays f32 (auto picks it; an explicit bf16 cache is refused clearly)', async () => {
+  const { cpu, cuda } = await pair(CASES[0]!, 'bf16');
+  assert.is(cpu.defaultKvCache, 'bf16');
+  assert.is(cuda.defaultKvCache, 'f32');
+  let msg = '';
+  try { await cuda.generate([{ tokens: [5] }], { maxNewTokens: 2, kvCache: 'bf16' }); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /the cuda:\d+ .*backend cannot keep a KV cache in bf16/);
+  const [c] = await cuda.generate([{ tokens: [5] }], { maxNewTokens: 2, eosTokenIds: [] });
+  assert.is(c!.tokens.length, 2);
+  await cpu.dispose();
+  await cuda.dispose();
+});
+
 gpuTest('bf16 storage: logits and LoRA gradients within bf16 tolerance of the CPU backend', async () => {
   for (const name of CASES) {
     const { cpu, cuda, both } = await pair(name, 'bf16');

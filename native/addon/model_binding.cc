@@ -535,10 +535,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       if (kv == "f32") req.cache_dtype = DType::F32;
       else if (kv == "bf16") req.cache_dtype = DType::BF16;
       else if (kv != "auto") throw Napi::RangeError::New(env, "generate request: kvCache must be 'auto', 'f32' or 'bf16', not '" + kv + "'");
-      if (!model_->backend().supports_kv_cache(req.cache_dtype))
-        throw Napi::RangeError::New(env, "generate: the " + model_->backend().name() + " backend cannot keep a KV cache in " +
-                                             kv + " (use 'f32' or 'auto')");
-    }
+    }  // a type the backend cannot hold is refused by Model::create_cache
     if (o.Has("promptSeeds") && !o.Get("promptSeeds").IsUndefined()) {
       if (!o.Get("promptSeeds").IsArray()) type_error(env, "generate request: promptSeeds must be an array of numbers");
       auto a = o.Get("promptSeeds").As<Napi::Array>();

@@ -17,7 +17,7 @@ void Backend::scatter_rows(const float*, int64_t, const int32_t*, int64_t, int64
 }
 void Backend::store_cache_rows(const float* src, int64_t src_stride, const int32_t* rows, int64_t n, int64_t cols,
                                void* dst, DType dst_dtype, int64_t dst_stride) {
-  if (dst_dtype != DType::F32 || !supports_kv_cache(dst_dtype))
+  if (dst_dtype != DType::F32)
     throw std::runtime_error("the " + name() + " backend cannot keep a KV cache in " + dtype_name(dst_dtype));
   scatter_rows(src, src_stride, rows, n, cols, static_cast<float*>(dst), dst_stride);
 }

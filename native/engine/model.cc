@@ -799,7 +799,7 @@ std::unique_ptr<KvCache> Model::create_cache(int64_t rows, DType dtype) {
   if (rows <= 0) throw std::invalid_argument("KV cache needs at least one row");
   if (!backend_->supports_kv_cache(dtype))
     throw std::invalid_argument(std::string("the ") + backend_->name() + " backend cannot keep a KV cache in " +
-                                dtype_name(dtype) + " (use f32)");
+                                dtype_name(dtype) + " (use f32, which is also what 'auto' picks there)");
   auto cache = std::make_unique<KvCache>();
   cache->capacity = rows;
   cache->dtype = dtype;
