@@ -10,6 +10,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
 import { bf16Bits, fromBf16 } from './helpers/bf16.js';
+import { forEachIsa, supportedIsas } from './helpers/isa.js';
 
 type BackendOp = (device: 'cpu' | 'cuda', name: string, args: Record<string, unknown>) => Record<string, Float32Array>;
 const addon = native();
@@ -80,11 +81,6 @@ function makeCase(seed: number, headDim: number, heads: number, kvHeads: number)
   };
 }
 
-function supportedIsas(): string[] {
-  const order = ['scalar', 'avx2', 'avx512', 'avx512bf16'];
-  return order.slice(0, order.indexOf(addon.info().isaDetected) + 1);
-}
-
 /** The case with its caches rounded to bf16: the values a bf16 cache holds, and its bits. */
 function bf16Caches(c: Case): { values: Case; args: Record<string, unknown> } {
   const k = bf16Bits(c.kCache), v = bf16Bits(c.vCache);
@@ -93,27 +89,21 @@ function bf16Caches(c: Case): { values: Case; args: Record<string, unknown> } {
 }
 
 test('attention over a KV cache equals the f64 reference on every ISA (GQA, prefill continuation, ragged head_dim, f32 and bf16 caches)', () => {
-  const saved = addon.info().isa;
-  try {
-    for (const [headDim, heads, kvHeads] of [[64, 9, 3], [16, 4, 4], [24, 4, 2], [40, 8, 2], [128, 4, 1]] as const) {
-      const f32Case = makeCase(headDim * 31 + heads, headDim, heads, kvHeads);
-      const bf = bf16Caches(f32Case);
-      for (const [kv, values, args] of [['f32', f32Case, { ...f32Case }], ['bf16', bf.values, bf.args]] as const) {
-        const ref = reference(values);
-        let scale = 0;
-        for (const x of ref) scale = Math.max(scale, Math.abs(x));
-        for (const isa of supportedIsas()) {
-          addon.setIsa(isa);
-          const out = backendOp('cpu', 'attention_cached_forward', args).out!;
-          assert.is(out.length, ref.length);
-          let worst = 0;
-          for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(out[i]! - ref[i]!));
-          assert.ok(worst / scale < 1e-5, `${isa} ${kv} cache head_dim ${headDim} heads ${heads}/${kvHeads}: max error ${worst / scale} of the output's scale`);
-        }
-      }
+  for (const [headDim, heads, kvHeads] of [[64, 9, 3], [16, 4, 4], [24, 4, 2], [40, 8, 2], [128, 4, 1]] as const) {
+    const f32Case = makeCase(headDim * 31 + heads, headDim, heads, kvHeads);
+    const bf = bf16Caches(f32Case);
+    for (const [kv, values, args] of [['f32', f32Case, { ...f32Case }], ['bf16', bf.values, bf.args]] as const) {
+      const ref = reference(values);
+      let scale = 0;
+      for (const x of ref) scale = Math.max(scale, Math.abs(x));
+      forEachIsa((isa) => {
+        const out = backendOp('cpu', 'attention_cached_forward', args).out!;
+        assert.is(out.length, ref.length);
+        let worst = 0;
+        for (let i = 0; i < ref.length; i++) worst = Math.max(worst, Math.abs(out[i]! - ref[i]!));
+        assert.ok(worst / scale < 1e-5, `${isa} ${kv} cache head_dim ${headDim} heads ${heads}/${kvHeads}: max error ${worst / scale} of the output's scale`);
+      });
     }
-  } finally {
-    addon.setIsa(saved);
   }
 });
 
@@ -121,21 +111,15 @@ test('attention over a KV cache equals the f64 reference on every ISA (GQA, pref
 // The plain loops (scalar, AVX2) leave FMA contraction to the compiler, which may contract the two
 // element types differently (last-bit differences seen on AVX2): the reference test covers them.
 test('attention over a bf16 KV cache gives the bits of an f32 cache holding the same values (AVX-512)', () => {
-  const saved = addon.info().isa;
-  try {
-    const bf = bf16Caches(makeCase(5, 40, 8, 2));
-    const isas = supportedIsas().filter((isa) => isa.startsWith('avx512'));
-    if (isas.length === 0) console.log('skip: bf16/f32 cache bit identity needs AVX-512 (not on this CPU)');
-    for (const isa of isas) {
-      addon.setIsa(isa);
-      const wide = backendOp('cpu', 'attention_cached_forward', { ...bf.values }).out!;
-      const narrow = backendOp('cpu', 'attention_cached_forward', bf.args).out!;
-      const at = narrow.findIndex((x, i) => !Object.is(x, wide[i]));
-      assert.is(at, -1, `${isa}: element ${at} is ${narrow[at]} from the bf16 cache, ${wide[at]} from the f32 one`);
-    }
-  } finally {
-    addon.setIsa(saved);
-  }
+  const bf = bf16Caches(makeCase(5, 40, 8, 2));
+  const isas = supportedIsas().filter((isa) => isa.startsWith('avx512'));
+  if (isas.length === 0) console.log('skip: bf16/f32 cache bit identity needs AVX-512 (not on this CPU)');
+  forEachIsa((isa) => {
+    const wide = backendOp('cpu', 'attention_cached_forward', { ...bf.values }).out!;
+    const narrow = backendOp('cpu', 'attention_cached_forward', bf.args).out!;
+    const at = narrow.findIndex((x, i) => !Object.is(x, wide[i]));
+    assert.is(at, -1, `${isa}: element ${at} is ${narrow[at]} from the bf16 cache, ${wide[at]} from the f32 one`);
+  }, isas);
 });
 
 test('attention over a KV cache: results do not depend on the thread count', () => {

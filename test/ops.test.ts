@@ -11,7 +11,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
-import { fromBf16, toBf16 } from './helpers/bf16.js';
+import { bf16Bits, fromBf16, toBf16 } from './helpers/bf16.js';
+import { forEachIsa, keepingIsa, supportedIsas } from './helpers/isa.js';
 
 type F = Float32Array | Float64Array;
 type Dtype = 'f32' | 'f64';
@@ -219,7 +220,7 @@ test('gemm: bf16 B matches f64 on the widened weights', () => {
   const r = rng(3);
   for (const [ta, tb] of ORIENTS) {
     const c = gemmCase(37, 70, 45, ta, tb, r, 2, 1.5, 0.25);
-    const bits = Uint16Array.from(c.B, toBf16);
+    const bits = bf16Bits(c.B);
     const out = gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' });
     assertRel(out, gemmNaiveBf16(c, bits), 1e-5, `bf16 tA=${ta} tB=${tb}`);
   }
@@ -237,7 +238,7 @@ test('gemm with a low-rank update: the bits of the two separate calls, every ISA
             const c = gemmCase(M, N, K, false, tb, r, 3, 1, transV ? 0 : 0.5);
             const ldu = rank + 2, ldv = (transV ? rank : N) + 1;
             const U = f32(rand(M * ldu, r)), V = f32(rand((transV ? N : rank) * ldv, r));
-            const B = bDtype === 'bf16' ? Uint16Array.from(c.B, toBf16) : f32(c.B);
+            const B = bDtype === 'bf16' ? bf16Bits(c.B) : f32(c.B);
             const base = gemmRun(c, 'f32', { B, bDtype });
             const separate = arr(op('gemm', 'f32', {
               M, N, K: rank, A: U, lda: ldu, B: V, ldb: ldv, transB: transV, C: Float32Array.from(base), ldc: c.ldc,
@@ -265,7 +266,7 @@ test('gemm_group: the bits of the GEMMs one by one, every ISA, f32 and bf16 weig
     for (const [M, K, Ns] of [[1, 576, [576, 192, 192]], [3, 77, [130, 5, 66]], [8, 64, [1536, 1536]], [16, 40, [1, 2, 3, 250]], [17, 33, [70, 70]]] as const) {
       for (const bDtype of ['f32', 'bf16'] as const) {
         const A = f32(rand(M * K, r));
-        const Ws = Ns.map((N) => (bDtype === 'bf16' ? Uint16Array.from(rand(N * K, r), toBf16) : f32(rand(N * K, r))));
+        const Ws = Ns.map((N) => (bDtype === 'bf16' ? bf16Bits(rand(N * K, r)) : f32(rand(N * K, r))));
         const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype };
         Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
         const group = op('gemm_group', 'f32', args);
@@ -288,34 +289,6 @@ test('gemm with a low-rank update: argument checks', () => {
     /gemm.*'U'.*f32 only/);
 });
 
-function supportedIsas(): string[] {
-  const order = ['scalar', 'avx2', 'avx512', 'avx512bf16'];
-  return order.slice(0, order.indexOf(addon.info().isaDetected) + 1);
-}
-
-/** Runs fn under every ISA this CPU supports, then restores the ISA in use. */
-function forEachIsa(fn: (isa: string) => void): void {
-  const saved = addon.info().isa;
-  try {
-    for (const isa of supportedIsas()) {
-      addon.setIsa(isa);
-      fn(isa);
-    }
-  } finally {
-    addon.setIsa(saved);
-  }
-}
-
-/** Runs fn (which may switch ISAs with addon.setIsa), then restores the ISA that was in use. */
-function keepingIsa(fn: () => void): void {
-  const saved = addon.info().isa;
-  try {
-    fn();
-  } finally {
-    addon.setIsa(saved);
-  }
-}
-
 /** The bit patterns of an f32 array, for exact comparisons. */
 const bitsOf = (x: F) => Array.from(new Uint32Array(Float32Array.from(x).buffer));
 
@@ -324,7 +297,7 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
   const cases = [[1, 130, 65], [3, 70, 33], [7, 33, 1], [33, 7, 130], [65, 130, 33], [130, 65, 7]].flatMap(([M, N, K]) =>
     ORIENTS.map(([ta, tb]) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 5, -0.5, 1.25);
-      return { c, what: `${M}x${N}x${K} tA=${ta} tB=${tb}`, bits: Uint16Array.from(c.B, toBf16), ref: gemmNaive(c) };
+      return { c, what: `${M}x${N}x${K} tA=${ta} tB=${tb}`, bits: bf16Bits(c.B), ref: gemmNaive(c) };
     }));
   forEachIsa((isa) => {
     for (const { c, what, bits, ref } of cases) {
@@ -418,7 +391,7 @@ test('gemm: bf16 B under avx512bf16 equals f64 on A rounded to bf16 (AMX, vdpbf1
           for (const [alpha, beta] of [[1, 0], [-0.75, 1.5]] as const) {
             const c = gemmCase(M, N, K, ta, tb, r, 3, alpha, beta);
             if (beta === 0) c.C.fill(NaN);  // beta = 0 must not read C
-            const bits = Uint16Array.from(c.B, toBf16);
+            const bits = bf16Bits(c.B);
             const ref = gemmNaiveBf16(c, bits, 'avx512bf16');
             addon.setIsa('avx512bf16');
             const out = gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' });
@@ -444,7 +417,7 @@ test('gemm: bf16 B falls back to the f32 kernels below avx512bf16; f32 B bits do
     for (const [M, N, K] of [[1, 70, 33], [4, 97, 65], [29, 65, 257], [45, 97, 513]] as const) {
       for (const [ta, tb] of ORIENTS) {
         const c = gemmCase(M, N, K, ta, tb, r, 3, 0.5, 0.25);
-        const bits = Uint16Array.from(c.B, toBf16);
+        const bits = bf16Bits(c.B);
         const widened = f32(Array.from(bits, fromBf16));
         const what = `${M}x${N}x${K} tA=${ta} tB=${tb}`;
         // avx512 widens bf16 while packing (or streaming): exactly the f32 GEMM of the widened values.
@@ -474,7 +447,7 @@ test('gemm: bf16 B under avx512bf16 gives the same bits with 1 and 2 threads', (
   ];
   try {
     addon.setIsa('avx512bf16');
-    const runAll = () => cases.map((c) => gemmRun(c, 'f32', { B: Uint16Array.from(c.B, toBf16), bDtype: 'bf16' }));
+    const runAll = () => cases.map((c) => gemmRun(c, 'f32', { B: bf16Bits(c.B), bDtype: 'bf16' }));
     eachBf16Kernel((kernel) => {
       addon.setThreads(1);
       const one = runAll();
@@ -499,7 +472,7 @@ test('embedding: forward gathers rows (f32, bf16, f64); backward sums repeated i
   ids.forEach((id, i) => { for (let j = 0; j < dim; j++) ref[i * dim + j] = table[id * dim + j]!; });
   assert.equal(Array.from(arr(op('embedding_forward', 'f64', { ids, table, vocab, dim }), 'out')), Array.from(ref));
   assert.equal(Array.from(arr(op('embedding_forward', 'f32', { ids, table: f32(table), vocab, dim }), 'out')), Array.from(ref));
-  const bits = Uint16Array.from(table, toBf16);
+  const bits = bf16Bits(table);
   assert.equal(Array.from(arr(op('embedding_forward', 'f32', { ids, table: bits, tableDtype: 'bf16', vocab, dim }), 'out')),
     Array.from(ids).flatMap((id) => Array.from(bits.subarray(id * dim, id * dim + dim), fromBf16)));
 

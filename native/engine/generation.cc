@@ -65,7 +65,7 @@ GenerationStep Generation::start(bool want_logits) {
   ForwardResult r = model_.forward(b, false);
   // Samples 1..n-1 of each prompt start from a copy of the prompt's cached keys and values.
   const auto& c = model_.config();
-  const size_t row_bytes = static_cast<size_t>(c.kv_heads * c.head_dim) * dtype_size(cache_->dtype);
+  const size_t row_bytes = cache_->row_bytes;
   for (size_t p = 0; p < P; ++p) {
     const size_t first = p * static_cast<size_t>(req_.n);
     for (int32_t s = 1; s < req_.n; ++s)

@@ -786,9 +786,12 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
 
 // ---- KV cache -------------------------------------------------------------------------------------------
 
+size_t Model::kv_row_bytes(DType dtype) const {
+  return static_cast<size_t>(config_.kv_heads * config_.head_dim) * dtype_size(dtype);
+}
+
 size_t Model::kv_cache_bytes(int64_t rows, DType dtype) const {
-  return static_cast<size_t>(rows) * static_cast<size_t>(config_.kv_heads * config_.head_dim) * dtype_size(dtype) * 2 *
-         static_cast<size_t>(config_.layers);
+  return static_cast<size_t>(rows) * kv_row_bytes(dtype) * 2 * static_cast<size_t>(config_.layers);
 }
 
 DType Model::default_kv_dtype() const {
@@ -803,7 +806,8 @@ std::unique_ptr<KvCache> Model::create_cache(int64_t rows, DType dtype) {
   auto cache = std::make_unique<KvCache>();
   cache->capacity = rows;
   cache->dtype = dtype;
-  const size_t layer_bytes = static_cast<size_t>(rows * config_.kv_heads * config_.head_dim) * dtype_size(dtype);
+  cache->row_bytes = kv_row_bytes(dtype);
+  const size_t layer_bytes = static_cast<size_t>(rows) * cache->row_bytes;
   for (int64_t l = 0; l < config_.layers; ++l) {
     cache->k.push_back(alloc(layer_bytes));
     cache->v.push_back(alloc(layer_bytes));

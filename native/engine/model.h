@@ -63,6 +63,7 @@ struct Adapter {
 struct KvCache {
   int64_t capacity = 0;
   DType dtype = DType::F32;
+  size_t row_bytes = 0;  // one position of one layer's K (or V)
   std::vector<void*> k, v;
   size_t bytes = 0;
 };
@@ -172,6 +173,7 @@ class Model {
 
   void run(const Batch& batch, bool backward, bool train_full, bool want_logits, uint64_t dropout_seed,
            ForwardResult& result);
+  size_t kv_row_bytes(DType dtype) const;  // one cache position of one layer's K (or V)
   // One adapter covers all T rows and targets this projection: its side path can ride on the base
   // GEMM (gemm_with_update).
   bool whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const;
