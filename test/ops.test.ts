@@ -13,6 +13,7 @@ import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
 import { bf16Bits, fromBf16, toBf16 } from './helpers/bf16.js';
 import { forEachIsa, keepingIsa, supportedIsas } from './helpers/isa.js';
+import { forEachThreadCount, keepingThreads } from './helpers/threads.js';
 
 type F = Float32Array | Float64Array;
 type Dtype = 'f32' | 'f64';
@@ -279,6 +280,82 @@ test('gemm_group: the bits of the GEMMs one by one, every ISA, f32 and bf16 weig
   });
 });
 
+// parallel_streams (native/core/threadpool.cc) hands decoding's weight rows out: each thread walks
+// its own contiguous range front to back, then takes chunks from the back of the others'.
+type StreamChunks = { begin: Float64Array; end: Float64Array; runEnd: Float64Array; continues: Int32Array; thread: Int32Array };
+const streamChunks = (args: Record<string, unknown>) => addon.opRun('stream_chunks', 'f32', args) as unknown as StreamChunks;
+
+test('parallel_streams: every item exactly once, in aligned chunks, on any thread count', () => {
+  forEachThreadCount([1, 2, 3, 5], (threads) => {
+    for (const [n, grain] of [[0, 64], [1, 64], [63, 64], [64, 64], [65, 64], [960, 64], [1000, 64], [7, 1], [130, 3]] as const) {
+      const tag = `n=${n} grain=${grain} threads=${threads}`;
+      const c = streamChunks({ n, grain });
+      const seen = new Uint8Array(n);
+      const last = new Map<number, { end: number; runEnd: number }>();
+      for (let i = 0; i < c.begin.length; i++) {
+        const [b, e, runEnd] = [c.begin[i]!, c.end[i]!, c.runEnd[i]!];
+        assert.ok(b < e && e <= n && b % grain === 0 && (e - b === grain || e === n), `${tag}: chunk [${b}, ${e})`);
+        assert.ok(runEnd >= e && runEnd <= n, `${tag}: run end ${runEnd} of [${b}, ${e})`);
+        // A chunk continues exactly when its thread's previous chunk ended at its begin and that
+        // chunk's run went on past it.
+        const prev = last.get(c.thread[i]!);
+        assert.is(c.continues[i] === 1, prev !== undefined && prev.end === b && prev.runEnd > b, `${tag}: continues flag of [${b}, ${e})`);
+        last.set(c.thread[i]!, { end: e, runEnd });
+        for (let j = b; j < e; j++) seen[j]!++;
+      }
+      assert.ok(seen.every((x) => x === 1), `${tag}: some item not run exactly once`);
+    }
+  });
+});
+
+test('parallel_streams: a slow thread hands the tail of its range to the others', () => {
+  forEachThreadCount([2, 3], (threads) => {
+    // The chunk holding item 0 sleeps 200 ms: the other threads finish their own ranges long before
+    // and must take range 0's later chunks from its back.
+    const n = 1024, grain = 64;
+    const c = streamChunks({ n, grain, slowItem: 0, slowMicros: 200000 });
+    const first = Array.from(c.begin).indexOf(0);
+    const slowThread = c.thread[first]!;
+    const rangeEnd = Math.floor((n / grain) / threads) * grain;
+    let stolen = 0;
+    for (let i = 0; i < c.begin.length; i++) {
+      if (c.begin[i]! >= rangeEnd || c.thread[i] === slowThread) continue;
+      stolen++;
+      assert.is(c.runEnd[i], c.end[i], `threads=${threads}: a stolen chunk's run ends with it`);
+      assert.is(c.continues[i], 0, `threads=${threads}: a stolen chunk continues nothing`);
+    }
+    assert.ok(stolen > 0, `threads=${threads}: no chunk of the slow range was taken over`);
+  });
+});
+
+test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads, every ISA', () => {
+  // The rows are split by parallel_streams; where a chunk falls (and which thread prefetched what)
+  // must not change a bit. 3 and 5 threads on a smaller machine also exercise the stealing.
+  const r = rng(23);
+  const K = 100;
+  const cases = [[1, 'bf16'], [8, 'bf16'], [16, 'bf16'], [1, 'f32'], [4, 'f32']] as const;
+  const inputs = cases.map(([M, bDtype]) => {
+    const N = 1000;
+    const A = f32(rand(M * K, r));
+    const B = bDtype === 'bf16' ? bf16Bits(rand(N * K, r)) : f32(rand(N * K, r));
+    return { M, N, A, B, bDtype };
+  });
+  const groupNs = [576, 192, 192];
+  const groupArgs: Record<string, unknown> = { M: 8, K, A: f32(rand(8 * K, r)), n: groupNs.length, bDtype: 'bf16' };
+  groupNs.forEach((N, i) => { groupArgs[`N${i}`] = N; groupArgs[`B${i}`] = bf16Bits(rand(N * K, r)); });
+  const runAll = () => [
+    ...inputs.map(({ M, N, A, B, bDtype }) => arr(op('gemm', 'f32', { M, N, K, A, B, bDtype, transB: true }), 'C')),
+    ...groupNs.map((_, i) => arr(op('gemm_group', 'f32', groupArgs), `C${i}`)),
+  ];
+  forEachIsa((isa) => {
+    const results = new Map<number, F[]>();
+    forEachThreadCount([1, 2, 3, 5], (threads) => results.set(threads, runAll()));
+    const one = results.get(1)!;
+    for (const [threads, outs] of results)
+      outs.forEach((o, i) => assert.equal(bitsOf(o), bitsOf(one[i]!), `${isa} threads=${threads} case ${i}`));
+  });
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);
@@ -312,7 +389,6 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
 // edges, padded strides, alpha/beta, beta = 0 over NaN, padding columns untouched, and the same
 // bits on 1 and 2 threads.
 test('gemm: low-rank shapes (LoRA side paths) against f64, NaN-safe, thread-count independent', () => {
-  const savedThreads = addon.info().threads;
   const r = rng(11);
   const T = 75, IN = 100, OUT = 130;
   const cases: GemmCase[] = [];
@@ -328,7 +404,7 @@ test('gemm: low-rank shapes (LoRA side paths) against f64, NaN-safe, thread-coun
       gemmCase(T, IN, rank, true, true, r, 1, 1, 0.5), //   narrow K, both transposed
     );
   }
-  try {
+  keepingThreads(() => {
     for (const threads of [1, 2]) {
       addon.setThreads(threads);
       for (const c of cases) {
@@ -349,9 +425,7 @@ test('gemm: low-rank shapes (LoRA side paths) against f64, NaN-safe, thread-coun
     const one = cases.map((c) => gemmRun(c, 'f32'));
     addon.setThreads(2);
     cases.forEach((c, i) => sameBits(one[i]!, gemmRun(c, 'f32'), `case ${i}`));
-  } finally {
-    addon.setThreads(savedThreads);
-  }
+  });
 });
 
 // The bf16 path (bf16 B under avx512bf16): A rounded to bf16 (round to nearest even), B's bf16
@@ -437,28 +511,23 @@ test('gemm: bf16 B falls back to the f32 kernels below avx512bf16; f32 B bits do
 
 test('gemm: bf16 B under avx512bf16 gives the same bits with 1 and 2 threads', () => {
   if (!supportedIsas().includes('avx512bf16')) return;
-  const saved = addon.info().isa;
-  const savedThreads = addon.info().threads;
   const r = rng(42);
   const cases = [
     gemmCase(150, 200, 300, false, true, r, 1, 1, 0.5), gemmCase(150, 200, 601, false, false, r, 0, 1, 0),
     gemmCase(3, 900, 577, false, true, r, 2, 1, 0), gemmCase(100, 130, 45, true, false, r, 1, 2, 1),
     gemmCase(70, 100, 1601, false, false, r, 0, 1, 1),
   ];
-  try {
-    addon.setIsa('avx512bf16');
-    const runAll = () => cases.map((c) => gemmRun(c, 'f32', { B: bf16Bits(c.B), bDtype: 'bf16' }));
+  const runAll = () => cases.map((c) => gemmRun(c, 'f32', { B: bf16Bits(c.B), bDtype: 'bf16' }));
+  forEachIsa(() => {
     eachBf16Kernel((kernel) => {
-      addon.setThreads(1);
-      const one = runAll();
-      addon.setThreads(2);
-      const two = runAll();
-      one.forEach((o, i) => sameBits(o, two[i]!, `${kernel} case ${i}`));
+      let one: F[] = [];
+      forEachThreadCount([1, 2], (threads) => {
+        const out = runAll();
+        if (threads === 1) one = out;
+        else one.forEach((o, i) => sameBits(o, out[i]!, `${kernel} case ${i}`));
+      });
     });
-  } finally {
-    addon.setThreads(savedThreads);
-    addon.setIsa(saved);
-  }
+  }, ['avx512bf16']);
 });
 
 // ---- embedding ------------------------------------------------------------------------------------
@@ -827,7 +896,6 @@ test('sum_squares, scale_inplace, axpy', () => {
 // ---- determinism ----------------------------------------------------------------------------------
 
 test('determinism: same bits with 1 and 2 threads (gemm, attention backward, embedding backward, sum_squares)', () => {
-  const saved = addon.info().threads;
   const r = rng(16);
   const g = gemmCase(150, 200, 300, false, true, r, 1, 1, 0.5);
   const c = attnCase([3, 70, 45, 1], r, 4, 2, 16);
@@ -846,15 +914,13 @@ test('determinism: same bits with 1 and 2 threads (gemm, attention backward, emb
       ss: Float64Array.of(op('sum_squares', 'f32', { x: big }).value as number),
     };
   };
-  try {
+  keepingThreads(() => {
     addon.setThreads(1);
     const one = runAll();
     addon.setThreads(2);
     const two = runAll();
     for (const k of Object.keys(one) as (keyof typeof one)[]) sameBits(one[k], two[k], k);
-  } finally {
-    addon.setThreads(saved);
-  }
+  });
 });
 
 // ---- argument checking ----------------------------------------------------------------------------

@@ -13,10 +13,13 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "../core/threadpool.h"
 #include "../cpu/kernels.h"
 #include "bindings.h"
 
@@ -300,6 +303,48 @@ Napi::Object op_gemm_bench(const Args& a) {
   }
   Napi::Object r = Napi::Object::New(a.env());
   r.Set("times", times);
+  return r;
+}
+
+// ---- the streaming scheduler (parallel_streams) ---------------------------------------------------
+// Records every chunk it hands out: begin, end, run_end, continues and the thread that ran it (in
+// the order each thread saw them). `slowItem`: the chunk holding that item sleeps `slowMicros`
+// first, so other threads run out of their own ranges and must take its range's tail.
+template <typename T>
+Napi::Object op_stream_chunks(const Args& a) {
+  const int64_t n = a.integer("n", 0), grain = a.integer("grain", 1);
+  const int64_t slow_item = a.integer_or("slowItem", -1, -1), slow_us = a.integer_or("slowMicros", 0, 0);
+  if (slow_us > 1000000) a.range_error("slowMicros", "must be at most 1000000");
+  struct Record {
+    StreamChunk chunk;
+    int thread;
+  };
+  std::mutex mutex;
+  std::vector<Record> records;
+  std::map<std::thread::id, int> thread_index;
+  parallel_streams(n, grain, [&](const StreamChunk& c) {
+    if (c.begin <= slow_item && slow_item < c.end) std::this_thread::sleep_for(std::chrono::microseconds(slow_us));
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = thread_index.emplace(std::this_thread::get_id(), static_cast<int>(thread_index.size())).first;
+    records.push_back({c, it->second});
+  });
+  const size_t k = records.size();
+  auto begin = Napi::Float64Array::New(a.env(), k), end = Napi::Float64Array::New(a.env(), k);
+  auto run_end = Napi::Float64Array::New(a.env(), k);
+  auto continues = Napi::Int32Array::New(a.env(), k), thread = Napi::Int32Array::New(a.env(), k);
+  for (size_t i = 0; i < k; ++i) {
+    begin[i] = static_cast<double>(records[i].chunk.begin);
+    end[i] = static_cast<double>(records[i].chunk.end);
+    run_end[i] = static_cast<double>(records[i].chunk.run_end);
+    continues[i] = records[i].chunk.continues ? 1 : 0;
+    thread[i] = records[i].thread;
+  }
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("begin", begin);
+  r.Set("end", end);
+  r.Set("runEnd", run_end);
+  r.Set("continues", continues);
+  r.Set("thread", thread);
   return r;
 }
 
@@ -590,6 +635,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm", {op_gemm<float>, op_gemm<double>}},
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
+      {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},
       {"embedding_backward", {op_embedding_backward<float>, op_embedding_backward<double>}},
       {"rmsnorm_forward", {op_rmsnorm_forward<float>, op_rmsnorm_forward<double>}},

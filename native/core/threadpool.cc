@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <memory>
+#include <stdexcept>
 
 namespace sealkit {
 
@@ -182,6 +183,80 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   pool.run(chunks, [&](int64_t c, int) {
     int64_t b = c * per, e = std::min(n, b + per);
     if (b < e) fn(b, e);
+  });
+}
+
+namespace {
+// A range of chunk indices [front, back) in one atomic word, so that its owner (taking the front)
+// and thieves (taking the back) never take the same chunk.
+class ChunkRange {
+ public:
+  void reset(uint32_t front, uint32_t back) { word_.store(pack(front, back), std::memory_order_relaxed); }
+  // The front chunk, and the back as it stood then; false when the range is empty.
+  bool take_front(uint32_t& chunk, uint32_t& back) {
+    uint64_t w = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint32_t f = front_of(w), b = back_of(w);
+      if (f >= b) return false;
+      if (word_.compare_exchange_weak(w, pack(f + 1, b), std::memory_order_relaxed)) {
+        chunk = f;
+        back = b;
+        return true;
+      }
+    }
+  }
+  bool take_back(uint32_t& chunk) {
+    uint64_t w = word_.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint32_t f = front_of(w), b = back_of(w);
+      if (f >= b) return false;
+      if (word_.compare_exchange_weak(w, pack(f, b - 1), std::memory_order_relaxed)) {
+        chunk = b - 1;
+        return true;
+      }
+    }
+  }
+
+ private:
+  static uint64_t pack(uint32_t f, uint32_t b) { return (static_cast<uint64_t>(f) << 32) | b; }
+  static uint32_t front_of(uint64_t w) { return static_cast<uint32_t>(w >> 32); }
+  static uint32_t back_of(uint64_t w) { return static_cast<uint32_t>(w); }
+  std::atomic<uint64_t> word_{0};
+};
+}  // namespace
+
+void parallel_streams(int64_t n, int64_t grain, const std::function<void(const StreamChunk&)>& fn) {
+  if (n <= 0) return;
+  if (grain < 1) grain = 1;
+  ThreadPool& pool = global_pool();
+  const int64_t chunks = (n + grain - 1) / grain;
+  const int64_t ranges = std::min<int64_t>(pool.threads(), chunks);
+  if (ranges <= 1) {
+    fn(StreamChunk{0, n, n, false});
+    return;
+  }
+  if (chunks > UINT32_MAX) throw std::length_error("parallel_streams: too many chunks");
+  std::vector<ChunkRange> range(static_cast<size_t>(ranges));
+  for (int64_t r = 0; r < ranges; ++r)
+    range[static_cast<size_t>(r)].reset(static_cast<uint32_t>(chunks * r / ranges),
+                                        static_cast<uint32_t>(chunks * (r + 1) / ranges));
+  const auto items = [&](int64_t chunk) { return std::min(n, chunk * grain); };
+  // Task r owns range r; whichever thread runs it walks the range, then steals from the others.
+  pool.run(ranges, [&](int64_t r, int) {
+    uint32_t c = 0, back = 0;
+    int64_t last_end = -1;
+    while (range[static_cast<size_t>(r)].take_front(c, back)) {
+      const int64_t b = items(c), e = items(c + 1);
+      fn(StreamChunk{b, e, items(back), b == last_end});
+      last_end = e;
+    }
+    for (int64_t k = 1; k < ranges; ++k) {
+      ChunkRange& victim = range[static_cast<size_t>((r + k) % ranges)];
+      while (victim.take_back(c)) {
+        const int64_t b = items(c), e = items(c + 1);
+        fn(StreamChunk{b, e, e, false});
+      }
+    }
   });
 }
 

@@ -66,4 +66,20 @@ int default_thread_count();
 // Splits [0, n) into chunks of at least `grain` items and runs fn(begin, end) on the global pool.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// One chunk of parallel_streams: items [begin, end). The thread that runs it goes on, unless
+// another thread takes that part first, to the items up to run_end (>= end). continues: this
+// chunk follows the thread's previous one in the same run (that chunk ended at begin and its
+// run_end lay past it), so a kernel that prefetched up to run_end has requested its first items.
+struct StreamChunk {
+  int64_t begin = 0, end = 0, run_end = 0;
+  bool continues = false;
+};
+// For kernels that stream memory front to back (decoding's weight rows): [0, n) is split into one
+// contiguous range per thread, which its thread takes front to back, `grain` items at a time; a
+// thread done with its own range then takes chunks from the back of the others'. So each thread
+// mostly walks one long run, and a kernel can prefetch past a chunk's end up to run_end without
+// restarting its stream at every chunk, while a slow thread (a busy core of a shared machine)
+// still hands its tail to the others.
+void parallel_streams(int64_t n, int64_t grain, const std::function<void(const StreamChunk&)>& fn);
+
 }  // namespace sealkit
