@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Model } from '../lib/model/model.js';
+import { native } from '../lib/native.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { assertClose, fixturesDir, hasShared, repoRoot, sharedDir } from './helpers/fixtures.js';
 
@@ -100,6 +101,46 @@ function targetDistribution(logits: Float32Array, temperature: number, topK: num
   return new Map(kept.slice(0, cut).map((id, i) => [id, w[i]! / sum]));
 }
 
+// The sampler's kept tokens and weights (opRun 'sampling_distribution') against the definition
+// above, on vocabularies up to SmolLM2's 49,152: flat logits (a random model's: the nucleus is most
+// of the vocabulary), peaked ones, heavy ties (the top-p boundary falls inside a run of equal
+// logits, broken by id), -inf and NaN logits (never kept). Weights agree to float exp's accuracy.
+test('sampling keeps the tokens and weights of the definition (top-k, top-p, ties, -inf and NaN logits)', () => {
+  const addon = native();
+  let x = 99;
+  const uniform = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) / 16777216;
+  const cases: { what: string; logits: Float32Array }[] = [];
+  for (const V of [7, 500, 49152]) {
+    cases.push({ what: `flat V=${V}`, logits: Float32Array.from({ length: V }, () => uniform() * 2 - 1) });
+    cases.push({ what: `peaked V=${V}`, logits: Float32Array.from({ length: V }, (_, i) => (i % 97 === 3 ? 12 : 0) + uniform() * 6 - 20) });
+    cases.push({ what: `ties V=${V}`, logits: Float32Array.from({ length: V }, () => Math.round(uniform() * 6) / 2) });
+    const masked = Float32Array.from({ length: V }, () => uniform() * 4);
+    for (let i = 0; i < V; i += 3) masked[i] = i % 2 ? -Infinity : NaN;
+    cases.push({ what: `masked V=${V}`, logits: masked });
+  }
+  const settings = [
+    { temperature: 1, topK: 0, topP: 1 }, { temperature: 1, topK: 0, topP: 0.95 }, { temperature: 0.7, topK: 0, topP: 0.6 },
+    { temperature: 1.3, topK: 0, topP: 0.1 }, { temperature: 0.8, topK: 20, topP: 1 }, { temperature: 1, topK: 20, topP: 0.9 },
+  ];
+  for (const { what, logits } of cases) {
+    const clean = logits.map((l) => (Number.isNaN(l) ? -Infinity : l));
+    for (const s of settings) {
+      const tag = `${what} T=${s.temperature} k=${s.topK} p=${s.topP}`;
+      const want = targetDistribution(clean, s.temperature, s.topK, s.topP);
+      for (const [id, p] of want) if (p === 0) want.delete(id);
+      const got = addon.opRun('sampling_distribution', 'f32', { logits, ...s }) as unknown as { ids: Int32Array; weights: Float64Array };
+      const total = got.weights.reduce((a, b) => a + b, 0);
+      assert.is(got.ids.length, want.size, `${tag}: kept ${got.ids.length} tokens, expected ${want.size}`);
+      assert.is(new Set(got.ids).size, got.ids.length, `${tag}: a token kept twice`);
+      got.ids.forEach((id, i) => {
+        const p = want.get(id);
+        assert.ok(p !== undefined, `${tag}: token ${id} kept, outside the definition's set`);
+        assert.ok(Math.abs(got.weights[i]! / total - p) <= 1e-5 * p + 1e-12, `${tag}: token ${id} has p ${got.weights[i]! / total}, expected ${p}`);
+      });
+    }
+  }
+});
+
 // Chi-square critical value at false-alarm rate 1e-3 (Wilson-Hilferty approximation, z = 3.09).
 function chiSquareCritical(df: number): number {
   const z = 3.0902;
@@ -114,6 +155,8 @@ test('temperature / top-k / top-p sample frequencies match the target distributi
     { temperature: 0.7, topK: 0, topP: 1 },
     { temperature: 1.3, topK: 20, topP: 1 },
     { temperature: 1.0, topK: 0, topP: 0.6 },
+    { temperature: 1.0, topK: 0, topP: 0.95 },
+    { temperature: 0.8, topK: 20, topP: 0.9 },
   ];
   const N = 4000;
   for (const [k, s] of settings.entries()) {

@@ -87,15 +87,18 @@ export interface DecodeBenchOptions {
   device?: 'cpu' | 'cuda';
   /** KV cache element type (default 'auto': the model's defaultKvCache). */
   kvCache?: 'auto' | KvCacheDtype;
+  /** 0 (default) decodes greedily; > 0 samples at this temperature, with topP (default 1). */
+  temperature?: number;
+  topP?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
 /**
- * Decode throughput: `batch` prompts of `prompt` random tokens, greedy, `newTokens` each, through
+ * Decode throughput: `batch` prompts of `prompt` random tokens, greedy or sampled, `newTokens` each, through
  * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
  * over the time from the first token to the last.
  */
-export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype }> {
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string }> {
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -107,12 +110,14 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const kvCache = !o.kvCache || o.kvCache === 'auto' ? model.defaultKvCache : o.kvCache;
     const warmup = o.warmup ?? 1;
     const repeats = o.repeats ?? 3;
+    const temperature = o.temperature ?? 0, topP = o.topP ?? 1;
+    const sampling = temperature > 0 ? { temperature, topP, seed: 7 } : {};
     const decodeMs: number[] = [];
     const prefillMs: number[] = [];
     for (let i = 0; i < warmup + repeats; i++) {
       const t0 = process.hrtime.bigint();
       let tFirst = 0n;
-      for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache })) {
+      for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache, ...sampling })) {
         if (e.type === 'token' && tFirst === 0n) tFirst = process.hrtime.bigint();
       }
       const tEnd = process.hrtime.bigint();
@@ -133,6 +138,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
+      sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy',
     };
   } finally {
     await model.dispose();

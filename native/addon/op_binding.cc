@@ -1,4 +1,5 @@
-// opRun(name, dtype, args): runs one CPU kernel directly, for tests and benchmarks.
+// opRun(name, dtype, args): runs one CPU kernel directly (or the thread pool's scheduler, or the
+// sampler's choice of tokens), for tests and benchmarks.
 //
 // Inputs are typed arrays matching dtype ('f32' -> Float32Array, 'f64' -> Float64Array), Int32Array
 // for ids/targets/positions/sequence tables, Float32Array for inv_freq (the kernel takes f32), and
@@ -21,6 +22,7 @@
 
 #include "../core/threadpool.h"
 #include "../cpu/kernels.h"
+#include "../engine/sampler.h"
 #include "bindings.h"
 
 namespace sealkit::addon {
@@ -348,6 +350,35 @@ Napi::Object op_stream_chunks(const Args& a) {
   return r;
 }
 
+// ---- sampling (native/engine/sampler.h) ---------------------------------------------------------
+// The tokens temperature / top-k / top-p sampling keeps for one row of logits, and their weights,
+// in the order the sampler walks them.
+template <typename T>
+Napi::Object op_sampling_distribution(const Args& a) {
+  View<float> logits = a.array<float>("logits");
+  if (logits.len < 1) a.range_error("logits", "must not be empty");
+  SamplingParams p;
+  p.temperature = a.number("temperature");
+  if (!(p.temperature > 0)) a.range_error("temperature", "must be > 0 (0 is greedy: nothing to weigh)");
+  p.top_k = a.integer_or("topK", 0, 0);
+  p.top_p = a.number_or("topP", 1);
+  if (!(p.top_p > 0 && p.top_p <= 1)) a.range_error("topP", "must be in (0, 1]");
+  SamplerScratch scratch;
+  std::vector<int32_t> ids;
+  std::vector<double> weights;
+  sampling_distribution(logits.data, logits.len, p, scratch, ids, weights);
+  auto out_ids = Napi::Int32Array::New(a.env(), ids.size());
+  auto out_w = Napi::Float64Array::New(a.env(), weights.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    out_ids[i] = ids[i];
+    out_w[i] = weights[i];
+  }
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("ids", out_ids);
+  r.Set("weights", out_w);
+  return r;
+}
+
 // ---- embedding -----------------------------------------------------------------------------------
 
 template <typename T>
@@ -636,6 +667,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
+      {"sampling_distribution", {op_sampling_distribution<float>, op_sampling_distribution<double>}},
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},
       {"embedding_backward", {op_embedding_backward<float>, op_embedding_backward<double>}},
       {"rmsnorm_forward", {op_rmsnorm_forward<float>, op_rmsnorm_forward<double>}},

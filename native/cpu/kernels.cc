@@ -217,6 +217,10 @@ SEALKIT_INLINE T row_max(const T* x, int64_t n) {
 
 }  // namespace
 
+double exp_shifted(const float* x, float* out, int64_t n, float shift, float scale) {
+  return exp_row_f32(active_isa())(x, out, n, shift, scale);
+}
+
 // ---- embedding -------------------------------------------------------------------------------------
 
 template <typename T>

@@ -137,6 +137,12 @@ template <typename T>
 void cross_entropy(T* logits, const int32_t* targets, int64_t rows, int64_t vocab, T* loss,
                    const T* grad_scale);
 
+// ---- exp over a row ------------------------------------------------------------------------------
+// out[i] = exp(x[i] - shift) * scale (out may be x itself, or null); returns the sum of the
+// exp(x[i] - shift), accumulated in double in a fixed order for the active ISA. The vectorised exp
+// of the attention and cross-entropy kernels (Cephes polynomial, within a few ulp of expf).
+double exp_shifted(const float* x, float* out, int64_t n, float shift, float scale);
+
 // ---- optimiser and reductions --------------------------------------------------------------------
 // AdamW (PyTorch semantics): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= lr * (m / (1-b1^step)) / (sqrt(v / (1-b2^step)) + eps). step counts from 1.

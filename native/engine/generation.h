@@ -58,7 +58,7 @@ class Generation {
   std::vector<int32_t> length_;  // tokens cached per sequence
   std::vector<int32_t> steps_;   // tokens sampled per sequence
   std::vector<int32_t> capacity_;
-  std::vector<std::pair<float, int32_t>> scratch_;
+  SamplerScratch scratch_;
 };
 
 }  // namespace sealkit

@@ -5,14 +5,15 @@ import { PRESET_NAMES } from '../../model/presets.js';
 import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
-                  [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--repeats R] [--warmup W]
-                  [--storage bf16|f32] [--device cpu|cuda] [--json]
+                  [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--temperature T] [--top-p P]
+                  [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--json]
 
   train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token
   forward   forward scoring (per-token log-probabilities)
   decode    greedy KV-cache decoding of --gen-batch prompts of --prompt tokens, --new tokens each
             (tokens/s over the tokens after the first; prefill reported separately); the KV cache
-            is bf16 for bf16 weights on the CPU unless --kv-cache says otherwise
+            is bf16 for bf16 weights on the CPU unless --kv-cache says otherwise. --temperature T
+            (> 0) samples instead, with --top-p P (SEAL's self-edits: T 1, P 0.95)
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
 warm-up calls. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}.`;
 
@@ -28,7 +29,7 @@ export const benchCommand: CliCommand = {
         threads: { type: 'string' }, repeats: { type: 'string', default: '5' }, warmup: { type: 'string', default: '2' },
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' },
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
-        'kv-cache': { type: 'string', default: 'auto' },
+        'kv-cache': { type: 'string', default: 'auto' }, temperature: { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' },
       },
     });
     const work = positionals[0];
@@ -44,15 +45,19 @@ export const benchCommand: CliCommand = {
     const kvCache = values['kv-cache'];
     if (kvCache !== 'auto' && kvCache !== 'bf16' && kvCache !== 'f32') throw new UsageError(`bench: --kv-cache must be auto, bf16 or f32`);
     if (!PRESET_NAMES.includes(values.preset ?? '')) throw new UsageError(`bench: unknown preset '${values.preset}' (${PRESET_NAMES.join(', ')})`);
+    const temperature = Number(values.temperature), topP = Number(values['top-p']);
+    if (!(temperature >= 0)) throw new UsageError(`bench: --temperature must be >= 0, got '${values.temperature}'`);
+    if (!(topP > 0 && topP <= 1)) throw new UsageError(`bench: --top-p must be in (0, 1], got '${values['top-p']}'`);
     if (work === 'decode') {
       const r = await runDecodeBench({
+        temperature, topP,
         preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
         repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device, kvCache,
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
       return 0;
     }
     const result = await runBench(work, {
