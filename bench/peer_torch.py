@@ -271,6 +271,9 @@ def main():
     ap.add_argument("--seq", type=int, default=256, help="train/forward: tokens per sequence")
     ap.add_argument("--prompt", type=int, default=128, help="decode: random prompt tokens per sequence")
     ap.add_argument("--new", type=int, default=128, help="decode: tokens generated per sequence (>= 2)")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="decode: 0 = greedy; > 0 samples at this temperature (with --top-p)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="decode, sampling: nucleus mass kept")
     ap.add_argument("--check", action="store_true",
                     help="decode: afterwards, check the KV-cache path against full forwards (logits per position)")
     ap.add_argument("--threads", type=int, default=2)
@@ -363,7 +366,7 @@ def env_shown():
 
 def decode(a, cfg):
     """`seal bench decode`'s work (lib/bench/engine-bench.ts runDecodeBench): every timed call is a
-    whole greedy generation; prefill = up to the first token, decode = first token to last."""
+    whole generation, greedy or sampled; prefill = up to the first token, decode = first token to last."""
     if a.batch < 1 or a.prompt < 1 or a.new < 2:
         raise SystemExit("decode needs --batch >= 1, --prompt >= 1 and --new >= 2")
     t_build = time.perf_counter()
@@ -378,17 +381,32 @@ def decode(a, cfg):
     max_len = P + N  # P + N - 1 positions are written: the last token is not fed back
     model.tables(max_len)  # RoPE/mask tables built once, outside the timing (the engine's are too)
 
+    sampler = torch.Generator().manual_seed(7)
+
+    def pick(logits):
+        """Greedy, or what transformers' sampling does: logits / temperature, top-p by sorting the
+        vocabulary and masking past the smallest prefix that reaches top_p, then multinomial."""
+        if a.temperature <= 0:
+            return logits.argmax(-1)
+        x = logits.float() / a.temperature
+        if a.top_p < 1:
+            sx, idx = torch.sort(x, descending=True, dim=-1)
+            p = sx.softmax(-1)
+            drop = (p.cumsum(-1) - p) >= a.top_p  # tokens after the prefix that reached top_p
+            x = torch.full_like(x, -math.inf).scatter(-1, idx, sx.masked_fill(drop, -math.inf))
+        return torch.multinomial(x.softmax(-1), 1, generator=sampler).view(-1)
+
     def generate():
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             cache = model.new_cache(max_len)
             t0 = time.perf_counter()
             logits = model.forward_cached(prompts, cache, 0)
-            tok = logits.argmax(-1)  # greedy; (B,)
+            tok = pick(logits)  # (B,)
             t1 = time.perf_counter()
             out = [tok]
             for i in range(N - 1):
                 logits = model.forward_cached(tok.view(B, 1), cache, P + i)
-                tok = logits.argmax(-1)
+                tok = pick(logits)
                 out.append(tok)
             t2 = time.perf_counter()
             last = logits.float().max().item()
@@ -433,7 +451,8 @@ def decode(a, cfg):
         "batch": B, "seq": P + N, "prompt": P, "new": N, "threads": torch.get_num_threads(),
         "tokens_per_s": timed / (med / 1e3), "step_ms_median": med / (N - 1), "step_ms_all": dec,
         "decode_ms_median": med, "prefill_ms_median": statistics.median(prefill), "prefill_ms_all": prefill,
-        "tokens_timed": timed, "prefill_in_timing": False, "sampling": "greedy",
+        "tokens_timed": timed, "prefill_in_timing": False,
+        "sampling": f"temperature {a.temperature:g}, top-p {a.top_p:g}" if a.temperature > 0 else "greedy",
         "timing": "tokens_per_s = batch*(new-1) / median(time from the first token to the last); step_ms_median = that time / (new-1)",
         "first_tokens": gen_tokens[0, :8].tolist(), "last_value": last, "check": check, "build_s": build_s,
         "env": env_shown(),

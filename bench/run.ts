@@ -38,6 +38,8 @@ interface Case {
   /** decode only: random prompt tokens per sequence, and tokens generated per sequence. */
   prompt?: number;
   newTokens?: number;
+  /** decode only: sample at this temperature with this top-p (both sides); absent: greedy. */
+  sampling?: { temperature: number; topP: number };
   /** A W/R pair: W warm-up calls, then R timed calls (decode: whole generations). */
   warmup: number;
   repeats: number;
@@ -47,11 +49,16 @@ interface Case {
 }
 
 /** A decode case: seq is prompt + new, as `seal bench decode --json` reports it. */
-const decodeCase = (id: string, preset: string, batch: number, prompt: number, newTokens: number, warmup: number, repeats: number, peerModes: PeerMode[]): Case =>
-  ({ id, preset, work: 'decode', batch, seq: prompt + newTokens, prompt, newTokens, warmup, repeats, peerModes });
+const decodeCase = (id: string, preset: string, batch: number, prompt: number, newTokens: number, warmup: number, repeats: number, peerModes: PeerMode[],
+  sampling?: Case['sampling']): Case =>
+  ({ id, preset, work: 'decode', batch, seq: prompt + newTokens, prompt, newTokens, warmup, repeats, peerModes, sampling });
 
-/** How a case's shape is printed: `4x256`, or `b1 128+128` for decode (batch, prompt + new). */
-const shape = (c: Case) => (c.work === 'decode' ? `b${c.batch} ${c.prompt}+${c.newTokens}` : `${c.batch}x${c.seq}`);
+/** How a case's shape is printed: `4x256`, or `b1 128+128` for decode (batch, prompt + new; ` T1 p0.95` when sampled). */
+const shape = (c: Case) => (c.work === 'decode'
+  ? `b${c.batch} ${c.prompt}+${c.newTokens}${c.sampling ? ` T${c.sampling.temperature} p${c.sampling.topP}` : ''}`
+  : `${c.batch}x${c.seq}`);
+/** SEAL's self-edit sampling (knowledge incorporation): temperature 1, top-p 0.95. */
+const SEAL_SAMPLING = { temperature: 1, topP: 0.95 };
 
 interface Run {
   /** CPUs' worth of other load seen just before the run started (see waitQuiet). */
@@ -109,7 +116,7 @@ if (opts.help) {
   --retries K  re-run a measurement up to K times when other processes used more than 0.3 CPUs
                on average while it ran (default 2, quick 1)
   --only IDS   run only these benchmarks (comma-separated: smollm2-train, smollm2-forward,
-               smollm2-decode-b1, smollm2-decode-b8, tiny-train, tiny-forward; quick:
+               smollm2-decode-b1, smollm2-decode-b8, smollm2-decode-b8-sampled, tiny-train, tiny-forward; quick:
                smollm2-train, smollm2-forward, smollm2-decode-b1, tiny-train)
 `);
   process.exit(0);
@@ -152,6 +159,8 @@ const SUITE: Case[] = opts.quick
       // generation (1 warm-up + 3 timed per process).
       decodeCase('smollm2-decode-b1', 'smollm2-135m', 1, 128, 128, 1, 3, DECODE_PEER),
       decodeCase('smollm2-decode-b8', 'smollm2-135m', 8, 128, 128, 1, 3, DECODE_PEER),
+      // The same at SEAL's self-edit sampling: the sampler's cost per token shows up here.
+      decodeCase('smollm2-decode-b8-sampled', 'smollm2-135m', 8, 128, 128, 1, 3, ['bf16-weights'], SEAL_SAMPLING),
       { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
       { id: 'tiny-forward', preset: 'tiny', work: 'forward', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ALL_PEER },
     ];
@@ -434,9 +443,12 @@ const configPath = (preset: string): string => {
 
 // ------------------------------------------------------------------------------------ suite
 
+/** `--temperature T --top-p P` for a sampled decode case (both sides spell them so). */
+const samplingArgs = (c: Case) => (c.sampling ? ['--temperature', String(c.sampling.temperature), '--top-p', String(c.sampling.topP)] : []);
+
 function engineArgs(c: Case): string[] {
   const shapeArgs = c.work === 'decode'
-    ? ['--gen-batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens)]
+    ? ['--gen-batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens), ...samplingArgs(c)]
     : ['--batch', String(c.batch), '--seq', String(c.seq)];
   return [join(ROOT, 'bin', 'seal.js'), 'bench', c.work, '--preset', c.preset, ...shapeArgs,
     '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--storage', storage!, '--json'];
@@ -444,7 +456,7 @@ function engineArgs(c: Case): string[] {
 
 function peerArgs(c: Case, mode: PeerMode): string[] {
   const shapeArgs = c.work === 'decode'
-    ? ['--batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens)]
+    ? ['--batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens), ...samplingArgs(c)]
     : ['--batch', String(c.batch), '--seq', String(c.seq), '--rank', String(LORA_RANK)];
   return [join(ROOT, 'bench', 'peer_torch.py'), '--config', configPath(c.preset), '--name', c.preset, '--work', c.work, '--dtype', mode,
     ...shapeArgs, '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--quiet'];
@@ -654,7 +666,8 @@ const widths = head.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').leng
 for (const r of table) out.push(r.map((cell, i) => (i < 2 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ').trimEnd());
 out.push('');
 out.push('tokens/s: median over rounds of each run\'s median step; range: min-max of the rounds; engine/x > 1 means the engine is faster.');
-out.push('decode (b<batch> <prompt>+<new>): greedy KV-cache generation; tokens/s = batch x (new - 1) over the time from the first token to the');
+out.push('decode (b<batch> <prompt>+<new>): greedy KV-cache generation (T<t> p<p>: sampled at temperature t, top-p p, the peer sorting the');
+out.push('vocabulary as transformers does); tokens/s = batch x (new - 1) over the time from the first token to the');
 out.push('last (prefill excluded; prefill_ms_median in the JSON); step ms = that time / (new - 1). bw bound: tokens/s over batch x bandwidth /');
 out.push(`bytes of ${storage} weights read per step (every weight once, LM head included, KV cache not counted; STREAM triad bandwidth).`);
 for (const s of summaries) {

@@ -77,4 +77,20 @@ test('seal bench train --preset tiny --json ends with a tokens_per_s line', () =
   assert.equal(j.seq, 32);
 });
 
+test('seal bench decode --temperature/--top-p samples and says so; bad values are usage errors', () => {
+  const r = seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '8', '--new', '6', '--repeats', '1', '--warmup', '0',
+    '--threads', '1', '--temperature', '1', '--top-p', '0.95', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = lastJson(r.out);
+  assert.ok((j.tokens_per_s as number) > 0);
+  assert.equal(j.sampling, 'temperature 1, top-p 0.95');
+  const greedy = lastJson(seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '1', '--prompt', '4', '--new', '3', '--repeats', '1', '--warmup', '0', '--json').out);
+  assert.equal(greedy.sampling, 'greedy');
+  for (const [flag, value] of [['--temperature', '-1'], ['--top-p', '0'], ['--top-p', '1.5']]) {
+    const bad = seal('bench', 'decode', '--preset', 'tiny', flag!, value!);
+    assert.equal(bad.code, 2, `${flag} ${value}: ${bad.err}`);
+    assert.match(bad.err, new RegExp(`${flag}`));
+  }
+});
+
 test.run();
