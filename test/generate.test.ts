@@ -59,6 +59,23 @@ test('seeded sampling is reproducible; samples of one prompt differ; greedy igno
   const a = await model.generate(prompt, { maxNewTokens: 10, temperature: 1, seed: 11, n: 3, eosTokenIds: [] });
   const b = await model.generate(prompt, { maxNewTokens: 10, temperature: 1, seed: 11, n: 3, eosTokenIds: [] });
   assert.equal(a.map((c) => c.tokens), b.map((c) => c.tokens));
+  // Rows are sampled in parallel on the thread pool: the draws do not depend on the thread count
+  // (top-p too, whose nucleus comes from buckets in each thread's own scratch).
+  const addon = native();
+  const saved = addon.info().threads;
+  try {
+    for (const s of [{ temperature: 1 }, { temperature: 0.8, topP: 0.9 }, { temperature: 1.2, topK: 5 }]) {
+      const runs: number[][][] = [];
+      for (const threads of [1, 2, 3]) {
+        addon.setThreads(threads);
+        runs.push((await model.generate(prompt, { maxNewTokens: 10, ...s, seed: 11, n: 5, eosTokenIds: [] })).map((c) => c.tokens));
+      }
+      assert.equal(runs[1], runs[0], `${JSON.stringify(s)}: 2 threads`);
+      assert.equal(runs[2], runs[0], `${JSON.stringify(s)}: 3 threads`);
+    }
+  } finally {
+    addon.setThreads(saved);
+  }
   assert.ok(a[0]!.tokens.join() !== a[1]!.tokens.join(), 'two samples of one prompt should differ');
   const g1 = await model.generate(prompt, { maxNewTokens: 8, seed: 1, eosTokenIds: [] });
   const g2 = await model.generate(prompt, { maxNewTokens: 8, seed: 2, eosTokenIds: [] });

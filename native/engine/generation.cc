@@ -1,7 +1,10 @@
 #include "generation.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
+
+#include "../core/threadpool.h"
 
 namespace sealkit {
 
@@ -123,17 +126,28 @@ GenerationStep Generation::step(const std::vector<int32_t>& seqs, const std::vec
 void Generation::sample_rows(const std::vector<float>& logits, const std::vector<int32_t>& seqs, GenerationStep& out,
                              bool want_logits) {
   const int64_t V = model_.config().vocab;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    const int32_t s = seqs[i];
-    SamplingParams p = req_.sampling;
-    uint64_t stream = static_cast<uint64_t>(s);
-    if (!req_.prompt_seed.empty()) {
-      p.seed = req_.prompt_seed[static_cast<size_t>(s / req_.n)];
-      stream = static_cast<uint64_t>(s % req_.n);
+  // Rows are sampled in parallel (each draw depends only on its own row, seed, stream and step), on
+  // the CPU pool whatever the backend: the logits are on the host.
+  ThreadPool& pool = global_pool();
+  if (scratch_.size() < static_cast<size_t>(pool.threads())) scratch_.resize(static_cast<size_t>(pool.threads()));
+  out.tokens.assign(seqs.size(), 0);
+  const int64_t rows = static_cast<int64_t>(seqs.size());
+  pool.run(req_.sampling.temperature > 0 ? rows : std::min<int64_t>(rows, 1), [&](int64_t task, int thread) {
+    // Greedy rows are a plain argmax each: one task takes them all (a dispatch would cost more).
+    const int64_t i0 = req_.sampling.temperature > 0 ? task : 0, i1 = req_.sampling.temperature > 0 ? task + 1 : rows;
+    for (int64_t i = i0; i < i1; ++i) {
+      const int32_t s = seqs[static_cast<size_t>(i)];
+      SamplingParams p = req_.sampling;
+      uint64_t stream = static_cast<uint64_t>(s);
+      if (!req_.prompt_seed.empty()) {
+        p.seed = req_.prompt_seed[static_cast<size_t>(s / req_.n)];
+        stream = static_cast<uint64_t>(s % req_.n);
+      }
+      out.tokens[static_cast<size_t>(i)] = sample_token(logits.data() + i * V, V, p, stream,
+                                                        static_cast<uint64_t>(steps_[static_cast<size_t>(s)]++),
+                                                        scratch_[static_cast<size_t>(thread)]);
     }
-    out.tokens.push_back(sample_token(logits.data() + static_cast<int64_t>(i) * V, V, p, stream,
-                                      static_cast<uint64_t>(steps_[static_cast<size_t>(s)]++), scratch_));
-  }
+  });
   if (want_logits) out.logits = logits;
 }
 

@@ -58,7 +58,7 @@ class Generation {
   std::vector<int32_t> length_;  // tokens cached per sequence
   std::vector<int32_t> steps_;   // tokens sampled per sequence
   std::vector<int32_t> capacity_;
-  SamplerScratch scratch_;
+  std::vector<SamplerScratch> scratch_;  // one per pool thread
 };
 
 }  // namespace sealkit
