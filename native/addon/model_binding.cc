@@ -4,7 +4,6 @@
 #include <napi.h>
 
 #include <atomic>
-#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -65,11 +64,6 @@ std::vector<float> float32s(Napi::Env env, const Napi::Value& v, const char* wha
     type_error(env, std::string(what) + " must be a Float32Array");
   auto a = v.As<Napi::Float32Array>();
   return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
-}
-Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
-  auto out = Napi::Float32Array::New(env, v.size());
-  if (!v.empty()) std::memcpy(out.Data(), v.data(), v.size() * sizeof(float));
-  return out;
 }
 
 Batch read_batch(Napi::Env env, const Napi::Value& v, bool training) {
@@ -496,9 +490,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   static Napi::Value step_to_js(Napi::Env env, GenerationStep& r) {
     auto o = Napi::Object::New(env);
-    auto t = Napi::Int32Array::New(env, r.tokens.size());
-    if (!r.tokens.empty()) std::memcpy(t.Data(), r.tokens.data(), r.tokens.size() * 4);
-    o.Set("tokens", t);
+    o.Set("tokens", to_js(env, r.tokens));
     if (!r.logits.empty()) o.Set("logits", to_js(env, r.logits));
     return o;
   }

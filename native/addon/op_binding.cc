@@ -367,15 +367,9 @@ Napi::Object op_sampling_distribution(const Args& a) {
   std::vector<int32_t> ids;
   std::vector<double> weights;
   sampling_distribution(logits.data, logits.len, p, scratch, ids, weights);
-  auto out_ids = Napi::Int32Array::New(a.env(), ids.size());
-  auto out_w = Napi::Float64Array::New(a.env(), weights.size());
-  for (size_t i = 0; i < ids.size(); ++i) {
-    out_ids[i] = ids[i];
-    out_w[i] = weights[i];
-  }
   Napi::Object r = Napi::Object::New(a.env());
-  r.Set("ids", out_ids);
-  r.Set("weights", out_w);
+  r.Set("ids", to_js(a.env(), ids));
+  r.Set("weights", to_js(a.env(), weights));
   return r;
 }
 

@@ -132,10 +132,10 @@ void Generation::sample_rows(const std::vector<float>& logits, const std::vector
   if (scratch_.size() < static_cast<size_t>(pool.threads())) scratch_.resize(static_cast<size_t>(pool.threads()));
   out.tokens.assign(seqs.size(), 0);
   const int64_t rows = static_cast<int64_t>(seqs.size());
-  pool.run(req_.sampling.temperature > 0 ? rows : std::min<int64_t>(rows, 1), [&](int64_t task, int thread) {
-    // Greedy rows are a plain argmax each: one task takes them all (a dispatch would cost more).
-    const int64_t i0 = req_.sampling.temperature > 0 ? task : 0, i1 = req_.sampling.temperature > 0 ? task + 1 : rows;
-    for (int64_t i = i0; i < i1; ++i) {
+  // Greedy rows are a plain argmax each: one task takes them all (a dispatch would cost more).
+  const int64_t per_task = req_.sampling.temperature > 0 ? 1 : std::max<int64_t>(rows, 1);
+  pool.run((rows + per_task - 1) / per_task, [&](int64_t task, int thread) {
+    for (int64_t i = task * per_task; i < std::min(rows, (task + 1) * per_task); ++i) {
       const int32_t s = seqs[static_cast<size_t>(i)];
       SamplingParams p = req_.sampling;
       uint64_t stream = static_cast<uint64_t>(s);

@@ -81,11 +81,13 @@ void walk_full(const float* logits, int64_t vocab, const SamplingParams& p, Samp
   w.resize(static_cast<size_t>(vocab));
   const float inv_t = static_cast<float>(1.0 / p.temperature), neg_inf = -std::numeric_limits<float>::infinity();
   float hi = neg_inf, lo = std::numeric_limits<float>::infinity();
+  bool any_masked = false;  // some token's scaled logit is -inf (or NaN): weight 0
   for (int64_t i = 0; i < vocab; ++i) {
     const float x = logit_key(logits[i]) * inv_t;
     w[static_cast<size_t>(i)] = x;
     hi = std::max(hi, x);
     if (x != neg_inf) lo = std::min(lo, x);
+    else any_masked = true;
   }
   if (std::isinf(hi)) {  // no finite best logit: the first best one takes everything
     int64_t best = 0;
@@ -108,12 +110,13 @@ void walk_full(const float* logits, int64_t vocab, const SamplingParams& p, Samp
     }
   }
   double total = cpu::exp_shifted(w.data(), w.data(), vocab, hi, 1.f);
-  // exp512 clamps its input, so a -inf (or NaN) logit came out as a tiny positive weight.
-  for (int64_t i = 0; i < vocab; ++i)
-    if (!(logit_key(logits[i]) * inv_t > neg_inf)) {
-      total -= w[static_cast<size_t>(i)];
-      w[static_cast<size_t>(i)] = 0;
-    }
+  // exp512 clamps its input, so a masked token came out with a tiny positive weight.
+  if (any_masked)
+    for (int64_t i = 0; i < vocab; ++i)
+      if (logit_key(logits[i]) * inv_t == neg_inf) {
+        total -= w[static_cast<size_t>(i)];
+        w[static_cast<size_t>(i)] = 0;
+      }
   if (!nucleus) {
     walk.start(total);
     for (int64_t i = 0; i < vocab; ++i) {
