@@ -9,6 +9,7 @@ import { Model } from '../lib/model/model.js';
 import { native } from '../lib/native.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { assertClose, fixturesDir, hasShared, repoRoot, sharedDir } from './helpers/fixtures.js';
+import { forEachIsa } from './helpers/isa.js';
 
 const llamaDir = join(repoRoot, 'test/fixtures/models/llama-gqa');
 const qwenDir = join(repoRoot, 'test/fixtures/models/qwen2-bias');
@@ -142,19 +143,55 @@ test('sampling keeps the tokens and weights of the definition (top-k, top-p, tie
   for (const { what, logits } of cases) {
     const clean = logits.map((l) => (Number.isNaN(l) ? -Infinity : l));
     for (const s of settings) {
-      const tag = `${what} T=${s.temperature} k=${s.topK} p=${s.topP}`;
       const want = targetDistribution(clean, s.temperature, s.topK, s.topP);
       for (const [id, p] of want) if (p === 0) want.delete(id);
-      const got = addon.opRun('sampling_distribution', 'f32', { logits, ...s }) as unknown as { ids: Int32Array; weights: Float64Array };
-      const total = got.weights.reduce((a, b) => a + b, 0);
-      assert.is(got.ids.length, want.size, `${tag}: kept ${got.ids.length} tokens, expected ${want.size}`);
-      assert.is(new Set(got.ids).size, got.ids.length, `${tag}: a token kept twice`);
-      got.ids.forEach((id, i) => {
-        const p = want.get(id);
-        assert.ok(p !== undefined, `${tag}: token ${id} kept, outside the definition's set`);
-        assert.ok(Math.abs(got.weights[i]! / total - p) <= 1e-5 * p + 1e-12, `${tag}: token ${id} has p ${got.weights[i]! / total}, expected ${p}`);
+      // The scaling and bucketing passes have a scalar and an AVX-512 version.
+      forEachIsa((isa) => {
+        const tag = `${isa} ${what} T=${s.temperature} k=${s.topK} p=${s.topP}`;
+        const got = addon.opRun('sampling_distribution', 'f32', { logits, ...s }) as unknown as { ids: Int32Array; weights: Float64Array };
+        const total = got.weights.reduce((a, b) => a + b, 0);
+        assert.is(got.ids.length, want.size, `${tag}: kept ${got.ids.length} tokens, expected ${want.size}`);
+        assert.is(new Set(got.ids).size, got.ids.length, `${tag}: a token kept twice`);
+        got.ids.forEach((id, i) => {
+          const p = want.get(id);
+          assert.ok(p !== undefined, `${tag}: token ${id} kept, outside the definition's set`);
+          assert.ok(Math.abs(got.weights[i]! / total - p) <= 1e-5 * p + 1e-12, `${tag}: token ${id} has p ${got.weights[i]! / total}, expected ${p}`);
+        });
       });
     }
+  }
+});
+
+// Greedy decoding's argmax (scalar and AVX-512) against its definition: the lowest index of the
+// largest logit, NaN counting as -inf; lengths around the 16-lane vector, ties, signed zeros,
+// infinities, and NaN first (the old scalar loop, comparing against logits[0], stuck at a NaN there).
+test('greedy argmax: lowest index of the largest logit, NaN as -inf, on every ISA', () => {
+  const addon = native();
+  let x = 7;
+  const uniform = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) >>> 8) / 16777216;
+  const rows: { what: string; logits: Float32Array }[] = [];
+  for (const V of [1, 2, 15, 16, 17, 33, 500, 49152]) {
+    rows.push({ what: `random V=${V}`, logits: Float32Array.from({ length: V }, () => uniform() * 8 - 4) });
+    rows.push({ what: `ties V=${V}`, logits: Float32Array.from({ length: V }, () => Math.round(uniform() * 3)) });
+    const nan = Float32Array.from({ length: V }, () => uniform() - 2);
+    for (let i = 0; i < V; i += 2) nan[i] = NaN;
+    rows.push({ what: `NaN first V=${V}`, logits: nan });
+  }
+  rows.push({ what: 'signed zeros', logits: Float32Array.from([-0, 0, -1, 0, -0]) });
+  rows.push({ what: 'all NaN', logits: Float32Array.from([NaN, NaN, NaN]) });
+  rows.push({ what: 'NaN and -inf', logits: Float32Array.from([NaN, -Infinity, NaN, -Infinity]) });
+  rows.push({ what: '-inf then a number', logits: Float32Array.from([-Infinity, NaN, -5, -5]) });
+  rows.push({ what: '+inf late', logits: Float32Array.from({ length: 40 }, (_, i) => (i === 37 || i === 39 ? Infinity : i)) });
+  for (const { what, logits } of rows) {
+    let want = 0;
+    let best = -Infinity;
+    logits.forEach((l, i) => {
+      if (!Number.isNaN(l) && l > best) { best = l; want = i; }
+    });
+    forEachIsa((isa) => {
+      const got = (addon.opRun('argmax', 'f32', { logits }) as unknown as { index: number }).index;
+      assert.is(got, want, `${isa} ${what}: argmax ${got}, expected ${want}`);
+    });
   }
 });
 

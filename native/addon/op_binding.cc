@@ -22,6 +22,7 @@
 
 #include "../core/threadpool.h"
 #include "../cpu/kernels.h"
+#include "../cpu/logit_kernels.h"
 #include "../engine/sampler.h"
 #include "bindings.h"
 
@@ -373,6 +374,16 @@ Napi::Object op_sampling_distribution(const Args& a) {
   return r;
 }
 
+// Greedy decoding's pick: the lowest index of the largest logit, NaN counting as -inf.
+template <typename T>
+Napi::Object op_argmax(const Args& a) {
+  View<float> logits = a.array<float>("logits");
+  if (logits.len < 1) a.range_error("logits", "must not be empty");
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("index", Napi::Number::New(a.env(), static_cast<double>(cpu::argmax(logits.data, logits.len))));
+  return r;
+}
+
 // ---- embedding -----------------------------------------------------------------------------------
 
 template <typename T>
@@ -662,6 +673,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"sampling_distribution", {op_sampling_distribution<float>, op_sampling_distribution<double>}},
+      {"argmax", {op_argmax<float>, op_argmax<double>}},
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},
       {"embedding_backward", {op_embedding_backward<float>, op_embedding_backward<double>}},
       {"rmsnorm_forward", {op_rmsnorm_forward<float>, op_rmsnorm_forward<double>}},

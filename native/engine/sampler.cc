@@ -6,6 +6,7 @@
 
 #include "../core/rng.h"
 #include "../cpu/kernels.h"
+#include "../cpu/logit_kernels.h"
 
 namespace sealkit {
 namespace {
@@ -80,21 +81,11 @@ void walk_full(const float* logits, int64_t vocab, const SamplingParams& p, Samp
   std::vector<float>& w = s.w;
   w.resize(static_cast<size_t>(vocab));
   const float inv_t = static_cast<float>(1.0 / p.temperature), neg_inf = -std::numeric_limits<float>::infinity();
-  float hi = neg_inf, lo = std::numeric_limits<float>::infinity();
-  bool any_masked = false;  // some token's scaled logit is -inf (or NaN): weight 0
-  for (int64_t i = 0; i < vocab; ++i) {
-    const float x = logit_key(logits[i]) * inv_t;
-    w[static_cast<size_t>(i)] = x;
-    hi = std::max(hi, x);
-    if (x != neg_inf) lo = std::min(lo, x);
-    else any_masked = true;
-  }
+  // any_masked: some token's scaled logit is -inf (or NaN), weight 0.
+  const auto [hi, lo, any_masked] = cpu::scale_logits(logits, vocab, inv_t, w.data());
   if (std::isinf(hi)) {  // no finite best logit: the first best one takes everything
-    int64_t best = 0;
-    for (int64_t i = 1; i < vocab; ++i)
-      if (w[static_cast<size_t>(i)] > w[static_cast<size_t>(best)]) best = i;
     walk.start(1.0);
-    visit(static_cast<int32_t>(best), 1.0);
+    visit(static_cast<int32_t>(cpu::argmax(w.data(), vocab)), 1.0);
     walk.step(1.0);
     return;
   }
@@ -103,11 +94,7 @@ void walk_full(const float* logits, int64_t vocab, const SamplingParams& p, Samp
     // (hi - x) * per only grows as x falls, so buckets keep the logits' order.
     const float span = hi - lo, per = span > 0 ? (kBuckets - 1) / span : 0.f;
     s.bucket.resize(static_cast<size_t>(vocab));
-    for (int64_t i = 0; i < vocab; ++i) {
-      const float x = w[static_cast<size_t>(i)];
-      s.bucket[static_cast<size_t>(i)] =
-          x == neg_inf ? uint16_t(kBuckets - 1) : static_cast<uint16_t>(std::min<float>(kBuckets - 1, (hi - x) * per));
-    }
+    cpu::logit_buckets(w.data(), vocab, hi, per, kBuckets - 1, s.bucket.data());
   }
   double total = cpu::exp_shifted(w.data(), w.data(), vocab, hi, 1.f);
   // exp512 clamps its input, so a masked token came out with a tiny positive weight.
@@ -181,12 +168,7 @@ void walk_kept(const float* logits, int64_t vocab, const SamplingParams& p, Samp
 
 int32_t sample_token(const float* logits, int64_t vocab, const SamplingParams& p, uint64_t stream, uint64_t step,
                      SamplerScratch& s) {
-  if (p.temperature <= 0) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < vocab; ++i)
-      if (logits[i] > logits[best]) best = i;
-    return static_cast<int32_t>(best);
-  }
+  if (p.temperature <= 0) return static_cast<int32_t>(cpu::argmax(logits, vocab));
   // One uniform draw per (stream, step); 53-bit resolution from two 32-bit draws.
   const uint64_t base = (stream << 32) ^ step;
   const double u = (static_cast<double>(rng_u32(p.seed, 2 * base) >> 5) * 67108864.0 +

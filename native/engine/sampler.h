@@ -8,7 +8,7 @@
 namespace sealkit {
 
 struct SamplingParams {
-  double temperature = 0;  // 0 = greedy (argmax, lowest id on ties)
+  double temperature = 0;  // 0 = greedy (argmax, lowest id on ties; NaN counts as -inf)
   int64_t top_k = 0;       // 0 = no limit
   double top_p = 1;        // nucleus mass kept (1 = all)
   uint64_t seed = 0;
