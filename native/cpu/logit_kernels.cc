@@ -93,15 +93,9 @@ SEALKIT_AVX512 void buckets_avx512(const float* w, int64_t n, float hi, float pe
     _mm256_mask_storeu_epi16(bucket + i, lanes, _mm512_cvtepi32_epi16(_mm512_cvttps_epi32(b)));
   }
 }
-#endif
 
-bool use_avx512() {
-#if SEALKIT_X86
-  return active_isa() >= Isa::Avx512;
-#else
-  return false;
+bool use_avx512() { return active_isa() >= Isa::Avx512; }
 #endif
-}
 
 }  // namespace
 

@@ -1,6 +1,7 @@
 // Whole-row passes over a row of logits for the sampler: argmax, temperature scaling with the
 // row's range, and the logit buckets of top-p. Each is an element-wise map or an order-free
-// min/max, so the AVX-512 versions give the bits of the scalar ones.
+// min/max, so the AVX-512 versions give the results of the scalar ones (a zero hi or lo may differ
+// in sign, which nothing downstream can tell apart).
 #pragma once
 #include <cstdint>
 
