@@ -44,6 +44,13 @@ void buckets_scalar(const float* w, int64_t n, float hi, float per, uint16_t las
 }
 
 #if SEALKIT_X86
+// GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 intrinsics
+// (_mm512_undefined_ps, reached here through the reductions and conversions) as
+// (maybe-)uninitialized; the warning is spurious.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
 // The max first (max_ps(x, m) returns m when x is NaN), then the first lane equal to it.
 SEALKIT_AVX512 int64_t argmax_avx512(const float* x, int64_t n) {
   __m512 m = _mm512_set1_ps(kNegInf);
@@ -93,6 +100,7 @@ SEALKIT_AVX512 void buckets_avx512(const float* w, int64_t n, float hi, float pe
     _mm256_mask_storeu_epi16(bucket + i, lanes, _mm512_cvtepi32_epi16(_mm512_cvttps_epi32(b)));
   }
 }
+#pragma GCC diagnostic pop
 
 bool use_avx512() { return active_isa() >= Isa::Avx512; }
 #endif
