@@ -22,6 +22,7 @@
 // Prints the tables, then one JSON object as the last line.
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
+import { median } from '../lib/bench/median.js';
 import { native } from '../lib/native.js';
 
 type Orient = 'NT' | 'NN' | 'TN';
@@ -65,12 +66,6 @@ const threadCounts = opts.threads.split(',').map(Number);
 if (threadCounts.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads: expected e.g. 1,2, got '${opts.threads}'`);
 
 const addon = native();
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function randomF32(n: number, seed: number): Float32Array {
   const a = new Float32Array(n);

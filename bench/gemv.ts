@@ -18,6 +18,8 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { median } from '../lib/bench/median.js';
+import { buildPeak } from '../lib/bench/peak.js';
 import { native } from '../lib/native.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -53,19 +55,12 @@ const PLACES = [
 ] as const;
 type Place = (typeof PLACES)[number];
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 /** The BF16 dot-product peak on `threads` threads (GFLOP/s, best of trials), or null without cc. */
 function bf16Peak(): number | null {
   const dir = mkdtempSync(join(os.tmpdir(), 'sealkit-gemv-'));
   try {
     const exe = join(dir, 'peak');
-    const cc = spawnSync('cc', ['-O2', '-march=native', '-pthread', join(ROOT, 'bench', 'peak.c'), '-o', exe], { encoding: 'utf8' });
-    if (cc.status !== 0) return null;
+    if (!buildPeak(ROOT, exe).ok) return null;
     const r = spawnSync(exe, ['--threads', String(threads), '--trials', '5', '--ms', '100', '--stream-mib', '256'], { encoding: 'utf8' });
     const last = r.stdout?.trim().split('\n').pop();
     if (r.status !== 0 || !last) return null;

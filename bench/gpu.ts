@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { flopsPerToken } from '../lib/bench/engine-bench.js';
 import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
+import { median } from '../lib/bench/median.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PRESET = 'llama-3.2-1b';
@@ -47,11 +48,9 @@ const deadlineMs = Number(args.deadline) * 1000;
 const left = () => (deadlineMs > 0 ? deadlineMs - (Date.now() - t0) : Infinity);
 const log = (s: string) => process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}\n`);
 
-function median(xs: number[]): number {
-  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-  if (!s.length) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+/** The median of the finite values (failed timings come back as NaN). */
+function finiteMedian(xs: number[]): number {
+  return median(xs.filter((x) => Number.isFinite(x)));
 }
 
 interface RunOut { cmd: string; ok: boolean; wall_s: number; json?: any; error?: string }
@@ -130,19 +129,19 @@ for (let r = 1; r <= rounds; r++) {
 }
 
 // ---------------------------------------------------------------- summary
-const eTrain = median(engineRuns.map((e) => e.train?.ok ? e.train.json.tokens_per_s : NaN));
-const eDec = (b: number) => median(engineRuns.map((e) => e.decode[`b${b}`]?.ok ? e.decode[`b${b}`]!.json.tokens_per_s : NaN));
-const ePre = (b: number) => median(engineRuns.map((e) => e.decode[`b${b}`]?.ok ? e.decode[`b${b}`]!.json.prefill_ms_median : NaN));
+const eTrain = finiteMedian(engineRuns.map((e) => e.train?.ok ? e.train.json.tokens_per_s : NaN));
+const eDec = (b: number) => finiteMedian(engineRuns.map((e) => e.decode[`b${b}`]?.ok ? e.decode[`b${b}`]!.json.tokens_per_s : NaN));
+const ePre = (b: number) => finiteMedian(engineRuns.map((e) => e.decode[`b${b}`]?.ok ? e.decode[`b${b}`]!.json.prefill_ms_median : NaN));
 const weightBytes = engineRuns.flatMap((e) => Object.values(e.decode)).find((r) => r.ok)?.json.weight_bytes
   ?? (() => { const c = config; const dq = c.numHeads * c.headDim; const dkv = c.numKvHeads * c.headDim;
     return 2 * (c.numLayers * (c.hiddenSize * (dq + 2 * dkv) + dq * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize) + c.vocabSize * c.hiddenSize); })();
 const okPeers = peerRuns.filter((p) => p.out.ok).map((p) => p.out.json);
 const peerModes = [...new Set(okPeers.flatMap((p) => Object.keys(p.train ?? {})))];
-const pTrainMode = Object.fromEntries(peerModes.map((m) => [m, median(okPeers.map((p) => p.train?.[m]?.tokens_per_s ?? NaN))]));
+const pTrainMode = Object.fromEntries(peerModes.map((m) => [m, finiteMedian(okPeers.map((p) => p.train?.[m]?.tokens_per_s ?? NaN))]));
 const bestMode = peerModes.sort((a, b) => (pTrainMode[b] ?? 0) - (pTrainMode[a] ?? 0))[0];
 const pTrain = bestMode ? pTrainMode[bestMode]! : NaN;
-const pDec = (l: string) => median(okPeers.map((p) => p.decode?.[l]?.tokens_per_s ?? NaN));
-const pPre = (l: string) => median(okPeers.map((p) => p.decode?.[l]?.prefill_ms_median ?? NaN));
+const pDec = (l: string) => finiteMedian(okPeers.map((p) => p.decode?.[l]?.tokens_per_s ?? NaN));
+const pPre = (l: string) => finiteMedian(okPeers.map((p) => p.decode?.[l]?.prefill_ms_median ?? NaN));
 const mfu = (tps: number) => (tps * trainFlops) / (peak.bf16_tflops * 1e12);
 const bound1 = (peak.hbm_tbs * 1e12) / weightBytes;
 

@@ -15,6 +15,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { flopsPerToken } from '../lib/bench/engine-bench.js';
+import { median } from '../lib/bench/median.js';
+import { buildPeak } from '../lib/bench/peak.js';
 import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -175,13 +177,6 @@ if (opts.only !== undefined) {
 // ------------------------------------------------------------------------------------ helpers
 
 const log = (s: string) => process.stderr.write(`${s}\n`);
-
-function median(xs: number[]): number {
-  if (xs.length === 0) return NaN;
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 interface ChildResult { code: number | null; stdout: string; stderr: string; wall_s: number; timedOut: boolean }
 
@@ -349,10 +344,10 @@ const peakExe = join(tmp, 'peak');
 let peakBuilt = false;
 {
   const exe = peakExe;
-  const cc = spawnSync('cc', ['-O2', '-march=native', '-pthread', join(ROOT, 'bench', 'peak.c'), '-o', exe], { encoding: 'utf8' });
+  const built = buildPeak(ROOT, exe);
   versions.cc = spawnSync('cc', ['--version'], { encoding: 'utf8' }).stdout?.split('\n')[0] ?? null;
-  if (cc.status !== 0) {
-    skipped.push(`peaks skipped: cc failed (${(cc.stderr ?? String(cc.error)).trim().split('\n')[0]})`);
+  if (!built.ok) {
+    skipped.push(`peaks skipped: cc failed (${built.error})`);
   } else {
     const args = ['--threads', String(threads), ...(opts.quick ? ['--trials', '3', '--ms', '50', '--stream-mib', '256'] : ['--trials', '7', '--ms', '100', '--stream-mib', '1024'])];
     // Like the measurements: re-run while other processes shared the CPUs, keep the quietest.

@@ -5,6 +5,7 @@ import type { ModelConfig } from '../model/hf-config.js';
 import { Model, type Sequence } from '../model/model.js';
 import { PROJ_NAMES, type KvCacheDtype } from '../model/native-model.js';
 import { presetConfig } from '../model/presets.js';
+import { median } from './median.js';
 
 export interface BenchOptions {
   preset: string;
@@ -60,12 +61,6 @@ export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forw
   const I = c.intermediateSize;
   const loraDims = (H + dq) + 2 * (H + dkv) + (dq + H) + 2 * (H + I) + (I + H);
   return 4 * P + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
 }
 
 function randomSequences(batch: number, seq: number, vocab: number, slot: number, seed: number): Sequence[] {

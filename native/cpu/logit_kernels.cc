@@ -13,11 +13,9 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr float kPosInf = std::numeric_limits<float>::infinity();
 
-float key(float x) { return std::isnan(x) ? kNegInf : x; }
-
 int64_t argmax_scalar(const float* x, int64_t n) {
   int64_t best = 0;
-  float m = key(x[0]);
+  float m = logit_key(x[0]);
   for (int64_t i = 1; i < n; ++i)
     if (x[i] > m) {  // a NaN compares false: never taken
       m = x[i];
@@ -29,7 +27,7 @@ int64_t argmax_scalar(const float* x, int64_t n) {
 ScaledRange scale_scalar(const float* x, int64_t n, float scale, float* out) {
   ScaledRange r{kNegInf, kPosInf, false};
   for (int64_t i = 0; i < n; ++i) {
-    const float v = key(x[i]) * scale;
+    const float v = logit_key(x[i]) * scale;
     out[i] = v;
     r.hi = std::max(r.hi, v);
     if (v != kNegInf) r.lo = std::min(r.lo, v);

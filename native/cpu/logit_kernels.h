@@ -3,9 +3,14 @@
 // min/max, so the AVX-512 versions give the results of the scalar ones (a zero hi or lo may differ
 // in sign, which nothing downstream can tell apart).
 #pragma once
+#include <cmath>
 #include <cstdint>
+#include <limits>
 
 namespace sealkit::cpu {
+
+// How sampling orders a logit: NaN counts as -inf (never drawn, never the argmax).
+inline float logit_key(float x) { return std::isnan(x) ? -std::numeric_limits<float>::infinity() : x; }
 
 // The lowest index of the largest element, NaN counting as -inf (so 0 when no element is above
 // -inf).

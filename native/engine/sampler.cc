@@ -15,7 +15,7 @@ namespace {
 bool by_logit(const std::pair<float, int32_t>& a, const std::pair<float, int32_t>& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
-float logit_key(float l) { return std::isnan(l) ? -std::numeric_limits<float>::infinity() : l; }
+using cpu::logit_key;
 
 // Each path below finds the kept tokens and their total weight, then walks them in a fixed order,
 // calling visit(id, weight) and adding up the weights, until the running sum passes `target`
