@@ -80,6 +80,25 @@ SEALKIT_AVX2 void cached_unit_avx2(const CachedAttentionShape& s, const float* q
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
+// Asks for rows [r0, r1) of one head's slice of a cache (D elements per row, rows `stride`
+// elements apart) to be brought into L2. Only a hint: it changes no result.
+template <typename Kv>
+SEALKIT_INLINE void prefetch_head_rows(const Kv* base, int64_t stride, int64_t D, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uintptr_t first = reinterpret_cast<uintptr_t>(base + r * stride);
+    const uintptr_t last = first + static_cast<uintptr_t>(D) * sizeof(Kv) - 1;
+    for (uintptr_t line = first & ~uintptr_t(63); line <= last; line += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(line), _MM_HINT_T1);
+  }
+}
+
+// The rows of the unit a thread will run next (prefetched while this one computes), or none.
+template <typename Kv>
+struct NextUnit {
+  const Kv* k = nullptr;
+  int64_t rows = 0;
+};
+
 // AVX-512: the plain loops above do not vectorise (a float dot product is a chain of dependent adds
 // the compiler may not reorder). Here a query row stays in registers (ND 16-float chunks of the
 // head, the last one masked); each key's products are summed over the chunks into one vector, 16
@@ -89,10 +108,15 @@ SEALKIT_AVX2 void cached_unit_avx2(const CachedAttentionShape& s, const float* q
 // never live in memory). Sums run in f32 in a fixed order (the softmax denominator
 // in double), so bits depend on the ISA, never on the thread count. A bf16 cache is widened to f32
 // as it is loaded (load16_masked), so it halves the bytes read and changes no arithmetic.
+// Memory: the first head's score pass streams K from memory, the group's other heads find it in
+// cache; while they compute, the unit's V rows are prefetched (spread over the score passes), and
+// while P.V runs on them, the next unit's K rows are. Without this the loads and the arithmetic
+// took turns (decode batch 8: 3.0-3.2 ms of attention per step against 2.2-2.3 with it, the
+// cache in memory; 1.0 ms when it all sits in cache).
 template <int ND, typename Kv>
 SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const float* q, const Kv* kc,
                                           const Kv* vc, float* out, int64_t seq, int64_t kvh,
-                                          std::vector<float>& scores) {
+                                          std::vector<float>& scores, NextUnit<Kv> next) {
   const int64_t D = s.head_dim, group = s.heads / s.kv_heads, out_stride = s.heads * D;
   const int64_t q0 = s.q_start[seq], nq = s.q_len[seq], kv0 = s.kv_start[seq], nkv = s.kv_len[seq];
   __mmask16 mk[ND];
@@ -120,6 +144,10 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
       // reduce16's result is its sum.
       __m512 mx = _mm512_set1_ps(-INFINITY);
       for (int64_t j0 = 0; j0 < n; j0 += 16) {
+        // This block's share of V: rows [g n + j0, g n + j0 + 16) / group, so the group's passes
+        // cover each row once (for the first query row; later ones find V in cache).
+        if (i == 0)
+          prefetch_head_rows(V, s.kv_stride, D, (g * n + j0) / group, std::min(n, (g * n + j0 + 16) / group));
         __m512 v[16];
 #pragma GCC unroll 16
         for (int t = 0; t < 16; ++t) {
@@ -158,6 +186,9 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
       const float* sc = scores.data() + g0 * ld;
       for (int64_t j = 0; j < n; ++j) {
         const Kv* vr = V + j * s.kv_stride;
+        // The next unit's K, spread over this pass's rows (the first query row's first pass).
+        if (next.rows > 0 && i == 0 && g0 == 0)
+          prefetch_head_rows(next.k, s.kv_stride, D, j * next.rows / n, (j + 1) * next.rows / n);
         __m512 vv[ND];
 #pragma GCC unroll 8
         for (int c = 0; c < ND; ++c) vv[c] = load16_masked(vr + 16 * c, mk[c]);
@@ -186,17 +217,17 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
 template <typename Kv>
 SEALKIT_AVX512 void cached_unit_avx512(const CachedAttentionShape& s, const float* q, const Kv* kc, const Kv* vc,
                                        float* out, int64_t seq, int64_t kvh, std::vector<float>& scores,
-                                       std::vector<float>& acc) {
+                                       std::vector<float>& acc, NextUnit<Kv> next) {
   if (s.heads / s.kv_heads > 64) return cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
   switch ((s.head_dim + 15) / 16) {
-    case 1: return cached_unit_avx512_nd<1, Kv>(s, q, kc, vc, out, seq, kvh, scores);
-    case 2: return cached_unit_avx512_nd<2, Kv>(s, q, kc, vc, out, seq, kvh, scores);
-    case 3: return cached_unit_avx512_nd<3, Kv>(s, q, kc, vc, out, seq, kvh, scores);
-    case 4: return cached_unit_avx512_nd<4, Kv>(s, q, kc, vc, out, seq, kvh, scores);
-    case 5: return cached_unit_avx512_nd<5, Kv>(s, q, kc, vc, out, seq, kvh, scores);
-    case 6: return cached_unit_avx512_nd<6, Kv>(s, q, kc, vc, out, seq, kvh, scores);
-    case 7: return cached_unit_avx512_nd<7, Kv>(s, q, kc, vc, out, seq, kvh, scores);
-    case 8: return cached_unit_avx512_nd<8, Kv>(s, q, kc, vc, out, seq, kvh, scores);
+    case 1: return cached_unit_avx512_nd<1, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
+    case 2: return cached_unit_avx512_nd<2, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
+    case 3: return cached_unit_avx512_nd<3, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
+    case 4: return cached_unit_avx512_nd<4, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
+    case 5: return cached_unit_avx512_nd<5, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
+    case 6: return cached_unit_avx512_nd<6, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
+    case 7: return cached_unit_avx512_nd<7, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
+    case 8: return cached_unit_avx512_nd<8, Kv>(s, q, kc, vc, out, seq, kvh, scores, next);
     default: return cached_unit(s, q, kc, vc, out, seq, kvh, scores, acc);
   }
 }
@@ -206,10 +237,28 @@ SEALKIT_AVX512 void cached_unit_avx512(const CachedAttentionShape& s, const floa
 template <typename Kv>
 void attention_cached(const CachedAttentionShape& s, const float* q, const Kv* k_cache, const Kv* v_cache, float* out) {
   const int64_t units = s.n_seqs * s.kv_heads;
+#ifdef SEALKIT_X86
+  if (active_isa() >= Isa::Avx512) {
+    // Each thread walks a contiguous run of units, so it knows the one it runs next and can
+    // prefetch it; a slow thread's tail still goes to the others.
+    parallel_streams(units, 1, [&](const StreamChunk& c) {
+      thread_local std::vector<float> scores, acc;
+      for (int64_t u = c.begin; u < c.end; ++u) {
+        NextUnit<Kv> next;
+        if (u + 1 < c.run_end) {
+          const int64_t seq = (u + 1) / s.kv_heads, kvh = (u + 1) % s.kv_heads;
+          next.k = k_cache + s.kv_start[seq] * s.kv_stride + kvh * s.head_dim;
+          next.rows = s.kv_len[seq];
+        }
+        cached_unit_avx512(s, q, k_cache, v_cache, out, u / s.kv_heads, u % s.kv_heads, scores, acc, next);
+      }
+    });
+    return;
+  }
+#endif
   auto fn = cached_unit_generic<Kv>;
 #ifdef SEALKIT_X86
-  if (active_isa() >= Isa::Avx512) fn = cached_unit_avx512<Kv>;
-  else if (active_isa() >= Isa::Avx2) fn = cached_unit_avx2<Kv>;
+  if (active_isa() >= Isa::Avx2) fn = cached_unit_avx2<Kv>;
 #endif
   global_pool().run(units, [&](int64_t u, int) {
     thread_local std::vector<float> scores, acc;
