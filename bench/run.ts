@@ -528,11 +528,15 @@ interface Summary {
   target_engine_over_best_peer: number | null; target_met: boolean | null;
   /**
    * decode only: bytes of weights one decode step reads at the engine's storage width
-   * (decodeWeightBytes), the STREAM triad bandwidth used, the tokens/s that streaming the weights
-   * once per step at that bandwidth allows (batch tokens per step), and the engine's share of it.
+   * (decodeWeightBytes), the bandwidth used (the read-only stream's, what decoding does; the
+   * triad's where the peak program did not measure it), the tokens/s that streaming the weights
+   * once per step at that bandwidth allows (batch tokens per step), and the engine's share of it;
+   * the same against the STREAM triad rate, for comparison with the usual figure.
    */
   weight_bytes_per_step: number | null; engine_weight_bytes: number | null; bandwidth_gbs: number | null;
+  bandwidth_kind: 'read' | 'triad' | null;
   bw_bound_tokens_per_s: number | null; engine_of_bw_bound: number | null;
+  triad_gbs: number | null; triad_bound_tokens_per_s: number | null; engine_of_triad_bound: number | null;
 }
 
 const isContended = (r: Row | undefined) => (r?.other_cpus_max ?? 0) > CONTENDED_CPUS;
@@ -556,8 +560,20 @@ function decodeWeightBytes(preset: string): number {
   const perLayer = H * (dq + 2 * dkv) + dq * H + 3 * H * c.intermediateSize + 2 * H + (c.qkvBias ? dq + 2 * dkv : 0);
   return (c.numLayers * perLayer + c.vocabSize * H + H) * (storage === 'bf16' ? 2 : 4);
 }
-/** Memory bandwidth for the decode bound: the STREAM triad rate (N threads, or 1 thread if higher). */
-const BANDWIDTH_GBS = ((a: number | null, b: number | null) => (a === null && b === null ? null : Math.max(a ?? 0, b ?? 0)))(peakOf('triad_gbs_nt'), peakOf('triad_gbs_1t'));
+/** A bandwidth from the peak program: the N-thread rate, or the 1-thread one if higher. */
+const bestOf = (nt: string, one: string): number | null => {
+  const a = peakOf(nt), b = peakOf(one);
+  return a === null && b === null ? null : Math.max(a ?? 0, b ?? 0);
+};
+const TRIAD_GBS = bestOf('triad_gbs_nt', 'triad_gbs_1t');
+/**
+ * Memory bandwidth for the decode bound: the read-only stream's rate, since decoding reads its
+ * weights and writes nothing (reads alone can run well below a triad's counted total); the triad's
+ * if the peak program did not measure reads.
+ */
+const READ_GBS = bestOf('read_gbs_nt', 'read_gbs_1t');
+const BANDWIDTH_KIND: 'read' | 'triad' | null = READ_GBS !== null ? 'read' : TRIAD_GBS !== null ? 'triad' : null;
+const BANDWIDTH_GBS = READ_GBS ?? TRIAD_GBS;
 
 const rows: Row[] = [];
 const summaries: Summary[] = [];
@@ -567,7 +583,8 @@ for (const { c, contestants } of results) {
     ? flopsPerToken(presetConfig(c.preset), c.prompt! + c.newTokens! / 2, 'forward', 0)
     : flopsPerToken(presetConfig(c.preset), c.seq, c.work, LORA_RANK);
   const weightBytes = c.work === 'decode' ? decodeWeightBytes(c.preset) : null;
-  const bwBound = weightBytes !== null && BANDWIDTH_GBS ? (c.batch * BANDWIDTH_GBS * 1e9) / weightBytes : null;
+  const boundAt = (gbs: number | null) => (weightBytes !== null && gbs ? (c.batch * gbs * 1e9) / weightBytes : null);
+  const bwBound = boundAt(BANDWIDTH_GBS), triadBound = boundAt(TRIAD_GBS);
   const tpsMed = (k: Contestant) => { const ok = k.runs.filter(isRun).map((x) => x.tokens_per_s); return ok.length ? median(ok) : null; };
   const engine = contestants.find((k) => k.key === 'engine');
   const engTps = engine ? tpsMed(engine) : null;
@@ -608,7 +625,10 @@ for (const { c, contestants } of results) {
     contended: rows.some((r) => r.id === c.id && isContended(r)),
     target_engine_over_best_peer: c.target ?? null, target_met: c.target !== undefined && overBest !== null ? overBest >= c.target : null,
     weight_bytes_per_step: weightBytes, engine_weight_bytes: engWeightBytes, bandwidth_gbs: weightBytes !== null ? BANDWIDTH_GBS : null,
+    bandwidth_kind: weightBytes !== null ? BANDWIDTH_KIND : null,
     bw_bound_tokens_per_s: bwBound, engine_of_bw_bound: bwBound !== null && engTps !== null ? engTps / bwBound : null,
+    triad_gbs: weightBytes !== null ? TRIAD_GBS : null, triad_bound_tokens_per_s: triadBound,
+    engine_of_triad_bound: triadBound !== null && engTps !== null ? engTps / triadBound : null,
   });
 }
 
@@ -624,7 +644,8 @@ if (peaks) {
   out.push(`peaks (best of trials): FP32 FMA ${s('fp32_fma_gflops_1t')} GFLOP/s 1T, ${s('fp32_fma_gflops_nt')} ${threads}T | ` +
     `BF16 dot ${peaks.avx512_bf16 ? `${s('bf16_dot_gflops_1t')} 1T, ${s('bf16_dot_gflops_nt')} ${threads}T` : 'n/a (no avx512_bf16)'} | ` +
     `${peaks.amx_bf16 ? `AMX bf16 ${s('amx_bf16_gflops_1t')} 1T, ${s('amx_bf16_gflops_nt')} ${threads}T | ` : ''}` +
-    `triad ${f(peakOf('triad_gbs_1t'))} GB/s 1T, ${f(peakOf('triad_gbs_nt'))} ${threads}T`);
+    `triad ${f(peakOf('triad_gbs_1t'))} GB/s 1T, ${f(peakOf('triad_gbs_nt'))} ${threads}T | ` +
+    `read-only stream ${f(peakOf('read_gbs_1t'))} GB/s 1T, ${f(peakOf('read_gbs_nt'))} ${threads}T`);
   out.push(`MFU references (${threads}T; max of the ${threads}-thread rate, ${threads} x the 1-thread rate and the probes): ` +
     `FP32 ${f(PEAK_FP32, 0)} GFLOP/s, ${PEAK_BF16_UNIT} ${f(PEAK_BF16, 0)} GFLOP/s`);
 }
@@ -653,7 +674,8 @@ for (const { c } of results) {
     table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
   }
   if (s?.weight_bytes_per_step != null) {
-    table.push(['', `weight-streaming bound (${storage})`, f(s.bw_bound_tokens_per_s), '', '', '', '', '',
+    table.push(['', `weight-streaming bound (${storage}, ${s.bandwidth_kind === 'read' ? 'read-only stream' : 'triad'})`,
+      f(s.bw_bound_tokens_per_s), '', '', '', '', '',
       s.engine_of_bw_bound === null ? '' : `engine ${pct(s.engine_of_bw_bound)}`, '', '', '']);
   }
 }
@@ -664,11 +686,15 @@ out.push('tokens/s: median over rounds of each run\'s median step; range: min-ma
 out.push('decode (b<batch> <prompt>+<new>): greedy KV-cache generation (T<t> p<p>: sampled at temperature t, top-p p, the peer sorting the');
 out.push('vocabulary as transformers does); tokens/s = batch x (new - 1) over the time from the first token to the');
 out.push('last (prefill excluded; prefill_ms_median in the JSON); step ms = that time / (new - 1). bw bound: tokens/s over batch x bandwidth /');
-out.push(`bytes of ${storage} weights read per step (every weight once, LM head included, KV cache not counted; STREAM triad bandwidth).`);
+out.push(`bytes of ${storage} weights read per step (every weight once, LM head included, KV cache not counted), at the read-only`);
+out.push('stream bandwidth (what decoding does: it reads its weights and writes nothing); the same against the STREAM triad follows.');
 for (const s of summaries) {
   if (s.weight_bytes_per_step === null) continue;
-  out.push(`  ${s.id}: ${f(s.weight_bytes_per_step / 1e6)} MB of weights per step / ${f(s.bandwidth_gbs)} GB/s -> ` +
-    `bound ${f(s.bw_bound_tokens_per_s)} tokens/s; engine ${f(s.engine_tokens_per_s)} tokens/s = ${pct(s.engine_of_bw_bound)} of it`);
+  out.push(`  ${s.id}: ${f(s.weight_bytes_per_step / 1e6)} MB of weights per step / ${f(s.bandwidth_gbs)} GB/s (${s.bandwidth_kind}) -> ` +
+    `bound ${f(s.bw_bound_tokens_per_s)} tokens/s; engine ${f(s.engine_tokens_per_s)} tokens/s = ${pct(s.engine_of_bw_bound)} of it` +
+    (s.bandwidth_kind === 'read' && s.triad_bound_tokens_per_s !== null
+      ? `; triad ${f(s.triad_gbs)} GB/s -> ${f(s.triad_bound_tokens_per_s)} tokens/s, engine ${pct(s.engine_of_triad_bound)}`
+      : ''));
 }
 out.push('speed: lowest FP32 FMA probe taken around the runs, as a share of the best seen; other: most CPUs other processes used during a run');
 out.push(`(runs with other > ${CONTENDED_CPUS} are re-measured up to --retries times). Low speed or high other: distrust the row;`);
