@@ -10,9 +10,9 @@
 //   triad      STREAM triad a[i] = b[i] + s*c[i] over doubles, 24 bytes per element counted
 //              (STREAM's convention: write-allocate traffic not counted).
 //   read       read-only stream over one array of the same size (decoding's access: weights are
-//              read, nothing is written), best of 1-8 interleaved parts per thread. Reads alone can
-//              run well below a triad's total: on the 2-vCPU EPYC VM this was written on, triad
-//              counted 37-50 GB/s while a read-only stream reached 25-35 GB/s.
+//              read, nothing is written), best of 1-8 interleaved parts per thread. On the 2-vCPU
+//              EPYC VM this was written on the two moved independently: triad counted 37-50 GB/s
+//              while reads reached 25-35 in some hours, reads 45 against a triad of 31 in another.
 // Each is measured on 1 thread and on N threads (pthreads, all starting at a barrier); every
 // figure is the best and the median of several trials. One JSON object on stdout.
 //
@@ -170,10 +170,12 @@ typedef struct {
   pthread_barrier_t *barrier;
   kernel_fn fn;
   long iters;
-  // triad
+  // triad (a, b, c) and read-only stream (words, streams, fold); both split [lo, hi)
   double *a, *b, *c;
+  const uint64_t *words;
   size_t lo, hi;
-  int reps;
+  int reps, streams;
+  uint64_t fold;
   double t0[MAX_REPS], t1[MAX_REPS];
 } job_t;
 
@@ -287,26 +289,23 @@ static stat_t measure_triad(size_t n, int threads, int trials) {
 // ops, so the compiler may vectorise without reordering concerns). Reported: the stream count with
 // the highest median, so the figure is the best this simple kernel finds, not one fixed pattern.
 
-typedef struct {
-  pthread_barrier_t *barrier;
-  const uint64_t *base;
-  size_t lo, hi;  // 64-bit words
-  int streams, reps;
-  uint64_t fold;
-  double t0[MAX_REPS], t1[MAX_REPS];
-} read_job_t;
+#define READ_BLOCK 32  // words per part per step: 256 bytes
+
+// Words in each of a job's parts: whole blocks only, so a few words at the end go unread.
+static size_t read_part_words(const job_t *j) {
+  return (j->hi - j->lo) / (size_t)j->streams / READ_BLOCK * READ_BLOCK;
+}
 
 static void *read_thread(void *p) {
-  read_job_t *j = (read_job_t *)p;
-  const size_t block = 32;  // words per stream per step: 256 bytes
-  const size_t part = (j->hi - j->lo) / (size_t)j->streams / block * block;
+  job_t *j = (job_t *)p;
+  const size_t block = READ_BLOCK, part = read_part_words(j);
   uint64_t x0 = 0, x1 = 0, x2 = 0, x3 = 0;
   for (int r = 0; r < j->reps; r++) {
     pthread_barrier_wait(j->barrier);
     j->t0[r] = now_s();
     for (size_t off = 0; off < part; off += block)
       for (int s = 0; s < j->streams; s++) {
-        const uint64_t *q = j->base + j->lo + (size_t)s * part + off;
+        const uint64_t *q = j->words + j->lo + (size_t)s * part + off;
         for (size_t k = 0; k < block; k += 4) { x0 ^= q[k]; x1 ^= q[k + 1]; x2 ^= q[k + 2]; x3 ^= q[k + 3]; }
       }
     j->t1[r] = now_s();
@@ -320,7 +319,7 @@ static stat_t measure_read(size_t n_words, int threads, int trials) {
   if (!a) { fprintf(stderr, "peak: cannot allocate the read array\n"); exit(1); }
   for (size_t i = 0; i < n_words; i++) a[i] = i * 0x9E3779B97F4A7C15ull;
   static pthread_t tid[256];
-  static read_job_t jobs[256];
+  static job_t jobs[256];
   int reps = trials + 1;  // the first pass is a warm-up
   if (reps > MAX_REPS) reps = MAX_REPS;
   stat_t best = {0, 0, 0};
@@ -330,27 +329,19 @@ static stat_t measure_read(size_t n_words, int threads, int trials) {
     pthread_barrier_init(&bar, NULL, (unsigned)threads);
     size_t bytes_read = 0;
     for (int t = 0; t < threads; t++) {
-      jobs[t] = (read_job_t){.barrier = &bar, .base = a, .lo = n_words * (size_t)t / (size_t)threads,
+      jobs[t] = (job_t){.barrier = &bar, .words = a, .lo = n_words * (size_t)t / (size_t)threads,
                              .hi = n_words * (size_t)(t + 1) / (size_t)threads, .streams = stream_counts[v], .reps = reps};
       pthread_create(&tid[t], NULL, read_thread, &jobs[t]);
     }
     for (int t = 0; t < threads; t++) pthread_join(tid[t], NULL);
     pthread_barrier_destroy(&bar);
     for (int t = 0; t < threads; t++) {
-      const size_t part = (jobs[t].hi - jobs[t].lo) / (size_t)jobs[t].streams / 32 * 32;
-      bytes_read += part * (size_t)jobs[t].streams * sizeof(uint64_t);
+      bytes_read += read_part_words(&jobs[t]) * (size_t)jobs[t].streams * sizeof(uint64_t);
       sink += (float)(jobs[t].fold & 1);
     }
     double xs[MAX_REPS];
     int k = 0;
-    for (int r = 1; r < reps; r++) {
-      double lo = jobs[0].t0[r], hi = jobs[0].t1[r];
-      for (int t = 1; t < threads; t++) {
-        if (jobs[t].t0[r] < lo) lo = jobs[t].t0[r];
-        if (jobs[t].t1[r] > hi) hi = jobs[t].t1[r];
-      }
-      xs[k++] = (double)bytes_read / (hi - lo) / 1e9;
-    }
+    for (int r = 1; r < reps; r++) xs[k++] = (double)bytes_read / span(jobs, threads, r) / 1e9;
     stat_t s = summarize(xs, k);
     if (s.median > best.median) best = s;
   }

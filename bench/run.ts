@@ -369,9 +369,10 @@ const peakOf = (k: string): number | null => ((peaks?.[k] as Stat | undefined)?.
 // MFU references: the N-thread rate, or N x the 1-thread rate if that is higher (per-core peak x
 // cores, the usual definition; an N-thread trial shares the CPUs with whatever else runs), and for
 // FP32 also any higher rate a probe sees during the suite. A low reference would flatter MFU.
-const scaled = (nt: string, one: string): number | null => {
+// Bandwidths pass oneFactor 1: one thread's rate is not multiplied, the memory is shared.
+const scaled = (nt: string, one: string, oneFactor = threads): number | null => {
   const a = peakOf(nt), b = peakOf(one);
-  return a === null && b === null ? null : Math.max(a ?? 0, (b ?? 0) * threads);
+  return a === null && b === null ? null : Math.max(a ?? 0, (b ?? 0) * oneFactor);
 };
 let PEAK_FP32 = scaled('fp32_fma_gflops_nt', 'fp32_fma_gflops_1t');
 // The BF16 reference is the fastest bf16 unit the CPU has: AMX tiles where present (both the engine
@@ -560,18 +561,14 @@ function decodeWeightBytes(preset: string): number {
   const perLayer = H * (dq + 2 * dkv) + dq * H + 3 * H * c.intermediateSize + 2 * H + (c.qkvBias ? dq + 2 * dkv : 0);
   return (c.numLayers * perLayer + c.vocabSize * H + H) * (storage === 'bf16' ? 2 : 4);
 }
-/** A bandwidth from the peak program: the N-thread rate, or the 1-thread one if higher. */
-const bestOf = (nt: string, one: string): number | null => {
-  const a = peakOf(nt), b = peakOf(one);
-  return a === null && b === null ? null : Math.max(a ?? 0, b ?? 0);
-};
-const TRIAD_GBS = bestOf('triad_gbs_nt', 'triad_gbs_1t');
+/** Bandwidths from the peak program: the N-thread rate, or the 1-thread one if higher. */
+const TRIAD_GBS = scaled('triad_gbs_nt', 'triad_gbs_1t', 1);
 /**
  * Memory bandwidth for the decode bound: the read-only stream's rate, since decoding reads its
- * weights and writes nothing (reads alone can run well below a triad's counted total); the triad's
+ * weights and writes nothing; the triad's
  * if the peak program did not measure reads.
  */
-const READ_GBS = bestOf('read_gbs_nt', 'read_gbs_1t');
+const READ_GBS = scaled('read_gbs_nt', 'read_gbs_1t', 1);
 const BANDWIDTH_KIND: 'read' | 'triad' | null = READ_GBS !== null ? 'read' : TRIAD_GBS !== null ? 'triad' : null;
 const BANDWIDTH_GBS = READ_GBS ?? TRIAD_GBS;
 
