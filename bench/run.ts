@@ -565,8 +565,7 @@ function decodeWeightBytes(preset: string): number {
 const TRIAD_GBS = scaled('triad_gbs_nt', 'triad_gbs_1t', 1);
 /**
  * Memory bandwidth for the decode bound: the read-only stream's rate, since decoding reads its
- * weights and writes nothing; the triad's
- * if the peak program did not measure reads.
+ * weights and writes nothing; the triad's if the peak program did not measure reads.
  */
 const READ_GBS = scaled('read_gbs_nt', 'read_gbs_1t', 1);
 const BANDWIDTH_KIND: 'read' | 'triad' | null = READ_GBS !== null ? 'read' : TRIAD_GBS !== null ? 'triad' : null;
