@@ -416,12 +416,42 @@ if (existsSync(OPENBLAS_OMP)) peerEnv.LD_LIBRARY_PATH = [OPENBLAS_OMP, process.e
 if (!process.env.OPENBLAS_CORETYPE && flags.has('avx512f')) peerEnv.OPENBLAS_CORETYPE = 'SkylakeX';
 const peerEnvShown = Object.fromEntries(['LD_PRELOAD', 'TCMALLOC_RELEASE_RATE', 'LD_LIBRARY_PATH', 'OPENBLAS_CORETYPE', 'OMP_NUM_THREADS'].map((k) => [k, peerEnv[k] ?? null]));
 
+// The peer's own fp32 matmul speed, measured in its environment: without the Debian OpenBLAS
+// build, torch 1.13 multiplies fp32 through whatever libblas.so.3 points to (the reference BLAS
+// runs at a few GFLOP/s), and every ratio against an fp32 mode would flatter the engine.
+const PEER_PROBE = `
+import json, time, torch
+torch.set_num_threads(${threads})
+a, b = torch.randn(512, 576), torch.randn(576, 1536)
+a @ b
+best = 0.0
+for _ in range(5):
+    t = time.perf_counter(); a @ b; s = time.perf_counter() - t
+    best = max(best, 2 * 512 * 576 * 1536 / s / 1e9)
+print(json.dumps({"torch": torch.__version__, "fp32_matmul_gflops": best}))
+`;
+/** Below this share of the FP32 FMA peak the peer's fp32 matmul is not a tuned BLAS. */
+const PEER_BLAS_SLOW_SHARE = 0.25;
+const peerWarnings: string[] = [];
+let peerMatmulGflops: number | null = null;
+
 let peerOk = !opts['no-peer'];
 if (opts['no-peer']) skipped.push('peer skipped: --no-peer');
 else {
-  const r = await runChild(opts.python!, ['-c', 'import torch; print(torch.__version__)'], peerEnv, 120_000);
-  if (r.code === 0) versions.torch = r.stdout.trim().split('\n').at(-1) ?? null;
-  else {
+  const r = await runChild(opts.python!, ['-c', PEER_PROBE], peerEnv, 120_000);
+  const j = r.code === 0 ? lastJson(r.stdout) : null;
+  if (j) {
+    versions.torch = String(j.torch);
+    peerMatmulGflops = Number(j.fp32_matmul_gflops);
+    if (!existsSync(OPENBLAS_OMP)) peerWarnings.push('peer warning: libopenblas0-openmp is not installed, so torch multiplies fp32 through the system libblas.so.3');
+    if (!existsSync(TCMALLOC)) peerWarnings.push('peer warning: libtcmalloc-minimal4 is not installed, so the peer pays glibc malloc\'s page faults every step');
+    const share = PEAK_FP32 ? peerMatmulGflops / PEAK_FP32 : null;
+    if (share !== null && share < PEER_BLAS_SLOW_SHARE) {
+      peerWarnings.push(`peer warning: torch's fp32 matmul (512x576 @ 576x1536) ran at ${peerMatmulGflops.toFixed(1)} GFLOP/s, ` +
+        `${(100 * share).toFixed(1)} % of the FP32 FMA peak: ratios against the fp32 mode flatter the engine`);
+    }
+    if (peerWarnings.length) peerWarnings.push('peer warning: `apt-get install -y libopenblas0-openmp libtcmalloc-minimal4` gives the peer the tuned environment (bench/README.md)');
+  } else {
     peerOk = false;
     const plain = await runChild(opts.python!, ['-c', 'import torch'], process.env, 120_000);
     skipped.push(plain.code === 0
@@ -429,7 +459,7 @@ else {
       : `peer skipped: python3-torch not installed (${opts.python} -c "import torch" failed)`);
   }
 }
-for (const s of skipped) log(s);
+for (const s of [...skipped, ...peerWarnings]) log(s);
 
 const configPath = (preset: string): string => {
   const p = join(tmp, `${preset}.json`);
@@ -645,8 +675,12 @@ if (peaks) {
   out.push(`MFU references (${threads}T; max of the ${threads}-thread rate, ${threads} x the 1-thread rate and the probes): ` +
     `FP32 ${f(PEAK_FP32, 0)} GFLOP/s, ${PEAK_BF16_UNIT} ${f(PEAK_BF16, 0)} GFLOP/s`);
 }
-if (peerOk) out.push(`peer env: ${Object.entries(peerEnvShown).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(' ')}`);
-for (const s of skipped) out.push(s);
+if (peerOk) {
+  out.push(`peer env: ${Object.entries(peerEnvShown).filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`).join(' ')}` +
+    (peerMatmulGflops !== null ? ` | torch fp32 matmul 512x576x1536: ${f(peerMatmulGflops, 0)} GFLOP/s` +
+      (PEAK_FP32 ? ` (${f((100 * peerMatmulGflops) / PEAK_FP32, 0)} % of the FP32 FMA peak)` : '') : ''));
+}
+for (const s of [...skipped, ...peerWarnings]) out.push(s);
 out.push('');
 const head = ['benchmark', 'contestant', 'tokens/s', 'range', 'step ms', 'GFLOP/s', 'MFU fp32', 'MFU bf16', 'bw bound', 'speed', 'other', 'engine/x'];
 const table: string[][] = [head];
@@ -666,7 +700,7 @@ for (const { c } of results) {
   }
   const s = summaries.find((x) => x.id === c.id);
   if (s?.engine_over_best_peer != null) {
-    const target = s.target_met === null ? '' : `; target >=${s.target_engine_over_best_peer}x ${s.target_met ? 'met' : 'NOT met'}`;
+    const target = s.target_met === null ? '' : `; target >=${s.target_engine_over_best_peer}x ${s.target_met ? 'met' : 'NOT met'}${peerWarnings.length ? ' (peer untuned: see the warnings)' : ''}`;
     table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
   }
   if (s?.weight_bytes_per_step != null) {
@@ -701,7 +735,7 @@ process.stdout.write(`${out.join('\n')}\n`);
 if (opts.json) {
   const report = {
     suite: 'sealkit-bench', date: started.toISOString(), duration_s: (Date.now() - started.getTime()) / 1000, quick: opts.quick,
-    threads, rounds, engine_storage: storage, machine: mach, versions, peer_env: peerOk ? peerEnvShown : null, peaks,
+    threads, rounds, engine_storage: storage, machine: mach, versions, peer_env: peerOk ? peerEnvShown : null, peer_fp32_matmul_gflops: peerMatmulGflops, peer_warnings: peerWarnings, peaks,
     mfu_reference_gflops: { fp32: PEAK_FP32, bf16: PEAK_BF16, bf16_unit: PEAK_BF16_UNIT }, waited_for_quiet_s: waitedS, skipped,
     rows, summary: summaries,
   };
