@@ -408,6 +408,9 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // packed kernel's summation order, the one every longer batch uses: a sequence scored alone then
 // agrees with the same sequence inside a batch to ~1e-7, not just to f32 rounding of a different
 // order (test/model.test.ts, mixed-adapter batches).
+// A bf16 W without AVX512-BF16 also runs the path up to 16 rows (in f32 products): packing would
+// widen the whole W to f32 on every call: batch-8 decoding at bf16 storage ran 2.0x faster on an
+// AVX-512 CPU without BF16 (152 -> 307 tokens/s, alternating pairs).
 constexpr int64_t kFewRowsBf16 = 16;
 constexpr int64_t kFewRowsF32 = 4;
 constexpr int kFewRowsBlock = 4, kFewRowsGroup = 4;
@@ -978,7 +981,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 #if SEALKIT_X86
   // bf16 B under AVX512-BF16 multiplies in bf16 (A rounded); everything else in f32.
   const bool dp_bf16 = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16;
-  if (g.M <= (dp_bf16 ? kFewRowsBf16 : kFewRowsF32) && g.trans_b && !g.trans_a &&
+  if (g.M <= (g.B.dtype == DType::BF16 ? kFewRowsBf16 : kFewRowsF32) && g.trans_b && !g.trans_a &&
       (isa == Isa::Avx512 || isa == Isa::Avx512Bf16)) {
     if (dp_bf16) few_rows_bf16(g);
     else few_rows_avx512(g);
@@ -1035,45 +1038,50 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   float* pb = sc.b.data();
   // ~4 tasks per thread per phase lets the pool balance uneven tasks.
   auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
-#if SEALKIT_X86
   // A fused update: op(V) packed once (rank x N in 32-column strips), U per row chunk (14-row strips).
   float* pu = nullptr;
-  const float* pv = nullptr;
+  float* pv = nullptr;
   const int64_t ur = fuse ? update->rank : 0;
+  const int64_t v_strips = fuse ? (N + kAvx512Nr - 1) / kAvx512Nr : 0;
   if (fuse) {
-    const int64_t v_strips = (N + kAvx512Nr - 1) / kAvx512Nr;
     if (sc.u.size() < static_cast<size_t>(m_chunk * ur)) sc.u.resize(m_chunk * ur);
     if (sc.v.size() < static_cast<size_t>(v_strips * kAvx512Nr * ur)) sc.v.resize(v_strips * kAvx512Nr * ur);
     pu = sc.u.data();
-    const MatRef V{update->V, DType::F32, update->trans_v ? 1 : update->ldv, update->trans_v ? update->ldv : 1};
-    float* v = sc.v.data();
-    const int64_t vt = tasks_for(v_strips), per = (v_strips + vt - 1) / vt;
-    pool.run(vt, [&](int64_t t, int) {
-      for (int64_t s = t * per; s < std::min(v_strips, (t + 1) * per); ++s)
-        pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, v + s * kAvx512Nr * ur);
-    });
-    pv = v;
+    pv = sc.v.data();
   }
-#endif
 
   for (int64_t i0 = 0; i0 < M; i0 += m_chunk) {
     const int64_t m = std::min(m_chunk, M - i0), a_strips = (m + mr - 1) / mr;
-    const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
-    pool.run(at, [&](int64_t t, int) {
-      for (int64_t s = t * a_per; s < std::min(a_strips, (t + 1) * a_per); ++s) {
-        ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, pa + s * mr * Kd);
-#if SEALKIT_X86
-        if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, pu + s * mr * ur);
-#endif
-      }
-    });
-
     for (int64_t j0 = 0; j0 < N; j0 += n_chunk) {
       const int64_t n = std::min(n_chunk, N - j0), b_strips = (n + nr - 1) / nr;
+      // One packing run per column chunk, and only one barrier: the B strips, with the row
+      // chunk's A strips (and U's) in the first column chunk and V's strips in the very first.
+      // Small GEMMs (SEAL's inner loops) are mostly barriers, so every run saved counts.
+      const int64_t vt = i0 == 0 && j0 == 0 ? tasks_for(v_strips) : 0, v_per = vt ? (v_strips + vt - 1) / vt : 0;
+      const int64_t at = j0 == 0 ? tasks_for(a_strips) : 0, a_per = at ? (a_strips + at - 1) / at : 0;
       const int64_t bt = tasks_for(b_strips), b_per = (b_strips + bt - 1) / bt;
-      pool.run(bt, [&](int64_t t, int) {
-        for (int64_t s = t * b_per; s < std::min(b_strips, (t + 1) * b_per); ++s)
-          ks.pack_b(B, j0 + s * nr, n - s * nr, K, pb + s * nr * Kd);
+      pool.run(vt + at + bt, [&](int64_t t, int) {
+        if (t < bt) {
+          for (int64_t s = t * b_per; s < std::min(b_strips, (t + 1) * b_per); ++s)
+            ks.pack_b(B, j0 + s * nr, n - s * nr, K, pb + s * nr * Kd);
+          return;
+        }
+        t -= bt;
+        if (t < at) {
+          for (int64_t s = t * a_per; s < std::min(a_strips, (t + 1) * a_per); ++s) {
+            ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, pa + s * mr * Kd);
+#if SEALKIT_X86
+            if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, pu + s * mr * ur);
+#endif
+          }
+          return;
+        }
+        t -= at;
+#if SEALKIT_X86
+        const MatRef V{update->V, DType::F32, update->trans_v ? 1 : update->ldv, update->trans_v ? update->ldv : 1};
+        for (int64_t s = t * v_per; s < std::min(v_strips, (t + 1) * v_per); ++s)
+          pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, pv + s * kAvx512Nr * ur);
+#endif
       });
 
       // Tasks: (row group) x (strip group). Per strip, all K blocks run back to back over the
