@@ -408,8 +408,8 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // packed kernel's summation order, the one every longer batch uses: a sequence scored alone then
 // agrees with the same sequence inside a batch to ~1e-7, not just to f32 rounding of a different
 // order (test/model.test.ts, mixed-adapter batches).
-// A bf16 W without AVX512-BF16 also runs the path up to 16 rows (in f32 products): packing would
-// widen the whole W to f32 on every call: batch-8 decoding at bf16 storage ran 2.0x faster on an
+// A bf16 W without AVX512-BF16 also runs the path up to 16 rows (in f32 products), since packing
+// would widen the whole W to f32 on every call: batch-8 decoding at bf16 storage ran 2.0x faster on an
 // AVX-512 CPU without BF16 (152 -> 307 tokens/s, alternating pairs).
 constexpr int64_t kFewRowsBf16 = 16;
 constexpr int64_t kFewRowsF32 = 4;
@@ -1038,6 +1038,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   float* pb = sc.b.data();
   // ~4 tasks per thread per phase lets the pool balance uneven tasks.
   auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
+#if SEALKIT_X86
   // A fused update: op(V) packed once (rank x N in 32-column strips), U per row chunk (14-row strips).
   float* pu = nullptr;
   float* pv = nullptr;
@@ -1049,6 +1050,9 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
     pu = sc.u.data();
     pv = sc.v.data();
   }
+#else
+  const int64_t v_strips = 0;  // updates fuse only into the AVX-512 tiles
+#endif
 
   for (int64_t i0 = 0; i0 < M; i0 += m_chunk) {
     const int64_t m = std::min(m_chunk, M - i0), a_strips = (m + mr - 1) / mr;
