@@ -402,15 +402,14 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // per call. Each C element is one K-ascending lane-wise dot product, its 16 lanes summed by a fixed
 // tree (reduce16), whatever group it is in.
 //
-// Row limits: with bf16 W under AVX512-BF16 (decoding at bf16 storage) the path runs up to 16 rows:
-// measured on SmolLM2's LM head (K = 576) it is 1.5-2x faster than packing at 5-8 rows and level at
-// 12-16. With f32 products it stays at 4 rows, so sequences of 5-16 tokens of an f32 model keep the
-// packed kernel's summation order, the one every longer batch uses: a sequence scored alone then
-// agrees with the same sequence inside a batch to ~1e-7, not just to f32 rounding of a different
-// order (test/model.test.ts, mixed-adapter batches).
-// A bf16 W without AVX512-BF16 also runs the path up to 16 rows (in f32 products), since packing
-// would widen the whole W to f32 on every call: batch-8 decoding at bf16 storage ran 2.0x faster on an
-// AVX-512 CPU without BF16 (152 -> 307 tokens/s, alternating pairs).
+// Row limits: a bf16 W (decoding at bf16 storage) runs the path up to 16 rows. Under AVX512-BF16,
+// measured on SmolLM2's LM head (K = 576), it is 1.5-2x faster than packing at 5-8 rows and level at
+// 12-16; without it (f32 products), packing would widen the whole W to f32 on every call, and
+// batch-8 decoding ran 2.0x faster on this path (152 -> 307 tokens/s, alternating pairs). An f32 W
+// stays at 4 rows, so sequences of 5-16 tokens of an f32 model keep the packed kernel's summation
+// order, the one every longer batch uses: a sequence scored alone then agrees with the same
+// sequence inside a batch to ~1e-7, not just to f32 rounding of a different order
+// (test/model.test.ts, mixed-adapter batches).
 constexpr int64_t kFewRowsBf16 = 16;
 constexpr int64_t kFewRowsF32 = 4;
 constexpr int kFewRowsBlock = 4, kFewRowsGroup = 4;
