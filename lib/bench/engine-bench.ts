@@ -6,6 +6,7 @@ import { Model, type Sequence } from '../model/model.js';
 import { PROJ_NAMES, type KvCacheDtype } from '../model/native-model.js';
 import { presetConfig } from '../model/presets.js';
 import { median } from './median.js';
+import { summariseProfile, type StepProfile } from './profile.js';
 
 export interface BenchOptions {
   preset: string;
@@ -18,6 +19,8 @@ export interface BenchOptions {
   rank?: number;
   alpha?: number;
   device?: 'cpu' | 'cuda';
+  /** Time every backend call of the timed steps (BenchResult.profile). */
+  profile?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -35,6 +38,8 @@ export interface BenchResult {
   step_ms_all: number[];
   /** Estimated model FLOPs per second (see flopsPerToken). */
   gflops: number;
+  /** Per-op times of the timed steps, when asked for. */
+  profile?: StepProfile;
 }
 
 /** Linear-layer parameters touched per token (every projection plus the LM head). */
@@ -85,6 +90,8 @@ export interface DecodeBenchOptions {
   /** 0 (default) decodes greedily; > 0 samples at this temperature, with topP (default 1). */
   temperature?: number;
   topP?: number;
+  /** Time every backend call of the timed runs (BenchResult.profile, per decoding forward pass). */
+  profile?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -99,7 +106,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
   const config = presetConfig(o.preset);
   const storage = o.storage ?? 'bf16';
   const device = o.device ?? 'cpu';
-  const model = await Model.create(config, { storage, seed: 1234, device });
+  const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
     const prompts = randomSequences(o.batch, o.prompt, config.vocabSize, -1, 42).map((s) => ({ tokens: s.tokens }));
     const kvCache = !o.kvCache || o.kvCache === 'auto' ? model.defaultKvCache : o.kvCache;
@@ -109,7 +116,9 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const sampling = temperature > 0 ? { temperature, topP, seed: 7 } : {};
     const decodeMs: number[] = [];
     const prefillMs: number[] = [];
+    let profiledMs = 0;
     for (let i = 0; i < warmup + repeats; i++) {
+      if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up runs' calls
       const t0 = process.hrtime.bigint();
       let tFirst = 0n;
       for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache, ...sampling })) {
@@ -119,6 +128,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       if (i >= warmup) {
         prefillMs.push(Number(tFirst - t0) / 1e6);
         decodeMs.push(Number(tEnd - tFirst) / 1e6);
+        profiledMs += Number(tEnd - t0) / 1e6;
       }
       o.onProgress?.(i + 1, warmup + repeats);
     }
@@ -134,6 +144,8 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy',
+      // One prefill and newTokens - 1 decoding passes per run: newTokens forward passes.
+      ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats * o.newTokens, profiledMs, 'forward pass') } : {}),
     };
   } finally {
     await model.dispose();
@@ -147,7 +159,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
   const storage = o.storage ?? 'bf16';
   const rank = o.rank ?? 16;
   const device = o.device ?? 'cpu';
-  const model = await Model.create(config, { storage, seed: 1234, device });
+  const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
     const slot = work === 'train' ? 0 : -1;
     if (work === 'train') model.createAdapter(0, { rank, alpha: o.alpha ?? 32, targets: PROJ_NAMES, seed: 1 });
@@ -156,6 +168,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const repeats = o.repeats ?? 5;
     const times: number[] = [];
     for (let i = 0; i < warmup + repeats; i++) {
+      if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up steps' calls
       const t0 = process.hrtime.bigint();
       if (work === 'train') await model.trainStep(seqs, { mode: 'lora', lr: 1e-4 });
       else await model.score(seqs);
@@ -170,6 +183,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
       device, work, preset: o.preset, batch: o.batch, seq: o.seq, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops: (tps * flopsPerToken(config, o.seq, work, rank)) / 1e9,
+      ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
     };
   } finally {
     await model.dispose();

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { native } from '../native.js';
 import { readModelConfig, writeModelConfig, type ModelConfig } from './hf-config.js';
 import {
-  nativeModelClass, PROJ_NAMES, type KvCacheDtype, type NativeAdapterInfo, type NativeModel, type PackedBatch, type ProjName,
+  nativeModelClass, PROJ_NAMES, type KvCacheDtype, type NativeAdapterInfo, type NativeModel, type OpTiming, type PackedBatch, type ProjName,
 } from './native-model.js';
 import { ropeInvFreq } from './rope.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
@@ -22,6 +22,11 @@ export interface LoadOptions {
   device?: Device;
   /** How base weights are stored: f32 (trainable) or bf16 (half the memory; LoRA only). Default f32. */
   storage?: Storage;
+  /**
+   * Time every backend call (op, GEMM shape) for takeProfile(). Results do not change; each call
+   * waits for its kernel to finish, so on a GPU the model runs slower while profiled.
+   */
+  profile?: boolean;
 }
 
 export interface CreateOptions extends LoadOptions {
@@ -134,7 +139,7 @@ export class Model {
         rmsNormEps: config.rmsNormEps, tieWordEmbeddings: config.tieWordEmbeddings, qkvBias: config.qkvBias,
         invFreq: ropeInvFreq(config),
       },
-      { storage, device },
+      { storage, device, profile: options.profile ?? false },
     );
     return new Model(config, handle, device, storage, dir);
   }
@@ -157,6 +162,12 @@ export class Model {
   getParam(name: string, grad = false): Float32Array { return this.live().getParam(name, grad); }
   setParam(name: string, data: Float32Array): void { this.live().setParam(name, data); }
   memoryBytes(): number { return this.live().memoryBytes(); }
+  /**
+   * The backend calls timed since the last take (or since the model was made), largest time first,
+   * then starts a new tally; it waits for the calls queued before it. Only for models created or
+   * loaded with { profile: true }.
+   */
+  takeProfile(): Promise<OpTiming[]> { return this.run((h) => h.takeProfile()); }
   /**
    * The KV cache element type generation uses unless told otherwise (GenerateOptions.kvCache):
    * bf16 for bf16 weights on a backend that supports it (the CPU), f32 otherwise.

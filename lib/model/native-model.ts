@@ -62,6 +62,15 @@ export interface NativeStepOptions {
   maxGradNorm?: number;
 }
 
+/** One kind of backend call in a profile: an op, and for GEMMs its orientation, M x N x K and weight type. */
+export interface OpTiming {
+  op: string;
+  calls: number;
+  seconds: number;
+  /** 2 per multiply-add, GEMMs only (0 for other ops). */
+  flops: number;
+}
+
 export interface NativeModel {
   paramNames(): string[];
   paramShape(name: string): { shape: number[]; dtype: 'f32' | 'bf16' };
@@ -82,6 +91,8 @@ export interface NativeModel {
   memoryBytes(): number;
   /** The KV cache element type generateBegin picks for kvCache 'auto'. */
   defaultKvCache(): KvCacheDtype;
+  /** Backend calls timed since the last take, largest time first (models created with profile: true). */
+  takeProfile(): OpTiming[];
   generateBegin(request: NativeGenerateRequest, options?: { logits?: boolean }): Promise<NativeGenerateStep & { id: number; cacheBytes: number; kvCache: KvCacheDtype }>;
   generateStep(id: number, seqs: Int32Array, tokens: Int32Array, options?: { logits?: boolean }): Promise<NativeGenerateStep>;
   generateEnd(id: number): void;
@@ -111,7 +122,7 @@ export interface NativeGenerateStep {
   logits?: Float32Array;
 }
 
-export type NativeModelClass = new (config: NativeModelConfig, options?: { storage?: 'f32' | 'bf16'; device?: 'cpu' | 'cuda' }) => NativeModel;
+export type NativeModelClass = new (config: NativeModelConfig, options?: { storage?: 'f32' | 'bf16'; device?: 'cpu' | 'cuda'; profile?: boolean }) => NativeModel;
 
 export function nativeModelClass(addon: NativeAddon): NativeModelClass {
   return addon.Model as NativeModelClass;

@@ -12,6 +12,7 @@
 #include "../core/mapped_file.h"
 #include "../engine/generation.h"
 #include "../engine/model.h"
+#include "../engine/profiling_backend.h"
 #include "async_job.h"
 #include "bindings.h"
 
@@ -101,6 +102,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&ModelWrap::MemoryBytes>("memoryBytes"),
                            InstanceMethod<&ModelWrap::DefaultKvCache>("defaultKvCache"),
+                           InstanceMethod<&ModelWrap::TakeProfile>("takeProfile"),
                            InstanceMethod<&ModelWrap::GenerateBegin>("generateBegin"),
                            InstanceMethod<&ModelWrap::GenerateStep>("generateStep"),
                            InstanceMethod<&ModelWrap::GenerateEnd>("generateEnd"),
@@ -126,6 +128,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     cfg.inv_freq = float32s(env, field(env, c, "invFreq", "config"), "config.invFreq");
     DType storage = DType::F32;
     std::string device = "cpu";
+    bool profile = false;
     if (info.Length() > 1 && info[1].IsObject()) {
       auto o = info[1].As<Napi::Object>();
       if (o.Has("storage") && !o.Get("storage").IsUndefined()) {
@@ -134,6 +137,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         else if (s != "f32") throw Napi::RangeError::New(env, "options.storage must be 'f32' or 'bf16'");
       }
       if (o.Has("device") && !o.Get("device").IsUndefined()) device = str(env, o.Get("device"), "options.device");
+      profile = flag(o, "profile");
     }
     std::unique_ptr<Backend> backend;
     if (device == "cpu") {
@@ -149,6 +153,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 #endif
                                            ")");
     }
+    if (profile) {
+      auto wrapped = std::make_unique<ProfilingBackend>(std::move(backend));
+      profiler_ = wrapped.get();
+      backend = std::move(wrapped);
+    }
     try {
       model_ = std::make_shared<Model>(std::move(cfg), std::move(backend), storage);
     } catch (const std::bad_alloc&) {
@@ -158,6 +167,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
  private:
   std::shared_ptr<Model> model_;
+  ProfilingBackend* profiler_ = nullptr;  // the model's backend when created with { profile: true }
   std::shared_ptr<std::atomic<bool>> busy_ = std::make_shared<std::atomic<bool>>(false);
   std::map<int, std::shared_ptr<Generation>> generations_;
   int next_generation_ = 1;
@@ -488,6 +498,25 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return Napi::String::New(info.Env(), dtype_name(live(info.Env()).default_kv_dtype()));
   }
 
+  // takeProfile() -> [{ op, calls, seconds, flops }]: the backend calls timed since the last take,
+  // largest time first (the model must have been created with { profile: true }).
+  Napi::Value TakeProfile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    live(env);
+    if (!profiler_) throw Napi::Error::New(env, "takeProfile: the model was not created with { profile: true }");
+    const std::vector<OpTiming> timings = profiler_->take();
+    auto out = Napi::Array::New(env, timings.size());
+    for (size_t i = 0; i < timings.size(); ++i) {
+      auto o = Napi::Object::New(env);
+      o.Set("op", timings[i].op);
+      o.Set("calls", static_cast<double>(timings[i].calls));
+      o.Set("seconds", timings[i].seconds);
+      o.Set("flops", timings[i].flops);
+      out.Set(static_cast<uint32_t>(i), o);
+    }
+    return out;
+  }
+
   static Napi::Value step_to_js(Napi::Env env, GenerationStep& r) {
     auto o = Napi::Object::New(env);
     o.Set("tokens", to_js(env, r.tokens));
@@ -588,6 +617,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     if (busy_->load()) throw Napi::Error::New(info.Env(), "dispose: the model is busy (await its pending call first)");
     generations_.clear();
     model_.reset();
+    profiler_ = nullptr;  // it was the model's backend
     return info.Env().Undefined();
   }
 };

@@ -1,12 +1,13 @@
 // `seal bench train|forward` — engine throughput on a random-weight model of a real configuration.
 import { parseArgs } from 'node:util';
 import { runBench, runDecodeBench } from '../../bench/engine-bench.js';
+import { formatProfile } from '../../bench/profile.js';
 import { PRESET_NAMES } from '../../model/presets.js';
 import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
                   [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--temperature T] [--top-p P]
-                  [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--json]
+                  [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile] [--json]
 
   train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token
   forward   forward scoring (per-token log-probabilities)
@@ -15,7 +16,10 @@ const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.jo
             is bf16 for bf16 weights on the CPU unless --kv-cache says otherwise. --temperature T
             (> 0) samples instead, with --top-p P (SEAL's self-edits: T 1, P 0.95)
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
-warm-up calls. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}.`;
+warm-up calls. --profile times every backend call of the timed calls and prints where a step's
+time goes (per op, GEMMs per shape, and the host time between calls); on a GPU each call then
+waits for its kernel. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}
+(and "profile" with --profile).`;
 
 export const benchCommand: CliCommand = {
   name: 'bench',
@@ -27,7 +31,7 @@ export const benchCommand: CliCommand = {
       options: {
         preset: { type: 'string', default: 'smollm2-135m' }, batch: { type: 'string', default: '4' }, seq: { type: 'string', default: '256' },
         threads: { type: 'string' }, repeats: { type: 'string', default: '5' }, warmup: { type: 'string', default: '2' },
-        storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' },
+        storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' }, profile: { type: 'boolean' },
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
         'kv-cache': { type: 'string', default: 'auto' }, temperature: { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' },
       },
@@ -54,16 +58,19 @@ export const benchCommand: CliCommand = {
         preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
         repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device, kvCache,
+        profile: values.profile,
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
       else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      if (!values.json && r.profile) process.stdout.write(formatProfile(r.profile));
       return 0;
     }
     const result = await runBench(work, {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq: int('seq', values.seq, 2),
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
       repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
+      profile: values.profile,
       onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  step ${d}/${t}`),
     });
     if (!values.json) process.stderr.write('\n');
@@ -74,6 +81,7 @@ export const benchCommand: CliCommand = {
         `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
           `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(1)} ms   ~${result.gflops.toFixed(1)} GFLOP/s\n`,
       );
+      if (result.profile) process.stdout.write(formatProfile(result.profile));
     }
     return 0;
   },

@@ -1,0 +1,109 @@
+// Per-op profiles (Model { profile: true }, takeProfile, lib/bench/profile.ts, `seal bench --profile`):
+// the calls a step makes are counted and timed, results do not change, and the summary's arithmetic
+// holds.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { formatProfile, summariseProfile } from '../lib/bench/profile.js';
+import { Model, type Sequence } from '../lib/model/model.js';
+import { PROJ_NAMES } from '../lib/model/native-model.js';
+import { presetConfig } from '../lib/model/presets.js';
+import { repoRoot } from './helpers/fixtures.js';
+
+const config = presetConfig('tiny');
+const seqs: Sequence[] = [0, 1].map((s) => ({ tokens: Array.from({ length: 24 }, (_, i) => (i * 37 + s * 11) % config.vocabSize), slot: 0 }));
+
+async function tinyModel(profile: boolean): Promise<Model> {
+  const model = await Model.create(config, { storage: 'bf16', seed: 5, profile });
+  model.createAdapter(0, { rank: 4, alpha: 8, targets: PROJ_NAMES, seed: 2 });
+  return model;
+}
+
+test('a profiled model counts and times its backend calls and trains to the same bits', async () => {
+  const plain = await tinyModel(false);
+  const profiled = await tinyModel(true);
+  try {
+    await profiled.takeProfile();  // drop the initialisation's calls
+    const a = await plain.trainStep(seqs, { mode: 'lora', lr: 1e-3 });
+    const b = await profiled.trainStep(seqs, { mode: 'lora', lr: 1e-3 });
+    assert.is(b.loss.get(0), a.loss.get(0), 'same loss');
+    assert.is(b.gradNorm.get(0), a.gradNorm.get(0), 'same gradient norm');
+    const after = (await plain.score(seqs)).nll;
+    const ops = await profiled.takeProfile();
+    assert.is((await profiled.score(seqs)).nll, after, 'same weights after the step');
+
+    const byOp = new Map(ops.map((o) => [o.op, o]));
+    const L = config.numLayers;
+    // One forward and one backward pass: two norms per layer plus the final one, each way.
+    assert.is(byOp.get('rmsnorm_forward')?.calls, 2 * L + 1);
+    assert.is(byOp.get('rmsnorm_backward')?.calls, 2 * L + 1);
+    assert.is(byOp.get('attention_forward')?.calls, L);
+    assert.is(byOp.get('attention_backward')?.calls, L);
+    // AdamW: an A and a B per adapted projection and layer.
+    assert.is(byOp.get('adamw_step')?.calls, 2 * PROJ_NAMES.length * L);
+    const gemms = ops.filter((o) => o.op.startsWith('gemm'));
+    assert.ok(gemms.length > 3, 'GEMMs listed by shape');
+    for (const g of gemms) {
+      assert.match(g.op, /^gemm(_group|\+update)? [NT]{2} \d+x(\d+|\([\d+]+\))x\d+ (f32|bf16)( r\d+)?$/, g.op);
+      assert.ok(g.flops > 0 && g.seconds > 0, `${g.op}: flops and time`);
+    }
+    for (const o of ops.filter((x) => !x.op.startsWith('gemm'))) assert.is(o.flops, 0, `${o.op}: no flops counted`);
+    for (let i = 1; i < ops.length; i++) assert.ok(ops[i - 1]!.seconds >= ops[i]!.seconds, 'largest time first');
+    assert.ok((await profiled.takeProfile()).some((o) => o.op === 'attention_forward'), 'the scoring call tallied');
+    assert.equal(await profiled.takeProfile(), [], 'a take clears the tally');
+    // The GEMM shapes of one step: the LM head's forward is M tokens x vocab x hidden.
+    const T = seqs.length * 24;
+    assert.ok(gemms.some((g) => g.op === `gemm NT ${T}x${config.vocabSize}x${config.hiddenSize} bf16`), 'LM head forward listed');
+
+    let err: unknown;
+    try { await plain.takeProfile(); } catch (e) { err = e; }
+    assert.match(String(err), /not created with \{ profile: true \}/);
+  } finally {
+    await plain.dispose();
+    await profiled.dispose();
+  }
+});
+
+test('summariseProfile: per-step figures, shares, GFLOP/s and the host remainder', () => {
+  const p = summariseProfile([
+    { op: 'gemm NT 8x8x8 f32', calls: 4, seconds: 0.002, flops: 4e6 },
+    { op: 'axpy', calls: 6, seconds: 0.001, flops: 0 },
+  ], 2, 4, 'step');
+  assert.is(p.step_ms, 2);
+  assert.is(p.ops[0]!.calls_per_step, 2);
+  assert.is(p.ops[0]!.ms_per_step, 1);
+  assert.is(p.ops[0]!.share, 0.5);
+  assert.is(p.ops[0]!.gflops, 2);
+  assert.is(p.ops[1]!.gflops, null);
+  assert.is(p.host_ms_per_step, 0.5);
+  const text = formatProfile(p, 1);
+  assert.match(text, /gemm NT 8x8x8 f32\s+2\.0\s+1\.000\s+50\.0%\s+2\.0/);
+  assert.match(text, /\(1 more kinds\)\s+3\.0\s+0\.500\s+25\.0%/);
+  assert.match(text, /host \(outside backend calls\)\s+0\.500\s+25\.0%/);
+  assert.throws(() => summariseProfile([], 0, 1, 'step'), /positive/);
+});
+
+test('seal bench --profile: the JSON carries the profile, the table is printed without --json', () => {
+  const seal = (...a: string[]) => spawnSync(process.execPath, [join(repoRoot, 'bin/seal.js'), ...a], { encoding: 'utf8', timeout: 120_000 });
+  const args = ['bench', 'train', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '2', '--warmup', '1', '--profile'];
+  const j = seal(...args, '--json');
+  assert.is(j.status, 0, j.stderr);
+  const r = JSON.parse(j.stdout.trim().split('\n').at(-1)!);
+  assert.is(r.profile.steps, 2);
+  assert.is(r.profile.unit, 'step');
+  assert.ok(r.profile.ops.some((o: { op: string }) => o.op === 'attention_backward'));
+  const shares = r.profile.ops.reduce((s: number, o: { share: number }) => s + o.share, 0) + r.profile.host_ms_per_step / r.profile.step_ms;
+  assert.ok(Math.abs(shares - 1) < 1e-6, `shares and host add up to the step (${shares})`);
+  const t = seal(...args);
+  assert.is(t.status, 0, t.stderr);
+  assert.match(t.stdout, /profile: 2 steps/);
+  assert.match(t.stdout, /host \(outside backend calls\)/);
+  const d = seal('bench', 'decode', '--preset', 'tiny', '--prompt', '4', '--new', '3', '--repeats', '1', '--warmup', '0', '--profile', '--json');
+  assert.is(d.status, 0, d.stderr);
+  const dr = JSON.parse(d.stdout.trim().split('\n').at(-1)!);
+  assert.is(dr.profile.steps, 3);
+  assert.ok(dr.profile.ops.some((o: { op: string }) => o.op === 'attention_cached_forward'));
+});
+
+test.run();
