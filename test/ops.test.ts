@@ -232,7 +232,8 @@ test('gemm with a low-rank update: the bits of the two separate calls, every ISA
   // paths, two calls elsewhere. Either way the result must be the separate calls' bits.
   const r = rng(21);
   forEachIsa((isa) => {
-    for (const [M, N, K, rank] of [[3, 33, 24, 4], [5, 100, 301, 16], [17, 7, 64, 1], [45, 70, 577, 16], [100, 200, 96, 8]] as const) {
+    // 20x40x2600: a K long enough to run in slabs (the update rides on the last one).
+    for (const [M, N, K, rank] of [[3, 33, 24, 4], [5, 100, 301, 16], [17, 7, 64, 1], [45, 70, 577, 16], [100, 200, 96, 8], [20, 40, 2600, 16]] as const) {
       for (const tb of [false, true]) {
         for (const transV of [false, true]) {
           for (const bDtype of ['f32', 'bf16'] as const) {
@@ -374,6 +375,23 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
   const cases = [[1, 130, 65], [3, 70, 33], [7, 33, 1], [33, 7, 130], [65, 130, 33], [130, 65, 7]].flatMap(([M, N, K]) =>
     ORIENTS.map(([ta, tb]) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 5, -0.5, 1.25);
+      return { c, what: `${M}x${N}x${K} tA=${ta} tB=${tb}`, bits: bf16Bits(c.B), ref: gemmNaive(c) };
+    }));
+  forEachIsa((isa) => {
+    for (const { c, what, bits, ref } of cases) {
+      assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} ${what}`);
+      assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5, `${isa} bf16 ${what}`);
+    }
+  });
+});
+
+// A K over twice the slab depth (native/cpu/gemm.cc kSlabK = 1024) runs as K slabs with C += from
+// the second on; a K that is not a multiple of the slab or of the K block leaves a short last slab.
+test('gemm: long K (K slabs) against f64, every ISA, all orientations, f32 and bf16 B', () => {
+  const r = rng(31);
+  const cases = [[37, 70, 2825], [20, 33, 4096]].flatMap(([M, N, K]) =>
+    ORIENTS.map(([ta, tb]) => {
+      const c = gemmCase(M!, N!, K!, ta, tb, r, 3, 0.75, 0.5);
       return { c, what: `${M}x${N}x${K} tA=${ta} tB=${tb}`, bits: bf16Bits(c.B), ref: gemmNaive(c) };
     }));
   forEachIsa((isa) => {

@@ -890,6 +890,9 @@ KernelSpec select_kernel(Isa isa) {
 constexpr int64_t kPackedABudget = int64_t(4) << 20;
 constexpr int64_t kPanelBudget = int64_t(1) << 20;
 constexpr int64_t kTaskABudget = int64_t(96) << 10;
+// Depth of the K slabs a long-K GEMM runs as (a multiple of every non-AMX K block: 256 f32 steps,
+// 128 bf16 pairs); K up to twice this runs unsplit.
+constexpr int64_t kSlabK = 1024;
 
 // Largest multiple of `unit` whose product with `per` stays within `budget` (at least one unit),
 // capped at `total` rounded up to the unit.
@@ -967,6 +970,7 @@ void few_rows_bf16(const GemmArgs<float>& g) { few_rows_bf16(&g, 1); }
 #endif
 
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
+void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update);
 
 // Runs `update` as its own call after the base GEMM (paths that do not fuse it).
 void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
@@ -1012,6 +1016,32 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
     finish_separately(g, update);
     return;
   }
+  const LowRankUpdate* fused = fuse ? update : nullptr;
+  // A long K (the LM head's input gradient: K = vocabulary) runs as slabs of K, one packed GEMM
+  // each, C += from the second on: packed over all of K, the blocks shrink to a single B strip and
+  // B is packed again for every row chunk (the SmolLM2 LM head ran at a third of the rate of the
+  // other GEMMs). Slabs are whole K blocks, so every tile sums its blocks in the same order as
+  // unsplit: the same bits. AMX's evened-out blocks depend on the whole depth; it stays unsplit.
+  if (ks.pair_align == 1 && g.K > 2 * kSlabK) {
+    const size_t b_bytes = dtype_size(g.B.dtype);
+    for (int64_t k0 = 0; k0 < g.K; k0 += kSlabK) {
+      GemmArgs<float> slab = g;
+      slab.K = std::min(kSlabK, g.K - k0);
+      slab.A = g.A + k0 * (g.trans_a ? g.lda : 1);
+      slab.B.data = static_cast<const char*>(g.B.data) + k0 * (g.trans_b ? 1 : g.ldb) * b_bytes;
+      if (k0 > 0) slab.beta = 1;
+      packed_gemm(slab, ks, k0 + slab.K >= g.K ? fused : nullptr);
+    }
+    return;
+  }
+  packed_gemm(g, ks, fused);
+}
+
+// The packed GEMM: A and B packed into strips (per row chunk and column chunk), then tasks of row
+// groups x strip groups run the micro-kernel over every K block. `update` (AVX-512 tiles only) is
+// added to each tile after its last K block.
+void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update) {
+  [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
   const int64_t Kd = ks.pairs ? ((K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : K;
