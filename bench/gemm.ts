@@ -17,7 +17,7 @@
 // three in turn per shape in the same run. --only-bf16 skips the first table and the peer.
 //
 // A third table times LoRA's narrow-result GEMMs (rank 16 against SmolLM2's widths: xa = x A^T is
-// NT, dxa = dy B is NN, dB = dy^T xa is TN) on the low-rank kernel (native/cpu/gemm_lowrank.cc)
+// NT, dxa = dy B is NN, dB = dy^T xa and dA = dxa^T x are TN) on the low-rank kernels (native/cpu/gemm_lowrank.cc)
 // and on the packed path it replaces (SEALKIT_LOWRANK=0), alternating. --only-lowrank runs only it.
 // Prints the tables, then one JSON object as the last line.
 import { spawnSync } from 'node:child_process';
@@ -61,6 +61,7 @@ const LOWRANK_SHAPES: { M: number; N: number; K: number; orient: Orient; what: s
   { M: 1024, N: LORA_RANK, K: w, orient: 'NT' as const, what: `xa = x A^T, in ${w}` },
   { M: 1024, N: LORA_RANK, K: w, orient: 'NN' as const, what: `dxa = dy B, out ${w}` },
   { M: w, N: LORA_RANK, K: 1024, orient: 'TN' as const, what: `dB = dy^T xa, out ${w}` },
+  { M: LORA_RANK, N: w, K: 1024, orient: 'TN' as const, what: `dA = dxa^T x, in ${w}` },
 ]);
 const threadCounts = opts.threads.split(',').map(Number);
 if (threadCounts.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads: expected e.g. 1,2, got '${opts.threads}'`);

@@ -417,6 +417,8 @@ test('gemm: low-rank shapes (LoRA side paths) against f64, NaN-safe, thread-coun
       gemmCase(OUT, rank, T, true, false, r, 1, 0.5, 1), // dB += s dy^T xa
       gemmCase(T, rank, OUT, false, false, r, 0, 0.5, 0), // dxa = s dy B
       gemmCase(rank, IN, T, true, false, r, 4, 1, 1), //    dA += dxa^T x
+      gemmCase(rank, IN, T, true, false, r, 2, 0.5, 0), //  dA = dxa^T x (C not read)
+      gemmCase(OUT, rank, T, true, false, r, 3, 1, 0), //   dB = dy^T xa (C not read)
       gemmCase(T, IN, rank, false, false, r, 1, 1, 1), //   dx += dxa A
       gemmCase(rank, IN, T, false, false, r, 2, -1, 0.25), // narrow M, A not transposed
       gemmCase(T, IN, rank, true, true, r, 1, 1, 0.5), //   narrow K, both transposed

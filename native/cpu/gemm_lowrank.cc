@@ -1,19 +1,23 @@
-// GEMMs whose result is at most kLowRankMax columns wide: three of LoRA's six side-path GEMMs per
-// projection, where N is the adapter's rank r (T tokens, model widths in/out):
-//   xa = x A^T (forward), dxa = s dy B and dB += s dy^T xa (backward).
-// The packed GEMM (gemm.cc) pads such a product to its 14 x 32 tile (half or more of every
-// multiply-add wasted at r <= 16) and packs the large operand first. Here op(B) is packed once
-// (K x 16 or K x 32 floats, in L1/L2), and 8 rows of C at a time, each one or two zmm, accumulate
-// broadcasts of op(A)'s elements, read where they lie, against the packed rows.
-// Measured alone at SmolLM2-135M's shapes (T 1024, r 16; `npx tsx bench/gemm.ts --only-lowrank`):
-// 1.4-2.7x the packed path's speed on 1 and 2 threads (least for dB at out 1536: it walks dy
-// down its columns).
+// LoRA's side-path GEMMs, where one side of the result is the adapter's rank r (T tokens, model
+// widths in/out). The packed GEMM (gemm.cc) pads such a product to its 14 x 32 tile (half or more of
+// every multiply-add wasted at r <= 16) and packs the large operand first.
 //
-// Not here: the other three (y += s xa B^T and dx += dxa A, depth r; dA += dxa^T x, r rows of C).
-// A register-blocked kernel for each ran at par or slower alone (the first two only stream C in
-// and out: memory-bound either way; the third walks x down its columns). The first two now ride on
-// the base GEMM's tiles while those are in L1 (gemm_with_update in gemm.cc); dA stays on the packed
-// path.
+// Narrow N (xa = x A^T in the forward pass, dxa = s dy B in the backward pass): op(B) is packed
+// once (K x 16 or K x 32 floats, in L1/L2), and 8 rows of C at a time, each one or two zmm,
+// accumulate broadcasts of op(A)'s elements, read where they lie, against the packed rows.
+// Measured alone at SmolLM2-135M's shapes (T 1024, r 16; `npx tsx bench/gemm.ts --only-lowrank`):
+// 1.4-2.7x the packed path's speed on 1 and 2 threads.
+//
+// Weight gradients over the tokens (dA = dxa^T x, r x in; dB = s dy^T xa, out x r): sums of outer
+// products of two token-major matrices, computed as r x width tiles of 8 x 32 (dB as its
+// transpose, xa^T dy): per token one row slice of the wide operand and 8 broadcasts of the narrow
+// one, nothing packed, no column walked. Against the paths they replace (the packed GEMM for dA,
+// narrow N walking dy down its columns for dB), at T 1024, r 16, 3 alternating runs: dA 2-3x at
+// widths 128-576, dB 1.5-2x at 384-576, 1.2-1.5x at 1536 (both memory-bound there).
+//
+// Not here: y += s xa B^T and dx += dxa A (depth r). A register-blocked kernel for each ran at par
+// or slower alone (they only stream C in and out: memory-bound either way); they ride on the base
+// GEMM's tiles while those are in L1 (gemm_with_update in gemm.cc).
 //
 // Determinism: every element of C is produced by one task, as one k-ascending sum, then
 // C = alpha * sum + beta * C (C not read when beta == 0). The path depends only on the shape, the
@@ -21,8 +25,10 @@
 #include "gemm_lowrank.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../core/cpu_features.h"
@@ -123,6 +129,100 @@ void narrow_n(const GemmArgs<float>& g, const ARef& a) {
   });
 }
 
+// ---- short sums of outer products --------------------------------------------------------------
+// C = alpha * P + beta * C with P[r][v] = sum_k bc[k][r] * vec[k][v] (k ascending) for a short r
+// (at most kLowRankMax) and long K: LoRA's weight gradients dA = dxa^T x (r x in) and, transposed,
+// dB = dy^T xa (out x r = (xa^T dy)^T). Both operands are read row by row as they lie (tokens x
+// width), so nothing is packed and no column is walked: each k loads one row slice of vec and
+// broadcasts MB elements of bc's row. The result element (r, v) lands at c[r * c_r + v * c_v].
+template <typename BcT, typename VecT>  // float, or uint16_t for a bf16 B (widened exactly)
+struct OuterSum {
+  const BcT* bc;
+  int64_t ldbc;
+  const VecT* vec;
+  int64_t ldvec;
+  int64_t R, V, K;
+  float* c;
+  int64_t c_r, c_v;
+  float alpha, beta;
+};
+
+constexpr int kOuterRows = 8;
+
+// GCC 12 flags the undefined pass-through operand inside its own widening intrinsics as
+// (maybe-)uninitialized; the warning is spurious (as in gemm.cc).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+SEALKIT_AVX512 SEALKIT_INLINE __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+SEALKIT_AVX512 SEALKIT_INLINE __m512 load16(__mmask16 m, const uint16_t* p) {
+  const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+}
+
+template <int NV, typename BcT, typename VecT>
+SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int64_t v0) {
+  constexpr int MB = kOuterRows;
+  const int rows = static_cast<int>(std::min<int64_t>(MB, o.R - r0));
+  __mmask16 m[NV];
+  for (int v = 0; v < NV; ++v) m[v] = mask16(o.V - v0 - 16 * v);
+  // Rows past the edge repeat the last row (in bounds); their sums are never stored.
+  int64_t ri[MB];
+  for (int i = 0; i < MB; ++i) ri[i] = r0 + std::min(i, rows - 1);
+  __m512 acc[MB][NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MB; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  const BcT* bc = o.bc;
+  const VecT* vec = o.vec + v0;
+  const int64_t K = o.K, ldbc = o.ldbc, ldvec = o.ldvec;
+  for (int64_t k = 0; k < K; ++k, bc += ldbc, vec += ldvec) {
+    __m512 b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = load16(m[v], vec + 16 * v);
+#pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      const __m512 x = _mm512_set1_ps(widen(bc[ri[i]]));
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(x, b[v], acc[i][v]);
+    }
+  }
+  // Rows and lanes indexed by constants only: a runtime index into acc would make GCC keep the
+  // whole array in memory, storing every accumulator in every k step.
+  if (o.c_v == 1) {
+#pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      if (i >= rows) break;
+      for (int v = 0; v < NV; ++v) store16(o.c + (r0 + i) * o.c_r + v0 + 16 * v, acc[i][v], m[v], o.alpha, o.beta);
+    }
+    return;
+  }
+  // Transposed result: element by element, with store16's arithmetic (alpha * sum, then fma).
+  alignas(64) float sums[MB][16 * NV];
+#pragma GCC unroll 16
+  for (int i = 0; i < MB; ++i)
+    for (int v = 0; v < NV; ++v) _mm512_store_ps(sums[i] + 16 * v, acc[i][v]);
+  const int cols = static_cast<int>(std::min<int64_t>(16 * NV, o.V - v0));
+  for (int i = 0; i < rows; ++i) {
+    for (int j = 0; j < cols; ++j) {
+      float* c = o.c + (r0 + i) * o.c_r + (v0 + j) * o.c_v;
+      const float s = o.alpha * sums[i][j];
+      *c = o.beta != 0.f ? std::fma(o.beta, *c, s) : s;
+    }
+  }
+}
+
+template <typename BcT, typename VecT>
+void outer_sum(const OuterSum<BcT, VecT>& o) {
+  constexpr int NV = 2, W = 16 * NV;
+  const int64_t row_blocks = (o.R + kOuterRows - 1) / kOuterRows, col_blocks = (o.V + W - 1) / W;
+  // ~64k multiply-adds per task at least: a small call stays on the caller's thread.
+  const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, o.K * kOuterRows * W));
+  parallel_for(row_blocks * col_blocks, grain, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) outer_sum_tile<NV>(o, (t % row_blocks) * kOuterRows, (t / row_blocks) * W);
+  });
+}
+
+#pragma GCC diagnostic pop
+
 #endif  // SEALKIT_X86
 
 }  // namespace
@@ -136,6 +236,19 @@ bool gemm_lowrank(const GemmArgs<float>& g) {
   if (!f32_math || (isa != Isa::Avx512 && isa != Isa::Avx512Bf16)) return false;
   // SEALKIT_LOWRANK=0 (read per call) sends these shapes to the packed GEMM, for benchmarks.
   if (const char* env = std::getenv("SEALKIT_LOWRANK"); env && std::strcmp(env, "0") == 0) return false;
+  // op(A) = A^T and op(B) = B, both stored tokens x width: a weight gradient over the tokens.
+  if (g.trans_a && !g.trans_b && std::min(g.M, g.N) <= kLowRankMax) {
+    auto run = [&](const auto* B) {
+      using B_t = std::remove_const_t<std::remove_pointer_t<decltype(B)>>;
+      if (g.M <= g.N)  // dA
+        outer_sum(OuterSum<float, B_t>{g.A, g.lda, B, g.ldb, g.M, g.N, g.K, g.C, g.ldc, 1, g.alpha, g.beta});
+      else  // dB, as (xa^T dy)^T
+        outer_sum(OuterSum<B_t, float>{B, g.ldb, g.A, g.lda, g.N, g.M, g.K, g.C, 1, g.ldc, g.alpha, g.beta});
+    };
+    if (g.B.dtype == DType::BF16) run(static_cast<const uint16_t*>(g.B.data));
+    else run(static_cast<const float*>(g.B.data));
+    return true;
+  }
   const ARef a{g.A, g.trans_a ? 1 : g.lda, g.trans_a ? g.lda : 1};
   if (g.N <= 16) narrow_n<1>(g, a);
   else if (g.N <= kLowRankMax) narrow_n<2>(g, a);
