@@ -303,26 +303,52 @@ void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx,
 }
 
 // ---- RoPE ------------------------------------------------------------------------------------------
-// The angle is formed in T like HF (float32 freqs for the engine) and each row's cos/sin are
-// computed once and shared by its heads. `inverse` rotates by -angle (the backward pass).
+// The angle is formed in T like HF (float32 freqs for the engine); `inverse` rotates by -angle (the
+// backward pass). Every call of a step rotates the same positions (q and k of every layer, forward
+// and backward), so the cos/sin table of the last positions is kept per calling thread and reused
+// while the positions and frequencies are unchanged (compared element by element, a few KB).
 namespace {
+template <typename T>
+struct RopeTable {
+  std::vector<int32_t> positions;
+  std::vector<float> inv_freq;
+  std::vector<T> cs;  // per row: cos[0..half), sin[0..half)
+
+  const T* get(const int32_t* pos, int64_t rows, const float* freq, int64_t half) {
+    const bool same = static_cast<int64_t>(positions.size()) == rows && static_cast<int64_t>(inv_freq.size()) == half &&
+                      std::equal(positions.begin(), positions.end(), pos) && std::equal(inv_freq.begin(), inv_freq.end(), freq);
+    if (same) return cs.data();
+    positions.assign(pos, pos + rows);
+    inv_freq.assign(freq, freq + half);
+    cs.resize(static_cast<size_t>(rows * 2 * half));
+    parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(8 * half, 1)), [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        T* row = cs.data() + r * 2 * half;
+        for (int64_t i = 0; i < half; ++i) {
+          const T angle = static_cast<T>(positions[r]) * static_cast<T>(inv_freq[i]);
+          row[i] = std::cos(angle);
+          row[half + i] = std::sin(angle);
+        }
+      }
+    });
+    return cs.data();
+  }
+};
+
 template <typename T>
 void rope_apply(T* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim, const int32_t* positions,
                 const float* inv_freq, bool inverse) {
   const int64_t half = head_dim / 2;
+  thread_local RopeTable<T> table;
+  const T* cs = table.get(positions, rows, inv_freq, half);
   parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(heads * head_dim, 1)), [&](int64_t b, int64_t e) {
-    std::vector<T> cs(2 * half);
     for (int64_t r = b; r < e; ++r) {
-      for (int64_t i = 0; i < half; ++i) {
-        const T angle = static_cast<T>(positions[r]) * static_cast<T>(inv_freq[i]);
-        cs[i] = std::cos(angle);
-        cs[half + i] = inverse ? -std::sin(angle) : std::sin(angle);
-      }
+      const T* cr = cs + r * 2 * half;
       for (int64_t h = 0; h < heads; ++h) {
         T* a = x + r * row_stride + h * head_dim;
         T* bb = a + half;
         for (int64_t i = 0; i < half; ++i) {
-          const T c = cs[i], s = cs[half + i], av = a[i], bv = bb[i];
+          const T c = cr[i], s = inverse ? -cr[half + i] : cr[half + i], av = a[i], bv = bb[i];
           a[i] = av * c - bv * s;
           bb[i] = bv * c + av * s;
         }
