@@ -468,9 +468,10 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, cons
 
 // Rows [i0, i0 + MB) of C, columns [n, n + nb) (nb <= NB): the block of W rows against MB rows of
 // A. `prefetch`: the first row group of a block also prefetches the blocks ahead.
-template <int MB, int NB, typename Src>
+template <int MB, typename Src>
 SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int64_t i0, int64_t n, int nb, int64_t n1,
                                     bool prefetch) {
+  constexpr int NB = kFewRowsBlock;
   const int64_t K = g.K;
   const float* A = g.A + i0 * g.lda;
   __m512 acc[MB][NB];
@@ -492,65 +493,46 @@ SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int6
   store_few_rows<MB, NB>(g, acc, i0, n, nb);
 }
 
-// Columns [n0, n1) of all rows, blocks of NB W rows, groups of up to MG rows of A (the first group
-// also prefetches). `kernel` has a member template run<MB>(i0, n, nb, prefetch) whose prefetches
-// stop at its n1 (the end of this thread's run of chunks, which may lie past this chunk's), and
-// prefetch_rows. `warm`: the previous chunk of this run ended at n0, so its blocks have prefetched
-// this one's first rows. vdpbf16ps (FewRowsBf16) measured 4 x 4 against blocks of 2 W rows x
-// groups of 8 rows: level or slightly faster at 5-16 rows.
-template <int NB, int MG, typename Kernel>
+// Columns [n0, n1) of all rows, block by block, group by group (the first group also prefetches).
+// `kernel` has a member template run<MB>(i0, n, nb, prefetch) whose prefetches stop at its n1
+// (the end of this thread's run of chunks, which may lie past this chunk's), and prefetch_rows.
+// `warm`: the previous chunk of this run ended at n0, so its blocks have prefetched this one's
+// first rows. Measured against blocks of 2 W rows x groups of 8 rows: level or slightly faster at
+// 5-16 rows.
+template <typename Kernel>
 inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, bool warm, const Kernel& kernel) {
-  static_assert(MG == 4 || MG == 8, "row groups of 4 or 8");
   // The blocks' own prefetches run kFewRowsPrefetchRows ahead; at the start of a run the rows
   // before that distance are requested here, all at once, so the first blocks do not wait out the
   // memory latency row by row.
   if (!warm) kernel.prefetch_rows(n0, std::min(kernel.n1, n0 + kFewRowsPrefetchRows));
-  for (int64_t n = n0; n < n1; n += NB) {
-    const int nb = static_cast<int>(std::min<int64_t>(NB, n1 - n));
-    for (int64_t i0 = 0; i0 < M; i0 += MG) {
+  for (int64_t n = n0; n < n1; n += kFewRowsBlock) {
+    const int nb = static_cast<int>(std::min<int64_t>(kFewRowsBlock, n1 - n));
+    for (int64_t i0 = 0; i0 < M; i0 += kFewRowsGroup) {
       const bool first = i0 == 0;
-      switch (std::min<int64_t>(MG, M - i0)) {
+      switch (std::min<int64_t>(kFewRowsGroup, M - i0)) {
         case 1: kernel.template run<1>(i0, n, nb, first); break;
         case 2: kernel.template run<2>(i0, n, nb, first); break;
         case 3: kernel.template run<3>(i0, n, nb, first); break;
-        case 4: kernel.template run<4>(i0, n, nb, first); break;
-        default:
-          if constexpr (MG == 8) {
-            switch (M - i0) {
-              case 5: kernel.template run<5>(i0, n, nb, first); break;
-              case 6: kernel.template run<6>(i0, n, nb, first); break;
-              case 7: kernel.template run<7>(i0, n, nb, first); break;
-              default: kernel.template run<8>(i0, n, nb, first); break;
-            }
-          }
-          break;
+        default: kernel.template run<4>(i0, n, nb, first); break;
       }
     }
   }
 }
 
-template <typename Src, int NB>
+template <typename Src>
 struct FewRowsF32 {
   const GemmArgs<float>& g;
   const Src* B;
   int64_t n1;
   template <int MB>
-  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_avx512<MB, NB>(g, B, i0, n, nb, n1, prefetch); }
+  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_avx512<MB>(g, B, i0, n, nb, n1, prefetch); }
   void prefetch_rows(int64_t r0, int64_t r1) const { prefetch_rows_l2(B, g.ldb, g.K, r0, r1); }
 };
 
-// More than 4 rows of A (a bf16 W, batched decoding without AVX512-BF16) run in groups of 8
-// against blocks of 2 W rows: each W vector is widened once per 8 rows instead of once per 4, and
-// the widening shares the FMA ports (8 rows: 4 x 4 ran every W block twice). Each element is the
-// same k-ordered sum and lane reduction either way, so the bits do not depend on the grouping.
 template <typename Src>
 void few_rows_avx512_src(const GemmArgs<float>& g, const Src* B) {
   parallel_streams(g.N, kFewRowsChunk, [&](const StreamChunk& c) {
-    if (g.M > kFewRowsGroup)
-      few_rows_columns<2, 8>(g.M, c.begin, c.end, c.continues, FewRowsF32<Src, 2>{g, B, c.run_end});
-    else
-      few_rows_columns<kFewRowsBlock, kFewRowsGroup>(g.M, c.begin, c.end, c.continues,
-                                                     FewRowsF32<Src, kFewRowsBlock>{g, B, c.run_end});
+    few_rows_columns(g.M, c.begin, c.end, c.continues, FewRowsF32<Src>{g, B, c.run_end});
   });
 }
 
@@ -980,7 +962,7 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
       // inside it.
       const int64_t run_hi = std::min(c.run_end, offset + gs[i].N) - offset;
       const bool warm = c.continues && c.begin > offset;
-      few_rows_columns<kFewRowsBlock, kFewRowsGroup>(g.M, lo, hi, warm, FewRowsBf16{gs[i], ap, aps, run_hi});
+      few_rows_columns(g.M, lo, hi, warm, FewRowsBf16{gs[i], ap, aps, run_hi});
     }
   });
 }
