@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { formatProfile, summariseProfile } from '../lib/bench/profile.js';
+import { formatProfile, mergeTimings, summariseProfile } from '../lib/bench/profile.js';
 import { Model, type Sequence } from '../lib/model/model.js';
 import { PROJ_NAMES } from '../lib/model/native-model.js';
 import { presetConfig } from '../lib/model/presets.js';
@@ -82,6 +82,9 @@ test('summariseProfile: per-step figures, shares, GFLOP/s and the host remainder
   assert.match(text, /\(1 more kinds\)\s+3\.0\s+0\.500\s+25\.0%/);
   assert.match(text, /host \(outside backend calls\)\s+0\.500\s+25\.0%/);
   assert.throws(() => summariseProfile([], 0, 1, 'step'), /positive/);
+  assert.equal(mergeTimings([
+    { op: 'a', calls: 1, seconds: 1, flops: 2 }, { op: 'b', calls: 1, seconds: 3, flops: 0 }, { op: 'a', calls: 2, seconds: 4, flops: 1 },
+  ]), [{ op: 'a', calls: 3, seconds: 5, flops: 3 }, { op: 'b', calls: 1, seconds: 3, flops: 0 }]);
 });
 
 test('seal bench --profile: the JSON carries the profile, the table is printed without --json', () => {
@@ -102,8 +105,11 @@ test('seal bench --profile: the JSON carries the profile, the table is printed w
   const d = seal('bench', 'decode', '--preset', 'tiny', '--prompt', '4', '--new', '3', '--repeats', '1', '--warmup', '0', '--profile', '--json');
   assert.is(d.status, 0, d.stderr);
   const dr = JSON.parse(d.stdout.trim().split('\n').at(-1)!);
-  assert.is(dr.profile.steps, 3);
-  assert.ok(dr.profile.ops.some((o: { op: string }) => o.op === 'attention_cached_forward'));
+  assert.is(dr.profile.steps, 2, 'decoding steps after the prefill');
+  assert.is(dr.profile.unit, 'decoding step');
+  const ops = dr.profile.ops as { op: string; calls_per_step: number }[];
+  assert.is(ops.find((o) => o.op === 'attention_cached_forward')?.calls_per_step, 4, 'one cached attention per layer per step');
+  assert.not.ok(ops.some((o) => o.op === 'attention_forward'), 'the prefill is not in the profile');
 });
 
 test.run();

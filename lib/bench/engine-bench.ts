@@ -3,10 +3,10 @@
 import { native } from '../native.js';
 import type { ModelConfig } from '../model/hf-config.js';
 import { Model, type Sequence } from '../model/model.js';
-import { PROJ_NAMES, type KvCacheDtype } from '../model/native-model.js';
+import { PROJ_NAMES, type KvCacheDtype, type OpTiming } from '../model/native-model.js';
 import { presetConfig } from '../model/presets.js';
 import { median } from './median.js';
-import { summariseProfile, type StepProfile } from './profile.js';
+import { mergeTimings, summariseProfile, type StepProfile } from './profile.js';
 
 export interface BenchOptions {
   preset: string;
@@ -90,7 +90,7 @@ export interface DecodeBenchOptions {
   /** 0 (default) decodes greedily; > 0 samples at this temperature, with topP (default 1). */
   temperature?: number;
   topP?: number;
-  /** Time every backend call of the timed runs (BenchResult.profile, per decoding forward pass). */
+  /** Time every backend call of the timed runs' decoding steps (BenchResult.profile; prefill excluded). */
   profile?: boolean;
   onProgress?: (done: number, total: number) => void;
 }
@@ -116,19 +116,25 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const sampling = temperature > 0 ? { temperature, topP, seed: 7 } : {};
     const decodeMs: number[] = [];
     const prefillMs: number[] = [];
-    let profiledMs = 0;
+    const decodeCalls: OpTiming[] = [];
     for (let i = 0; i < warmup + repeats; i++) {
-      if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up runs' calls
       const t0 = process.hrtime.bigint();
       let tFirst = 0n;
       for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache, ...sampling })) {
-        if (e.type === 'token' && tFirst === 0n) tFirst = process.hrtime.bigint();
+        if (e.type === 'token' && tFirst === 0n) {
+          tFirst = process.hrtime.bigint();
+          // The stream is lazy: nothing after the prefill has run yet. Drop the prefill's calls.
+          if (o.profile) await model.takeProfile();
+        }
       }
       const tEnd = process.hrtime.bigint();
+      if (o.profile) {
+        const calls = await model.takeProfile();
+        if (i >= warmup) decodeCalls.push(...calls);
+      }
       if (i >= warmup) {
         prefillMs.push(Number(tFirst - t0) / 1e6);
         decodeMs.push(Number(tEnd - tFirst) / 1e6);
-        profiledMs += Number(tEnd - t0) / 1e6;
       }
       o.onProgress?.(i + 1, warmup + repeats);
     }
@@ -144,8 +150,8 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy',
-      // One prefill and newTokens - 1 decoding passes per run: newTokens forward passes.
-      ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats * o.newTokens, profiledMs, 'forward pass') } : {}),
+      // The decoding steps after the prefill: newTokens - 1 per run.
+      ...(o.profile ? { profile: summariseProfile(mergeTimings(decodeCalls), repeats * (o.newTokens - 1), decodeMs.reduce((a, b) => a + b, 0), 'decoding step') } : {}),
     };
   } finally {
     await model.dispose();

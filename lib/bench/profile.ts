@@ -15,13 +15,29 @@ export interface ProfileRow {
 }
 
 export interface StepProfile {
-  /** What one step is: a training or scoring call, or one decoding forward pass. */
+  /** What one step is: a training or scoring call, or one decoding step (prefill excluded). */
   unit: string;
   steps: number;
   step_ms: number;
   /** Step time not spent inside backend calls. */
   host_ms_per_step: number;
   ops: ProfileRow[];
+}
+
+/** One entry per op: calls, seconds and FLOPs of every entry for it added up, largest time first. */
+export function mergeTimings(timings: readonly OpTiming[]): OpTiming[] {
+  const byOp = new Map<string, OpTiming>();
+  for (const t of timings) {
+    const m = byOp.get(t.op);
+    if (m) {
+      m.calls += t.calls;
+      m.seconds += t.seconds;
+      m.flops += t.flops;
+    } else {
+      byOp.set(t.op, { ...t });
+    }
+  }
+  return [...byOp.values()].sort((a, b) => b.seconds - a.seconds);
 }
 
 /** Per-step figures from the timings of `steps` steps that took `totalMs` of wall time together. */
