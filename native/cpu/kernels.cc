@@ -841,6 +841,37 @@ void cross_entropy(T* logits, const int32_t* targets, int64_t rows, int64_t voca
 
 // ---- optimiser and reductions ----------------------------------------------------------------------
 
+#if SEALKIT_X86
+// AdamW a whole vector at a time, with the scalar loop's operations in its order (sums after
+// products as explicitly rounded adds, so GCC cannot contract them into FMAs): the same bits.
+// SEAL's small LoRA steps have dozens of few-thousand-element tensors, which the baseline build ran
+// at SSE width (the optimizer was a tenth of a tiny 1 x 64 step).
+#pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning, as above
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+SEALKIT_AVX512 void adamw_avx512(float* param, const float* grad, float* m, float* v, int64_t b, int64_t e, float decay,
+                                 float b1, float b2, float c1, float c2, float step_size, float bc2_sqrt, float eps) {
+  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+  const __m512 vdecay = _mm512_set1_ps(decay), vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
+  const __m512 vc1 = _mm512_set1_ps(c1), vc2 = _mm512_set1_ps(c2), vstep = _mm512_set1_ps(step_size);
+  const __m512 vbc2 = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps);
+  for (int64_t i = b; i < e; i += 16) {
+    const __mmask16 k = mask16(e - i);
+    const __m512 g = _mm512_maskz_loadu_ps(k, grad + i);
+    const __m512 mi = _mm512_add_round_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(vc1, g), kRound);
+    const __m512 vi = _mm512_add_round_ps(_mm512_mul_ps(vb2, _mm512_maskz_loadu_ps(k, v + i)),
+                                          _mm512_mul_ps(_mm512_mul_ps(vc2, g), g), kRound);
+    const __m512 denom = _mm512_add_round_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), vbc2), veps, kRound);
+    const __m512 pi = _mm512_sub_round_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, param + i), vdecay),
+                                          _mm512_div_ps(_mm512_mul_ps(vstep, mi), denom), kRound);
+    _mm512_mask_storeu_ps(m + i, k, mi);
+    _mm512_mask_storeu_ps(v + i, k, vi);
+    _mm512_mask_storeu_ps(param + i, k, pi);
+  }
+}
+#pragma GCC diagnostic pop
+#endif
+
 template <typename T>
 void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParams& p) {
   const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
@@ -849,6 +880,16 @@ void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParam
           b2 = static_cast<T>(p.beta2), c1 = static_cast<T>(1.0 - p.beta1), c2 = static_cast<T>(1.0 - p.beta2);
   const T step_size = static_cast<T>(p.lr / bc1), bc2_sqrt = static_cast<T>(std::sqrt(bc2)),
           eps = static_cast<T>(p.eps);
+#if SEALKIT_X86
+  if constexpr (std::is_same_v<T, float>) {
+    if (const Isa isa = active_isa(); isa == Isa::Avx512 || isa == Isa::Avx512Bf16) {
+      parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+        adamw_avx512(param, grad, m, v, b, e, decay, b1, b2, c1, c2, step_size, bc2_sqrt, eps);
+      });
+      return;
+    }
+  }
+#endif
   parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       const T g = grad[i];
