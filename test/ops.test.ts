@@ -738,16 +738,20 @@ function attnNaive(c: AttnCase): { out: Float64Array; lse: Float64Array } {
   return { out, lse };
 }
 
+// Head sizes: 20 (one 16-lane block and a tail), 32 and 64 (whole pairs of 16-lane blocks, which
+// AVX-512 runs two at a time), 40 (a pair and a tail).
 test('attention: forward against a naive softmax (GQA, packed sequences incl. length 1, strides); f32 vs f64', () => {
   const r = rng(8);
-  const c = attnCase([1, 5, 40, 70], r);
-  const ref = attnNaive(c);
-  const r64 = op('attention_forward', 'f64', { ...attnShape(c), q: c.q, k: c.k, v: c.v });
-  assertRel(arr(r64, 'out'), ref.out, 1e-13, 'f64 out');
-  assertRel(arr(r64, 'lse'), ref.lse, 1e-13, 'f64 lse');
-  const r32 = op('attention_forward', 'f32', { ...attnShape(c), q: f32(c.q), k: f32(c.k), v: f32(c.v) });
-  assertRel(arr(r32, 'out'), ref.out, 2e-6, 'f32 out');
-  assertRel(arr(r32, 'lse'), ref.lse, 2e-6, 'f32 lse');
+  for (const hd of [20, 32, 40, 64]) {
+    const c = attnCase([1, 5, 40, 70], r, 4, 2, hd);
+    const ref = attnNaive(c);
+    const r64 = op('attention_forward', 'f64', { ...attnShape(c), q: c.q, k: c.k, v: c.v });
+    assertRel(arr(r64, 'out'), ref.out, 1e-13, `f64 out, head ${hd}`);
+    assertRel(arr(r64, 'lse'), ref.lse, 1e-13, `f64 lse, head ${hd}`);
+    const r32 = op('attention_forward', 'f32', { ...attnShape(c), q: f32(c.q), k: f32(c.k), v: f32(c.v) });
+    assertRel(arr(r32, 'out'), ref.out, 2e-6, `f32 out, head ${hd}`);
+    assertRel(arr(r32, 'lse'), ref.lse, 2e-6, `f32 lse, head ${hd}`);
+  }
 });
 
 test('attention: backward by finite differences (GQA 4/2, lengths 1, 3, 35)', () => {
@@ -765,24 +769,26 @@ test('attention: backward by finite differences (GQA 4/2, lengths 1, 3, 35)', ()
 
 test('attention: f32 backward agrees with f64; untouched padding and uncovered rows', () => {
   const r = rng(10);
-  const c = attnCase([2, 33, 50], r, 6, 3, 16);
-  const shape = attnShape(c);
-  const dout = rand(c.rows * c.heads * c.headDim, r);
-  const run = (dtype: Dtype) => {
-    const cv = dtype === 'f32' ? f32 : (a: Float64Array) => a;
-    const f = op('attention_forward', dtype, { ...shape, q: cv(c.q), k: cv(c.k), v: cv(c.v) });
-    const fill = (n: number) => cv(new Float64Array(n).fill(5));
-    return op('attention_backward', dtype, {
-      ...shape, q: cv(c.q), k: cv(c.k), v: cv(c.v), out: arr(f, 'out'), lse: arr(f, 'lse'), dout: cv(dout),
-      dq: fill(c.q.length), dk: fill(c.k.length), dv: fill(c.v.length),
-    });
-  };
-  const g64 = run('f64'), g32 = run('f32');
-  for (const k of ['dq', 'dk', 'dv']) assertRel(arr(g32, k), arr(g64, k), 1e-5, `f32 ${k}`);
-  const dq = arr(g64, 'dq');
-  const gap = c.seqStart[1]! - 1; // the uncovered row after sequence 0
-  for (let j = 0; j < c.qStride; j++) assert.is(dq[gap * c.qStride + j], 5, 'uncovered row untouched');
-  for (let j = c.heads * c.headDim; j < c.qStride; j++) assert.is(dq[j], 5, 'padding column untouched');
+  for (const hd of [16, 32, 40]) {
+    const c = attnCase([2, 33, 50], r, 6, 3, hd);
+    const shape = attnShape(c);
+    const dout = rand(c.rows * c.heads * c.headDim, r);
+    const run = (dtype: Dtype) => {
+      const cv = dtype === 'f32' ? f32 : (a: Float64Array) => a;
+      const f = op('attention_forward', dtype, { ...shape, q: cv(c.q), k: cv(c.k), v: cv(c.v) });
+      const fill = (n: number) => cv(new Float64Array(n).fill(5));
+      return op('attention_backward', dtype, {
+        ...shape, q: cv(c.q), k: cv(c.k), v: cv(c.v), out: arr(f, 'out'), lse: arr(f, 'lse'), dout: cv(dout),
+        dq: fill(c.q.length), dk: fill(c.k.length), dv: fill(c.v.length),
+      });
+    };
+    const g64 = run('f64'), g32 = run('f32');
+    for (const k of ['dq', 'dk', 'dv']) assertRel(arr(g32, k), arr(g64, k), 1e-5, `f32 ${k}`);
+    const dq = arr(g64, 'dq');
+    const gap = c.seqStart[1]! - 1; // the uncovered row after sequence 0
+    for (let j = 0; j < c.qStride; j++) assert.is(dq[gap * c.qStride + j], 5, 'uncovered row untouched');
+    for (let j = c.heads * c.headDim; j < c.qStride; j++) assert.is(dq[j], 5, 'padding column untouched');
+  }
 });
 
 // ---- SwiGLU ---------------------------------------------------------------------------------------

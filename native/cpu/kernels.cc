@@ -436,14 +436,47 @@ SEALKIT_INLINE void score_tile(const T* x, int64_t xs, const T* yt, int64_t D, T
   }
 }
 
+// Two adjacent key chunks at once (r[i][0..2W)): each broadcast of X feeds two FMAs. Only where
+// vectors are 512-bit: 2 x NR accumulators need the 32 registers of AVX-512.
+template <typename T, int W, int NR>
+SEALKIT_INLINE void score_tile2(const T* x, int64_t xs, const T* yt, int64_t D, T scale, T* r, int64_t ldr) {
+  using V = typename Vec<T, W>::type;
+  V acc0[NR] = {}, acc1[NR] = {};
+  for (int64_t d = 0; d < D; ++d) {
+    V y0, y1;
+    vload<T, W>(y0, yt + d * W);
+    vload<T, W>(y1, yt + (D + d) * W);
+    for (int i = 0; i < NR; ++i) {
+      const T xi = x[i * xs + d];
+      acc0[i] += xi * y0;
+      acc1[i] += xi * y1;
+    }
+  }
+  for (int i = 0; i < NR; ++i) {
+    const V s0 = acc0[i] * scale, s1 = acc1[i] * scale;
+    vstore<T, W>(r + i * ldr, s0);
+    vstore<T, W>(r + i * ldr + W, s1);
+  }
+}
+
 // S[t - t0][j] = scale * X_t . Y_j for t in [t0, t1) and every key chunk up to t's own (Yt from
-// transpose_rows; entries past t inside its chunk are computed, never used).
+// transpose_rows; entries past t inside its chunk, or in the next chunk when two run together, are
+// computed, never used). Every entry is the same d-ascending sum however chunks are grouped.
 template <typename T, int W>
 SEALKIT_INLINE void block_scores(const T* X, int64_t xs, const T* Yt, int64_t D, int64_t t0, int64_t t1, T scale,
                                  T* S, int64_t ld) {
   for (int64_t c = 0; c * W < t1; ++c) {
     const T* yt = Yt + c * D * W;
     int64_t t = std::max<int64_t>(t0, c * W);
+    if constexpr (W * sizeof(T) == 64) {
+      if ((c + 1) * W < t1) {  // the next chunk is in the block's range too
+        for (; t + kTile <= t1; t += kTile)
+          score_tile2<T, W, kTile>(X + t * xs, xs, yt, D, scale, S + (t - t0) * ld + c * W, ld);
+        for (; t < t1; ++t) score_tile2<T, W, 1>(X + t * xs, xs, yt, D, scale, S + (t - t0) * ld + c * W, ld);
+        ++c;
+        continue;
+      }
+    }
     for (; t + kTile <= t1; t += kTile)
       score_tile<T, W, kTile>(X + t * xs, xs, yt, D, scale, S + (t - t0) * ld + c * W, ld);
     for (; t < t1; ++t) score_tile<T, W, 1>(X + t * xs, xs, yt, D, scale, S + (t - t0) * ld + c * W, ld);
@@ -457,6 +490,33 @@ SEALKIT_INLINE void combine_tile(const T* Wt, int64_t wr, int64_t wc, int64_t n,
                                  T* out, int64_t os, bool accumulate) {
   using V = typename Vec<T, W>::type;
   int64_t d = 0;
+  if constexpr (W * sizeof(T) == 64) {  // two column vectors per pass: each weight feeds two FMAs
+    for (; d + 2 * W <= D; d += 2 * W) {
+      V acc0[NR] = {}, acc1[NR] = {};
+      for (int64_t i = 0; i < n; ++i) {
+        V y0, y1;
+        vload<T, W>(y0, Y + i * ys + d);
+        vload<T, W>(y1, Y + i * ys + d + W);
+        for (int r = 0; r < NR; ++r) {
+          const T w = Wt[r * wr + i * wc];
+          acc0[r] += w * y0;
+          acc1[r] += w * y1;
+        }
+      }
+      for (int r = 0; r < NR; ++r) {
+        T* o = out + r * os + d;
+        if (accumulate) {
+          V old0, old1;
+          vload<T, W>(old0, o);
+          vload<T, W>(old1, o + W);
+          acc0[r] += old0;
+          acc1[r] += old1;
+        }
+        vstore<T, W>(o, acc0[r]);
+        vstore<T, W>(o + W, acc1[r]);
+      }
+    }
+  }
   for (; d + W <= D; d += W) {
     V acc[NR] = {};
     for (int64_t i = 0; i < n; ++i) {
