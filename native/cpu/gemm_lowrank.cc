@@ -154,11 +154,6 @@ constexpr int kOuterRows = 8;
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-SEALKIT_AVX512 SEALKIT_INLINE __m512 load16(__mmask16 m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
-SEALKIT_AVX512 SEALKIT_INLINE __m512 load16(__mmask16 m, const uint16_t* p) {
-  const __m512i w = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p));
-  return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-}
 
 template <int NV, typename BcT, typename VecT>
 SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int64_t v0) {
@@ -178,7 +173,7 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
   const int64_t K = o.K, ldbc = o.ldbc, ldvec = o.ldvec;
   for (int64_t k = 0; k < K; ++k, bc += ldbc, vec += ldvec) {
     __m512 b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = load16(m[v], vec + 16 * v);
+    for (int v = 0; v < NV; ++v) b[v] = load16_masked(vec + 16 * v, m[v]);
 #pragma GCC unroll 16
     for (int i = 0; i < MB; ++i) {
       const __m512 x = _mm512_set1_ps(widen(bc[ri[i]]));

@@ -911,19 +911,19 @@ void cross_entropy(T* logits, const int32_t* targets, int64_t rows, int64_t voca
 #pragma GCC diagnostic ignored "-Wuninitialized"
 SEALKIT_AVX512 void adamw_avx512(float* param, const float* grad, float* m, float* v, int64_t b, int64_t e, float decay,
                                  float b1, float b2, float c1, float c2, float step_size, float bc2_sqrt, float eps) {
-  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
   const __m512 vdecay = _mm512_set1_ps(decay), vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
   const __m512 vc1 = _mm512_set1_ps(c1), vc2 = _mm512_set1_ps(c2), vstep = _mm512_set1_ps(step_size);
   const __m512 vbc2 = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps);
   for (int64_t i = b; i < e; i += 16) {
     const __mmask16 k = mask16(e - i);
     const __m512 g = _mm512_maskz_loadu_ps(k, grad + i);
-    const __m512 mi = _mm512_add_round_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(vc1, g), kRound);
+    const __m512 mi =
+        _mm512_add_round_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(vc1, g), kRoundNearest);
     const __m512 vi = _mm512_add_round_ps(_mm512_mul_ps(vb2, _mm512_maskz_loadu_ps(k, v + i)),
-                                          _mm512_mul_ps(_mm512_mul_ps(vc2, g), g), kRound);
-    const __m512 denom = _mm512_add_round_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), vbc2), veps, kRound);
+                                          _mm512_mul_ps(_mm512_mul_ps(vc2, g), g), kRoundNearest);
+    const __m512 denom = _mm512_add_round_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), vbc2), veps, kRoundNearest);
     const __m512 pi = _mm512_sub_round_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, param + i), vdecay),
-                                          _mm512_div_ps(_mm512_mul_ps(vstep, mi), denom), kRound);
+                                          _mm512_div_ps(_mm512_mul_ps(vstep, mi), denom), kRoundNearest);
     _mm512_mask_storeu_ps(m + i, k, mi);
     _mm512_mask_storeu_ps(v + i, k, vi);
     _mm512_mask_storeu_ps(param + i, k, pi);
