@@ -1,6 +1,7 @@
 #include "profiling_backend.h"
 
 #include <algorithm>
+#include <type_traits>
 
 namespace sealkit {
 
