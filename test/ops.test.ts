@@ -672,6 +672,9 @@ test('rope: rotate-half against a naive loop (llama3 inv_freq); f32 angle semant
   const far = i32([1000, 4095, 8191, 20000, 65535, 131071]);
   const farArgs = { ...args, positions: far, x: f32(x) };
   assertRel(arr(op('rope_forward', 'f32', farArgs), 'x'), ropeNaive(x, rows, stride, heads, hd, far, inv, true), 1e-5, 'f32 angle rounding');
+  // The same positions with other frequencies (the kernel keeps the last cos/sin table): recomputed.
+  const inv2 = inv.map((f) => f * 0.5);
+  assertRel(arr(op('rope_forward', 'f32', { ...farArgs, invFreq: inv2 }), 'x'), ropeNaive(x, rows, stride, heads, hd, far, inv2, true), 1e-5, 'f32, new frequencies');
   // Padding columns past heads*headDim stay as they were.
   const y = arr(op('rope_forward', 'f64', { ...args, x }), 'x');
   for (let rr = 0; rr < rows; rr++) for (let j = heads * hd; j < stride; j++) assert.is(y[rr * stride + j], x[rr * stride + j]);

@@ -315,9 +315,10 @@ struct RopeTable {
   std::vector<T> cs;  // per row: cos[0..half), sin[0..half)
 
   const T* get(const int32_t* pos, int64_t rows, const float* freq, int64_t half) {
-    const bool same = static_cast<int64_t>(positions.size()) == rows && static_cast<int64_t>(inv_freq.size()) == half &&
-                      std::equal(positions.begin(), positions.end(), pos) && std::equal(inv_freq.begin(), inv_freq.end(), freq);
-    if (same) return cs.data();
+    const bool same_sizes = static_cast<int64_t>(positions.size()) == rows && static_cast<int64_t>(inv_freq.size()) == half;
+    if (same_sizes && std::equal(positions.begin(), positions.end(), pos) &&
+        std::equal(inv_freq.begin(), inv_freq.end(), freq))
+      return cs.data();
     positions.assign(pos, pos + rows);
     inv_freq.assign(freq, freq + half);
     cs.resize(static_cast<size_t>(rows * 2 * half));
