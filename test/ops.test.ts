@@ -357,6 +357,28 @@ test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads, every I
   });
 });
 
+// The few-rows path (y = x W^T, up to 16 rows with a bf16 W, 4 with an f32 W) blocks W rows by 4
+// (1-4 rows of x) or by 3 (5-16 rows, one or two groups of 4-8) and runs K 32 at a time with a
+// masked tail: every row count, K around the 16- and 32-element steps, N not a multiple of the
+// blocks, strides and alpha/beta, against f64.
+test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f32 W', () => {
+  const r = rng(24);
+  const cases = [];
+  for (let M = 1; M <= 16; M++) {
+    for (const K of [1, 16, 17, 31, 33, 64, 100]) {
+      const N = [1, 2, 5, 7, 70][(M + K) % 5]!;
+      const c = gemmCase(M, N, K, false, true, r, 3, 0.75, M % 2 ? 0 : -1.5);
+      cases.push({ c, what: `${M}x${N}x${K}`, bits: bf16Bits(c.B), ref: gemmNaive(c) });
+    }
+  }
+  forEachIsa((isa) => {
+    for (const { c, what, bits, ref } of cases) {
+      assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5, `${isa} bf16 ${what}`);
+      if (c.M <= 4) assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} f32 ${what}`);
+    }
+  });
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);

@@ -397,10 +397,10 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // ---- few rows: y = x W^T without packing ---------------------------------------------------------
 // With a handful of rows (decoding) packing B costs more than the product: B is read once per call
 // either way, so stream each row of W straight from memory against the few rows of A (in L1/L2).
-// Work goes by blocks of 4 W rows against groups of up to 4 rows of A (16 accumulators); the first
-// group pulls the block from memory and later ones find it in L1, so W crosses the memory bus once
-// per call. Each C element is one K-ascending lane-wise dot product, its 16 lanes summed by a fixed
-// tree (reduce16), whatever group it is in.
+// Work goes by blocks of W rows against groups of rows of A; the first group pulls the block from
+// memory and later ones find it in L1, so W crosses the memory bus once per call. Each C element is
+// one K-ascending lane-wise dot product (lane j takes k = j mod 16), its 16 lanes summed by a fixed
+// tree (reduce16), whatever block or group it is in: the bits depend only on the ISA and the path.
 //
 // Row limits: a bf16 W (decoding at bf16 storage) runs the path up to 16 rows. Under AVX512-BF16,
 // measured on SmolLM2's LM head (K = 576), it is 1.5-2x faster than packing at 5-8 rows and level at
@@ -412,6 +412,7 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // (test/model.test.ts, mixed-adapter batches).
 constexpr int64_t kFewRowsBf16 = 16;
 constexpr int64_t kFewRowsF32 = 4;
+// The vdpbf16ps kernel's blocks: 4 W rows against groups of up to 4 rows of A (16 accumulators).
 constexpr int kFewRowsBlock = 4, kFewRowsGroup = 4;
 // W rows per chunk of parallel_streams: each thread walks its own share of the rows in one run
 // (prefetching across chunk ends), and chunks of 64 rows let an idle thread take over a slow one's
@@ -447,50 +448,27 @@ inline void prefetch_next_rows(const Src* B, int64_t ldb, int64_t n, int64_t n1,
 }
 
 // Writes the MB x NB accumulators' sums to C rows [i0, i0 + MB), columns [n, n + nb), through alpha
-// and beta (MB x NB <= 16).
+// and beta: 16 accumulators per reduce16, so every element is summed by the same tree.
 template <int MB, int NB>
-SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, const __m512 (&acc)[MB][NB], int64_t i0, int64_t n,
-                                          int nb) {
-  static_assert(MB * NB <= 16, "one reduce16 per block");
-  __m512 v[16];
+SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, const __m512 (&acc)[MB][NB], int64_t i0,
+                                                  int64_t n, int nb) {
+  constexpr int F = MB * NB;
+#pragma GCC unroll 2
+  for (int base = 0; base < F; base += 16) {
+    __m512 v[16];
 #pragma GCC unroll 16
-  for (int f = 0; f < 16; ++f) v[4 * (f % 4) + f / 4] = f < MB * NB ? acc[f / NB][f % NB] : _mm512_setzero_ps();
-  alignas(64) float sums[16];
-  _mm512_store_ps(sums, reduce16(v));  // sums[i * NB + j] = acc[i][j]'s sum
-  for (int i = 0; i < MB; ++i) {
-    float* c = g.C + (i0 + i) * g.ldc + n;
-    for (int j = 0; j < nb; ++j) {
-      const float x = g.alpha * sums[i * NB + j];
-      c[j] = g.beta == 0.f ? x : x + g.beta * c[j];
+    for (int f = 0; f < 16; ++f)
+      v[4 * (f % 4) + f / 4] = base + f < F ? acc[(base + f) / NB][(base + f) % NB] : _mm512_setzero_ps();
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, reduce16(v));  // sums[f] = accumulator base + f's sum
+    for (int f = 0; f < 16 && base + f < F; ++f) {
+      const int i = (base + f) / NB, j = (base + f) % NB;
+      if (j >= nb) continue;
+      float* c = g.C + (i0 + i) * g.ldc + n + j;
+      const float x = g.alpha * sums[f];
+      *c = g.beta == 0.f ? x : x + g.beta * *c;
     }
   }
-}
-
-// Rows [i0, i0 + MB) of C, columns [n, n + nb) (nb <= NB): the block of W rows against MB rows of
-// A. `prefetch`: the first row group of a block also prefetches the blocks ahead.
-template <int MB, typename Src>
-SEALKIT_AVX512 void few_rows_avx512(const GemmArgs<float>& g, const Src* B, int64_t i0, int64_t n, int nb, int64_t n1,
-                                    bool prefetch) {
-  constexpr int NB = kFewRowsBlock;
-  const int64_t K = g.K;
-  const float* A = g.A + i0 * g.lda;
-  __m512 acc[MB][NB];
-#pragma GCC unroll 32
-  for (int i = 0; i < MB; ++i)
-    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; k += 16) {
-    const __mmask16 m = mask16(K - k);
-    __m512 b[NB];
-#pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) b[j] = j < nb ? load16_masked(B + (n + j) * g.ldb + k, m) : _mm512_setzero_ps();
-    if (prefetch) prefetch_next_rows(B, g.ldb, n, n1, k, NB);
-#pragma GCC unroll 32
-    for (int i = 0; i < MB; ++i) {
-      const __m512 a = _mm512_maskz_loadu_ps(m, A + i * g.lda + k);
-      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
-    }
-  }
-  store_few_rows<MB, NB>(g, acc, i0, n, nb);
 }
 
 // Columns [n0, n1) of all rows, block by block, group by group (the first group also prefetches).
@@ -519,26 +497,143 @@ inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, bool warm, const
   }
 }
 
-template <typename Src>
-struct FewRowsF32 {
-  const GemmArgs<float>& g;
-  const Src* B;
-  int64_t n1;
-  template <int MB>
-  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_avx512<MB>(g, B, i0, n, nb, n1, prefetch); }
-  void prefetch_rows(int64_t r0, int64_t r1) const { prefetch_rows_l2(B, g.ldb, g.K, r0, r1); }
-};
+// ---- few rows in f32 products (AVX-512; a bf16 W is widened in registers) --------------------------
+// Groups of up to 8 rows of A: one group up to 4 rows, against blocks of 4 W rows (16
+// accumulators); 5-16 rows as one or two even groups of 4-8, against blocks of 3 W rows (24
+// accumulators). Each W vector loaded (and widened) then feeds up to 8 FMAs, and the loop carries
+// few enough instructions besides the FMAs to keep them issuing: K runs 32 at a time, one 64-byte
+// line of a bf16 row, with the row pointers and the prefetch row fixed per block and a masked pass
+// only for K's tail. A bf16 half-line widens in one vpermw that puts bf16 j in the high half of lane
+// j (zero below): exact, and lane j still takes k = j mod 16, so the bits are those of the earlier
+// kernel (4 W rows x groups of 4 rows, 16 k per pass, vpmovzxwd + shift per 16 k and W row; checked
+// on 6,912 shapes). Against it, on SmolLM2-135M batch-8 decoding (2 threads, Intel Xeon with
+// AVX-512 but no AVX512-BF16, 2 alternating pairs of `seal bench decode --profile`), the GEMMs rose
+// from 71-93 to 95-125 GFLOP/s and decoding from 280 / 232 to 355 / 313 tokens/s; batch 1 is
+// level (W streams from memory either way).
+constexpr int kFewRowsWideGroup = 8;
 
+// One pass over k .. k + 32 (Full: all 32 in range; else the tail, K - k < 32 of them).
+template <int MB, int NB, bool Full, typename Src>
+SEALKIT_AVX512 SEALKIT_INLINE void few_rows_pass(const float* A, int64_t lda, const Src* const (&w)[NB], int64_t k,
+                                                 int64_t left, __m512i idx_lo, __m512i idx_hi,
+                                                 __m512 (&acc)[MB][NB]) {
+  for (int half = 0; half < 2; ++half) {
+    const __mmask16 m = Full ? __mmask16(0xffff) : mask16(left - 16 * half);
+    if (!Full && m == 0) break;  // no step past K: the old 16-k kernel ran none either
+    __m512 b[NB];
+#pragma GCC unroll 4
+    for (int j = 0; j < NB; ++j) {
+      if constexpr (std::is_same_v<Src, uint16_t>) {
+        const __m512i line = Full ? _mm512_loadu_si512(w[j] + k) : _mm512_maskz_loadu_epi16(mask32(left), w[j] + k);
+        b[j] = _mm512_castsi512_ps(_mm512_maskz_permutexvar_epi16(0xAAAAAAAAu, half ? idx_hi : idx_lo, line));
+      } else {
+        b[j] = _mm512_maskz_loadu_ps(m, w[j] + k + 16 * half);
+      }
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MB; ++i) {
+      const __m512 a = _mm512_maskz_loadu_ps(m, A + i * lda + k + 16 * half);
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_fmadd_ps(a, b[j], acc[i][j]);
+    }
+  }
+}
+
+// Rows [i0, i0 + MB) of C, columns [n, n + nb) (nb <= NB): the block of W rows against MB rows of
+// A. `pf`: the first of the NB rows to prefetch while passing (null: none).
+template <int MB, int NB, typename Src>
+SEALKIT_AVX512 void few_rows_block(const GemmArgs<float>& g, const Src* B, int64_t i0, int64_t n, int nb,
+                                   const Src* pf) {
+  const int64_t K = g.K, lda = g.lda, ldb = g.ldb;
+  const float* A = g.A + i0 * lda;
+  const Src* w[NB];
+  // Rows past nb repeat the block's last row (read, never stored), so the passes have no branches.
+#pragma GCC unroll 4
+  for (int j = 0; j < NB; ++j) w[j] = B + (n + std::min(j, nb - 1)) * ldb;
+  __m512 acc[MB][NB];
+#pragma GCC unroll 32
+  for (int i = 0; i < MB; ++i)
+    for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_setzero_ps();
+  // Dword lane j of idx_lo holds word index j in its high half (bf16 j of the line), idx_hi j + 16.
+  const __m512i idx_lo = _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 16);
+  const __m512i idx_hi = _mm512_add_epi32(idx_lo, _mm512_set1_epi32(16 << 16));
+  constexpr int64_t kLine = 64 / sizeof(Src);  // elements per cache line
+  int64_t k = 0;
+  for (; k + 32 <= K; k += 32) {
+    if (pf) {
+#pragma GCC unroll 4
+      for (int j = 0; j < NB; ++j)
+        for (int64_t l = 0; l < 32; l += kLine) _mm_prefetch(reinterpret_cast<const char*>(pf + j * ldb + k + l), _MM_HINT_T1);
+    }
+    few_rows_pass<MB, NB, true>(A, lda, w, k, 32, idx_lo, idx_hi, acc);
+  }
+  if (k < K) few_rows_pass<MB, NB, false>(A, lda, w, k, K - k, idx_lo, idx_hi, acc);
+  store_few_rows<MB, NB>(g, acc, i0, n, nb);
+}
+
+// Columns [n0, n1) of all rows; prefetches stay below run_end (see few_rows_columns).
 template <typename Src>
-void few_rows_avx512_src(const GemmArgs<float>& g, const Src* B) {
-  parallel_streams(g.N, kFewRowsChunk, [&](const StreamChunk& c) {
-    few_rows_columns(g.M, c.begin, c.end, c.continues, FewRowsF32<Src>{g, B, c.run_end});
+void few_rows_f32_columns(const GemmArgs<float>& g, const Src* B, int64_t n0, int64_t n1, int64_t run_end, bool warm) {
+  if (!warm) prefetch_rows_l2(B, g.ldb, g.K, n0, std::min(run_end, n0 + kFewRowsPrefetchRows));
+  const int64_t M = g.M;
+  const int64_t groups = (M + kFewRowsWideGroup - 1) / kFewRowsWideGroup;
+  const int64_t group = (M + groups - 1) / groups;  // 1-4 rows: one group; 5-16: even groups of 4-8
+  const int nb_max = group <= 4 ? 4 : 3;
+  for (int64_t n = n0; n < n1; n += nb_max) {
+    const int nb = static_cast<int>(std::min<int64_t>(nb_max, n1 - n));
+    const Src* pf = n + kFewRowsPrefetchRows + nb_max <= run_end ? B + (n + kFewRowsPrefetchRows) * g.ldb : nullptr;
+    for (int64_t i0 = 0; i0 < M; i0 += group, pf = nullptr) {
+      const int64_t mb = std::min(group, M - i0);
+      if (nb_max == 4) {
+        switch (mb) {
+          case 1: few_rows_block<1, 4>(g, B, i0, n, nb, pf); break;
+          case 2: few_rows_block<2, 4>(g, B, i0, n, nb, pf); break;
+          case 3: few_rows_block<3, 4>(g, B, i0, n, nb, pf); break;
+          default: few_rows_block<4, 4>(g, B, i0, n, nb, pf); break;
+        }
+      } else {
+        switch (mb) {
+          case 4: few_rows_block<4, 3>(g, B, i0, n, nb, pf); break;
+          case 5: few_rows_block<5, 3>(g, B, i0, n, nb, pf); break;
+          case 6: few_rows_block<6, 3>(g, B, i0, n, nb, pf); break;
+          case 7: few_rows_block<7, 3>(g, B, i0, n, nb, pf); break;
+          default: few_rows_block<8, 3>(g, B, i0, n, nb, pf); break;
+        }
+      }
+    }
+  }
+}
+
+// Few rows of y_i = x W_i^T for n GEMMs sharing x (one, or a projection group) in one dispatch:
+// all the W_i's rows, end to end, split across the pool. `columns(i, lo, hi, run_hi, warm)` runs
+// rows [lo, hi) of W_i, prefetching below run_hi. Each element's arithmetic does not depend on where
+// the chunks fall, so a group has the bits of its GEMMs run one by one.
+template <typename Columns>
+void few_rows_streams(const GemmArgs<float>* gs, int n, const Columns& columns) {
+  int64_t total = 0;
+  for (int i = 0; i < n; ++i) total += gs[i].N;
+  parallel_streams(total, kFewRowsChunk, [&](const StreamChunk& c) {
+    int64_t offset = 0;
+    for (int i = 0; i < n; offset += gs[i].N, ++i) {
+      const int64_t lo = std::max(c.begin, offset) - offset, hi = std::min(c.end, offset + gs[i].N) - offset;
+      if (lo >= hi) continue;
+      // Prefetches stay within this GEMM's W; the chunk before was warm for it only if it ended
+      // inside it.
+      const int64_t run_hi = std::min(c.run_end, offset + gs[i].N) - offset;
+      const bool warm = c.continues && c.begin > offset;
+      columns(i, lo, hi, run_hi, warm);
+    }
   });
 }
 
-void few_rows_avx512(const GemmArgs<float>& g) {
-  if (g.B.dtype == DType::BF16) few_rows_avx512_src(g, static_cast<const uint16_t*>(g.B.data));
-  else few_rows_avx512_src(g, static_cast<const float*>(g.B.data));
+void few_rows_avx512(const GemmArgs<float>* gs, int n) {
+  few_rows_streams(gs, n, [&](int i, int64_t lo, int64_t hi, int64_t run_hi, bool warm) {
+    const GemmArgs<float>& g = gs[i];
+    if (g.B.dtype == DType::BF16)
+      few_rows_f32_columns(g, static_cast<const uint16_t*>(g.B.data), lo, hi, run_hi, warm);
+    else
+      few_rows_f32_columns(g, static_cast<const float*>(g.B.data), lo, hi, run_hi, warm);
+  });
 }
 
 // ---- AVX512-BF16: vdpbf16ps on bf16 pairs (bf16 B only) -------------------------------------------
@@ -574,10 +669,6 @@ SEALKIT_BF16 void micro_bf16(int64_t kp, const float* a, const float* b, float* 
     if (i >= rows) break;
     store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
   }
-}
-
-SEALKIT_BF16 inline __mmask32 mask32(int64_t n) {
-  return n >= 32 ? __mmask32(0xffffffffu) : n <= 0 ? __mmask32(0) : __mmask32((1u << n) - 1);
 }
 
 // 32 consecutive floats (n of them valid, the rest read as zero) rounded to 16 bf16 pairs.
@@ -941,9 +1032,8 @@ bool use_amx() {
 }
 
 // Few rows of y_i = x W_i^T with bf16 W_i under AVX512-BF16, for n GEMMs sharing x (one, or a
-// projection group): rounds x's rows to pairs once (in the caller's scratch), then splits all the
-// W_i's rows, end to end, across the pool in one dispatch. Each element's arithmetic does not depend
-// on where the chunks fall, so a group has the bits of its GEMMs run one by one.
+// projection group): rounds x's rows to pairs once (in the caller's scratch), then streams all the
+// W_i's rows in one dispatch (few_rows_streams).
 void few_rows_bf16(const GemmArgs<float>* gs, int n) {
   const GemmArgs<float>& g = gs[0];
   const int64_t aps = (g.K + 31) / 32 * 16;  // pair slots per row: whole 32-k blocks, zero-padded
@@ -951,22 +1041,18 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
   if (buf.size() < static_cast<size_t>(g.M * aps)) buf.resize(g.M * aps);
   float* ap = buf.data();
   round_rows_bf16(g, ap, aps);
-  int64_t total = 0;
-  for (int i = 0; i < n; ++i) total += gs[i].N;
-  parallel_streams(total, kFewRowsChunk, [&](const StreamChunk& c) {
-    int64_t offset = 0;
-    for (int i = 0; i < n; offset += gs[i].N, ++i) {
-      const int64_t lo = std::max(c.begin, offset) - offset, hi = std::min(c.end, offset + gs[i].N) - offset;
-      if (lo >= hi) continue;
-      // Prefetches stay within this GEMM's W; the chunk before was warm for it only if it ended
-      // inside it.
-      const int64_t run_hi = std::min(c.run_end, offset + gs[i].N) - offset;
-      const bool warm = c.continues && c.begin > offset;
-      few_rows_columns(g.M, lo, hi, warm, FewRowsBf16{gs[i], ap, aps, run_hi});
-    }
+  few_rows_streams(gs, n, [&](int i, int64_t lo, int64_t hi, int64_t run_hi, bool warm) {
+    few_rows_columns(g.M, lo, hi, warm, FewRowsBf16{gs[i], ap, aps, run_hi});
   });
 }
-void few_rows_bf16(const GemmArgs<float>& g) { few_rows_bf16(&g, 1); }
+#endif
+
+#if SEALKIT_X86
+// y = x W^T with few enough rows to stream W unpacked (see "few rows" above).
+bool takes_few_rows(const GemmArgs<float>& g, Isa isa) {
+  return g.M <= (g.B.dtype == DType::BF16 ? kFewRowsBf16 : kFewRowsF32) && g.trans_b && !g.trans_a &&
+         (isa == Isa::Avx512 || isa == Isa::Avx512Bf16);
+}
 #endif
 
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
@@ -984,10 +1070,9 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 #if SEALKIT_X86
   // bf16 B under AVX512-BF16 multiplies in bf16 (A rounded); everything else in f32.
   const bool dp_bf16 = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16;
-  if (g.M <= (g.B.dtype == DType::BF16 ? kFewRowsBf16 : kFewRowsF32) && g.trans_b && !g.trans_a &&
-      (isa == Isa::Avx512 || isa == Isa::Avx512Bf16)) {
-    if (dp_bf16) few_rows_bf16(g);
-    else few_rows_avx512(g);
+  if (takes_few_rows(g, isa)) {
+    if (dp_bf16) few_rows_bf16(&g, 1);
+    else few_rows_avx512(&g, 1);
     finish_separately(g, update);
     return;
   }
@@ -1213,16 +1298,17 @@ void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update) {
 
 void gemm_group(const GemmArgs<float>* gs, int n) {
 #if SEALKIT_X86
-  // One dispatch when every GEMM would stream its bf16 W through few_rows_bf16 on the same x.
-  bool shared = n > 1 && active_isa() == Isa::Avx512Bf16;
+  // One dispatch when every GEMM would stream its W through the same few-rows path on the same x.
+  const Isa isa = active_isa();
+  bool shared = n > 1;
   for (int i = 0; shared && i < n; ++i) {
     const GemmArgs<float>& g = gs[i];
-    shared = g.M == gs[0].M && g.K == gs[0].K && g.A == gs[0].A && g.lda == gs[0].lda && g.M > 0 &&
-             g.M <= kFewRowsBf16 && g.N > 0 && g.K > 0 && g.alpha != 0.f && g.trans_b && !g.trans_a &&
-             g.B.dtype == DType::BF16;
+    shared = g.M == gs[0].M && g.K == gs[0].K && g.A == gs[0].A && g.lda == gs[0].lda && g.M > 0 && g.N > 0 &&
+             g.K > 0 && g.alpha != 0.f && g.B.dtype == gs[0].B.dtype && takes_few_rows(g, isa);
   }
   if (shared) {
-    few_rows_bf16(gs, n);
+    if (isa == Isa::Avx512Bf16 && gs[0].B.dtype == DType::BF16) few_rows_bf16(gs, n);
+    else few_rows_avx512(gs, n);
     return;
   }
 #endif

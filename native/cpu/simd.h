@@ -21,6 +21,11 @@ SEALKIT_AVX512 inline __mmask16 mask16(int64_t n) {
   return n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
+// The first n of 32 lanes.
+SEALKIT_AVX512 inline __mmask32 mask32(int64_t n) {
+  return n >= 32 ? __mmask32(0xffffffffu) : n <= 0 ? __mmask32(0) : __mmask32((1u << n) - 1);
+}
+
 // 16 floats (lanes outside m are zero and never read); bf16 (uint16_t bits) widened exactly.
 SEALKIT_AVX512 inline __m512 load16_masked(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 SEALKIT_AVX512 inline __m512 load16_masked(const uint16_t* p, __mmask16 m) {
