@@ -1,7 +1,8 @@
 // Decode GEMV benchmark: what bounds y = x W^T at decoding's row counts. The engine's few-rows path
-// (native/cpu/gemm.cc, bf16 W streamed straight into vdpbf16ps) runs on a 576-wide bf16 W at 1-16
-// rows of x, once with W small enough to stay in cache and once with W far larger than the caches,
-// alternating, on the thread count given. Against the same run's vdpbf16ps peak (bench/peak.c):
+// (native/cpu/gemm.cc: bf16 W streamed straight into vdpbf16ps under AVX512-BF16, or widened in
+// registers into f32 FMAs under plain AVX-512) runs on a 576-wide bf16 W at 1-16 rows of x, with W
+// in L2, in L3 and far larger than the caches, alternating, on the thread count given. Against the
+// same run's peak of the instruction that path multiplies with (bench/peak.c: vdpbf16ps, or FP32 FMA):
 //  - memory-bound rows stream W faster in cache than from memory, and their time hardly grows with
 //    the row count;
 //  - compute-bound rows stream W at the same rate in and out of cache, and their time grows with the
@@ -39,10 +40,13 @@ if (!Number.isInteger(rounds) || rounds < 1) throw new Error(`--rounds: expected
 if (rowCounts.some((m) => !Number.isInteger(m) || m < 1 || m > 16)) throw new Error(`--rows: expected row counts in 1..16, got '${opts.rows}'`);
 
 const addon = native();
-if (addon.info().isaDetected !== 'avx512bf16') {
-  console.log(`skip: the bf16 few-rows path needs AVX512-BF16 (this CPU: ${addon.info().isaDetected})`);
+const isa = addon.info().isaDetected;
+if (isa !== 'avx512bf16' && isa !== 'avx512') {
+  console.log(`skip: the few-rows path needs AVX-512 (this CPU: ${isa})`);
   process.exit(0);
 }
+// The peak that bounds the path: vdpbf16ps products under AVX512-BF16, f32 FMAs otherwise.
+const PEAK = isa === 'avx512bf16' ? { key: 'bf16_dot', label: 'vdpbf16ps' } : { key: 'fp32_fma', label: 'FP32 FMA' };
 addon.setThreads(threads);
 
 const K = 576;  // SmolLM2-135M's hidden size: the q/k/v/o, gate/up and LM-head GEMVs' width
@@ -55,8 +59,8 @@ const PLACES = [
 ] as const;
 type Place = (typeof PLACES)[number];
 
-/** The BF16 dot-product peak on `threads` threads (GFLOP/s, best of trials), or null without cc. */
-function bf16Peak(): number | null {
+/** The path's peak (PEAK) on `threads` threads (GFLOP/s, best of trials), or null without cc. */
+function pathPeak(): number | null {
   const dir = mkdtempSync(join(os.tmpdir(), 'sealkit-gemv-'));
   try {
     const exe = join(dir, 'peak');
@@ -65,7 +69,7 @@ function bf16Peak(): number | null {
     const last = r.stdout?.trim().split('\n').pop();
     if (r.status !== 0 || !last) return null;
     const j = JSON.parse(last) as Record<string, { best: number } | undefined>;
-    return Math.max(j.bf16_dot_gflops_nt?.best ?? 0, (j.bf16_dot_gflops_1t?.best ?? 0) * threads) || null;
+    return Math.max(j[`${PEAK.key}_gflops_nt`]?.best ?? 0, (j[`${PEAK.key}_gflops_1t`]?.best ?? 0) * threads) || null;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -91,7 +95,7 @@ function timeCall(M: number, N: number): number {
   return median(Array.from(addon.opRun('gemm_bench', 'f32', { ...args, iters }).times as Float64Array));
 }
 
-const peakBefore = bf16Peak();
+const peakBefore = pathPeak();
 const samples = new Map<string, number[]>();
 for (let r = 0; r < rounds; r++)
   for (const M of rowCounts)
@@ -99,7 +103,7 @@ for (let r = 0; r < rounds; r++)
       const key = `${M}/${p.name}`;
       samples.set(key, [...(samples.get(key) ?? []), timeCall(M, p.N)]);
     }
-const peakAfter = bf16Peak();
+const peakAfter = pathPeak();
 const peak = peakBefore === null && peakAfter === null ? null : Math.max(peakBefore ?? 0, peakAfter ?? 0);
 
 interface Cell { seconds: number; w_gb_s: number; gflops: number; peak_share: number | null }
@@ -114,8 +118,8 @@ const rows = rowCounts.map((M) => {
 });
 
 const pct = (x: number | null) => (x === null ? '—' : `${(100 * x).toFixed(0)}%`);
-console.log(`decode GEMV, y = x W^T, bf16 W ${K} wide: ${threads} thread(s), ${rounds} round(s), medians`);
-console.log(`vdpbf16ps peak (bench/peak.c, before/after): ${peakBefore?.toFixed(0) ?? '—'} / ${peakAfter?.toFixed(0) ?? '—'} GFLOP/s`);
+console.log(`decode GEMV, y = x W^T, bf16 W ${K} wide, isa ${isa}: ${threads} thread(s), ${rounds} round(s), medians`);
+console.log(`${PEAK.label} peak (bench/peak.c, before/after): ${peakBefore?.toFixed(0) ?? '—'} / ${peakAfter?.toFixed(0) ?? '—'} GFLOP/s`);
 const head = PLACES.map((p) => `${`W in ${p.name} (${((p.N * K * 2) / 1e6).toFixed(1)} MB)`.padEnd(29)}`).join(' | ');
 console.log(`rows | ${head} | memory / L2`);
 console.log(`     | ${PLACES.map(() => 'GB/s  GFLOP/s  of peak'.padStart(29)).join(' | ')} |`);
@@ -127,4 +131,4 @@ for (const r of rows) {
   console.log(`${String(r.rows).padStart(4)} | ${cells.join(' | ')} | ${r.memory_over_l2.toFixed(2).padStart(11)}`);
 }
 console.log('memory / L2 near 1, with GFLOP/s at a steady share of the peak: compute-bound rows; well below 1: memory-bound rows.');
-console.log(JSON.stringify({ bench: 'gemv', threads, rounds, K, peak_bf16_gflops: peak, rows }));
+console.log(JSON.stringify({ bench: 'gemv', isa, threads, rounds, K, peak: PEAK.key, peak_gflops: peak, rows }));

@@ -363,7 +363,7 @@ test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads, every I
 // blocks, strides and alpha/beta, against f64.
 test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f32 W', () => {
   const r = rng(24);
-  const cases = [];
+  const cases: { c: GemmCase; what: string; bits: Uint16Array; ref: Float64Array }[] = [];
   for (let M = 1; M <= 16; M++) {
     for (const K of [1, 16, 17, 31, 33, 64, 100]) {
       const N = [1, 2, 5, 7, 70][(M + K) % 5]!;
@@ -377,6 +377,22 @@ test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f3
       if (c.M <= 4) assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} f32 ${what}`);
     }
   });
+});
+
+test('gemm_bench: one time per call, on aligned copies that give gemm\'s C', () => {
+  // bench/gemm.ts and bench/gemv.ts time kernels through gemm_bench, which copies A, B and C into
+  // 64-byte-aligned buffers first (as the CPU backend allocates tensors) and copies C back.
+  const r = rng(25);
+  for (const [M, N, K, bDtype] of [[8, 70, 33, 'bf16'], [3, 5, 100, 'f32'], [40, 33, 17, 'f32']] as const) {
+    const c = gemmCase(M, N, K, false, true, r, 1, 1.25, 0);
+    const B = bDtype === 'bf16' ? bf16Bits(c.B) : f32(c.B);
+    const args = { M, N, K, transB: true, lda: c.lda, ldb: c.ldb, ldc: c.ldc, alpha: 1.25, A: f32(c.A), B, bDtype };
+    const bench = addon.opRun('gemm_bench', 'f32', { ...args, C: f32(c.C), iters: 3 }) as unknown as { times: Float64Array; C: Float32Array };
+    assert.is(bench.times.length, 3, `${M}x${N}x${K}: times`);
+    assert.ok(bench.times.every((t) => t > 0 && t < 10), `${M}x${N}x${K}: times ${Array.from(bench.times)}`);
+    const one = arr(op('gemm', 'f32', { ...args, C: f32(c.C) }), 'C');
+    sameBits(bench.C, one, `${M}x${N}x${K} ${bDtype}`);
+  }
 });
 
 test('gemm with a low-rank update: argument checks', () => {

@@ -471,12 +471,12 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, cons
   }
 }
 
-// Columns [n0, n1) of all rows, block by block, group by group (the first group also prefetches).
-// `kernel` has a member template run<MB>(i0, n, nb, prefetch) whose prefetches stop at its n1
-// (the end of this thread's run of chunks, which may lie past this chunk's), and prefetch_rows.
-// `warm`: the previous chunk of this run ended at n0, so its blocks have prefetched this one's
-// first rows. Measured against blocks of 2 W rows x groups of 8 rows: level or slightly faster at
-// 5-16 rows.
+// The vdpbf16ps kernel's driver: columns [n0, n1) of all rows, block by block, group by group (the
+// first group also prefetches). `kernel` has a member template run<MB>(i0, n, nb, prefetch) whose
+// prefetches stop at its n1 (the end of this thread's run of chunks, which may lie past this
+// chunk's), and prefetch_rows. `warm`: the previous chunk of this run ended at n0, so its blocks have
+// prefetched this one's first rows. Measured (with the f32-product kernel of the time, 16 k per
+// pass) against blocks of 2 W rows x groups of 8 rows: level or slightly faster at 5-16 rows.
 template <typename Kernel>
 inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, bool warm, const Kernel& kernel) {
   // The blocks' own prefetches run kFewRowsPrefetchRows ahead; at the start of a run the rows
@@ -506,10 +506,11 @@ inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, bool warm, const
 // only for K's tail. A bf16 half-line widens in one vpermw that puts bf16 j in the high half of lane
 // j (zero below): exact, and lane j still takes k = j mod 16, so the bits are those of the earlier
 // kernel (4 W rows x groups of 4 rows, 16 k per pass, vpmovzxwd + shift per 16 k and W row; checked
-// on 6,912 shapes). Against it, on SmolLM2-135M batch-8 decoding (2 threads, Intel Xeon with
-// AVX-512 but no AVX512-BF16, 2 alternating pairs of `seal bench decode --profile`), the GEMMs rose
-// from 71-93 to 95-125 GFLOP/s and decoding from 280 / 232 to 355 / 313 tokens/s; batch 1 is
-// level (W streams from memory either way).
+// on 6,912 shapes). Against it on a 2-vCPU Intel Xeon with AVX-512 but no AVX512-BF16 (bench/gemv.ts,
+// 576-wide bf16 W, 2 threads, 2 alternating runs): 8 rows 126-127 -> 184-197 GFLOP/s with W in
+// cache, 97-98 -> 122-136 with W in memory; 16 rows 1.45-1.5x in cache; 4 rows 1.3x in cache; from
+// memory, 1-4 rows are level (bandwidth-bound). SmolLM2-135M batch-8 decoding (2 alternating pairs
+// of `seal bench decode --profile`): 280 / 232 -> 355 / 313 tokens/s.
 constexpr int kFewRowsWideGroup = 8;
 
 // One pass over k .. k + 32 (Full: all 32 in range; else the tail, K - k < 32 of them).
@@ -786,7 +787,8 @@ SEALKIT_BF16 void pack_b_bf16(const MatRef& b, int64_t j0, int64_t n, int64_t K,
 
 // Few rows with bf16 W: A's rows are rounded to pairs once (`ap`, rows `aps` slots apart, zero past
 // K), then each W row's bf16 pairs stream straight into vdpbf16ps. Rows [i0, i0 + MB) of C, columns
-// [n, n + nb); same blocks, row groups and order as few_rows_avx512.
+// [n, n + nb), in few_rows_columns' blocks of 4 W rows x groups of up to 4 rows (the f32-product
+// kernel's 8-row groups were measured only on a CPU without AVX512-BF16).
 template <int MB>
 SEALKIT_BF16 void few_rows_bf16(const GemmArgs<float>& g, const float* ap, int64_t aps, int64_t i0, int64_t n, int nb,
                                 int64_t n1, bool prefetch) {
