@@ -508,7 +508,7 @@ inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, bool warm, const
 // kernel (4 W rows x groups of 4 rows, 16 k per pass, vpmovzxwd + shift per 16 k and W row; checked
 // on 6,912 shapes). Against it on a 2-vCPU Intel Xeon with AVX-512 but no AVX512-BF16 (bench/gemv.ts,
 // 576-wide bf16 W, 2 threads, 2 alternating runs): 8 rows 126-127 -> 184-197 GFLOP/s with W in
-// cache, 97-98 -> 122-136 with W in memory; 16 rows 1.45-1.5x in cache; 4 rows 1.3x in cache; from
+// cache, 97-98 -> 122-127 with W in memory; 16 rows 1.45-1.5x in cache; 4 rows 1.3x in cache; from
 // memory, 1-4 rows are level (bandwidth-bound). SmolLM2-135M batch-8 decoding (2 alternating pairs
 // of `seal bench decode --profile`): 280 / 232 -> 355 / 313 tokens/s.
 constexpr int kFewRowsWideGroup = 8;
