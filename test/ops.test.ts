@@ -513,6 +513,34 @@ function eachBf16Kernel(fn: (kernel: string) => void): void {
   }
 }
 
+// LoRA's weight gradients (dA = dxa^T x, dB = dy^T xa) walk the tokens in blocks of 128, each
+// tile's sums carried from block to block (native/cpu/gemm_lowrank.cc): token counts across the
+// block edges, against f64, with the same bits on 1, 2 and 3 threads.
+test('gemm: LoRA weight gradients over several token blocks against f64, thread-count independent', () => {
+  const r = rng(26);
+  const IN = 70, OUT = 97;
+  const cases: GemmCase[] = [];
+  for (const T of [127, 129, 300])
+    for (const rank of [8, 16, 17]) {
+      cases.push(
+        gemmCase(rank, IN, T, true, false, r, 2, 1, 1), //   dA += dxa^T x
+        gemmCase(OUT, rank, T, true, false, r, 1, 0.5, 0), // dB = s dy^T xa
+      );
+    }
+  keepingThreads(() => {
+    const results = new Map<number, F[]>();
+    for (const threads of [1, 2, 3]) {
+      addon.setThreads(threads);
+      results.set(threads, cases.map((c) => gemmRun(c, 'f32')));
+    }
+    cases.forEach((c, i) => {
+      const tag = `${c.M}x${c.N}x${c.K}`;
+      assertRel(results.get(1)![i]!, gemmNaive(c), 1e-5, tag);
+      for (const threads of [2, 3]) sameBits(results.get(1)![i]!, results.get(threads)![i]!, `${tag} threads=${threads}`);
+    });
+  });
+});
+
 test('gemm: bf16 B under avx512bf16 equals f64 on A rounded to bf16 (AMX, vdpbf16ps), all orientations', () => {
   if (!supportedIsas().includes('avx512bf16')) return;
   const r = rng(40);
