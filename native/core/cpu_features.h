@@ -13,5 +13,7 @@ Isa detect_isa();
 // (scalar|avx2|avx512|avx512bf16) for testing the fallbacks; never raised above what the CPU has.
 Isa active_isa();
 void set_active_isa(Isa isa);
+// Whether kernels may use AVX-512 (F, BW, VL, DQ) at this level.
+inline bool has_avx512(Isa isa) { return isa >= Isa::Avx512; }
 
 }  // namespace sealkit

@@ -238,7 +238,7 @@ template <typename Kv>
 void attention_cached(const CachedAttentionShape& s, const float* q, const Kv* k_cache, const Kv* v_cache, float* out) {
   const int64_t units = s.n_seqs * s.kv_heads;
 #ifdef SEALKIT_X86
-  if (active_isa() >= Isa::Avx512) {
+  if (has_avx512(active_isa())) {
     // Each thread walks a contiguous run of units, so it knows the one it runs next and can
     // prefetch it; a slow thread's tail still goes to the others.
     parallel_streams(units, 1, [&](const StreamChunk& c) {

@@ -1053,7 +1053,7 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
 // y = x W^T with few enough rows to stream W unpacked (see "few rows" above).
 bool takes_few_rows(const GemmArgs<float>& g, Isa isa) {
   return g.M <= (g.B.dtype == DType::BF16 ? kFewRowsBf16 : kFewRowsF32) && g.trans_b && !g.trans_a &&
-         (isa == Isa::Avx512 || isa == Isa::Avx512Bf16);
+         has_avx512(isa);
 }
 #endif
 
@@ -1091,7 +1091,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   // same arithmetic: k ascending from zero, then C = scale * sum + C) in one K block, and the base
   // tiles are its 14 x 32: the tile's update is then that call's own micro-kernel on the same
   // packed strips, so the bits cannot differ.
-  const bool fuse = update && (isa == Isa::Avx512 || isa == Isa::Avx512Bf16) && !amx &&
+  const bool fuse = update && has_avx512(isa) && !amx &&
                     ks.mr == kAvx512Mr && ks.nr == kAvx512Nr && update->rank <= kAvx512Kc &&
                     !(g.M <= kFewRowsF32 && update->trans_v);
 #else

@@ -34,7 +34,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
 #include <type_traits>
 #include <vector>
 
@@ -59,8 +58,9 @@ SEALKIT_AVX512 SEALKIT_INLINE void store16(float* c, __m512 acc, __mmask16 m, fl
   _mm512_mask_storeu_ps(c, m, v);
 }
 
-// Grow-only per-thread buffer for a packed op(B) (kept between calls: no allocation per step).
-std::vector<float>& packed_b() {
+// Grow-only per-thread scratch, kept between calls (no allocation per step): narrow N's packed op(B),
+// or the outer sums' running tile sums (one call uses it at a time).
+std::vector<float>& scratch_floats() {
   thread_local std::vector<float> buf;
   return buf;
 }
@@ -121,7 +121,7 @@ SEALKIT_AVX512 void narrow_n_block(const GemmArgs<float>& g, const ARef& a, cons
 
 template <int NV>
 void narrow_n(const GemmArgs<float>& g, const ARef& a) {
-  std::vector<float>& buf = packed_b();
+  std::vector<float>& buf = scratch_floats();
   if (buf.size() < static_cast<size_t>(g.K * 16 * NV)) buf.resize(g.K * 16 * NV);
   pack_b_rows(g, 16 * NV, buf.data());
   const float* bp = buf.data();
@@ -187,7 +187,7 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
   __m512 acc[MB][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MB; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = k0 == 0 ? _mm512_setzero_ps() : _mm512_load_ps(partial + (i * NV + v) * 16);
+    for (int v = 0; v < NV; ++v) acc[i][v] = k0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(partial + (i * NV + v) * 16);
   const int64_t ldbc = o.ldbc, ldvec = o.ldvec;
   const BcT* bc = o.bc + k0 * ldbc;
   const VecT* vec = o.vec + k0 * ldvec + v0;
@@ -203,7 +203,7 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
   if (k1 < o.K) {
 #pragma GCC unroll 16
     for (int i = 0; i < MB; ++i)
-      for (int v = 0; v < NV; ++v) _mm512_store_ps(partial + (i * NV + v) * 16, acc[i][v]);
+      for (int v = 0; v < NV; ++v) _mm512_storeu_ps(partial + (i * NV + v) * 16, acc[i][v]);
     return;
   }
   // Rows and lanes indexed by constants only: a runtime index into acc would make GCC keep the
@@ -231,24 +231,17 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
   }
 }
 
-// Grow-only, 64-byte-aligned scratch for the tiles' running sums (kept between calls).
-float* outer_partials(size_t floats) {
-  thread_local std::unique_ptr<float, void (*)(void*)> buf(nullptr, std::free);
-  thread_local size_t size = 0;
-  if (size < floats) {
-    buf.reset(static_cast<float*>(std::aligned_alloc(64, (floats * sizeof(float) + 63) / 64 * 64)));
-    if (!buf) throw std::bad_alloc();
-    size = floats;
-  }
-  return buf.get();
-}
-
 template <typename BcT, typename VecT>
 void outer_sum(const OuterSum<BcT, VecT>& o) {
   constexpr int NV = 2, W = 16 * NV;
   const int64_t row_blocks = (o.R + kOuterRows - 1) / kOuterRows, col_blocks = (o.V + W - 1) / W;
-  float* partials = o.K > kOuterTokens ? outer_partials(static_cast<size_t>(row_blocks * col_blocks * kOuterRows * W))
-                                       : nullptr;
+  float* partials = nullptr;
+  if (o.K > kOuterTokens) {
+    std::vector<float>& buf = scratch_floats();
+    const size_t need = static_cast<size_t>(row_blocks * col_blocks * kOuterRows * W);
+    if (buf.size() < need) buf.resize(need);
+    partials = buf.data();
+  }
   // ~64k multiply-adds per task at least: a small call stays on the caller's thread. A task owns
   // whole column tiles (both row blocks of a rank-16 result read the same slice of the wide
   // operand, so they run back to back) and walks the tokens block by block.
@@ -277,7 +270,7 @@ bool gemm_lowrank(const GemmArgs<float>& g) {
   // in bf16 (gemm.cc) and never comes here.
   const Isa isa = active_isa();
   const bool f32_math = g.B.dtype == DType::F32 || (g.B.dtype == DType::BF16 && isa == Isa::Avx512);
-  if (!f32_math || (isa != Isa::Avx512 && isa != Isa::Avx512Bf16)) return false;
+  if (!f32_math || !has_avx512(isa)) return false;
   // SEALKIT_LOWRANK=0 (read per call) sends these shapes to the packed GEMM, for benchmarks.
   if (const char* env = std::getenv("SEALKIT_LOWRANK"); env && std::strcmp(env, "0") == 0) return false;
   // op(A) = A^T and op(B) = B, both stored tokens x width: a weight gradient over the tokens.

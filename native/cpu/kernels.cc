@@ -173,7 +173,7 @@ struct ExpRow {
 #define SEALKIT_DISPATCH(T, isa, CALL)                                              \
   do {                                                                              \
     if constexpr (std::is_same_v<T, float>) {                                       \
-      if ((isa) == Isa::Avx512 || (isa) == Isa::Avx512Bf16) {                      \
+      if (has_avx512(isa)) {                                                        \
         [&]() SEALKIT_AVX512 {                                                      \
           [[maybe_unused]] constexpr int kW = 64 / sizeof(T);                       \
           CALL;                                                                     \
@@ -809,7 +809,7 @@ template <typename T>
 void swiglu_forward(const T* gate, const T* up, T* out, int64_t n) {
 #if SEALKIT_X86
   if constexpr (std::is_same_v<T, float>) {
-    if (const Isa isa = active_isa(); isa == Isa::Avx512 || isa == Isa::Avx512Bf16) {
+    if (has_avx512(active_isa())) {
       parallel_for(n, kGrain, [&](int64_t b, int64_t e) { swiglu_forward_avx512(gate, up, out, b, e); });
       return;
     }
@@ -830,7 +830,7 @@ template <typename T>
 void swiglu_backward(const T* gate, const T* up, const T* dout, T* dgate, T* dup, int64_t n) {
 #if SEALKIT_X86
   if constexpr (std::is_same_v<T, float>) {
-    if (const Isa isa = active_isa(); isa == Isa::Avx512 || isa == Isa::Avx512Bf16) {
+    if (has_avx512(active_isa())) {
       parallel_for(n, kGrain, [&](int64_t b, int64_t e) { swiglu_backward_avx512(gate, up, dout, dgate, dup, b, e); });
       return;
     }
@@ -943,7 +943,7 @@ void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParam
           eps = static_cast<T>(p.eps);
 #if SEALKIT_X86
   if constexpr (std::is_same_v<T, float>) {
-    if (const Isa isa = active_isa(); isa == Isa::Avx512 || isa == Isa::Avx512Bf16) {
+    if (has_avx512(active_isa())) {
       parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
         adamw_avx512(param, grad, m, v, b, e, decay, b1, b2, c1, c2, step_size, bc2_sqrt, eps);
       });

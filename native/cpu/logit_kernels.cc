@@ -100,7 +100,7 @@ SEALKIT_AVX512 void buckets_avx512(const float* w, int64_t n, float hi, float pe
 }
 #pragma GCC diagnostic pop
 
-bool use_avx512() { return active_isa() >= Isa::Avx512; }
+bool use_avx512() { return has_avx512(active_isa()); }
 #endif
 
 }  // namespace
