@@ -395,6 +395,44 @@ test('gemm_bench: one time per call, on aligned copies that give gemm\'s C', () 
   }
 });
 
+// Few rows against many columns (the LM head, its input gradient's K slabs, prefill): each task packs
+// the B strips it uses (native/cpu/gemm.cc, packed_gemm). It must give the bits of the shared B panel
+// (SEALKIT_LOCAL_B=0) on 1, 2 and 3 threads, every ISA, every orientation, f32 and bf16 B, with a
+// low-rank update on the tiles, and match f64.
+test('gemm: B strips packed by the tasks that use them give the shared panel\'s bits, against f64', () => {
+  const r = rng(27);
+  // 45x500x577: K across K blocks; 130x700x1100: A near its size limit; 20x400x2600: K slabs.
+  const cases = [[20, 300, 70], [45, 500, 577], [130, 700, 1100], [20, 400, 2600]].flatMap(([M, N, K]) =>
+    ORIENTS.map(([ta, tb], o) => {
+      const c = gemmCase(M!, N!, K!, ta, tb, r, 2, 0.75, o % 2 ? 0.5 : 0);
+      const rank = 16, transV = o >= 2;
+      const U = f32(rand(M! * rank, r)), V = f32(rand(rank * N!, r));
+      return { c, bits: bf16Bits(c.B), ref: gemmNaive(c), update: { U, V, rank, transV, updateScale: 2 }, what: `${M}x${N}x${K} tA=${ta} tB=${tb}` };
+    }));
+  const saved = process.env.SEALKIT_LOCAL_B;
+  const runAll = (local: boolean) => {
+    if (local) delete process.env.SEALKIT_LOCAL_B;
+    else process.env.SEALKIT_LOCAL_B = '0';
+    return cases.flatMap(({ c, bits, update }) => [
+      gemmRun(c, 'f32'), gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmRun(c, 'f32', { B: bits, bDtype: 'bf16', ...update }),
+    ]);
+  };
+  try {
+    keepingThreads(() => forEachIsa((isa) => {
+      addon.setThreads(2);
+      const shared = runAll(false);
+      cases.forEach(({ c, what, ref }, i) => assertRel(shared[3 * i]!, ref, 1e-5, `${isa} ${what}`));
+      for (const threads of [1, 2, 3]) {
+        addon.setThreads(threads);
+        runAll(true).forEach((local, i) => sameBits(local, shared[i]!, `${isa} threads=${threads} ${cases[Math.floor(i / 3)]!.what} #${i % 3}`));
+      }
+    }));
+  } finally {
+    if (saved === undefined) delete process.env.SEALKIT_LOCAL_B;
+    else process.env.SEALKIT_LOCAL_B = saved;
+  }
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);

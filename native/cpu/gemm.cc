@@ -983,6 +983,10 @@ KernelSpec select_kernel(Isa isa) {
 constexpr int64_t kPackedABudget = int64_t(4) << 20;
 constexpr int64_t kPanelBudget = int64_t(1) << 20;
 constexpr int64_t kTaskABudget = int64_t(96) << 10;
+// Packed A up to this size (1 MB: the LM head's 256 rows at K = 576, or a 1024-deep K slab) stays in
+// each core's L2 across all of B, so one task can run a B strip against every row: the task then packs
+// its own strips, one at a time, just before using them (see packed_gemm).
+constexpr int64_t kLocalBABudget = int64_t(256) << 10;
 // Depth of the K slabs a long-K GEMM runs as (a multiple of every non-AMX K block: 256 f32 steps,
 // 128 bf16 pairs); K up to twice this runs unsplit.
 constexpr int64_t kSlabK = 1024;
@@ -999,11 +1003,17 @@ int64_t block_size(int64_t budget, int64_t per, int64_t unit, int64_t total) {
 struct Scratch {
   std::vector<float> a, b;
   std::vector<float> u, v;  // a fused low-rank update's packed U and V
+  std::vector<float> strip;  // one B strip a task packs for itself (never the caller's a or b)
 };
 
 Scratch& scratch() {
   thread_local Scratch s;
   return s;
+}
+
+bool local_b_allowed() {
+  const char* env = std::getenv("SEALKIT_LOCAL_B");
+  return !(env && std::strcmp(env, "0") == 0);
 }
 
 #if SEALKIT_X86
@@ -1149,9 +1159,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   const int64_t m_group = block_size(kTaskABudget, Kd, mr, m_chunk);
   Scratch& sc = scratch();
   if (sc.a.size() < static_cast<size_t>(m_chunk * Kd)) sc.a.resize(m_chunk * Kd);
-  if (sc.b.size() < static_cast<size_t>(n_chunk * Kd)) sc.b.resize(n_chunk * Kd);
   float* pa = sc.a.data();
-  float* pb = sc.b.data();
   // ~4 tasks per thread per phase lets the pool balance uneven tasks.
   auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
 #if SEALKIT_X86
@@ -1170,6 +1178,70 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   const int64_t v_strips = 0;  // updates fuse only into the AVX-512 tiles
 #endif
 
+  // One packed B strip (columns [col, col + cols)) against rows [r0, r1) of the row chunk at i0: all
+  // K blocks back to back, so the rows' C tile stays in L1/L2 between blocks and the block's KC x NR
+  // slice of the strip stays in L1 across the row strips.
+  auto strip_tiles = [&](int64_t i0, int64_t r0, int64_t r1, int64_t col, int cols, const float* bs) {
+    for (int64_t k0 = 0; k0 < Kd; k0 += kc_depth) {
+      const int64_t kc = std::min(kc_depth, Kd - k0);
+      const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
+      for (int64_t r = r0; r < r1; r += mr) {
+        const int rows = static_cast<int>(std::min(mr, r1 - r));
+        float* c = g.C + (i0 + r) * g.ldc + col;
+        ks.micro(kc, pa + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+#if SEALKIT_X86
+        if (fuse && k0 + kc >= Kd)  // the tile is final: add the update while it is in L1
+          micro_avx512(ur, pu + r * ur, pv + col * ur, c, g.ldc, rows, cols, Epilogue{update->scale, 1.f, true});
+#endif
+      }
+    }
+  };
+  auto pack_a_strips = [&](int64_t i0, int64_t m, int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) {
+      ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, pa + s * mr * Kd);
+#if SEALKIT_X86
+      if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, pu + s * mr * ur);
+#endif
+    }
+  };
+  auto pack_v_strips = [&]([[maybe_unused]] int64_t s0, [[maybe_unused]] int64_t s1) {
+#if SEALKIT_X86
+    const MatRef V{update->V, DType::F32, update->trans_v ? 1 : update->ldv, update->trans_v ? update->ldv : 1};
+    for (int64_t s = s0; s < s1; ++s) pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, pv + s * kAvx512Nr * ur);
+#endif
+  };
+
+  // Few rows against many columns (the LM head: 256 tokens x 49,152 vocabulary rows; its input
+  // gradient's K slabs): all of packed A fits in L2, so each task runs its B strips against every row
+  // and packs each strip itself, just before using it, into its own scratch. B then never makes the
+  // round trip through a shared panel of megabytes, and the GEMM has two barriers, not two per column
+  // chunk. Same packing, blocks and micro-kernel calls per tile as below: the same bits. Only when B
+  // is the larger operand (with many rows the shared panel is reused enough), and measured on the
+  // f32-product kernels only (not the bf16-pair ones). SEALKIT_LOCAL_B=0 (read per call) turns it off,
+  // for tests and benchmarks.
+  const int64_t all_b_strips = (N + nr - 1) / nr;
+  if (!ks.pairs && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_b_allowed()) {
+    const int64_t a_strips = (M + mr - 1) / mr;
+    const int64_t vt = tasks_for(v_strips), v_per = vt ? (v_strips + vt - 1) / vt : 0;
+    const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
+    pool.run(at + vt, [&](int64_t t, int) {
+      if (t < at) pack_a_strips(0, M, t * a_per, std::min(a_strips, (t + 1) * a_per));
+      else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
+    });
+    const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
+    pool.run(bt, [&](int64_t t, int) {
+      std::vector<float>& strip = scratch().strip;
+      if (strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
+      for (int64_t s = t * b_per; s < std::min(all_b_strips, (t + 1) * b_per); ++s) {
+        ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
+        strip_tiles(0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data());
+      }
+    });
+    return;
+  }
+
+  if (sc.b.size() < static_cast<size_t>(n_chunk * Kd)) sc.b.resize(n_chunk * Kd);
+  float* pb = sc.b.data();
   for (int64_t i0 = 0; i0 < M; i0 += m_chunk) {
     const int64_t m = std::min(m_chunk, M - i0), a_strips = (m + mr - 1) / mr;
     for (int64_t j0 = 0; j0 < N; j0 += n_chunk) {
@@ -1187,50 +1259,19 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           return;
         }
         t -= bt;
-        if (t < at) {
-          for (int64_t s = t * a_per; s < std::min(a_strips, (t + 1) * a_per); ++s) {
-            ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, pa + s * mr * Kd);
-#if SEALKIT_X86
-            if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, pu + s * mr * ur);
-#endif
-          }
-          return;
-        }
-        t -= at;
-#if SEALKIT_X86
-        const MatRef V{update->V, DType::F32, update->trans_v ? 1 : update->ldv, update->trans_v ? update->ldv : 1};
-        for (int64_t s = t * v_per; s < std::min(v_strips, (t + 1) * v_per); ++s)
-          pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, pv + s * kAvx512Nr * ur);
-#endif
+        if (t < at) pack_a_strips(i0, m, t * a_per, std::min(a_strips, (t + 1) * a_per));
+        else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
       });
 
-      // Tasks: (row group) x (strip group). Per strip, all K blocks run back to back over the
-      // group's rows: the group's C tile stays in L1/L2 between K blocks, and the KC x NR slice of
-      // the B strip stays in L1 across the row strips.
+      // Tasks: (row group) x (strip group); the group's rows of packed A stay in L2 across its strips.
       const int64_t n_rg = (m + m_group - 1) / m_group;
       const int64_t n_sg = std::min(b_strips, (tasks_for(n_rg * b_strips) + n_rg - 1) / n_rg);
       const int64_t sg_per = (b_strips + n_sg - 1) / n_sg;
       pool.run(n_rg * n_sg, [&](int64_t t, int) {
         const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
         const int64_t s0 = (t % n_sg) * sg_per, s1 = std::min(b_strips, s0 + sg_per);
-        for (int64_t s = s0; s < s1; ++s) {
-          const int cols = static_cast<int>(std::min(nr, n - s * nr));
-          const float* bs = pb + s * nr * Kd;
-          for (int64_t k0 = 0; k0 < Kd; k0 += kc_depth) {
-            const int64_t kc = std::min(kc_depth, Kd - k0);
-            const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
-            for (int64_t r = r0; r < r1; r += mr) {
-              const int rows = static_cast<int>(std::min(mr, r1 - r));
-              float* c = g.C + (i0 + r) * g.ldc + j0 + s * nr;
-              ks.micro(kc, pa + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
-#if SEALKIT_X86
-              if (fuse && k0 + kc >= Kd)  // the tile is final: add the update while it is in L1
-                micro_avx512(ur, pu + r * ur, pv + (j0 + s * nr) * ur, c, g.ldc, rows, cols,
-                             Epilogue{update->scale, 1.f, true});
-#endif
-            }
-          }
-        }
+        for (int64_t s = s0; s < s1; ++s)
+          strip_tiles(i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)), pb + s * nr * Kd);
       });
     }
   }
