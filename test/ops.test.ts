@@ -396,23 +396,26 @@ test('gemm_bench: one time per call, on aligned copies that give gemm\'s C', () 
 });
 
 // Few rows against many columns (the LM head, its input gradient's K slabs, prefill): each task packs
-// the B strips it uses (native/cpu/gemm.cc, packed_gemm). It must give the bits of the shared B panel
-// (SEALKIT_LOCAL_B=0) on 1, 2 and 3 threads, every ISA, every orientation, f32 and bf16 B, with a
-// low-rank update on the tiles, and match f64.
-test('gemm: B strips packed by the tasks that use them give the shared panel\'s bits, against f64', () => {
+// the B strips it uses; many rows against a small B (tiny models' projections): each task packs its
+// own rows of A and U (native/cpu/gemm.cc, packed_gemm). Either must give the bits of the shared
+// packed operands (SEALKIT_LOCAL_PACK=0) on 1, 2 and 3 threads, every ISA, every orientation, f32
+// and bf16 B, with a low-rank update on the tiles, and match f64.
+test('gemm: operands packed by the tasks that use them give the shared packing\'s bits, against f64', () => {
   const r = rng(27);
-  // 45x500x577: K across K blocks; 130x700x1100: A near its size limit; 20x400x2600: K slabs.
-  const cases = [[20, 300, 70], [45, 500, 577], [130, 700, 1100], [20, 400, 2600]].flatMap(([M, N, K]) =>
+  // B strips: 45x500x577 has K across K blocks, 130x700x1100 A near its size limit, 20x400x2600 K
+  // slabs. A rows: 300x40x70, 600x100x300 (B's panel near its limit), 150x64x577 (K blocks).
+  const shapes = [[20, 300, 70], [45, 500, 577], [130, 700, 1100], [20, 400, 2600], [300, 40, 70], [600, 100, 300], [150, 64, 577]];
+  const cases = shapes.flatMap(([M, N, K]) =>
     ORIENTS.map(([ta, tb], o) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 2, 0.75, o % 2 ? 0.5 : 0);
       const rank = 16, transV = o >= 2;
       const U = f32(rand(M! * rank, r)), V = f32(rand(rank * N!, r));
       return { c, bits: bf16Bits(c.B), ref: gemmNaive(c), update: { U, V, rank, transV, updateScale: 2 }, what: `${M}x${N}x${K} tA=${ta} tB=${tb}` };
     }));
-  const saved = process.env.SEALKIT_LOCAL_B;
+  const saved = process.env.SEALKIT_LOCAL_PACK;
   const runAll = (local: boolean) => {
-    if (local) delete process.env.SEALKIT_LOCAL_B;
-    else process.env.SEALKIT_LOCAL_B = '0';
+    if (local) delete process.env.SEALKIT_LOCAL_PACK;
+    else process.env.SEALKIT_LOCAL_PACK = '0';
     return cases.flatMap(({ c, bits, update }) => [
       gemmRun(c, 'f32'), gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmRun(c, 'f32', { B: bits, bDtype: 'bf16', ...update }),
     ]);
@@ -428,8 +431,8 @@ test('gemm: B strips packed by the tasks that use them give the shared panel\'s 
       }
     }));
   } finally {
-    if (saved === undefined) delete process.env.SEALKIT_LOCAL_B;
-    else process.env.SEALKIT_LOCAL_B = saved;
+    if (saved === undefined) delete process.env.SEALKIT_LOCAL_PACK;
+    else process.env.SEALKIT_LOCAL_PACK = saved;
   }
 });
 

@@ -987,6 +987,10 @@ constexpr int64_t kTaskABudget = int64_t(96) << 10;
 // each core's L2 across all of B, so one task can run a B strip against every row: the task then packs
 // its own strips, one at a time, just before using them (see packed_gemm).
 constexpr int64_t kLocalBABudget = int64_t(256) << 10;
+// A B panel up to this size (256 KB: tiny models' projections) stays in L2 next to a task's rows of
+// A, so each task can pack its own rows and run them against all of B (see packed_gemm). Larger
+// panels measured slower that way (SmolLM2's 576 x 192: 5 %).
+constexpr int64_t kLocalAPanelBudget = int64_t(64) << 10;
 // Depth of the K slabs a long-K GEMM runs as (a multiple of every non-AMX K block: 256 f32 steps,
 // 128 bf16 pairs); K up to twice this runs unsplit.
 constexpr int64_t kSlabK = 1024;
@@ -1003,7 +1007,7 @@ int64_t block_size(int64_t budget, int64_t per, int64_t unit, int64_t total) {
 struct Scratch {
   std::vector<float> a, b;
   std::vector<float> u, v;  // a fused low-rank update's packed U and V
-  std::vector<float> strip;  // one B strip a task packs for itself (never the caller's a or b)
+  std::vector<float> own, own_u;  // what a task packs for itself (never the caller's a or b): a B strip, or A (and U) strips
 };
 
 Scratch& scratch() {
@@ -1011,8 +1015,8 @@ Scratch& scratch() {
   return s;
 }
 
-bool local_b_allowed() {
-  const char* env = std::getenv("SEALKIT_LOCAL_B");
+bool local_packing_allowed() {
+  const char* env = std::getenv("SEALKIT_LOCAL_PACK");
   return !(env && std::strcmp(env, "0") == 0);
 }
 
@@ -1162,11 +1166,11 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   float* pa = sc.a.data();
   // ~4 tasks per thread per phase lets the pool balance uneven tasks.
   auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
-#if SEALKIT_X86
   // A fused update: op(V) packed once (rank x N in 32-column strips), U per row chunk (14-row strips).
   float* pu = nullptr;
-  float* pv = nullptr;
+  [[maybe_unused]] float* pv = nullptr;
   const int64_t ur = fuse ? update->rank : 0;
+#if SEALKIT_X86
   const int64_t v_strips = fuse ? (N + kAvx512Nr - 1) / kAvx512Nr : 0;
   if (fuse) {
     if (sc.u.size() < static_cast<size_t>(m_chunk * ur)) sc.u.resize(m_chunk * ur);
@@ -1181,26 +1185,27 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // One packed B strip (columns [col, col + cols)) against rows [r0, r1) of the row chunk at i0: all
   // K blocks back to back, so the rows' C tile stays in L1/L2 between blocks and the block's KC x NR
   // slice of the strip stays in L1 across the row strips.
-  auto strip_tiles = [&](int64_t i0, int64_t r0, int64_t r1, int64_t col, int cols, const float* bs) {
+  auto strip_tiles = [&](const float* a_rows, [[maybe_unused]] const float* u_rows, int64_t i0, int64_t r0, int64_t r1,
+                         int64_t col, int cols, const float* bs) {
     for (int64_t k0 = 0; k0 < Kd; k0 += kc_depth) {
       const int64_t kc = std::min(kc_depth, Kd - k0);
       const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
       for (int64_t r = r0; r < r1; r += mr) {
         const int rows = static_cast<int>(std::min(mr, r1 - r));
         float* c = g.C + (i0 + r) * g.ldc + col;
-        ks.micro(kc, pa + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+        ks.micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
 #if SEALKIT_X86
         if (fuse && k0 + kc >= Kd)  // the tile is final: add the update while it is in L1
-          micro_avx512(ur, pu + r * ur, pv + col * ur, c, g.ldc, rows, cols, Epilogue{update->scale, 1.f, true});
+          micro_avx512(ur, u_rows + r * ur, pv + col * ur, c, g.ldc, rows, cols, Epilogue{update->scale, 1.f, true});
 #endif
       }
     }
   };
-  auto pack_a_strips = [&](int64_t i0, int64_t m, int64_t s0, int64_t s1) {
+  auto pack_a_strips = [&](float* a_dst, [[maybe_unused]] float* u_dst, int64_t i0, int64_t m, int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
-      ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, pa + s * mr * Kd);
+      ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, a_dst + s * mr * Kd);
 #if SEALKIT_X86
-      if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, pu + s * mr * ur);
+      if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, u_dst + s * mr * ur);
 #endif
     }
   };
@@ -1217,25 +1222,60 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // round trip through a shared panel of megabytes, and the GEMM has two barriers, not two per column
   // chunk. Same packing, blocks and micro-kernel calls per tile as below: the same bits. Only when B
   // is the larger operand (with many rows the shared panel is reused enough), and measured on the
-  // f32-product kernels only (not the bf16-pair ones). SEALKIT_LOCAL_B=0 (read per call) turns it off,
-  // for tests and benchmarks.
+  // f32-product kernels only (not the bf16-pair ones). SEALKIT_LOCAL_PACK=0 (read per call) turns it
+  // and the mirror case below off, for tests and benchmarks.
   const int64_t all_b_strips = (N + nr - 1) / nr;
-  if (!ks.pairs && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_b_allowed()) {
+  if (!ks.pairs && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
     const int64_t a_strips = (M + mr - 1) / mr;
     const int64_t vt = tasks_for(v_strips), v_per = vt ? (v_strips + vt - 1) / vt : 0;
     const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
     pool.run(at + vt, [&](int64_t t, int) {
-      if (t < at) pack_a_strips(0, M, t * a_per, std::min(a_strips, (t + 1) * a_per));
+      if (t < at) pack_a_strips(pa, pu, 0, M, t * a_per, std::min(a_strips, (t + 1) * a_per));
       else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
     });
     const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
     pool.run(bt, [&](int64_t t, int) {
-      std::vector<float>& strip = scratch().strip;
+      std::vector<float>& strip = scratch().own;
       if (strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
       for (int64_t s = t * b_per; s < std::min(all_b_strips, (t + 1) * b_per); ++s) {
         ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
-        strip_tiles(0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data());
+        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data());
       }
+    });
+    return;
+  }
+
+  // The mirror case: many rows against a B whose whole panel stays in L2 (tiny models' projections).
+  // B is packed once, shared; each task packs its own rows of A (and U) just before running them
+  // against every B strip, so A's packing overlaps the other threads' compute and its strips are
+  // read back from L1/L2, not from a shared panel of megabytes. Same bits, as above.
+  const int64_t all_a_strips = (M + mr - 1) / mr;
+  if (!ks.pairs && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
+    if (sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
+    float* pb_all = sc.b.data();
+    const int64_t vt = tasks_for(v_strips), v_per = vt ? (v_strips + vt - 1) / vt : 0;
+    const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
+    pool.run(bt + vt, [&](int64_t t, int) {
+      if (t < bt) {
+        for (int64_t s = t * b_per; s < std::min(all_b_strips, (t + 1) * b_per); ++s)
+          ks.pack_b(B, s * nr, N - s * nr, K, pb_all + s * nr * Kd);
+      } else {
+        pack_v_strips((t - bt) * v_per, std::min(v_strips, (t - bt + 1) * v_per));
+      }
+    });
+    // Row groups of whole strips, ~4 per thread (within the L2 budget of a task's A).
+    const int64_t at = tasks_for(all_a_strips);
+    const int64_t per = std::min((all_a_strips + at - 1) / at, std::max<int64_t>(1, m_group / mr));
+    const int64_t groups = (all_a_strips + per - 1) / per;
+    pool.run(groups, [&](int64_t t, int) {
+      Scratch& own = scratch();
+      const int64_t r0 = t * per * mr, rows = std::min(per * mr, M - r0);
+      if (own.own.size() < static_cast<size_t>(per * mr * Kd)) own.own.resize(per * mr * Kd);
+      if (fuse && own.own_u.size() < static_cast<size_t>(per * mr * ur)) own.own_u.resize(per * mr * ur);
+      pack_a_strips(own.own.data(), own.own_u.data(), r0, rows, 0, (rows + mr - 1) / mr);
+      for (int64_t s = 0; s < all_b_strips; ++s)
+        strip_tiles(own.own.data(), own.own_u.data(), r0, 0, rows, s * nr, static_cast<int>(std::min(nr, N - s * nr)),
+                    pb_all + s * nr * Kd);
     });
     return;
   }
@@ -1259,7 +1299,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           return;
         }
         t -= bt;
-        if (t < at) pack_a_strips(i0, m, t * a_per, std::min(a_strips, (t + 1) * a_per));
+        if (t < at) pack_a_strips(pa, pu, i0, m, t * a_per, std::min(a_strips, (t + 1) * a_per));
         else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
       });
 
@@ -1271,7 +1311,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
         const int64_t s0 = (t % n_sg) * sg_per, s1 = std::min(b_strips, s0 + sg_per);
         for (int64_t s = s0; s < s1; ++s)
-          strip_tiles(i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)), pb + s * nr * Kd);
+          strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)), pb + s * nr * Kd);
       });
     }
   }
