@@ -379,7 +379,7 @@ test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f3
   });
 });
 
-test('gemm_bench: one time per call, on aligned copies that give gemm\'s C', () => {
+test('gemm_bench: one time per call, on aligned copies that give gemm\'s C (with and without an update)', () => {
   // bench/gemm.ts and bench/gemv.ts time kernels through gemm_bench, which copies A, B and C into
   // 64-byte-aligned buffers first (as the CPU backend allocates tensors) and copies C back.
   const r = rng(25);
@@ -392,6 +392,12 @@ test('gemm_bench: one time per call, on aligned copies that give gemm\'s C', () 
     assert.ok(bench.times.every((t) => t > 0 && t < 10), `${M}x${N}x${K}: times ${Array.from(bench.times)}`);
     const one = arr(op('gemm', 'f32', { ...args, C: f32(c.C) }), 'C');
     sameBits(bench.C, one, `${M}x${N}x${K} ${bDtype}`);
+    // ...and with a low-rank update riding along (bench/ab.ts times gemm+update shapes).
+    const update = { U: f32(rand(M * 4, r)), V: f32(rand(4 * N, r)), rank: 4, transV: true, updateScale: 0.5 };
+    const benchUp = addon.opRun('gemm_bench', 'f32', { ...args, ...update, C: f32(c.C), iters: 2 }) as unknown as { C: Float32Array };
+    const oneUp = arr(op('gemm', 'f32', { ...args, ...update, C: f32(c.C) }), 'C');
+    sameBits(benchUp.C, oneUp, `${M}x${N}x${K} ${bDtype} with update`);
+    assert.not.equal(bitsOf(oneUp), bitsOf(one), `${M}x${N}x${K} ${bDtype}: update applied`);
   }
 });
 

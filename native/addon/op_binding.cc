@@ -322,11 +322,24 @@ Napi::Object op_gemm_bench(const Args& a) {
   g.B.data = b_copy.get();
   T* const c_out = g.C;
   g.C = static_cast<T*>(c_copy.get());
-  cpu::gemm(call.g);
+  // With U (and V, rank...), gemm's low-rank update rides along, as in op_gemm.
+  cpu::LowRankUpdate update;
+  const bool has_update = a.has("U");
+  if (has_update) {
+    if constexpr (std::is_same_v<T, float>) update = update_args(a, g);
+    else a.range_error("U", "(a low-rank update) is for dtype f32 only");
+  }
+  auto run = [&] {
+    if constexpr (std::is_same_v<T, float>) {
+      if (has_update) return cpu::gemm_with_update(g, update);
+    }
+    cpu::gemm(g);
+  };
+  run();
   auto times = Napi::Float64Array::New(a.env(), static_cast<size_t>(iters));
   for (int64_t i = 0; i < iters; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    cpu::gemm(call.g);
+    run();
     times[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   std::memcpy(c_out, g.C, static_cast<size_t>(g.M * g.ldc) * sizeof(T));

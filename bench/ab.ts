@@ -1,0 +1,132 @@
+// A/B of two GEMM variants call by call in one process: two builds of the native addon, or one
+// build under two environments (the kernels' switches are read per call). On a shared machine
+// whose speed drifts by 2x within minutes, alternating separate runs needs many pairs to see a 5 %
+// change; alternating single timed batches inside one process sees it in a few seconds, because
+// both variants meet the same drift.
+//
+//   npx tsx bench/ab.ts [--a ADDON] [--b ADDON] [--a-env K=V,...] [--b-env K=V,...]
+//                       [--shapes NT:1024x1536x576:bf16,...] [--update] [--calls 15] [--threads 2]
+//
+// ADDON: a path to a sealkit.node (default: this checkout's build). A shape is ORIENT:MxNxK:BDTYPE
+// with ORIENT NT (y = x W^T), NN (dx = dy W) or TN (dW = dy^T x) and BDTYPE f32 or bf16; the
+// default shapes are the SmolLM2-135M and tiny training GEMMs. --update adds a rank-16 low-rank
+// update riding on the tiles, as LoRA's forward and input gradient do (NT and NN only). Each of
+// --calls rounds times one batch of ~50 ms per variant (gemm_bench: natively timed, aligned
+// operands) and takes the batch's median; the table gives each variant's median GFLOP/s and the
+// median over rounds of the per-round speed ratio B/A (> 1: B is faster). The last line is JSON.
+//
+// Example: is the task-local packing worth it on this machine?
+//   npx tsx bench/ab.ts --a-env SEALKIT_LOCAL_PACK=0 --update
+import { createRequire } from 'node:module';
+import { parseArgs } from 'node:util';
+import { median } from '../lib/bench/median.js';
+import { native, type NativeAddon } from '../lib/native.js';
+
+const { values: opts } = parseArgs({
+  options: {
+    a: { type: 'string' },
+    b: { type: 'string' },
+    'a-env': { type: 'string', default: '' },
+    'b-env': { type: 'string', default: '' },
+    shapes: { type: 'string' },
+    update: { type: 'boolean', default: false },
+    calls: { type: 'string', default: '15' },
+    threads: { type: 'string', default: '2' },
+  },
+});
+
+const DEFAULT_SHAPES = [
+  // SmolLM2-135M, 4 x 256 tokens: q/o, k/v, gate/up, down forward (NT) and input gradients (NN), LM head.
+  'NT:1024x576x576:bf16', 'NT:1024x192x576:bf16', 'NT:1024x1536x576:bf16', 'NT:1024x576x1536:bf16',
+  'NN:1024x576x576:bf16', 'NN:1024x576x192:bf16', 'NN:1024x576x1536:bf16', 'NN:1024x1536x576:bf16',
+  'NT:256x49152x576:bf16', 'NN:256x576x49152:bf16',
+  // tiny (hidden 128, intermediate 384, vocab 512).
+  'NT:1024x128x128:bf16', 'NT:1024x384x128:bf16', 'NN:1024x128x384:bf16', 'NT:256x512x128:bf16', 'NN:256x128x512:bf16',
+];
+
+interface Shape { text: string; orient: 'NT' | 'NN' | 'TN'; M: number; N: number; K: number; bDtype: 'f32' | 'bf16' }
+
+function parseShape(text: string): Shape {
+  const m = /^(NT|NN|TN):(\d+)x(\d+)x(\d+):(f32|bf16)$/.exec(text.trim());
+  if (!m) throw new Error(`--shapes: expected ORIENT:MxNxK:BDTYPE (e.g. NT:1024x576x576:bf16), got '${text}'`);
+  return { text: text.trim(), orient: m[1] as Shape['orient'], M: Number(m[2]), N: Number(m[3]), K: Number(m[4]), bDtype: m[5] as Shape['bDtype'] };
+}
+
+function parseEnv(text: string, flag: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const kv of text.split(',').filter(Boolean)) {
+    const eq = kv.indexOf('=');
+    if (eq <= 0) throw new Error(`${flag}: expected K=V[,K=V...], got '${kv}'`);
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return env;
+}
+
+const require = createRequire(import.meta.url);
+const load = (path: string | undefined): NativeAddon => (path ? (require(path) as NativeAddon) : native());
+const variants = [
+  { name: 'A', addon: load(opts.a), env: parseEnv(opts['a-env'], '--a-env'), what: `${opts.a ?? 'this build'}${opts['a-env'] ? ` ${opts['a-env']}` : ''}` },
+  { name: 'B', addon: load(opts.b), env: parseEnv(opts['b-env'], '--b-env'), what: `${opts.b ?? 'this build'}${opts['b-env'] ? ` ${opts['b-env']}` : ''}` },
+];
+const shapes = (opts.shapes ? opts.shapes.split(',') : DEFAULT_SHAPES).map(parseShape);
+const calls = Number(opts.calls), threads = Number(opts.threads);
+if (!Number.isInteger(calls) || calls < 1) throw new Error(`--calls: expected a positive integer, got '${opts.calls}'`);
+if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads: expected a positive integer, got '${opts.threads}'`);
+if (opts.update && shapes.some((s) => s.orient === 'TN')) throw new Error('--update: LoRA updates ride on NT and NN GEMMs only');
+for (const v of variants) v.addon.setThreads(threads);
+
+/** Runs fn with env applied, then restores the previous values. */
+function withEnv<R>(env: Record<string, string>, fn: () => R): R {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    return fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+function randomF32(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = s / 2 ** 31 - 1;
+  }
+  return a;
+}
+
+function toBf16(a: Float32Array): Uint16Array {
+  const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  return Uint16Array.from(u, (v) => ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff);
+}
+
+const rows: { shape: string; update: boolean; a_gflops: number; b_gflops: number; b_over_a: number }[] = [];
+console.log(`A: ${variants[0]!.what}\nB: ${variants[1]!.what}\n${threads} threads, ${calls} rounds${opts.update ? ', rank-16 update on the tiles' : ''}`);
+console.log(`${'shape'.padEnd(24)} ${'A GFLOP/s'.padStart(10)} ${'B GFLOP/s'.padStart(10)} ${'B/A'.padStart(7)}`);
+for (const s of shapes) {
+  const bf = randomF32(s.N * s.K, 2);
+  const args: Record<string, unknown> = {
+    M: s.M, N: s.N, K: s.K, transA: s.orient === 'TN', transB: s.orient === 'NT',
+    A: randomF32(s.M * s.K, 1), B: s.bDtype === 'bf16' ? toBf16(bf) : bf, bDtype: s.bDtype,
+  };
+  if (opts.update) Object.assign(args, { U: randomF32(s.M * 16, 3), V: randomF32(16 * s.N, 4), rank: 16, transV: s.orient === 'NT', updateScale: 2 });
+  const timeBatch = (v: (typeof variants)[number], iters: number): number =>
+    withEnv(v.env, () => median(Array.from(v.addon.opRun('gemm_bench', 'f32', { ...args, iters }).times as Float64Array)));
+  // One call sizes the batches to ~50 ms (at least one call), and warms both variants up.
+  const iters = Math.max(1, Math.round(0.05 / timeBatch(variants[0]!, 1)));
+  timeBatch(variants[1]!, 1);
+  const ta: number[] = [], tb: number[] = [];
+  for (let i = 0; i < calls; i++) {
+    ta.push(timeBatch(variants[0]!, iters));
+    tb.push(timeBatch(variants[1]!, iters));
+  }
+  const flops = 2 * s.M * s.N * s.K;
+  const row = { shape: s.text, update: opts.update, a_gflops: flops / median(ta) / 1e9, b_gflops: flops / median(tb) / 1e9, b_over_a: median(ta.map((t, i) => t / tb[i]!)) };
+  rows.push(row);
+  console.log(`${s.text.padEnd(24)} ${row.a_gflops.toFixed(1).padStart(10)} ${row.b_gflops.toFixed(1).padStart(10)} ${row.b_over_a.toFixed(3).padStart(7)}`);
+}
+console.log(JSON.stringify({ a: variants[0]!.what, b: variants[1]!.what, threads, calls, rows }));
