@@ -408,9 +408,10 @@ test('gemm_bench: one time per call, on aligned copies that give gemm\'s C (with
 // and bf16 B, with a low-rank update on the tiles, and match f64.
 test('gemm: operands packed by the tasks that use them give the shared packing\'s bits, against f64', () => {
   const r = rng(27);
-  // B strips: 45x500x577 has K across K blocks, 130x700x1100 A near its size limit, 20x400x2600 K
-  // slabs. A rows: 300x40x70, 600x100x300 (B's panel near its limit), 150x64x577 (K blocks).
-  const shapes = [[20, 300, 70], [45, 500, 577], [130, 700, 1100], [20, 400, 2600], [300, 40, 70], [600, 100, 300], [150, 64, 577]];
+  // B strips: 45x500x577 has K across K blocks, 240x300x1090 A just under its size limit (256K
+  // floats), 20x400x2600 K slabs. A rows: 300x40x70, 600x200x300 (B's panel just under its limit,
+  // 64K floats), 150x64x577 (K blocks).
+  const shapes = [[20, 300, 70], [45, 500, 577], [240, 300, 1090], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [150, 64, 577]];
   const cases = shapes.flatMap(([M, N, K]) =>
     ORIENTS.map(([ta, tb], o) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 2, 0.75, o % 2 ? 0.5 : 0);

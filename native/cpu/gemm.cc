@@ -1007,7 +1007,8 @@ int64_t block_size(int64_t budget, int64_t per, int64_t unit, int64_t total) {
 struct Scratch {
   std::vector<float> a, b;
   std::vector<float> u, v;  // a fused low-rank update's packed U and V
-  std::vector<float> own, own_u;  // what a task packs for itself (never the caller's a or b): a B strip, or A (and U) strips
+  // What a task packs for itself (never the caller's a or b): one B strip, or a row group's A and U.
+  std::vector<float> own, own_u;
 };
 
 Scratch& scratch() {
@@ -1162,20 +1163,15 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   const int64_t n_chunk = block_size(kPanelBudget, Kd, nr, N);
   const int64_t m_group = block_size(kTaskABudget, Kd, mr, m_chunk);
   Scratch& sc = scratch();
-  if (sc.a.size() < static_cast<size_t>(m_chunk * Kd)) sc.a.resize(m_chunk * Kd);
-  float* pa = sc.a.data();
   // ~4 tasks per thread per phase lets the pool balance uneven tasks.
   auto tasks_for = [&](int64_t units) { return std::min<int64_t>(units, threads == 1 ? 1 : 4 * threads); };
-  // A fused update: op(V) packed once (rank x N in 32-column strips), U per row chunk (14-row strips).
-  float* pu = nullptr;
+  // A fused update: op(V) packed once (rank x N in 32-column strips), U with A's rows (14-row strips).
   [[maybe_unused]] float* pv = nullptr;
   const int64_t ur = fuse ? update->rank : 0;
 #if SEALKIT_X86
   const int64_t v_strips = fuse ? (N + kAvx512Nr - 1) / kAvx512Nr : 0;
   if (fuse) {
-    if (sc.u.size() < static_cast<size_t>(m_chunk * ur)) sc.u.resize(m_chunk * ur);
     if (sc.v.size() < static_cast<size_t>(v_strips * kAvx512Nr * ur)) sc.v.resize(v_strips * kAvx512Nr * ur);
-    pu = sc.u.data();
     pv = sc.v.data();
   }
 #else
@@ -1216,40 +1212,14 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #endif
   };
 
-  // Few rows against many columns (the LM head: 256 tokens x 49,152 vocabulary rows; its input
-  // gradient's K slabs): all of packed A fits in L2, so each task runs its B strips against every row
-  // and packs each strip itself, just before using it, into its own scratch. B then never makes the
-  // round trip through a shared panel of megabytes, and the GEMM has two barriers, not two per column
-  // chunk. Same packing, blocks and micro-kernel calls per tile as below: the same bits. Only when B
-  // is the larger operand (with many rows the shared panel is reused enough), and measured on the
-  // f32-product kernels only (not the bf16-pair ones). SEALKIT_LOCAL_PACK=0 (read per call) turns it
-  // and the mirror case below off, for tests and benchmarks.
-  const int64_t all_b_strips = (N + nr - 1) / nr;
-  if (!ks.pairs && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
-    const int64_t a_strips = (M + mr - 1) / mr;
-    const int64_t vt = tasks_for(v_strips), v_per = vt ? (v_strips + vt - 1) / vt : 0;
-    const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
-    pool.run(at + vt, [&](int64_t t, int) {
-      if (t < at) pack_a_strips(pa, pu, 0, M, t * a_per, std::min(a_strips, (t + 1) * a_per));
-      else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
-    });
-    const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
-    pool.run(bt, [&](int64_t t, int) {
-      std::vector<float>& strip = scratch().own;
-      if (strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
-      for (int64_t s = t * b_per; s < std::min(all_b_strips, (t + 1) * b_per); ++s) {
-        ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
-        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data());
-      }
-    });
-    return;
-  }
-
-  // The mirror case: many rows against a B whose whole panel stays in L2 (tiny models' projections).
-  // B is packed once, shared; each task packs its own rows of A (and U) just before running them
-  // against every B strip, so A's packing overlaps the other threads' compute and its strips are
-  // read back from L1/L2, not from a shared panel of megabytes. Same bits, as above.
-  const int64_t all_a_strips = (M + mr - 1) / mr;
+  // Many rows against a B whose whole panel stays in L2 (tiny models' projections): B is packed once,
+  // shared; each task packs its own rows of A (and U) just before running them against every B
+  // strip, so A's packing overlaps the other threads' compute and its strips are read back from
+  // L1/L2, not from a shared panel of megabytes. Same packing, blocks and micro-kernel calls per tile
+  // as the shared path at the end: the same bits. Measured on the f32-product kernels only (not the
+  // bf16-pair ones). SEALKIT_LOCAL_PACK=0 (read per call) turns this and the next case off, for
+  // tests and benchmarks.
+  const int64_t all_a_strips = (M + mr - 1) / mr, all_b_strips = (N + nr - 1) / nr;
   if (!ks.pairs && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
     if (sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
     float* pb_all = sc.b.data();
@@ -1276,6 +1246,41 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       for (int64_t s = 0; s < all_b_strips; ++s)
         strip_tiles(own.own.data(), own.own_u.data(), r0, 0, rows, s * nr, static_cast<int>(std::min(nr, N - s * nr)),
                     pb_all + s * nr * Kd);
+    });
+    return;
+  }
+
+  // Packed A (and U) of a row chunk, shared by the tasks from here on.
+  if (sc.a.size() < static_cast<size_t>(m_chunk * Kd)) sc.a.resize(m_chunk * Kd);
+  float* pa = sc.a.data();
+  float* pu = nullptr;
+  if (fuse) {
+    if (sc.u.size() < static_cast<size_t>(m_chunk * ur)) sc.u.resize(m_chunk * ur);
+    pu = sc.u.data();
+  }
+
+  // The mirror case, few rows against many columns (the LM head: 256 tokens x 49,152 vocabulary
+  // rows; its input gradient's K slabs): all of packed A fits in L2, so each task runs its B strips
+  // against every row and packs each strip itself, just before using it, into its own scratch. B
+  // then never makes the round trip through a shared panel of megabytes, and the GEMM has two
+  // barriers, not two per column chunk. Only when B is the larger operand (with many rows the shared
+  // panel is reused enough). Same bits, as above.
+  if (!ks.pairs && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
+    const int64_t a_strips = (M + mr - 1) / mr;
+    const int64_t vt = tasks_for(v_strips), v_per = vt ? (v_strips + vt - 1) / vt : 0;
+    const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
+    pool.run(at + vt, [&](int64_t t, int) {
+      if (t < at) pack_a_strips(pa, pu, 0, M, t * a_per, std::min(a_strips, (t + 1) * a_per));
+      else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
+    });
+    const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
+    pool.run(bt, [&](int64_t t, int) {
+      std::vector<float>& strip = scratch().own;
+      if (strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
+      for (int64_t s = t * b_per; s < std::min(all_b_strips, (t + 1) * b_per); ++s) {
+        ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
+        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data());
+      }
     });
     return;
   }
