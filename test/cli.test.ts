@@ -77,6 +77,26 @@ test('seal bench train --preset tiny --json ends with a tokens_per_s line', () =
   assert.equal(j.seq, 32);
 });
 
+test('seal bench forward --ab-env times both variants in one process; misuse is a usage error', () => {
+  const r = seal('bench', 'forward', '--preset', 'tiny', '--batch', '2', '--seq', '32', '--repeats', '3', '--warmup', '1', '--threads', '1',
+    '--ab-env', 'SEALKIT_LOCAL_PACK=0,SEALKIT_UNUSED_FLAG=a=b', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = lastJson(r.out) as { step_ms_all: number[]; ab: { env: Record<string, string>; step_ms_all: number[]; tokens_per_s: number; speedup_median: number } };
+  assert.equal(j.ab.env, { SEALKIT_LOCAL_PACK: '0', SEALKIT_UNUSED_FLAG: 'a=b' });
+  assert.is(j.step_ms_all.length, 3);
+  assert.is(j.ab.step_ms_all.length, 3);
+  assert.ok(j.ab.tokens_per_s > 0 && j.ab.speedup_median > 0);
+  const text = seal('bench', 'train', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--threads', '1',
+    '--ab-env', 'SEALKIT_LOCAL_PACK=0');
+  assert.equal(text.code, 0, text.err);
+  assert.match(text.out, /with SEALKIT_LOCAL_PACK=0: [\d.]+ tokens\/s/);
+  for (const args of [['decode', '--ab-env', 'X=1'], ['train', '--ab-env', 'X'], ['train', '--ab-env', 'X=1', '--profile']]) {
+    const bad = seal('bench', ...args, '--preset', 'tiny');
+    assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);
+    assert.match(bad.err, /--ab-env/);
+  }
+});
+
 test('seal bench decode --temperature/--top-p samples and says so; bad values are usage errors', () => {
   const r = seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '8', '--new', '6', '--repeats', '1', '--warmup', '0',
     '--threads', '1', '--temperature', '1', '--top-p', '0.95', '--json');

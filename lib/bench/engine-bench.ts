@@ -21,7 +21,23 @@ export interface BenchOptions {
   device?: 'cpu' | 'cuda';
   /** Time every backend call of the timed steps (BenchResult.profile). */
   profile?: boolean;
+  /**
+   * A/B in one process: every timed repeat runs one step as usual and one with these environment
+   * variables set (the kernels' switches, e.g. SEALKIT_LOCAL_PACK=0, are read per call), in
+   * alternating order; BenchResult.ab compares them. Not with profile.
+   */
+  abEnv?: Record<string, string>;
   onProgress?: (done: number, total: number) => void;
+}
+
+/** The --ab-env comparison: the main figures are the steps without the variables, these with them. */
+export interface AbResult {
+  env: Record<string, string>;
+  tokens_per_s: number;
+  step_ms_median: number;
+  step_ms_all: number[];
+  /** Median over repeats of (step without) / (step with): above 1, the steps with env are faster. */
+  speedup_median: number;
 }
 
 export interface BenchResult {
@@ -40,6 +56,21 @@ export interface BenchResult {
   gflops: number;
   /** Per-op times of the timed steps, when asked for. */
   profile?: StepProfile;
+  ab?: AbResult;
+}
+
+/** Runs fn with env set, restoring the previous values after. */
+async function withEnv<R>(env: Record<string, string>, fn: () => Promise<R>): Promise<R> {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
 }
 
 /** Linear-layer parameters touched per token (every projection plus the LM head). */
@@ -159,6 +190,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
 }
 
 export async function runBench(work: 'train' | 'forward', o: BenchOptions): Promise<BenchResult> {
+  if (o.abEnv && o.profile) throw new Error('runBench: abEnv and profile cannot be combined (the profile would mix both variants)');
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -172,24 +204,48 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const seqs = randomSequences(o.batch, o.seq, config.vocabSize, slot, 42);
     const warmup = o.warmup ?? 2;
     const repeats = o.repeats ?? 5;
-    const times: number[] = [];
-    for (let i = 0; i < warmup + repeats; i++) {
-      if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up steps' calls
+    const step = async (): Promise<number> => {
       const t0 = process.hrtime.bigint();
       if (work === 'train') await model.trainStep(seqs, { mode: 'lora', lr: 1e-4 });
       else await model.score(seqs);
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      if (i >= warmup) times.push(ms);
+      return Number(process.hrtime.bigint() - t0) / 1e6;
+    };
+    const abEnv = o.abEnv;
+    const times: number[] = [], timesB: number[] = [];
+    for (let i = 0; i < warmup + repeats; i++) {
+      if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up steps' calls
+      let ms: number, msB = 0;
+      if (!abEnv) {
+        ms = await step();
+      } else if (i % 2 === 0) {  // alternate which variant goes first
+        ms = await step();
+        msB = await withEnv(abEnv, step);
+      } else {
+        msB = await withEnv(abEnv, step);
+        ms = await step();
+      }
+      if (i >= warmup) {
+        times.push(ms);
+        if (abEnv) timesB.push(msB);
+      }
       o.onProgress?.(i + 1, warmup + repeats);
     }
-    const med = median(times);
     const tokens = o.batch * o.seq;
+    const med = median(times);
     const tps = tokens / (med / 1000);
     return {
       device, work, preset: o.preset, batch: o.batch, seq: o.seq, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops: (tps * flopsPerToken(config, o.seq, work, rank)) / 1e9,
       ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
+      ...(abEnv
+        ? {
+            ab: {
+              env: abEnv, tokens_per_s: tokens / (median(timesB) / 1000), step_ms_median: median(timesB), step_ms_all: timesB,
+              speedup_median: median(times.map((t, i) => t / timesB[i]!)),
+            },
+          }
+        : {}),
     };
   } finally {
     await model.dispose();

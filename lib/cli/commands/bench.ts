@@ -7,7 +7,8 @@ import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
                   [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--temperature T] [--top-p P]
-                  [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile] [--json]
+                  [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile]
+                  [--ab-env K=V[,K=V...]] [--json]
 
   train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token
   forward   forward scoring (per-token log-probabilities)
@@ -18,8 +19,12 @@ const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.jo
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
 warm-up calls. --profile times every backend call of the timed calls and prints where a step's
 time goes (per op, GEMMs per shape, and the host time between calls); on a GPU each call then
-waits for its kernel. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}
-(and "profile" with --profile).`;
+waits for its kernel. --ab-env (train, forward) compares two variants in one process: each timed
+repeat runs a step as usual and one with the environment variables set (the kernels' switches,
+e.g. SEALKIT_LOCAL_PACK=0, are read per call), in alternating order, and reports both medians and
+the median per-repeat speed ratio; on a shared machine this resolves changes of a few percent that
+separate runs do not. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}
+(and "profile" with --profile, "ab" with --ab-env).`;
 
 export const benchCommand: CliCommand = {
   name: 'bench',
@@ -34,6 +39,7 @@ export const benchCommand: CliCommand = {
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' }, profile: { type: 'boolean' },
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
         'kv-cache': { type: 'string', default: 'auto' }, temperature: { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' },
+        'ab-env': { type: 'string' },
       },
     });
     const work = positionals[0];
@@ -52,6 +58,17 @@ export const benchCommand: CliCommand = {
     const temperature = Number(values.temperature), topP = Number(values['top-p']);
     if (!(temperature >= 0)) throw new UsageError(`bench: --temperature must be >= 0, got '${values.temperature}'`);
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`bench: --top-p must be in (0, 1], got '${values['top-p']}'`);
+    let abEnv: Record<string, string> | undefined;
+    if (values['ab-env'] !== undefined) {
+      if (work === 'decode') throw new UsageError('bench: --ab-env is for train and forward');
+      if (values.profile) throw new UsageError('bench: --ab-env and --profile cannot be combined');
+      abEnv = {};
+      for (const kv of values['ab-env'].split(',')) {
+        const eq = kv.indexOf('=');
+        if (eq <= 0) throw new UsageError(`bench: --ab-env expects K=V[,K=V...], got '${kv}'`);
+        abEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
+      }
+    }
     if (work === 'decode') {
       const r = await runDecodeBench({
         temperature, topP,
@@ -70,8 +87,8 @@ export const benchCommand: CliCommand = {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq: int('seq', values.seq, 2),
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
       repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
-      profile: values.profile,
-      onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  step ${d}/${t}`),
+      profile: values.profile, abEnv,
+      onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  ${abEnv ? 'repeat' : 'step'} ${d}/${t}`),
     });
     if (!values.json) process.stderr.write('\n');
     if (values.json) {
@@ -82,6 +99,13 @@ export const benchCommand: CliCommand = {
           `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(1)} ms   ~${result.gflops.toFixed(1)} GFLOP/s\n`,
       );
       if (result.profile) process.stdout.write(formatProfile(result.profile));
+      if (result.ab) {
+        const env = Object.entries(result.ab.env).map(([k, v]) => `${k}=${v}`).join(' ');
+        process.stdout.write(
+          `  with ${env}: ${result.ab.tokens_per_s.toFixed(1)} tokens/s   median step ${result.ab.step_ms_median.toFixed(1)} ms\n` +
+            `  speed with / without (median of ${result.ab.step_ms_all.length} repeats): ${result.ab.speedup_median.toFixed(3)}\n`,
+        );
+      }
     }
     return 0;
   },
