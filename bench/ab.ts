@@ -20,6 +20,7 @@
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
 import { median } from '../lib/bench/median.js';
+import { randomF32, toBf16 } from '../lib/bench/operands.js';
 import { native, type NativeAddon } from '../lib/native.js';
 
 const { values: opts } = parseArgs({
@@ -87,21 +88,6 @@ function withEnv<R>(env: Record<string, string>, fn: () => R): R {
       else process.env[k] = v;
     }
   }
-}
-
-function randomF32(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
-
-function toBf16(a: Float32Array): Uint16Array {
-  const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  return Uint16Array.from(u, (v) => ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff);
 }
 
 const rows: { shape: string; update: boolean; a_gflops: number; b_gflops: number; b_over_a: number }[] = [];

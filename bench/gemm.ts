@@ -23,6 +23,7 @@
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { median } from '../lib/bench/median.js';
+import { randomF32, toBf16 } from '../lib/bench/operands.js';
 import { native } from '../lib/native.js';
 
 type Orient = 'NT' | 'NN' | 'TN';
@@ -67,21 +68,6 @@ const threadCounts = opts.threads.split(',').map(Number);
 if (threadCounts.some((t) => !Number.isInteger(t) || t < 1)) throw new Error(`--threads: expected e.g. 1,2, got '${opts.threads}'`);
 
 const addon = native();
-
-function randomF32(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
-}
-
-function toBf16(a: Float32Array): Uint16Array {
-  const u = new Uint32Array(a.buffer, a.byteOffset, a.length);
-  return Uint16Array.from(u, (v) => ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) & 0xffff);
-}
 
 function engineGflops(M: number, N: number, K: number, orient: Orient, bDtype: 'f32' | 'bf16'): { gflops: number; calls: number } {
   const transA = orient === 'TN', transB = orient === 'NT';
