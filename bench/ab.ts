@@ -19,6 +19,7 @@
 //   npx tsx bench/ab.ts --a-env SEALKIT_LOCAL_PACK=0 --update
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
+import { parseEnvList, withEnv } from '../lib/bench/env.js';
 import { median } from '../lib/bench/median.js';
 import { randomF32, toBf16 } from '../lib/bench/operands.js';
 import { native, type NativeAddon } from '../lib/native.js';
@@ -53,21 +54,11 @@ function parseShape(text: string): Shape {
   return { text: text.trim(), orient: m[1] as Shape['orient'], M: Number(m[2]), N: Number(m[3]), K: Number(m[4]), bDtype: m[5] as Shape['bDtype'] };
 }
 
-function parseEnv(text: string, flag: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const kv of text.split(',').filter(Boolean)) {
-    const eq = kv.indexOf('=');
-    if (eq <= 0) throw new Error(`${flag}: expected K=V[,K=V...], got '${kv}'`);
-    env[kv.slice(0, eq)] = kv.slice(eq + 1);
-  }
-  return env;
-}
-
 const require = createRequire(import.meta.url);
 const load = (path: string | undefined): NativeAddon => (path ? (require(path) as NativeAddon) : native());
 const variants = [
-  { name: 'A', addon: load(opts.a), env: parseEnv(opts['a-env'], '--a-env'), what: `${opts.a ?? 'this build'}${opts['a-env'] ? ` ${opts['a-env']}` : ''}` },
-  { name: 'B', addon: load(opts.b), env: parseEnv(opts['b-env'], '--b-env'), what: `${opts.b ?? 'this build'}${opts['b-env'] ? ` ${opts['b-env']}` : ''}` },
+  { addon: load(opts.a), env: parseEnvList(opts['a-env'], '--a-env'), what: `${opts.a ?? 'this build'}${opts['a-env'] ? ` ${opts['a-env']}` : ''}` },
+  { addon: load(opts.b), env: parseEnvList(opts['b-env'], '--b-env'), what: `${opts.b ?? 'this build'}${opts['b-env'] ? ` ${opts['b-env']}` : ''}` },
 ];
 const shapes = (opts.shapes ? opts.shapes.split(',') : DEFAULT_SHAPES).map(parseShape);
 const calls = Number(opts.calls), threads = Number(opts.threads);
@@ -75,20 +66,6 @@ if (!Number.isInteger(calls) || calls < 1) throw new Error(`--calls: expected a 
 if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads: expected a positive integer, got '${opts.threads}'`);
 if (opts.update && shapes.some((s) => s.orient === 'TN')) throw new Error('--update: LoRA updates ride on NT and NN GEMMs only');
 for (const v of variants) v.addon.setThreads(threads);
-
-/** Runs fn with env applied, then restores the previous values. */
-function withEnv<R>(env: Record<string, string>, fn: () => R): R {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, env);
-  try {
-    return fn();
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
 
 const rows: { shape: string; update: boolean; a_gflops: number; b_gflops: number; b_over_a: number }[] = [];
 console.log(`A: ${variants[0]!.what}\nB: ${variants[1]!.what}\n${threads} threads, ${calls} rounds${opts.update ? ', rank-16 update on the tiles' : ''}`);

@@ -5,6 +5,7 @@ import type { ModelConfig } from '../model/hf-config.js';
 import { Model, type Sequence } from '../model/model.js';
 import { PROJ_NAMES, type KvCacheDtype, type OpTiming } from '../model/native-model.js';
 import { presetConfig } from '../model/presets.js';
+import { withEnv } from './env.js';
 import { median } from './median.js';
 import { mergeTimings, summariseProfile, type StepProfile } from './profile.js';
 
@@ -57,20 +58,6 @@ export interface BenchResult {
   /** Per-op times of the timed steps, when asked for. */
   profile?: StepProfile;
   ab?: AbResult;
-}
-
-/** Runs fn with env set, restoring the previous values after. */
-async function withEnv<R>(env: Record<string, string>, fn: () => Promise<R>): Promise<R> {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, env);
-  try {
-    return await fn();
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
 }
 
 /** Linear-layer parameters touched per token (every projection plus the LM head). */

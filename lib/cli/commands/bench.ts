@@ -1,6 +1,7 @@
 // `seal bench train|forward` — engine throughput on a random-weight model of a real configuration.
 import { parseArgs } from 'node:util';
 import { runBench, runDecodeBench } from '../../bench/engine-bench.js';
+import { parseEnvList } from '../../bench/env.js';
 import { formatProfile } from '../../bench/profile.js';
 import { PRESET_NAMES } from '../../model/presets.js';
 import { UsageError, type CliCommand } from '../command.js';
@@ -62,12 +63,12 @@ export const benchCommand: CliCommand = {
     if (values['ab-env'] !== undefined) {
       if (work === 'decode') throw new UsageError('bench: --ab-env is for train and forward');
       if (values.profile) throw new UsageError('bench: --ab-env and --profile cannot be combined');
-      abEnv = {};
-      for (const kv of values['ab-env'].split(',')) {
-        const eq = kv.indexOf('=');
-        if (eq <= 0) throw new UsageError(`bench: --ab-env expects K=V[,K=V...], got '${kv}'`);
-        abEnv[kv.slice(0, eq)] = kv.slice(eq + 1);
+      try {
+        abEnv = parseEnvList(values['ab-env'], 'bench: --ab-env');
+      } catch (err) {
+        throw new UsageError((err as Error).message);
       }
+      if (Object.keys(abEnv).length === 0) throw new UsageError('bench: --ab-env expects K=V[,K=V...]');
     }
     if (work === 'decode') {
       const r = await runDecodeBench({
