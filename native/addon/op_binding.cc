@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -247,15 +248,27 @@ cpu::LowRankUpdate update_args(const Args& a, const cpu::GemmArgs<float>& g) {
   return u;
 }
 
+// The update the arguments carry, if any (f32 only), checked once: op_gemm and op_gemm_bench then
+// run run_gemm with it.
+template <typename T>
+std::optional<cpu::LowRankUpdate> gemm_update(const Args& a, const cpu::GemmArgs<T>& g) {
+  if (!a.has("U")) return std::nullopt;
+  if constexpr (std::is_same_v<T, float>) return update_args(a, g);
+  else a.range_error("U", "(a low-rank update) is for dtype f32 only");
+}
+
+template <typename T>
+void run_gemm(const cpu::GemmArgs<T>& g, const std::optional<cpu::LowRankUpdate>& update) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (update) return cpu::gemm_with_update(g, *update);
+  }
+  cpu::gemm(g);
+}
+
 template <typename T>
 Napi::Object op_gemm(const Args& a) {
   GemmCall<T> call = gemm_args<T>(a);
-  if (a.has("U")) {
-    if constexpr (std::is_same_v<T, float>) cpu::gemm_with_update(call.g, update_args(a, call.g));
-    else a.range_error("U", "(a low-rank update) is for dtype f32 only");
-  } else {
-    cpu::gemm(call.g);
-  }
+  run_gemm(call.g, gemm_update(a, call.g));
   Napi::Object r = Napi::Object::New(a.env());
   r.Set("C", call.c);
   return r;
@@ -323,23 +336,12 @@ Napi::Object op_gemm_bench(const Args& a) {
   T* const c_out = g.C;
   g.C = static_cast<T*>(c_copy.get());
   // With U (and V, rank...), gemm's low-rank update rides along, as in op_gemm.
-  cpu::LowRankUpdate update;
-  const bool has_update = a.has("U");
-  if (has_update) {
-    if constexpr (std::is_same_v<T, float>) update = update_args(a, g);
-    else a.range_error("U", "(a low-rank update) is for dtype f32 only");
-  }
-  auto run = [&] {
-    if constexpr (std::is_same_v<T, float>) {
-      if (has_update) return cpu::gemm_with_update(g, update);
-    }
-    cpu::gemm(g);
-  };
-  run();
+  const std::optional<cpu::LowRankUpdate> update = gemm_update(a, g);
+  run_gemm(g, update);
   auto times = Napi::Float64Array::New(a.env(), static_cast<size_t>(iters));
   for (int64_t i = 0; i < iters; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    run();
+    run_gemm(g, update);
     times[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   }
   std::memcpy(c_out, g.C, static_cast<size_t>(g.M * g.ldc) * sizeof(T));

@@ -1211,6 +1211,28 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     for (int64_t s = s0; s < s1; ++s) pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, pv + s * kAvx512Nr * ur);
 #endif
   };
+  // The shared packed A and U of a row chunk (allocated below, on the paths that share them).
+  float* pa = nullptr;
+  float* pu = nullptr;
+  // One pool run packs whatever a phase shares, behind a single barrier: `b_strips` B strips of the
+  // columns from j0 (n of them) into pb_dst, `a_strips` A (and U) strips of the rows from i0 (m of
+  // them) into pa / pu, and V's strips when `with_v`. ~4 tasks per thread for each.
+  auto pack_shared = [&](int64_t b_strips, int64_t j0, int64_t n, float* pb_dst, int64_t a_strips, int64_t i0,
+                         int64_t m, bool with_v) {
+    const int64_t bt = tasks_for(b_strips), b_per = bt ? (b_strips + bt - 1) / bt : 0;
+    const int64_t at = tasks_for(a_strips), a_per = at ? (a_strips + at - 1) / at : 0;
+    const int64_t vt = with_v ? tasks_for(v_strips) : 0, v_per = vt ? (v_strips + vt - 1) / vt : 0;
+    pool.run(bt + at + vt, [&](int64_t t, int) {
+      if (t < bt) {
+        for (int64_t s = t * b_per; s < std::min(b_strips, (t + 1) * b_per); ++s)
+          ks.pack_b(B, j0 + s * nr, n - s * nr, K, pb_dst + s * nr * Kd);
+        return;
+      }
+      t -= bt;
+      if (t < at) pack_a_strips(pa, pu, i0, m, t * a_per, std::min(a_strips, (t + 1) * a_per));
+      else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
+    });
+  };
 
   // Many rows against a B whose whole panel stays in L2 (tiny models' projections): B is packed once,
   // shared; each task packs its own rows of A (and U) just before running them against every B
@@ -1223,16 +1245,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   if (!ks.pairs && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
     if (sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
     float* pb_all = sc.b.data();
-    const int64_t vt = tasks_for(v_strips), v_per = vt ? (v_strips + vt - 1) / vt : 0;
-    const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
-    pool.run(bt + vt, [&](int64_t t, int) {
-      if (t < bt) {
-        for (int64_t s = t * b_per; s < std::min(all_b_strips, (t + 1) * b_per); ++s)
-          ks.pack_b(B, s * nr, N - s * nr, K, pb_all + s * nr * Kd);
-      } else {
-        pack_v_strips((t - bt) * v_per, std::min(v_strips, (t - bt + 1) * v_per));
-      }
-    });
+    pack_shared(all_b_strips, 0, N, pb_all, 0, 0, 0, true);
     // Row groups of whole strips, ~4 per thread (within the L2 budget of a task's A).
     const int64_t at = tasks_for(all_a_strips);
     const int64_t per = std::min((all_a_strips + at - 1) / at, std::max<int64_t>(1, m_group / mr));
@@ -1252,8 +1265,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 
   // Packed A (and U) of a row chunk, shared by the tasks from here on.
   if (sc.a.size() < static_cast<size_t>(m_chunk * Kd)) sc.a.resize(m_chunk * Kd);
-  float* pa = sc.a.data();
-  float* pu = nullptr;
+  pa = sc.a.data();
   if (fuse) {
     if (sc.u.size() < static_cast<size_t>(m_chunk * ur)) sc.u.resize(m_chunk * ur);
     pu = sc.u.data();
@@ -1266,13 +1278,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // barriers, not two per column chunk. Only when B is the larger operand (with many rows the shared
   // panel is reused enough). Same bits, as above.
   if (!ks.pairs && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
-    const int64_t a_strips = (M + mr - 1) / mr;
-    const int64_t vt = tasks_for(v_strips), v_per = vt ? (v_strips + vt - 1) / vt : 0;
-    const int64_t at = tasks_for(a_strips), a_per = (a_strips + at - 1) / at;
-    pool.run(at + vt, [&](int64_t t, int) {
-      if (t < at) pack_a_strips(pa, pu, 0, M, t * a_per, std::min(a_strips, (t + 1) * a_per));
-      else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
-    });
+    pack_shared(0, 0, 0, nullptr, all_a_strips, 0, M, true);
     const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
     pool.run(bt, [&](int64_t t, int) {
       std::vector<float>& strip = scratch().own;
@@ -1294,19 +1300,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       // One packing run per column chunk, and only one barrier: the B strips, with the row
       // chunk's A strips (and U's) in the first column chunk and V's strips in the very first.
       // Small GEMMs (SEAL's inner loops) are mostly barriers, so every run saved counts.
-      const int64_t vt = i0 == 0 && j0 == 0 ? tasks_for(v_strips) : 0, v_per = vt ? (v_strips + vt - 1) / vt : 0;
-      const int64_t at = j0 == 0 ? tasks_for(a_strips) : 0, a_per = at ? (a_strips + at - 1) / at : 0;
-      const int64_t bt = tasks_for(b_strips), b_per = (b_strips + bt - 1) / bt;
-      pool.run(vt + at + bt, [&](int64_t t, int) {
-        if (t < bt) {
-          for (int64_t s = t * b_per; s < std::min(b_strips, (t + 1) * b_per); ++s)
-            ks.pack_b(B, j0 + s * nr, n - s * nr, K, pb + s * nr * Kd);
-          return;
-        }
-        t -= bt;
-        if (t < at) pack_a_strips(pa, pu, i0, m, t * a_per, std::min(a_strips, (t + 1) * a_per));
-        else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
-      });
+      pack_shared(b_strips, j0, n, pb, j0 == 0 ? a_strips : 0, i0, m, i0 == 0 && j0 == 0);
 
       // Tasks: (row group) x (strip group); the group's rows of packed A stay in L2 across its strips.
       const int64_t n_rg = (m + m_group - 1) / m_group;
