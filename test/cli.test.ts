@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { flopsPerToken } from '../lib/bench/engine-bench.js';
 import { Model } from '../lib/model/model.js';
+import { presetConfig } from '../lib/model/presets.js';
 import { repoRoot } from './helpers/fixtures.js';
 
 function seal(...args: string[]) {
@@ -75,6 +77,23 @@ test('seal bench train --preset tiny --json ends with a tokens_per_s line', () =
   assert.ok((j.tokens_per_s as number) > 0);
   assert.equal(j.batch, 2);
   assert.equal(j.seq, 32);
+});
+
+test('seal bench train --loss-on trains on each sequence\'s tail and counts the LM head on those rows only', () => {
+  const r = seal('bench', 'train', '--preset', 'tiny', '--batch', '2', '--seq', '32', '--repeats', '2', '--warmup', '1', '--threads', '1',
+    '--loss-on', '0.25', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = lastJson(r.out) as { loss_on: number; tokens_per_s: number; gflops: number };
+  assert.is(j.loss_on, 0.25);
+  const perToken = (lossOn: number) => flopsPerToken(presetConfig('tiny'), 32, 'train', 16, lossOn);
+  assert.ok(Math.abs((j.gflops * 1e9) / j.tokens_per_s / perToken(0.25) - 1) < 1e-9, 'FLOPs per token with the loss on a quarter');
+  const c = presetConfig('tiny');
+  assert.is(perToken(1) - perToken(0.25), 4 * 0.75 * c.vocabSize * c.hiddenSize);
+  for (const args of [['train', '--loss-on', '0'], ['train', '--loss-on', '1.5'], ['train', '--loss-on', 'x'], ['forward', '--loss-on', '0.5']]) {
+    const bad = seal('bench', ...args, '--preset', 'tiny');
+    assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);
+    assert.match(bad.err, /--loss-on/);
+  }
 });
 
 test('seal bench forward --ab-env times both variants in one process; misuse is a usage error', () => {

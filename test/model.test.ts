@@ -8,6 +8,7 @@ import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
 import { Model, type Sequence } from '../lib/model/model.js';
 import { loadPeftAdapter, savePeftAdapter } from '../lib/model/peft.js';
+import { withEnv } from '../lib/bench/env.js';
 import { assertClose, fixturesDir, hasShared, readAllTensors, repoRoot, sharedDir } from './helpers/fixtures.js';
 
 const llamaDir = join(repoRoot, 'test/fixtures/models/llama-gqa');
@@ -143,6 +144,56 @@ test('mixed-adapter batch equals running each sequence alone (logits and gradien
   const mixed = await grad(seqs, 0);
   const alone = await grad(seqs.filter((s) => s.slot === 0), 0);
   assertClose(mixed, alone, 1e-7, 1e-4, 'slot 0 gradient mixed vs alone');
+  await model.dispose();
+});
+
+test('LM head on the rows with a loss only: same losses and gradients as running it on every row', async () => {
+  // Completion-only training masks each prompt; the head then runs on a compact block of the rows
+  // that carry a loss (native/engine/model.cc, head_rows). SEALKIT_COMPACT_HEAD=0 runs it on every
+  // row, the way it ran before; both must agree, in LoRA and full mode, across several 256-row chunks.
+  const model = await Model.load(qwenDir);
+  const V = model.config.vocabSize;
+  model.createAdapter(0, { rank: 4, alpha: 8, seed: 3 });
+  await model.trainStep([{ tokens: randomTokens(20, V, 77), slot: 0 }], { mode: 'lora', lr: 5e-2 });
+  const lengths = [420, 9, 260, 180];
+  const tokens = Int32Array.from(lengths.flatMap((n, i) => randomTokens(n, V, 200 + i)));
+  const targets = new Int32Array(tokens.length).fill(-1);
+  const weights = new Float32Array(tokens.length);
+  let off = 0;
+  lengths.forEach((n, i) => {
+    const prompt = [300, 8, 0, 120][i]!;  // the second sequence has no loss at all
+    for (let t = 0; t + 1 < n; t++) {
+      targets[off + t] = tokens[off + t + 1]!;
+      // masked prompts, a few fractional weights, and lone masked rows inside a completion
+      weights[off + t] = t < prompt || (i === 2 && t % 17 === 5) ? 0 : i === 3 && t % 3 === 0 ? 0.25 : 1;
+    }
+    off += n;
+  });
+  const live = weights.reduce((a, w, t) => a + (w !== 0 && targets[t]! >= 0 ? 1 : 0), 0);
+  assert.ok(live > 256 && live < tokens.length / 2, `${live} of ${tokens.length} rows carry a loss`);
+  const seqLens = Int32Array.from(lengths);
+  const run = async (full: boolean) => {
+    await model.zeroGrad();
+    const batch = { tokens, targets, weights, seqLens, slots: new Int32Array(lengths.length).fill(full ? -1 : 0) };
+    const { loss } = await model.backwardPacked(batch, { full });
+    const grads = full
+      ? ['lm_head.weight', 'model.embed_tokens.weight', 'model.norm.weight', 'model.layers.1.mlp.down_proj.weight'].map((n) => model.getParam(n, true))
+      : (['q_proj', 'down_proj'] as const).map((p) => model.getAdapterTensor(0, 1, p, 'B', true));
+    const scored = await model.forwardPacked({ tokens, targets, seqLens, slots: batch.slots });
+    return { loss: loss!, grads, scored: scored.loss! };
+  };
+  for (const full of [false, true]) {
+    const compact = await run(full);
+    const every = await withEnv({ SEALKIT_COMPACT_HEAD: '0' }, () => run(full));
+    const what = full ? 'full' : 'LoRA';
+    for (let t = 0; t < tokens.length; t++) {
+      if (weights[t] === 0) assert.equal(compact.loss[t], 0, `${what}: row ${t} has no loss`);
+      else assert.ok(Math.abs(compact.loss[t]! - every.loss[t]!) <= 1e-6, `${what}: loss of row ${t}: ${compact.loss[t]} vs ${every.loss[t]}`);
+    }
+    // Full mode sums dHead over a different grouping of rows (terms of order 1 cancelling to 1e-3).
+    compact.grads.forEach((g, i) => assertClose(g, every.grads[i]!, full ? 1e-5 : 1e-7, full ? 1e-4 : 1e-5, `${what} gradient ${i}`));
+    assertClose(compact.scored, every.scored, 1e-6, 0, `${what}: scoring losses`);
+  }
   await model.dispose();
 });
 

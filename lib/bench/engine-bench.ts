@@ -19,6 +19,11 @@ export interface BenchOptions {
   storage?: 'f32' | 'bf16';
   rank?: number;
   alpha?: number;
+  /**
+   * Training: the loss covers the last lossOn of each sequence (a completion after a masked
+   * prompt, as in SEAL's RL SFT and ARC test-time training). Default 1: every token.
+   */
+  lossOn?: number;
   device?: 'cpu' | 'cuda';
   /** Time every backend call of the timed steps (BenchResult.profile). */
   profile?: boolean;
@@ -47,6 +52,8 @@ export interface BenchResult {
   preset: string;
   batch: number;
   seq: number;
+  /** Training: the fraction of each sequence (its tail) that carries the loss. */
+  loss_on?: number;
   threads: number;
   isa: string;
   storage: 'f32' | 'bf16';
@@ -73,23 +80,30 @@ function linearParams(c: ModelConfig): number {
  * average seq/2 keys: 2·2·(seq/2)·dq per layer). LoRA training adds the input-gradient pass
  * (2 per parameter; frozen weights get no weight gradient), attention backward (2.5x its forward)
  * and the adapters' own small GEMMs (forward, input and weight gradients: 6·r·(in+out) each).
+ * In training the LM head runs only on the lossOn fraction of tokens that carry a loss.
  */
-export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forward', rank: number): number {
+export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forward', rank: number, lossOn = 1): number {
   const P = linearParams(c);
   const attn = c.numLayers * 2 * seq * c.numHeads * c.headDim;
   if (work === 'forward') return 2 * P + attn;
+  const headUnused = (1 - lossOn) * c.vocabSize * c.hiddenSize;
   const dq = c.numHeads * c.headDim;
   const dkv = c.numKvHeads * c.headDim;
   const H = c.hiddenSize;
   const I = c.intermediateSize;
   const loraDims = (H + dq) + 2 * (H + dkv) + (dq + H) + 2 * (H + I) + (I + H);
-  return 4 * P + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
+  return 4 * (P - headUnused) + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
 }
 
-function randomSequences(batch: number, seq: number, vocab: number, slot: number, seed: number): Sequence[] {
+/** Random tokens; with lossOn < 1, a trainMask that leaves the first (1 - lossOn) of each sequence out. */
+function randomSequences(batch: number, seq: number, vocab: number, slot: number, seed: number, lossOn = 1): Sequence[] {
   let x = seed >>> 0 || 1;
   const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  return Array.from({ length: batch }, () => ({ tokens: Array.from({ length: seq }, () => next() % vocab), slot }));
+  const prompt = Math.round(seq * (1 - lossOn));
+  return Array.from({ length: batch }, () => ({
+    tokens: Array.from({ length: seq }, () => next() % vocab), slot,
+    ...(lossOn < 1 ? { trainMask: Array.from({ length: seq }, (_, t) => (t >= prompt ? 1 : 0)) } : {}),
+  }));
 }
 
 export interface DecodeBenchOptions {
@@ -184,11 +198,15 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
   const storage = o.storage ?? 'bf16';
   const rank = o.rank ?? 16;
   const device = o.device ?? 'cpu';
+  const lossOn = o.lossOn ?? 1;
+  if (!(lossOn > 0 && lossOn <= 1)) throw new Error(`runBench: lossOn must be in (0, 1], got ${lossOn}`);
+  if (lossOn < 1 && work !== 'train') throw new Error('runBench: lossOn is for training');
+  if (Math.round(o.seq * (1 - lossOn)) >= o.seq - 1) throw new Error(`runBench: lossOn ${lossOn} leaves no target in a ${o.seq}-token sequence`);
   const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
     const slot = work === 'train' ? 0 : -1;
     if (work === 'train') model.createAdapter(0, { rank, alpha: o.alpha ?? 32, targets: PROJ_NAMES, seed: 1 });
-    const seqs = randomSequences(o.batch, o.seq, config.vocabSize, slot, 42);
+    const seqs = randomSequences(o.batch, o.seq, config.vocabSize, slot, 42, lossOn);
     const warmup = o.warmup ?? 2;
     const repeats = o.repeats ?? 5;
     const step = async (): Promise<number> => {
@@ -221,9 +239,10 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const med = median(times);
     const tps = tokens / (med / 1000);
     return {
-      device, work, preset: o.preset, batch: o.batch, seq: o.seq, threads, isa: addon.info().isa, storage,
+      device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn } : {}),
+      threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
-      gflops: (tps * flopsPerToken(config, o.seq, work, rank)) / 1e9,
+      gflops: (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9,
       ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
       ...(abEnv
         ? {

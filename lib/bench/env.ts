@@ -1,5 +1,6 @@
-// Environment variables for A/B benchmarks: the kernels read their switches (SEALKIT_LOCAL_PACK,
-// SEALKIT_LOWRANK, SEALKIT_AMX) per call, so one process can time a variant with and without them.
+// Environment variables for A/B benchmarks: the engine reads its switches (SEALKIT_LOCAL_PACK,
+// SEALKIT_LOWRANK, SEALKIT_AMX, SEALKIT_COMPACT_HEAD) per call, so one process can time a variant
+// with and without them.
 
 /** 'K=V,K=V' (a value may itself contain '='); `what` names the option in errors. */
 export function parseEnvList(text: string, what: string): Record<string, string> {

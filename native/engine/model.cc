@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <stdexcept>
 
 #include "../core/rng.h"
@@ -11,6 +12,7 @@ namespace sealkit {
 namespace {
 constexpr int64_t kGroupRows = 16;    // forward passes of at most this many rows group their projections
 constexpr int64_t kLogitChunk = 256;  // rows of logits materialised at once (bounds memory to chunk x vocab)
+constexpr size_t kCompactHeadFraction = 16;  // see head_rows
 const char* kProjNames[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
@@ -19,6 +21,31 @@ std::string proj_param_name(int64_t l, int p) {
 }
 uint64_t mix_seed(uint64_t seed, uint64_t a, uint64_t b) {
   return (static_cast<uint64_t>(rng_u32(seed, a * 131 + b)) << 32) | rng_u32(seed ^ 0x5eed5eedULL, a * 131 + b);
+}
+
+// The rows the LM head runs on when no logits are returned: those with a target and, in training,
+// a non-zero loss weight. compact is false, and the head runs on every row, when fewer than one row
+// in kCompactHeadFraction is left out (each sequence's last row has no target: gathering and
+// scattering to skip those cost the tiny model's step ~1%), or when SEALKIT_COMPACT_HEAD=0 (read
+// per call, for A/B measurements and tests).
+struct HeadRows {
+  bool compact = false;
+  std::vector<int32_t> rows, targets;
+  std::vector<float> weights;
+};
+HeadRows head_rows(const Batch& b, bool backward) {
+  HeadRows h;
+  const char* env = std::getenv("SEALKIT_COMPACT_HEAD");
+  if (env && std::string(env) == "0") return h;
+  for (size_t t = 0; t < b.targets.size(); ++t) {
+    if (b.targets[t] < 0 || (backward && b.weights[t] == 0.0f)) continue;
+    h.rows.push_back(static_cast<int32_t>(t));
+    h.targets.push_back(b.targets[t]);
+    if (backward) h.weights.push_back(b.weights[t]);
+  }
+  const size_t left_out = b.tokens.size() - h.rows.size();
+  h.compact = left_out > 0 && left_out * kCompactHeadFraction >= b.tokens.size();
+  return h;
 }
 }  // namespace
 
@@ -47,6 +74,9 @@ struct Model::Workspace {
   int32_t *tokens, *positions, *targets, *seq_start, *seq_len;
   int32_t *cache_rows, *kv_start, *kv_len, *sel_rows;
   float *weights, *loss;
+  // the LM head's compact rows (see head_rows)
+  int32_t *live_rows, *live_targets;
+  float *live_weights, *xlive, *dlive;
   // backward scratch
   float *dx, *dxn, *dq, *dk, *dv, *dao, *dgate, *dup, *dact, *dxa, *drop_a, *drop_b, *dxf;
 
@@ -591,6 +621,8 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     w.cache_rows = w.get<int32_t>(t); w.kv_start = w.get<int32_t>(t); w.kv_len = w.get<int32_t>(t);
     w.sel_rows = w.get<int32_t>(t);
     w.weights = w.get<float>(t); w.loss = w.get<float>(t);
+    w.live_rows = w.get<int32_t>(t); w.live_targets = w.get<int32_t>(t); w.live_weights = w.get<float>(t);
+    w.xlive = w.get<float>(t * H); w.dlive = w.get<float>(t * H);
     w.dx = w.get<float>(t * H); w.dxn = w.get<float>(t * H); w.dxf = w.get<float>(t * H);
     w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
     w.dgate = w.get<float>(t * I); w.dup = w.get<float>(t * I); w.dact = w.get<float>(t * I);
@@ -726,34 +758,64 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   if (has_targets) result.loss.resize(static_cast<size_t>(T));
   if (backward) backend_->zero(w.dxf, static_cast<size_t>(T * H) * 4);
   Param& head_param = c.tied ? embed_ : lm_head_;
-  for (int64_t r0 = 0; r0 < T; r0 += chunk) {
-    const int64_t rows = std::min(chunk, T - r0);
+  // Rows whose loss nobody reads (no target; in training, a zero weight such as a masked prompt)
+  // leave the LM head: the rows that remain are gathered into a compact block, so the head's
+  // GEMMs, the cross-entropy and dlogits run on those rows only. The head is about a fifth of a
+  // small model's FLOPs, and SEAL's completion-only SFT masks most of each sequence.
+  const HeadRows live = want_logits ? HeadRows{} : head_rows(batch, backward);
+  const bool compact = live.compact;
+  const int64_t n_head = compact ? static_cast<int64_t>(live.rows.size()) : T;
+  const float* xh = w.xf;    // the head's input rows
+  float* dxh = w.dxf;        // their gradient
+  const int32_t* th = w.targets;
+  const float* wh = w.weights;
+  if (compact && n_head > 0) {
+    backend_->upload(w.live_rows, live.rows.data(), live.rows.size() * 4);
+    backend_->upload(w.live_targets, live.targets.data(), live.targets.size() * 4);
+    backend_->gather_rows(w.xf, H, w.live_rows, n_head, H, w.xlive, H);
+    xh = w.xlive; th = w.live_targets;
+    if (backward) {
+      backend_->upload(w.live_weights, live.weights.data(), live.weights.size() * 4);
+      wh = w.live_weights; dxh = w.dlive;
+    }
+  }
+  for (int64_t r0 = 0; r0 < n_head; r0 += chunk) {
+    const int64_t rows = std::min(chunk, n_head - r0);
     Gemm g;  // logits = xf head^T
     g.M = rows; g.N = V; g.K = H;
-    g.A = w.xf + r0 * H; g.lda = H;
+    g.A = xh + r0 * H; g.lda = H;
     g.B = head; g.ldb = H; g.trans_b = true;
     g.C = w.logits; g.ldc = V;
     backend_->gemm(g);
     if (want_logits) backend_->download(result.logits.data() + r0 * V, w.logits, static_cast<size_t>(rows * V) * 4);
     if (!has_targets) continue;
-    backend_->cross_entropy(w.logits, w.targets + r0, rows, V, w.loss + r0, backward ? w.weights + r0 : nullptr);
+    backend_->cross_entropy(w.logits, th + r0, rows, V, w.loss + r0, backward ? wh + r0 : nullptr);
     if (!backward) continue;
     Gemm gx;  // dxf = dlogits head
     gx.M = rows; gx.N = H; gx.K = V;
     gx.A = w.logits; gx.lda = V;
     gx.B = head; gx.ldb = H;
-    gx.C = w.dxf + r0 * H; gx.ldc = H;
+    gx.C = dxh + r0 * H; gx.ldc = H;
     backend_->gemm(gx);
     if (train_full) {
       Gemm gw;  // dHead += dlogits^T xf
       gw.M = V; gw.N = H; gw.K = rows;
       gw.A = w.logits; gw.lda = V; gw.trans_a = true;
-      gw.B = WeightView{w.xf + r0 * H, DType::F32}; gw.ldb = H;
+      gw.B = WeightView{xh + r0 * H, DType::F32}; gw.ldb = H;
       gw.C = head_param.grad; gw.ldc = H; gw.beta = 1;
       backend_->gemm(gw);
     }
   }
-  if (has_targets) backend_->download(result.loss.data(), w.loss, static_cast<size_t>(T) * 4);
+  if (has_targets && compact) {
+    // Loss rows come back in compact order; the rows left out carry no loss.
+    std::vector<float> compact_loss(static_cast<size_t>(n_head));
+    if (n_head > 0) backend_->download(compact_loss.data(), w.loss, compact_loss.size() * 4);
+    std::fill(result.loss.begin(), result.loss.end(), 0.0f);
+    for (size_t i = 0; i < compact_loss.size(); ++i) result.loss[static_cast<size_t>(live.rows[i])] = compact_loss[i];
+  } else if (has_targets) {
+    backend_->download(result.loss.data(), w.loss, static_cast<size_t>(T) * 4);
+  }
+  if (backward && compact && n_head > 0) backend_->scatter_rows(w.dlive, H, w.live_rows, n_head, H, w.dxf, H);
   if (!backward) return;
 
   // ---- backward ----

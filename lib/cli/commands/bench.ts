@@ -8,10 +8,12 @@ import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
                   [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--temperature T] [--top-p P]
-                  [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile]
+                  [--loss-on F] [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile]
                   [--ab-env K=V[,K=V...]] [--json]
 
-  train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token
+  train     LoRA SFT steps (r=16, alpha=32 on q,k,v,o,gate,up,down), loss on every token, or with
+            --loss-on F (0 < F <= 1) on the last F of each sequence after a masked prompt (SEAL's
+            RL SFT and ARC test-time training; the LM head runs only on the rows with a loss)
   forward   forward scoring (per-token log-probabilities)
   decode    greedy KV-cache decoding of --gen-batch prompts of --prompt tokens, --new tokens each
             (tokens/s over the tokens after the first; prefill reported separately); the KV cache
@@ -40,7 +42,7 @@ export const benchCommand: CliCommand = {
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' }, profile: { type: 'boolean' },
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
         'kv-cache': { type: 'string', default: 'auto' }, temperature: { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' },
-        'ab-env': { type: 'string' },
+        'ab-env': { type: 'string' }, 'loss-on': { type: 'string' },
       },
     });
     const work = positionals[0];
@@ -59,6 +61,12 @@ export const benchCommand: CliCommand = {
     const temperature = Number(values.temperature), topP = Number(values['top-p']);
     if (!(temperature >= 0)) throw new UsageError(`bench: --temperature must be >= 0, got '${values.temperature}'`);
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`bench: --top-p must be in (0, 1], got '${values['top-p']}'`);
+    let lossOn: number | undefined;
+    if (values['loss-on'] !== undefined) {
+      if (work !== 'train') throw new UsageError('bench: --loss-on is for train');
+      lossOn = Number(values['loss-on']);
+      if (!(lossOn > 0 && lossOn <= 1)) throw new UsageError(`bench: --loss-on must be in (0, 1], got '${values['loss-on']}'`);
+    }
     let abEnv: Record<string, string> | undefined;
     if (values['ab-env'] !== undefined) {
       if (work === 'decode') throw new UsageError('bench: --ab-env is for train and forward');
@@ -88,7 +96,7 @@ export const benchCommand: CliCommand = {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq: int('seq', values.seq, 2),
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
       repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
-      profile: values.profile, abEnv,
+      profile: values.profile, abEnv, lossOn,
       onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  ${abEnv ? 'repeat' : 'step'} ${d}/${t}`),
     });
     if (!values.json) process.stderr.write('\n');
@@ -96,7 +104,7 @@ export const benchCommand: CliCommand = {
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } else {
       process.stdout.write(
-        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
+        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
           `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(1)} ms   ~${result.gflops.toFixed(1)} GFLOP/s\n`,
       );
       if (result.profile) process.stdout.write(formatProfile(result.profile));
