@@ -1036,6 +1036,39 @@ test('sum_squares, scale_inplace, axpy', () => {
   assert.is(op('sum_squares', 'f64', { x: new Float64Array(0) }).value, 0);
 });
 
+test('optimizer_many: one run over many tensors gives the bits of sum_squares, scale_inplace, adamw and a zeroed grad per tensor', () => {
+  // Tensor sizes around the pieces it splits work into: empty, tiny, one grain (16,384) and more,
+  // and sum_squares's 8,192-element chunks.
+  const sizes = [0, 1, 17, 8193, 40000, 5000, 16384, 3];
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const r = rng(31);
+  const param = f32(rand(total, r)), grad = f32(rand(total, r)), m = f32(rand(total, r).map((x) => x * 0.1));
+  const v = f32(rand(total, r).map((x) => x * x * 0.01));
+  const hp = { lr: 0.02, beta1: 0.85, beta2: 0.99, eps: 1e-7, weightDecay: 0.05, step: 3 };
+  forEachIsa((isa) => forEachThreadCount([1, 2, 3], (threads) => {
+    for (const gradScale of [1, 0.37]) {
+      const what = `${isa}, ${threads} threads, grad scale ${gradScale}`;
+      const got = op('optimizer_many', 'f32', { param, grad, m, v, sizes: Int32Array.from(sizes), ...hp, gradScale });
+      let ss = 0, off = 0;
+      const want = { param: new Float32Array(total), m: new Float32Array(total), v: new Float32Array(total) };
+      for (const n of sizes) {
+        const slice = (a: Float32Array) => a.slice(off, off + n);
+        ss += op('sum_squares', 'f32', { x: slice(grad) }).value as number;
+        const g = gradScale === 1 ? slice(grad) : arr(op('scale_inplace', 'f32', { x: slice(grad), s: gradScale }), 'x');
+        const one = op('adamw', 'f32', { param: slice(param), grad: g, m: slice(m), v: slice(v), ...hp });
+        for (const k of ['param', 'm', 'v'] as const) want[k].set(arr(one, k), off);
+        off += n;
+      }
+      assert.is(got.sumSquares, ss, `${what}: sum of squares`);
+      for (const k of ['param', 'm', 'v'] as const) assert.ok(Buffer.from(arr(got, k).buffer).equals(Buffer.from(want[k].buffer)), `${what}: ${k} bits`);
+      assert.ok(arr(got, 'grad').every((x) => x === 0), `${what}: gradients zeroed`);
+    }
+  }));
+  assert.throws(() => op('optimizer_many', 'f64', { param, grad, m, v, sizes: Int32Array.from(sizes), lr: 0.1 }), /f32 only/);
+  assert.throws(() => op('optimizer_many', 'f32', { param, grad, m, v, sizes: Int32Array.of(total + 1), lr: 0.1 }), /grad/);
+  assert.throws(() => op('optimizer_many', 'f32', { param, grad, m, v, sizes: Int32Array.of(-1, total + 1), lr: 0.1 }), /sizes\[0\]/);
+});
+
 // ---- determinism ----------------------------------------------------------------------------------
 
 test('determinism: same bits with 1 and 2 threads (gemm, attention backward, embedding backward, sum_squares)', () => {

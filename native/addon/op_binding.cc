@@ -672,6 +672,51 @@ Napi::Object op_adamw(const Args& a) {
   return r;
 }
 
+// A whole optimiser step's tensors at once (f32 only): param, grad, m and v hold the tensors back
+// to back, `sizes` their lengths. Returns the gradients' sum of squares (sum_squares_many, before
+// scaling), then param, m and v after adamw_many with gradScale, and the zeroed grad.
+template <typename T>
+Napi::Object op_optimizer_many(const Args& a) {
+  if constexpr (!std::is_same_v<T, float>) {
+    a.type_error("dtype", "optimizer_many is f32 only");
+  } else {
+    View<int32_t> sizes = a.array<int32_t>("sizes");
+    int64_t total = 0;
+    for (int64_t i = 0; i < sizes.len; ++i) {
+      if (sizes.data[i] < 0) a.range_error("sizes[" + std::to_string(i) + "]", "must be >= 0");
+      total += sizes.data[i];
+    }
+    View<float> grad_in = a.array<float>("grad", total);
+    cpu::AdamWParams p;
+    p.lr = a.number("lr");
+    p.beta1 = a.number_or("beta1", p.beta1);
+    p.beta2 = a.number_or("beta2", p.beta2);
+    p.eps = a.number_or("eps", p.eps);
+    p.weight_decay = a.number_or("weightDecay", p.weight_decay);
+    p.step = a.integer("step", 1);
+    const float grad_scale = static_cast<float>(a.number_or("gradScale", 1.0));
+    auto param = copy_of<float>(a, "param", total);
+    auto m = copy_of<float>(a, "m", total);
+    auto v = copy_of<float>(a, "v", total);
+    auto grad = Napi::Float32Array::New(a.env(), static_cast<size_t>(total));
+    std::copy(grad_in.data, grad_in.data + total, grad.Data());
+    std::vector<cpu::OptimTensor> ts;
+    int64_t off = 0;
+    for (int64_t i = 0; i < sizes.len; ++i) {
+      ts.push_back({param.Data() + off, grad.Data() + off, m.Data() + off, v.Data() + off, sizes.data[i]});
+      off += sizes.data[i];
+    }
+    Napi::Object r = Napi::Object::New(a.env());
+    r.Set("sumSquares", cpu::sum_squares_many(ts.data(), static_cast<int>(ts.size())));
+    cpu::adamw_many(ts.data(), static_cast<int>(ts.size()), p, grad_scale);
+    r.Set("param", param);
+    r.Set("m", m);
+    r.Set("v", v);
+    r.Set("grad", grad);
+    return r;
+  }
+}
+
 template <typename T>
 Napi::Object op_sum_squares(const Args& a) {
   View<T> x = a.array<T>("x");
@@ -729,6 +774,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"cross_entropy", {op_cross_entropy<float>, op_cross_entropy<double>}},
       {"adamw", {op_adamw<float>, op_adamw<double>}},
       {"sum_squares", {op_sum_squares<float>, op_sum_squares<double>}},
+      {"optimizer_many", {op_optimizer_many<float>, op_optimizer_many<double>}},
       {"scale_inplace", {op_scale_inplace<float>, op_scale_inplace<double>}},
       {"axpy", {op_axpy<float>, op_axpy<double>}},
   };

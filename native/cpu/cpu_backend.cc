@@ -80,6 +80,10 @@ class CpuBackend final : public Backend {
   }
   double sum_squares(const float* x, int64_t n) override { return cpu::sum_squares<float>(x, n); }
   void scale_inplace(float* x, int64_t n, float s) override { cpu::scale_inplace<float>(x, n, s); }
+  double sum_squares_many(const OptimTensor* ts, int count) override { return cpu::sum_squares_many(ts, count); }
+  void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) override {
+    cpu::adamw_many(ts, count, p, grad_scale);
+  }
   void axpy(float* y, const float* x, int64_t n, float a) override { cpu::axpy<float>(y, x, n, a); }
   void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) override {
     cpu::add_row_bias(out, bias, rows, cols);

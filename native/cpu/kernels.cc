@@ -933,25 +933,32 @@ SEALKIT_AVX512 void adamw_avx512(float* param, const float* grad, float* m, floa
 #pragma GCC diagnostic pop
 #endif
 
+// AdamW's per-step scalars, in T, and elements [b, e) of one tensor.
 template <typename T>
-void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParams& p) {
-  const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
-  const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
-  const T decay = static_cast<T>(1.0 - p.lr * p.weight_decay), b1 = static_cast<T>(p.beta1),
-          b2 = static_cast<T>(p.beta2), c1 = static_cast<T>(1.0 - p.beta1), c2 = static_cast<T>(1.0 - p.beta2);
-  const T step_size = static_cast<T>(p.lr / bc1), bc2_sqrt = static_cast<T>(std::sqrt(bc2)),
-          eps = static_cast<T>(p.eps);
-#if SEALKIT_X86
-  if constexpr (std::is_same_v<T, float>) {
-    if (has_avx512(active_isa())) {
-      parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-        adamw_avx512(param, grad, m, v, b, e, decay, b1, b2, c1, c2, step_size, bc2_sqrt, eps);
-      });
-      return;
-    }
+struct AdamWScalars {
+  T decay, b1, b2, c1, c2, step_size, bc2_sqrt, eps;
+  explicit AdamWScalars(const AdamWParams& p) {
+    const double bc1 = 1.0 - std::pow(p.beta1, static_cast<double>(p.step));
+    const double bc2 = 1.0 - std::pow(p.beta2, static_cast<double>(p.step));
+    decay = static_cast<T>(1.0 - p.lr * p.weight_decay);
+    b1 = static_cast<T>(p.beta1);
+    b2 = static_cast<T>(p.beta2);
+    c1 = static_cast<T>(1.0 - p.beta1);
+    c2 = static_cast<T>(1.0 - p.beta2);
+    step_size = static_cast<T>(p.lr / bc1);
+    bc2_sqrt = static_cast<T>(std::sqrt(bc2));
+    eps = static_cast<T>(p.eps);
   }
+  void run(T* param, const T* grad, T* m, T* v, int64_t b, int64_t e, Isa isa) const {
+#if SEALKIT_X86
+    if constexpr (std::is_same_v<T, float>) {
+      if (has_avx512(isa)) {
+        adamw_avx512(param, grad, m, v, b, e, decay, b1, b2, c1, c2, step_size, bc2_sqrt, eps);
+        return;
+      }
+    }
 #endif
-  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    (void)isa;
     for (int64_t i = b; i < e; ++i) {
       const T g = grad[i];
       m[i] = b1 * m[i] + c1 * g;
@@ -959,14 +966,22 @@ void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParam
       const T denom = std::sqrt(v[i]) / bc2_sqrt + eps;
       param[i] = param[i] * decay - step_size * m[i] / denom;
     }
-  });
+  }
+};
+
+template <typename T>
+void adamw_step(T* param, const T* grad, T* m, T* v, int64_t n, const AdamWParams& p) {
+  const AdamWScalars<T> s(p);
+  const Isa isa = active_isa();
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) { s.run(param, grad, m, v, b, e, isa); });
 }
 
 // Fixed tree: chunks of kSumChunk elements, each summed by dot_f64 (fixed lanes), then the chunk
 // sums added in chunk order.
+constexpr int64_t kSumChunk = 8192;
+
 template <typename T>
 double sum_squares(const T* x, int64_t n) {
-  constexpr int64_t kSumChunk = 8192;
   const int64_t chunks = (n + kSumChunk - 1) / kSumChunk;
   std::vector<double> part(chunks, 0.0);
   parallel_for(chunks, 8, [&](int64_t b, int64_t e) {
@@ -978,6 +993,54 @@ double sum_squares(const T* x, int64_t n) {
   double total = 0;
   for (double p : part) total += p;
   return total;
+}
+
+namespace {
+// The tensors' elements as pieces of at most `piece` elements, each within one tensor, in order.
+struct Piece {
+  int tensor;
+  int64_t begin, end;
+};
+std::vector<Piece> pieces_of(const OptimTensor* ts, int count, int64_t piece) {
+  std::vector<Piece> out;
+  for (int t = 0; t < count; ++t)
+    for (int64_t b = 0; b < ts[t].n; b += piece) out.push_back({t, b, std::min(ts[t].n, b + piece)});
+  return out;
+}
+}  // namespace
+
+double sum_squares_many(const OptimTensor* ts, int count) {
+  // sum_squares's tree per tensor (its chunks summed in order), then the tensors in order.
+  const std::vector<Piece> pieces = pieces_of(ts, count, kSumChunk);
+  std::vector<double> part(pieces.size(), 0.0);
+  global_pool().run(static_cast<int64_t>(pieces.size()), [&](int64_t i, int) {
+    const Piece& c = pieces[static_cast<size_t>(i)];
+    const float* g = ts[c.tensor].grad + c.begin;
+    part[static_cast<size_t>(i)] = dot_f64<float>(g, g, nullptr, c.end - c.begin);
+  });
+  double total = 0, tensor_sum = 0;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    tensor_sum += part[i];
+    if (i + 1 == pieces.size() || pieces[i + 1].tensor != pieces[i].tensor) {
+      total += tensor_sum;
+      tensor_sum = 0;
+    }
+  }
+  return total;
+}
+
+void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) {
+  const AdamWScalars<float> s(p);
+  const Isa isa = active_isa();
+  const std::vector<Piece> pieces = pieces_of(ts, count, kGrain);
+  global_pool().run(static_cast<int64_t>(pieces.size()), [&](int64_t i, int) {
+    const Piece& c = pieces[static_cast<size_t>(i)];
+    const OptimTensor& t = ts[c.tensor];
+    if (grad_scale != 1.0f)
+      for (int64_t j = c.begin; j < c.end; ++j) t.grad[j] *= grad_scale;
+    s.run(t.param, t.grad, t.m, t.v, c.begin, c.end, isa);
+    std::fill(t.grad + c.begin, t.grad + c.end, 0.0f);
+  });
 }
 
 template <typename T>

@@ -160,6 +160,22 @@ double sum_squares(const T* x, int64_t n);
 // x *= s
 template <typename T>
 void scale_inplace(T* x, int64_t n, T s);
+
+// One trained tensor with its gradient and AdamW moments.
+struct OptimTensor {
+  float* param;
+  float* grad;
+  float* m;
+  float* v;
+  int64_t n;
+};
+// A whole optimiser step's tensors in one pool run each (SEAL's small LoRA steps have dozens to
+// hundreds of tensors of a few thousand elements, where one run per tensor and op was a few percent
+// of a step). sum_squares_many: the sum over the tensors, in order, of sum_squares of each grad.
+// adamw_many: per tensor, grad *= grad_scale (unless 1), adamw_step, then grad = 0. Both give the
+// bits of those calls made one by one.
+double sum_squares_many(const OptimTensor* ts, int count);
+void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale);
 // y += a * x
 template <typename T>
 void axpy(T* y, const T* x, int64_t n, T a);

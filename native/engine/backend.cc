@@ -5,6 +5,20 @@
 
 namespace sealkit {
 
+double Backend::sum_squares_many(const OptimTensor* ts, int count) {
+  double total = 0;
+  for (int i = 0; i < count; ++i) total += sum_squares(ts[i].grad, ts[i].n);
+  return total;
+}
+void Backend::adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) {
+  for (int i = 0; i < count; ++i) {
+    const OptimTensor& t = ts[i];
+    if (grad_scale != 1.0f) scale_inplace(t.grad, t.n, grad_scale);
+    adamw_step(t.param, t.grad, t.m, t.v, t.n, p);
+    zero(t.grad, static_cast<size_t>(t.n) * 4);
+  }
+}
+
 // Defaults of the optional generation kernels, for backends that do not implement them yet.
 void Backend::attention_cached_forward(const CachedAttentionShape&, const float*, const void*, const void*, float*) {
   throw std::runtime_error("the " + name() + " backend cannot generate yet (no KV-cache attention kernel)");

@@ -18,6 +18,7 @@ namespace sealkit {
 using cpu::AdamWParams;
 using cpu::AttentionShape;
 using cpu::CachedAttentionShape;
+using cpu::OptimTensor;
 using Gemm = cpu::GemmArgs<float>;
 
 class Backend {
@@ -69,6 +70,10 @@ class Backend {
   virtual void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) = 0;
   virtual double sum_squares(const float* x, int64_t n) = 0;
   virtual void scale_inplace(float* x, int64_t n, float s) = 0;
+  // A whole optimiser step's tensors (cpu::sum_squares_many / adamw_many semantics). The defaults
+  // call the ops above tensor by tensor; a backend may run each as one launch (the CPU does).
+  virtual double sum_squares_many(const OptimTensor* ts, int count);
+  virtual void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale);
   virtual void axpy(float* y, const float* x, int64_t n, float a) = 0;
   // y[i] += x[i] for the bias of a linear layer broadcast over rows: out[r, c] += bias[c].
   virtual void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) = 0;

@@ -916,23 +916,25 @@ std::vector<double> Model::step(const StepSpec& spec) {
     const bool is_slot = !(spec.full && group_index == 0);
     const size_t slot_index = group_index - (spec.full ? 1 : 0);
     ++group_index;
-    double ss = 0;
-    for (Param* p : params) ss += backend_->sum_squares(p->grad, p->numel());
-    double norm = std::sqrt(ss);
+    // The group's tensors go to the backend together: two launches per group, not four per tensor.
+    std::vector<OptimTensor> ts;
+    ts.reserve(params.size());
+    for (Param* p : params) {
+      ensure_moments(*p);
+      ts.push_back({p->f32(), p->grad, p->m, p->v, p->numel()});
+    }
+    const int count = static_cast<int>(ts.size());
+    const double norm = std::sqrt(backend_->sum_squares_many(ts.data(), count));
     norms.push_back(norm);
+    float grad_scale = 1.0f;
     if (spec.max_grad_norm > 0) {
       double coef = spec.max_grad_norm / (norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
-      if (coef < 1)
-        for (Param* p : params) backend_->scale_inplace(p->grad, p->numel(), static_cast<float>(coef));
+      if (coef < 1) grad_scale = static_cast<float>(coef);
     }
     AdamWParams hp = spec.adam;
     if (is_slot && !spec.lrs.empty()) hp.lr = spec.lrs[slot_index];
     hp.step = ++*counter;
-    for (Param* p : params) {
-      ensure_moments(*p);
-      backend_->adamw_step(p->f32(), p->grad, p->m, p->v, p->numel(), hp);
-      backend_->zero(p->grad, static_cast<size_t>(p->numel()) * 4);
-    }
+    backend_->adamw_many(ts.data(), count, hp, grad_scale);
   }
   return norms;
 }

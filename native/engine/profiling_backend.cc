@@ -147,6 +147,12 @@ double ProfilingBackend::sum_squares(const float* x, int64_t n) {
 void ProfilingBackend::scale_inplace(float* x, int64_t n, float s) {
   timed("scale_inplace", 0, [&] { inner_->scale_inplace(x, n, s); });
 }
+double ProfilingBackend::sum_squares_many(const OptimTensor* ts, int count) {
+  return timed("sum_squares_many", 0, [&] { return inner_->sum_squares_many(ts, count); });
+}
+void ProfilingBackend::adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) {
+  timed("adamw_many", 0, [&] { inner_->adamw_many(ts, count, p, grad_scale); });
+}
 void ProfilingBackend::axpy(float* y, const float* x, int64_t n, float a) {
   timed("axpy", 0, [&] { inner_->axpy(y, x, n, a); });
 }

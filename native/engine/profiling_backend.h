@@ -62,6 +62,8 @@ class ProfilingBackend final : public Backend {
   void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWParams& p) override;
   double sum_squares(const float* x, int64_t n) override;
   void scale_inplace(float* x, int64_t n, float s) override;
+  double sum_squares_many(const OptimTensor* ts, int count) override;
+  void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) override;
   void axpy(float* y, const float* x, int64_t n, float a) override;
   void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) override;
   void bias_backward(const float* dy, float* dbias, int64_t rows, int64_t cols) override;
