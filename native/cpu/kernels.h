@@ -161,6 +161,10 @@ double sum_squares(const T* x, int64_t n);
 template <typename T>
 void scale_inplace(T* x, int64_t n, T s);
 
+// y += a * x
+template <typename T>
+void axpy(T* y, const T* x, int64_t n, T a);
+
 // One trained tensor with its gradient and AdamW moments.
 struct OptimTensor {
   float* param;
@@ -176,8 +180,5 @@ struct OptimTensor {
 // bits of those calls made one by one.
 double sum_squares_many(const OptimTensor* ts, int count);
 void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale);
-// y += a * x
-template <typename T>
-void axpy(T* y, const T* x, int64_t n, T a);
 
 }  // namespace sealkit::cpu
