@@ -735,6 +735,37 @@ test('rmsnorm: forward against a naive loop; f32 vs f64; dx and dw by finite dif
   assertRel(arr(frozen, 'dx'), arr(g64, 'dx'), 0, 'dx without dw');
 });
 
+// The f32 rows run at the active ISA's vector width (SEALKIT_DISPATCH): every ISA against f64, with
+// widths that leave vector tails, accumulating into dx, on 1 and 2 threads (same bits).
+test('rmsnorm f32: every ISA against f64, vector tails, thread-count independent', () => {
+  const r = rng(61);
+  for (const [rows, dim] of [[3, 7], [17, 133], [40, 576]] as const) {
+    const x = rand(rows * dim, r, 2), w = rand(dim, r), dy = rand(rows * dim, r), dx0 = rand(rows * dim, r);
+    const eps = 1e-6;
+    const y64 = arr(op('rmsnorm_forward', 'f64', { x, w, rows, dim, eps }), 'y');
+    const rstd64 = arr(op('rmsnorm_forward', 'f64', { x, w, rows, dim, eps }), 'rstd');
+    const dx64 = arr(op('rmsnorm_backward', 'f64', { x, w, rstd: rstd64, dy, rows, dim, dx: dx0, computeDw: false }), 'dx');
+    forEachIsa((isa) => {
+      const run = () => {
+        const f = op('rmsnorm_forward', 'f32', { x: f32(x), w: f32(w), rows, dim, eps });
+        const b = op('rmsnorm_backward', 'f32', { x: f32(x), w: f32(w), rstd: arr(f, 'rstd'), dy: f32(dy), rows, dim, dx: f32(dx0), computeDw: false });
+        return { y: arr(f, 'y'), dx: arr(b, 'dx') };
+      };
+      const tag = `${rows}x${dim} ${isa}`;
+      keepingThreads(() => {
+        addon.setThreads(1);
+        const one = run();
+        addon.setThreads(2);
+        const two = run();
+        assertRel(one.y, y64, 1e-6, `${tag} y`);
+        assertRel(one.dx, dx64, 1e-5, `${tag} dx +=`);
+        sameBits(one.y, two.y, `${tag} y threads`);
+        sameBits(one.dx, two.dx, `${tag} dx threads`);
+      });
+    });
+  }
+});
+
 // ---- RoPE -----------------------------------------------------------------------------------------
 
 /** Llama 3 frequency scaling (factor 8, low 1, high 4, original context 8192) on base 500000. */

@@ -55,7 +55,7 @@ void check_weight(WeightView w, const char* what) {
 // sum_i a[i] * b[i] (* c[i] when c is non-null) in double, over 8 lanes folded in a fixed order:
 // independent lanes vectorise and avoid one long chain of dependent adds.
 template <typename T>
-double dot_f64(const T* a, const T* b, const T* c, int64_t n) {
+SEALKIT_INLINE double dot_f64(const T* a, const T* b, const T* c, int64_t n) {
   double lane[8] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -257,19 +257,44 @@ void embedding_backward(const int32_t* ids, int64_t n, const T* dout, int64_t di
 
 // ---- RMSNorm -------------------------------------------------------------------------------------
 
+// The rows' loops are always-inline and run through SEALKIT_DISPATCH, so they vectorise at the
+// active ISA's width; compiled for baseline x86-64 they ran at SSE width. In a tiny LoRA step the
+// norms then took 17 % less time (1.38-1.59 -> 1.17-1.26 ms per step, three alternating pairs of
+// profiled runs); they mostly wait on memory (activations written long before the backward pass).
+template <typename T>
+SEALKIT_INLINE void rmsnorm_forward_rows(const T* x, const T* w, T* y, T* rstd, int64_t b, int64_t e, int64_t dim,
+                                         double eps) {
+  for (int64_t r = b; r < e; ++r) {
+    const T* xr = x + r * dim;
+    const double ss = dot_f64<T>(xr, xr, nullptr, dim);
+    const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
+    rstd[r] = rs;
+    T* yr = y + r * dim;
+    // HF order: normalise in the compute type, then multiply by the weight.
+    for (int64_t j = 0; j < dim; ++j) yr[j] = w[j] * (xr[j] * rs);
+  }
+}
+
 template <typename T>
 void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps) {
+  const Isa isa = active_isa();
   parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const T* xr = x + r * dim;
-      const double ss = dot_f64<T>(xr, xr, nullptr, dim);
-      const T rs = static_cast<T>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
-      rstd[r] = rs;
-      T* yr = y + r * dim;
-      // HF order: normalise in the compute type, then multiply by the weight.
-      for (int64_t j = 0; j < dim; ++j) yr[j] = w[j] * (xr[j] * rs);
-    }
+    SEALKIT_DISPATCH(T, isa, (rmsnorm_forward_rows<T>(x, w, y, rstd, b, e, dim, eps)));
   });
+}
+
+template <typename T>
+SEALKIT_INLINE void rmsnorm_backward_rows(const T* x, const T* w, const T* rstd, const T* dy, T* dx, int64_t b,
+                                          int64_t e, int64_t dim) {
+  for (int64_t r = b; r < e; ++r) {
+    const T* xr = x + r * dim;
+    const T* gr = dy + r * dim;
+    const double dot = dot_f64(gr, w, xr, dim);
+    const double rs = rstd[r];
+    const T a = static_cast<T>(rs), c = static_cast<T>(rs * rs * rs * dot / static_cast<double>(dim));
+    T* dxr = dx + r * dim;
+    for (int64_t j = 0; j < dim; ++j) dxr[j] += a * w[j] * gr[j] - c * xr[j];
+  }
 }
 
 // y_j = x_j r w_j with r = (mean(x^2) + eps)^-1/2 and dr/dx_j = -r^3 x_j / dim, so
@@ -277,16 +302,9 @@ void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_
 template <typename T>
 void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw, int64_t rows,
                       int64_t dim) {
+  const Isa isa = active_isa();
   parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      const T* xr = x + r * dim;
-      const T* gr = dy + r * dim;
-      const double dot = dot_f64(gr, w, xr, dim);
-      const double rs = rstd[r];
-      const T a = static_cast<T>(rs), c = static_cast<T>(rs * rs * rs * dot / static_cast<double>(dim));
-      T* dxr = dx + r * dim;
-      for (int64_t j = 0; j < dim; ++j) dxr[j] += a * w[j] * gr[j] - c * xr[j];
-    }
+    SEALKIT_DISPATCH(T, isa, (rmsnorm_backward_rows<T>(x, w, rstd, dy, dx, b, e, dim)));
   });
   if (!dw) return;
   // dw: each task owns a column range and sums the rows in order (double accumulators).
