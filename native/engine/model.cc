@@ -76,7 +76,7 @@ struct Model::Workspace {
   float *weights, *loss;
   // the LM head's compact rows (see head_rows)
   int32_t *live_rows, *live_targets;
-  float *live_weights, *xlive, *dlive;
+  float* live_weights;
   // backward scratch
   float *dx, *dxn, *dq, *dk, *dv, *dao, *dgate, *dup, *dact, *dxa, *drop_a, *drop_b, *dxf;
 
@@ -622,7 +622,6 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     w.sel_rows = w.get<int32_t>(t);
     w.weights = w.get<float>(t); w.loss = w.get<float>(t);
     w.live_rows = w.get<int32_t>(t); w.live_targets = w.get<int32_t>(t); w.live_weights = w.get<float>(t);
-    w.xlive = w.get<float>(t * H); w.dlive = w.get<float>(t * H);
     w.dx = w.get<float>(t * H); w.dxn = w.get<float>(t * H); w.dxf = w.get<float>(t * H);
     w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
     w.dgate = w.get<float>(t * I); w.dup = w.get<float>(t * I); w.dact = w.get<float>(t * I);
@@ -769,14 +768,18 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   float* dxh = w.dxf;        // their gradient
   const int32_t* th = w.targets;
   const float* wh = w.weights;
+  // The compact block and its gradient borrow two backward buffers that are free until the
+  // backward pass begins (dxn; dx, zeroed after the head).
+  float* const xlive = w.dxn;
+  float* const dlive = w.dx;
   if (compact && n_head > 0) {
     backend_->upload(w.live_rows, live.rows.data(), live.rows.size() * 4);
     backend_->upload(w.live_targets, live.targets.data(), live.targets.size() * 4);
-    backend_->gather_rows(w.xf, H, w.live_rows, n_head, H, w.xlive, H);
-    xh = w.xlive; th = w.live_targets;
+    backend_->gather_rows(w.xf, H, w.live_rows, n_head, H, xlive, H);
+    xh = xlive; th = w.live_targets;
     if (backward) {
       backend_->upload(w.live_weights, live.weights.data(), live.weights.size() * 4);
-      wh = w.live_weights; dxh = w.dlive;
+      wh = w.live_weights; dxh = dlive;
     }
   }
   for (int64_t r0 = 0; r0 < n_head; r0 += chunk) {
@@ -815,7 +818,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   } else if (has_targets) {
     backend_->download(result.loss.data(), w.loss, static_cast<size_t>(T) * 4);
   }
-  if (backward && compact && n_head > 0) backend_->scatter_rows(w.dlive, H, w.live_rows, n_head, H, w.dxf, H);
+  if (backward && compact && n_head > 0) backend_->scatter_rows(dlive, H, w.live_rows, n_head, H, w.dxf, H);
   if (!backward) return;
 
   // ---- backward ----
