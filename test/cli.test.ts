@@ -89,7 +89,8 @@ test('seal bench train --loss-on trains on each sequence\'s tail and counts the 
   assert.ok(Math.abs((j.gflops * 1e9) / j.tokens_per_s / perToken(0.25) - 1) < 1e-9, 'FLOPs per token with the loss on a quarter');
   const c = presetConfig('tiny');
   assert.is(perToken(1) - perToken(0.25), 4 * 0.75 * c.vocabSize * c.hiddenSize);
-  for (const args of [['train', '--loss-on', '0'], ['train', '--loss-on', '1.5'], ['train', '--loss-on', 'x'], ['forward', '--loss-on', '0.5']]) {
+  for (const args of [['train', '--loss-on', '0'], ['train', '--loss-on', '1.5'], ['train', '--loss-on', 'x'], ['forward', '--loss-on', '0.5'],
+    ['train', '--seq', '16', '--loss-on', '0.01']]) {
     const bad = seal('bench', ...args, '--preset', 'tiny');
     assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);
     assert.match(bad.err, /--loss-on/);

@@ -92,8 +92,11 @@ export const benchCommand: CliCommand = {
       if (!values.json && r.profile) process.stdout.write(formatProfile(r.profile));
       return 0;
     }
+    const seq = int('seq', values.seq, 2);
+    if (lossOn !== undefined && Math.round(seq * (1 - lossOn)) >= seq - 1)
+      throw new UsageError(`bench: --loss-on ${values['loss-on']} leaves no token with a loss in a ${seq}-token sequence`);
     const result = await runBench(work, {
-      preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq: int('seq', values.seq, 2),
+      preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq,
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
       repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
       profile: values.profile, abEnv, lossOn,
