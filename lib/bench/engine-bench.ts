@@ -95,11 +95,22 @@ export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forw
   return 4 * (P - headUnused) + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
 }
 
+/** Tokens of a `seq`-token training sequence left out of the loss when it covers the last lossOn. */
+const maskedPrefix = (seq: number, lossOn: number) => Math.round(seq * (1 - lossOn));
+
+/** Why `lossOn` cannot be benchmarked for this work and sequence length (undefined: it can). */
+export function lossOnProblem(work: 'train' | 'forward', seq: number, lossOn: number): string | undefined {
+  if (!(lossOn > 0 && lossOn <= 1)) return 'must be in (0, 1]';
+  if (lossOn < 1 && work !== 'train') return 'is for training';
+  if (maskedPrefix(seq, lossOn) >= seq - 1) return `leaves no token with a loss in a ${seq}-token sequence`;
+  return undefined;
+}
+
 /** Random tokens; with lossOn < 1, a trainMask that leaves the first (1 - lossOn) of each sequence out. */
 function randomSequences(batch: number, seq: number, vocab: number, slot: number, seed: number, lossOn = 1): Sequence[] {
   let x = seed >>> 0 || 1;
   const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
-  const prompt = Math.round(seq * (1 - lossOn));
+  const prompt = maskedPrefix(seq, lossOn);
   return Array.from({ length: batch }, () => ({
     tokens: Array.from({ length: seq }, () => next() % vocab), slot,
     ...(lossOn < 1 ? { trainMask: Array.from({ length: seq }, (_, t) => (t >= prompt ? 1 : 0)) } : {}),
@@ -199,9 +210,8 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
   const rank = o.rank ?? 16;
   const device = o.device ?? 'cpu';
   const lossOn = o.lossOn ?? 1;
-  if (!(lossOn > 0 && lossOn <= 1)) throw new Error(`runBench: lossOn must be in (0, 1], got ${lossOn}`);
-  if (lossOn < 1 && work !== 'train') throw new Error('runBench: lossOn is for training');
-  if (Math.round(o.seq * (1 - lossOn)) >= o.seq - 1) throw new Error(`runBench: lossOn ${lossOn} leaves no target in a ${o.seq}-token sequence`);
+  const problem = lossOnProblem(work, o.seq, lossOn);
+  if (problem) throw new Error(`runBench: lossOn ${lossOn} ${problem}`);
   const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
     const slot = work === 'train' ? 0 : -1;

@@ -647,10 +647,8 @@ Napi::Object op_cross_entropy(const Args& a) {
 
 // ---- optimiser and reductions --------------------------------------------------------------------
 
-template <typename T>
-Napi::Object op_adamw(const Args& a) {
-  View<T> grad = a.array<T>("grad");
-  const int64_t n = grad.len;
+// lr, beta1, beta2, eps, weightDecay and step, checked.
+cpu::AdamWParams adamw_params(const Args& a) {
   cpu::AdamWParams p;
   p.lr = a.number("lr");
   p.beta1 = a.number_or("beta1", p.beta1);
@@ -661,6 +659,14 @@ Napi::Object op_adamw(const Args& a) {
   if (p.beta1 < 0 || p.beta1 >= 1) a.range_error("beta1", "must be in [0, 1)");
   if (p.beta2 < 0 || p.beta2 >= 1) a.range_error("beta2", "must be in [0, 1)");
   if (p.eps <= 0) a.range_error("eps", "must be > 0");
+  return p;
+}
+
+template <typename T>
+Napi::Object op_adamw(const Args& a) {
+  View<T> grad = a.array<T>("grad");
+  const int64_t n = grad.len;
+  const cpu::AdamWParams p = adamw_params(a);
   auto param = copy_of<T>(a, "param", n);
   auto m = copy_of<T>(a, "m", n);
   auto v = copy_of<T>(a, "v", n);
@@ -686,20 +692,12 @@ Napi::Object op_optimizer_many(const Args& a) {
       if (sizes.data[i] < 0) a.range_error("sizes[" + std::to_string(i) + "]", "must be >= 0");
       total += sizes.data[i];
     }
-    View<float> grad_in = a.array<float>("grad", total);
-    cpu::AdamWParams p;
-    p.lr = a.number("lr");
-    p.beta1 = a.number_or("beta1", p.beta1);
-    p.beta2 = a.number_or("beta2", p.beta2);
-    p.eps = a.number_or("eps", p.eps);
-    p.weight_decay = a.number_or("weightDecay", p.weight_decay);
-    p.step = a.integer("step", 1);
+    auto grad = copy_of<float>(a, "grad", total);
+    const cpu::AdamWParams p = adamw_params(a);
     const float grad_scale = static_cast<float>(a.number_or("gradScale", 1.0));
     auto param = copy_of<float>(a, "param", total);
     auto m = copy_of<float>(a, "m", total);
     auto v = copy_of<float>(a, "v", total);
-    auto grad = Napi::Float32Array::New(a.env(), static_cast<size_t>(total));
-    std::copy(grad_in.data, grad_in.data + total, grad.Data());
     std::vector<cpu::OptimTensor> ts;
     int64_t off = 0;
     for (int64_t i = 0; i < sizes.len; ++i) {

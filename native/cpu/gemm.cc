@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "../core/cpu_features.h"
+#include "../core/env_switch.h"
 #include "../core/threadpool.h"
 #include "kernels.h"
 
@@ -1016,10 +1017,7 @@ Scratch& scratch() {
   return s;
 }
 
-bool local_packing_allowed() {
-  const char* env = std::getenv("SEALKIT_LOCAL_PACK");
-  return !(env && std::strcmp(env, "0") == 0);
-}
+bool local_packing_allowed() { return switch_on("SEALKIT_LOCAL_PACK"); }
 
 #if SEALKIT_X86
 // AMX-BF16 for the bf16 path: the CPU has AMX-TILE and AMX-BF16 (CPUID.7.0:EDX bits 24 and 22) and
@@ -1043,9 +1041,7 @@ bool amx_available() {
 }
 
 bool use_amx() {
-  if (!amx_available()) return false;
-  const char* env = std::getenv("SEALKIT_AMX");
-  return !(env && std::strcmp(env, "0") == 0);
+  return amx_available() && switch_on("SEALKIT_AMX");
 }
 
 // Few rows of y_i = x W_i^T with bf16 W_i under AVX512-BF16, for n GEMMs sharing x (one, or a

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "../core/cpu_features.h"
+#include "../core/env_switch.h"
 #include "../core/threadpool.h"
 #include "simd.h"
 
@@ -295,7 +296,7 @@ bool gemm_lowrank(const GemmArgs<float>& g) {
   const bool f32_math = g.B.dtype == DType::F32 || (g.B.dtype == DType::BF16 && isa == Isa::Avx512);
   if (!f32_math || !has_avx512(isa)) return false;
   // SEALKIT_LOWRANK=0 (read per call) sends these shapes to the packed GEMM, for benchmarks.
-  if (const char* env = std::getenv("SEALKIT_LOWRANK"); env && std::strcmp(env, "0") == 0) return false;
+  if (!switch_on("SEALKIT_LOWRANK")) return false;
   // op(A) = A^T and op(B) = B, both stored tokens x width: a weight gradient over the tokens.
   if (g.trans_a && !g.trans_b && std::min(g.M, g.N) <= kLowRankMax) {
     auto run = [&](const auto* B) {

@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <stdexcept>
 
+#include "../core/env_switch.h"
 #include "../core/rng.h"
 
 namespace sealkit {
@@ -35,8 +35,7 @@ struct HeadRows {
 };
 HeadRows head_rows(const Batch& b, bool backward) {
   HeadRows h;
-  const char* env = std::getenv("SEALKIT_COMPACT_HEAD");
-  if (env && std::string(env) == "0") return h;
+  if (!switch_on("SEALKIT_COMPACT_HEAD")) return h;
   for (size_t t = 0; t < b.targets.size(); ++t) {
     if (b.targets[t] < 0 || (backward && b.weights[t] == 0.0f)) continue;
     h.rows.push_back(static_cast<int32_t>(t));

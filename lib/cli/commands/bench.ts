@@ -1,6 +1,6 @@
 // `seal bench train|forward` — engine throughput on a random-weight model of a real configuration.
 import { parseArgs } from 'node:util';
-import { runBench, runDecodeBench } from '../../bench/engine-bench.js';
+import { lossOnProblem, runBench, runDecodeBench } from '../../bench/engine-bench.js';
 import { parseEnvList } from '../../bench/env.js';
 import { formatProfile } from '../../bench/profile.js';
 import { PRESET_NAMES } from '../../model/presets.js';
@@ -61,12 +61,7 @@ export const benchCommand: CliCommand = {
     const temperature = Number(values.temperature), topP = Number(values['top-p']);
     if (!(temperature >= 0)) throw new UsageError(`bench: --temperature must be >= 0, got '${values.temperature}'`);
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`bench: --top-p must be in (0, 1], got '${values['top-p']}'`);
-    let lossOn: number | undefined;
-    if (values['loss-on'] !== undefined) {
-      if (work !== 'train') throw new UsageError('bench: --loss-on is for train');
-      lossOn = Number(values['loss-on']);
-      if (!(lossOn > 0 && lossOn <= 1)) throw new UsageError(`bench: --loss-on must be in (0, 1], got '${values['loss-on']}'`);
-    }
+    if (values['loss-on'] !== undefined && work !== 'train') throw new UsageError('bench: --loss-on is for train');
     let abEnv: Record<string, string> | undefined;
     if (values['ab-env'] !== undefined) {
       if (work === 'decode') throw new UsageError('bench: --ab-env is for train and forward');
@@ -93,8 +88,9 @@ export const benchCommand: CliCommand = {
       return 0;
     }
     const seq = int('seq', values.seq, 2);
-    if (lossOn !== undefined && Math.round(seq * (1 - lossOn)) >= seq - 1)
-      throw new UsageError(`bench: --loss-on ${values['loss-on']} leaves no token with a loss in a ${seq}-token sequence`);
+    const lossOn = values['loss-on'] === undefined ? undefined : Number(values['loss-on']);
+    const problem = lossOn === undefined ? undefined : lossOnProblem(work, seq, lossOn);
+    if (problem) throw new UsageError(`bench: --loss-on '${values['loss-on']}' ${problem}`);
     const result = await runBench(work, {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq,
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
