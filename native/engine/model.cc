@@ -491,8 +491,8 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
   g.C = dx; g.ldc = in; g.beta = accumulate ? 1.0f : 0.0f;
   // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
   // (same bits as the separate call), so this GEMM runs after the adapter's other products.
-  const bool fuse = whole_batch_adapter(proj, segs, T) && !(adapters_.at(segs[0].slot)->spec.dropout > 0);
-  if (!fuse) backend_->gemm(g);
+  const bool fuse = dx && whole_batch_adapter(proj, segs, T) && !(adapters_.at(segs[0].slot)->spec.dropout > 0);
+  if (dx && !fuse) backend_->gemm(g);
   if (train_full) {
     Gemm gw;  // dW += dy^T x
     gw.M = out; gw.N = in; gw.K = T;
@@ -543,6 +543,7 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
       backend_->gemm_with_update(g, up);
       continue;
     }
+    if (!dx) continue;
     Gemm gx;  // dx += dxa A   (through the dropout mask when there is one)
     gx.M = s.rows; gx.N = in; gx.K = r;
     gx.A = dxa; gx.lda = r;
@@ -839,9 +840,15 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     backend_->attention_backward(as, a.q, a.k, a.v, a.ao, a.lse, w.dao, w.dq, w.dk, w.dv);
     backend_->rope_backward(w.dq, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_backward(w.dk, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
-    linear_backward(li, kQ, a.xn1, w.dq, w.dxn, false, T, segs, a.xa[kQ], rmax, train_full, seed_for(l, kQ));
-    linear_backward(li, kK, a.xn1, w.dk, w.dxn, true, T, segs, a.xa[kK], rmax, train_full, seed_for(l, kK));
-    linear_backward(li, kV, a.xn1, w.dv, w.dxn, true, T, segs, a.xa[kV], rmax, train_full, seed_for(l, kV));
+    // Below the first layer's q, k, v lie only the norm and the embeddings: unless the embeddings
+    // train, the gradient of their input is never read, so it is not formed (LoRA steps skip three
+    // input-gradient GEMMs and a norm; a tenth of a small model's layer).
+    const bool input_grad = l > 0 || train_full;
+    float* dxn = input_grad ? w.dxn : nullptr;
+    linear_backward(li, kQ, a.xn1, w.dq, dxn, false, T, segs, a.xa[kQ], rmax, train_full, seed_for(l, kQ));
+    linear_backward(li, kK, a.xn1, w.dk, dxn, true, T, segs, a.xa[kK], rmax, train_full, seed_for(l, kK));
+    linear_backward(li, kV, a.xn1, w.dv, dxn, true, T, segs, a.xa[kV], rmax, train_full, seed_for(l, kV));
+    if (!input_grad) break;
     float* x = w.resid[static_cast<size_t>(l)];
     backend_->rmsnorm_backward(x, L.norm1.f32(), a.rstd1, w.dxn, dx, train_full ? L.norm1.grad : nullptr, T, H);
   }

@@ -182,6 +182,8 @@ class Model {
   // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it).
   void linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
                       float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false);
+  // dx == nullptr: the input's gradient is not wanted (the first layer's q, k, v when the embeddings
+  // do not train); only the weight and adapter gradients are formed.
   void linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                        const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
                        uint64_t seed);
