@@ -69,6 +69,20 @@ SEALKIT_INLINE double dot_f64(const T* a, const T* b, const T* c, int64_t n) {
 // An exp-row routine writes out[i] = exp(x[i] - shift) * scale (when out is non-null) and returns
 // sum_i exp(x[i] - shift) accumulated in double. out may alias x.
 using ExpRowFn = double (*)(const float* x, float* out, int64_t n, float shift, float scale);
+// A block's rows at once (attention's softmax): rows r in [0, rows), ld apart, row r holding n0 + r
+// values, each replaced by exp(x - shift[r]) with its sum (exp-row's) into sums[r] when sums is
+// non-null. One call per block: a call per row left each short row's latency chain exposed.
+using ExpRowsFn = void (*)(float* x, int64_t ld, int64_t rows, int64_t n0, const float* shift, double* sums);
+
+// ExpRowsFn through an exp-row routine, a call per row.
+template <typename T>
+void exp_rows_by_row(T* x, int64_t ld, int64_t rows, int64_t n0, const T* shift, double* sums,
+                     double (*row)(const T*, T*, int64_t, T, T)) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const double sum = row(x + r * ld, x + r * ld, n0 + r, shift[r], T(1));
+    if (sums) sums[r] = sum;
+  }
+}
 
 template <typename T>
 double exp_row_scalar(const T* x, T* out, int64_t n, T shift, T scale) {
@@ -85,6 +99,10 @@ double exp_row_f32_scalar(const float* x, float* out, int64_t n, float shift, fl
   return exp_row_scalar<float>(x, out, n, shift, scale);
 }
 
+void exp_rows_f32_scalar(float* x, int64_t ld, int64_t rows, int64_t n0, const float* shift, double* sums) {
+  exp_rows_by_row<float>(x, ld, rows, n0, shift, sums, exp_row_scalar<float>);
+}
+
 #if SEALKIT_X86
 // GCC 12 flags the deliberately undefined pass-through operand inside its own AVX-512 intrinsics
 // (_mm512_undefined_ps) as (maybe-)uninitialized; the warning is spurious.
@@ -92,7 +110,9 @@ double exp_row_f32_scalar(const float* x, float* out, int64_t n, float shift, fl
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-SEALKIT_AVX512 double exp_row_avx512(const float* x, float* out, int64_t n, float shift, float scale) {
+// The body, always-inline so that attention's AVX-512 code can run it without a call per row.
+SEALKIT_AVX512 SEALKIT_INLINE double exp_row_avx512_inline(const float* x, float* out, int64_t n, float shift,
+                                                           float scale) {
   const __m512 vs = _mm512_set1_ps(shift), vscale = _mm512_set1_ps(scale);
   __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
   for (int64_t i = 0; i < n; i += 16) {
@@ -105,6 +125,17 @@ SEALKIT_AVX512 double exp_row_avx512(const float* x, float* out, int64_t n, floa
   alignas(64) double lanes[8];
   _mm512_store_pd(lanes, _mm512_add_pd(s0, s1));
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
+SEALKIT_AVX512 double exp_row_avx512(const float* x, float* out, int64_t n, float shift, float scale) {
+  return exp_row_avx512_inline(x, out, n, shift, scale);
+}
+
+SEALKIT_AVX512 void exp_rows_avx512(float* x, int64_t ld, int64_t rows, int64_t n0, const float* shift, double* sums) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const double sum = exp_row_avx512_inline(x + r * ld, x + r * ld, n0 + r, shift[r], 1.f);
+    if (sums) sums[r] = sum;
+  }
 }
 
 SEALKIT_AVX2 SEALKIT_INLINE __m256 exp256(__m256 x) {
@@ -139,8 +170,24 @@ SEALKIT_AVX2 double exp_row_avx2(const float* x, float* out, int64_t n, float sh
   _mm256_store_pd(lanes, _mm256_add_pd(s0, s1));
   return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
 }
+
+void exp_rows_avx2(float* x, int64_t ld, int64_t rows, int64_t n0, const float* shift, double* sums) {
+  exp_rows_by_row<float>(x, ld, rows, n0, shift, sums, exp_row_avx2);
+}
 #pragma GCC diagnostic pop
 #endif
+
+ExpRowsFn exp_rows_f32(Isa isa) {
+#if SEALKIT_X86
+  switch (isa) {
+    case Isa::Avx512:
+    case Isa::Avx512Bf16: return exp_rows_avx512;
+    case Isa::Avx2: return exp_rows_avx2;
+    case Isa::Scalar: break;
+  }
+#endif
+  return exp_rows_f32_scalar;
+}
 
 ExpRowFn exp_row_f32(Isa isa) {
 #if SEALKIT_X86
@@ -157,11 +204,19 @@ ExpRowFn exp_row_f32(Isa isa) {
 // The exp-row routine for T: vectorised for float, std::exp for the double reference.
 template <typename T>
 struct ExpRow {
-  explicit ExpRow(Isa isa) : f32(std::is_same_v<T, float> ? exp_row_f32(isa) : nullptr) {}
+  explicit ExpRow(Isa isa)
+      : f32(std::is_same_v<T, float> ? exp_row_f32(isa) : nullptr),
+        f32_rows(std::is_same_v<T, float> ? exp_rows_f32(isa) : nullptr) {}
   ExpRowFn f32;
+  ExpRowsFn f32_rows;
   double operator()(const T* x, T* out, int64_t n, T shift, T scale) const {
     if constexpr (std::is_same_v<T, float>) return f32(x, out, n, shift, scale);
     else return exp_row_scalar<T>(x, out, n, shift, scale);
+  }
+  // See ExpRowsFn.
+  void rows(T* x, int64_t ld, int64_t rows, int64_t n0, const T* shift, double* sums) const {
+    if constexpr (std::is_same_v<T, float>) f32_rows(x, ld, rows, n0, shift, sums);
+    else exp_rows_by_row<T>(x, ld, rows, n0, shift, sums, exp_row_scalar<T>);
   }
 };
 
@@ -199,16 +254,21 @@ struct ExpRow {
   } while (0)
 #endif
 
-// max(x[0..n)), n >= 1, kept in 16 independent lanes so it vectorises (a running scalar max is a
-// serial chain). NaNs are skipped here; they still reach the caller's exp sums.
+
+// max(x[0..n)), n >= 1, kept in 16 independent lanes of one vector (a running scalar max is a
+// serial chain; written as a 16-element array, GCC kept it in 16 scalar registers). NaNs are
+// skipped here; they still reach the caller's exp sums.
 template <typename T>
 SEALKIT_INLINE T row_max(const T* x, int64_t n) {
   constexpr int64_t W = 16;
-  T lane[W];
-  for (int64_t l = 0; l < W; ++l) lane[l] = x[0];
+  typedef T V __attribute__((vector_size(W * sizeof(T))));
+  V lane = x[0] - V{};  // x[0] in every lane (x - 0 is x, the sign of a zero included)
   int64_t i = 0;
-  for (; i + W <= n; i += W)
-    for (int64_t l = 0; l < W; ++l) lane[l] = lane[l] < x[i + l] ? x[i + l] : lane[l];
+  for (; i + W <= n; i += W) {
+    V v;
+    std::memcpy(&v, x + i, sizeof v);
+    lane = lane < v ? v : lane;
+  }
   for (; i < n; ++i) lane[0] = lane[0] < x[i] ? x[i] : lane[0];
   T m = lane[0];
   for (int64_t l = 1; l < W; ++l) m = m < lane[l] ? lane[l] : m;
@@ -405,6 +465,7 @@ void rope_backward(T* dx, int64_t rows, int64_t row_stride, int64_t heads, int64
 namespace {
 
 constexpr int64_t kQBlock = 32;
+constexpr int64_t kQBlockBackward = 64;
 constexpr int kTile = 8;  // output rows per register tile (8 accumulators + 1 operand fit every ISA)
 
 template <typename T, int W>
@@ -591,13 +652,32 @@ SEALKIT_INLINE void combine_causal_cols(int64_t t0, int64_t t1, const T* S, int6
   }
 }
 
+// sum_d a[d] * b[d] in W lanes (d mod W) folded in a fixed order: a serial sum is a chain of D
+// dependent adds per row.
+template <typename T, int W>
+SEALKIT_INLINE T dot_lanes(const T* a, const T* b, int64_t D) {
+  using V = typename Vec<T, W>::type;
+  V acc = {};
+  int64_t d = 0;
+  for (; d + W <= D; d += W) {
+    V x, y;
+    vload<T, W>(x, a + d);
+    vload<T, W>(y, b + d);
+    acc += x * y;
+  }
+  T sum = 0;
+  for (int l = 0; l < W; ++l) sum += acc[l];
+  for (; d < D; ++d) sum += a[d] * b[d];
+  return sum;
+}
+
 template <typename T>
 struct AttnScratch {
   std::vector<T> s, dp, kt, vt;
   void fit_block(int64_t ld) {
-    if (s.size() < static_cast<size_t>(kQBlock * ld)) {
-      s.resize(kQBlock * ld);
-      dp.resize(kQBlock * ld);
+    if (s.size() < static_cast<size_t>(kQBlockBackward * ld)) {
+      s.resize(kQBlockBackward * ld);
+      dp.resize(kQBlockBackward * ld);
     }
   }
 };
@@ -640,12 +720,17 @@ SEALKIT_INLINE void attention_forward_block(const AttentionShape& s, const T* q,
   const T* V = v + start * s.kv_stride + kvh * D;
   T* O = out + start * out_stride + head * D;
   block_scores<T, W>(Q, s.q_stride, kt, D, t0, t1, static_cast<T>(s.scale), S, ld);
-  T inv[kQBlock];
+  // All the block's row maxima first, then the exps: the rows are independent, and each row's
+  // reductions are short serial chains, so running them back to back lets them overlap.
+  T mx[kQBlock], inv[kQBlock];
+  double sums[kQBlock];
+  for (int64_t t = t0; t < t1; ++t) mx[t - t0] = row_max(S + (t - t0) * ld, t + 1);
+  exp_row.rows(S, ld, t1 - t0, t0 + 1, mx, sums);
   for (int64_t t = t0; t < t1; ++t) {
     T* row = S + (t - t0) * ld;
     const int64_t n = t + 1;
-    const T m = row_max(row, n);
-    const double sum = exp_row(row, row, n, m, T(1));
+    const T m = mx[t - t0];
+    const double sum = sums[t - t0];
     std::fill(row + n, row + ld, T(0));
     lse[(start + t) * s.heads + head] = static_cast<T>(static_cast<double>(m) + std::log(sum));
     inv[t - t0] = static_cast<T>(1.0 / sum);
@@ -688,22 +773,21 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
     const T* dO = dout + start * out_stride + h * D;
     const T* O = out + start * out_stride + h * D;
     T* dQ = dq + start * s.q_stride + h * D;
-    for (int64_t t0 = 0; t0 < L; t0 += kQBlock) {
-      const int64_t t1 = std::min(L, t0 + kQBlock), ld = round_lanes<W>(t1);
+    for (int64_t t0 = 0; t0 < L; t0 += kQBlockBackward) {
+      const int64_t t1 = std::min(L, t0 + kQBlockBackward), ld = round_lanes<W>(t1);
       sc.fit_block(ld);
       T* P = sc.s.data();
       T* dS = sc.dp.data();
       block_scores<T, W>(Q, s.q_stride, sc.kt.data(), D, t0, t1, scale, P, ld);
       block_scores<T, W>(dO, out_stride, sc.vt.data(), D, t0, t1, T(1), dS, ld);
+      T shift[kQBlockBackward];
+      for (int64_t t = t0; t < t1; ++t) shift[t - t0] = lse[(start + t) * s.heads + h];
+      exp_row.rows(P, ld, t1 - t0, t0 + 1, shift, nullptr);
       for (int64_t t = t0; t < t1; ++t) {
         T* p = P + (t - t0) * ld;
         T* ds = dS + (t - t0) * ld;
         const int64_t n = t + 1;
-        exp_row(p, p, n, lse[(start + t) * s.heads + h], T(1));
-        T delta = 0;
-        const T* o = O + t * out_stride;
-        const T* g = dO + t * out_stride;
-        for (int64_t d = 0; d < D; ++d) delta += g[d] * o[d];
+        const T delta = dot_lanes<T, W>(dO + t * out_stride, O + t * out_stride, D);
         for (int64_t j = 0; j < n; ++j) ds[j] = scale * p[j] * (ds[j] - delta);
         std::fill(p + n, p + ld, T(0));
         std::fill(ds + n, ds + ld, T(0));
