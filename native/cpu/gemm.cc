@@ -290,35 +290,6 @@ SEALKIT_AVX512 void micro_avx512(int64_t kc, const float* a, const float* b, flo
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// In-register transpose: r[i] holds row i on entry and column i on exit.
-SEALKIT_AVX512 inline void transpose16(__m512 r[16]) {
-  __m512 t[16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i += 2) {  // interleave pairs of rows, 32-bit granules
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i += 4) {  // 64-bit granules: lane L of r[i+q] = rows i..i+3, column 4L+q
-    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-  }
-#pragma GCC unroll 16
-  for (int q = 0; q < 4; ++q) {  // gather 128-bit lane L of the four row groups into column 4L+q
-    const __m512 lo01 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44), hi01 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);
-    const __m512 lo23 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
-    const __m512 hi23 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
-    t[q] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
-    t[4 + q] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
-    t[8 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
-    t[12 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) r[i] = t[i];
-}
-
 SEALKIT_AVX512 inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
 SEALKIT_AVX512 inline __m512 load16(const uint16_t* p) {
   const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));

@@ -33,6 +33,41 @@ SEALKIT_AVX512 inline __m512 load16_masked(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
 }
 
+// GCC 12 flags the deliberately undefined pass-through operand inside its own shuffle intrinsics
+// (_mm512_undefined_ps) as (maybe-)uninitialized; the warning is spurious.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+// In-register transpose: r[i] holds row i on entry and column i on exit.
+SEALKIT_AVX512 inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i += 2) {  // interleave pairs of rows, 32-bit granules
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i += 4) {  // 64-bit granules: lane L of r[i+q] = rows i..i+3, column 4L+q
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
+  }
+#pragma GCC unroll 16
+  for (int q = 0; q < 4; ++q) {  // gather 128-bit lane L of the four row groups into column 4L+q
+    const __m512 lo01 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x44), hi01 = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xEE);
+    const __m512 lo23 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x44);
+    const __m512 hi23 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xEE);
+    t[q] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+    t[4 + q] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
+    t[8 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+#pragma GCC diagnostic pop
+
 // exp(x) = 2^k * exp(r), k = round(x / ln2), r = x - k ln2 (ln2 split in two for accuracy), exp(r)
 // by a degree-7 polynomial (Cephes expf coefficients). Inputs are clamped to the finite range; a
 // NaN passes through the clamps (max/min return their second operand on NaN) and yields NaN.
