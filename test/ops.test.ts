@@ -896,9 +896,12 @@ test('attention: forward against a naive softmax (GQA, packed sequences incl. le
     const r64 = op('attention_forward', 'f64', { ...attnShape(c), q: c.q, k: c.k, v: c.v });
     assertRel(arr(r64, 'out'), ref.out, 1e-13, `f64 out, head ${hd}`);
     assertRel(arr(r64, 'lse'), ref.lse, 1e-13, `f64 lse, head ${hd}`);
-    const r32 = op('attention_forward', 'f32', { ...attnShape(c), q: f32(c.q), k: f32(c.k), v: f32(c.v) });
-    assertRel(arr(r32, 'out'), ref.out, 2e-6, `f32 out, head ${hd}`);
-    assertRel(arr(r32, 'lse'), ref.lse, 2e-6, `f32 lse, head ${hd}`);
+    // Every ISA: the tiles run at its vector width and the softmax through its exp routines.
+    forEachIsa((isa) => {
+      const r32 = op('attention_forward', 'f32', { ...attnShape(c), q: f32(c.q), k: f32(c.k), v: f32(c.v) });
+      assertRel(arr(r32, 'out'), ref.out, 2e-6, `f32 out, head ${hd}, ${isa}`);
+      assertRel(arr(r32, 'lse'), ref.lse, 2e-6, `f32 lse, head ${hd}, ${isa}`);
+    });
   }
 });
 
@@ -915,10 +918,11 @@ test('attention: backward by finite differences (GQA 4/2, lengths 1, 3, 35)', ()
     }, { maxChecks: 80 });
 });
 
-test('attention: f32 backward agrees with f64; untouched padding and uncovered rows', () => {
+// Lengths across the backward pass's 64-query blocks (130: two whole blocks and a partial one).
+test('attention: f32 backward agrees with f64 on every ISA; untouched padding and uncovered rows', () => {
   const r = rng(10);
   for (const hd of [16, 32, 40]) {
-    const c = attnCase([2, 33, 50], r, 6, 3, hd);
+    const c = attnCase([2, 33, 130], r, 6, 3, hd);
     const shape = attnShape(c);
     const dout = rand(c.rows * c.heads * c.headDim, r);
     const run = (dtype: Dtype) => {
@@ -930,8 +934,11 @@ test('attention: f32 backward agrees with f64; untouched padding and uncovered r
         dq: fill(c.q.length), dk: fill(c.k.length), dv: fill(c.v.length),
       });
     };
-    const g64 = run('f64'), g32 = run('f32');
-    for (const k of ['dq', 'dk', 'dv']) assertRel(arr(g32, k), arr(g64, k), 1e-5, `f32 ${k}`);
+    const g64 = run('f64');
+    forEachIsa((isa) => {
+      const g32 = run('f32');
+      for (const k of ['dq', 'dk', 'dv']) assertRel(arr(g32, k), arr(g64, k), 1e-5, `f32 ${k}, head ${hd}, ${isa}`);
+    });
     const dq = arr(g64, 'dq');
     const gap = c.seqStart[1]! - 1; // the uncovered row after sequence 0
     for (let j = 0; j < c.qStride; j++) assert.is(dq[gap * c.qStride + j], 5, 'uncovered row untouched');

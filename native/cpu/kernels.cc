@@ -53,14 +53,27 @@ void check_weight(WeightView w, const char* what) {
 }
 
 // sum_i a[i] * b[i] (* c[i] when c is non-null) in double, over 8 lanes folded in a fixed order:
-// independent lanes vectorise and avoid one long chain of dependent adds.
+// independent lanes avoid one long chain of dependent adds. The lanes are one vector of 8 doubles
+// (as an 8-element array GCC kept them in 8 scalar registers, so RMSNorm's row sums ran one double
+// at a time); each lane's operations are the array version's, so the bits are too.
 template <typename T>
 SEALKIT_INLINE double dot_f64(const T* a, const T* b, const T* c, int64_t n) {
-  double lane[8] = {};
+  typedef double V __attribute__((vector_size(8 * sizeof(double))));
+  typedef T VT __attribute__((vector_size(8 * sizeof(T))));
+  V lane = {};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int l = 0; l < 8; ++l)
-      lane[l] += static_cast<double>(a[i + l]) * b[i + l] * (c ? static_cast<double>(c[i + l]) : 1.0);
+  for (; i + 8 <= n; i += 8) {
+    VT va, vb;
+    std::memcpy(&va, a + i, sizeof va);
+    std::memcpy(&vb, b + i, sizeof vb);
+    V x = __builtin_convertvector(va, V) * __builtin_convertvector(vb, V);
+    if (c) {
+      VT vc;
+      std::memcpy(&vc, c + i, sizeof vc);
+      x *= __builtin_convertvector(vc, V);
+    }
+    lane += x;
+  }
   for (; i < n; ++i) lane[0] += static_cast<double>(a[i]) * b[i] * (c ? static_cast<double>(c[i]) : 1.0);
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
@@ -110,7 +123,7 @@ void exp_rows_f32_scalar(float* x, int64_t ld, int64_t rows, int64_t n0, const f
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// The body, always-inline so that attention's AVX-512 code can run it without a call per row.
+// The body, always-inline so that exp_rows_avx512 runs a block's rows without a call per row.
 SEALKIT_AVX512 SEALKIT_INLINE double exp_row_avx512_inline(const float* x, float* out, int64_t n, float shift,
                                                            float scale) {
   const __m512 vs = _mm512_set1_ps(shift), vscale = _mm512_set1_ps(scale);

@@ -840,9 +840,9 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     backend_->attention_backward(as, a.q, a.k, a.v, a.ao, a.lse, w.dao, w.dq, w.dk, w.dv);
     backend_->rope_backward(w.dq, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_backward(w.dk, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
-    // Below the first layer's q, k, v lie only the norm and the embeddings: unless the embeddings
-    // train, the gradient of their input is never read, so it is not formed (LoRA steps skip three
-    // input-gradient GEMMs and a norm; a tenth of a small model's layer).
+    // Below the first layer's q, k, v lie only its input norm and the embeddings: unless those
+    // train, the gradient of the projections' input is never read, so it is not formed (LoRA steps
+    // skip three input-gradient GEMMs, their adapters' dx and a norm backward).
     const bool input_grad = l > 0 || train_full;
     float* dxn = input_grad ? w.dxn : nullptr;
     linear_backward(li, kQ, a.xn1, w.dq, dxn, false, T, segs, a.xa[kQ], rmax, train_full, seed_for(l, kQ));
