@@ -696,11 +696,11 @@ SEALKIT_INLINE T dot_lanes(const T* a, const T* b, int64_t D) {
 template <typename T>
 struct AttnScratch {
   std::vector<T> s, dp, kt, vt;
-  void fit_block(int64_t ld) {
-    if (s.size() < static_cast<size_t>(kQBlockBackward * ld)) {
-      s.resize(kQBlockBackward * ld);
-      dp.resize(kQBlockBackward * ld);
-    }
+  // Room for a block of `rows` queries' scores, ld apart (dp only for the backward pass).
+  void fit_block(int64_t rows, int64_t ld, bool backward) {
+    const size_t need = static_cast<size_t>(rows * ld);
+    if (s.size() < need) s.resize(need);
+    if (backward && dp.size() < need) dp.resize(need);
   }
 };
 
@@ -736,7 +736,7 @@ SEALKIT_INLINE void attention_forward_block(const AttentionShape& s, const T* q,
   const int64_t kvh = head / (s.heads / s.kv_heads), t1 = std::min(L, t0 + kQBlock);
   const int64_t ld = round_lanes<W>(t1), out_stride = s.heads * D;
   AttnScratch<T>& sc = attn_scratch<T>();
-  sc.fit_block(ld);
+  sc.fit_block(kQBlock, ld, false);
   T* S = sc.s.data();
   const T* Q = q + start * s.q_stride + head * D;
   const T* V = v + start * s.kv_stride + kvh * D;
@@ -798,7 +798,7 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
     T* dQ = dq + start * s.q_stride + h * D;
     for (int64_t t0 = 0; t0 < L; t0 += kQBlockBackward) {
       const int64_t t1 = std::min(L, t0 + kQBlockBackward), ld = round_lanes<W>(t1);
-      sc.fit_block(ld);
+      sc.fit_block(kQBlockBackward, ld, true);
       T* P = sc.s.data();
       T* dS = sc.dp.data();
       block_scores<T, W>(Q, s.q_stride, sc.kt.data(), D, t0, t1, scale, P, ld);
