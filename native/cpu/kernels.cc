@@ -145,10 +145,12 @@ SEALKIT_AVX512 double exp_row_avx512(const float* x, float* out, int64_t n, floa
 }
 
 SEALKIT_AVX512 void exp_rows_avx512(float* x, int64_t ld, int64_t rows, int64_t n0, const float* shift, double* sums) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const double sum = exp_row_avx512_inline(x + r * ld, x + r * ld, n0 + r, shift[r], 1.f);
-    if (sums) sums[r] = sum;
+  if (sums) {
+    for (int64_t r = 0; r < rows; ++r) sums[r] = exp_row_avx512_inline(x + r * ld, x + r * ld, n0 + r, shift[r], 1.f);
+    return;
   }
+  // No sums wanted (the backward pass): the sums' arithmetic is dead here and compiled away.
+  for (int64_t r = 0; r < rows; ++r) exp_row_avx512_inline(x + r * ld, x + r * ld, n0 + r, shift[r], 1.f);
 }
 
 SEALKIT_AVX2 SEALKIT_INLINE __m256 exp256(__m256 x) {

@@ -848,9 +848,10 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     linear_backward(li, kQ, a.xn1, w.dq, dxn, false, T, segs, a.xa[kQ], rmax, train_full, seed_for(l, kQ));
     linear_backward(li, kK, a.xn1, w.dk, dxn, true, T, segs, a.xa[kK], rmax, train_full, seed_for(l, kK));
     linear_backward(li, kV, a.xn1, w.dv, dxn, true, T, segs, a.xa[kV], rmax, train_full, seed_for(l, kV));
-    if (!input_grad) break;
-    float* x = w.resid[static_cast<size_t>(l)];
-    backend_->rmsnorm_backward(x, L.norm1.f32(), a.rstd1, w.dxn, dx, train_full ? L.norm1.grad : nullptr, T, H);
+    if (input_grad) {
+      float* x = w.resid[static_cast<size_t>(l)];
+      backend_->rmsnorm_backward(x, L.norm1.f32(), a.rstd1, w.dxn, dx, train_full ? L.norm1.grad : nullptr, T, H);
+    }
   }
   if (train_full) backend_->embedding_backward(w.tokens, T, dx, H, embed_.grad);
 }
