@@ -471,11 +471,11 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
   });
 });
 
-// A K over twice the slab depth (native/cpu/gemm.cc kSlabK = 1024) runs as K slabs with C += from
+// A K over twice the slab depth (native/cpu/gemm.cc kSlabK = 512) runs as K slabs with C += from
 // the second on; a K that is not a multiple of the slab or of the K block leaves a short last slab.
 test('gemm: long K (K slabs) against f64, every ISA, all orientations, f32 and bf16 B', () => {
   const r = rng(31);
-  const cases = [[37, 70, 2825], [20, 33, 4096]].flatMap(([M, N, K]) =>
+  const cases = [[37, 70, 2825], [20, 33, 4096], [30, 40, 1300]].flatMap(([M, N, K]) =>
     ORIENTS.map(([ta, tb]) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 3, 0.75, 0.5);
       return { c, what: `${M}x${N}x${K} tA=${ta} tB=${tb}`, bits: bf16Bits(c.B), ref: gemmNaive(c) };

@@ -955,7 +955,7 @@ KernelSpec select_kernel(Isa isa) {
 constexpr int64_t kPackedABudget = int64_t(4) << 20;
 constexpr int64_t kPanelBudget = int64_t(1) << 20;
 constexpr int64_t kTaskABudget = int64_t(96) << 10;
-// Packed A up to this size (1 MB: the LM head's 256 rows at K = 576, or a 1024-deep K slab) stays in
+// Packed A up to this size (1 MB: the LM head's 256 rows at K = 576, or at a K slab's depth) stays in
 // each core's L2 across all of B, so one task can run a B strip against every row: the task then packs
 // its own strips, one at a time, just before using them (see packed_gemm).
 constexpr int64_t kLocalBABudget = int64_t(256) << 10;
@@ -964,8 +964,13 @@ constexpr int64_t kLocalBABudget = int64_t(256) << 10;
 // panels measured slower that way (SmolLM2's 576 x 192: 5 %).
 constexpr int64_t kLocalAPanelBudget = int64_t(64) << 10;
 // Depth of the K slabs a long-K GEMM runs as (a multiple of every non-AMX K block: 256 f32 steps,
-// 128 bf16 pairs); K up to twice this runs unsplit.
-constexpr int64_t kSlabK = 1024;
+// 128 bf16 pairs); K up to twice this runs unsplit. A shallower slab lets a task's row group of
+// packed A (kTaskABudget) hold more rows, so each B strip, read from L3, feeds more tiles: at
+// K = 1536 (SmolLM2's down projection and the gate/up input gradient) a group held 56 rows at depth
+// 1536 and 182 at 512. Against 1024 (bench/ab.ts, 2 threads, warm operands, 11-15 rounds):
+// 1024 x 576 x 1536 NT and NN 1.05-1.10x, 256-512 rows 1.13-1.15x, TN weight gradients at K 1024-2048
+// 1.01-1.08x, the LM head's input gradient (K 49,152) 0.97-1.05x; a SmolLM2-135M LoRA step 1.013x.
+constexpr int64_t kSlabK = 512;
 
 // Largest multiple of `unit` whose product with `per` stays within `budget` (at least one unit),
 // capped at `total` rounded up to the unit.
