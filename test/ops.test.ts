@@ -281,6 +281,52 @@ test('gemm_group: the bits of the GEMMs one by one, every ISA, f32 and bf16 weig
   });
 });
 
+// LoRA's side paths of one input run as one pass over the shared operand (native/cpu/gemm_lowrank.cc
+// gemm_lowrank_group): xa_i = x A_i^T for q, k, v (or gate, up) share x; dA_i += dxa_i^T x share x as
+// B. Whatever runs them, the bits are those of the GEMMs one by one: ranks around the vector edges,
+// token counts across the outer sums' 128-token blocks, alpha/beta onto an existing C, bf16 B, and
+// groups the pass does not take (ranks over 16, a B not shared) falling back call by call.
+test('gemm_group: LoRA xa and dA groups give the bits of the GEMMs one by one, every ISA', () => {
+  const r = rng(23);
+  type Call = Record<string, unknown>;
+  const check = (calls: Call[], what: string, isa: string) => {
+    const group = op('gemm_group', 'f32', { calls });
+    calls.forEach((c, i) => {
+      const one = arr(op('gemm', 'f32', c), 'C');
+      assert.equal(bitsOf(arr(group, `C${i}`)), bitsOf(one), `${isa} ${what}: GEMM ${i}`);
+    });
+  };
+  forEachIsa((isa) => {
+    // xa = x A^T: x [T, K] shared, A_i [r_i, K] (f32, or bf16 where a model stores it so).
+    for (const [T, K, ranks] of [[75, 40, [16, 16, 16]], [300, 128, [16, 8]], [9, 33, [1, 16, 5]], [64, 577, [16, 16]], [40, 64, [17, 16]]] as const) {
+      for (const bDtype of ['f32', 'bf16'] as const) {
+        const A = f32(rand(T * K, r));
+        const calls = ranks.map((N, i) => ({
+          M: T, N, K, A, transB: true, bDtype,
+          B: bDtype === 'bf16' ? bf16Bits(rand(N * K, r)) : f32(rand(N * K, r)),
+          ldc: i === 1 ? N + 3 : N, alpha: i === 2 ? 0.5 : 1,
+        }));
+        check(calls, `xa T${T} K${K} ranks [${ranks}] ${bDtype}`, isa);
+      }
+    }
+    // dA += dxa^T x: dxa_i [T, r_i] (transA), x [T, in] shared as B; beta 1 onto a gradient.
+    for (const [T, IN, ranks] of [[75, 100, [16, 16, 16]], [300, 130, [16, 8]], [257, 40, [1, 5, 16, 32]], [129, 576, [16, 16]]] as const) {
+      for (const bDtype of ['f32', 'bf16'] as const) {
+        const B = bDtype === 'bf16' ? bf16Bits(rand(T * IN, r)) : f32(rand(T * IN, r));
+        const calls = ranks.map((M, i) => ({
+          M, N: IN, K: T, A: f32(rand(T * M, r)), transA: true, B, bDtype,
+          beta: 1, C: f32(rand(M * IN, r)), alpha: i === 0 ? 1 : 0.25,
+        }));
+        check(calls, `dA T${T} in ${IN} ranks [${ranks}] ${bDtype}`, isa);
+      }
+    }
+    // Not one pass: B not shared (the weight gradients of different inputs).
+    const T = 50, IN = 70;
+    const calls = [0, 1].map(() => ({ M: 16, N: IN, K: T, A: f32(rand(T * 16, r)), transA: true, B: f32(rand(T * IN, r)), beta: 1, C: f32(rand(16 * IN, r)) }));
+    check(calls, 'dA with two inputs', isa);
+  });
+});
+
 // parallel_streams (native/core/threadpool.cc) hands decoding's weight rows out: each thread walks
 // its own contiguous range front to back, then takes chunks from the back of the others'.
 type StreamChunks = { begin: Float64Array; end: Float64Array; runEnd: Float64Array; continues: Int32Array; thread: Int32Array };

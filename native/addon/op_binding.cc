@@ -83,6 +83,8 @@ class Args {
   }
 
   bool has(const char* key) const { return obj_.Has(key) && !obj_.Get(key).IsUndefined(); }
+  Napi::Value value(const char* key) const { return obj_.Get(key); }
+  const std::string& op() const { return op_; }
 
   double number(const char* key) const {
     if (!has(key)) type_error(key, "is required (a number)");
@@ -274,12 +276,30 @@ Napi::Object op_gemm(const Args& a) {
   return r;
 }
 
-// Up to four GEMMs sharing x: C_i = x W_i^T (W_i [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per
-// bDtype), run as one group (cpu::gemm_group).
+// Up to four GEMMs run as one group (cpu::gemm_group). Either `calls`, an array of gemm's arguments
+// (any orientations, strides, alpha, beta, initial C), or GEMMs sharing x: C_i = x W_i^T (W_i
+// [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype). Results as C0..C3.
 template <typename T>
 Napi::Object op_gemm_group(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
     a.range_error("dtype", "must be 'f32' for gemm_group");
+  } else if (a.has("calls")) {
+    const Napi::Value v = a.value("calls");
+    if (!v.IsArray()) a.type_error("calls", "must be an array of gemm arguments");
+    const Napi::Array calls = v.As<Napi::Array>();
+    if (calls.Length() < 1 || calls.Length() > 4) a.range_error("calls", "must hold 1 to 4 GEMMs");
+    std::vector<GemmCall<float>> parsed;
+    for (uint32_t i = 0; i < calls.Length(); ++i) {
+      const Napi::Value c = calls.Get(i);
+      if (!c.IsObject()) a.type_error("calls", "must be an array of objects");
+      parsed.push_back(gemm_args<float>(Args(a.env(), a.op() + " calls[" + std::to_string(i) + "]", c.As<Napi::Object>())));
+    }
+    std::vector<cpu::GemmArgs<float>> gs;
+    for (const GemmCall<float>& c : parsed) gs.push_back(c.g);
+    cpu::gemm_group(gs.data(), static_cast<int>(gs.size()));
+    Napi::Object r = Napi::Object::New(a.env());
+    for (size_t i = 0; i < parsed.size(); ++i) r.Set("C" + std::to_string(i), parsed[i].c);
+    return r;
   } else {
     const int64_t M = a.integer("M", 1), K = a.integer("K", 1), n = a.integer("n", 1);
     if (n > 4) a.range_error("n", "must be at most 4");

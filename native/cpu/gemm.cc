@@ -1365,6 +1365,10 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
     else few_rows_avx512(gs, n);
     return;
   }
+  // LoRA's side paths of one input (xa for q, k, v; their dA): one pass over the shared operand.
+  bool lowrank = n > 1;
+  for (int i = 0; lowrank && i < n; ++i) lowrank = !takes_few_rows(gs[i], isa);
+  if (lowrank && gemm_lowrank_group(gs, n)) return;
 #endif
   for (int i = 0; i < n; ++i) gemm(gs[i]);
 }

@@ -85,22 +85,22 @@ inline float widen(uint16_t bits) {
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// op(B) (K x N, N <= width, width a multiple of 16) into K rows of `width` floats (bf16 widened
-// exactly), columns past N zero. Rows of op(B) that lie in memory (dxa's B, out x r) are masked
-// vector copies; op(B) = A^T (xa's A, stored r x in) goes through 16 x 16 register transposes.
-// Element by element (a scalar loop testing the orientation per element), the packing took about as
-// long as the product at SEAL's batch-1 sizes: `bench/ab.ts` on warm operands, 2 threads, 64 rows
-// 1.23-1.66x faster with this packer (xa and dxa at widths 128-1536), 1024 rows 1.37-1.50x; in a
-// profiled SmolLM2-135M 1 x 64 LoRA step these calls went from 12.8-14.2 to 9.1-10.2 ms (three
-// alternating pairs of builds). Same values, so the same bits.
+// op(B) (K x N, N <= 16 * groups) into K rows of 16 * groups floats, `ld` apart from dst (bf16
+// widened exactly), columns past N zero. Rows of op(B) that lie in memory (dxa's B, out x r) are
+// masked vector copies; op(B) = A^T (xa's A, stored r x in) goes through 16 x 16 register
+// transposes. Element by element (a scalar loop testing the orientation per element), the packing
+// took about as long as the product at SEAL's batch-1 sizes: `bench/ab.ts` on warm operands,
+// 2 threads, 64 rows 1.23-1.66x faster with this packer (xa and dxa at widths 128-1536), 1024 rows
+// 1.37-1.50x; in a profiled SmolLM2-135M 1 x 64 LoRA step these calls went from 12.8-14.2 to
+// 9.1-10.2 ms (three alternating pairs of builds). Same values, so the same bits.
 template <typename Src>
-SEALKIT_AVX512 void pack_b_rows(const GemmArgs<float>& g, int64_t width, float* dst) {
+SEALKIT_AVX512 void pack_b_rows(const GemmArgs<float>& g, float* dst, int64_t ld, int64_t groups) {
   const Src* B = static_cast<const Src*>(g.B.data);
-  const int64_t K = g.K, N = g.N, groups = width / 16;
+  const int64_t K = g.K, N = g.N;
   if (!g.trans_b) {
     for (int64_t k = 0; k < K; ++k)
       for (int64_t v = 0; v < groups; ++v)
-        _mm512_storeu_ps(dst + k * width + 16 * v, load16_masked(B + k * g.ldb + 16 * v, mask16(N - 16 * v)));
+        _mm512_storeu_ps(dst + k * ld + 16 * v, load16_masked(B + k * g.ldb + 16 * v, mask16(N - 16 * v)));
     return;
   }
   for (int64_t v = 0; v < groups; ++v) {
@@ -117,24 +117,37 @@ SEALKIT_AVX512 void pack_b_rows(const GemmArgs<float>& g, int64_t width, float* 
 #pragma GCC unroll 16
       for (int kk = 0; kk < 16; ++kk) {
         if (kk >= kn) break;
-        _mm512_storeu_ps(dst + (k0 + kk) * width + 16 * v, r[kk]);
+        _mm512_storeu_ps(dst + (k0 + kk) * ld + 16 * v, r[kk]);
       }
     }
   }
 }
 #pragma GCC diagnostic pop
 
-void pack_b_rows(const GemmArgs<float>& g, int64_t width, float* dst) {
-  if (g.B.dtype == DType::BF16) pack_b_rows<uint16_t>(g, width, dst);
-  else pack_b_rows<float>(g, width, dst);
+void pack_b_rows(const GemmArgs<float>& g, float* dst, int64_t ld, int64_t groups) {
+  if (g.B.dtype == DType::BF16) pack_b_rows<uint16_t>(g, dst, ld, groups);
+  else pack_b_rows<float>(g, dst, ld, groups);
 }
 
 // ---- narrow N ----------------------------------------------------------------------------------
 constexpr int kNarrowNRows = 8;
+// Vectors of packed op(B) columns one block accumulates: 3 x 8 accumulators, 3 operands and a
+// broadcast fit the 32 registers.
+constexpr int kNarrowMaxVectors = 3;
 
-// Rows [i0, i0 + rows) of C (rows <= 8); bp holds op(B) as K rows of 16 * NV floats.
+// Where one 16-column vector of the packed op(B) lands: columns [0, n) of C rows ldc apart, through
+// C = alpha * sum + beta * C. A single GEMM of N <= 32 is one or two of these (c, then c + 16); a
+// group of GEMMs sharing op(A) (LoRA's xa for q, k, v) is one each.
+struct NarrowOut {
+  float* c;
+  int64_t ldc, n;
+  float alpha, beta;
+};
+
+// Rows [i0, i0 + rows) of every output (rows <= 8); bp holds op(B) as K rows of 16 * NV floats.
 template <int NV>
-SEALKIT_AVX512 void narrow_n_block(const GemmArgs<float>& g, const ARef& a, const float* bp, int64_t i0, int rows) {
+SEALKIT_AVX512 void narrow_n_block(const ARef& a, int64_t K, const float* bp, const NarrowOut* out, int64_t i0,
+                                   int rows) {
   constexpr int MB = kNarrowNRows, W = 16 * NV;
   const float* ap[MB];
   // Rows past the edge repeat the last row (in bounds); their sums are never stored.
@@ -144,7 +157,7 @@ SEALKIT_AVX512 void narrow_n_block(const GemmArgs<float>& g, const ARef& a, cons
   for (int i = 0; i < MB; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   const int64_t cs = a.cs;
-  for (int64_t k = 0; k < g.K; ++k) {
+  for (int64_t k = 0; k < K; ++k) {
     __m512 b[NV];
     for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(bp + k * W + 16 * v);
     const int64_t off = k * cs;
@@ -155,25 +168,54 @@ SEALKIT_AVX512 void narrow_n_block(const GemmArgs<float>& g, const ARef& a, cons
     }
   }
   for (int i = 0; i < rows; ++i)
-    for (int v = 0; v < NV; ++v)
-      store16(g.C + (i0 + i) * g.ldc + 16 * v, acc[i][v], mask16(g.N - 16 * v), g.alpha, g.beta);
+    for (int v = 0; v < NV; ++v) {
+      const NarrowOut& o = out[v];
+      store16(o.c + (i0 + i) * o.ldc, acc[i][v], mask16(o.n), o.alpha, o.beta);
+    }
+}
+
+// All M rows, 8 at a time across the pool; op(A) is M x K.
+template <int NV>
+void narrow_n_rows(const ARef& a, int64_t M, int64_t K, const float* bp, const NarrowOut* out) {
+  const int64_t blocks = (M + kNarrowNRows - 1) / kNarrowNRows;
+  // ~16k multiply-adds per block row group keeps tiny calls on the caller's thread.
+  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, K));
+  parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t i0 = b * kNarrowNRows;
+      narrow_n_block<NV>(a, K, bp, out, i0, static_cast<int>(std::min<int64_t>(kNarrowNRows, M - i0)));
+    }
+  });
+}
+
+// Packed op(B) for one call: per-thread scratch of K rows of `width` floats.
+float* narrow_scratch(int64_t K, int64_t width) {
+  std::vector<float>& buf = scratch_floats();
+  if (buf.size() < static_cast<size_t>(K * width)) buf.resize(K * width);
+  return buf.data();
 }
 
 template <int NV>
 void narrow_n(const GemmArgs<float>& g, const ARef& a) {
-  std::vector<float>& buf = scratch_floats();
-  if (buf.size() < static_cast<size_t>(g.K * 16 * NV)) buf.resize(g.K * 16 * NV);
-  pack_b_rows(g, 16 * NV, buf.data());
-  const float* bp = buf.data();
-  const int64_t blocks = (g.M + kNarrowNRows - 1) / kNarrowNRows;
-  // ~16k multiply-adds per block row group keeps tiny calls on the caller's thread.
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, g.K));
-  parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t i0 = b * kNarrowNRows;
-      narrow_n_block<NV>(g, a, bp, i0, static_cast<int>(std::min<int64_t>(kNarrowNRows, g.M - i0)));
-    }
-  });
+  float* bp = narrow_scratch(g.K, 16 * NV);
+  pack_b_rows(g, bp, 16 * NV, NV);
+  NarrowOut out[NV];
+  for (int v = 0; v < NV; ++v) out[v] = {g.C + 16 * v, g.ldc, g.N - 16 * v, g.alpha, g.beta};
+  narrow_n_rows<NV>(a, g.M, g.K, bp, out);
+}
+
+// n GEMMs of N <= 16 on one op(A) (same M, K): each one's op(B) packed as one vector of columns side
+// by side, then one pass over op(A). Per element the arithmetic of narrow_n<1>, so the same bits.
+template <int NV>
+void narrow_n_group(const GemmArgs<float>* gs, const ARef& a) {
+  const int64_t K = gs[0].K;
+  float* bp = narrow_scratch(K, 16 * NV);
+  NarrowOut out[NV];
+  for (int v = 0; v < NV; ++v) {
+    pack_b_rows(gs[v], bp + 16 * v, 16 * NV, 1);
+    out[v] = {gs[v].C, gs[v].ldc, gs[v].N, gs[v].alpha, gs[v].beta};
+  }
+  narrow_n_rows<NV>(a, gs[0].M, K, bp, out);
 }
 
 // ---- short sums of outer products --------------------------------------------------------------
@@ -283,10 +325,17 @@ void prefetch_rows(const VecT* vec, int64_t ld, int64_t k0, int64_t k1, int64_t 
   }
 }
 
+// Runs `n` outer sums that share their wide operand (vec, ldvec, V and K; LoRA's dA for q, k, v
+// read the same layer input) as one pass: each task walks its column slice of vec once per token
+// block for every part's row blocks, instead of once per call. Every tile's chain is the one a
+// call alone would run, so the bits are those of the calls one by one.
 template <typename BcT, typename VecT>
-void outer_sum(const OuterSum<BcT, VecT>& o) {
+void outer_sum(const OuterSum<BcT, VecT>* parts, int n) {
   constexpr int NV = 2, W = 16 * NV;
-  const int64_t row_blocks = (o.R + kOuterRows - 1) / kOuterRows, col_blocks = (o.V + W - 1) / W;
+  const OuterSum<BcT, VecT>& o = parts[0];
+  const int64_t col_blocks = (o.V + W - 1) / W;
+  int64_t row_blocks = 0;  // over all parts
+  for (int p = 0; p < n; ++p) row_blocks += (parts[p].R + kOuterRows - 1) / kOuterRows;
   float* partials = nullptr;
   if (o.K > kOuterTokens) {
     std::vector<float>& buf = scratch_floats();
@@ -295,8 +344,8 @@ void outer_sum(const OuterSum<BcT, VecT>& o) {
     partials = buf.data();
   }
   // ~64k multiply-adds per task at least: a small call stays on the caller's thread. A task owns
-  // whole column tiles (both row blocks of a rank-16 result read the same slice of the wide
-  // operand, so they run back to back) and walks the tokens block by block.
+  // whole column tiles (every row block reads the same slice of the wide operand, so they run back
+  // to back) and walks the tokens block by block.
   const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, o.K * row_blocks * kOuterRows * W));
   // Each task asks for its column slice of the next token block's rows while it works on this
   // block: its tiles walk the wide operand down a column slice, one row (kilobytes) apart per token,
@@ -307,11 +356,16 @@ void outer_sum(const OuterSum<BcT, VecT>& o) {
     for (int64_t k0 = 0; k0 < o.K; k0 += kOuterTokens) {
       const int64_t k1 = std::min(o.K, k0 + kOuterTokens);
       if (k1 < o.K) prefetch_rows(o.vec, o.ldvec, k1, std::min(o.K, k1 + kOuterTokens), v0, v1);
-      for (int64_t cb = c0; cb < c1; ++cb)
-        for (int64_t rb = 0; rb < row_blocks; ++rb) {
-          float* partial = partials ? partials + (cb * row_blocks + rb) * kOuterRows * W : nullptr;
-          outer_sum_tile<NV>(o, rb * kOuterRows, cb * W, k0, k1, partial);
+      for (int64_t cb = c0; cb < c1; ++cb) {
+        int64_t rb_all = 0;
+        for (int p = 0; p < n; ++p) {
+          const OuterSum<BcT, VecT>& part = parts[p];
+          for (int64_t r0 = 0; r0 < part.R; r0 += kOuterRows, ++rb_all) {
+            float* partial = partials ? partials + (cb * row_blocks + rb_all) * kOuterRows * W : nullptr;
+            outer_sum_tile<NV>(part, r0, cb * W, k0, k1, partial);
+          }
         }
+      }
     }
   });
 }
@@ -322,23 +376,41 @@ void outer_sum(const OuterSum<BcT, VecT>& o) {
 
 }  // namespace
 
+#if SEALKIT_X86
+namespace {
+
+// f32 arithmetic (bf16 B widens exactly, as the f32 kernels do, except under AVX512-BF16, where bf16
+// B multiplies in bf16 in gemm.cc and never comes here) under AVX-512, and the switch on.
+bool lowrank_allowed(const GemmArgs<float>& g, Isa isa) {
+  const bool f32_math = g.B.dtype == DType::F32 || (g.B.dtype == DType::BF16 && isa == Isa::Avx512);
+  // SEALKIT_LOWRANK=0 (read per call) sends these shapes to the packed GEMM, for benchmarks.
+  return f32_math && has_avx512(isa) && switch_on("SEALKIT_LOWRANK");
+}
+
+// op(A) = A^T and op(B) = B, both stored tokens x width: a weight gradient over the tokens.
+bool weight_gradient(const GemmArgs<float>& g) {
+  return g.trans_a && !g.trans_b && std::min(g.M, g.N) <= kLowRankMax;
+}
+
+// Most outer sums one pass runs together (q, k, v are three).
+constexpr int kOuterMaxParts = 4;
+
+}  // namespace
+#endif
+
 bool gemm_lowrank(const GemmArgs<float>& g) {
 #if SEALKIT_X86
-  // bf16 B widens exactly, as the f32 kernels do, except under AVX512-BF16, where bf16 B multiplies
-  // in bf16 (gemm.cc) and never comes here.
-  const Isa isa = active_isa();
-  const bool f32_math = g.B.dtype == DType::F32 || (g.B.dtype == DType::BF16 && isa == Isa::Avx512);
-  if (!f32_math || !has_avx512(isa)) return false;
-  // SEALKIT_LOWRANK=0 (read per call) sends these shapes to the packed GEMM, for benchmarks.
-  if (!switch_on("SEALKIT_LOWRANK")) return false;
-  // op(A) = A^T and op(B) = B, both stored tokens x width: a weight gradient over the tokens.
-  if (g.trans_a && !g.trans_b && std::min(g.M, g.N) <= kLowRankMax) {
+  if (!lowrank_allowed(g, active_isa())) return false;
+  if (weight_gradient(g)) {
     auto run = [&](const auto* B) {
       using B_t = std::remove_const_t<std::remove_pointer_t<decltype(B)>>;
-      if (g.M <= g.N)  // dA
-        outer_sum(OuterSum<float, B_t>{g.A, g.lda, B, g.ldb, g.M, g.N, g.K, g.C, g.ldc, 1, g.alpha, g.beta});
-      else  // dB, as (xa^T dy)^T
-        outer_sum(OuterSum<B_t, float>{B, g.ldb, g.A, g.lda, g.N, g.M, g.K, g.C, 1, g.ldc, g.alpha, g.beta});
+      if (g.M <= g.N) {  // dA
+        const OuterSum<float, B_t> o{g.A, g.lda, B, g.ldb, g.M, g.N, g.K, g.C, g.ldc, 1, g.alpha, g.beta};
+        outer_sum(&o, 1);
+      } else {  // dB, as (xa^T dy)^T
+        const OuterSum<B_t, float> o{B, g.ldb, g.A, g.lda, g.N, g.M, g.K, g.C, 1, g.ldc, g.alpha, g.beta};
+        outer_sum(&o, 1);
+      }
     };
     if (g.B.dtype == DType::BF16) run(static_cast<const uint16_t*>(g.B.data));
     else run(static_cast<const float*>(g.B.data));
@@ -351,6 +423,50 @@ bool gemm_lowrank(const GemmArgs<float>& g) {
   return true;
 #else
   (void)g;
+  return false;
+#endif
+}
+
+bool gemm_lowrank_group(const GemmArgs<float>* gs, int n) {
+#if SEALKIT_X86
+  if (n < 2) return false;
+  const Isa isa = active_isa();
+  const GemmArgs<float>& g0 = gs[0];
+  bool outer = n <= kOuterMaxParts, narrow = n <= kNarrowMaxVectors;
+  for (int i = 0; i < n; ++i) {
+    const GemmArgs<float>& g = gs[i];
+    if (g.M <= 0 || g.N <= 0 || g.K <= 0 || g.alpha == 0.f || !lowrank_allowed(g, isa)) return false;
+    // dA = dxa^T x of projections reading one input: the same wide operand (B) in every call.
+    outer = outer && weight_gradient(g) && g.M <= g.N && g.B.data == g0.B.data && g.B.dtype == g0.B.dtype &&
+            g.ldb == g0.ldb && g.N == g0.N && g.K == g0.K;
+    // xa = x A^T of projections reading one input: the same op(A), one vector of columns each.
+    narrow = narrow && !weight_gradient(g) && g.N <= 16 && g.A == g0.A && g.lda == g0.lda &&
+             g.trans_a == g0.trans_a && g.M == g0.M && g.K == g0.K;
+  }
+  if (outer) {
+    auto run = [&](const auto* B) {
+      using B_t = std::remove_const_t<std::remove_pointer_t<decltype(B)>>;
+      OuterSum<float, B_t> parts[kOuterMaxParts];
+      for (int i = 0; i < n; ++i) {
+        const GemmArgs<float>& g = gs[i];
+        parts[i] = {g.A, g.lda, B, g.ldb, g.M, g.N, g.K, g.C, g.ldc, 1, g.alpha, g.beta};
+      }
+      outer_sum(parts, n);
+    };
+    if (g0.B.dtype == DType::BF16) run(static_cast<const uint16_t*>(g0.B.data));
+    else run(static_cast<const float*>(g0.B.data));
+    return true;
+  }
+  if (narrow) {
+    const ARef a{g0.A, g0.trans_a ? 1 : g0.lda, g0.trans_a ? g0.lda : 1};
+    if (n == 2) narrow_n_group<2>(gs, a);
+    else narrow_n_group<3>(gs, a);
+    return true;
+  }
+  return false;
+#else
+  (void)gs;
+  (void)n;
   return false;
 #endif
 }

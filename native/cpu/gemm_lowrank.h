@@ -13,4 +13,11 @@ constexpr int64_t kLowRankMax = 32;
 // op(B) = B; returns false, touching nothing, for every other call.
 bool gemm_lowrank(const GemmArgs<float>& g);
 
+// Runs gs[0..n) as one pass, with the bits of gemm_lowrank on each, when they share their large
+// operand and would each take a low-rank path: up to 3 calls of N <= 16 on the same op(A) (LoRA's
+// xa = x A^T for q, k, v; gate, up), or up to 4 weight gradients A_i^T B of M_i <= N on the same B
+// (dA = dxa^T x). Returns false, touching nothing, otherwise. The caller rules out what gemm would
+// have sent elsewhere first (the few-rows path).
+bool gemm_lowrank_group(const GemmArgs<float>* gs, int n);
+
 }  // namespace sealkit::cpu

@@ -63,9 +63,11 @@ struct LowRankUpdate {
 void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update);
 // The separate call of an update on g's C: C = scale * U op(V) + C.
 GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& update);
-// n GEMMs that read the same op(A) (the projections of one input: q, k, v; gate, up), with the bits
-// of the calls one by one. When every one streams a bf16 W for a few rows (decoding), they run as
-// one dispatch over all the W's rows: one wake-up of the pool and one tail instead of n.
+// n GEMMs that share an operand (the projections of one input: q, k, v; gate, up; their adapters'
+// xa = x A^T and dA = dxa^T x), with the bits of the calls one by one. When every one streams a bf16
+// W for a few rows (decoding), they run as one dispatch over all the W's rows: one wake-up of the
+// pool and one tail instead of n. LoRA's xa and dA of one input run as one pass over the shared
+// operand (gemm_lowrank_group). Any other group runs call by call.
 void gemm_group(const GemmArgs<float>* gs, int n);
 
 // ---- embedding ---------------------------------------------------------------------------------

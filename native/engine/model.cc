@@ -11,6 +11,8 @@ namespace sealkit {
 
 namespace {
 constexpr int64_t kGroupRows = 16;    // forward passes of at most this many rows group their projections
+constexpr int kAdapterGroupMax = 3;   // projections reading one input: q, k, v
+constexpr int kQkv[3] = {kQ, kK, kV}, kGateUp[2] = {kGate, kUp};
 constexpr int64_t kLogitChunk = 256;  // rows of logits materialised at once (bounds memory to chunk x vocab)
 constexpr size_t kCompactHeadFraction = 16;  // see head_rows
 const char* kProjNames[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -77,7 +79,11 @@ struct Model::Workspace {
   int32_t *live_rows, *live_targets;
   float* live_weights;
   // backward scratch
-  float *dx, *dxn, *dq, *dk, *dv, *dao, *dgate, *dup, *dact, *dxa, *drop_a, *drop_b, *dxf;
+  float *dx, *dxn, *dq, *dk, *dv, *dao, *dgate, *dup, *dact, *drop_a, *drop_b, *dxf;
+  // Adapters' dxa = s dy B, one slot (T x rmax) per projection of an adapter group (q, k, v), whose
+  // dA run together once all the group's dxa are formed.
+  float* dxa;
+  float* dxa_slot(int i) const { return dxa + i * T * rmax; }
 
   explicit Workspace(Backend& b) : be(b) {}
   ~Workspace() { reset(); }
@@ -430,8 +436,54 @@ Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) 
   return g;
 }
 
+namespace {
+// xa = x A^T  [rows, r] for rows of x (in wide), ldc rmax.
+Gemm adapter_xa_gemm(const Param& A, const float* x, int64_t rows, int64_t in, float* xa, int64_t rmax) {
+  Gemm g;
+  g.M = rows; g.N = A.rows; g.K = in;
+  g.A = x; g.lda = in;
+  g.B = A.view(); g.ldb = in; g.trans_b = true;
+  g.C = xa; g.ldc = rmax;
+  return g;
+}
+
+// dA += dxa^T x  [r, in] over rows of x.
+Gemm adapter_da_gemm(Param& A, const float* dxa, const float* x, int64_t rows, int64_t in) {
+  Gemm g;
+  g.M = A.rows; g.N = in; g.K = rows;
+  g.A = dxa; g.lda = A.rows; g.trans_a = true;
+  g.B = WeightView{x, DType::F32}; g.ldb = in;
+  g.C = A.grad; g.ldc = in; g.beta = 1;
+  return g;
+}
+}  // namespace
+
+bool Model::adapter_group(const int* projs, int n, const std::vector<Segment>& segs, int64_t T, bool training) const {
+  for (int i = 0; i < n; ++i)
+    if (!whole_batch_adapter(projs[i], segs, T)) return false;
+  return !(training && adapters_.at(segs[0].slot)->spec.dropout > 0);
+}
+
+void Model::adapter_xa_group(int layer, const int* projs, int n, const float* x, int64_t T,
+                             const std::vector<Segment>& segs, float* const* xa, int64_t rmax) {
+  const Adapter& a = *adapters_.at(segs[0].slot);
+  Gemm gs[kAdapterGroupMax];
+  for (int i = 0; i < n; ++i)
+    gs[i] = adapter_xa_gemm(a.A[static_cast<size_t>(layer)][projs[i]], x, T, in_dim(projs[i]), xa[i], rmax);
+  backend_->gemm_group(gs, n);
+}
+
+void Model::adapter_da_group(int layer, const int* projs, int n, const float* x, int64_t T,
+                             const std::vector<Segment>& segs, float* const* dxa) {
+  Adapter& a = *adapters_.at(segs[0].slot);
+  Gemm gs[kAdapterGroupMax];
+  for (int i = 0; i < n; ++i)
+    gs[i] = adapter_da_gemm(a.A[static_cast<size_t>(layer)][projs[i]], dxa[i], x, T, in_dim(projs[i]));
+  backend_->gemm_group(gs, n);
+}
+
 void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
-                           float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done) {
+                           float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done, bool xa_done) {
   Layer& L = layers_[static_cast<size_t>(layer)];
   const Param& W = L.proj[proj];
   const int64_t in = W.cols, out = W.rows;
@@ -454,12 +506,7 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
       xs = tmp;
     }
     float* xas = xa + s.row0 * rmax;
-    Gemm ga;  // xa = x A^T  [rows, r]
-    ga.M = s.rows; ga.N = A.rows; ga.K = in;
-    ga.A = xs; ga.lda = in;
-    ga.B = A.view(); ga.ldb = in; ga.trans_b = true;
-    ga.C = xas; ga.ldc = rmax;
-    backend_->gemm(ga);
+    if (!xa_done) backend_->gemm(adapter_xa_gemm(A, xs, s.rows, in, xas, rmax));  // xa = x A^T
     if (fuse) {  // y = x W^T + s xa B^T
       cpu::LowRankUpdate up;
       up.U = xas; up.ldu = rmax;
@@ -480,7 +527,7 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
 
 void Model::linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                             const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
-                            uint64_t seed) {
+                            uint64_t seed, float* dxa, bool defer_da) {
   Layer& L = layers_[static_cast<size_t>(layer)];
   Param& W = L.proj[proj];
   const int64_t in = W.cols, out = W.rows;
@@ -522,19 +569,13 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
     gb.B = WeightView{xas, DType::F32}; gb.ldb = rmax;
     gb.C = B.grad; gb.ldc = r; gb.alpha = a.scale; gb.beta = 1;
     backend_->gemm(gb);
-    float* dxa = ws_->dxa;
     Gemm gd;  // dxa = s dy B
     gd.M = s.rows; gd.N = r; gd.K = out;
     gd.A = dys; gd.lda = out;
     gd.B = B.view(); gd.ldb = r;
     gd.C = dxa; gd.ldc = r; gd.alpha = a.scale;
     backend_->gemm(gd);
-    Gemm ga;  // dA += dxa^T x
-    ga.M = r; ga.N = in; ga.K = s.rows;
-    ga.A = dxa; ga.lda = r; ga.trans_a = true;
-    ga.B = WeightView{xs, DType::F32}; ga.ldb = in;
-    ga.C = A.grad; ga.ldc = in; ga.beta = 1;
-    backend_->gemm(ga);
+    if (!defer_da) backend_->gemm(adapter_da_gemm(A, dxa, xs, s.rows, in));  // dA += dxa^T x
     if (fuse) {  // dx (+)= dy W + dxa A
       cpu::LowRankUpdate up;
       up.U = dxa; up.ldu = r;
@@ -625,7 +666,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     w.dx = w.get<float>(t * H); w.dxn = w.get<float>(t * H); w.dxf = w.get<float>(t * H);
     w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
     w.dgate = w.get<float>(t * I); w.dup = w.get<float>(t * I); w.dact = w.get<float>(t * I);
-    w.dxa = w.get<float>(t * newR);
+    w.dxa = w.get<float>(kAdapterGroupMax * t * newR);
     w.drop_a = w.get<float>(t * std::max({H, I, Dq})); w.drop_b = w.get<float>(t * std::max({H, I, Dq}));
     bytes_ += w.bytes;
   }
@@ -690,6 +731,11 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   // Decoding steps (a few rows, no backward): the projections that read the same input go to the
   // backend as one group (q, k, v; gate, up), which the CPU runs as one dispatch over their weights.
   const bool group = !backward && T <= kGroupRows;
+  // One adapter without dropout over the whole batch (training, one sequence's scoring): the
+  // adapters of the projections that read one input compute their xa (and in the backward pass their
+  // dA) as one group, which the CPU runs as one pass over that input.
+  const bool qkv_adapters = adapter_group(kQkv, 3, segs, T, backward);
+  const bool gate_up_adapters = adapter_group(kGateUp, 2, segs, T, backward);
   backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
   for (int64_t l = 0; l < c.layers; ++l) {
     auto& a = w.acts[static_cast<size_t>(backward ? l : 0)];
@@ -703,9 +749,16 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
                            base_gemm(li, kV, a.xn1, a.v, T)};
       backend_->gemm_group(qkv, 3);
     }
-    linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ), group);
-    linear_forward(static_cast<int>(l), kK, a.xn1, a.k, T, segs, a.xa[kK], rmax, backward, seed_for(l, kK), group);
-    linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV), group);
+    if (qkv_adapters) {
+      float* const xa[3] = {a.xa[kQ], a.xa[kK], a.xa[kV]};
+      adapter_xa_group(static_cast<int>(l), kQkv, 3, a.xn1, T, segs, xa, rmax);
+    }
+    linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ), group,
+                   qkv_adapters);
+    linear_forward(static_cast<int>(l), kK, a.xn1, a.k, T, segs, a.xa[kK], rmax, backward, seed_for(l, kK), group,
+                   qkv_adapters);
+    linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV), group,
+                   qkv_adapters);
     backend_->rope_forward(a.q, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_forward(a.k, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
     if (batch.cache) {
@@ -726,8 +779,14 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       const Gemm gate_up[2] = {base_gemm(li, kGate, a.xn2, a.gate, T), base_gemm(li, kUp, a.xn2, a.up, T)};
       backend_->gemm_group(gate_up, 2);
     }
-    linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward, seed_for(l, kGate), group);
-    linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp), group);
+    if (gate_up_adapters) {
+      float* const xa[2] = {a.xa[kGate], a.xa[kUp]};
+      adapter_xa_group(static_cast<int>(l), kGateUp, 2, a.xn2, T, segs, xa, rmax);
+    }
+    linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward, seed_for(l, kGate),
+                   group, gate_up_adapters);
+    linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp), group,
+                   gate_up_adapters);
     backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
     backend_->axpy(xnext, a.xmid, T * H, 1.0f);  // residual
@@ -830,13 +889,21 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     Layer& L = layers_[static_cast<size_t>(l)];
     const int li = static_cast<int>(l);
     // MLP block: x_next = xmid + down(swiglu(gate(xn2), up(xn2)))
-    linear_backward(li, kDown, a.act, dx, w.dact, false, T, segs, a.xa[kDown], rmax, train_full, seed_for(l, kDown));
+    linear_backward(li, kDown, a.act, dx, w.dact, false, T, segs, a.xa[kDown], rmax, train_full, seed_for(l, kDown),
+                    w.dxa_slot(0), false);
     backend_->swiglu_backward(a.gate, a.up, w.dact, w.dgate, w.dup, T * I);
-    linear_backward(li, kGate, a.xn2, w.dgate, w.dxn, false, T, segs, a.xa[kGate], rmax, train_full, seed_for(l, kGate));
-    linear_backward(li, kUp, a.xn2, w.dup, w.dxn, true, T, segs, a.xa[kUp], rmax, train_full, seed_for(l, kUp));
+    linear_backward(li, kGate, a.xn2, w.dgate, w.dxn, false, T, segs, a.xa[kGate], rmax, train_full, seed_for(l, kGate),
+                    w.dxa_slot(0), gate_up_adapters);
+    linear_backward(li, kUp, a.xn2, w.dup, w.dxn, true, T, segs, a.xa[kUp], rmax, train_full, seed_for(l, kUp),
+                    w.dxa_slot(1), gate_up_adapters);
+    if (gate_up_adapters) {
+      float* const dxa[2] = {w.dxa_slot(0), w.dxa_slot(1)};
+      adapter_da_group(li, kGateUp, 2, a.xn2, T, segs, dxa);
+    }
     backend_->rmsnorm_backward(a.xmid, L.norm2.f32(), a.rstd2, w.dxn, dx, train_full ? L.norm2.grad : nullptr, T, H);
     // Attention block: xmid = x + o(attention(rope(q(xn1)), rope(k(xn1)), v(xn1)))
-    linear_backward(li, kO, a.ao, dx, w.dao, false, T, segs, a.xa[kO], rmax, train_full, seed_for(l, kO));
+    linear_backward(li, kO, a.ao, dx, w.dao, false, T, segs, a.xa[kO], rmax, train_full, seed_for(l, kO),
+                    w.dxa_slot(0), false);
     backend_->attention_backward(as, a.q, a.k, a.v, a.ao, a.lse, w.dao, w.dq, w.dk, w.dv);
     backend_->rope_backward(w.dq, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_backward(w.dk, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
@@ -845,9 +912,16 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     // skip three input-gradient GEMMs, their adapters' dx and a norm backward).
     const bool input_grad = l > 0 || train_full;
     float* dxn = input_grad ? w.dxn : nullptr;
-    linear_backward(li, kQ, a.xn1, w.dq, dxn, false, T, segs, a.xa[kQ], rmax, train_full, seed_for(l, kQ));
-    linear_backward(li, kK, a.xn1, w.dk, dxn, true, T, segs, a.xa[kK], rmax, train_full, seed_for(l, kK));
-    linear_backward(li, kV, a.xn1, w.dv, dxn, true, T, segs, a.xa[kV], rmax, train_full, seed_for(l, kV));
+    linear_backward(li, kQ, a.xn1, w.dq, dxn, false, T, segs, a.xa[kQ], rmax, train_full, seed_for(l, kQ),
+                    w.dxa_slot(0), qkv_adapters);
+    linear_backward(li, kK, a.xn1, w.dk, dxn, true, T, segs, a.xa[kK], rmax, train_full, seed_for(l, kK),
+                    w.dxa_slot(1), qkv_adapters);
+    linear_backward(li, kV, a.xn1, w.dv, dxn, true, T, segs, a.xa[kV], rmax, train_full, seed_for(l, kV),
+                    w.dxa_slot(2), qkv_adapters);
+    if (qkv_adapters) {
+      float* const dxa[3] = {w.dxa_slot(0), w.dxa_slot(1), w.dxa_slot(2)};
+      adapter_da_group(li, kQkv, 3, a.xn1, T, segs, dxa);
+    }
     if (input_grad) {
       float* x = w.resid[static_cast<size_t>(l)];
       backend_->rmsnorm_backward(x, L.norm1.f32(), a.rstd1, w.dxn, dx, train_full ? L.norm1.grad : nullptr, T, H);

@@ -179,14 +179,26 @@ class Model {
   bool whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const;
   // y = x W^T for one projection (no bias, no adapters).
   Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T) const;
-  // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it).
+  // The projections projs[0..n) (one input: q, k, v; gate, up) have one adapter over all T rows,
+  // without dropout when training: their adapters' xa, and their dA, can each run as one group.
+  bool adapter_group(const int* projs, int n, const std::vector<Segment>& segs, int64_t T, bool training) const;
+  // xa_i = x A_i^T for an adapter group, as one backend gemm_group.
+  void adapter_xa_group(int layer, const int* projs, int n, const float* x, int64_t T,
+                        const std::vector<Segment>& segs, float* const* xa, int64_t rmax);
+  // dA_i += dxa_i^T x for an adapter group, as one backend gemm_group.
+  void adapter_da_group(int layer, const int* projs, int n, const float* x, int64_t T,
+                        const std::vector<Segment>& segs, float* const* dxa);
+  // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it);
+  // xa_done: xa already holds x A^T (adapter_xa_group ran it).
   void linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
-                      float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false);
+                      float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false,
+                      bool xa_done = false);
   // dx == nullptr: the input's gradient is not wanted (the first layer's q, k, v when the embeddings
-  // do not train); only the weight and adapter gradients are formed.
+  // do not train); only the weight and adapter gradients are formed. dxa: scratch for the adapters'
+  // dxa (T x rmax); defer_da: leave dA to adapter_da_group (dxa then has to outlive this call).
   void linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                        const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
-                       uint64_t seed);
+                       uint64_t seed, float* dxa, bool defer_da);
   int64_t in_dim(int proj) const;
   int64_t out_dim(int proj) const;
 
