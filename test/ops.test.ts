@@ -951,17 +951,21 @@ test('attention: forward against a naive softmax (GQA, packed sequences incl. le
   }
 });
 
-test('attention: backward by finite differences (GQA 4/2, lengths 1, 3, 35)', () => {
+// GQA 4/2 at lengths 1, 3, 35; and 5 query heads per kv head across two 64-query blocks (dk and dv
+// add up every head of the group in every block). The f32 test below compares with the f64 path,
+// which shares the kernel's structure: only these finite differences check that structure itself.
+test('attention: backward by finite differences (GQA 4/2, lengths 1, 3, 35; GQA 10/2, lengths 3, 70)', () => {
   const r = rng(9);
-  const c = attnCase([1, 3, 35], r);
-  const shape = attnShape(c);
-  gradCheck('attention', { q: c.q, k: c.k, v: c.v },
-    (x) => [d64(op('attention_forward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v }), 'out')],
-    (x, [dout]) => {
-      const f = op('attention_forward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v });
-      const g = op('attention_backward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v, out: arr(f, 'out'), lse: arr(f, 'lse'), dout });
-      return { q: d64(g, 'dq'), k: d64(g, 'dk'), v: d64(g, 'dv') };
-    }, { maxChecks: 80 });
+  for (const c of [attnCase([1, 3, 35], r), attnCase([3, 70], r, 10, 2, 8)]) {
+    const shape = attnShape(c);
+    gradCheck('attention', { q: c.q, k: c.k, v: c.v },
+      (x) => [d64(op('attention_forward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v }), 'out')],
+      (x, [dout]) => {
+        const f = op('attention_forward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v });
+        const g = op('attention_backward', 'f64', { ...shape, q: x.q, k: x.k, v: x.v, out: arr(f, 'out'), lse: arr(f, 'lse'), dout });
+        return { q: d64(g, 'dq'), k: d64(g, 'dk'), v: d64(g, 'dv') };
+      }, { maxChecks: 80 });
+  }
 });
 
 // Lengths across the backward pass's 64-query blocks (130: two whole blocks and a partial one).
