@@ -15,12 +15,13 @@
 // narrow N walking dy down its columns for dB), at T 1024, r 16 (`bench/gemm.ts --only-lowrank`,
 // 2 threads): dB 2.7x at out 576 and 1.9x at 1536, dA 1.9x at in 576 and 1.4x at 1536. Inside a
 // training step, where both operands come from memory, the gain is much smaller. There each thread
-// walks the tokens in blocks of 128 over all its tiles (same bits: every chain continues from its
-// stored partial sum), so the wide operand's rows are read close together rather than one column
-// slice at a time: these calls took 10-20 % less time per step (2 alternating pairs each, Intel
-// Xeon: SmolLM2-135M 159 -> 144 ms, tiny preset 3.9-4.2 -> 3.3-3.4 ms), still 2-3x their time on
-// warm operands, as the wide operand (the layer's input, megabytes) comes from memory. Asking for
-// the next block's rows while computing this one took another 15 % off them (tiny preset, three
+// walks the tokens in blocks (128 for these figures, 64 now: kOuterTokens) over all its tiles (same
+// bits: every chain continues from its stored partial sum), so the wide operand's rows are read
+// close together rather than one column slice at a time: these calls took 10-20 % less time per
+// step (2 alternating pairs each, Intel Xeon: SmolLM2-135M 159 -> 144 ms, tiny preset 3.9-4.2 ->
+// 3.3-3.4 ms), still 2-3x their time on warm operands, as the wide operand (the layer's input,
+// megabytes) comes from memory. Asking for the next block's rows while computing this one took
+// another 15 % off them (tiny preset, three
 // alternating pairs of profiled runs: 4.4-4.8 -> 3.8-4.4 ms per step; SmolLM2-135M 198 -> 161 ms).
 // Tried and dropped: tasks over chunks of tokens instead of columns (each chunk's rows back to back
 // in memory, partial sums added in chunk order): level in steps, a quarter slower on warm operands.
@@ -255,8 +256,11 @@ constexpr int kOuterRows = 8;
 // the tiles that share them). A tile walking all the tokens alone strides down a whole column
 // slice, a row (kilobytes) apart per token, which the hardware prefetchers follow poorly: in a
 // training step, where that operand comes from memory, the calls ran at about a quarter of their
-// in-cache speed (with the blocks, about two fifths; see the header for the figures).
-constexpr int64_t kOuterTokens = 128;
+// in-cache speed (with the blocks, about two fifths; see the header for the figures). 64 against
+// 128, with the next block's rows asked for one column tile at a time (profiled SmolLM2-135M steps,
+// alternating): dB at out 1536 34.8-35.8 against 37.3-38.8 ms per step; 256 was slower (42.0-42.9);
+// the tiny preset level.
+constexpr int64_t kOuterTokens = 64;
 
 // The tile's 8 x 16 NV sums over tokens [k0, k1): continued from `partial` (the tile's sums so
 // far, MB x 16 NV floats) unless k0 == 0, and stored there unless k1 == K, where C gets them. Each
