@@ -21,8 +21,8 @@
 // step (2 alternating pairs each, Intel Xeon: SmolLM2-135M 159 -> 144 ms, tiny preset 3.9-4.2 ->
 // 3.3-3.4 ms), still 2-3x their time on warm operands, as the wide operand (the layer's input,
 // megabytes) comes from memory. Asking for the next block's rows while computing this one took
-// another 15 % off them (tiny preset, three
-// alternating pairs of profiled runs: 4.4-4.8 -> 3.8-4.4 ms per step; SmolLM2-135M 198 -> 161 ms).
+// another 15 % off them (tiny preset, three alternating pairs of profiled runs: 4.4-4.8 -> 3.8-4.4
+// ms per step; SmolLM2-135M 198 -> 161 ms).
 // Tried and dropped: tasks over chunks of tokens instead of columns (each chunk's rows back to back
 // in memory, partial sums added in chunk order): level in steps, a quarter slower on warm operands.
 //
