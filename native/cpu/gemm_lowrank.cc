@@ -409,6 +409,12 @@ bool weight_gradient(const GemmArgs<float>& g) {
 // Most outer sums one pass runs together (q, k, v are three).
 constexpr int kOuterMaxParts = 4;
 
+// dA = alpha dxa^T x + beta dA (g: A = dxa stored tokens x r, B = x stored tokens x in) as an outer sum.
+template <typename B_t>
+OuterSum<float, B_t> weight_gradient_da(const GemmArgs<float>& g, const B_t* B) {
+  return {g.A, g.lda, B, g.ldb, g.M, g.N, g.K, g.C, g.ldc, 1, g.alpha, g.beta};
+}
+
 }  // namespace
 #endif
 
@@ -419,7 +425,7 @@ bool gemm_lowrank(const GemmArgs<float>& g) {
     auto run = [&](const auto* B) {
       using B_t = std::remove_const_t<std::remove_pointer_t<decltype(B)>>;
       if (g.M <= g.N) {  // dA
-        const OuterSum<float, B_t> o{g.A, g.lda, B, g.ldb, g.M, g.N, g.K, g.C, g.ldc, 1, g.alpha, g.beta};
+        const OuterSum<float, B_t> o = weight_gradient_da(g, B);
         outer_sum(&o, 1);
       } else {  // dB, as (xa^T dy)^T
         const OuterSum<B_t, float> o{B, g.ldb, g.A, g.lda, g.N, g.M, g.K, g.C, 1, g.ldc, g.alpha, g.beta};
@@ -461,10 +467,7 @@ bool gemm_lowrank_group(const GemmArgs<float>* gs, int n) {
     auto run = [&](const auto* B) {
       using B_t = std::remove_const_t<std::remove_pointer_t<decltype(B)>>;
       OuterSum<float, B_t> parts[kOuterMaxParts];
-      for (int i = 0; i < n; ++i) {
-        const GemmArgs<float>& g = gs[i];
-        parts[i] = {g.A, g.lda, B, g.ldb, g.M, g.N, g.K, g.C, g.ldc, 1, g.alpha, g.beta};
-      }
+      for (int i = 0; i < n; ++i) parts[i] = weight_gradient_da(gs[i], B);
       outer_sum(parts, n);
     };
     if (g0.B.dtype == DType::BF16) run(static_cast<const uint16_t*>(g0.B.data));

@@ -538,7 +538,7 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
   g.C = dx; g.ldc = in; g.beta = accumulate ? 1.0f : 0.0f;
   // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
   // (same bits as the separate call), so this GEMM runs after the adapter's other products.
-  const bool fuse = dx && whole_batch_adapter(proj, segs, T) && !(adapters_.at(segs[0].slot)->spec.dropout > 0);
+  const bool fuse = dx && adapter_group(&proj, 1, segs, T, true);
   if (dx && !fuse) backend_->gemm(g);
   if (train_full) {
     Gemm gw;  // dW += dy^T x
