@@ -227,6 +227,23 @@ test('gemm: bf16 B matches f64 on the widened weights', () => {
   }
 });
 
+test('gemm: a last row strip of every height, every ISA', () => {
+  // The AVX-512 kernel runs a GEMM's last, partial strip of 14 rows through a kernel of just its
+  // rows (M mod 14 = 1..13; the first strip is the partial one below 14), the others on zero padding.
+  const r = rng(22);
+  forEachIsa((isa) => {
+    for (let M = 1; M <= 29; M++) {
+      for (const [ta, tb] of [[false, false], [true, true]] as const) {
+        const c = gemmCase(M, 45, 37, ta, tb, r, 1, 0.75, 0.5);
+        const bits = bf16Bits(c.B);
+        assertRel(gemmRun(c, 'f32'), gemmNaive(c), 1e-5, `${isa} f32 M${M} tA=${ta} tB=${tb}`);
+        assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5,
+          `${isa} bf16 M${M} tA=${ta} tB=${tb}`);
+      }
+    }
+  });
+});
+
 test('gemm with a low-rank update: the bits of the two separate calls, every ISA', () => {
   // C = alpha op(A) op(B) + beta C, then C += s U op(V): fused onto the tiles on the packed AVX-512
   // paths, two calls elsewhere. Either way the result must be the separate calls' bits.

@@ -97,6 +97,8 @@ struct KernelSpec {
   PackB pack_b;
   bool pairs = false;
   int64_t pair_align = 1;
+  // Runs a strip's tile when fewer than mr of its rows are valid (null: `micro`, on zero padding).
+  MicroKernel edge = nullptr;
 };
 
 // ---- portable packing ---------------------------------------------------------------------------
@@ -277,6 +279,55 @@ SEALKIT_AVX512 void micro_avx512(int64_t kc, const float* a, const float* b, flo
   for (int i = 0; i < kAvx512Mr; ++i) {
     if (i >= rows) break;
     store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
+  }
+}
+
+// The first R rows of a packed 14-row strip against a 32-column strip. The last strip of a GEMM
+// whose M is not a multiple of 14 (1024 tokens: 2 rows; the LM head's 256: 4) runs only its valid
+// rows instead of a zero-padded full tile. Every element's arithmetic (k ascending, one FMA chain
+// per accumulator) is the full tile's, so the bits do not change.
+template <int R>
+SEALKIT_AVX512 void micro_avx512_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int cols,
+                                      const Epilogue& ep) {
+  __m512 acc[R][2];
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i) {
+      const __m512 ai = _mm512_set1_ps(a[i]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+    a += kAvx512Mr;
+    b += kAvx512Nr;
+  }
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
+}
+
+// A partial strip (rows < 14) of the AVX-512 kernel. Kept apart from micro_avx512 so the full
+// tile's call stays the plain function it was (a dispatch inside it measured 1-2 % slower on the
+// tiny model's K = 128 shapes).
+SEALKIT_AVX512 void micro_avx512_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
+                                      int cols, const Epilogue& ep) {
+  switch (rows) {
+    case 1: return micro_avx512_rows<1>(kc, a, b, c, ldc, cols, ep);
+    case 2: return micro_avx512_rows<2>(kc, a, b, c, ldc, cols, ep);
+    case 3: return micro_avx512_rows<3>(kc, a, b, c, ldc, cols, ep);
+    case 4: return micro_avx512_rows<4>(kc, a, b, c, ldc, cols, ep);
+    case 5: return micro_avx512_rows<5>(kc, a, b, c, ldc, cols, ep);
+    case 6: return micro_avx512_rows<6>(kc, a, b, c, ldc, cols, ep);
+    case 7: return micro_avx512_rows<7>(kc, a, b, c, ldc, cols, ep);
+    case 8: return micro_avx512_rows<8>(kc, a, b, c, ldc, cols, ep);
+    case 9: return micro_avx512_rows<9>(kc, a, b, c, ldc, cols, ep);
+    case 10: return micro_avx512_rows<10>(kc, a, b, c, ldc, cols, ep);
+    case 11: return micro_avx512_rows<11>(kc, a, b, c, ldc, cols, ep);
+    case 12: return micro_avx512_rows<12>(kc, a, b, c, ldc, cols, ep);
+    case 13: return micro_avx512_rows<13>(kc, a, b, c, ldc, cols, ep);
+    default: return micro_avx512(kc, a, b, c, ldc, rows, cols, ep);
   }
 }
 
@@ -939,7 +990,7 @@ KernelSpec select_kernel(Isa isa) {
   switch (isa) {
     case Isa::Avx512:
     case Isa::Avx512Bf16:
-      return {kAvx512Mr, kAvx512Nr, kAvx512Kc, micro_avx512, pack_a_avx512, pack_b_avx512};
+      return {kAvx512Mr, kAvx512Nr, kAvx512Kc, micro_avx512, pack_a_avx512, pack_b_avx512, false, 1, micro_avx512_edge};
     case Isa::Avx2:
       return {kAvx2Mr, kAvx2Nr, 256, micro_avx2, pack_a_generic<kAvx2Mr>, pack_b_generic<kAvx2Nr>};
     case Isa::Scalar:
@@ -1161,10 +1212,16 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       for (int64_t r = r0; r < r1; r += mr) {
         const int rows = static_cast<int>(std::min(mr, r1 - r));
         float* c = g.C + (i0 + r) * g.ldc + col;
-        ks.micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+        if (rows < mr && ks.edge)
+          ks.edge(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+        else
+          ks.micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
 #if SEALKIT_X86
-        if (fuse && k0 + kc >= Kd)  // the tile is final: add the update while it is in L1
-          micro_avx512(ur, u_rows + r * ur, pv + col * ur, c, g.ldc, rows, cols, Epilogue{update->scale, 1.f, true});
+        if (fuse && k0 + kc >= Kd) {  // the tile is final: add the update while it is in L1
+          const Epilogue add{update->scale, 1.f, true};
+          if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, c, g.ldc, rows, cols, add);
+          else micro_avx512(ur, u_rows + r * ur, pv + col * ur, c, g.ldc, rows, cols, add);
+        }
 #endif
       }
     }
