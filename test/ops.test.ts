@@ -344,6 +344,35 @@ test('gemm_group: LoRA xa and dA groups give the bits of the GEMMs one by one, e
   });
 });
 
+// ThreadPool::run (native/core/threadpool.cc): tasks claimed from one (generation, index) word, no
+// lock on the way; workers spin ~50 us between runs, then sleep until woken.
+type PoolRuns = { counts: Float64Array; threads: number; errors: number; message: string };
+const poolRuns = (args: Record<string, unknown>) => addon.opRun('pool_runs', 'f32', args) as unknown as PoolRuns;
+
+test('thread pool: every task of every run exactly once, back to back and after sleeping', () => {
+  forEachThreadCount([1, 2, 3, 5], (threads) => {
+    for (const [runs, tasks, gapMicros] of [[5000, 2, 0], [3000, 8, 0], [500, 33, 0], [30, 8, 300], [20, 3, 2000]] as const) {
+      const tag = `threads=${threads} runs=${runs} tasks=${tasks} gap=${gapMicros}us`;
+      const p = poolRuns({ runs, tasks, gapMicros });
+      assert.is(p.errors, 0, tag);
+      assert.ok(p.counts.every((c) => c === runs), `${tag}: counts ${Array.from(p.counts).slice(0, 8)}`);
+      assert.ok(p.threads >= 1 && p.threads <= threads, `${tag}: ${p.threads} threads ran tasks`);
+    }
+  });
+});
+
+test('thread pool: a throwing task fails its run only; the pool goes on', () => {
+  forEachThreadCount([1, 2, 3], (threads) => {
+    const runs = 200, tasks = 16;
+    const p = poolRuns({ runs, tasks, throwRun: 100, throwTask: 5 });
+    assert.is(p.errors, 1, `threads=${threads}`);
+    assert.is(p.message, 'task 5 failed', `threads=${threads}`);
+    // Tasks of the failing run claimed after the failure are skipped; every other run ran them all.
+    for (let t = 0; t < tasks; t++) assert.ok(p.counts[t]! >= runs - 1 && p.counts[t]! <= runs, `threads=${threads}: task ${t} ran ${p.counts[t]} times`);
+    assert.is(p.counts[5], runs, `threads=${threads}: the throwing task itself ran`);
+  });
+});
+
 // parallel_streams (native/core/threadpool.cc) hands decoding's weight rows out: each thread walks
 // its own contiguous range front to back, then takes chunks from the back of the others'.
 type StreamChunks = { begin: Float64Array; end: Float64Array; runEnd: Float64Array; continues: Int32Array; thread: Int32Array };

@@ -413,6 +413,46 @@ Napi::Object op_stream_chunks(const Args& a) {
   return r;
 }
 
+// ---- the pool itself (ThreadPool::run) -------------------------------------------------------------
+// `runs` runs of `tasks` tasks back to back, `gapMicros` apart (past the pool's spin time, workers
+// go to sleep between runs and must be woken). Counts how often each task ran and on how many
+// threads; in run `throwRun`, task `throwTask` throws, and the error each run rethrows is counted
+// and its message kept.
+template <typename T>
+Napi::Object op_pool_runs(const Args& a) {
+  const int64_t runs = a.integer("runs", 1), tasks = a.integer("tasks", 1);
+  const int64_t gap_us = a.integer_or("gapMicros", 0, 0);
+  const int64_t throw_run = a.integer_or("throwRun", -1, -1), throw_task = a.integer_or("throwTask", -1, -1);
+  if (runs > 1000000) a.range_error("runs", "must be at most 1000000");
+  if (tasks > 1000000) a.range_error("tasks", "must be at most 1000000");
+  if (gap_us > 100000) a.range_error("gapMicros", "must be at most 100000");
+  std::vector<std::atomic<int64_t>> counts(static_cast<size_t>(tasks));
+  std::atomic<uint64_t> threads_seen{0};
+  int64_t errors = 0;
+  std::string message;
+  for (int64_t r = 0; r < runs; ++r) {
+    if (gap_us > 0 && r > 0) std::this_thread::sleep_for(std::chrono::microseconds(gap_us));
+    try {
+      global_pool().run(tasks, [&](int64_t t, int thread) {
+        counts[static_cast<size_t>(t)].fetch_add(1, std::memory_order_relaxed);
+        if (thread < 64) threads_seen.fetch_or(uint64_t(1) << thread, std::memory_order_relaxed);
+        if (r == throw_run && t == throw_task) throw std::runtime_error("task " + std::to_string(t) + " failed");
+      });
+    } catch (const std::exception& e) {
+      ++errors;
+      message = e.what();
+    }
+  }
+  auto count = Napi::Float64Array::New(a.env(), static_cast<size_t>(tasks));
+  for (int64_t t = 0; t < tasks; ++t) count[static_cast<size_t>(t)] = static_cast<double>(counts[static_cast<size_t>(t)].load());
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("counts", count);
+  r.Set("threads", Napi::Number::New(a.env(), static_cast<double>(__builtin_popcountll(threads_seen.load()))));
+  r.Set("errors", Napi::Number::New(a.env(), static_cast<double>(errors)));
+  r.Set("message", Napi::String::New(a.env(), message));
+  return r;
+}
+
 // ---- sampling (native/engine/sampler.h) ---------------------------------------------------------
 // The tokens temperature / top-k / top-p sampling keeps for one row of logits, and their weights,
 // in the order the sampler walks them.
@@ -777,6 +817,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
+      {"pool_runs", {op_pool_runs<float>, op_pool_runs<double>}},
       {"sampling_distribution", {op_sampling_distribution<float>, op_sampling_distribution<double>}},
       {"argmax", {op_argmax<float>, op_argmax<double>}},
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},

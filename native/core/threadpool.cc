@@ -47,87 +47,98 @@ bool spin_until(Done done) {
 
 }  // namespace
 
-void ThreadPool::drain(int thread) {
+// Claims and runs tasks of `generation` until none is left (or the caller has moved on to a later
+// run: then the claim word carries another generation and nothing is claimed). The slot's task and
+// count are read before the first claim; they can only have been overwritten if every task of this
+// generation was already claimed, in which case the claim fails and they are never used.
+void ThreadPool::drain(uint32_t generation, int thread) {
+  uint64_t word = next_.load(std::memory_order_acquire);
+  if (static_cast<uint32_t>(word >> 32) != generation) return;
+  const Job& job = jobs_[generation & 1];
+  const Task* task = job.task.load(std::memory_order_relaxed);
+  const int64_t n = job.n.load(std::memory_order_relaxed);
+  int64_t done = 0;
   for (;;) {
-    int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= n_tasks_) break;
+    if (static_cast<uint32_t>(word >> 32) != generation || static_cast<int64_t>(static_cast<uint32_t>(word)) >= n) break;
+    if (!next_.compare_exchange_weak(word, word + 1, std::memory_order_acquire, std::memory_order_acquire)) continue;
+    const int64_t i = static_cast<uint32_t>(word);
     if (!failed_.load(std::memory_order_relaxed)) {
       try {
-        (*task_)(i, thread);
+        (*task)(i, thread);
       } catch (...) {
         std::lock_guard<std::mutex> lock(error_mutex_);
         if (!error_) error_ = std::current_exception();
         failed_.store(true, std::memory_order_relaxed);
       }
     }
-    finished_.fetch_add(1, std::memory_order_acq_rel);
+    ++done;
+    word = next_.load(std::memory_order_acquire);
+  }
+  if (done == 0) return;
+  // One count per thread and run, not per task: the counter's cache line crosses cores once.
+  finished_.fetch_add(done, std::memory_order_seq_cst);
+  // Paired with run(): it sets caller_sleeping_ and then re-checks finished_ (all seq_cst), so
+  // either it sees this count or this thread sees it asleep and wakes it.
+  if (caller_sleeping_.load(std::memory_order_seq_cst)) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    done_.notify_all();
   }
 }
 
 void ThreadPool::worker_loop(int thread) {
-  uint64_t seen = 0;
+  uint32_t seen = 0;
   for (;;) {
-    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen || stop_.load(std::memory_order_relaxed); });
-    {
-      // Job fields change only under mutex_ while no worker is busy, and a worker becomes busy
-      // only under mutex_: what it reads in drain() is the job it registered for.
+    const auto ready = [&] {
+      return generation_.load(std::memory_order_seq_cst) != seen || stop_.load(std::memory_order_relaxed);
+    };
+    if (!spin_until(ready)) {
+      // Paired with run(): it publishes the generation and then reads sleeping_workers_ (seq_cst),
+      // so either it sees this worker asleep and wakes it, or the wait's check sees the generation.
       std::unique_lock<std::mutex> lock(mutex_);
-      if (!stop_.load() && generation_.load() == seen) {
-        ++sleeping_workers_;
-        wake_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
-        --sleeping_workers_;
-      }
-      if (stop_.load()) return;
-      seen = generation_.load();
-      busy_workers_.fetch_add(1);
+      sleeping_workers_.fetch_add(1, std::memory_order_seq_cst);
+      wake_.wait(lock, ready);
+      sleeping_workers_.fetch_sub(1, std::memory_order_relaxed);
     }
-    drain(thread);
-    bool notify;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      busy_workers_.fetch_sub(1);
-      notify = caller_sleeping_;
-    }
-    if (notify) done_.notify_all();
+    if (stop_.load()) return;
+    seen = generation_.load(std::memory_order_acquire);
+    drain(seen, thread);
   }
 }
 
+// No lock on the way: the job goes out through the claim word and the generation, and the caller
+// waits on one counter. Against the earlier pool (a mutex taken by each side for every run, a
+// shared counter bumped per task), an empty run of 8 tasks on 2 threads took ~0.5-1.1 us instead
+// of ~1.9 (a standalone loop of 20,000 runs).
 void ThreadPool::run(int64_t n_tasks, const Task& fn) {
   if (n_tasks <= 0) return;
+  if (n_tasks > static_cast<int64_t>(UINT32_MAX) - 1) throw std::length_error("ThreadPool::run: too many tasks");
   std::lock_guard<std::mutex> serial(run_mutex_);
   if (workers_.empty() || n_tasks == 1) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
-  // A worker that woke late for the previous run may still be leaving drain(); wait for it
-  // before the job fields change under it.
-  spin_until([&] { return busy_workers_.load(std::memory_order_acquire) == 0; });
-  bool wake;
-  {
-    std::unique_lock<std::mutex> lock(mutex_);
-    caller_sleeping_ = true;
-    done_.wait(lock, [&] { return busy_workers_.load() == 0; });
-    caller_sleeping_ = false;
-    task_ = &fn;
-    n_tasks_ = n_tasks;
-    next_.store(0);
-    finished_.store(0);
-    error_ = nullptr;
-    failed_.store(false);
-    generation_.fetch_add(1, std::memory_order_release);
-    wake = sleeping_workers_ > 0;
+  // Every task of the previous run has finished (run() waited for it), so no thread can claim one
+  // of its tasks any more: the other slot, the counters and the error are free to reset.
+  const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+  Job& job = jobs_[generation & 1];
+  job.task.store(&fn, std::memory_order_relaxed);
+  job.n.store(n_tasks, std::memory_order_relaxed);
+  finished_.store(0, std::memory_order_relaxed);
+  failed_.store(false, std::memory_order_relaxed);
+  error_ = nullptr;
+  next_.store(claim_word(generation, 0), std::memory_order_release);
+  generation_.store(generation, std::memory_order_seq_cst);
+  if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wake_.notify_all();
   }
-  if (wake) wake_.notify_all();
-  drain(0);
-  // Wait until all tasks finished and no worker is still inside drain() touching task_.
-  const auto all_done = [&] { return finished_.load(std::memory_order_acquire) >= n_tasks && busy_workers_.load(std::memory_order_acquire) == 0; };
-  spin_until(all_done);
-  {
+  drain(generation, 0);
+  const auto all_done = [&] { return finished_.load(std::memory_order_seq_cst) >= n_tasks; };
+  if (!spin_until(all_done)) {
     std::unique_lock<std::mutex> lock(mutex_);
-    caller_sleeping_ = true;
+    caller_sleeping_.store(true, std::memory_order_seq_cst);
     done_.wait(lock, all_done);
-    caller_sleeping_ = false;
-    task_ = nullptr;
+    caller_sleeping_.store(false, std::memory_order_relaxed);
   }
   if (error_) {
     std::exception_ptr e = error_;

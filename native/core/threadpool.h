@@ -6,6 +6,8 @@
 // Waiting spins briefly before it blocks: the kernels of one step follow each other within
 // microseconds (a decode step runs ~300 of them), while a futex sleep/wake round trip costs tens
 // of microseconds, more under virtualisation. A worker idle for longer than kSpinMicros sleeps.
+// A run between spinning threads takes no lock: the caller publishes the job through atomics and
+// each thread reports its finished tasks once (see run() for the measured cost).
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -34,24 +36,32 @@ class ThreadPool {
   void run(int64_t n_tasks, const Task& fn);
 
  private:
+  // One run's task and count, in the slot of its generation's parity: a worker that saw a run late
+  // may still read the previous slot while the caller fills the next one.
+  struct Job {
+    std::atomic<const Task*> task{nullptr};
+    std::atomic<int64_t> n{0};
+  };
+  static uint64_t claim_word(uint32_t generation, uint32_t index) {
+    return (static_cast<uint64_t>(generation) << 32) | index;
+  }
   void worker_loop(int thread);
-  void drain(int thread);
+  void drain(uint32_t generation, int thread);
 
   std::vector<std::thread> workers_;
   std::mutex run_mutex_;  // one run() at a time
-  std::mutex mutex_;
+  std::mutex mutex_;      // only around sleeping and waking
   std::condition_variable wake_;
   std::condition_variable done_;
-  const Task* task_ = nullptr;
-  int64_t n_tasks_ = 0;
-  std::atomic<int64_t> next_{0};
-  std::atomic<int64_t> finished_{0};
-  // Written under mutex_; atomic so that spinning threads may read them without it.
-  std::atomic<int> busy_workers_{0};
-  std::atomic<uint64_t> generation_{0};
+  // Tasks are claimed from one word holding (generation, next index): a claim succeeds only for the
+  // run it was meant for, so no worker ever runs a task of a run other than the one it read.
+  alignas(64) std::atomic<uint64_t> next_{0};
+  Job jobs_[2];
+  alignas(64) std::atomic<int64_t> finished_{0};  // tasks done in this run (each thread adds once)
+  alignas(64) std::atomic<uint32_t> generation_{0};
   std::atomic<bool> stop_{false};
-  int sleeping_workers_ = 0;    // under mutex_: workers blocked on wake_
-  bool caller_sleeping_ = false;  // under mutex_: run() blocked on done_
+  std::atomic<int> sleeping_workers_{0};     // changed under mutex_
+  std::atomic<bool> caller_sleeping_{false};  // changed under mutex_
   std::atomic<bool> failed_{false};
   std::exception_ptr error_;
   std::mutex error_mutex_;
