@@ -180,7 +180,7 @@ void set_global_threads(int threads) {
   p = std::make_unique<ThreadPool>(threads);
 }
 
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn) {
+void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   ThreadPool& pool = global_pool();
@@ -236,7 +236,7 @@ class ChunkRange {
 };
 }  // namespace
 
-void parallel_streams(int64_t n, int64_t grain, const std::function<void(const StreamChunk&)>& fn) {
+void parallel_streams(int64_t n, int64_t grain, FunctionRef<void(const StreamChunk&)> fn) {
   if (n <= 0) return;
   if (grain < 1) grain = 1;
   ThreadPool& pool = global_pool();

@@ -12,16 +12,18 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "function_ref.h"
 
 namespace sealkit {
 
 class ThreadPool {
  public:
-  using Task = std::function<void(int64_t task, int thread)>;
+  // Called only while run() runs: a reference to the caller's lambda, never a copy.
+  using Task = FunctionRef<void(int64_t task, int thread)>;
 
   explicit ThreadPool(int threads);
   ~ThreadPool();
@@ -74,7 +76,7 @@ void set_global_threads(int threads);
 int default_thread_count();
 
 // Splits [0, n) into chunks of at least `grain` items and runs fn(begin, end) on the global pool.
-void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn);
 
 // One chunk of parallel_streams: items [begin, end). The thread that runs it goes on, unless
 // another thread takes that part first, to the items up to run_end (>= end). continues: this
@@ -90,6 +92,6 @@ struct StreamChunk {
 // mostly walks one long run, and a kernel can prefetch past a chunk's end up to run_end without
 // restarting its stream at every chunk, while a slow thread (a busy core of a shared machine)
 // still hands its tail to the others.
-void parallel_streams(int64_t n, int64_t grain, const std::function<void(const StreamChunk&)>& fn);
+void parallel_streams(int64_t n, int64_t grain, FunctionRef<void(const StreamChunk&)> fn);
 
 }  // namespace sealkit
