@@ -4,8 +4,9 @@
 // NR-wide strips (bf16 widened to f32 while packing, so a bf16 weight is read once per pack), each
 // over the whole K. Packing makes the micro-kernel's loads contiguous whatever the orientation and
 // strides, and zero-pads edge strips so the kernel always computes a full MR x NR tile and only its
-// store is masked. A tile runs its K blocks (KC deep, sized for L1) back to back, so its slice of C
-// is still in cache when the next block adds onto it. With AVX-512, a few rows of the forward
+// store is masked (the AVX-512 kernel runs a partial last row strip through a kernel of just its
+// rows, micro_avx512_rows). A tile runs its K blocks (KC deep, sized for L1) back to back, so its
+// slice of C is still in cache when the next block adds onto it. With AVX-512, a few rows of the forward
 // orientation (y = x W^T, decoding: up to 4, or 16 on the bf16 path) skip packing and stream W
 // directly (few_rows_avx512, few_rows_bf16).
 //

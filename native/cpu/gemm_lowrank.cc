@@ -22,7 +22,10 @@
 // 3.3-3.4 ms), still 2-3x their time on warm operands, as the wide operand (the layer's input,
 // megabytes) comes from memory. Asking for the next block's rows while computing this one took
 // another 15 % off them (tiny preset, three alternating pairs of profiled runs: 4.4-4.8 -> 3.8-4.4
-// ms per step; SmolLM2-135M 198 -> 161 ms).
+// ms per step; SmolLM2-135M 198 -> 161 ms). Inside a tile, each token's rows are also asked for 32
+// tokens ahead into L1 (kOuterPrefetchTokens: SmolLM2-135M 103-104 -> 80.5-81.2 ms per step), as the
+// narrow GEMMs ask for their rows of op(A) 64 floats ahead (kNarrowPrefetchFloats: 65.5-66.6 ->
+// 58.1-59.8 ms).
 // Tried and dropped: tasks over chunks of tokens instead of columns (each chunk's rows back to back
 // in memory, partial sums added in chunk order): level in steps, a quarter slower on warm operands.
 //
