@@ -259,37 +259,14 @@ SEALKIT_AVX512 inline void store_row32(float* row, __m512 v0, __m512 v1, __mmask
 constexpr int kAvx512Mr = 14, kAvx512Nr = 32;
 constexpr int64_t kAvx512Kc = 256;
 
-SEALKIT_AVX512 void micro_avx512(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
-                                 int cols, const Epilogue& ep) {
-  __m512 acc[kAvx512Mr][2];
-#pragma GCC unroll 32
-  for (int i = 0; i < kAvx512Mr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < kc; ++k) {
-    const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-#pragma GCC unroll 32
-    for (int i = 0; i < kAvx512Mr; ++i) {
-      const __m512 ai = _mm512_set1_ps(a[i]);
-      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-    }
-    a += kAvx512Mr;
-    b += kAvx512Nr;
-  }
-  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
-#pragma GCC unroll 32
-  for (int i = 0; i < kAvx512Mr; ++i) {
-    if (i >= rows) break;
-    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
-  }
-}
-
-// The first R rows of a packed 14-row strip against a 32-column strip. The last strip of a GEMM
-// whose M is not a multiple of 14 (1024 tokens: 2 rows; the LM head's 256: 4) runs only its valid
-// rows instead of a zero-padded full tile. Every element's arithmetic (k ascending, one FMA chain
-// per accumulator) is the full tile's, so the bits do not change.
+// The first R rows of a packed 14-row strip against a 32-column strip, of which the first `rows`
+// are stored. R = 14 is the full tile (micro_avx512); smaller R run the last strip of a GEMM whose M
+// is not a multiple of 14 (1024 tokens: 2 rows; the LM head's 256: 4) on its valid rows only, not
+// on zero padding. Every element's arithmetic (k ascending, one FMA chain per accumulator) is the
+// full tile's, so the bits do not change.
 template <int R>
-SEALKIT_AVX512 void micro_avx512_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int cols,
-                                      const Epilogue& ep) {
+SEALKIT_AVX512 void micro_avx512_rows(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
+                                      int cols, const Epilogue& ep) {
   __m512 acc[R][2];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -306,28 +283,34 @@ SEALKIT_AVX512 void micro_avx512_rows(int64_t kc, const float* a, const float* b
   }
   const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
 #pragma GCC unroll 32
-  for (int i = 0; i < R; ++i) store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
+  for (int i = 0; i < R; ++i) {
+    if (i >= rows) break;
+    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
+  }
 }
 
+// The full tile.
+constexpr MicroKernel micro_avx512 = micro_avx512_rows<kAvx512Mr>;
+
 // A partial strip (rows < 14) of the AVX-512 kernel. Kept apart from micro_avx512 so the full
-// tile's call stays the plain function it was (a dispatch inside it measured 1-2 % slower on the
-// tiny model's K = 128 shapes).
+// tile's call takes no dispatch (one inside it measured 1-2 % slower on the tiny model's K = 128
+// shapes).
 SEALKIT_AVX512 void micro_avx512_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
                                       int cols, const Epilogue& ep) {
   switch (rows) {
-    case 1: return micro_avx512_rows<1>(kc, a, b, c, ldc, cols, ep);
-    case 2: return micro_avx512_rows<2>(kc, a, b, c, ldc, cols, ep);
-    case 3: return micro_avx512_rows<3>(kc, a, b, c, ldc, cols, ep);
-    case 4: return micro_avx512_rows<4>(kc, a, b, c, ldc, cols, ep);
-    case 5: return micro_avx512_rows<5>(kc, a, b, c, ldc, cols, ep);
-    case 6: return micro_avx512_rows<6>(kc, a, b, c, ldc, cols, ep);
-    case 7: return micro_avx512_rows<7>(kc, a, b, c, ldc, cols, ep);
-    case 8: return micro_avx512_rows<8>(kc, a, b, c, ldc, cols, ep);
-    case 9: return micro_avx512_rows<9>(kc, a, b, c, ldc, cols, ep);
-    case 10: return micro_avx512_rows<10>(kc, a, b, c, ldc, cols, ep);
-    case 11: return micro_avx512_rows<11>(kc, a, b, c, ldc, cols, ep);
-    case 12: return micro_avx512_rows<12>(kc, a, b, c, ldc, cols, ep);
-    case 13: return micro_avx512_rows<13>(kc, a, b, c, ldc, cols, ep);
+    case 1: return micro_avx512_rows<1>(kc, a, b, c, ldc, rows, cols, ep);
+    case 2: return micro_avx512_rows<2>(kc, a, b, c, ldc, rows, cols, ep);
+    case 3: return micro_avx512_rows<3>(kc, a, b, c, ldc, rows, cols, ep);
+    case 4: return micro_avx512_rows<4>(kc, a, b, c, ldc, rows, cols, ep);
+    case 5: return micro_avx512_rows<5>(kc, a, b, c, ldc, rows, cols, ep);
+    case 6: return micro_avx512_rows<6>(kc, a, b, c, ldc, rows, cols, ep);
+    case 7: return micro_avx512_rows<7>(kc, a, b, c, ldc, rows, cols, ep);
+    case 8: return micro_avx512_rows<8>(kc, a, b, c, ldc, rows, cols, ep);
+    case 9: return micro_avx512_rows<9>(kc, a, b, c, ldc, rows, cols, ep);
+    case 10: return micro_avx512_rows<10>(kc, a, b, c, ldc, rows, cols, ep);
+    case 11: return micro_avx512_rows<11>(kc, a, b, c, ldc, rows, cols, ep);
+    case 12: return micro_avx512_rows<12>(kc, a, b, c, ldc, rows, cols, ep);
+    case 13: return micro_avx512_rows<13>(kc, a, b, c, ldc, rows, cols, ep);
     default: return micro_avx512(kc, a, b, c, ldc, rows, cols, ep);
   }
 }
