@@ -1014,10 +1014,12 @@ test('attention: backward by finite differences (GQA 4/2, lengths 1, 3, 35; GQA 
   }
 });
 
-// Lengths across the backward pass's 64-query blocks (130: two whole blocks and a partial one).
+// Lengths across the backward pass's 64-query blocks (130: two whole blocks and a partial one);
+// head sizes that take the 16 x 16 transposes (16, 32, 64) or not (20, 40), and 20 leaves a
+// remainder after the dk/dv tiles' 8 rows.
 test('attention: f32 backward agrees with f64 on every ISA; untouched padding and uncovered rows', () => {
   const r = rng(10);
-  for (const hd of [16, 32, 40]) {
+  for (const hd of [16, 20, 32, 40, 64]) {
     const c = attnCase([2, 33, 130], r, 6, 3, hd);
     const shape = attnShape(c);
     const dout = rand(c.rows * c.heads * c.headDim, r);

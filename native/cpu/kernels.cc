@@ -352,6 +352,11 @@ void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t 
           std::memcpy(o, static_cast<const float*>(table.data) + base, dim * sizeof(float));
           continue;
         }
+        // A bf16 row widens in one vectorised loop (element by element through weight_at, the
+        // dtype test in the loop kept it scalar: ~0.17 ms of a tiny-preset step's 1,024 rows).
+        const uint16_t* src = static_cast<const uint16_t*>(table.data) + base;
+        for (int64_t j = 0; j < dim; ++j) o[j] = bf16_to_f32(src[j]);
+        continue;
       }
       for (int64_t j = 0; j < dim; ++j) o[j] = weight_at<T>(table, base + j);
     }
@@ -515,8 +520,10 @@ void rope_backward(T* dx, int64_t rows, int64_t row_stride, int64_t heads, int64
 // for each ISA:
 //  - scores: W keys at a time against a transposed copy of the keys ([chunk][d][lane]), so the
 //    reduction over head_dim accumulates whole vectors and needs no horizontal sums;
-//  - weighted sums (P V, dS K, dS^T Q, P^T dout): kTile output rows times W columns, reading rows of
-//    V / K / Q / dout directly.
+//  - weighted sums (P V, dS K): kTile output rows times W columns, reading rows of V / K directly;
+//  - the transposed sums (dk = dS^T Q, dv = P^T dout): accumulated transposed, head_dim rows by key
+//    lanes, so each query's row of dS / P is a vector load and its row of Q / dout broadcasts
+//    (combine_causal_cols_t); the unit writes dk and dv rows once, at its end.
 // Causality is handled by zeroing each probability row past its query: tiles may then run over a
 // few masked entries on the diagonal block without changing any sum.
 // The softmax rows are short (a few hundred scores) and each is a chain of dependent reductions
@@ -528,7 +535,7 @@ namespace {
 
 constexpr int64_t kQBlock = 32;
 // The backward pass's blocks are larger: dk and dv are read, added to and written back once per
-// block and head (combine_causal_cols), and those tiles' inner loops run over the block's queries.
+// block and head (combine_causal_cols_t), and those tiles' inner loops run over the block's queries.
 // Per layer at the tiny preset's shape (4 x 256 tokens, 4 heads of 32, 2 kv heads; 2 threads,
 // alternating builds) 64 took ~1.30 ms against ~1.45 at 32, 1.26-1.40 at 128 and 1.26-1.40 at 256,
 // and SmolLM2's (9 heads of 64, 3 kv heads) 4.8-5.2 ms against 5.3-5.5 at 32 and 5.5-5.7 at 128.
@@ -554,10 +561,52 @@ int64_t round_lanes(int64_t n) {
   return (n + W - 1) / W * W;
 }
 
+#if SEALKIT_X86
+// transpose_rows for 16 float lanes and D a multiple of 16: 16 x 16 blocks through registers (the
+// element loop stored one float per cache line of `out`; SmolLM2's backward spent ~4 % in it).
+// Not inline: attention_forward_w calls it outside the AVX-512 dispatch.
+SEALKIT_AVX512 void transpose_rows_avx512(const float* Y, int64_t ys, int64_t L, int64_t D, float* out) {
+  for (int64_t c = 0; c * 16 < L; ++c) {
+    const int64_t rows = std::min<int64_t>(16, L - c * 16);
+    for (int64_t d0 = 0; d0 < D; d0 += 16) {
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) r[j] = j < rows ? _mm512_loadu_ps(Y + (c * 16 + j) * ys + d0) : _mm512_setzero_ps();
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d) _mm512_storeu_ps(out + (c * D + d0 + d) * 16, r[d]);
+    }
+  }
+}
+
+// out rows [0, L) (stride os, D values) = columns of inT (D rows of at least L rounded up to 16
+// values, it apart), for D a multiple of 16: the inverse walk of transpose_rows_avx512.
+SEALKIT_AVX512 void transpose_cols_out_avx512(const float* inT, int64_t it, int64_t L, int64_t D, float* out,
+                                             int64_t os) {
+  for (int64_t j0 = 0; j0 < L; j0 += 16) {
+    const int64_t rows = std::min<int64_t>(16, L - j0);
+    for (int64_t d0 = 0; d0 < D; d0 += 16) {
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int d = 0; d < 16; ++d) r[d] = _mm512_loadu_ps(inT + (d0 + d) * it + j0);
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j)
+        if (j < rows) _mm512_storeu_ps(out + (j0 + j) * os + d0, r[j]);
+    }
+  }
+}
+#endif
+
 // Y rows [0, L) (stride ys, D values) -> chunks of W rows, element (j, d) at
 // [(j / W * D + d) * W + j % W]; rows past L are zero.
 template <typename T, int W>
 SEALKIT_INLINE void transpose_rows(const T* Y, int64_t ys, int64_t L, int64_t D, T* out) {
+#if SEALKIT_X86
+  if constexpr (std::is_same_v<T, float> && W == 16) {  // 16 float lanes: the AVX-512 dispatch
+    if (D % 16 == 0) return transpose_rows_avx512(Y, ys, L, D, out);
+  }
+#endif
   for (int64_t c = 0; c * W < L; ++c) {
     T* o = out + c * D * W;
     for (int64_t jj = 0; jj < W; ++jj) {
@@ -630,11 +679,11 @@ SEALKIT_INLINE void block_scores(const T* X, int64_t xs, const T* Yt, int64_t D,
   }
 }
 
-// out_r (+)= sum_{i < n} Wt[r*wr + i*wc] * Y_i for NR output rows (out_r = out + r*os,
-// Y_i = Y + i*ys), D columns, i ascending.
+// out_r = sum_{i < n} Wt[r*wr + i] * Y_i for NR output rows (out_r = out + r*os, Y_i = Y + i*ys),
+// D columns, i ascending.
 template <typename T, int W, int NR>
-SEALKIT_INLINE void combine_tile(const T* Wt, int64_t wr, int64_t wc, int64_t n, const T* Y, int64_t ys, int64_t D,
-                                 T* out, int64_t os, bool accumulate) {
+SEALKIT_INLINE void combine_tile(const T* Wt, int64_t wr, int64_t n, const T* Y, int64_t ys, int64_t D, T* out,
+                                 int64_t os) {
   using V = typename Vec<T, W>::type;
   int64_t d = 0;
   if constexpr (W * sizeof(T) == 64) {  // two column vectors per pass: each weight feeds two FMAs
@@ -645,20 +694,13 @@ SEALKIT_INLINE void combine_tile(const T* Wt, int64_t wr, int64_t wc, int64_t n,
         vload<T, W>(y0, Y + i * ys + d);
         vload<T, W>(y1, Y + i * ys + d + W);
         for (int r = 0; r < NR; ++r) {
-          const T w = Wt[r * wr + i * wc];
+          const T w = Wt[r * wr + i];
           acc0[r] += w * y0;
           acc1[r] += w * y1;
         }
       }
       for (int r = 0; r < NR; ++r) {
         T* o = out + r * os + d;
-        if (accumulate) {
-          V old0, old1;
-          vload<T, W>(old0, o);
-          vload<T, W>(old1, o + W);
-          acc0[r] += old0;
-          acc1[r] += old1;
-        }
         vstore<T, W>(o, acc0[r]);
         vstore<T, W>(o + W, acc1[r]);
       }
@@ -669,23 +711,15 @@ SEALKIT_INLINE void combine_tile(const T* Wt, int64_t wr, int64_t wc, int64_t n,
     for (int64_t i = 0; i < n; ++i) {
       V y;
       vload<T, W>(y, Y + i * ys + d);
-      for (int r = 0; r < NR; ++r) acc[r] += Wt[r * wr + i * wc] * y;
+      for (int r = 0; r < NR; ++r) acc[r] += Wt[r * wr + i] * y;
     }
-    for (int r = 0; r < NR; ++r) {
-      T* o = out + r * os + d;
-      if (accumulate) {
-        V old;
-        vload<T, W>(old, o);
-        acc[r] += old;
-      }
-      vstore<T, W>(o, acc[r]);
-    }
+    for (int r = 0; r < NR; ++r) vstore<T, W>(out + r * os + d, acc[r]);
   }
   for (; d < D; ++d) {
     for (int r = 0; r < NR; ++r) {
       T acc = 0;
-      for (int64_t i = 0; i < n; ++i) acc += Wt[r * wr + i * wc] * Y[i * ys + d];
-      out[r * os + d] = accumulate ? out[r * os + d] + acc : acc;
+      for (int64_t i = 0; i < n; ++i) acc += Wt[r * wr + i] * Y[i * ys + d];
+      out[r * os + d] = acc;
     }
   }
 }
@@ -697,26 +731,67 @@ SEALKIT_INLINE void combine_causal_rows(int64_t t0, int64_t t1, const T* S, int6
                                         int64_t D, T* out, int64_t os) {
   int64_t t = t0;
   for (; t + kTile <= t1; t += kTile)
-    combine_tile<T, W, kTile>(S + (t - t0) * ld, ld, 1, t + kTile, Y, ys, D, out + t * os, os, false);
-  for (; t < t1; ++t) combine_tile<T, W, 1>(S + (t - t0) * ld, ld, 1, t + 1, Y, ys, D, out + t * os, os, false);
+    combine_tile<T, W, kTile>(S + (t - t0) * ld, ld, t + kTile, Y, ys, D, out + t * os, os);
+  for (; t < t1; ++t) combine_tile<T, W, 1>(S + (t - t0) * ld, ld, t + 1, Y, ys, D, out + t * os, os);
 }
 
-// Rows j in [0, t1) of out (+)= sum_{t in [t0, t1)} S[t - t0][j] * X_t: the transposed product for
-// dk and dv. Queries before a key contribute zero, so a tile of keys starts at its first key's query.
-template <typename T, int W>
-SEALKIT_INLINE void combine_causal_cols(int64_t t0, int64_t t1, const T* S, int64_t ld, const T* X, int64_t xs,
-                                        int64_t D, T* out, int64_t os) {
-  int64_t j = 0;
-  for (; j < t1; j += kTile) {
-    const int64_t ts = std::max(t0, j), nq = t1 - ts;
-    const T* w = S + (ts - t0) * ld + j;
-    if (j + kTile <= t1) {
-      combine_tile<T, W, kTile>(w, 1, ld, nq, X + ts * xs, xs, D, out + j * os, os, true);
-    } else {
-      for (int64_t jj = j; jj < t1; ++jj)
-        combine_tile<T, W, 1>(w + (jj - j), 1, ld, nq, X + ts * xs, xs, D, out + jj * os, os, true);
+// outT[r][0, KV * W) += sum_{i < n} X[i * xs + r] * S[i * ld + 0, KV * W) for NR rows r (head_dim
+// values), i ascending: the transposed product's tile, KV vectors of keys wide. Per query one row of
+// S is KV vector loads and its row of X NR broadcasts, both contiguous.
+template <typename T, int W, int KV, int NR>
+SEALKIT_INLINE void cols_t_tile(const T* X, int64_t xs, const T* S, int64_t ld, int64_t n, T* outT, int64_t ot) {
+  using V = typename Vec<T, W>::type;
+  V acc[NR][KV] = {};
+  for (int64_t i = 0; i < n; ++i) {
+    V y[KV];
+    for (int v = 0; v < KV; ++v) vload<T, W>(y[v], S + i * ld + v * W);
+    for (int r = 0; r < NR; ++r) {
+      const T x = X[i * xs + r];
+      for (int v = 0; v < KV; ++v) acc[r][v] += x * y[v];
     }
   }
+  for (int r = 0; r < NR; ++r)
+    for (int v = 0; v < KV; ++v) {
+      V old;
+      vload<T, W>(old, outT + r * ot + v * W);
+      old += acc[r][v];
+      vstore<T, W>(outT + r * ot + v * W, old);
+    }
+}
+
+// Keys j in [0, t1): outT[d][j] (+)= sum_{t in [t0, t1)} S[t - t0][j] * X_t[d], the transposed
+// product for dk and dv, kept transposed (D rows, ot apart). ld must be a multiple of KV * W (the
+// tiles read whole key vectors; S is zero past each query's own key). Queries before a tile's first
+// key contribute zero, so a tile starts at its first key's query. Each element's sum is the one the
+// row-major tiles this replaced formed (i ascending from the block's first contributing query, then
+// added to the stored value; the extra masked terms add exact zeros), so the bits are too. Against
+// those (8 keys x head_dim per tile, S broadcast along a column, dk/dv rows read and written per
+// tile), attention's backward pass ran 1.08-1.16x faster at the tiny preset's shape and 1.07-1.12x
+// at SmolLM2's (2 threads, the two builds' calls alternating in one process, median of 21-41 rounds).
+template <typename T, int W>
+SEALKIT_INLINE void combine_causal_cols_t(int64_t t0, int64_t t1, const T* S, int64_t ld, const T* X, int64_t xs,
+                                          int64_t D, T* outT, int64_t ot) {
+  // Two key vectors where vectors are 512-bit (2 x 8 accumulators fit the 32 registers), else one.
+  constexpr int KV = W * sizeof(T) == 64 ? 2 : 1, NR = 8;
+  for (int64_t j = 0; j < t1; j += KV * W) {
+    const int64_t ts = std::max(t0, j), nq = t1 - ts;
+    const T* w = S + (ts - t0) * ld + j;
+    int64_t d = 0;
+    for (; d + NR <= D; d += NR) cols_t_tile<T, W, KV, NR>(X + ts * xs + d, xs, w, ld, nq, outT + d * ot + j, ot);
+    for (; d < D; ++d) cols_t_tile<T, W, KV, 1>(X + ts * xs + d, xs, w, ld, nq, outT + d * ot + j, ot);
+  }
+}
+
+// Rows [0, L) of out (stride os, D values) = the columns of inT (D rows, it apart).
+template <typename T, int W>
+SEALKIT_INLINE void transpose_cols_out(const T* inT, int64_t it, int64_t L, int64_t D, T* out, int64_t os) {
+#if SEALKIT_X86
+  if constexpr (std::is_same_v<T, float> && W == 16) {
+    if (D % 16 == 0) return transpose_cols_out_avx512(inT, it, L, D, out, os);
+  }
+#endif
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t d = 0; d < D; ++d) out[j * os + d] = inT[d * it + j];
 }
 
 // sum_d a[d] * b[d] in W lanes (d mod W) folded in a fixed order: a serial sum is a chain of D
@@ -741,6 +816,7 @@ SEALKIT_INLINE T dot_lanes(const T* a, const T* b, int64_t D) {
 template <typename T>
 struct AttnScratch {
   std::vector<T> s, dp, kt, vt;
+  std::vector<T> dkt, dvt;  // the backward unit's dk and dv, transposed (combine_causal_cols_t)
   // Room for a block of `rows` queries' scores, ld apart (dp only for the backward pass).
   void fit_block(int64_t rows, int64_t ld, bool backward) {
     const size_t need = static_cast<size_t>(rows * ld);
@@ -811,7 +887,8 @@ SEALKIT_INLINE void attention_forward_block(const AttentionShape& s, const T* q,
 // kQBlockBackward queries). With
 // P = exp(S - lse), dP = dout V^T, dS = scale * P * (dP - rowsum(dout * out)):
 // dq = dS K, dk = dS^T Q, dv = P^T dout. dk/dv rows are owned by this unit alone and accumulate in
-// a fixed order (heads, then query blocks, then queries inside a tile).
+// a fixed order (heads, then query blocks, then queries inside a tile), transposed in the thread's
+// scratch until the unit writes them.
 template <typename T, int W>
 SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q, const T* k, const T* v, const T* out,
                                             const T* lse, const T* dout, T* dq, T* dk, T* dv, int64_t seq,
@@ -831,10 +908,19 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
   }
   transpose_rows<T, W>(K, s.kv_stride, L, D, sc.kt.data());
   transpose_rows<T, W>(V, s.kv_stride, L, D, sc.vt.data());
-  for (int64_t j = 0; j < L; ++j) {
-    std::fill(dK + j * s.kv_stride, dK + j * s.kv_stride + D, T(0));
-    std::fill(dV + j * s.kv_stride, dV + j * s.kv_stride + D, T(0));
+  // Score rows and the transposed dk/dv rows hold whole tiles of keys (see combine_causal_cols_t).
+  constexpr int64_t key_tile = W * sizeof(T) == 64 ? 2 * W : W;
+  auto round_keys = [](int64_t n) { return (n + key_tile - 1) / key_tile * key_tile; };
+  const int64_t lt = round_keys(L);
+  const size_t dt_size = static_cast<size_t>(D * lt);
+  if (sc.dkt.size() < dt_size) {
+    sc.dkt.resize(dt_size);
+    sc.dvt.resize(dt_size);
   }
+  T* dKt = sc.dkt.data();
+  T* dVt = sc.dvt.data();
+  std::fill(dKt, dKt + dt_size, T(0));
+  std::fill(dVt, dVt + dt_size, T(0));
 
   for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h) {
     const T* Q = q + start * s.q_stride + h * D;
@@ -842,7 +928,7 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
     const T* O = out + start * out_stride + h * D;
     T* dQ = dq + start * s.q_stride + h * D;
     for (int64_t t0 = 0; t0 < L; t0 += kQBlockBackward) {
-      const int64_t t1 = std::min(L, t0 + kQBlockBackward), ld = round_lanes<W>(t1);
+      const int64_t t1 = std::min(L, t0 + kQBlockBackward), ld = round_keys(t1);
       sc.fit_block(kQBlockBackward, ld, true);
       T* P = sc.s.data();
       T* dS = sc.dp.data();
@@ -861,10 +947,12 @@ SEALKIT_INLINE void attention_backward_unit(const AttentionShape& s, const T* q,
         std::fill(ds + n, ds + ld, T(0));
       }
       combine_causal_rows<T, W>(t0, t1, dS, ld, K, s.kv_stride, D, dQ, s.q_stride);
-      combine_causal_cols<T, W>(t0, t1, dS, ld, Q, s.q_stride, D, dK, s.kv_stride);
-      combine_causal_cols<T, W>(t0, t1, P, ld, dO, out_stride, D, dV, s.kv_stride);
+      combine_causal_cols_t<T, W>(t0, t1, dS, ld, Q, s.q_stride, D, dKt, lt);
+      combine_causal_cols_t<T, W>(t0, t1, P, ld, dO, out_stride, D, dVt, lt);
     }
   }
+  transpose_cols_out<T, W>(dKt, lt, L, D, dK, s.kv_stride);
+  transpose_cols_out<T, W>(dVt, lt, L, D, dV, s.kv_stride);
 }
 
 // The forward pass at lane count W: keys transposed once per call (shared by every head of a
