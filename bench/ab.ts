@@ -9,7 +9,10 @@
 //
 // ADDON: a path to a sealkit.node (default: this checkout's build). A shape is ORIENT:MxNxK:BDTYPE
 // with ORIENT NT (y = x W^T), NN (dx = dy W) or TN (dW = dy^T x) and BDTYPE f32 or bf16; the
-// default shapes are the SmolLM2-135M and tiny training GEMMs. --update adds a rank-16 low-rank
+// default shapes are the SmolLM2-135M and tiny training GEMMs. ATTN:HxKVxDxSxL is causal attention
+// (H query heads, KV kv heads of D, S sequences of L tokens; attention_bench), timed forward and
+// backward as two rows, GFLOP/s counting 2 and 5 causal products (ATTN:9x3x64x4x256 is SmolLM2's
+// training shape, ATTN:4x2x32x4x256 the tiny preset's). --update adds a rank-16 low-rank
 // update riding on the tiles, as LoRA's forward and input gradient do (NT and NN only). Each of
 // --calls rounds times one batch of ~50 ms per variant (gemm_bench: natively timed, aligned
 // operands) and takes the batch's median; the table gives each variant's median GFLOP/s and the
@@ -46,12 +49,21 @@ const DEFAULT_SHAPES = [
   'NT:1024x128x128:bf16', 'NT:1024x384x128:bf16', 'NN:1024x128x384:bf16', 'NT:256x512x128:bf16', 'NN:256x128x512:bf16',
 ];
 
-interface Shape { text: string; orient: 'NT' | 'NN' | 'TN'; M: number; N: number; K: number; bDtype: 'f32' | 'bf16' }
+interface GemmShape { kind: 'gemm'; text: string; orient: 'NT' | 'NN' | 'TN'; M: number; N: number; K: number; bDtype: 'f32' | 'bf16' }
+interface AttnShape { kind: 'attn'; text: string; heads: number; kvHeads: number; headDim: number; seqs: number; len: number }
+type Shape = GemmShape | AttnShape;
 
 function parseShape(text: string): Shape {
+  const a = /^ATTN:(\d+)x(\d+)x(\d+)x(\d+)x(\d+)$/.exec(text.trim());
+  if (a) {
+    const [heads, kvHeads, headDim, seqs, len] = a.slice(1).map(Number) as [number, number, number, number, number];
+    if (!(heads > 0 && kvHeads > 0 && headDim > 0 && seqs > 0 && len > 0) || heads % kvHeads)
+      throw new Error(`--shapes: ATTN needs positive sizes with KV dividing H, got '${text}'`);
+    return { kind: 'attn', text: text.trim(), heads, kvHeads, headDim, seqs, len };
+  }
   const m = /^(NT|NN|TN):(\d+)x(\d+)x(\d+):(f32|bf16)$/.exec(text.trim());
-  if (!m) throw new Error(`--shapes: expected ORIENT:MxNxK:BDTYPE (e.g. NT:1024x576x576:bf16), got '${text}'`);
-  return { text: text.trim(), orient: m[1] as Shape['orient'], M: Number(m[2]), N: Number(m[3]), K: Number(m[4]), bDtype: m[5] as Shape['bDtype'] };
+  if (!m) throw new Error(`--shapes: expected ORIENT:MxNxK:BDTYPE (e.g. NT:1024x576x576:bf16) or ATTN:HxKVxDxSxL, got '${text}'`);
+  return { kind: 'gemm', text: text.trim(), orient: m[1] as GemmShape['orient'], M: Number(m[2]), N: Number(m[3]), K: Number(m[4]), bDtype: m[5] as GemmShape['bDtype'] };
 }
 
 const require = createRequire(import.meta.url);
@@ -64,32 +76,60 @@ const shapes = (opts.shapes ? opts.shapes.split(',') : DEFAULT_SHAPES).map(parse
 const calls = Number(opts.calls), threads = Number(opts.threads);
 if (!Number.isInteger(calls) || calls < 1) throw new Error(`--calls: expected a positive integer, got '${opts.calls}'`);
 if (!Number.isInteger(threads) || threads < 1) throw new Error(`--threads: expected a positive integer, got '${opts.threads}'`);
-if (opts.update && shapes.some((s) => s.orient === 'TN')) throw new Error('--update: LoRA updates ride on NT and NN GEMMs only');
+if (opts.update && shapes.some((s) => s.kind === 'gemm' && s.orient === 'TN')) throw new Error('--update: LoRA updates ride on NT and NN GEMMs only');
 for (const v of variants) v.addon.setThreads(threads);
 
 const rows: { shape: string; update: boolean; a_gflops: number; b_gflops: number; b_over_a: number }[] = [];
 console.log(`A: ${variants[0]!.what}\nB: ${variants[1]!.what}\n${threads} threads, ${calls} rounds${opts.update ? ', rank-16 update on the tiles' : ''}`);
 console.log(`${'shape'.padEnd(24)} ${'A GFLOP/s'.padStart(10)} ${'B GFLOP/s'.padStart(10)} ${'B/A'.padStart(7)}`);
+// Alternating batches of ~50 ms per variant, `calls` rounds: each variant's median time per call and
+// the median over rounds of the per-round speed ratio B/A. `time` runs one batch of `iters` calls and
+// returns the median call's seconds.
+function compare(time: (v: (typeof variants)[number], iters: number) => number): { a: number; b: number; ratio: number } {
+  // One call sizes the batches (at least one call), and warms both variants up.
+  const iters = Math.max(1, Math.round(0.05 / time(variants[0]!, 1)));
+  time(variants[1]!, 1);
+  const ta: number[] = [], tb: number[] = [];
+  for (let i = 0; i < calls; i++) {
+    ta.push(time(variants[0]!, iters));
+    tb.push(time(variants[1]!, iters));
+  }
+  return { a: median(ta), b: median(tb), ratio: median(ta.map((t, i) => t / tb[i]!)) };
+}
+
+function report(text: string, flops: number, r: { a: number; b: number; ratio: number }, update: boolean): void {
+  const row = { shape: text, update, a_gflops: flops / r.a / 1e9, b_gflops: flops / r.b / 1e9, b_over_a: r.ratio };
+  rows.push(row);
+  console.log(`${text.padEnd(24)} ${row.a_gflops.toFixed(1).padStart(10)} ${row.b_gflops.toFixed(1).padStart(10)} ${row.b_over_a.toFixed(3).padStart(7)}`);
+}
+
+function runAttention(s: AttnShape): void {
+  const rows = s.seqs * s.len, D = s.headDim;
+  const args: Record<string, unknown> = {
+    rows, heads: s.heads, kvHeads: s.kvHeads, headDim: D, scale: 1 / Math.sqrt(D),
+    seqStart: Int32Array.from({ length: s.seqs }, (_, i) => i * s.len), seqLen: new Int32Array(s.seqs).fill(s.len),
+    q: randomF32(rows * s.heads * D, 1), k: randomF32(rows * s.kvHeads * D, 2), v: randomF32(rows * s.kvHeads * D, 3),
+    dout: randomF32(rows * s.heads * D, 4),
+  };
+  const product = 2 * s.seqs * s.heads * ((s.len * (s.len + 1)) / 2) * D; // one causal matmul
+  for (const [pass, products] of [['forward', 2], ['backward', 5]] as const) {
+    const r = compare((v, iters) => withEnv(v.env, () => median(Array.from(v.addon.opRun('attention_bench', 'f32', { ...args, iters })[pass] as Float64Array))));
+    report(`${s.text} ${pass === 'forward' ? 'fwd' : 'bwd'}`, products * product, r, false);
+  }
+}
+
 for (const s of shapes) {
+  if (s.kind === 'attn') {
+    runAttention(s);
+    continue;
+  }
   const bf = randomF32(s.N * s.K, 2);
   const args: Record<string, unknown> = {
     M: s.M, N: s.N, K: s.K, transA: s.orient === 'TN', transB: s.orient === 'NT',
     A: randomF32(s.M * s.K, 1), B: s.bDtype === 'bf16' ? toBf16(bf) : bf, bDtype: s.bDtype,
   };
   if (opts.update) Object.assign(args, { U: randomF32(s.M * 16, 3), V: randomF32(16 * s.N, 4), rank: 16, transV: s.orient === 'NT', updateScale: 2 });
-  const timeBatch = (v: (typeof variants)[number], iters: number): number =>
-    withEnv(v.env, () => median(Array.from(v.addon.opRun('gemm_bench', 'f32', { ...args, iters }).times as Float64Array)));
-  // One call sizes the batches to ~50 ms (at least one call), and warms both variants up.
-  const iters = Math.max(1, Math.round(0.05 / timeBatch(variants[0]!, 1)));
-  timeBatch(variants[1]!, 1);
-  const ta: number[] = [], tb: number[] = [];
-  for (let i = 0; i < calls; i++) {
-    ta.push(timeBatch(variants[0]!, iters));
-    tb.push(timeBatch(variants[1]!, iters));
-  }
-  const flops = 2 * s.M * s.N * s.K;
-  const row = { shape: s.text, update: opts.update, a_gflops: flops / median(ta) / 1e9, b_gflops: flops / median(tb) / 1e9, b_over_a: median(ta.map((t, i) => t / tb[i]!)) };
-  rows.push(row);
-  console.log(`${s.text.padEnd(24)} ${row.a_gflops.toFixed(1).padStart(10)} ${row.b_gflops.toFixed(1).padStart(10)} ${row.b_over_a.toFixed(3).padStart(7)}`);
+  const r = compare((v, iters) => withEnv(v.env, () => median(Array.from(v.addon.opRun('gemm_bench', 'f32', { ...args, iters }).times as Float64Array))));
+  report(s.text, 2 * s.M * s.N * s.K, r, opts.update);
 }
 console.log(JSON.stringify({ a: variants[0]!.what, b: variants[1]!.what, threads, calls, rows }));

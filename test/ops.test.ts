@@ -1044,6 +1044,30 @@ test('attention: f32 backward agrees with f64 on every ISA; untouched padding an
   }
 });
 
+test('attention_bench: one time per call, forward and backward, and the kernels\' own results', () => {
+  // bench/ab.ts's ATTN shapes time attention through attention_bench.
+  const r = rng(31);
+  const c = attnCase([5, 40], r, 4, 2, 16);
+  const shape = attnShape(c);
+  const dout = f32(rand(c.rows * c.heads * c.headDim, r));
+  const q = f32(c.q), k = f32(c.k), v = f32(c.v);
+  const f = op('attention_forward', 'f32', { ...shape, q, k, v });
+  const b = op('attention_backward', 'f32', { ...shape, q, k, v, out: arr(f, 'out'), lse: arr(f, 'lse'), dout });
+  const bench = addon.opRun('attention_bench', 'f32', { ...shape, q, k, v, dout, iters: 3 }) as unknown as Record<string, Float64Array | Float32Array>;
+  for (const pass of ['forward', 'backward']) {
+    assert.is(bench[pass]!.length, 3, `${pass} times`);
+    for (const t of bench[pass]!) assert.ok(t > 0 && t < 10, `${pass} time ${t}`);
+  }
+  sameBits(bench.out as Float32Array, arr(f, 'out') as Float32Array, 'out');
+  for (const key of ['dq', 'dk', 'dv']) {
+    // The op's outputs start from zero or the given arrays; the bench's scratch from zero. Rows no
+    // sequence covers stay zero in both here.
+    sameBits(bench[key] as Float32Array, arr(b, key) as Float32Array, key);
+  }
+  assert.throws(() => addon.opRun('attention_bench', 'f32', { ...shape, q, k, v, dout, iters: 0 }), /iters/);
+  assert.throws(() => addon.opRun('attention_bench', 'f32', { ...shape, q, k, v }), /dout/);
+});
+
 // ---- SwiGLU ---------------------------------------------------------------------------------------
 
 test('swiglu: forward against a naive loop; f32 vs f64; backward by finite differences', () => {

@@ -661,6 +661,52 @@ Napi::Object op_attention_backward(const Args& a) {
   return r;
 }
 
+// Times `iters` forward and `iters` backward calls natively (after one warm-up of each) on the given
+// q, k, v and dout, into scratch of its own: the kernels' time without the per-call marshalling and
+// output allocation of the ops above (bench/ab.ts's ATTN shapes). Returns the times and the last
+// call's out, dq, dk and dv.
+template <typename T>
+Napi::Object op_attention_bench(const Args& a) {
+  AttnCall c = attention_args(a);
+  const cpu::AttentionShape& s = c.s;
+  const int64_t iters = a.integer_or("iters", 10, 1);
+  const int64_t q_len = product(a, "q", c.rows, s.q_stride), kv_len = product(a, "k", c.rows, s.kv_stride);
+  const int64_t o_len = product(a, "out", c.rows, s.heads * s.head_dim);
+  View<T> q = a.array<T>("q", q_len), k = a.array<T>("k", kv_len), v = a.array<T>("v", kv_len);
+  View<T> dout = a.array<T>("dout", o_len);
+  std::vector<T> out(static_cast<size_t>(o_len)), lse(static_cast<size_t>(product(a, "lse", c.rows, s.heads)));
+  std::vector<T> dq(static_cast<size_t>(q_len)), dk(static_cast<size_t>(kv_len)), dv(static_cast<size_t>(kv_len));
+  auto forward = [&] { cpu::attention_forward<T>(s, q.data, k.data, v.data, out.data(), lse.data()); };
+  auto backward = [&] {
+    cpu::attention_backward<T>(s, q.data, k.data, v.data, out.data(), lse.data(), dout.data, dq.data(), dk.data(),
+                               dv.data());
+  };
+  auto timed = [&](auto&& run) {
+    run();
+    auto times = Napi::Float64Array::New(a.env(), static_cast<size_t>(iters));
+    for (int64_t i = 0; i < iters; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      run();
+      times[i] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    return times;
+  };
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("forward", timed(forward));
+  r.Set("backward", timed(backward));
+  // The last call's results, so a test can check that the timed calls are the kernels' own.
+  auto copy = [&](const std::vector<T>& x) {
+    auto t = Napi::TypedArrayOf<T>::New(a.env(), x.size());
+    if (!x.empty()) std::memcpy(t.Data(), x.data(), x.size() * sizeof(T));
+    return t;
+  };
+  r.Set("out", copy(out));
+  r.Set("dq", copy(dq));
+  r.Set("dk", copy(dk));
+  r.Set("dv", copy(dv));
+  return r;
+}
+
 // ---- SwiGLU --------------------------------------------------------------------------------------
 
 template <typename T>
@@ -828,6 +874,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"rope_backward", {op_rope<float, true>, op_rope<double, true>}},
       {"attention_forward", {op_attention_forward<float>, op_attention_forward<double>}},
       {"attention_backward", {op_attention_backward<float>, op_attention_backward<double>}},
+      {"attention_bench", {op_attention_bench<float>, op_attention_bench<double>}},
       {"swiglu_forward", {op_swiglu_forward<float>, op_swiglu_forward<double>}},
       {"swiglu_backward", {op_swiglu_backward<float>, op_swiglu_backward<double>}},
       {"cross_entropy", {op_cross_entropy<float>, op_cross_entropy<double>}},
