@@ -539,6 +539,8 @@ constexpr int64_t kQBlock = 32;
 // Per layer at the tiny preset's shape (4 x 256 tokens, 4 heads of 32, 2 kv heads; 2 threads,
 // alternating builds) 64 took ~1.30 ms against ~1.45 at 32, 1.26-1.40 at 128 and 1.26-1.40 at 256,
 // and SmolLM2's (9 heads of 64, 3 kv heads) 4.8-5.2 ms against 5.3-5.5 at 32 and 5.5-5.7 at 128.
+// Swept again with the transposed dk/dv (in-process A/B against the previous kernels): 32 about as
+// fast as 64, 128 slower at SmolLM2's shape (0.97-1.07x against 64's 1.06-1.14x).
 constexpr int64_t kQBlockBackward = 64;
 constexpr int kTile = 8;  // output rows per register tile (8 accumulators + 1 operand fit every ISA)
 
