@@ -37,10 +37,12 @@
 // it issues at the FMA rate, doubling the FLOPs; not measured here). f32 B, and bf16 B under every
 // other ISA, take the f32 kernels unchanged (bf16 widened while packing).
 #include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../core/cpu_features.h"
@@ -295,24 +297,18 @@ constexpr MicroKernel micro_avx512 = micro_avx512_rows<kAvx512Mr>;
 // A partial strip (rows < 14) of the AVX-512 kernel. Kept apart from micro_avx512 so the full
 // tile's call takes no dispatch (one inside it measured 1-2 % slower on the tiny model's K = 128
 // shapes).
+// Entry r - 1 runs r rows.
+template <size_t... R>
+constexpr std::array<MicroKernel, sizeof...(R)> avx512_row_kernels(std::index_sequence<R...>) {
+  return {micro_avx512_rows<static_cast<int>(R) + 1>...};
+}
+constexpr std::array<MicroKernel, kAvx512Mr - 1> kAvx512EdgeKernels =
+    avx512_row_kernels(std::make_index_sequence<kAvx512Mr - 1>());
+
 SEALKIT_AVX512 void micro_avx512_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
                                       int cols, const Epilogue& ep) {
-  switch (rows) {
-    case 1: return micro_avx512_rows<1>(kc, a, b, c, ldc, rows, cols, ep);
-    case 2: return micro_avx512_rows<2>(kc, a, b, c, ldc, rows, cols, ep);
-    case 3: return micro_avx512_rows<3>(kc, a, b, c, ldc, rows, cols, ep);
-    case 4: return micro_avx512_rows<4>(kc, a, b, c, ldc, rows, cols, ep);
-    case 5: return micro_avx512_rows<5>(kc, a, b, c, ldc, rows, cols, ep);
-    case 6: return micro_avx512_rows<6>(kc, a, b, c, ldc, rows, cols, ep);
-    case 7: return micro_avx512_rows<7>(kc, a, b, c, ldc, rows, cols, ep);
-    case 8: return micro_avx512_rows<8>(kc, a, b, c, ldc, rows, cols, ep);
-    case 9: return micro_avx512_rows<9>(kc, a, b, c, ldc, rows, cols, ep);
-    case 10: return micro_avx512_rows<10>(kc, a, b, c, ldc, rows, cols, ep);
-    case 11: return micro_avx512_rows<11>(kc, a, b, c, ldc, rows, cols, ep);
-    case 12: return micro_avx512_rows<12>(kc, a, b, c, ldc, rows, cols, ep);
-    case 13: return micro_avx512_rows<13>(kc, a, b, c, ldc, rows, cols, ep);
-    default: return micro_avx512(kc, a, b, c, ldc, rows, cols, ep);
-  }
+  const MicroKernel k = rows >= 1 && rows < kAvx512Mr ? kAvx512EdgeKernels[rows - 1] : micro_avx512;
+  k(kc, a, b, c, ldc, rows, cols, ep);
 }
 
 // ---- AVX-512 packing ----------------------------------------------------------------------------
