@@ -1247,11 +1247,13 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // shared; each task packs its own rows of A (and U) just before running them against every B
   // strip, so A's packing overlaps the other threads' compute and its strips are read back from
   // L1/L2, not from a shared panel of megabytes. Same packing, blocks and micro-kernel calls per tile
-  // as the shared path at the end: the same bits. Measured on the f32-product kernels only (not the
-  // bf16-pair ones). SEALKIT_LOCAL_PACK=0 (read per call) turns this and the next case off, for
-  // tests and benchmarks.
+  // as the shared path at the end: the same bits. Also on the vdpbf16ps pair kernels (sizes count
+  // packed slots, one pair each): on AMD Zen 5, bench/ab.ts against the shared path, 15 rounds, tiny
+  // shapes 1024 x 128 x 384 NN 1.67x, 1024 x 128 x 128 NT 1.20x; the tiny LoRA step 1.09x (7 pairs).
+  // Not AMX, whose evened-out K blocks are untested here. SEALKIT_LOCAL_PACK=0 (read per call) turns
+  // this and the next case off, for tests and benchmarks.
   const int64_t all_a_strips = (M + mr - 1) / mr, all_b_strips = (N + nr - 1) / nr;
-  if (!ks.pairs && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
+  if (ks.pair_align == 1 && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
     if (sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
     float* pb_all = sc.b.data();
     pack_shared(all_b_strips, 0, N, pb_all, 0, 0, 0, true);
@@ -1286,7 +1288,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // then never makes the round trip through a shared panel of megabytes, and the GEMM has two
   // barriers, not two per column chunk. Only when B is the larger operand (with many rows the shared
   // panel is reused enough). Same bits, as above.
-  if (!ks.pairs && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
+  if (ks.pair_align == 1 && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
     pack_shared(0, 0, 0, nullptr, all_a_strips, 0, M, true);
     const int64_t bt = tasks_for(all_b_strips), b_per = (all_b_strips + bt - 1) / bt;
     pool.run(bt, [&](int64_t t, int) {
