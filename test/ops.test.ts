@@ -563,8 +563,9 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
   });
 });
 
-// A K over twice the slab depth (native/cpu/gemm.cc kSlabK = 512) runs as K slabs with C += from
-// the second on; a K that is not a multiple of the slab or of the K block leaves a short last slab.
+// A K over twice the slab depth (native/cpu/gemm.cc kSlabSteps = 512 depth steps: 512 k on the f32
+// kernels, 1,024 on the bf16-pair ones) runs as K slabs with C += from the second on; a K that is not
+// a multiple of the slab or of the K block leaves a short last slab (2825: an odd last pair too).
 test('gemm: long K (K slabs) against f64, every ISA, all orientations, f32 and bf16 B', () => {
   const r = rng(31);
   const cases = [[37, 70, 2825], [20, 33, 4096], [30, 40, 1300]].flatMap(([M, N, K]) =>

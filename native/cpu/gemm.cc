@@ -994,14 +994,18 @@ constexpr int64_t kLocalBABudget = int64_t(256) << 10;
 // A, so each task can pack its own rows and run them against all of B (see packed_gemm). Larger
 // panels measured slower that way (SmolLM2's 576 x 192: 5 %).
 constexpr int64_t kLocalAPanelBudget = int64_t(64) << 10;
-// Depth of the K slabs a long-K GEMM runs as (a multiple of every non-AMX K block: 256 f32 steps,
-// 128 bf16 pairs); K up to twice this runs unsplit. A shallower slab lets a task's row group of
+// Depth of the K slabs a long-K GEMM runs as, in packed depth steps (k on the f32 kernels, bf16
+// pairs on the vdpbf16ps ones: 512 or 1,024 k), a multiple of every non-AMX K block (256 f32 steps,
+// 128 pairs); K up to twice this runs unsplit. A shallower slab lets a task's row group of
 // packed A (kTaskABudget) hold more rows, so each B strip, read from L3, feeds more tiles: at
 // K = 1536 (SmolLM2's down projection and the gate/up input gradient) a group held 56 rows at depth
 // 1536 and 182 at 512. Against 1024 (bench/ab.ts, 2 threads, warm operands, 11-15 rounds):
 // 1024 x 576 x 1536 NT and NN 1.05-1.10x, 256-512 rows 1.13-1.15x, TN weight gradients at K 1024-2048
 // 1.01-1.08x, the LM head's input gradient (K 49,152) 0.97-1.05x; a SmolLM2-135M LoRA step 1.013x.
-constexpr int64_t kSlabK = 512;
+// Counted in pairs, the same depth keeps K = 1,536 unsplit on the vdpbf16ps kernels: against 512-k
+// slabs there (AMD Zen 5, 15 rounds) 1024 x 576 x 1536 NT and NN 1.07-1.17x, with the LoRA update on
+// the tiles 1.14-1.17x; the LM head's input gradient level (0.996x).
+constexpr int64_t kSlabSteps = 512;
 
 // Largest multiple of `unit` whose product with `per` stays within `budget` (at least one unit),
 // capped at `total` rounded up to the unit.
@@ -1127,11 +1131,12 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   // B is packed again for every row chunk (the SmolLM2 LM head ran at a third of the rate of the
   // other GEMMs). Slabs are whole K blocks, so every tile sums its blocks in the same order as
   // unsplit: the same bits. AMX's evened-out blocks depend on the whole depth; it stays unsplit.
-  if (ks.pair_align == 1 && g.K > 2 * kSlabK) {
+  const int64_t slab_k = ks.pairs ? 2 * kSlabSteps : kSlabSteps;
+  if (ks.pair_align == 1 && g.K > 2 * slab_k) {
     const size_t b_bytes = dtype_size(g.B.dtype);
-    for (int64_t k0 = 0; k0 < g.K; k0 += kSlabK) {
+    for (int64_t k0 = 0; k0 < g.K; k0 += slab_k) {
       GemmArgs<float> slab = g;
-      slab.K = std::min(kSlabK, g.K - k0);
+      slab.K = std::min(slab_k, g.K - k0);
       slab.A = g.A + k0 * (g.trans_a ? g.lda : 1);
       slab.B.data = static_cast<const char*>(g.B.data) + k0 * (g.trans_b ? 1 : g.ldb) * b_bytes;
       if (k0 > 0) slab.beta = 1;
