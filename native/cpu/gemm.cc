@@ -645,8 +645,11 @@ void few_rows_avx512(const GemmArgs<float>* gs, int n) {
 // 14 broadcasts of A pairs and 28 vdpbf16ps (each 16 lanes x 2 products). Packing rounds A with
 // vcvtne2ps2bf16 and copies B's bf16 bits; a packed slot (float-typed storage) holds one pair.
 constexpr int kBf16Mr = 14, kBf16Nr = 32;
-// Pairs per K block (256 k): a 16 KiB slice of the B strip and a 7 KiB slice of the A strip in L1.
-constexpr int64_t kBf16Kc = 128;
+// Pairs per K block at most (576 k), blocks evened out (packed_gemm): up to a 36 KiB slice of the B
+// strip, reused across row strips, and a 16 KiB slice of the A strip. On AMD Zen 5 (bench/ab.ts, 15
+// rounds, SmolLM2's training shapes with the LoRA update on the tiles) 1.01-1.05x against blocks of
+// 128 pairs; 64 pairs was 0.95-0.97x, 384 unevened about as 288 evened. K = 576 runs as one block.
+constexpr int64_t kBf16Kc = 288;
 
 SEALKIT_BF16 inline __m512bh as_bh(__m512 x) { return (__m512bh)_mm512_castps_si512(x); }
 SEALKIT_BF16 inline __m512bh as_bh(__m512i x) { return (__m512bh)x; }
@@ -995,8 +998,8 @@ constexpr int64_t kLocalBABudget = int64_t(256) << 10;
 // panels measured slower that way (SmolLM2's 576 x 192: 5 %).
 constexpr int64_t kLocalAPanelBudget = int64_t(64) << 10;
 // Depth of the K slabs a long-K GEMM runs as, in packed depth steps (k on the f32 kernels, bf16
-// pairs on the vdpbf16ps ones: 512 or 1,024 k), a multiple of every non-AMX K block (256 f32 steps,
-// 128 pairs); K up to twice this runs unsplit. A shallower slab lets a task's row group of
+// pairs on the vdpbf16ps ones: 512 or 1,024 k), a multiple of the f32 kernels' K blocks (256 steps);
+// K up to twice this runs unsplit. A shallower slab lets a task's row group of
 // packed A (kTaskABudget) hold more rows, so each B strip, read from L3, feeds more tiles: at
 // K = 1536 (SmolLM2's down projection and the gate/up input gradient) a group held 56 rows at depth
 // 1536 and 182 at 512. Against 1024 (bench/ab.ts, 2 threads, warm operands, 11-15 rounds):
@@ -1129,8 +1132,9 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   // A long K (the LM head's input gradient: K = vocabulary) runs as slabs of K, one packed GEMM
   // each, C += from the second on: packed over all of K, the blocks shrink to a single B strip and
   // B is packed again for every row chunk (the SmolLM2 LM head ran at a third of the rate of the
-  // other GEMMs). Slabs are whole K blocks, so every tile sums its blocks in the same order as
-  // unsplit: the same bits. AMX's evened-out blocks depend on the whole depth; it stays unsplit.
+  // other GEMMs). On the f32 kernels slabs are whole K blocks, so every tile sums its blocks in the
+  // same order as unsplit: the same bits; the vdpbf16ps kernels even out their blocks within each
+  // slab. AMX's evened-out, aligned blocks depend on the whole depth; it stays unsplit.
   const int64_t slab_k = ks.pairs ? 2 * kSlabSteps : kSlabSteps;
   if (ks.pair_align == 1 && g.K > 2 * slab_k) {
     const size_t b_bytes = dtype_size(g.B.dtype);
@@ -1155,10 +1159,10 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
   const int64_t Kd = ks.pairs ? ((K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : K;
-  // K blocks: ks.kc deep, or for aligned pairs (AMX) the fewest blocks of at most ks.kc, evened out
-  // (K = 1601: 816 padded pairs run as 3 x 272, not 384 + 384 + 48).
+  // K blocks: ks.kc deep, or for pairs (vdpbf16ps, AMX) the fewest blocks of at most ks.kc, evened
+  // out (AMX, K = 1601: 816 padded pairs run as 3 x 272, not 384 + 384 + 48).
   int64_t kc_depth = ks.kc;
-  if (ks.pair_align > 1) {
+  if (ks.pairs) {
     const int64_t blocks = (Kd + ks.kc - 1) / ks.kc;
     kc_depth = ((Kd + blocks - 1) / blocks + ks.pair_align - 1) / ks.pair_align * ks.pair_align;
   }
