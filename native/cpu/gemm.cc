@@ -71,6 +71,30 @@ struct MatRef {
   int64_t rs, cs;
 };
 
+// The source lines of one B strip (columns [j0, j0 + n) of op(B) over all K), to prefetch into L2 a
+// part at a time while the strip before it runs: the LM head's 56 MB of weights come from memory,
+// and the task that packs a strip would otherwise wait on every line of it.
+struct StripSource {
+  const char* base = nullptr;
+  int64_t runs = 0, stride = 0, bytes = 0;  // `runs` contiguous runs of `bytes`, `stride` apart
+
+  StripSource() = default;
+  StripSource(const MatRef& b, int64_t j0, int64_t n, int64_t K) {
+    const int64_t es = static_cast<int64_t>(dtype_size(b.dtype));
+    base = static_cast<const char*>(b.data) + j0 * b.cs * es;
+    if (b.rs == 1) runs = n, stride = b.cs * es, bytes = K * es;  // columns contiguous in k
+    else runs = K, stride = b.rs * es, bytes = n * es;             // rows of op(B) (cs == 1)
+  }
+  // Part i of `parts`: its share of the runs, every cache line each touches.
+  void prefetch(int64_t i, int64_t parts) const {
+    for (int64_t r = i * runs / parts, end = (i + 1) * runs / parts; r < end; ++r) {
+      const uintptr_t first = reinterpret_cast<uintptr_t>(base + r * stride);
+      for (uintptr_t line = first & ~uintptr_t(63); line < first + bytes; line += 64)
+        __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
+    }
+  }
+};
+
 // How a micro-kernel writes its tile: C = alpha * acc + beta * C, and C's old value is not read at
 // all when load_c is false (beta == 0 on the first K block, so NaNs in C are ignored). Later K
 // blocks use beta = 1 to add onto the partial result.
@@ -1194,7 +1218,9 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // K blocks back to back, so the rows' C tile stays in L1/L2 between blocks and the block's KC x NR
   // slice of the strip stays in L1 across the row strips.
   auto strip_tiles = [&](const float* a_rows, [[maybe_unused]] const float* u_rows, int64_t i0, int64_t r0, int64_t r1,
-                         int64_t col, int cols, const float* bs) {
+                         int64_t col, int cols, const float* bs, const StripSource* next = nullptr) {
+    const int64_t calls = ((Kd + kc_depth - 1) / kc_depth) * ((r1 - r0 + mr - 1) / mr);
+    int64_t call = 0;
     for (int64_t k0 = 0; k0 < Kd; k0 += kc_depth) {
       const int64_t kc = std::min(kc_depth, Kd - k0);
       const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
@@ -1205,6 +1231,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           ks.edge(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
         else
           ks.micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+        if (next) next->prefetch(call++, calls);
 #if SEALKIT_X86
         if (fuse && k0 + kc >= Kd) {  // the tile is final: add the update while it is in L1
           const Epilogue add{update->scale, 1.f, true};
@@ -1303,9 +1330,14 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     pool.run(bt, [&](int64_t t, int) {
       std::vector<float>& strip = scratch().own;
       if (strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
-      for (int64_t s = t * b_per; s < std::min(all_b_strips, (t + 1) * b_per); ++s) {
+      const int64_t s_end = std::min(all_b_strips, (t + 1) * b_per);
+      for (int64_t s = t * b_per; s < s_end; ++s) {
         ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
-        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data());
+        // The task's next strip comes into L2 while this one runs (bench/ab.ts on Zen 5, 15 rounds:
+        // the LM head 256 x 49152 x 576 NT 1.11x with bf16 W, 1.03x f32; its input gradient 1.03x).
+        const StripSource next = s + 1 < s_end ? StripSource(B, (s + 1) * nr, std::min(nr, N - (s + 1) * nr), K) : StripSource();
+        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data(),
+                    next.runs ? &next : nullptr);
       }
     });
     return;
