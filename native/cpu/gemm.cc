@@ -479,6 +479,22 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, cons
 #pragma GCC unroll 16
     for (int f = 0; f < 16; ++f)
       v[4 * (f % 4) + f / 4] = base + f < F ? acc[(base + f) / NB][(base + f) % NB] : _mm512_setzero_ps();
+    if constexpr (NB == 4) {
+      // Four rows of four columns: row base / 4 + r's sums are 128-bit lane r, written as one masked
+      // vector (16 scalar read-modify-writes cost about as much as the block's reduction).
+      alignas(64) float xs[16];
+      _mm512_store_ps(xs, _mm512_mul_ps(_mm512_set1_ps(g.alpha), reduce16(v)));
+      const __mmask8 m = __mmask8((1u << nb) - 1);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        if (base / 4 + r >= MB) break;
+        float* c = g.C + (i0 + base / 4 + r) * g.ldc + n;
+        __m128 x = _mm_load_ps(xs + 4 * r);
+        if (g.beta != 0.f) x = _mm_mask3_fmadd_ps(_mm_set1_ps(g.beta), _mm_maskz_loadu_ps(m, c), x, 0xf);
+        _mm_mask_storeu_ps(c, m, x);
+      }
+      continue;
+    }
     alignas(64) float sums[16];
     _mm512_store_ps(sums, reduce16(v));  // sums[f] = accumulator base + f's sum
     for (int f = 0; f < 16 && base + f < F; ++f) {
