@@ -687,15 +687,19 @@ constexpr int64_t kBf16Kc = 288;
 SEALKIT_BF16 inline __m512bh as_bh(__m512 x) { return (__m512bh)_mm512_castps_si512(x); }
 SEALKIT_BF16 inline __m512bh as_bh(__m512i x) { return (__m512bh)x; }
 
-SEALKIT_BF16 void micro_bf16(int64_t kp, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
-                             const Epilogue& ep) {
-  __m512 acc[kBf16Mr][2];
+// The first R rows of a packed 14-row strip, as micro_avx512_rows: R = 14 is the full tile; smaller R
+// run a GEMM's last strip on its valid rows only (1024 tokens: 2 rows, the LM head's 256: 4), with
+// each element's products and order those of the full tile, so the same bits.
+template <int R>
+SEALKIT_BF16 void micro_bf16_rows(int64_t kp, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
+                                  const Epilogue& ep) {
+  __m512 acc[R][2];
 #pragma GCC unroll 32
-  for (int i = 0; i < kBf16Mr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kp; ++p) {
     const __m512bh b0 = as_bh(_mm512_loadu_ps(b)), b1 = as_bh(_mm512_loadu_ps(b + 16));
 #pragma GCC unroll 32
-    for (int i = 0; i < kBf16Mr; ++i) {
+    for (int i = 0; i < R; ++i) {
       const __m512bh ai = as_bh(_mm512_set1_ps(a[i]));  // a pair's bits; a broadcast never alters them
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
@@ -705,10 +709,28 @@ SEALKIT_BF16 void micro_bf16(int64_t kp, const float* a, const float* b, float* 
   }
   const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
 #pragma GCC unroll 32
-  for (int i = 0; i < kBf16Mr; ++i) {
+  for (int i = 0; i < R; ++i) {
     if (i >= rows) break;
     store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
   }
+}
+
+constexpr MicroKernel micro_bf16 = micro_bf16_rows<kBf16Mr>;
+
+// A partial strip (rows < 14) of the vdpbf16ps kernel, apart from the full tile as for AVX-512.
+// Against the full tile on zero padding (bench/ab.ts, Zen 5, 15-21 rounds): the LM head, 256 x 49152
+// x 576 NT and its input gradient (a last strip of 4 rows), 1.04x and 1.03x; 1024-row shapes (2
+// rows) 1.00-1.03x.
+template <size_t... R>
+constexpr std::array<MicroKernel, sizeof...(R)> bf16_row_kernels(std::index_sequence<R...>) {
+  return {micro_bf16_rows<static_cast<int>(R) + 1>...};
+}
+constexpr std::array<MicroKernel, kBf16Mr - 1> kBf16EdgeKernels = bf16_row_kernels(std::make_index_sequence<kBf16Mr - 1>());
+
+SEALKIT_BF16 void micro_bf16_edge(int64_t kp, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
+                                  const Epilogue& ep) {
+  const MicroKernel k = rows >= 1 && rows < kBf16Mr ? kBf16EdgeKernels[rows - 1] : micro_bf16;
+  k(kp, a, b, c, ldc, rows, cols, ep);
 }
 
 // 32 consecutive floats (n of them valid, the rest read as zero) rounded to 16 bf16 pairs.
@@ -1176,7 +1198,8 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   const KernelSpec ks =
       !dp_bf16 ? select_kernel(isa)
       : amx    ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}
-               : KernelSpec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf16, pack_b_bf16, true};
+               : KernelSpec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf16, pack_b_bf16, true, 1,
+                            micro_bf16_edge};
   // The update rides on the tiles when the separate call would run micro_avx512 (or narrow_n, the
   // same arithmetic: k ascending from zero, then C = scale * sum + C) in one K block, and the base
   // tiles are its 14 x 32: the tile's update is then that call's own micro-kernel on the same
