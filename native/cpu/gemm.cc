@@ -468,30 +468,42 @@ inline void prefetch_rows_l2(const Src* B, int64_t ldb, int64_t K, int64_t r0, i
 }
 
 // Writes the MB x NB accumulators' sums to C rows [i0, i0 + MB), columns [n, n + nb), through alpha
-// and beta: 16 accumulators per reduce16, so every element is summed by the same tree. Each row's NB
-// sums then leave as one masked vector (16 scalar read-modify-writes cost about as much as a block's
-// reduction; with 4-row groups, SmolLM2 decoding at batch 8 ran 1.20x faster under AVX512-BF16).
+// and beta: 16 accumulators per reduce16, so every element is summed by the same tree.
 template <int MB, int NB>
 SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, const __m512 (&acc)[MB][NB], int64_t i0,
                                                   int64_t n, int nb) {
-  static_assert(NB <= 4, "a row's sums leave as one 128-bit vector");
   constexpr int F = MB * NB;
-  alignas(64) float xs[(F + 15) / 16 * 16];  // xs[i * NB + j]: alpha times row i, column j's sum
 #pragma GCC unroll 2
   for (int base = 0; base < F; base += 16) {
     __m512 v[16];
 #pragma GCC unroll 16
     for (int f = 0; f < 16; ++f)
       v[4 * (f % 4) + f / 4] = base + f < F ? acc[(base + f) / NB][(base + f) % NB] : _mm512_setzero_ps();
-    _mm512_store_ps(xs + base, _mm512_mul_ps(_mm512_set1_ps(g.alpha), reduce16(v)));
-  }
-  const __mmask8 m = __mmask8((1u << nb) - 1);
-#pragma GCC unroll 8
-  for (int i = 0; i < MB; ++i) {
-    float* c = g.C + (i0 + i) * g.ldc + n;
-    __m128 x = _mm_maskz_loadu_ps(m, xs + i * NB);
-    if (g.beta != 0.f) x = _mm_mask3_fmadd_ps(_mm_set1_ps(g.beta), _mm_maskz_loadu_ps(m, c), x, 0xf);
-    _mm_mask_storeu_ps(c, m, x);
+    if constexpr (NB == 4) {
+      // Four rows of four columns: row base / 4 + r's sums are 128-bit lane r, written as one masked
+      // vector (16 scalar read-modify-writes cost about as much as the block's reduction).
+      alignas(64) float xs[16];
+      _mm512_store_ps(xs, _mm512_mul_ps(_mm512_set1_ps(g.alpha), reduce16(v)));
+      const __mmask8 m = __mmask8((1u << nb) - 1);
+#pragma GCC unroll 4
+      for (int r = 0; r < 4; ++r) {
+        if (base / 4 + r >= MB) break;
+        float* c = g.C + (i0 + base / 4 + r) * g.ldc + n;
+        __m128 x = _mm_load_ps(xs + 4 * r);
+        if (g.beta != 0.f) x = _mm_mask3_fmadd_ps(_mm_set1_ps(g.beta), _mm_maskz_loadu_ps(m, c), x, 0xf);
+        _mm_mask_storeu_ps(c, m, x);
+      }
+      continue;
+    }
+    alignas(64) float sums[16];
+    _mm512_store_ps(sums, reduce16(v));  // sums[f] = accumulator base + f's sum
+    for (int f = 0; f < 16 && base + f < F; ++f) {
+      const int i = (base + f) / NB, j = (base + f) % NB;
+      if (j >= nb) continue;
+      float* c = g.C + (i0 + i) * g.ldc + n + j;
+      const float x = g.alpha * sums[f];
+      *c = g.beta == 0.f ? x : x + g.beta * *c;
+    }
   }
 }
 
