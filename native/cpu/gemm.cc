@@ -318,22 +318,26 @@ SEALKIT_AVX512 void micro_avx512_rows(int64_t kc, const float* a, const float* b
 // The full tile.
 constexpr MicroKernel micro_avx512 = micro_avx512_rows<kAvx512Mr>;
 
-// A partial strip (rows < 14) of the AVX-512 kernel. Kept apart from micro_avx512 so the full
-// tile's call takes no dispatch (one inside it measured 1-2 % slower on the tiny model's K = 128
-// shapes).
-// Entry r - 1 runs r rows.
-template <size_t... R>
-constexpr std::array<MicroKernel, sizeof...(R)> avx512_row_kernels(std::index_sequence<R...>) {
-  return {micro_avx512_rows<static_cast<int>(R) + 1>...};
+// A partial strip (rows < MR) of a row-templated kernel: `Rows::kernel<R>` runs the first R rows of
+// a strip. Kept apart from the full tile's kernel so its call takes no dispatch (one inside it
+// measured 1-2 % slower on the tiny model's K = 128 shapes). Entry r - 1 of the table runs r rows.
+template <typename Rows, size_t... R>
+constexpr std::array<MicroKernel, sizeof...(R)> row_kernels(std::index_sequence<R...>) {
+  return {Rows::template kernel<static_cast<int>(R) + 1>...};
 }
-constexpr std::array<MicroKernel, kAvx512Mr - 1> kAvx512EdgeKernels =
-    avx512_row_kernels(std::make_index_sequence<kAvx512Mr - 1>());
-
-SEALKIT_AVX512 void micro_avx512_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows,
-                                      int cols, const Epilogue& ep) {
-  const MicroKernel k = rows >= 1 && rows < kAvx512Mr ? kAvx512EdgeKernels[rows - 1] : micro_avx512;
+template <typename Rows, int MR>
+void micro_edge(int64_t kc, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
+                const Epilogue& ep) {
+  static constexpr std::array<MicroKernel, MR - 1> table = row_kernels<Rows>(std::make_index_sequence<MR - 1>());
+  const MicroKernel k = rows >= 1 && rows < MR ? table[rows - 1] : Rows::template kernel<MR>;
   k(kc, a, b, c, ldc, rows, cols, ep);
 }
+
+struct Avx512Rows {
+  template <int R>
+  static constexpr MicroKernel kernel = micro_avx512_rows<R>;
+};
+constexpr MicroKernel micro_avx512_edge = micro_edge<Avx512Rows, kAvx512Mr>;
 
 // ---- AVX-512 packing ----------------------------------------------------------------------------
 // The transposing cases (A row-major, B stored as W for y = x W^T) dominate packing time; they go
@@ -717,21 +721,14 @@ SEALKIT_BF16 void micro_bf16_rows(int64_t kp, const float* a, const float* b, fl
 
 constexpr MicroKernel micro_bf16 = micro_bf16_rows<kBf16Mr>;
 
-// A partial strip (rows < 14) of the vdpbf16ps kernel, apart from the full tile as for AVX-512.
-// Against the full tile on zero padding (bench/ab.ts, Zen 5, 15-21 rounds): the LM head, 256 x 49152
-// x 576 NT and its input gradient (a last strip of 4 rows), 1.04x and 1.03x; 1024-row shapes (2
-// rows) 1.00-1.03x.
-template <size_t... R>
-constexpr std::array<MicroKernel, sizeof...(R)> bf16_row_kernels(std::index_sequence<R...>) {
-  return {micro_bf16_rows<static_cast<int>(R) + 1>...};
-}
-constexpr std::array<MicroKernel, kBf16Mr - 1> kBf16EdgeKernels = bf16_row_kernels(std::make_index_sequence<kBf16Mr - 1>());
-
-SEALKIT_BF16 void micro_bf16_edge(int64_t kp, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
-                                  const Epilogue& ep) {
-  const MicroKernel k = rows >= 1 && rows < kBf16Mr ? kBf16EdgeKernels[rows - 1] : micro_bf16;
-  k(kp, a, b, c, ldc, rows, cols, ep);
-}
+// A partial strip (rows < 14) of the vdpbf16ps kernel (micro_edge). Against the full tile on zero
+// padding (bench/ab.ts, Zen 5, 15-21 rounds): the LM head, 256 x 49152 x 576 NT and its input
+// gradient (a last strip of 4 rows), 1.04x and 1.03x; 1024-row shapes (2 rows) 1.00-1.03x.
+struct Bf16Rows {
+  template <int R>
+  static constexpr MicroKernel kernel = micro_bf16_rows<R>;
+};
+constexpr MicroKernel micro_bf16_edge = micro_edge<Bf16Rows, kBf16Mr>;
 
 // 32 consecutive floats (n of them valid, the rest read as zero) rounded to 16 bf16 pairs.
 SEALKIT_BF16 inline __m512 round_pairs32(const float* p, int64_t n) {
@@ -847,9 +844,10 @@ SEALKIT_BF16 void pack_b_bf16(const MatRef& b, int64_t j0, int64_t n, int64_t K,
 }
 
 // Few rows with bf16 W: A's rows are rounded to pairs once (`ap`, rows `aps` slots apart, zero past
-// K), then each W row's bf16 pairs stream straight into vdpbf16ps. Rows [i0, i0 + MB) of C, columns
-// [n, n + nb), in few_rows_columns' blocks of 4 W rows x groups of up to 4 rows (the f32-product
-// kernel's 8-row groups were measured only on a CPU without AVX512-BF16).
+// K), then each W row's bf16 pairs stream straight into vdpbf16ps, in few_rows_columns' blocks of 4
+// W rows x groups of up to 4 rows (the f32-product kernel's 8-row groups were measured only on a CPU
+// without AVX512-BF16).
+
 // One pass of 32 k (a bf16 line of each W row): B is masked to K's tail when Tail; A's rounded rows
 // are zero-padded to whole lines, so they need no mask.
 template <int MB, int NB, bool Tail>
