@@ -5,7 +5,7 @@
 // both variants meet the same drift.
 //
 //   npx tsx bench/ab.ts [--a ADDON] [--b ADDON] [--a-env K=V,...] [--b-env K=V,...]
-//                       [--shapes NT:1024x1536x576:bf16,...] [--update] [--calls 15] [--threads 2]
+//                       [--shapes NT:1024x1536x576:bf16,...] [--update] [--packed-b] [--calls 15] [--threads 2]
 //
 // ADDON: a path to a sealkit.node (default: this checkout's build). A shape is ORIENT:MxNxK:BDTYPE
 // with ORIENT NT (y = x W^T), NN (dx = dy W) or TN (dW = dy^T x) and BDTYPE f32 or bf16; the
@@ -13,7 +13,9 @@
 // (H query heads, KV kv heads of D, S sequences of L tokens; attention_bench), timed forward and
 // backward as two rows, GFLOP/s counting 2 and 5 causal products (ATTN:9x3x64x4x256 is SmolLM2's
 // training shape, ATTN:4x2x32x4x256 the tiny preset's). --update adds a rank-16 low-rank
-// update riding on the tiles, as LoRA's forward and input gradient do (NT and NN only). Each of
+// update riding on the tiles, as LoRA's forward and input gradient do (NT and NN only). --packed-b
+// hands the NT and NN GEMMs their bf16 B packed ahead (as the model's weights), packed outside the
+// timing; SEALKIT_PACKED_WEIGHTS=0 in one variant's environment makes its GEMMs ignore it. Each of
 // --calls rounds times one batch of ~50 ms per variant (gemm_bench: natively timed, aligned
 // operands) and takes the batch's median; the table gives each variant's median GFLOP/s and the
 // median over rounds of the per-round speed ratio B/A (> 1: B is faster). The last line is JSON.
@@ -35,6 +37,7 @@ const { values: opts } = parseArgs({
     'b-env': { type: 'string', default: '' },
     shapes: { type: 'string' },
     update: { type: 'boolean', default: false },
+    'packed-b': { type: 'boolean', default: false },
     calls: { type: 'string', default: '15' },
     threads: { type: 'string', default: '2' },
   },
@@ -80,7 +83,7 @@ if (opts.update && shapes.some((s) => s.kind === 'gemm' && s.orient === 'TN')) t
 for (const v of variants) v.addon.setThreads(threads);
 
 const rows: { shape: string; update: boolean; a_gflops: number; b_gflops: number; b_over_a: number }[] = [];
-console.log(`A: ${variants[0]!.what}\nB: ${variants[1]!.what}\n${threads} threads, ${calls} rounds${opts.update ? ', rank-16 update on the tiles' : ''}`);
+console.log(`A: ${variants[0]!.what}\nB: ${variants[1]!.what}\n${threads} threads, ${calls} rounds${opts.update ? ', rank-16 update on the tiles' : ''}${opts['packed-b'] ? ', B packed ahead' : ''}`);
 console.log(`${'shape'.padEnd(24)} ${'A GFLOP/s'.padStart(10)} ${'B GFLOP/s'.padStart(10)} ${'B/A'.padStart(7)}`);
 // Alternating batches of ~50 ms per variant, `calls` rounds: each variant's median time per call and
 // the median over rounds of the per-round speed ratio B/A. `time` runs one batch of `iters` calls and
@@ -129,6 +132,7 @@ for (const s of shapes) {
     A: randomF32(s.M * s.K, 1), B: s.bDtype === 'bf16' ? toBf16(bf) : bf, bDtype: s.bDtype,
   };
   if (opts.update) Object.assign(args, { U: randomF32(s.M * 16, 3), V: randomF32(16 * s.N, 4), rank: 16, transV: s.orient === 'NT', updateScale: 2 });
+  if (opts['packed-b'] && s.orient !== 'TN') args.packedB = true;
   const r = compare((v, iters) => withEnv(v.env, () => median(Array.from(v.addon.opRun('gemm_bench', 'f32', { ...args, iters }).times as Float64Array))));
   report(s.text, 2 * s.M * s.N * s.K, r, opts.update);
 }

@@ -268,6 +268,56 @@ test('bf16 storage: logits within bf16 tolerance of f32; full training refuses b
   await bf.dispose();
 });
 
+test('bf16 weights packed ahead for the GEMM: the bits of packing per call; a changed weight is repacked', async () => {
+  // Where the bf16-pair kernel runs (avx512bf16 without AMX), the model packs each bf16 weight once
+  // per orientation on first use (native/engine/model.cc, packed_weight); SEALKIT_PACKED_WEIGHTS=0
+  // packs B per call as before. Scoring and a LoRA step must give the same bits either way, and a
+  // weight set after its packed copy was made must be used as set (the copy is dropped).
+  // (AMX, where present, reads no packed weight: SEALKIT_AMX=0 makes the vdpbf16ps kernel run.)
+  await withEnv({ SEALKIT_AMX: '0' }, () => packedWeightsCase(native().info().isa === 'avx512bf16'));
+});
+
+async function packedWeightsCase(packs: boolean): Promise<void> {
+  for (const dir of [llamaDir, qwenDir]) {  // tied and untied LM head
+    const load = async () => {
+      const m = await Model.load(dir, { storage: 'bf16' });
+      m.createAdapter(0, { rank: 4, alpha: 8, seed: 7 });
+      return m;
+    };
+    const plain = await load(), packed = await load();
+    const V = plain.config.vocabSize;
+    const seqs: Sequence[] = [{ tokens: randomTokens(40, V, 1), slot: 0 }, { tokens: randomTokens(27, V, 2), slot: 0 }];
+    const run = async (m: Model) => {
+      const logits = await m.logits(seqs);
+      const step = await m.trainStep(seqs, { mode: 'lora', lr: 1e-2, seed: 1 });
+      const tensors = (['q_proj', 'gate_proj', 'down_proj'] as const).flatMap((p) => [m.getAdapterTensor(0, 1, p, 'A'), m.getAdapterTensor(0, 0, p, 'B')]);
+      return { logits, loss: step.loss.get(0)!, tensors };
+    };
+    const x = await withEnv({ SEALKIT_PACKED_WEIGHTS: '0' }, () => run(plain));
+    const bytesBefore = packed.memoryBytes();
+    const y = await run(packed);
+    const grown = packed.memoryBytes() - bytesBefore;
+    if (packs) assert.ok(grown > 0, `${dir}: packed copies are counted in memoryBytes (${grown})`);
+    x.logits.forEach((l, i) => assert.equal(Array.from(y.logits[i]!), Array.from(l), `${dir}: logits of sequence ${i}`));
+    assert.is(y.loss, x.loss, `${dir}: training loss`);
+    x.tensors.forEach((t, i) => assert.equal(Array.from(y.tensors[i]!), Array.from(t), `${dir}: adapter tensor ${i} after the step`));
+
+    // Change a projection and the LM head after their packed copies were made: the model must use
+    // the new values, as a model that never packed them does.
+    const head = packed.paramNames().includes('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight';
+    const base = [{ tokens: randomTokens(45, V, 3) }];
+    const fresh = await Model.load(dir, { storage: 'bf16' });
+    for (const name of ['model.layers.0.mlp.up_proj.weight', 'model.layers.1.self_attn.q_proj.weight', head]) {
+      const changed = packed.getParam(name).map((v, i) => -1.5 * v + ((i % 7) - 3) * 1e-2);
+      packed.setParam(name, changed);
+      fresh.setParam(name, changed);
+    }
+    if (packs) assert.ok(packed.memoryBytes() < bytesBefore + grown, `${dir}: the stale copies are freed`);
+    assert.equal(Array.from((await packed.logits(base))[0]!), Array.from((await fresh.logits(base))[0]!), `${dir}: logits after set_param`);
+    for (const m of [plain, packed, fresh]) await m.dispose();
+  }
+}
+
 test('bad batches give clear errors, never a crash', async () => {
   const model = await Model.load(llamaDir);
   const V = model.config.vocabSize;

@@ -535,6 +535,51 @@ test('gemm: operands packed by the tasks that use them give the shared packing\'
   }
 });
 
+// The model's bf16 weights are packed once (cpu::pack_weight) and handed to each GEMM against them,
+// which then reads B's strips from there on every path (shared packing, task-packed B strips, task-
+// packed A rows, K slabs) and must give the bits of packing per call, with and without a low-rank
+// update, on 1-3 threads. Only the vdpbf16ps kernel reads one; elsewhere none is made.
+test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on every path', () => {
+  const r = rng(29);
+  // Shared: 300x200x577 (odd K). Task-packed B strips: 20x300x70, 45x500x577. K slabs: 20x400x2600.
+  // Task-packed A rows: 300x40x70, 600x200x300. Few rows (W streamed, no packing): 8x96x64.
+  const shapes = [[300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [8, 96, 64]];
+  const cases = shapes.flatMap(([M, N, K]) =>
+    ([[false, true], [false, false], [true, false]] as [boolean, boolean][]).map(([ta, tb], o) => {
+      const c = gemmCase(M!, N!, K!, ta, tb, r, 0, o === 2 ? -0.5 : 1, o === 1 ? 0.5 : 0);
+      const rank = 16;
+      const update = { U: f32(rand(M! * rank, r)), V: f32(rand(rank * N!, r)), rank, transV: tb, updateScale: 2 };
+      return { c, bits: bf16Bits(c.B), update, what: `${M}x${N}x${K} tA=${ta} tB=${tb}` };
+    }));
+  const saved = process.env.SEALKIT_AMX;
+  try {
+    process.env.SEALKIT_AMX = '0';  // AMX reads no packed weight
+    keepingThreads(() => forEachIsa((isa) => {
+      for (const threads of [1, 2, 3]) {
+        addon.setThreads(threads);
+        for (const { c, bits, update, what } of cases) {
+          for (const extra of [{}, update]) {
+            const args = { B: bits, bDtype: 'bf16', ...extra };
+            const plain = gemmRun(c, 'f32', args);
+            const res = op('gemm', 'f32', {
+              M: c.M, N: c.N, K: c.K, transA: c.transA, transB: c.transB, lda: c.lda, ldb: c.ldb, ldc: c.ldc,
+              alpha: c.alpha, beta: c.beta, A: f32(c.A), C: f32(c.C), packedB: true, ...args,
+            });
+            const label = `${isa} threads=${threads} ${what}${extra === update ? ' +update' : ''}`;
+            assert.is(res.packedB, isa === 'avx512bf16', `${label}: packed weight made`);
+            sameBits(arr(res, 'C'), plain, label);
+          }
+        }
+      }
+    }));
+  } finally {
+    if (saved === undefined) delete process.env.SEALKIT_AMX;
+    else process.env.SEALKIT_AMX = saved;
+  }
+  // ldb must be op(B)'s row length: the packed weight is that of a whole [rows, ldb] weight.
+  assert.throws(() => op('gemm', 'f32', { M: 2, N: 2, K: 2, ldb: 3, A: new Float32Array(4), B: new Uint16Array(6), bDtype: 'bf16', packedB: true }), (e: Error) => /ldb/.test(e.message));
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);

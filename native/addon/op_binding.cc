@@ -259,6 +259,22 @@ std::optional<cpu::LowRankUpdate> gemm_update(const Args& a, const cpu::GemmArgs
   else a.range_error("U", "(a low-rank update) is for dtype f32 only");
 }
 
+// `packedB`: B packed ahead of the call (cpu::pack_weight from B as a [rows, ldb] weight), as the
+// model packs its bf16 weights; null (and the result's packedB false) where no kernel reads one.
+template <typename T>
+std::unique_ptr<cpu::PackedWeight> packed_b(const Args& a, cpu::GemmArgs<T>& g) {
+  if (!a.boolean_or("packedB", false)) return nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    const int64_t rows = g.trans_b ? g.N : g.K, cols = g.trans_b ? g.K : g.N;
+    if (g.ldb != cols) a.range_error("ldb", "must be op(B)'s row length (the default) with packedB");
+    std::unique_ptr<cpu::PackedWeight> pw = cpu::pack_weight(g.B, rows, cols, g.trans_b);
+    g.packed_b = pw.get();
+    return pw;
+  } else {
+    a.range_error("packedB", "is for dtype f32 only");
+  }
+}
+
 template <typename T>
 void run_gemm(const cpu::GemmArgs<T>& g, const std::optional<cpu::LowRankUpdate>& update) {
   if constexpr (std::is_same_v<T, float>) {
@@ -270,9 +286,11 @@ void run_gemm(const cpu::GemmArgs<T>& g, const std::optional<cpu::LowRankUpdate>
 template <typename T>
 Napi::Object op_gemm(const Args& a) {
   GemmCall<T> call = gemm_args<T>(a);
+  const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
   run_gemm(call.g, gemm_update(a, call.g));
   Napi::Object r = Napi::Object::New(a.env());
   r.Set("C", call.c);
+  r.Set("packedB", Napi::Boolean::New(a.env(), packed != nullptr));
   return r;
 }
 
@@ -355,6 +373,7 @@ Napi::Object op_gemm_bench(const Args& a) {
   g.B.data = b_copy.get();
   T* const c_out = g.C;
   g.C = static_cast<T*>(c_copy.get());
+  const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, g);  // from the aligned copy of B
   // With U (and V, rank...), gemm's low-rank update rides along, as in op_gemm.
   const std::optional<cpu::LowRankUpdate> update = gemm_update(a, g);
   run_gemm(g, update);

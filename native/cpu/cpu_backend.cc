@@ -34,6 +34,12 @@ class CpuBackend final : public Backend {
   void gemm(const Gemm& g) override { cpu::gemm<float>(g); }
   void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override { cpu::gemm_with_update(g, u); }
   void gemm_group(const Gemm* gs, int n) override { cpu::gemm_group(gs, n); }
+  bool reads_packed_weight(int64_t rows, DType dtype, bool transposed) const override {
+    return cpu::gemm_reads_packed_weight(rows, dtype, transposed);
+  }
+  std::unique_ptr<cpu::PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) override {
+    return cpu::pack_weight(w, rows, cols, transposed);
+  }
   void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override {
     cpu::embedding_forward<float>(ids, n, table, dim, out);
   }

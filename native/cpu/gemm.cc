@@ -85,6 +85,9 @@ struct StripSource {
     if (b.rs == 1) runs = n, stride = b.cs * es, bytes = K * es;  // columns contiguous in k
     else runs = K, stride = b.rs * es, bytes = n * es;             // rows of op(B) (cs == 1)
   }
+  // A strip packed ahead of time (PackedWeight): `depth` rows of `nr` floats, contiguous.
+  StripSource(const float* strip, int64_t depth, int64_t nr)
+      : base(reinterpret_cast<const char*>(strip)), runs(depth), stride(nr * 4), bytes(nr * 4) {}
   // Part i of `parts`: its share of the runs, every cache line each touches.
   void prefetch(int64_t i, int64_t parts) const {
     for (int64_t r = i * runs / parts, end = (i + 1) * runs / parts; r < end; ++r) {
@@ -1068,6 +1071,13 @@ KernelSpec select_kernel(Isa isa) {
   return {kScalarMr, kScalarNr, 256, micro_scalar, pack_a_generic<kScalarMr>, pack_b_generic<kScalarNr>};
 }
 
+#if SEALKIT_X86
+// The vdpbf16ps kernel: bf16 B under AVX512-BF16 where AMX is not used.
+constexpr KernelSpec kBf16Spec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf16, pack_b_bf16, true, 1, micro_bf16_edge};
+#endif
+
+bool packed_weights_on() { return switch_on("SEALKIT_PACKED_WEIGHTS"); }
+
 // ---- driver -------------------------------------------------------------------------------------
 // Sizes in floats. Packed A covers a chunk of rows over all K, the B panel a chunk of columns over
 // all K; a task's rows of packed A should stay in L2 while it sweeps its B strips.
@@ -1168,7 +1178,8 @@ bool takes_few_rows(const GemmArgs<float>& g, Isa isa) {
 #endif
 
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
-void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update);
+void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update,
+                 const float* pre_b = nullptr, int64_t pre_stride = 0);
 
 // Runs `update` as its own call after the base GEMM (paths that do not fuse it).
 void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
@@ -1193,11 +1204,9 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
     return;
   }
   const bool amx = dp_bf16 && use_amx();
-  const KernelSpec ks =
-      !dp_bf16 ? select_kernel(isa)
-      : amx    ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}
-               : KernelSpec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf16, pack_b_bf16, true, 1,
-                            micro_bf16_edge};
+  const KernelSpec ks = !dp_bf16 ? select_kernel(isa)
+                        : amx    ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}
+                                 : kBf16Spec;
   // The update rides on the tiles when the separate call would run micro_avx512 (or narrow_n, the
   // same arithmetic: k ascending from zero, then C = scale * sum + C) in one K block, and the base
   // tiles are its 14 x 32: the tile's update is then that call's own micro-kernel on the same
@@ -1221,6 +1230,13 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   // other GEMMs). On the f32 kernels slabs are whole K blocks, so every tile sums its blocks in the
   // same order as unsplit: the same bits; the vdpbf16ps kernels even out their blocks within each
   // slab. AMX's evened-out, aligned blocks depend on the whole depth; it stays unsplit.
+  // A packed weight for this very B and kernel (see PackedWeight): B's strips are read from it.
+  const PackedWeight* pw = g.packed_b;
+  if (pw && !(ks.pairs && ks.pair_align == 1 && packed_weights_on() && pw->source == g.B.data &&
+              pw->trans_b == g.trans_b && pw->N == g.N && pw->K == g.K && pw->ldb == g.ldb))
+    pw = nullptr;
+  const float* pre = pw ? pw->strips : nullptr;
+  const int64_t pre_stride = pw ? pw->strip_stride : 0;
   const int64_t slab_k = ks.pairs ? 2 * kSlabSteps : kSlabSteps;
   if (ks.pair_align == 1 && g.K > 2 * slab_k) {
     const size_t b_bytes = dtype_size(g.B.dtype);
@@ -1230,17 +1246,19 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
       slab.A = g.A + k0 * (g.trans_a ? g.lda : 1);
       slab.B.data = static_cast<const char*>(g.B.data) + k0 * (g.trans_b ? 1 : g.ldb) * b_bytes;
       if (k0 > 0) slab.beta = 1;
-      packed_gemm(slab, ks, k0 + slab.K >= g.K ? fused : nullptr);
+      packed_gemm(slab, ks, k0 + slab.K >= g.K ? fused : nullptr, pre ? pre + k0 / 2 * ks.nr : nullptr, pre_stride);  // k0 even
     }
     return;
   }
-  packed_gemm(g, ks, fused);
+  packed_gemm(g, ks, fused, pre, pre_stride);
 }
 
 // The packed GEMM: A and B packed into strips (per row chunk and column chunk), then tasks of row
 // groups x strip groups run the micro-kernel over every K block. `update` (AVX-512 tiles only) is
-// added to each tile after its last K block.
-void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update) {
+// added to each tile after its last K block. With pre_b, B comes packed (a PackedWeight, at this
+// call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B.
+void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
+                 int64_t pre_stride) {
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -1352,9 +1370,10 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // this and the next case off, for tests and benchmarks.
   const int64_t all_a_strips = (M + mr - 1) / mr, all_b_strips = (N + nr - 1) / nr;
   if (ks.pair_align == 1 && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
-    if (sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
-    float* pb_all = sc.b.data();
-    pack_shared(all_b_strips, 0, N, pb_all, 0, 0, 0, true);
+    if (!pre_b && sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
+    const float* pb_all = pre_b ? pre_b : sc.b.data();
+    const int64_t pb_stride = pre_b ? pre_stride : nr * Kd;
+    pack_shared(pre_b ? 0 : all_b_strips, 0, N, sc.b.data(), 0, 0, 0, true);
     // Row groups of whole strips, ~4 per thread (within the L2 budget of a task's A).
     const int64_t at = tasks_for(all_a_strips);
     const int64_t per = std::min((all_a_strips + at - 1) / at, std::max<int64_t>(1, m_group / mr));
@@ -1367,7 +1386,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       pack_a_strips(own.own.data(), own.own_u.data(), r0, rows, 0, (rows + mr - 1) / mr);
       for (int64_t s = 0; s < all_b_strips; ++s)
         strip_tiles(own.own.data(), own.own_u.data(), r0, 0, rows, s * nr, static_cast<int>(std::min(nr, N - s * nr)),
-                    pb_all + s * nr * Kd);
+                    pb_all + s * pb_stride);
     });
     return;
   }
@@ -1399,18 +1418,21 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       if (strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
       const int64_t s_end = std::min(all_b_strips, (t + 1) * b_per);
       for (int64_t s = t * b_per; s < s_end; ++s) {
-        ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
-        // The task's next strip comes into L2 while this one runs (bench/ab.ts on Zen 5, 15 rounds:
-        // the LM head 256 x 49152 x 576 NT 1.11x with bf16 W, 1.03x f32; its input gradient 1.03x).
-        const StripSource next = s + 1 < s_end ? StripSource(B, (s + 1) * nr, std::min(nr, N - (s + 1) * nr), K) : StripSource();
-        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), strip.data(),
-                    next.runs ? &next : nullptr);
+        if (!pre_b) ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
+        // The task's next strip (its source, or its packed weight) comes into L2 while this one runs
+        // (bench/ab.ts on Zen 5, 15 rounds: the LM head 256 x 49152 x 576 NT 1.11x with bf16 W,
+        // 1.03x f32; its input gradient 1.03x).
+        const StripSource next = s + 1 == s_end ? StripSource()
+                                 : pre_b        ? StripSource(pre_b + (s + 1) * pre_stride, Kd, nr)
+                                                : StripSource(B, (s + 1) * nr, std::min(nr, N - (s + 1) * nr), K);
+        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)),
+                    pre_b ? pre_b + s * pre_stride : strip.data(), next.runs ? &next : nullptr);
       }
     });
     return;
   }
 
-  if (sc.b.size() < static_cast<size_t>(n_chunk * Kd)) sc.b.resize(n_chunk * Kd);
+  if (!pre_b && sc.b.size() < static_cast<size_t>(n_chunk * Kd)) sc.b.resize(n_chunk * Kd);
   float* pb = sc.b.data();
   for (int64_t i0 = 0; i0 < M; i0 += m_chunk) {
     const int64_t m = std::min(m_chunk, M - i0), a_strips = (m + mr - 1) / mr;
@@ -1419,7 +1441,10 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       // One packing run per column chunk, and only one barrier: the B strips, with the row
       // chunk's A strips (and U's) in the first column chunk and V's strips in the very first.
       // Small GEMMs (SEAL's inner loops) are mostly barriers, so every run saved counts.
-      pack_shared(b_strips, j0, n, pb, j0 == 0 ? a_strips : 0, i0, m, i0 == 0 && j0 == 0);
+      // (No B strips to pack when they come packed: pre_b.)
+      pack_shared(pre_b ? 0 : b_strips, j0, n, pb, j0 == 0 ? a_strips : 0, i0, m, i0 == 0 && j0 == 0);
+      const float* pbc = pre_b ? pre_b + (j0 / nr) * pre_stride : pb;
+      const int64_t pbs = pre_b ? pre_stride : nr * Kd;
 
       // Tasks: (row group) x (strip group); the group's rows of packed A stay in L2 across its strips.
       const int64_t n_rg = (m + m_group - 1) / m_group;
@@ -1429,7 +1454,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
         const int64_t s0 = (t % n_sg) * sg_per, s1 = std::min(b_strips, s0 + sg_per);
         for (int64_t s = s0; s < s1; ++s)
-          strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)), pb + s * nr * Kd);
+          strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)), pbc + s * pbs);
       });
     }
   }
@@ -1518,6 +1543,49 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
   if (lowrank && gemm_lowrank_group(gs, n)) return;
 #endif
   for (int i = 0; i < n; ++i) gemm(gs[i]);
+}
+
+PackedWeight::~PackedWeight() { std::free(strips); }
+
+bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
+#if SEALKIT_X86
+  const Isa isa = active_isa();
+  if (isa != Isa::Avx512Bf16 || dtype != DType::BF16 || use_amx() || !packed_weights_on()) return false;
+  GemmArgs<float> g;
+  g.M = M;
+  g.B.dtype = dtype;
+  g.trans_b = transposed;
+  return !takes_few_rows(g, isa);
+#else
+  (void)M, (void)dtype, (void)transposed;
+  return false;
+#endif
+}
+
+std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) {
+#if SEALKIT_X86
+  if (active_isa() != Isa::Avx512Bf16 || w.dtype != DType::BF16 || use_amx() || rows <= 0 || cols <= 0) return nullptr;
+  const KernelSpec& ks = kBf16Spec;
+  auto pw = std::make_unique<PackedWeight>();
+  pw->source = w.data;
+  pw->trans_b = transposed;
+  pw->N = transposed ? rows : cols;  // y = x W^T: op(B) = W^T [cols, rows]; dx = dy W: op(B) = W
+  pw->K = transposed ? cols : rows;
+  pw->ldb = cols;
+  pw->strip_stride = (pw->K + 1) / 2 * ks.nr;
+  const int64_t strips = (pw->N + ks.nr - 1) / ks.nr;
+  pw->bytes = static_cast<size_t>(strips * pw->strip_stride) * sizeof(float);
+  pw->strips = static_cast<float*>(std::aligned_alloc(64, (pw->bytes + 63) / 64 * 64));
+  if (!pw->strips) throw std::bad_alloc();
+  const MatRef B{w.data, w.dtype, transposed ? 1 : cols, transposed ? cols : 1};
+  parallel_for(strips, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s) ks.pack_b(B, s * ks.nr, pw->N - s * ks.nr, pw->K, pw->strips + s * pw->strip_stride);
+  });
+  return pw;
+#else
+  (void)w, (void)rows, (void)cols, (void)transposed;
+  return nullptr;
+#endif
 }
 
 template void gemm<float>(const GemmArgs<float>&);

@@ -12,6 +12,7 @@
 //  - Shapes are validated by the caller (the model); kernels assume them.
 #pragma once
 #include <cstdint>
+#include <memory>
 
 #include "../core/dtype.h"
 
@@ -27,6 +28,8 @@ namespace sealkit::cpu {
 // autocast — through AMX tiles where the CPU has them (SEALKIT_AMX=0 disables) or vdpbf16ps.
 // f32 B is always computed in f32. Orientations the model uses: forward y = x W^T (trans_b), input gradient dx = dy W,
 // weight gradient dW = dy^T x (trans_a).
+struct PackedWeight;
+
 template <typename T>
 struct GemmArgs {
   int64_t M = 0, N = 0, K = 0;
@@ -40,9 +43,38 @@ struct GemmArgs {
   int64_t ldc = 0;
   T alpha = 1;
   T beta = 0;
+  // Optional: B already packed for this GEMM's kernel (pack_weight). Read in place of B when it was
+  // packed from this very B (data, orientation, N, K, ldb) for the kernel this call runs; ignored
+  // otherwise, so a stale or foreign one costs the packing, never the result.
+  const PackedWeight* packed_b = nullptr;
 };
 template <typename T>
 void gemm(const GemmArgs<T>& args);
+
+// ---- packed weights ---------------------------------------------------------------------------
+// A bf16 weight W [rows, cols] packed once, for one orientation (`transposed`: y = x W^T, else
+// dx = dy W), into the B strips the bf16-pair kernel (vdpbf16ps: AVX512-BF16 without AMX) streams.
+// Packing B is 5-8 % of each of SmolLM2's training GEMMs on AMD Zen 5; a GEMM given the packed
+// weight skips it. Same strips as the GEMM's own packing, so the same bits. The owner drops it when
+// W changes (it holds no reference to W's contents, only its address for matching).
+struct PackedWeight {
+  const void* source = nullptr;
+  bool trans_b = false;
+  int64_t N = 0, K = 0, ldb = 0;
+  int64_t strip_stride = 0;  // floats from one strip to the next (a strip: ceil(K/2) pairs x 32 columns)
+  float* strips = nullptr;   // 64-byte aligned, owned
+  size_t bytes = 0;
+  PackedWeight() = default;
+  PackedWeight(const PackedWeight&) = delete;
+  PackedWeight& operator=(const PackedWeight&) = delete;
+  ~PackedWeight();
+};
+// Whether a GEMM of M rows against a weight of this dtype and orientation would read a packed weight
+// (the bf16-pair kernel is active and M is above the few-rows path's limit), and packing is on
+// (SEALKIT_PACKED_WEIGHTS=0, read per call, turns it off, for tests and benchmarks).
+bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed);
+// The packed weight (null when no kernel on this CPU reads one). Parallel over the pool.
+std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed);
 
 // A rank-r update added to a GEMM's result: C += scale * U op(V), U [M, rank] (row stride ldu),
 // op(V) [rank, N] = V (stored [rank, ldv>=N]) or V^T (stored [N, ldv>=rank]) when trans_v. All f32.

@@ -47,6 +47,18 @@ class Backend {
     gemm(g);
     gemm(cpu::update_gemm(g, u));
   }
+  // Weights packed ahead of time for the GEMM (cpu::PackedWeight): whether a GEMM of `rows` rows
+  // against a weight of this dtype and orientation (transposed: y = x W^T, else dx = dy W) would
+  // read one, and making one, for Gemm::packed_b. The caller owns it and drops it when W changes.
+  // The defaults: no backend needs one.
+  virtual bool reads_packed_weight(int64_t rows, DType dtype, bool transposed) const {
+    (void)rows, (void)dtype, (void)transposed;
+    return false;
+  }
+  virtual std::unique_ptr<cpu::PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) {
+    (void)w, (void)rows, (void)cols, (void)transposed;
+    return nullptr;
+  }
   virtual void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) = 0;
   virtual void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) = 0;
   virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,

@@ -193,6 +193,7 @@ void Model::set_param(const std::string& name, const void* host, const char* src
   if (n != p.numel())
     throw std::invalid_argument("parameter '" + name + "': got " + std::to_string(n) + " values, expected " +
                                 std::to_string(p.numel()));
+  drop_packed(p);
   backend_->upload_converted(p.data, p.dtype, host, src_dtype, n);
 }
 
@@ -215,6 +216,7 @@ std::vector<float> Model::read_tensor(const Param& p, bool grad) {
 void Model::write_tensor(Param& p, const float* host, int64_t n) {
   if (n != p.numel()) throw std::invalid_argument("tensor size mismatch: got " + std::to_string(n) +
                                                   ", expected " + std::to_string(p.numel()));
+  drop_packed(p);
   backend_->upload_converted(p.data, p.dtype, host, "F32", n);
 }
 
@@ -225,6 +227,7 @@ void Model::init_random(uint64_t seed, float std) {
   uint64_t index = 0;
   for (const std::string& name : names_) {
     Param& p = *by_name_[name];
+    drop_packed(p);
     bool is_norm = name.find("norm") != std::string::npos;
     bool is_bias = name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
     float sd = (is_norm || is_bias) ? 0.0f : std;
@@ -426,14 +429,33 @@ bool Model::whole_batch_adapter(int proj, const std::vector<Segment>& segs, int6
          (adapters_.at(segs[0].slot)->spec.targets & (1u << proj));
 }
 
-Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) const {
-  const Param& W = layers_[static_cast<size_t>(layer)].proj[proj];
+Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) {
+  Param& W = layers_[static_cast<size_t>(layer)].proj[proj];
   Gemm g;
   g.M = T; g.N = W.rows; g.K = W.cols;
   g.A = x; g.lda = W.cols;
   g.B = W.view(); g.ldb = W.cols; g.trans_b = true;
   g.C = y; g.ldc = W.rows;
+  g.packed_b = packed_weight(W, true, T);
   return g;
+}
+
+const cpu::PackedWeight* Model::packed_weight(Param& W, bool transposed, int64_t rows) {
+  if (W.dtype != DType::BF16 || !backend_->reads_packed_weight(rows, W.dtype, transposed)) return nullptr;
+  std::unique_ptr<cpu::PackedWeight>& slot = W.packed[transposed ? 1 : 0];
+  if (!slot) {
+    slot = backend_->pack_weight(W.view(), W.rows, W.cols, transposed);
+    if (slot) bytes_ += slot->bytes;
+  }
+  return slot.get();
+}
+
+void Model::drop_packed(Param& p) {
+  for (std::unique_ptr<cpu::PackedWeight>& slot : p.packed)
+    if (slot) {
+      bytes_ -= slot->bytes;
+      slot.reset();
+    }
 }
 
 namespace {
@@ -536,6 +558,7 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
   g.A = dy; g.lda = out;
   g.B = W.view(); g.ldb = in;
   g.C = dx; g.ldc = in; g.beta = accumulate ? 1.0f : 0.0f;
+  if (dx) g.packed_b = packed_weight(W, false, T);
   // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
   // (same bits as the separate call), so this GEMM runs after the adapter's other products.
   const bool fuse = dx && adapter_group(&proj, 1, segs, T, true);
@@ -725,7 +748,8 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   as.n_seqs = static_cast<int64_t>(batch.seq_len.size()); as.max_seq_len = max_len;
 
   auto seed_for = [&](int64_t l, int p) { return mix_seed(dropout_seed, static_cast<uint64_t>(l), static_cast<uint64_t>(p)); };
-  const WeightView head = c.tied ? embed_.view() : lm_head_.view();
+  Param& head_weight = c.tied ? embed_ : lm_head_;
+  const WeightView head = head_weight.view();
 
   // ---- forward ----
   // Decoding steps (a few rows, no backward): the projections that read the same input go to the
@@ -805,6 +829,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       g.A = w.dxf + r0 * H; g.lda = H;
       g.B = head; g.ldb = H; g.trans_b = true;
       g.C = w.logits; g.ldc = V;
+      g.packed_b = packed_weight(head_weight, true, rows);
       backend_->gemm(g);
       backend_->download(result.logits.data() + r0 * V, w.logits, static_cast<size_t>(rows * V) * 4);
     }
@@ -815,7 +840,6 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   if (want_logits) result.logits.resize(static_cast<size_t>(T * V));
   if (has_targets) result.loss.resize(static_cast<size_t>(T));
   if (backward) backend_->zero(w.dxf, static_cast<size_t>(T * H) * 4);
-  Param& head_param = c.tied ? embed_ : lm_head_;
   // Rows whose loss nobody reads (no target; in training, a zero weight such as a masked prompt)
   // leave the LM head: the rows that remain are gathered into a compact block, so the head's
   // GEMMs, the cross-entropy and dlogits run on those rows only. The head is about a fifth of a
@@ -848,6 +872,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     g.A = xh + r0 * H; g.lda = H;
     g.B = head; g.ldb = H; g.trans_b = true;
     g.C = w.logits; g.ldc = V;
+    g.packed_b = packed_weight(head_weight, true, rows);
     backend_->gemm(g);
     if (want_logits) backend_->download(result.logits.data() + r0 * V, w.logits, static_cast<size_t>(rows * V) * 4);
     if (!has_targets) continue;
@@ -858,13 +883,14 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     gx.A = w.logits; gx.lda = V;
     gx.B = head; gx.ldb = H;
     gx.C = dxh + r0 * H; gx.ldc = H;
+    gx.packed_b = packed_weight(head_weight, false, rows);
     backend_->gemm(gx);
     if (train_full) {
       Gemm gw;  // dHead += dlogits^T xf
       gw.M = V; gw.N = H; gw.K = rows;
       gw.A = w.logits; gw.lda = V; gw.trans_a = true;
       gw.B = WeightView{xh + r0 * H, DType::F32}; gw.ldb = H;
-      gw.C = head_param.grad; gw.ldc = H; gw.beta = 1;
+      gw.C = head_weight.grad; gw.ldc = H; gw.beta = 1;
       backend_->gemm(gw);
     }
   }

@@ -38,6 +38,9 @@ struct Param {
   float* grad = nullptr;
   float* m = nullptr;
   float* v = nullptr;
+  // A bf16 weight's copies packed for the backend's GEMM (Backend::pack_weight): [0] for dx = dy W,
+  // [1] for y = x W^T. Made on first use by a GEMM that reads one, dropped when the weight changes.
+  std::unique_ptr<cpu::PackedWeight> packed[2];
   int64_t numel() const { return rows * cols; }
   float* f32() const { return static_cast<float*>(data); }
   WeightView view() const { return WeightView{data, dtype}; }
@@ -178,7 +181,11 @@ class Model {
   // GEMM (gemm_with_update).
   bool whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const;
   // y = x W^T for one projection (no bias, no adapters).
-  Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T) const;
+  Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T);
+  // W's packed copy for a GEMM of `rows` rows in this orientation (null when the backend's GEMM would
+  // not read one), made on first use; drop_packed frees both when W changes.
+  const cpu::PackedWeight* packed_weight(Param& W, bool transposed, int64_t rows);
+  void drop_packed(Param& p);
   // The projections projs[0..n) (one input: q, k, v; gate, up) have one adapter over all T rows,
   // without dropout when training: their adapters' xa, and their dA, can each run as one group.
   bool adapter_group(const int* projs, int n, const std::vector<Segment>& segs, int64_t T, bool training) const;

@@ -93,6 +93,10 @@ void ProfilingBackend::gemm_with_update(const Gemm& g, const cpu::LowRankUpdate&
   timed("gemm+update " + gemm_shape(g, std::to_string(g.N)) + " r" + std::to_string(u.rank), flops,
         [&] { inner_->gemm_with_update(g, u); });
 }
+std::unique_ptr<cpu::PackedWeight> ProfilingBackend::pack_weight(WeightView w, int64_t rows, int64_t cols,
+                                                                bool transposed) {
+  return timed("pack_weight", 0, [&] { return inner_->pack_weight(w, rows, cols, transposed); });
+}
 void ProfilingBackend::embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) {
   timed("embedding_forward", 0, [&] { inner_->embedding_forward(ids, n, table, dim, out); });
 }

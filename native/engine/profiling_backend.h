@@ -40,6 +40,10 @@ class ProfilingBackend final : public Backend {
   void gemm(const Gemm& g) override;
   void gemm_group(const Gemm* gs, int n) override;
   void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override;
+  bool reads_packed_weight(int64_t rows, DType dtype, bool transposed) const override {
+    return inner_->reads_packed_weight(rows, dtype, transposed);
+  }
+  std::unique_ptr<cpu::PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) override;
   void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override;
   void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) override;
   void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,
