@@ -1572,12 +1572,13 @@ PackedWeight::~PackedWeight() { std::free(strips); }
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 #if SEALKIT_X86
   const Isa isa = active_isa();
-  if (isa != Isa::Avx512Bf16 || dtype != DType::BF16 || use_amx() || !packed_weights_on()) return false;
+  if (isa != Isa::Avx512Bf16 || dtype != DType::BF16) return false;
   GemmArgs<float> g;
   g.M = M;
   g.B.dtype = dtype;
   g.trans_b = transposed;
-  return !takes_few_rows(g, isa);
+  // The environment last: decoding asks on every projection of every token, and streams W unpacked.
+  return !takes_few_rows(g, isa) && !use_amx() && packed_weights_on();
 #else
   (void)M, (void)dtype, (void)transposed;
   return false;
