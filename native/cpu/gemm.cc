@@ -71,6 +71,13 @@ struct MatRef {
   int64_t rs, cs;
 };
 
+// Calls f(line) for every 64-byte cache line that [p, p + bytes) touches.
+template <typename F>
+inline void for_each_line(const void* p, int64_t bytes, F f) {
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p);
+  for (uintptr_t line = first & ~uintptr_t(63); line < first + bytes; line += 64) f(reinterpret_cast<const char*>(line));
+}
+
 // The source lines of one B strip (columns [j0, j0 + n) of op(B) over all K), to prefetch into L2 a
 // part at a time while the strip before it runs: the LM head's 56 MB of weights come from memory,
 // and the task that packs a strip would otherwise wait on every line of it.
@@ -90,11 +97,8 @@ struct StripSource {
       : base(reinterpret_cast<const char*>(strip)), runs(depth), stride(nr * 4), bytes(nr * 4) {}
   // Part i of `parts`: its share of the runs, every cache line each touches.
   void prefetch(int64_t i, int64_t parts) const {
-    for (int64_t r = i * runs / parts, end = (i + 1) * runs / parts; r < end; ++r) {
-      const uintptr_t first = reinterpret_cast<uintptr_t>(base + r * stride);
-      for (uintptr_t line = first & ~uintptr_t(63); line < first + bytes; line += 64)
-        __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 2);
-    }
+    for (int64_t r = i * runs / parts, end = (i + 1) * runs / parts; r < end; ++r)
+      for_each_line(base + r * stride, bytes, [](const char* line) { __builtin_prefetch(line, 0, 2); });
   }
 };
 
@@ -103,11 +107,9 @@ struct StripSource {
 // ahead of its store (PREFETCHW, spelled out: GCC emits it only for targets that declare it, not for
 // baseline x86-64; CPUs without it run it as a NOP).
 inline void prefetch_tile_for_write(const float* c, int64_t ldc, int rows, int cols) {
-  for (int i = 0; i < rows; ++i, c += ldc) {
-    const uintptr_t first = reinterpret_cast<uintptr_t>(c);
-    for (uintptr_t line = first & ~uintptr_t(63); line < first + cols * sizeof(float); line += 64)
-      asm volatile("prefetchw %0" : : "m"(*reinterpret_cast<const char*>(line)));
-  }
+  for (int i = 0; i < rows; ++i, c += ldc)
+    for_each_line(c, cols * static_cast<int64_t>(sizeof(float)),
+                  [](const char* line) { asm volatile("prefetchw %0" : : "m"(*line)); });
 }
 #endif
 
@@ -1237,12 +1239,6 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
     return;
   }
   const LowRankUpdate* fused = fuse ? update : nullptr;
-  // A long K (the LM head's input gradient: K = vocabulary) runs as slabs of K, one packed GEMM
-  // each, C += from the second on: packed over all of K, the blocks shrink to a single B strip and
-  // B is packed again for every row chunk (the SmolLM2 LM head ran at a third of the rate of the
-  // other GEMMs). On the f32 kernels slabs are whole K blocks, so every tile sums its blocks in the
-  // same order as unsplit: the same bits; the vdpbf16ps kernels even out their blocks within each
-  // slab. AMX's evened-out, aligned blocks depend on the whole depth; it stays unsplit.
   // A packed weight for this very B and kernel (see PackedWeight): B's strips are read from it.
   const PackedWeight* pw = g.packed_b;
   if (pw && !(ks.pairs && ks.pair_align == 1 && packed_weights_on() && pw->source == g.B.data &&
@@ -1250,6 +1246,12 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
     pw = nullptr;
   const float* pre = pw ? pw->strips : nullptr;
   const int64_t pre_stride = pw ? pw->strip_stride : 0;
+  // A long K (the LM head's input gradient: K = vocabulary) runs as slabs of K, one packed GEMM
+  // each, C += from the second on: packed over all of K, the blocks shrink to a single B strip and
+  // B is packed again for every row chunk (the SmolLM2 LM head ran at a third of the rate of the
+  // other GEMMs). On the f32 kernels slabs are whole K blocks, so every tile sums its blocks in the
+  // same order as unsplit: the same bits; the vdpbf16ps kernels even out their blocks within each
+  // slab. AMX's evened-out, aligned blocks depend on the whole depth; it stays unsplit.
   const int64_t slab_k = ks.pairs ? 2 * kSlabSteps : kSlabSteps;
   if (ks.pair_align == 1 && g.K > 2 * slab_k) {
     const size_t b_bytes = dtype_size(g.B.dtype);
@@ -1313,6 +1315,11 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // the tile's end. SmolLM2-135M LoRA step 1.02-1.04x, tiny 1.05x (`seal bench train --ab-env`,
   // 9-41 repeats, AMD Zen 5); for C only written (scoring) it was 0.99x, so not there.
   [[maybe_unused]] const bool c_prefetch = g.beta != 0.f || fuse;
+  // B strip s (of the whole GEMM): from the packed weight when there is one, else strip s_here of
+  // the strips this path packed at `packed_here`.
+  auto b_strip = [&](const float* packed_here, int64_t s, int64_t s_here) {
+    return pre_b ? pre_b + s * pre_stride : packed_here + s_here * nr * Kd;
+  };
   // One packed B strip (columns [col, col + cols)) against rows [r0, r1) of the row chunk at i0: all
   // K blocks back to back, so the rows' C tile stays in L1/L2 between blocks and the block's KC x NR
   // slice of the strip stays in L1 across the row strips.
@@ -1393,9 +1400,8 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   const int64_t all_a_strips = (M + mr - 1) / mr, all_b_strips = (N + nr - 1) / nr;
   if (ks.pair_align == 1 && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
     if (!pre_b && sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
-    const float* pb_all = pre_b ? pre_b : sc.b.data();
-    const int64_t pb_stride = pre_b ? pre_stride : nr * Kd;
-    pack_shared(pre_b ? 0 : all_b_strips, 0, N, sc.b.data(), 0, 0, 0, true);
+    float* pb_all = sc.b.data();
+    pack_shared(pre_b ? 0 : all_b_strips, 0, N, pb_all, 0, 0, 0, true);
     // Row groups of whole strips, ~4 per thread (within the L2 budget of a task's A).
     const int64_t at = tasks_for(all_a_strips);
     const int64_t per = std::min((all_a_strips + at - 1) / at, std::max<int64_t>(1, m_group / mr));
@@ -1408,7 +1414,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       pack_a_strips(own.own.data(), own.own_u.data(), r0, rows, 0, (rows + mr - 1) / mr);
       for (int64_t s = 0; s < all_b_strips; ++s)
         strip_tiles(own.own.data(), own.own_u.data(), r0, 0, rows, s * nr, static_cast<int>(std::min(nr, N - s * nr)),
-                    pb_all + s * pb_stride);
+                    b_strip(pb_all, s, s));
     });
     return;
   }
@@ -1437,7 +1443,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     const int64_t bt = std::min(all_b_strips, per_thread * threads), b_per = (all_b_strips + bt - 1) / bt;
     pool.run(bt, [&](int64_t t, int) {
       std::vector<float>& strip = scratch().own;
-      if (strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
+      if (!pre_b && strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
       const int64_t s_end = std::min(all_b_strips, (t + 1) * b_per);
       for (int64_t s = t * b_per; s < s_end; ++s) {
         if (!pre_b) ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
@@ -1447,8 +1453,8 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const StripSource next = s + 1 == s_end ? StripSource()
                                  : pre_b        ? StripSource(pre_b + (s + 1) * pre_stride, Kd, nr)
                                                 : StripSource(B, (s + 1) * nr, std::min(nr, N - (s + 1) * nr), K);
-        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)),
-                    pre_b ? pre_b + s * pre_stride : strip.data(), next.runs ? &next : nullptr);
+        strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), b_strip(strip.data(), s, 0),
+                    next.runs ? &next : nullptr);
       }
     });
     return;
@@ -1465,8 +1471,6 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       // Small GEMMs (SEAL's inner loops) are mostly barriers, so every run saved counts.
       // (No B strips to pack when they come packed: pre_b.)
       pack_shared(pre_b ? 0 : b_strips, j0, n, pb, j0 == 0 ? a_strips : 0, i0, m, i0 == 0 && j0 == 0);
-      const float* pbc = pre_b ? pre_b + (j0 / nr) * pre_stride : pb;
-      const int64_t pbs = pre_b ? pre_stride : nr * Kd;
 
       // Tasks: (row group) x (strip group); the group's rows of packed A stay in L2 across its strips.
       const int64_t n_rg = (m + m_group - 1) / m_group;
@@ -1476,7 +1480,8 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
         const int64_t s0 = (t % n_sg) * sg_per, s1 = std::min(b_strips, s0 + sg_per);
         for (int64_t s = s0; s < s1; ++s)
-          strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)), pbc + s * pbs);
+          strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)),
+                      b_strip(pb, j0 / nr + s, s));
       });
     }
   }
@@ -1577,7 +1582,8 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
   g.M = M;
   g.B.dtype = dtype;
   g.trans_b = transposed;
-  // The environment last: decoding asks on every projection of every token, and streams W unpacked.
+  // The environment last (use_amx and the switch read it): decoding asks on every projection of
+  // every token, and streams W unpacked.
   return !takes_few_rows(g, isa) && !use_amx() && packed_weights_on();
 #else
   (void)M, (void)dtype, (void)transposed;
@@ -1587,6 +1593,7 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 
 std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) {
 #if SEALKIT_X86
+  // The kernel gemm_f32 picks for bf16 B: vdpbf16ps only under AVX512-BF16 without AMX.
   if (active_isa() != Isa::Avx512Bf16 || w.dtype != DType::BF16 || use_amx() || rows <= 0 || cols <= 0) return nullptr;
   const KernelSpec& ks = kBf16Spec;
   auto pw = std::make_unique<PackedWeight>();
