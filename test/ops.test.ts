@@ -580,6 +580,44 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
   assert.throws(() => op('gemm', 'f32', { M: 2, N: 2, K: 2, ldb: 3, A: new Float32Array(4), B: new Uint16Array(6), bDtype: 'bf16', packedB: true }), (e: Error) => /ldb/.test(e.message));
 });
 
+// A C of 2 MB or more whose tiles are written once (beta = 0, one K block, no update) is stored
+// with non-temporal stores on the AVX-512 kernels, row by row where a row of a tile is 32 whole
+// columns on a 64-byte boundary (native/cpu/gemm.cc, kStreamCBytes). With ldc = N + 4 the rows fall
+// on every 16-byte offset of a line, so streamed and normal rows mix in each C, as do full and
+// partial column strips. Bits must equal SEALKIT_STREAM_STORES=0's and values f64's, on every path
+// (shared packing, task-packed B strips, task-packed A rows), orientation, f32 and bf16 B, 1-3 threads.
+test('gemm: large C written with streaming stores gives the bits of normal stores, against f64', () => {
+  const r = rng(31);
+  // Shared: 700x760x16. Task-packed B strips: 40x13200x24. Task-packed A rows: 14000x40x12.
+  const shapes = [[700, 760, 16], [40, 13200, 24], [14000, 40, 12]];
+  const cases = shapes.flatMap(([M, N, K]) =>
+    ORIENTS.map(([ta, tb]) => {
+      const c = gemmCase(M!, N!, K!, ta, tb, r, 4, 0.75, 0);
+      assert.ok(c.M * c.N * 4 >= 2 << 20, 'C must reach the streaming size');
+      return { c, bits: bf16Bits(c.B), what: `${M}x${N}x${K} tA=${ta} tB=${tb}` };
+    }));
+  const saved = process.env.SEALKIT_STREAM_STORES;
+  const runAll = (stream: boolean) => {
+    if (stream) delete process.env.SEALKIT_STREAM_STORES;
+    else process.env.SEALKIT_STREAM_STORES = '0';
+    return cases.flatMap(({ c, bits }) => [gemmRun(c, 'f32'), gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' })]);
+  };
+  try {
+    keepingThreads(() => forEachIsa((isa) => {
+      addon.setThreads(2);
+      const normal = runAll(false);
+      cases.forEach(({ c, what }, i) => assertRel(normal[2 * i]!, gemmNaive(c), 1e-5, `${isa} ${what}`));
+      for (const threads of [1, 2, 3]) {
+        addon.setThreads(threads);
+        runAll(true).forEach((streamed, i) => sameBits(streamed, normal[i]!, `${isa} threads=${threads} ${cases[i >> 1]!.what} #${i % 2}`));
+      }
+    }));
+  } finally {
+    if (saved === undefined) delete process.env.SEALKIT_STREAM_STORES;
+    else process.env.SEALKIT_STREAM_STORES = saved;
+  }
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);

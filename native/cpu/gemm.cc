@@ -120,6 +120,9 @@ struct Epilogue {
   float alpha;
   float beta;
   bool load_c;
+  // Full 32-column rows at 64-byte-aligned addresses go out as non-temporal stores (the AVX-512
+  // kernels' store_row32; other rows and kernels store normally): see kStreamCBytes.
+  bool stream = false;
 };
 
 // Computes the MR x NR tile (packed A strip) x (packed B strip) over kc depth steps and stores its
@@ -283,8 +286,9 @@ SEALKIT_AVX2 void micro_avx2(int64_t kc, const float* a, const float* b, float* 
 }
 
 // Stores one row of a 32-column tile through the epilogue (C = alpha * (v0, v1) + beta * C, C read
-// only when load_c), masked to the tile's valid columns (masked-off lanes never fault). Shared by
-// the f32, vdpbf16ps and AMX micro-kernels.
+// only when load_c), masked to the tile's valid columns (masked-off lanes never fault), or streamed
+// past the caches when ep.stream and the row is two whole aligned lines. Shared by the f32,
+// vdpbf16ps and AMX micro-kernels.
 SEALKIT_AVX512 inline void store_row32(float* row, __m512 v0, __m512 v1, __mmask16 m0, __mmask16 m1, const Epilogue& ep) {
   const __m512 alpha = _mm512_set1_ps(ep.alpha);
   v0 = _mm512_mul_ps(alpha, v0);
@@ -293,6 +297,11 @@ SEALKIT_AVX512 inline void store_row32(float* row, __m512 v0, __m512 v1, __mmask
     const __m512 beta = _mm512_set1_ps(ep.beta);
     v0 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m0, row), v0);
     v1 = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m1, row + 16), v1);
+  }
+  if (ep.stream && m1 == 0xffff && (reinterpret_cast<uintptr_t>(row) & 63) == 0) {  // m1 full: 32 columns
+    _mm512_stream_ps(row, v0);
+    _mm512_stream_ps(row + 16, v1);
+    return;
   }
   _mm512_mask_storeu_ps(row, m0, v0);
   _mm512_mask_storeu_ps(row + 16, m1, v1);
@@ -1092,6 +1101,7 @@ constexpr KernelSpec kBf16Spec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf1
 #endif
 
 bool packed_weights_on() { return switch_on("SEALKIT_PACKED_WEIGHTS"); }
+bool stream_stores_on() { return switch_on("SEALKIT_STREAM_STORES"); }
 
 // ---- driver -------------------------------------------------------------------------------------
 // Sizes in floats. Packed A covers a chunk of rows over all K, the B panel a chunk of columns over
@@ -1119,6 +1129,15 @@ constexpr int64_t kLocalAPanelBudget = int64_t(64) << 10;
 // slabs there (AMD Zen 5, 15 rounds) 1024 x 576 x 1536 NT and NN 1.07-1.17x, with the LoRA update on
 // the tiles 1.14-1.17x; the LM head's input gradient level (0.996x).
 constexpr int64_t kSlabSteps = 512;
+// A C of at least this many bytes (more than the cores' L2 together) is written with non-temporal
+// stores where each tile is written once: a normal store to a line not in cache first reads it from
+// memory (read for ownership) and its tile's last stores wait on those reads; streaming skips both,
+// and C would not stay in cache for its reader anyway. SmolLM2's LM head (50 MB of logits per
+// sequence) 1.13x (bench/ab.ts --packed-b, Zen 5, 9 rounds; the other forward shapes level); whole
+// steps (`seal bench --ab-env SEALKIT_STREAM_STORES=0`, 9 repeats each): scoring 1.02-1.03x (0.5 %
+// of it from shapes other than the LM head), LoRA step 1.02-1.04x. Tiny models' C (at most 1.5 MB)
+// stays below: streamed, its reader would fetch from memory what it finds in L2 (0.99-1.00x).
+constexpr int64_t kStreamCBytes = int64_t(2) << 20;
 
 // Largest multiple of `unit` whose product with `per` stays within `budget` (at least one unit),
 // capped at `total` rounded up to the unit.
@@ -1315,6 +1334,11 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // the tile's end. SmolLM2-135M LoRA step 1.02-1.04x, tiny 1.05x (`seal bench train --ab-env`,
   // 9-41 repeats, AMD Zen 5); for C only written (scoring) it was 0.99x, so not there.
   [[maybe_unused]] const bool c_prefetch = g.beta != 0.f || fuse;
+  // Tiles written once and never read back (beta == 0, one K block, no update) stream their
+  // stores when C is large (see kStreamCBytes); the fence below orders them before the task ends.
+  [[maybe_unused]] const bool c_stream = g.beta == 0.f && !fuse && Kd <= kc_depth &&
+                                         M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes &&
+                                         stream_stores_on();
   // B strip s (of the whole GEMM): from the packed weight when there is one, else strip s_here of
   // the strips this path packed at `packed_here`.
   auto b_strip = [&](const float* packed_here, int64_t s, int64_t s_here) {
@@ -1329,7 +1353,8 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     int64_t call = 0;
     for (int64_t k0 = 0; k0 < Kd; k0 += kc_depth) {
       const int64_t kc = std::min(kc_depth, Kd - k0);
-      const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
+      const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f,
+                        c_stream && k0 + kc >= Kd};
       for (int64_t r = r0; r < r1; r += mr) {
         const int rows = static_cast<int>(std::min(mr, r1 - r));
         float* c = g.C + (i0 + r) * g.ldc + col;
@@ -1350,6 +1375,9 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #endif
       }
     }
+#if SEALKIT_X86
+    if (c_stream) _mm_sfence();  // streamed stores are weakly ordered: visible before the pool's barrier
+#endif
   };
   auto pack_a_strips = [&](float* a_dst, [[maybe_unused]] float* u_dst, int64_t i0, int64_t m, int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
@@ -1479,9 +1507,10 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       pool.run(n_rg * n_sg, [&](int64_t t, int) {
         const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
         const int64_t s0 = (t % n_sg) * sg_per, s1 = std::min(b_strips, s0 + sg_per);
-        for (int64_t s = s0; s < s1; ++s)
+        for (int64_t s = s0; s < s1; ++s) {
           strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)),
                       b_strip(pb, j0 / nr + s, s));
+        }
       });
     }
   }
