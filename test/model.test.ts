@@ -318,6 +318,41 @@ async function packedWeightsCase(packs: boolean): Promise<void> {
   }
 }
 
+test('scoring with gate, up and SwiGLU as one call: the bits of the separate calls; adapters on them keep them apart', async () => {
+  // Forward-only batches whose adapters leave gate and up alone hand both projections and SwiGLU to
+  // the backend as one call (native/engine/model.cc, gate_up_swiglu), which on the vdpbf16ps kernel
+  // with packed weights stores neither product (native/cpu/gemm.cc, gemm_gate_up_swiglu).
+  // SEALKIT_FUSED_GATE_UP=0 runs the three calls: logits and scores must not move by a bit. The
+  // profile shows which path each batch took.
+  for (const dir of [llamaDir, qwenDir]) {
+    const model = await Model.load(dir, { storage: 'bf16', profile: true });
+    model.createAdapter(0, { rank: 4, alpha: 8, seed: 3, targets: ['q_proj', 'v_proj'] });
+    model.createAdapter(1, { rank: 4, alpha: 8, seed: 4 });  // every projection
+    for (const slot of [0, 1]) {  // adapters start with B = 0: make them change the output
+      const b = model.getAdapterTensor(slot, 0, 'v_proj', 'B').map((_, i) => ((i % 5) - 2) * 0.05);
+      model.setAdapterTensor(slot, 0, 'v_proj', 'B', b);
+      if (slot === 1) model.setAdapterTensor(slot, 1, 'up_proj', 'B', model.getAdapterTensor(slot, 1, 'up_proj', 'B').map((_, i) => ((i % 3) - 1) * 0.05));
+    }
+    const V = model.config.vocabSize;
+    const batches: [string, Sequence[], boolean][] = [
+      ['no adapter', [{ tokens: randomTokens(40, V, 5) }, { tokens: randomTokens(29, V, 6) }], true],
+      ['adapter on q, v', [{ tokens: randomTokens(33, V, 7), slot: 0 }, { tokens: randomTokens(21, V, 8) }], true],
+      ['adapter on every projection', [{ tokens: randomTokens(33, V, 9), slot: 1 }, { tokens: randomTokens(25, V, 10) }], false],
+    ];
+    for (const [what, seqs, oneCall] of batches) {
+      await model.takeProfile();
+      const fused = { logits: await model.logits(seqs), score: await model.score(seqs) };
+      const ops = (await model.takeProfile()).map((t) => t.op);
+      assert.is(ops.some((op) => op.startsWith('gate_up_swiglu')), oneCall, `${dir} ${what}: one call`);
+      assert.is(ops.includes('swiglu_forward'), !oneCall, `${dir} ${what}: SwiGLU apart`);
+      const apart = await withEnv({ SEALKIT_FUSED_GATE_UP: '0' }, async () => ({ logits: await model.logits(seqs), score: await model.score(seqs) }));
+      fused.logits.forEach((l, i) => assert.equal(Array.from(l), Array.from(apart.logits[i]!), `${dir} ${what}: logits of sequence ${i}`));
+      assert.equal(fused.score, apart.score, `${dir} ${what}: scores`);
+    }
+    await model.dispose();
+  }
+});
+
 test('bad batches give clear errors, never a crash', async () => {
   const model = await Model.load(llamaDir);
   const V = model.config.vocabSize;

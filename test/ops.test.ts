@@ -580,6 +580,57 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
   assert.throws(() => op('gemm', 'f32', { M: 2, N: 2, K: 2, ldb: 3, A: new Float32Array(4), B: new Uint16Array(6), bDtype: 'bf16', packedB: true }), (e: Error) => /ldb/.test(e.message));
 });
 
+// The MLP's gate and up projections with SwiGLU on them (native/cpu/gemm.cc, gemm_gate_up_swiglu):
+// where both bf16 weights come packed for the vdpbf16ps kernel and K fits one K block, each tile of
+// both products is computed into scratch and only act = silu(gate) * up is stored. act must have the
+// bits of gemm(gate), gemm(up), swiglu_forward on every path (shared packing, task-packed B strips,
+// task-packed A rows, streamed stores), with partial strips and rows, alpha != 1 and a padded act,
+// on 1-3 threads; it fuses exactly where it should and otherwise runs the calls.
+test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate calls', () => {
+  const r = rng(33);
+  // [M, N, K, fusable]: shared 300x200x575 (odd K), task-packed B strips 20x300x70, task-packed A
+  // rows 600x40x64, streamed act 700x800x64; not fused: K deeper than one block (600), few rows (8).
+  const shapes: [number, number, number, boolean][] = [
+    [300, 200, 575, true], [20, 300, 70, true], [600, 40, 64, true], [700, 800, 64, true], [100, 96, 600, false], [8, 96, 64, false],
+  ];
+  const cases = shapes.map(([M, N, K, fusable], i) => {
+    const x = f32(rand(M * K, r));
+    const gate = bf16Bits(rand(N * K, r)), up = bf16Bits(rand(N * K, r));
+    const ldAct = i % 2 ? N + 4 : N;
+    return { M, N, K, fusable, x, gate, up, ldAct, alphaUp: i % 3 === 0 ? 0.5 : 1, what: `${M}x${N}x${K}` };
+  });
+  const saved = process.env.SEALKIT_AMX;
+  try {
+    process.env.SEALKIT_AMX = '0';  // AMX reads no packed weight
+    keepingThreads(() => forEachIsa((isa) => {
+      for (const threads of [1, 2, 3]) {
+        addon.setThreads(threads);
+        for (const c of cases) {
+          const gemmArgs = (B: Uint16Array, alpha: number) =>
+            ({ M: c.M, N: c.N, K: c.K, transB: true, A: c.x, B, bDtype: 'bf16', alpha, packedB: true });
+          const res = op('gemm_gate_up_swiglu', 'f32', { gate: gemmArgs(c.gate, 1), up: gemmArgs(c.up, c.alphaUp), ldAct: c.ldAct });
+          const g = arr(op('gemm', 'f32', { ...gemmArgs(c.gate, 1), packedB: false }), 'C');
+          const u = arr(op('gemm', 'f32', { ...gemmArgs(c.up, c.alphaUp), packedB: false }), 'C');
+          const act = arr(op('swiglu_forward', 'f32', { gate: g, up: u }), 'out');
+          const label = `${isa} threads=${threads} ${c.what}`;
+          assert.is(res.fused, isa === 'avx512bf16' && c.fusable, `${label}: fused`);
+          const got = arr(res, 'act');
+          const rows = new Float32Array(c.M * c.N);
+          for (let i = 0; i < c.M; i++) rows.set(got.subarray(i * c.ldAct, i * c.ldAct + c.N), i * c.N);
+          sameBits(rows, act, label);
+          if (!res.fused) sameBits(arr(res, 'upC'), u, `${label}: up's C`);
+        }
+      }
+    }));
+  } finally {
+    if (saved === undefined) delete process.env.SEALKIT_AMX;
+    else process.env.SEALKIT_AMX = saved;
+  }
+  const args = { M: 20, N: 40, K: 8, transB: true, A: new Float32Array(160), B: new Float32Array(320) };
+  assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: { ...args, N: 30, B: new Float32Array(240) } }), (e: Error) => /gate's M and N/.test(e.message));
+  assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: args, ldAct: 39 }), (e: Error) => /ldAct/.test(e.message));
+});
+
 // A C of 2 MB or more whose tiles are written once (beta = 0, one K block, no update) is stored
 // with non-temporal stores on the AVX-512 kernels, row by row where a row of a tile is 32 whole
 // columns on a 64-byte boundary (native/cpu/gemm.cc, kStreamCBytes). With ldc = N + 4 the rows fall

@@ -294,6 +294,37 @@ Napi::Object op_gemm(const Args& a) {
   return r;
 }
 
+// The MLP's fused gate/up/SwiGLU (cpu::gemm_gate_up_swiglu), f32 only: `gate` and `up`, each an
+// object of gemm's arguments (packedB included), and `ldAct` (default N). Returns act [M, ldAct],
+// each GEMM's C as the call left it (gateC, upC: their initial values where it fused) and `fused`.
+template <typename T>
+Napi::Object op_gemm_gate_up_swiglu(const Args& a) {
+  if constexpr (!std::is_same_v<T, float>) {
+    a.range_error("dtype", "must be 'f32' for gemm_gate_up_swiglu");
+  } else {
+    auto call = [&](const char* name) {
+      const Napi::Value v = a.value(name);
+      if (!v.IsObject()) a.type_error(name, "must be an object of gemm arguments");
+      return Args(a.env(), a.op() + " " + name, v.As<Napi::Object>());
+    };
+    const Args gate_args = call("gate"), up_args = call("up");
+    GemmCall<float> gate = gemm_args<float>(gate_args), up = gemm_args<float>(up_args);
+    const std::unique_ptr<cpu::PackedWeight> gate_packed = packed_b(gate_args, gate.g);
+    const std::unique_ptr<cpu::PackedWeight> up_packed = packed_b(up_args, up.g);
+    if (gate.g.M != up.g.M || gate.g.N != up.g.N) a.range_error("up", "must have gate's M and N");
+    const int64_t ld_act = a.integer_or("ldAct", std::max<int64_t>(up.g.N, 1), 1);
+    if (ld_act < up.g.N) a.range_error("ldAct", "must be >= N");
+    Napi::Float32Array act = zeros<float>(a, product(a, "act", up.g.M, ld_act));
+    const bool fused = cpu::gemm_gate_up_swiglu(gate.g, up.g, act.Data(), ld_act);
+    Napi::Object r = Napi::Object::New(a.env());
+    r.Set("act", act);
+    r.Set("gateC", gate.c);
+    r.Set("upC", up.c);
+    r.Set("fused", Napi::Boolean::New(a.env(), fused));
+    return r;
+  }
+}
+
 // Up to four GEMMs run as one group (cpu::gemm_group). Either `calls`, an array of gemm's arguments
 // (any orientations, strides, alpha, beta, initial C), or GEMMs sharing x: C_i = x W_i^T (W_i
 // [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype). Results as C0..C3.
@@ -881,6 +912,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm", {op_gemm<float>, op_gemm<double>}},
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
+      {"gemm_gate_up_swiglu", {op_gemm_gate_up_swiglu<float>, op_gemm_gate_up_swiglu<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"pool_runs", {op_pool_runs<float>, op_pool_runs<double>}},
       {"sampling_distribution", {op_sampling_distribution<float>, op_sampling_distribution<double>}},

@@ -34,6 +34,9 @@ class CpuBackend final : public Backend {
   void gemm(const Gemm& g) override { cpu::gemm<float>(g); }
   void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override { cpu::gemm_with_update(g, u); }
   void gemm_group(const Gemm* gs, int n) override { cpu::gemm_group(gs, n); }
+  void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) override {
+    cpu::gemm_gate_up_swiglu(gate, up, act, up.N);
+  }
   bool reads_packed_weight(int64_t rows, DType dtype, bool transposed) const override {
     return cpu::gemm_reads_packed_weight(rows, dtype, transposed);
   }

@@ -307,6 +307,21 @@ SEALKIT_AVX512 inline void store_row32(float* row, __m512 v0, __m512 v1, __mmask
   _mm512_mask_storeu_ps(row + 16, m1, v1);
 }
 
+// act = silu(gate) * up for the top-left rows x cols of two 32-column tiles (rows 32 floats apart),
+// stored to C as store_row32 stores a tile (streamed when `stream`).
+#pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning (see the packing below)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float* c, int64_t ldc, int rows, int cols,
+                                      bool stream) {
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
+  const Epilogue ep{1.f, 0.f, false, stream};
+  for (int i = 0; i < rows; ++i, gate += 32, up += 32, c += ldc)
+    store_row32(c, swiglu512(_mm512_load_ps(gate), _mm512_load_ps(up)),
+                swiglu512(_mm512_load_ps(gate + 16), _mm512_load_ps(up + 16)), m0, m1, ep);
+}
+#pragma GCC diagnostic pop
+
 // AVX-512: 14 x 32 tile, two zmm per row: 28 accumulators + 2 for B + 1 broadcast of the 32
 // registers. Measured against 8 x 32 and 12 x 32 (bench/gemm.ts): 14 rows was best or level.
 constexpr int kAvx512Mr = 14, kAvx512Nr = 32;
@@ -1211,9 +1226,28 @@ bool takes_few_rows(const GemmArgs<float>& g, Isa isa) {
 }
 #endif
 
+// The gate half of a fused gate/up pair (gemm_gate_up_swiglu): the gate weight's packed strips and
+// its GEMM's alpha. packed_gemm, running the up projection with act as its C, then computes each
+// tile of both products and stores silu(gate) * up.
+struct GatePair {
+  const float* strips;
+  int64_t stride;
+  float alpha;
+};
+
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update,
-                 const float* pre_b = nullptr, int64_t pre_stride = 0);
+                 const float* pre_b = nullptr, int64_t pre_stride = 0, const GatePair* pair = nullptr);
+
+// g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for the
+// kernel ks (the vdpbf16ps one) and packed weights are on; else null, and B is packed per call.
+const PackedWeight* usable_packed_weight(const GemmArgs<float>& g, const KernelSpec& ks) {
+  const PackedWeight* pw = g.packed_b;
+  return pw && ks.pairs && ks.pair_align == 1 && packed_weights_on() && pw->source == g.B.data &&
+                 pw->trans_b == g.trans_b && pw->N == g.N && pw->K == g.K && pw->ldb == g.ldb
+             ? pw
+             : nullptr;
+}
 
 // Runs `update` as its own call after the base GEMM (paths that do not fuse it).
 void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
@@ -1259,10 +1293,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   }
   const LowRankUpdate* fused = fuse ? update : nullptr;
   // A packed weight for this very B and kernel (see PackedWeight): B's strips are read from it.
-  const PackedWeight* pw = g.packed_b;
-  if (pw && !(ks.pairs && ks.pair_align == 1 && packed_weights_on() && pw->source == g.B.data &&
-              pw->trans_b == g.trans_b && pw->N == g.N && pw->K == g.K && pw->ldb == g.ldb))
-    pw = nullptr;
+  const PackedWeight* pw = usable_packed_weight(g, ks);
   const float* pre = pw ? pw->strips : nullptr;
   const int64_t pre_stride = pw ? pw->strip_stride : 0;
   // A long K (the LM head's input gradient: K = vocabulary) runs as slabs of K, one packed GEMM
@@ -1292,7 +1323,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 // added to each tile after its last K block. With pre_b, B comes packed (a PackedWeight, at this
 // call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B.
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
-                 int64_t pre_stride) {
+                 int64_t pre_stride, const GatePair* pair) {
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -1361,10 +1392,19 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #if SEALKIT_X86
         if (k0 == 0 && c_prefetch) prefetch_tile_for_write(c, g.ldc, rows, cols);
 #endif
-        if (rows < mr && ks.edge)
-          ks.edge(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
-        else
-          ks.micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+        const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
+#if SEALKIT_X86
+        if (pair) {  // one K block (gemm_gate_up_swiglu): both products' tiles, then act's
+          alignas(64) float gate[kAvx512Mr * kAvx512Nr], up[kAvx512Mr * kAvx512Nr];
+          micro(kc, a_rows + r * Kd, pair->strips + col / nr * pair->stride, gate, nr, rows, cols,
+                Epilogue{pair->alpha, 0.f, false});
+          micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
+          store_swiglu_tile(gate, up, c, g.ldc, rows, cols, c_stream);
+          if (next) next->prefetch(call++, calls);
+          continue;
+        }
+#endif
+        micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
         if (next) next->prefetch(call++, calls);
 #if SEALKIT_X86
         if (fuse && k0 + kc >= Kd) {  // the tile is final: add the update while it is in L1
@@ -1599,6 +1639,41 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
   if (lowrank && gemm_lowrank_group(gs, n)) return;
 #endif
   for (int i = 0; i < n; ++i) gemm(gs[i]);
+}
+
+bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act) {
+  if (up.M <= 0 || up.N <= 0) return false;
+#if SEALKIT_X86
+  // Fused where both GEMMs would run the vdpbf16ps packed kernel in one K block on packed weights
+  // of one A (the shapes and arguments the bits of the separate calls then share).
+  const bool same = gate.A == up.A && gate.lda == up.lda && gate.M == up.M && gate.N == up.N && gate.K == up.K &&
+                    gate.trans_a == up.trans_a && gate.trans_b == up.trans_b && gate.beta == 0.f && up.beta == 0.f &&
+                    gate.alpha != 0.f && up.alpha != 0.f && gate.K > 0 && gate.N > kLowRankMax;
+  const Isa isa = active_isa();
+  const bool bf16 = isa == Isa::Avx512Bf16 && gate.B.dtype == DType::BF16 && up.B.dtype == DType::BF16;
+  if (same && bf16 && !takes_few_rows(up, isa) && (up.K + 1) / 2 <= kBf16Kc && !use_amx() &&
+      switch_on("SEALKIT_FUSED_GATE_UP")) {
+    const PackedWeight* pg = usable_packed_weight(gate, kBf16Spec);
+    const PackedWeight* pu = usable_packed_weight(up, kBf16Spec);
+    if (pg && pu) {
+      GemmArgs<float> g = up;
+      g.C = act;
+      g.ldc = ld_act;
+      const GatePair pair{pg->strips, pg->strip_stride, gate.alpha};
+      packed_gemm(g, kBf16Spec, nullptr, pu->strips, pu->strip_stride, &pair);
+      return true;
+    }
+  }
+#endif
+  gemm(gate);
+  gemm(up);
+  if (gate.ldc == up.N && up.ldc == up.N && ld_act == up.N) {
+    swiglu_forward<float>(gate.C, up.C, act, up.M * up.N);
+  } else {
+    for (int64_t i = 0; i < up.M; ++i)
+      swiglu_forward<float>(gate.C + i * gate.ldc, up.C + i * up.ldc, act + i * ld_act, up.N);
+  }
+  return false;
 }
 
 PackedWeight::~PackedWeight() { std::free(strips); }

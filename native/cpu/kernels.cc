@@ -1026,26 +1026,21 @@ void sigmoid_chunk(const T* g, int64_t n, T* sig, const ExpRow<T>& exp_row) {
 }  // namespace
 
 #if SEALKIT_X86
-// The float path's arithmetic a whole vector at a time: exp512 of -g (exp_row's exp with shift 0
-// and scale 1), sigmoid = 1 / (1 + e), the products in the scalar loops' order. The same bits as
-// the chunked path, which ran its scalar loops at SSE width. A sum that follows a product is an
-// explicitly rounded add: GCC contracts a plain vector a * b + c into one FMA, with other bits.
+// The float path's arithmetic a whole vector at a time (simd.h's sigmoid512, swiglu512): exp512 of
+// -g (exp_row's exp with shift 0 and scale 1), sigmoid = 1 / (1 + e), the products in the scalar
+// loops' order. The same bits as the chunked path, which ran its scalar loops at SSE width. A sum
+// that follows a product is an explicitly rounded add: GCC contracts a plain vector a * b + c into
+// one FMA, with other bits.
 #pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning, as above
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 constexpr int kRoundNearest = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 
-SEALKIT_AVX512 SEALKIT_INLINE __m512 sigmoid512(__m512 g) {
-  const __m512 e = exp512(_mm512_xor_ps(g, _mm512_set1_ps(-0.f)));
-  return _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_add_round_ps(_mm512_set1_ps(1.f), e, kRoundNearest));
-}
-
 SEALKIT_AVX512 void swiglu_forward_avx512(const float* gate, const float* up, float* out, int64_t b, int64_t e) {
   for (int64_t i = b; i < e; i += 16) {
     const __mmask16 m = mask16(e - i);
     const __m512 g = _mm512_maskz_loadu_ps(m, gate + i);
-    const __m512 r = _mm512_mul_ps(_mm512_mul_ps(g, sigmoid512(g)), _mm512_maskz_loadu_ps(m, up + i));
-    _mm512_mask_storeu_ps(out + i, m, r);
+    _mm512_mask_storeu_ps(out + i, m, swiglu512(g, _mm512_maskz_loadu_ps(m, up + i)));
   }
 }
 

@@ -101,6 +101,15 @@ GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& updat
 // pool and one tail instead of n. LoRA's xa and dA of one input run as one pass over the shared
 // operand (gemm_lowrank_group). Any other group runs call by call.
 void gemm_group(const GemmArgs<float>* gs, int n);
+// The MLP's gate and up projections and SwiGLU on them: act = silu(gate.C) * up.C after gate and up
+// (two GEMMs of one A: same A, lda, M, N, K and orientations; beta 0), with the bits of
+// gemm(gate), gemm(up), swiglu_forward. act is [M, N] with rows ld_act apart. Where both weights
+// come packed for the vdpbf16ps kernel (PackedWeight) and K fits one K block, each 14 x 32 tile of
+// both products is computed into registers' worth of scratch and only act's tile is stored: gate.C
+// and up.C are then left untouched (neither reaches memory, A is packed once, and SwiGLU needs no
+// pass of its own); elsewhere the three calls run in sequence and fill gate.C and up.C. Returns
+// whether it fused them. SEALKIT_FUSED_GATE_UP=0 (read per call) always runs the three calls.
+bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act);
 
 // ---- embedding ---------------------------------------------------------------------------------
 // out[i, :] = table[ids[i], :]  (table [vocab, dim], f32/bf16 for float, f64 for double)

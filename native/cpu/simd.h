@@ -92,6 +92,19 @@ SEALKIT_AVX512 SEALKIT_INLINE __m512 exp512(__m512 x) {
   return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
 }
 
+// SwiGLU's forward on 16 lanes, silu(g) * u = g * sigmoid(g) * u with sigmoid = 1 / (1 + exp(-g)):
+// the one arithmetic of every AVX-512 SwiGLU (kernels.cc's pass over whole arrays, the GEMM's fused
+// gate/up tiles), so they agree to the bit. The sum is an explicitly rounded add: GCC would contract
+// a plain one into an FMA with other bits.
+SEALKIT_AVX512 SEALKIT_INLINE __m512 sigmoid512(__m512 g) {
+  const __m512 e = exp512(_mm512_xor_ps(g, _mm512_set1_ps(-0.f)));
+  return _mm512_div_ps(_mm512_set1_ps(1.f),
+                       _mm512_add_round_ps(_mm512_set1_ps(1.f), e, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+SEALKIT_AVX512 SEALKIT_INLINE __m512 swiglu512(__m512 g, __m512 u) {
+  return _mm512_mul_ps(_mm512_mul_ps(g, sigmoid512(g)), u);
+}
+
 // Horizontal sums of 16 vectors at once: lane 4L + m of the result is the sum of v[4m + L]'s 16
 // lanes. The pairing is a fixed tree, the one a lane-by-lane fold would use (e with e + 8, then
 // e + 4, e + 2, e + 1), done with 15 shuffles and 15 adds for all 16 sums instead of 15 scalar adds

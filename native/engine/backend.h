@@ -47,6 +47,15 @@ class Backend {
     gemm(g);
     gemm(cpu::update_gemm(g, u));
   }
+  // The MLP's gate and up projections of one input and SwiGLU on them, act = silu(gate.C) * up.C
+  // (cpu::gemm_gate_up_swiglu's contract; C and act contiguous, ldc == N). gate.C and up.C are
+  // scratch, unspecified afterwards: a backend that fuses the three may never write them. This
+  // default runs the three calls.
+  virtual void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) {
+    gemm(gate);
+    gemm(up);
+    swiglu_forward(gate.C, up.C, act, up.M * up.N);
+  }
   // Weights packed ahead of time for the GEMM (cpu::PackedWeight): whether a GEMM of `rows` rows
   // against a weight of this dtype and orientation (transposed: y = x W^T, else dx = dy W) would
   // read one, and making one, for Gemm::packed_b. The caller owns it and drops it when W changes.

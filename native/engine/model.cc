@@ -760,6 +760,12 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   // dA) as one group, which the CPU runs as one pass over that input.
   const bool qkv_adapters = adapter_group(kQkv, 3, segs, T, backward);
   const bool gate_up_adapters = adapter_group(kGateUp, 2, segs, T, backward);
+  // Scoring and prefill with no adapter on gate or up: the two projections and SwiGLU go to the
+  // backend as one call (the CPU then computes act from both products' tiles and stores neither).
+  bool gate_up_adapted = false;
+  for (const Segment& s : segs)
+    gate_up_adapted |= (adapters_.at(s.slot)->spec.targets & ((1u << kGate) | (1u << kUp))) != 0;
+  const bool gate_up_swiglu = !backward && !group && !gate_up_adapted;
   backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
   for (int64_t l = 0; l < c.layers; ++l) {
     auto& a = w.acts[static_cast<size_t>(backward ? l : 0)];
@@ -803,15 +809,20 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       const Gemm gate_up[2] = {base_gemm(li, kGate, a.xn2, a.gate, T), base_gemm(li, kUp, a.xn2, a.up, T)};
       backend_->gemm_group(gate_up, 2);
     }
-    if (gate_up_adapters) {
-      float* const xa[2] = {a.xa[kGate], a.xa[kUp]};
-      adapter_xa_group(static_cast<int>(l), kGateUp, 2, a.xn2, T, segs, xa, rmax);
+    if (gate_up_swiglu) {
+      const int li = static_cast<int>(l);
+      backend_->gate_up_swiglu(base_gemm(li, kGate, a.xn2, a.gate, T), base_gemm(li, kUp, a.xn2, a.up, T), a.act);
+    } else {
+      if (gate_up_adapters) {
+        float* const xa[2] = {a.xa[kGate], a.xa[kUp]};
+        adapter_xa_group(static_cast<int>(l), kGateUp, 2, a.xn2, T, segs, xa, rmax);
+      }
+      linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward,
+                     seed_for(l, kGate), group, gate_up_adapters);
+      linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp),
+                     group, gate_up_adapters);
+      backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     }
-    linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward, seed_for(l, kGate),
-                   group, gate_up_adapters);
-    linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp), group,
-                   gate_up_adapters);
-    backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
     backend_->axpy(xnext, a.xmid, T * H, 1.0f);  // residual
   }

@@ -88,6 +88,10 @@ void ProfilingBackend::gemm_group(const Gemm* gs, int n) {
   widths += ')';
   timed("gemm_group " + gemm_shape(gs[0], widths), flops, [&] { inner_->gemm_group(gs, n); });
 }
+void ProfilingBackend::gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) {
+  timed("gate_up_swiglu " + gemm_shape(up, std::to_string(gate.N) + "+" + std::to_string(up.N)),
+        gemm_flops(gate) + gemm_flops(up), [&] { inner_->gate_up_swiglu(gate, up, act); });
+}
 void ProfilingBackend::gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {
   const double flops = gemm_flops(g) + 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * u.rank;
   timed("gemm+update " + gemm_shape(g, std::to_string(g.N)) + " r" + std::to_string(u.rank), flops,
