@@ -318,34 +318,39 @@ async function packedWeightsCase(packs: boolean): Promise<void> {
   }
 }
 
-test('scoring with gate, up and SwiGLU as one call: the bits of the separate calls; adapters on them keep them apart', async () => {
-  // Forward-only batches whose adapters leave gate and up alone hand both projections and SwiGLU to
-  // the backend as one call (native/engine/model.cc, gate_up_swiglu), which on the vdpbf16ps kernel
-  // with packed weights stores neither product (native/cpu/gemm.cc, gemm_gate_up_swiglu).
-  // SEALKIT_FUSED_GATE_UP=0 runs the three calls: logits and scores must not move by a bit. The
-  // profile shows which path each batch took.
+test('scoring with q/k/v as one group and gate, up, SwiGLU as one call: the bits of the separate calls', async () => {
+  // Forward-only batches whose adapters leave q, k, v alone hand their base GEMMs to the backend as
+  // one group (native/engine/model.cc; on the vdpbf16ps kernel with packed weights the CPU runs them
+  // as one GEMM across the three weights: native/cpu/gemm.cc, packed_group); those that leave gate
+  // and up alone hand both projections and SwiGLU over as one call (gemm_gate_up_swiglu, which stores
+  // neither product). SEALKIT_GROUPED_GEMM=0 and SEALKIT_FUSED_GATE_UP=0 run the calls one by one:
+  // logits and scores must not move by a bit. The profile shows which path each batch took.
   for (const dir of [llamaDir, qwenDir]) {
     const model = await Model.load(dir, { storage: 'bf16', profile: true });
-    model.createAdapter(0, { rank: 4, alpha: 8, seed: 3, targets: ['q_proj', 'v_proj'] });
-    model.createAdapter(1, { rank: 4, alpha: 8, seed: 4 });  // every projection
-    for (const slot of [0, 1]) {  // adapters start with B = 0: make them change the output
-      const b = model.getAdapterTensor(slot, 0, 'v_proj', 'B').map((_, i) => ((i % 5) - 2) * 0.05);
-      model.setAdapterTensor(slot, 0, 'v_proj', 'B', b);
-      if (slot === 1) model.setAdapterTensor(slot, 1, 'up_proj', 'B', model.getAdapterTensor(slot, 1, 'up_proj', 'B').map((_, i) => ((i % 3) - 1) * 0.05));
-    }
-    const V = model.config.vocabSize;
-    const batches: [string, Sequence[], boolean][] = [
-      ['no adapter', [{ tokens: randomTokens(40, V, 5) }, { tokens: randomTokens(29, V, 6) }], true],
-      ['adapter on q, v', [{ tokens: randomTokens(33, V, 7), slot: 0 }, { tokens: randomTokens(21, V, 8) }], true],
-      ['adapter on every projection', [{ tokens: randomTokens(33, V, 9), slot: 1 }, { tokens: randomTokens(25, V, 10) }], false],
+    model.createAdapter(0, { rank: 4, alpha: 8, seed: 3, targets: ['o_proj', 'down_proj'] });
+    model.createAdapter(1, { rank: 4, alpha: 8, seed: 4, targets: ['v_proj'] });
+    model.createAdapter(2, { rank: 4, alpha: 8, seed: 5 });  // every projection
+    // Adapters start with B = 0: make them change the output.
+    const nudge = (slot: number, proj: 'o_proj' | 'v_proj' | 'up_proj') =>
+      model.setAdapterTensor(slot, 1, proj, 'B', model.getAdapterTensor(slot, 1, proj, 'B').map((_, i) => ((i % 5) - 2) * 0.05));
+    nudge(0, 'o_proj'); nudge(1, 'v_proj'); nudge(2, 'v_proj'); nudge(2, 'up_proj');
+    const { vocabSize: V, numHeads, numKvHeads, headDim } = model.config;
+    const qkvWidths = `(${numHeads * headDim}+${numKvHeads * headDim}+${numKvHeads * headDim})`;  // the group's profile name
+    const batches: [string, Sequence[], boolean, boolean][] = [  // what, batch, q/k/v grouped, gate/up/SwiGLU one call
+      ['no adapter', [{ tokens: randomTokens(40, V, 5) }, { tokens: randomTokens(29, V, 6) }], true, true],
+      ['adapter on o, down', [{ tokens: randomTokens(33, V, 7), slot: 0 }, { tokens: randomTokens(21, V, 8) }], true, true],
+      ['adapter on v', [{ tokens: randomTokens(33, V, 9), slot: 1 }, { tokens: randomTokens(25, V, 10) }], false, true],
+      ['adapter on every projection', [{ tokens: randomTokens(31, V, 11), slot: 2 }], false, false],
     ];
-    for (const [what, seqs, oneCall] of batches) {
+    for (const [what, seqs, grouped, oneCall] of batches) {
       await model.takeProfile();
       const fused = { logits: await model.logits(seqs), score: await model.score(seqs) };
       const ops = (await model.takeProfile()).map((t) => t.op);
-      assert.is(ops.some((op) => op.startsWith('gate_up_swiglu')), oneCall, `${dir} ${what}: one call`);
+      assert.is(ops.some((op) => op.startsWith('gemm_group') && op.includes(qkvWidths)), grouped, `${dir} ${what}: q/k/v grouped`);
+      assert.is(ops.some((op) => op.startsWith('gate_up_swiglu')), oneCall, `${dir} ${what}: gate/up/SwiGLU one call`);
       assert.is(ops.includes('swiglu_forward'), !oneCall, `${dir} ${what}: SwiGLU apart`);
-      const apart = await withEnv({ SEALKIT_FUSED_GATE_UP: '0' }, async () => ({ logits: await model.logits(seqs), score: await model.score(seqs) }));
+      const apart = await withEnv({ SEALKIT_GROUPED_GEMM: '0', SEALKIT_FUSED_GATE_UP: '0' },
+        async () => ({ logits: await model.logits(seqs), score: await model.score(seqs) }));
       fused.logits.forEach((l, i) => assert.equal(Array.from(l), Array.from(apart.logits[i]!), `${dir} ${what}: logits of sequence ${i}`));
       assert.equal(fused.score, apart.score, `${dir} ${what}: scores`);
     }

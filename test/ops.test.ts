@@ -298,6 +298,45 @@ test('gemm_group: the bits of the GEMMs one by one, every ISA, f32 and bf16 weig
   });
 });
 
+// Scoring's q, k, v: many rows of GEMMs of one x whose bf16 weights come packed run as one packed GEMM
+// across their N's (native/cpu/gemm.cc, packed_group), each tile stored to its own GEMM's C. The
+// bits must be those of each GEMM alone on every path (shared packing, task-packed A rows, task-
+// packed B strips), with a last part of partial strips, and where the group does not apply
+// (a part that is not whole strips, few rows, K slabs) the calls one by one; 1-3 threads.
+test('gemm_group: weights packed ahead run as one GEMM across their columns with the bits of each alone', () => {
+  const r = rng(34);
+  const cases: [number, number, number[]][] = [
+    // Grouped: shared packing (1000 x 576, last part partial), task-packed A rows, task-packed B strips.
+    [1000, 576, [576, 192, 100]], [600, 64, [64, 64, 96]], [20, 70, [256, 320, 100]], [90, 128, [96, 64, 64, 200]],
+    // One by one: a first part of partial strips, few rows, K in slabs, a part narrow enough for the
+    // low-rank kernels.
+    [90, 128, [100, 64]], [12, 64, [64, 64]], [40, 2100, [64, 64]], [60, 64, [64, 32]],
+  ];
+  const saved = process.env.SEALKIT_AMX;
+  try {
+    process.env.SEALKIT_AMX = '0';  // AMX reads no packed weight
+    keepingThreads(() => forEachIsa((isa) => {
+      for (const threads of [1, 2, 3]) {
+        addon.setThreads(threads);
+        for (const [M, K, Ns] of cases) {
+          const A = f32(rand(M * K, r));
+          const Ws = Ns.map((N) => bf16Bits(rand(N * K, r)));
+          const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype: 'bf16', packedB: true };
+          Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
+          const group = op('gemm_group', 'f32', args);
+          Ns.forEach((N, i) => {
+            const one = arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype: 'bf16', transB: true, packedB: true }), 'C');
+            sameBits(arr(group, `C${i}`), one, `${isa} threads=${threads} M${M} K${K} W${i} of [${Ns}]`);
+          });
+        }
+      }
+    }));
+  } finally {
+    if (saved === undefined) delete process.env.SEALKIT_AMX;
+    else process.env.SEALKIT_AMX = saved;
+  }
+});
+
 // LoRA's side paths of one input run as one pass over the shared operand (native/cpu/gemm_lowrank.cc
 // gemm_lowrank_group): xa_i = x A_i^T for q, k, v (or gate, up) share x; dA_i += dxa_i^T x share x as
 // B. Whatever runs them, the bits are those of the GEMMs one by one: ranks around the vector edges,

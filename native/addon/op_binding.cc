@@ -327,7 +327,8 @@ Napi::Object op_gemm_gate_up_swiglu(const Args& a) {
 
 // Up to four GEMMs run as one group (cpu::gemm_group). Either `calls`, an array of gemm's arguments
 // (any orientations, strides, alpha, beta, initial C), or GEMMs sharing x: C_i = x W_i^T (W_i
-// [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype). Results as C0..C3.
+// [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype; `packedB`: each packed ahead, as the
+// model's weights). Results as C0..C3.
 template <typename T>
 Napi::Object op_gemm_group(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -357,6 +358,8 @@ Napi::Object op_gemm_group(const Args& a) {
     const float* A = a.array<float>("A", extent(M, K, lda), true).data;
     const bool bf16 = a.string_or("bDtype", "f32") == "bf16";
     cpu::GemmArgs<float> gs[4];
+    std::unique_ptr<cpu::PackedWeight> packed[4];  // `packedB`: each W_i packed ahead, as the model's
+    const bool pack = a.boolean_or("packedB", false);
     Napi::Object r = Napi::Object::New(a.env());
     for (int64_t i = 0; i < n; ++i) {
       const std::string b = "B" + std::to_string(i), nk = "N" + std::to_string(i), c = "C" + std::to_string(i);
@@ -369,6 +372,10 @@ Napi::Object op_gemm_group(const Args& a) {
       auto out = output<float>(a, c.c_str(), product(a, c.c_str(), M, g.N));
       g.C = out.Data(); g.ldc = g.N;
       r.Set(c, out);
+      if (pack) {
+        packed[i] = cpu::pack_weight(g.B, g.N, K, true);
+        g.packed_b = packed[i].get();
+      }
     }
     cpu::gemm_group(gs, static_cast<int>(n));
     return r;

@@ -1235,9 +1235,29 @@ struct GatePair {
   float alpha;
 };
 
+// GEMMs of one A whose weights all come packed (gemm_group: scoring's q, k, v), run as one GEMM
+// across their N's end to end: strip s of the whole comes from the weight whose columns it covers
+// and its tiles go to that GEMM's C. Every part but the last covers whole strips.
+struct ColumnGroup {
+  static constexpr int kMax = 4;
+  int n = 0;
+  int64_t strip0[kMax + 1] = {};  // part i covers strips [strip0[i], strip0[i + 1])
+  const float* strips[kMax] = {};
+  int64_t stride[kMax] = {};
+  float* C[kMax] = {};
+  int64_t ldc[kMax] = {};
+
+  int part(int64_t s) const {
+    int i = 0;
+    while (i + 1 < n && s >= strip0[i + 1]) ++i;
+    return i;
+  }
+};
+
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update,
-                 const float* pre_b = nullptr, int64_t pre_stride = 0, const GatePair* pair = nullptr);
+                 const float* pre_b = nullptr, int64_t pre_stride = 0, const GatePair* pair = nullptr,
+                 const ColumnGroup* group = nullptr);
 
 // g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for the
 // kernel ks (the vdpbf16ps one) and packed weights are on; else null, and B is packed per call.
@@ -1321,9 +1341,10 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 // The packed GEMM: A and B packed into strips (per row chunk and column chunk), then tasks of row
 // groups x strip groups run the micro-kernel over every K block. `update` (AVX-512 tiles only) is
 // added to each tile after its last K block. With pre_b, B comes packed (a PackedWeight, at this
-// call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B.
+// call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B; so with a
+// column group (whose parts say where each strip and tile is; g.C is then unused).
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
-                 int64_t pre_stride, const GatePair* pair) {
+                 int64_t pre_stride, const GatePair* pair, const ColumnGroup* group) {
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -1372,7 +1393,12 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
                                          stream_stores_on();
   // B strip s (of the whole GEMM): from the packed weight when there is one, else strip s_here of
   // the strips this path packed at `packed_here`.
+  const bool b_packed = pre_b || group;  // no path packs B
   auto b_strip = [&](const float* packed_here, int64_t s, int64_t s_here) {
+    if (group) {
+      const int i = group->part(s);
+      return group->strips[i] + (s - group->strip0[i]) * group->stride[i];
+    }
     return pre_b ? pre_b + s * pre_stride : packed_here + s_here * nr * Kd;
   };
   // One packed B strip (columns [col, col + cols)) against rows [r0, r1) of the row chunk at i0: all
@@ -1382,15 +1408,23 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
                          int64_t col, int cols, const float* bs, const StripSource* next = nullptr) {
     const int64_t calls = ((Kd + kc_depth - 1) / kc_depth) * ((r1 - r0 + mr - 1) / mr);
     int64_t call = 0;
+    // Where the strip's tiles go: C, or its part's C in a column group.
+    float* c_base = g.C + col;
+    int64_t ldc = g.ldc;
+    if (group) {
+      const int i = group->part(col / nr);
+      c_base = group->C[i] + (col - group->strip0[i] * nr);
+      ldc = group->ldc[i];
+    }
     for (int64_t k0 = 0; k0 < Kd; k0 += kc_depth) {
       const int64_t kc = std::min(kc_depth, Kd - k0);
       const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f,
                         c_stream && k0 + kc >= Kd};
       for (int64_t r = r0; r < r1; r += mr) {
         const int rows = static_cast<int>(std::min(mr, r1 - r));
-        float* c = g.C + (i0 + r) * g.ldc + col;
+        float* c = c_base + (i0 + r) * ldc;
 #if SEALKIT_X86
-        if (k0 == 0 && c_prefetch) prefetch_tile_for_write(c, g.ldc, rows, cols);
+        if (k0 == 0 && c_prefetch) prefetch_tile_for_write(c, ldc, rows, cols);
 #endif
         const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
 #if SEALKIT_X86
@@ -1399,18 +1433,18 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           micro(kc, a_rows + r * Kd, pair->strips + col / nr * pair->stride, gate, nr, rows, cols,
                 Epilogue{pair->alpha, 0.f, false});
           micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
-          store_swiglu_tile(gate, up, c, g.ldc, rows, cols, c_stream);
+          store_swiglu_tile(gate, up, c, ldc, rows, cols, c_stream);
           if (next) next->prefetch(call++, calls);
           continue;
         }
 #endif
-        micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, g.ldc, rows, cols, ep);
+        micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, ldc, rows, cols, ep);
         if (next) next->prefetch(call++, calls);
 #if SEALKIT_X86
         if (fuse && k0 + kc >= Kd) {  // the tile is final: add the update while it is in L1
           const Epilogue add{update->scale, 1.f, true};
-          if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, c, g.ldc, rows, cols, add);
-          else micro_avx512(ur, u_rows + r * ur, pv + col * ur, c, g.ldc, rows, cols, add);
+          if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, c, ldc, rows, cols, add);
+          else micro_avx512(ur, u_rows + r * ur, pv + col * ur, c, ldc, rows, cols, add);
         }
 #endif
       }
@@ -1467,9 +1501,9 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // this and the next case off, for tests and benchmarks.
   const int64_t all_a_strips = (M + mr - 1) / mr, all_b_strips = (N + nr - 1) / nr;
   if (ks.pair_align == 1 && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
-    if (!pre_b && sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
+    if (!b_packed && sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
     float* pb_all = sc.b.data();
-    pack_shared(pre_b ? 0 : all_b_strips, 0, N, pb_all, 0, 0, 0, true);
+    pack_shared(b_packed ? 0 : all_b_strips, 0, N, pb_all, 0, 0, 0, true);
     // Row groups of whole strips, ~4 per thread (within the L2 budget of a task's A).
     const int64_t at = tasks_for(all_a_strips);
     const int64_t per = std::min((all_a_strips + at - 1) / at, std::max<int64_t>(1, m_group / mr));
@@ -1511,15 +1545,15 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     const int64_t bt = std::min(all_b_strips, per_thread * threads), b_per = (all_b_strips + bt - 1) / bt;
     pool.run(bt, [&](int64_t t, int) {
       std::vector<float>& strip = scratch().own;
-      if (!pre_b && strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
+      if (!b_packed && strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
       const int64_t s_end = std::min(all_b_strips, (t + 1) * b_per);
       for (int64_t s = t * b_per; s < s_end; ++s) {
-        if (!pre_b) ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
+        if (!b_packed) ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
         // The task's next strip (its source, or its packed weight) comes into L2 while this one runs
         // (bench/ab.ts on Zen 5, 15 rounds: the LM head 256 x 49152 x 576 NT 1.11x with bf16 W,
         // 1.03x f32; its input gradient 1.03x).
         const StripSource next = s + 1 == s_end ? StripSource()
-                                 : pre_b        ? StripSource(pre_b + (s + 1) * pre_stride, Kd, nr)
+                                 : b_packed     ? StripSource(b_strip(nullptr, s + 1, 0), Kd, nr)
                                                 : StripSource(B, (s + 1) * nr, std::min(nr, N - (s + 1) * nr), K);
         strip_tiles(pa, pu, 0, 0, M, s * nr, static_cast<int>(std::min(nr, N - s * nr)), b_strip(strip.data(), s, 0),
                     next.runs ? &next : nullptr);
@@ -1528,7 +1562,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     return;
   }
 
-  if (!pre_b && sc.b.size() < static_cast<size_t>(n_chunk * Kd)) sc.b.resize(n_chunk * Kd);
+  if (!b_packed && sc.b.size() < static_cast<size_t>(n_chunk * Kd)) sc.b.resize(n_chunk * Kd);
   float* pb = sc.b.data();
   for (int64_t i0 = 0; i0 < M; i0 += m_chunk) {
     const int64_t m = std::min(m_chunk, M - i0), a_strips = (m + mr - 1) / mr;
@@ -1537,8 +1571,8 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       // One packing run per column chunk, and only one barrier: the B strips, with the row
       // chunk's A strips (and U's) in the first column chunk and V's strips in the very first.
       // Small GEMMs (SEAL's inner loops) are mostly barriers, so every run saved counts.
-      // (No B strips to pack when they come packed: pre_b.)
-      pack_shared(pre_b ? 0 : b_strips, j0, n, pb, j0 == 0 ? a_strips : 0, i0, m, i0 == 0 && j0 == 0);
+      // (No B strips to pack when they come packed.)
+      pack_shared(b_packed ? 0 : b_strips, j0, n, pb, j0 == 0 ? a_strips : 0, i0, m, i0 == 0 && j0 == 0);
 
       // Tasks: (row group) x (strip group); the group's rows of packed A stay in L2 across its strips.
       const int64_t n_rg = (m + m_group - 1) / m_group;
@@ -1618,6 +1652,48 @@ void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update) {
   gemm_f32(g, &update);
 }
 
+#if SEALKIT_X86
+namespace {
+// Many rows of GEMMs y_i = x W_i^T of one x whose bf16 weights all come packed for the vdpbf16ps
+// kernel (scoring's q, k, v) run as one packed GEMM across their N's (ColumnGroup): x is packed once,
+// and the narrow ones (k, v: N = 192) share the wide one's tasks. Each tile is computed exactly as
+// its own GEMM computes it (same packed strips, K blocks and micro-kernel): the same bits. Returns
+// false, touching nothing, where that does not hold. SEALKIT_GROUPED_GEMM=0 (read per call) turns
+// it off.
+bool packed_group(const GemmArgs<float>* gs, int n, Isa isa) {
+  if (n < 2 || n > ColumnGroup::kMax || isa != Isa::Avx512Bf16) return false;
+  const GemmArgs<float>& g0 = gs[0];
+  ColumnGroup group;
+  group.n = n;
+  int64_t N = 0;
+  for (int i = 0; i < n; ++i) {
+    const GemmArgs<float>& g = gs[i];
+    const bool fits = g.A == g0.A && g.lda == g0.lda && g.M == g0.M && g.K == g0.K && !g.trans_a && g.trans_b &&
+                      g.alpha == g0.alpha && g.alpha != 0.f && g.beta == 0.f && g.K > 0 && g.N > kLowRankMax &&
+                      g.B.dtype == DType::BF16 && (i + 1 == n || g.N % kBf16Nr == 0) && !takes_few_rows(g, isa);
+    if (!fits) return false;
+    const PackedWeight* pw = usable_packed_weight(g, kBf16Spec);
+    if (!pw) return false;
+    group.strip0[i] = N / kBf16Nr;
+    group.strips[i] = pw->strips;
+    group.stride[i] = pw->strip_stride;
+    group.C[i] = g.C;
+    group.ldc[i] = g.ldc;
+    N += g.N;
+  }
+  group.strip0[n] = (N + kBf16Nr - 1) / kBf16Nr;
+  // Not where gemm_f32 would split K into slabs, or run AMX.
+  if (g0.K > 4 * kSlabSteps || use_amx() || !switch_on("SEALKIT_GROUPED_GEMM")) return false;
+  GemmArgs<float> whole = g0;
+  whole.N = N;
+  whole.C = nullptr;
+  whole.ldc = N;
+  packed_gemm(whole, kBf16Spec, nullptr, nullptr, 0, nullptr, &group);
+  return true;
+}
+}  // namespace
+#endif
+
 void gemm_group(const GemmArgs<float>* gs, int n) {
 #if SEALKIT_X86
   // One dispatch when every GEMM would stream its W through the same few-rows path on the same x.
@@ -1633,6 +1709,7 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
     else few_rows_avx512(gs, n);
     return;
   }
+  if (packed_group(gs, n, isa)) return;
   // LoRA's side paths of one input (xa for q, k, v; their dA): one pass over the shared operand.
   bool lowrank = n > 1;
   for (int i = 0; lowrank && i < n; ++i) lowrank = !takes_few_rows(gs[i], isa);

@@ -760,12 +760,17 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   // dA) as one group, which the CPU runs as one pass over that input.
   const bool qkv_adapters = adapter_group(kQkv, 3, segs, T, backward);
   const bool gate_up_adapters = adapter_group(kGateUp, 2, segs, T, backward);
-  // Scoring and prefill with no adapter on gate or up: the two projections and SwiGLU go to the
-  // backend as one call (the CPU then computes act from both products' tiles and stores neither).
-  bool gate_up_adapted = false;
-  for (const Segment& s : segs)
-    gate_up_adapted |= (adapters_.at(s.slot)->spec.targets & ((1u << kGate) | (1u << kUp))) != 0;
-  const bool gate_up_swiglu = !backward && !group && !gate_up_adapted;
+  // Scoring and prefill with no adapter on q, k, v: their base GEMMs go to the backend as one group
+  // too (the CPU runs them as one GEMM across their weights, packing x once). With no adapter on gate
+  // or up: the two projections and SwiGLU go as one call (the CPU then computes act from both
+  // products' tiles and stores neither).
+  auto adapted = [&](uint32_t projs) {
+    for (const Segment& s : segs)
+      if (adapters_.at(s.slot)->spec.targets & projs) return true;
+    return false;
+  };
+  const bool qkv_group = group || (!backward && !adapted((1u << kQ) | (1u << kK) | (1u << kV)));
+  const bool gate_up_swiglu = !backward && !group && !adapted((1u << kGate) | (1u << kUp));
   backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
   for (int64_t l = 0; l < c.layers; ++l) {
     auto& a = w.acts[static_cast<size_t>(backward ? l : 0)];
@@ -773,7 +778,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     float* xnext = w.resid[static_cast<size_t>(backward ? l + 1 : ((l + 1) % 2))];
     Layer& L = layers_[static_cast<size_t>(l)];
     backend_->rmsnorm_forward(x, L.norm1.f32(), a.xn1, a.rstd1, T, H, c.rms_eps);
-    if (group) {
+    if (qkv_group) {
       const int li = static_cast<int>(l);
       const Gemm qkv[3] = {base_gemm(li, kQ, a.xn1, a.q, T), base_gemm(li, kK, a.xn1, a.k, T),
                            base_gemm(li, kV, a.xn1, a.v, T)};
@@ -783,11 +788,11 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       float* const xa[3] = {a.xa[kQ], a.xa[kK], a.xa[kV]};
       adapter_xa_group(static_cast<int>(l), kQkv, 3, a.xn1, T, segs, xa, rmax);
     }
-    linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ), group,
+    linear_forward(static_cast<int>(l), kQ, a.xn1, a.q, T, segs, a.xa[kQ], rmax, backward, seed_for(l, kQ), qkv_group,
                    qkv_adapters);
-    linear_forward(static_cast<int>(l), kK, a.xn1, a.k, T, segs, a.xa[kK], rmax, backward, seed_for(l, kK), group,
+    linear_forward(static_cast<int>(l), kK, a.xn1, a.k, T, segs, a.xa[kK], rmax, backward, seed_for(l, kK), qkv_group,
                    qkv_adapters);
-    linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV), group,
+    linear_forward(static_cast<int>(l), kV, a.xn1, a.v, T, segs, a.xa[kV], rmax, backward, seed_for(l, kV), qkv_group,
                    qkv_adapters);
     backend_->rope_forward(a.q, T, Dq, c.heads, hd, w.positions, inv_freq_);
     backend_->rope_forward(a.k, T, Dkv, c.kv_heads, hd, w.positions, inv_freq_);
