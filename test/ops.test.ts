@@ -580,9 +580,10 @@ test('gemm: operands packed by the tasks that use them give the shared packing\'
 // update, on 1-3 threads. Only the vdpbf16ps kernel reads one; elsewhere none is made.
 test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on every path', () => {
   const r = rng(29);
-  // Shared: 300x200x577 (odd K). Task-packed B strips: 20x300x70, 45x500x577. K slabs: 20x400x2600.
-  // Task-packed A rows: 300x40x70, 600x200x300. Few rows (W streamed, no packing): 8x96x64.
-  const shapes = [[300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [8, 96, 64]];
+  // Shared: 600x700x901 (odd K; B packed ahead sends M > N to task-packed A rows). Task-packed B
+  // strips: 20x300x70, 45x500x577. K slabs: 20x400x2600. Task-packed A rows: 300x200x577, 300x40x70,
+  // 600x200x300. Few rows (W streamed, no packing): 8x96x64.
+  const shapes = [[600, 700, 901], [300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [8, 96, 64]];
   const cases = shapes.flatMap(([M, N, K]) =>
     ([[false, true], [false, false], [true, false]] as [boolean, boolean][]).map(([ta, tb], o) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 0, o === 2 ? -0.5 : 1, o === 1 ? 0.5 : 0);

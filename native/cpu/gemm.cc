@@ -1499,8 +1499,14 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // shapes 1024 x 128 x 384 NN 1.67x, 1024 x 128 x 128 NT 1.20x; the tiny LoRA step 1.09x (7 pairs).
   // Not AMX, whose evened-out K blocks are untested here. SEALKIT_LOCAL_PACK=0 (read per call) turns
   // this and the next case off, for tests and benchmarks.
+  // B packed ahead (weights) takes this path at any panel size: every task then reads its strips
+  // from the packed weight wherever it runs, and only A's packing moves, from a phase of its own
+  // (memory-bound on both threads, then a barrier) into the tasks. SmolLM2's 1024 x 576 x 1536 and
+  // 1024 x 576 x 576, NT and NN, 1.04-1.07x with or without the LoRA update (bench/ab.ts --packed-b,
+  // Zen 5, 9 rounds; 1024 x 960 x 576 level); scoring ~1.01x, the LoRA step 1.012-1.014x (--ab-env).
   const int64_t all_a_strips = (M + mr - 1) / mr, all_b_strips = (N + nr - 1) / nr;
-  if (ks.pair_align == 1 && N * Kd <= kLocalAPanelBudget && M > N && all_a_strips >= 2 * threads && local_packing_allowed()) {
+  if (ks.pair_align == 1 && (N * Kd <= kLocalAPanelBudget || b_packed) && M > N && all_a_strips >= 2 * threads &&
+      local_packing_allowed()) {
     if (!b_packed && sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
     float* pb_all = sc.b.data();
     pack_shared(b_packed ? 0 : all_b_strips, 0, N, pb_all, 0, 0, 0, true);
