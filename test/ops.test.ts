@@ -1004,6 +1004,32 @@ test('rmsnorm: forward against a naive loop; f32 vs f64; dx and dw by finite dif
 
 // The f32 rows run at the active ISA's vector width (SEALKIT_DISPATCH): every ISA against f64, with
 // widths that leave vector tails, accumulating into dx, on 1 and 2 threads (same bits).
+// The residual add and the next norm in one pass (a pre-norm decoder's x += sublayer(x); norm(x)):
+// the bits of axpy(x, r, 1) and rmsnorm_forward in sequence, f32 (every ISA, 1 and 3 threads) and f64.
+test('residual_rmsnorm_forward: the bits of axpy then rmsnorm_forward', () => {
+  const r = rng(62);
+  for (const [rows, dim] of [[1, 1], [3, 7], [17, 133], [300, 576]] as const) {
+    const x = rand(rows * dim, r, 2), res = rand(rows * dim, r), w = rand(dim, r), eps = 1e-6;
+    for (const dtype of ['f32', 'f64'] as const) {
+      const cv = dtype === 'f32' ? f32 : (a: Float64Array) => a;
+      const check = (tag: string) => {
+        const sum = arr(op('axpy', dtype, { y: cv(x), x: cv(res), a: 1 }), 'y');
+        const norm = op('rmsnorm_forward', dtype, { x: sum, w: cv(w), rows, dim, eps });
+        const fused = op('residual_rmsnorm_forward', dtype, { x: cv(x), r: cv(res), w: cv(w), rows, dim, eps });
+        sameBits(arr(fused, 'x'), sum, `${tag} x`);
+        sameBits(arr(fused, 'y'), arr(norm, 'y'), `${tag} y`);
+        sameBits(arr(fused, 'rstd'), arr(norm, 'rstd'), `${tag} rstd`);
+      };
+      forEachIsa((isa) => keepingThreads(() => {
+        for (const threads of [1, 3]) {
+          addon.setThreads(threads);
+          check(`${rows}x${dim} ${dtype} ${isa} threads=${threads}`);
+        }
+      }));
+    }
+  }
+});
+
 test('rmsnorm f32: every ISA against f64, vector tails, thread-count independent', () => {
   const r = rng(61);
   for (const [rows, dim] of [[3, 7], [17, 133], [40, 576]] as const) {

@@ -582,6 +582,26 @@ Napi::Object op_embedding_backward(const Args& a) {
 
 // ---- RMSNorm -------------------------------------------------------------------------------------
 
+// x += r, then RMSNorm of x (cpu::residual_rmsnorm_forward): returns the updated x, y and rstd.
+template <typename T>
+Napi::Object op_residual_rmsnorm_forward(const Args& a) {
+  const int64_t rows = a.integer("rows"), dim = a.integer("dim", 1);
+  const double eps = a.number("eps");
+  if (eps < 0) a.range_error("eps", "must be >= 0");
+  const int64_t n = product(a, "x", rows, dim);
+  View<T> x0 = a.array<T>("x", n), res = a.array<T>("r", n), w = a.array<T>("w", dim);
+  auto x = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
+  std::copy(x0.data, x0.data + n, x.Data());
+  auto y = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
+  auto rstd = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(rows));
+  cpu::residual_rmsnorm_forward<T>(x.Data(), res.data, w.data, y.Data(), rstd.Data(), rows, dim, eps);
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("x", x);
+  r.Set("y", y);
+  r.Set("rstd", rstd);
+  return r;
+}
+
 template <typename T>
 Napi::Object op_rmsnorm_forward(const Args& a) {
   const int64_t rows = a.integer("rows"), dim = a.integer("dim", 1);
@@ -927,6 +947,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},
       {"embedding_backward", {op_embedding_backward<float>, op_embedding_backward<double>}},
       {"rmsnorm_forward", {op_rmsnorm_forward<float>, op_rmsnorm_forward<double>}},
+      {"residual_rmsnorm_forward", {op_residual_rmsnorm_forward<float>, op_residual_rmsnorm_forward<double>}},
       {"rmsnorm_backward", {op_rmsnorm_backward<float>, op_rmsnorm_backward<double>}},
       {"rope_forward", {op_rope<float, false>, op_rope<double, false>}},
       {"rope_backward", {op_rope<float, true>, op_rope<double, true>}},

@@ -49,6 +49,10 @@ class CpuBackend final : public Backend {
   void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) override {
     cpu::embedding_backward<float>(ids, n, dout, dim, dtable);
   }
+  void residual_rmsnorm_forward(float* x, const float* r, const float* w, float* y, float* rstd, int64_t rows,
+                                int64_t dim, double eps) override {
+    cpu::residual_rmsnorm_forward<float>(x, r, w, y, rstd, rows, dim, eps);
+  }
   void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,
                        double eps) override {
     cpu::rmsnorm_forward<float>(x, w, y, rstd, rows, dim, eps);

@@ -406,6 +406,16 @@ void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_
 }
 
 template <typename T>
+void residual_rmsnorm_forward(T* x, const T* r, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps) {
+  const Isa isa = active_isa();
+  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
+    // axpy's arithmetic (x += 1 * r: the sum rounded once, however it is compiled), then the norm.
+    for (int64_t i = b * dim; i < e * dim; ++i) x[i] += T(1) * r[i];
+    SEALKIT_DISPATCH(T, isa, (rmsnorm_forward_rows<T>(x, w, y, rstd, b, e, dim, eps)));
+  });
+}
+
+template <typename T>
 SEALKIT_INLINE void rmsnorm_backward_rows(const T* x, const T* w, const T* rstd, const T* dy, T* dx, int64_t b,
                                           int64_t e, int64_t dim) {
   for (int64_t r = b; r < e; ++r) {
@@ -1316,6 +1326,7 @@ void axpy(T* y, const T* x, int64_t n, T a) {
   template void embedding_forward<T>(const int32_t*, int64_t, WeightView, int64_t, T*);                         \
   template void embedding_backward<T>(const int32_t*, int64_t, const T*, int64_t, T*);                          \
   template void rmsnorm_forward<T>(const T*, const T*, T*, T*, int64_t, int64_t, double);                       \
+  template void residual_rmsnorm_forward<T>(T*, const T*, const T*, T*, T*, int64_t, int64_t, double);          \
   template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t, int64_t);          \
   template void rope_forward<T>(T*, int64_t, int64_t, int64_t, int64_t, const int32_t*, const float*);          \
   template void rope_backward<T>(T*, int64_t, int64_t, int64_t, int64_t, const int32_t*, const float*);         \

@@ -123,6 +123,12 @@ void embedding_backward(const int32_t* ids, int64_t n, const T* dout, int64_t di
 // rstd[r] = 1/sqrt(mean(x[r]^2)+eps) is saved for the backward pass.
 template <typename T>
 void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps);
+// The residual add and the next norm as one pass over the rows (a pre-norm decoder's x += sublayer
+// output, then norm(x)): x += r, then rmsnorm_forward(x, w, y, rstd, ...), with the bits of axpy(x,
+// r, n, 1) and rmsnorm_forward in sequence. Each row is normalised right after its add, while it is
+// in L1: x is read once, not twice.
+template <typename T>
+void residual_rmsnorm_forward(T* x, const T* r, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps);
 // dx += d/dx, dw += d/dw (dw may be null when the norm weight is frozen).
 template <typename T>
 void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw, int64_t rows,

@@ -72,6 +72,13 @@ class Backend {
   virtual void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) = 0;
   virtual void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,
                                double eps) = 0;
+  // x += r, then rmsnorm_forward(x, ...) (cpu::residual_rmsnorm_forward's contract). This default
+  // is the two calls.
+  virtual void residual_rmsnorm_forward(float* x, const float* r, const float* w, float* y, float* rstd, int64_t rows,
+                                        int64_t dim, double eps) {
+    axpy(x, r, rows * dim, 1.0f);
+    rmsnorm_forward(x, w, y, rstd, rows, dim, eps);
+  }
   virtual void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx,
                                 float* dw, int64_t rows, int64_t dim) = 0;
   virtual void rope_forward(float* x, int64_t rows, int64_t row_stride, int64_t heads, int64_t head_dim,

@@ -772,12 +772,17 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   const bool qkv_group = group || (!backward && !adapted((1u << kQ) | (1u << kK) | (1u << kV)));
   const bool gate_up_swiglu = !backward && !group && !adapted((1u << kGate) | (1u << kUp));
   backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
+  // Each residual add runs with the norm that follows it (residual_rmsnorm_forward): the first
+  // layer's input norm here, every other norm at the end of the block before it.
+  if (c.layers > 0)
+    backend_->rmsnorm_forward(w.resid[0], layers_[0].norm1.f32(), w.acts[0].xn1, w.acts[0].rstd1, T, H, c.rms_eps);
+  else
+    backend_->rmsnorm_forward(w.resid[0], final_norm_.f32(), w.xf, w.rstdf, T, H, c.rms_eps);
   for (int64_t l = 0; l < c.layers; ++l) {
     auto& a = w.acts[static_cast<size_t>(backward ? l : 0)];
     float* x = w.resid[static_cast<size_t>(backward ? l : (l % 2))];
     float* xnext = w.resid[static_cast<size_t>(backward ? l + 1 : ((l + 1) % 2))];
     Layer& L = layers_[static_cast<size_t>(l)];
-    backend_->rmsnorm_forward(x, L.norm1.f32(), a.xn1, a.rstd1, T, H, c.rms_eps);
     if (qkv_group) {
       const int li = static_cast<int>(l);
       const Gemm qkv[3] = {base_gemm(li, kQ, a.xn1, a.q, T), base_gemm(li, kK, a.xn1, a.k, T),
@@ -807,8 +812,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       backend_->attention_forward(as, a.q, a.k, a.v, a.ao, a.lse);
     }
     linear_forward(static_cast<int>(l), kO, a.ao, a.xmid, T, segs, a.xa[kO], rmax, backward, seed_for(l, kO));
-    backend_->axpy(a.xmid, x, T * H, 1.0f);  // residual
-    backend_->rmsnorm_forward(a.xmid, L.norm2.f32(), a.xn2, a.rstd2, T, H, c.rms_eps);
+    backend_->residual_rmsnorm_forward(a.xmid, x, L.norm2.f32(), a.xn2, a.rstd2, T, H, c.rms_eps);
     if (group) {
       const int li = static_cast<int>(l);
       const Gemm gate_up[2] = {base_gemm(li, kGate, a.xn2, a.gate, T), base_gemm(li, kUp, a.xn2, a.up, T)};
@@ -829,10 +833,16 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     }
     linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
-    backend_->axpy(xnext, a.xmid, T * H, 1.0f);  // residual
+    // The residual, and the next layer's input norm (the final norm after the last layer).
+    if (l + 1 < c.layers) {
+      auto& next = w.acts[static_cast<size_t>(backward ? l + 1 : 0)];
+      backend_->residual_rmsnorm_forward(xnext, a.xmid, layers_[static_cast<size_t>(l + 1)].norm1.f32(), next.xn1,
+                                         next.rstd1, T, H, c.rms_eps);
+    } else {
+      backend_->residual_rmsnorm_forward(xnext, a.xmid, final_norm_.f32(), w.xf, w.rstdf, T, H, c.rms_eps);
+    }
   }
-  float* xlast = w.resid[static_cast<size_t>(backward ? c.layers : (c.layers % 2))];
-  backend_->rmsnorm_forward(xlast, final_norm_.f32(), w.xf, w.rstdf, T, H, c.rms_eps);
+  float* xlast = w.resid[static_cast<size_t>(backward ? c.layers : (c.layers % 2))];  // the final norm's input
 
   // Only some rows' logits wanted (generation): gather those rows of the final hidden state.
   if (n_sel > 0) {

@@ -108,6 +108,10 @@ void ProfilingBackend::embedding_backward(const int32_t* ids, int64_t n, const f
                                           float* dtable) {
   timed("embedding_backward", 0, [&] { inner_->embedding_backward(ids, n, dout, dim, dtable); });
 }
+void ProfilingBackend::residual_rmsnorm_forward(float* x, const float* r, const float* w, float* y, float* rstd,
+                                                int64_t rows, int64_t dim, double eps) {
+  timed("residual_rmsnorm_forward", 0, [&] { inner_->residual_rmsnorm_forward(x, r, w, y, rstd, rows, dim, eps); });
+}
 void ProfilingBackend::rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows,
                                        int64_t dim, double eps) {
   timed("rmsnorm_forward", 0, [&] { inner_->rmsnorm_forward(x, w, y, rstd, rows, dim, eps); });

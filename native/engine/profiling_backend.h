@@ -47,6 +47,8 @@ class ProfilingBackend final : public Backend {
   std::unique_ptr<cpu::PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) override;
   void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override;
   void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) override;
+  void residual_rmsnorm_forward(float* x, const float* r, const float* w, float* y, float* rstd, int64_t rows,
+                                int64_t dim, double eps) override;
   void rmsnorm_forward(const float* x, const float* w, float* y, float* rstd, int64_t rows, int64_t dim,
                        double eps) override;
   void rmsnorm_backward(const float* x, const float* w, const float* rstd, const float* dy, float* dx, float* dw,
