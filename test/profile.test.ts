@@ -37,8 +37,11 @@ test('a profiled model counts and times its backend calls and trains to the same
     const L = config.numLayers;
     // One forward and one backward pass: two norms per layer plus the final one, each way, except
     // the first layer's input norm backward: below it only the (frozen) embeddings, so a LoRA step
-    // forms no gradient there.
-    assert.is(byOp.get('rmsnorm_forward')?.calls, 2 * L + 1);
+    // forms no gradient there. Forward, every norm but the first runs with the residual add
+    // before it.
+    assert.is(byOp.get('rmsnorm_forward')?.calls, 1);
+    assert.is(byOp.get('residual_rmsnorm_forward')?.calls, 2 * L);
+    assert.is(byOp.get('axpy'), undefined);
     assert.is(byOp.get('rmsnorm_backward')?.calls, 2 * L);
     assert.is(byOp.get('attention_forward')?.calls, L);
     assert.is(byOp.get('attention_backward')?.calls, L);
