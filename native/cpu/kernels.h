@@ -98,14 +98,16 @@ GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& updat
 // n GEMMs that share an operand (the projections of one input: q, k, v; gate, up; their adapters'
 // xa = x A^T and dA = dxa^T x), with the bits of the calls one by one. When every one streams a bf16
 // W for a few rows (decoding), they run as one dispatch over all the W's rows: one wake-up of the
-// pool and one tail instead of n. LoRA's xa and dA of one input run as one pass over the shared
-// operand (gemm_lowrank_group). Any other group runs call by call.
+// pool and one tail instead of n. Many rows against bf16 weights that all come packed for the
+// vdpbf16ps kernel (scoring's q, k, v) run as one packed GEMM across their N's, x packed once.
+// LoRA's xa and dA of one input run as one pass over the shared operand (gemm_lowrank_group). Any
+// other group runs call by call.
 void gemm_group(const GemmArgs<float>* gs, int n);
 // The MLP's gate and up projections and SwiGLU on them: act = silu(gate.C) * up.C after gate and up
 // (two GEMMs of one A: same A, lda, M, N, K and orientations; beta 0), with the bits of
 // gemm(gate), gemm(up), swiglu_forward. act is [M, N] with rows ld_act apart. Where both weights
 // come packed for the vdpbf16ps kernel (PackedWeight) and K fits one K block, each 14 x 32 tile of
-// both products is computed into registers' worth of scratch and only act's tile is stored: gate.C
+// both products is computed into a scratch tile (in L1) and only act's tile is stored: gate.C
 // and up.C are then left untouched (neither reaches memory, A is packed once, and SwiGLU needs no
 // pass of its own); elsewhere the three calls run in sequence and fill gate.C and up.C. Returns
 // whether it fused them. SEALKIT_FUSED_GATE_UP=0 (read per call) always runs the three calls.
@@ -125,8 +127,8 @@ template <typename T>
 void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps);
 // The residual add and the next norm as one pass over the rows (a pre-norm decoder's x += sublayer
 // output, then norm(x)): x += r, then rmsnorm_forward(x, w, y, rstd, ...), with the bits of axpy(x,
-// r, n, 1) and rmsnorm_forward in sequence. Each row is normalised right after its add, while it is
-// in L1: x is read once, not twice.
+// r, n, 1) and rmsnorm_forward in sequence. Each block of rows is normalised right after its add,
+// while it is in cache: x comes from memory once, not twice.
 template <typename T>
 void residual_rmsnorm_forward(T* x, const T* r, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps);
 // dx += d/dx, dw += d/dw (dw may be null when the norm weight is frozen).
