@@ -1429,7 +1429,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
 #if SEALKIT_X86
         if (pair) {  // one K block (gemm_gate_up_swiglu): both products' tiles, then act's
-          alignas(64) float gate[kAvx512Mr * kAvx512Nr], up[kAvx512Mr * kAvx512Nr];
+          alignas(64) float gate[kBf16Mr * kBf16Nr], up[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, pair->strips + col / nr * pair->stride, gate, nr, rows, cols,
                 Epilogue{pair->alpha, 0.f, false});
           micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
@@ -1587,10 +1587,9 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       pool.run(n_rg * n_sg, [&](int64_t t, int) {
         const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
         const int64_t s0 = (t % n_sg) * sg_per, s1 = std::min(b_strips, s0 + sg_per);
-        for (int64_t s = s0; s < s1; ++s) {
+        for (int64_t s = s0; s < s1; ++s)
           strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)),
                       b_strip(pb, j0 / nr + s, s));
-        }
       });
     }
   }
