@@ -14,6 +14,7 @@ import { native } from '../lib/native.js';
 import { bf16Bits, fromBf16, toBf16 } from './helpers/bf16.js';
 import { forEachIsa, keepingIsa, supportedIsas } from './helpers/isa.js';
 import { forEachThreadCount, keepingThreads } from './helpers/threads.js';
+import { withEnv } from '../lib/bench/env.js';
 
 type F = Float32Array | Float64Array;
 type Dtype = 'f32' | 'f64';
@@ -172,6 +173,19 @@ function gemmRun(c: GemmCase, dtype: Dtype, extra: Record<string, unknown> = {})
 
 const ORIENTS: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
 
+/**
+ * fn on every ISA and on 1, 2 and 3 threads, with SEALKIT_AMX=0: AMX reads no packed weight, so the
+ * packed-weight paths run on the vdpbf16ps kernel wherever the CPU has AVX512-BF16.
+ */
+function forEachIsaAndThreadsOnPackedWeights(fn: (isa: string, threads: number) => void): void {
+  withEnv({ SEALKIT_AMX: '0' }, () => keepingThreads(() => forEachIsa((isa) => {
+    for (const threads of [1, 2, 3]) {
+      addon.setThreads(threads);
+      fn(isa, threads);
+    }
+  })));
+}
+
 test('gemm: all orientations against a naive loop, f64 and f32', () => {
   const r = rng(1);
   for (const [ta, tb] of ORIENTS) {
@@ -312,29 +326,19 @@ test('gemm_group: weights packed ahead run as one GEMM across their columns with
     // low-rank kernels.
     [90, 128, [100, 64]], [12, 64, [64, 64]], [40, 2100, [64, 64]], [60, 64, [64, 32]],
   ];
-  const saved = process.env.SEALKIT_AMX;
-  try {
-    process.env.SEALKIT_AMX = '0';  // AMX reads no packed weight
-    keepingThreads(() => forEachIsa((isa) => {
-      for (const threads of [1, 2, 3]) {
-        addon.setThreads(threads);
-        for (const [M, K, Ns] of cases) {
-          const A = f32(rand(M * K, r));
-          const Ws = Ns.map((N) => bf16Bits(rand(N * K, r)));
-          const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype: 'bf16', packedB: true };
-          Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
-          const group = op('gemm_group', 'f32', args);
-          Ns.forEach((N, i) => {
-            const one = arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype: 'bf16', transB: true, packedB: true }), 'C');
-            sameBits(arr(group, `C${i}`), one, `${isa} threads=${threads} M${M} K${K} W${i} of [${Ns}]`);
-          });
-        }
-      }
-    }));
-  } finally {
-    if (saved === undefined) delete process.env.SEALKIT_AMX;
-    else process.env.SEALKIT_AMX = saved;
-  }
+  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+    for (const [M, K, Ns] of cases) {
+      const A = f32(rand(M * K, r));
+      const Ws = Ns.map((N) => bf16Bits(rand(N * K, r)));
+      const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype: 'bf16', packedB: true };
+      Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
+      const group = op('gemm_group', 'f32', args);
+      Ns.forEach((N, i) => {
+        const one = arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype: 'bf16', transB: true, packedB: true }), 'C');
+        sameBits(arr(group, `C${i}`), one, `${isa} threads=${threads} M${M} K${K} W${i} of [${Ns}]`);
+      });
+    }
+  });
 });
 
 // LoRA's side paths of one input run as one pass over the shared operand (native/cpu/gemm_lowrank.cc
@@ -591,31 +595,21 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
       const update = { U: f32(rand(M! * rank, r)), V: f32(rand(rank * N!, r)), rank, transV: tb, updateScale: 2 };
       return { c, bits: bf16Bits(c.B), update, what: `${M}x${N}x${K} tA=${ta} tB=${tb}` };
     }));
-  const saved = process.env.SEALKIT_AMX;
-  try {
-    process.env.SEALKIT_AMX = '0';  // AMX reads no packed weight
-    keepingThreads(() => forEachIsa((isa) => {
-      for (const threads of [1, 2, 3]) {
-        addon.setThreads(threads);
-        for (const { c, bits, update, what } of cases) {
-          for (const extra of [{}, update]) {
-            const args = { B: bits, bDtype: 'bf16', ...extra };
-            const plain = gemmRun(c, 'f32', args);
-            const res = op('gemm', 'f32', {
-              M: c.M, N: c.N, K: c.K, transA: c.transA, transB: c.transB, lda: c.lda, ldb: c.ldb, ldc: c.ldc,
-              alpha: c.alpha, beta: c.beta, A: f32(c.A), C: f32(c.C), packedB: true, ...args,
-            });
-            const label = `${isa} threads=${threads} ${what}${extra === update ? ' +update' : ''}`;
-            assert.is(res.packedB, isa === 'avx512bf16', `${label}: packed weight made`);
-            sameBits(arr(res, 'C'), plain, label);
-          }
-        }
+  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+    for (const { c, bits, update, what } of cases) {
+      for (const extra of [{}, update]) {
+        const args = { B: bits, bDtype: 'bf16', ...extra };
+        const plain = gemmRun(c, 'f32', args);
+        const res = op('gemm', 'f32', {
+          M: c.M, N: c.N, K: c.K, transA: c.transA, transB: c.transB, lda: c.lda, ldb: c.ldb, ldc: c.ldc,
+          alpha: c.alpha, beta: c.beta, A: f32(c.A), C: f32(c.C), packedB: true, ...args,
+        });
+        const label = `${isa} threads=${threads} ${what}${extra === update ? ' +update' : ''}`;
+        assert.is(res.packedB, isa === 'avx512bf16', `${label}: packed weight made`);
+        sameBits(arr(res, 'C'), plain, label);
       }
-    }));
-  } finally {
-    if (saved === undefined) delete process.env.SEALKIT_AMX;
-    else process.env.SEALKIT_AMX = saved;
-  }
+    }
+  });
   // ldb must be op(B)'s row length: the packed weight is that of a whole [rows, ldb] weight.
   assert.throws(() => op('gemm', 'f32', { M: 2, N: 2, K: 2, ldb: 3, A: new Float32Array(4), B: new Uint16Array(6), bDtype: 'bf16', packedB: true }), (e: Error) => /ldb/.test(e.message));
 });
@@ -639,33 +633,23 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
     const ldAct = i % 2 ? N + 4 : N;
     return { M, N, K, fusable, x, gate, up, ldAct, alphaUp: i % 3 === 0 ? 0.5 : 1, what: `${M}x${N}x${K}` };
   });
-  const saved = process.env.SEALKIT_AMX;
-  try {
-    process.env.SEALKIT_AMX = '0';  // AMX reads no packed weight
-    keepingThreads(() => forEachIsa((isa) => {
-      for (const threads of [1, 2, 3]) {
-        addon.setThreads(threads);
-        for (const c of cases) {
-          const gemmArgs = (B: Uint16Array, alpha: number) =>
-            ({ M: c.M, N: c.N, K: c.K, transB: true, A: c.x, B, bDtype: 'bf16', alpha, packedB: true });
-          const res = op('gemm_gate_up_swiglu', 'f32', { gate: gemmArgs(c.gate, 1), up: gemmArgs(c.up, c.alphaUp), ldAct: c.ldAct });
-          const g = arr(op('gemm', 'f32', { ...gemmArgs(c.gate, 1), packedB: false }), 'C');
-          const u = arr(op('gemm', 'f32', { ...gemmArgs(c.up, c.alphaUp), packedB: false }), 'C');
-          const act = arr(op('swiglu_forward', 'f32', { gate: g, up: u }), 'out');
-          const label = `${isa} threads=${threads} ${c.what}`;
-          assert.is(res.fused, isa === 'avx512bf16' && c.fusable, `${label}: fused`);
-          const got = arr(res, 'act');
-          const rows = new Float32Array(c.M * c.N);
-          for (let i = 0; i < c.M; i++) rows.set(got.subarray(i * c.ldAct, i * c.ldAct + c.N), i * c.N);
-          sameBits(rows, act, label);
-          if (!res.fused) sameBits(arr(res, 'upC'), u, `${label}: up's C`);
-        }
-      }
-    }));
-  } finally {
-    if (saved === undefined) delete process.env.SEALKIT_AMX;
-    else process.env.SEALKIT_AMX = saved;
-  }
+  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+    for (const c of cases) {
+      const gemmArgs = (B: Uint16Array, alpha: number) =>
+        ({ M: c.M, N: c.N, K: c.K, transB: true, A: c.x, B, bDtype: 'bf16', alpha, packedB: true });
+      const res = op('gemm_gate_up_swiglu', 'f32', { gate: gemmArgs(c.gate, 1), up: gemmArgs(c.up, c.alphaUp), ldAct: c.ldAct });
+      const g = arr(op('gemm', 'f32', { ...gemmArgs(c.gate, 1), packedB: false }), 'C');
+      const u = arr(op('gemm', 'f32', { ...gemmArgs(c.up, c.alphaUp), packedB: false }), 'C');
+      const act = arr(op('swiglu_forward', 'f32', { gate: g, up: u }), 'out');
+      const label = `${isa} threads=${threads} ${c.what}`;
+      assert.is(res.fused, isa === 'avx512bf16' && c.fusable, `${label}: fused`);
+      const got = arr(res, 'act');
+      const rows = new Float32Array(c.M * c.N);
+      for (let i = 0; i < c.M; i++) rows.set(got.subarray(i * c.ldAct, i * c.ldAct + c.N), i * c.N);
+      sameBits(rows, act, label);
+      if (!res.fused) sameBits(arr(res, 'upC'), u, `${label}: up's C`);
+    }
+  });
   const args = { M: 20, N: 40, K: 8, transB: true, A: new Float32Array(160), B: new Float32Array(320) };
   assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: { ...args, N: 30, B: new Float32Array(240) } }), (e: Error) => /gate's M and N/.test(e.message));
   assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: args, ldAct: 39 }), (e: Error) => /ldAct/.test(e.message));
@@ -687,26 +671,17 @@ test('gemm: large C written with streaming stores gives the bits of normal store
       assert.ok(c.M * c.N * 4 >= 2 << 20, 'C must reach the streaming size');
       return { c, bits: bf16Bits(c.B), what: `${M}x${N}x${K} tA=${ta} tB=${tb}` };
     }));
-  const saved = process.env.SEALKIT_STREAM_STORES;
-  const runAll = (stream: boolean) => {
-    if (stream) delete process.env.SEALKIT_STREAM_STORES;
-    else process.env.SEALKIT_STREAM_STORES = '0';
-    return cases.flatMap(({ c, bits }) => [gemmRun(c, 'f32'), gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' })]);
-  };
-  try {
-    keepingThreads(() => forEachIsa((isa) => {
-      addon.setThreads(2);
-      const normal = runAll(false);
-      cases.forEach(({ c, what }, i) => assertRel(normal[2 * i]!, gemmNaive(c), 1e-5, `${isa} ${what}`));
-      for (const threads of [1, 2, 3]) {
-        addon.setThreads(threads);
-        runAll(true).forEach((streamed, i) => sameBits(streamed, normal[i]!, `${isa} threads=${threads} ${cases[i >> 1]!.what} #${i % 2}`));
-      }
-    }));
-  } finally {
-    if (saved === undefined) delete process.env.SEALKIT_STREAM_STORES;
-    else process.env.SEALKIT_STREAM_STORES = saved;
-  }
+  const runAll = (stream: boolean) => withEnv({ SEALKIT_STREAM_STORES: stream ? '1' : '0' },
+    () => cases.flatMap(({ c, bits }) => [gemmRun(c, 'f32'), gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' })]));
+  keepingThreads(() => forEachIsa((isa) => {
+    addon.setThreads(2);
+    const normal = runAll(false);
+    cases.forEach(({ c, what }, i) => assertRel(normal[2 * i]!, gemmNaive(c), 1e-5, `${isa} ${what}`));
+    for (const threads of [1, 2, 3]) {
+      addon.setThreads(threads);
+      runAll(true).forEach((streamed, i) => sameBits(streamed, normal[i]!, `${isa} threads=${threads} ${cases[i >> 1]!.what} #${i % 2}`));
+    }
+  }));
 });
 
 test('gemm with a low-rank update: argument checks', () => {
@@ -1006,7 +981,7 @@ test('rmsnorm: forward against a naive loop; f32 vs f64; dx and dw by finite dif
 // widths that leave vector tails, accumulating into dx, on 1 and 2 threads (same bits).
 // The residual add and the next norm in one pass (a pre-norm decoder's x += sublayer(x); norm(x)):
 // the bits of axpy(x, r, 1) and rmsnorm_forward in sequence, f32 (every ISA, 1 and 3 threads) and f64.
-test('residual_rmsnorm_forward: the bits of axpy then rmsnorm_forward', () => {
+test('rmsnorm_forward with a residual (residual_rmsnorm_forward): the bits of axpy then rmsnorm_forward', () => {
   const r = rng(62);
   for (const [rows, dim] of [[1, 1], [3, 7], [17, 133], [300, 576]] as const) {
     const x = rand(rows * dim, r, 2), res = rand(rows * dim, r), w = rand(dim, r), eps = 1e-6;
@@ -1015,7 +990,7 @@ test('residual_rmsnorm_forward: the bits of axpy then rmsnorm_forward', () => {
       const check = (tag: string) => {
         const sum = arr(op('axpy', dtype, { y: cv(x), x: cv(res), a: 1 }), 'y');
         const norm = op('rmsnorm_forward', dtype, { x: sum, w: cv(w), rows, dim, eps });
-        const fused = op('residual_rmsnorm_forward', dtype, { x: cv(x), r: cv(res), w: cv(w), rows, dim, eps });
+        const fused = op('rmsnorm_forward', dtype, { x: cv(x), r: cv(res), w: cv(w), rows, dim, eps });
         sameBits(arr(fused, 'x'), sum, `${tag} x`);
         sameBits(arr(fused, 'y'), arr(norm, 'y'), `${tag} y`);
         sameBits(arr(fused, 'rstd'), arr(norm, 'rstd'), `${tag} rstd`);

@@ -359,7 +359,6 @@ Napi::Object op_gemm_group(const Args& a) {
     const bool bf16 = a.string_or("bDtype", "f32") == "bf16";
     cpu::GemmArgs<float> gs[4];
     std::unique_ptr<cpu::PackedWeight> packed[4];  // `packedB`: each W_i packed ahead, as the model's
-    const bool pack = a.boolean_or("packedB", false);
     Napi::Object r = Napi::Object::New(a.env());
     for (int64_t i = 0; i < n; ++i) {
       const std::string b = "B" + std::to_string(i), nk = "N" + std::to_string(i), c = "C" + std::to_string(i);
@@ -372,10 +371,7 @@ Napi::Object op_gemm_group(const Args& a) {
       auto out = output<float>(a, c.c_str(), product(a, c.c_str(), M, g.N));
       g.C = out.Data(); g.ldc = g.N;
       r.Set(c, out);
-      if (pack) {
-        packed[i] = cpu::pack_weight(g.B, g.N, K, true);
-        g.packed_b = packed[i].get();
-      }
+      packed[i] = packed_b(a, g);
     }
     cpu::gemm_group(gs, static_cast<int>(n));
     return r;
@@ -582,26 +578,8 @@ Napi::Object op_embedding_backward(const Args& a) {
 
 // ---- RMSNorm -------------------------------------------------------------------------------------
 
-// x += r, then RMSNorm of x (cpu::residual_rmsnorm_forward): returns the updated x, y and rstd.
-template <typename T>
-Napi::Object op_residual_rmsnorm_forward(const Args& a) {
-  const int64_t rows = a.integer("rows"), dim = a.integer("dim", 1);
-  const double eps = a.number("eps");
-  if (eps < 0) a.range_error("eps", "must be >= 0");
-  const int64_t n = product(a, "x", rows, dim);
-  View<T> x0 = a.array<T>("x", n), res = a.array<T>("r", n), w = a.array<T>("w", dim);
-  auto x = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
-  std::copy(x0.data, x0.data + n, x.Data());
-  auto y = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
-  auto rstd = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(rows));
-  cpu::residual_rmsnorm_forward<T>(x.Data(), res.data, w.data, y.Data(), rstd.Data(), rows, dim, eps);
-  Napi::Object r = Napi::Object::New(a.env());
-  r.Set("x", x);
-  r.Set("y", y);
-  r.Set("rstd", rstd);
-  return r;
-}
-
+// RMSNorm of x; with `r`, x += r first (cpu::residual_rmsnorm_forward), and the updated x is
+// returned too.
 template <typename T>
 Napi::Object op_rmsnorm_forward(const Args& a) {
   const int64_t rows = a.integer("rows"), dim = a.integer("dim", 1);
@@ -611,8 +589,14 @@ Napi::Object op_rmsnorm_forward(const Args& a) {
   View<T> x = a.array<T>("x", n), w = a.array<T>("w", dim);
   auto y = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(n));
   auto rstd = Napi::TypedArrayOf<T>::New(a.env(), static_cast<size_t>(rows));
-  cpu::rmsnorm_forward<T>(x.data, w.data, y.Data(), rstd.Data(), rows, dim, eps);
   Napi::Object r = Napi::Object::New(a.env());
+  if (a.has("r")) {
+    auto sum = copy_of<T>(a, "x", n);
+    cpu::residual_rmsnorm_forward<T>(sum.Data(), a.array<T>("r", n).data, w.data, y.Data(), rstd.Data(), rows, dim, eps);
+    r.Set("x", sum);
+  } else {
+    cpu::rmsnorm_forward<T>(x.data, w.data, y.Data(), rstd.Data(), rows, dim, eps);
+  }
   r.Set("y", y);
   r.Set("rstd", rstd);
   return r;
@@ -947,7 +931,6 @@ const std::map<std::string, OpEntry>& op_table() {
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},
       {"embedding_backward", {op_embedding_backward<float>, op_embedding_backward<double>}},
       {"rmsnorm_forward", {op_rmsnorm_forward<float>, op_rmsnorm_forward<double>}},
-      {"residual_rmsnorm_forward", {op_residual_rmsnorm_forward<float>, op_residual_rmsnorm_forward<double>}},
       {"rmsnorm_backward", {op_rmsnorm_backward<float>, op_rmsnorm_backward<double>}},
       {"rope_forward", {op_rope<float, false>, op_rope<double, false>}},
       {"rope_backward", {op_rope<float, true>, op_rope<double, true>}},
