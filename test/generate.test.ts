@@ -269,6 +269,61 @@ test('stops on EOS ids (not emitted) and at max new tokens; bounded KV cache giv
   await model.dispose();
 });
 
+test('stepsPerCall: several decoding steps per engine call give the tokens, logits, events and finish reasons of one', async () => {
+  for (const storage of ['f32', 'bf16'] as const) {
+    const model = await Model.load(llamaDir, { storage });
+    const V = model.config.vocabSize;
+    model.createAdapter(1, { rank: 4, alpha: 8, seed: 9 });
+    await model.trainStep([{ tokens: randomTokens(10, V, 70), slot: 1 }], { mode: 'lora', lr: 5e-2 });
+    const prompts = [{ tokens: randomTokens(5, V, 11) }, { tokens: randomTokens(2, V, 12), slot: 1 }, { tokens: randomTokens(7, V, 13) }];
+    const base = { maxNewTokens: 9, n: 2, temperature: 0.8, seed: 3, withLogits: true };
+    // EOS ids taken from a free run's middle tokens, so sequences end at different steps and calls.
+    const free = await model.generate(prompts, { ...base, eosTokenIds: [] });
+    const eosTokenIds = [free[0]!.tokens[4]!, free[3]!.tokens[2]!, free[5]!.tokens[6]!];
+    const events = async (stepsPerCall: number) => {
+      const seen: string[] = [];
+      for await (const e of model.generateStream(prompts, { ...base, eosTokenIds, stepsPerCall }))
+        seen.push(e.type === 'token' ? `${e.prompt}.${e.sample}:${e.token}` : `${e.prompt}.${e.sample} done ${e.completion.finishReason}`);
+      return seen;
+    };
+    const one = await model.generate(prompts, { ...base, eosTokenIds, stepsPerCall: 1 });
+    assert.ok(one.some((c) => c.finishReason === 'eos') && one.some((c) => c.finishReason === 'length'), `${storage}: both finish reasons occur`);
+    const oneEvents = await events(1);
+    for (const stepsPerCall of [2, 3, 16, 1000]) {
+      const many = await model.generate(prompts, { ...base, eosTokenIds, stepsPerCall });
+      many.forEach((c, i) => {
+        const ref = one[i]!;
+        const what = `${storage} stepsPerCall ${stepsPerCall} completion ${i}`;
+        assert.equal([c.prompt, c.sample, c.finishReason, c.tokens], [ref.prompt, ref.sample, ref.finishReason, ref.tokens], what);
+        assert.equal(c.logits!.length, ref.logits!.length, what);
+        c.logits!.forEach((row, j) => assert.ok(Buffer.from(row.buffer).equals(Buffer.from(ref.logits![j]!.buffer)), `${what} step ${j}: logits bits`));
+      });
+      assert.equal(await events(stepsPerCall), oneEvents, `${storage} stepsPerCall ${stepsPerCall}: events`);
+    }
+    // The engine applies the EOS and length rules itself: one call of many steps runs step j for
+    // exactly the sequences that sampled more than j tokens (EOS included) in the one-step run.
+    const request = {
+      tokens: Int32Array.from(prompts.flatMap((p) => p.tokens)), promptLens: Int32Array.from(prompts.map((p) => p.tokens.length)),
+      slots: Int32Array.from(prompts.map((p) => p.slot ?? -1)), n: 2, maxNew: 9, temperature: 0.8, topK: 0, topP: 1, seed: 3,
+      maxCacheBytes: 0, kvCache: 'auto' as const,
+    };
+    const sampled = one.map((c) => c.tokens.length + (c.finishReason === 'eos' ? 1 : 0));
+    const begin = await model.run((h) => h.generateBegin(request));
+    const all = Int32Array.from(one.keys());
+    const run = await model.run((h) => h.generateStep(begin.id, all, begin.tokens, { steps: 1000, eos: Int32Array.from(eosTokenIds) }));
+    await model.run((h) => h.generateEnd(begin.id));
+    const expectSeqs = Array.from({ length: Math.max(...sampled) - 1 }, (_, j) => [...all].filter((s) => sampled[s]! > j + 1));
+    assert.equal(Array.from(run.counts), expectSeqs.map((a) => a.length), `${storage}: sequences per step`);
+    assert.equal(Array.from(run.seqs), expectSeqs.flat(), `${storage}: the sequence of each token`);
+    for (const bad of [0, 2.5, -1]) {
+      let msg = '';
+      try { await model.generate(prompts, { stepsPerCall: bad }); } catch (e) { msg = (e as Error).message; }
+      assert.match(msg, /stepsPerCall must be a positive integer/, `stepsPerCall ${bad}`);
+    }
+    await model.dispose();
+  }
+});
+
 test('bf16 KV cache: the default for bf16 weights; logits track full recomputation; n samples, auto and the memory bound', async () => {
   const f32 = await Model.load(llamaDir);
   assert.is(f32.defaultKvCache, 'f32');
@@ -338,6 +393,10 @@ if (hasShared) {
     const [s] = await model.generate([{ tokens: [ref.bos_token_id] }], { maxNewTokens: 64, eosTokenIds: [], tokenizer: tok, stop: ['little'] });
     assert.equal(s!.finishReason, 'stop');
     assert.equal(s!.text, c!.text!.slice(0, c!.text!.indexOf('little')));
+    // Stop strings with several steps per call: the sequence runs on to its call's end, its text
+    // and tokens are cut where one step per call cut them.
+    const [s16] = await model.generate([{ tokens: [ref.bos_token_id] }], { maxNewTokens: 64, eosTokenIds: [], tokenizer: tok, stop: ['little'], stepsPerCall: 16 });
+    assert.equal([s16!.finishReason, s16!.text, s16!.tokens], [s!.finishReason, s!.text, s!.tokens]);
     // Streaming yields the same tokens in order.
     const streamed: number[] = [];
     for await (const e of model.generateStream([{ tokens: [ref.bos_token_id] }], { maxNewTokens: 20, eosTokenIds: [] })) if (e.type === 'token') streamed.push(e.token);

@@ -132,6 +132,8 @@ export interface DecodeBenchOptions {
   kvCache?: 'auto' | KvCacheDtype;
   /** 0 (default) decodes greedily; > 0 samples at this temperature, with topP (default 1). */
   temperature?: number;
+  /** Decoding steps per engine call (generate's stepsPerCall; default 16). */
+  stepsPerCall?: number;
   topP?: number;
   /** Time every backend call of the timed runs' decoding steps (BenchResult.profile; prefill excluded). */
   profile?: boolean;
@@ -143,7 +145,7 @@ export interface DecodeBenchOptions {
  * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
  * over the time from the first token to the last.
  */
-export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string }> {
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number }> {
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -157,13 +159,14 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const repeats = o.repeats ?? 3;
     const temperature = o.temperature ?? 0, topP = o.topP ?? 1;
     const sampling = temperature > 0 ? { temperature, topP, seed: 7 } : {};
+    const stepsPerCall = o.stepsPerCall ?? 16;
     const decodeMs: number[] = [];
     const prefillMs: number[] = [];
     const decodeCalls: OpTiming[] = [];
     for (let i = 0; i < warmup + repeats; i++) {
       const t0 = process.hrtime.bigint();
       let tFirst = 0n;
-      for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache, ...sampling })) {
+      for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache, stepsPerCall, ...sampling })) {
         if (e.type === 'token' && tFirst === 0n) {
           tFirst = process.hrtime.bigint();
           // The stream is lazy: nothing after the prefill has run yet. Drop the prefill's calls.
@@ -192,7 +195,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
-      sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy',
+      sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,
       // The decoding steps after the prefill: newTokens - 1 per run.
       ...(o.profile ? { profile: summariseProfile(mergeTimings(decodeCalls), repeats * (o.newTokens - 1), decodeMs.reduce((a, b) => a + b, 0), 'decoding step') } : {}),
     };

@@ -46,6 +46,16 @@ export interface GenerateOptions {
   kvCache?: 'auto' | KvCacheDtype;
   /** Return each step's logits too (tests; memory grows with vocab). */
   withLogits?: boolean;
+  /**
+   * Decoding steps the engine runs per call before handing tokens back (default 16 without stop
+   * strings, 1 with them). The engine applies the EOS and length rules itself, so the tokens are
+   * those of stepping one token at a time, to the bit; a larger value saves a round trip per token
+   * (most of a small model's decoding time) and delivers `generateStream`'s events in bursts. With
+   * stop strings, which only this layer can see, a sequence that hits one may be stepped on to the
+   * end of its call (wasted work), and the batch its companions run in then differs from one-step
+   * calls, which can move their last bits where a kernel picks its path by batch size.
+   */
+  stepsPerCall?: number;
 }
 
 export type FinishReason = 'eos' | 'stop' | 'length';
@@ -104,6 +114,8 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
     }) } : {}),
   };
   const withLogits = o.withLogits ?? false;
+  const stepsPerCall = o.stepsPerCall ?? (o.stop?.length ? 1 : 16);
+  if (!Number.isInteger(stepsPerCall) || stepsPerCall < 1) throw new Error(`generate: stepsPerCall must be a positive integer, got ${stepsPerCall}`);
   const states: SeqState[] = [];
   for (let p = 0; p < prompts.length; p++) {
     for (let s = 0; s < n; s++) {
@@ -113,52 +125,64 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
   }
   const begin = await model.run((h) => h.generateBegin(request, { logits: withLogits }));
   const id = begin.id;
+  const eosIds = Int32Array.from(eos);
   try {
-    let seqs = states.map((_, i) => i);
-    let step: { tokens: Int32Array; logits?: Float32Array } = begin;
+    let step: { tokens: Int32Array; seqs: Int32Array; counts: Int32Array; logits?: Float32Array } = begin;
     for (;;) {
-      const next: number[] = [];
-      const nextTokens: number[] = [];
+      // The call's tokens, step by step: each one is taken as if it had come alone. A sequence this
+      // layer stopped (a stop string) may still have tokens later in the call; they are dropped.
       const events: GenerationEvent[] = [];
-      seqs.forEach((seq, i) => {
-        const st = states[seq]!;
-        const token = step.tokens[i]!;
-        const c = st.completion;
-        if (withLogits && step.logits) c.logits!.push(step.logits.slice(i * V, (i + 1) * V));
-        if (eos.has(token)) {
-          st.done = true;
-          c.finishReason = 'eos';
-        } else {
-          c.tokens.push(token);
-          let piece: string | undefined;
-          if (st.decoder) {
-            piece = st.decoder.push(token);
-            st.text += piece;
-          }
-          events.push({ type: 'token', prompt: c.prompt, sample: c.sample, token, ...(piece !== undefined ? { text: piece } : {}) });
-          const hit = o.stop?.length ? firstStop(st.text, o.stop) : -1;
-          if (hit >= 0) {
-            st.text = st.text.slice(0, hit);
+      const last = new Map<number, number>();  // sequence -> its last token, for those going on
+      let at = 0;
+      for (const count of step.counts) {
+        last.clear();
+        for (let i = at; i < at + count; i++) {
+          const seq = step.seqs[i]!;
+          const st = states[seq]!;
+          if (st.done) continue;
+          const token = step.tokens[i]!;
+          const c = st.completion;
+          if (withLogits && step.logits) c.logits!.push(step.logits.slice(i * V, (i + 1) * V));
+          if (eos.has(token)) {
             st.done = true;
-            c.finishReason = 'stop';
-          } else if (c.tokens.length >= maxNew) {
-            st.done = true;
-            c.finishReason = 'length';
+            c.finishReason = 'eos';
           } else {
-            next.push(seq);
-            nextTokens.push(token);
+            c.tokens.push(token);
+            let piece: string | undefined;
+            if (st.decoder) {
+              piece = st.decoder.push(token);
+              st.text += piece;
+            }
+            events.push({ type: 'token', prompt: c.prompt, sample: c.sample, token, ...(piece !== undefined ? { text: piece } : {}) });
+            const hit = o.stop?.length ? firstStop(st.text, o.stop) : -1;
+            if (hit >= 0) {
+              st.text = st.text.slice(0, hit);
+              st.done = true;
+              c.finishReason = 'stop';
+            } else if (c.tokens.length >= maxNew) {
+              st.done = true;
+              c.finishReason = 'length';
+            } else {
+              last.set(seq, token);
+            }
+          }
+          if (st.done) {
+            if (st.decoder && c.finishReason !== 'stop') st.text += st.decoder.flush();
+            if (st.decoder) c.text = st.text;
+            events.push({ type: 'done', prompt: c.prompt, sample: c.sample, completion: c });
           }
         }
-        if (st.done) {
-          if (st.decoder && c.finishReason !== 'stop') st.text += st.decoder.flush();
-          if (st.decoder) c.text = st.text;
-          events.push({ type: 'done', prompt: c.prompt, sample: c.sample, completion: c });
-        }
-      });
+        at += count;
+      }
       for (const e of events) yield e;
-      if (next.length === 0) break;
-      seqs = next;
-      step = await model.run((h) => h.generateStep(id, Int32Array.from(next), Int32Array.from(nextTokens), { logits: withLogits }));
+      // Every sequence still going took a token in the call's last step: the engine stops a
+      // sequence only by the EOS and length rules applied above.
+      const going = states.flatMap((st, seq) => (st.done ? [] : [seq]));
+      if (going.some((seq) => !last.has(seq))) throw new Error('internal: generate: the engine stopped a sequence this layer did not');
+      if (going.length === 0) break;
+      step = await model.run((h) => h.generateStep(id, Int32Array.from(going), Int32Array.from(going, (seq) => last.get(seq)!), {
+        logits: withLogits, steps: stepsPerCall, eos: eosIds,
+      }));
     }
   } finally {
     await model.run((h) => h.generateEnd(id));

@@ -94,7 +94,11 @@ export interface NativeModel {
   /** Backend calls timed since the last take, largest time first (models created with profile: true). */
   takeProfile(): OpTiming[];
   generateBegin(request: NativeGenerateRequest, options?: { logits?: boolean }): Promise<NativeGenerateStep & { id: number; cacheBytes: number; kvCache: KvCacheDtype }>;
-  generateStep(id: number, seqs: Int32Array, tokens: Int32Array, options?: { logits?: boolean }): Promise<NativeGenerateStep>;
+  /**
+   * Up to `steps` (default 1) decoding steps in one call: tokens[i] was sampled for seqs[i], counts[j]
+   * of them in step j. A sequence stops after a token in `eos` or its maxNew-th token.
+   */
+  generateStep(id: number, seqs: Int32Array, tokens: Int32Array, options?: { logits?: boolean; steps?: number; eos?: Int32Array }): Promise<NativeGenerateStep>;
   generateEnd(id: number): void;
   dispose(): void;
 }
@@ -119,6 +123,10 @@ export type KvCacheDtype = 'f32' | 'bf16';
 
 export interface NativeGenerateStep {
   tokens: Int32Array;
+  /** The sequence each token was sampled for. */
+  seqs: Int32Array;
+  /** Tokens sampled by each step, in order. */
+  counts: Int32Array;
   logits?: Float32Array;
 }
 

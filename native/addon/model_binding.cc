@@ -1,6 +1,7 @@
 // JS class `Model` over sealkit::Model: argument checking and conversion only. Heavy calls return
 // Promises (AsyncJob); one heavy call at a time per model (lib/model queues them; a second
 // concurrent call is rejected here rather than racing).
+#include <cmath>
 #include <napi.h>
 
 #include <atomic>
@@ -520,6 +521,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   static Napi::Value step_to_js(Napi::Env env, GenerationStep& r) {
     auto o = Napi::Object::New(env);
     o.Set("tokens", to_js(env, r.tokens));
+    o.Set("seqs", to_js(env, r.seqs));
+    o.Set("counts", to_js(env, r.counts));
     if (!r.logits.empty()) o.Set("logits", to_js(env, r.logits));
     return o;
   }
@@ -589,19 +592,34 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         done);
   }
 
-  // generateStep(id, seqs: Int32Array, tokens: Int32Array, {logits?}) -> Promise<{tokens, logits?}>
+  // generateStep(id, seqs: Int32Array, tokens: Int32Array, {logits?, steps?, eos?})
+  //   -> Promise<{tokens, seqs, counts, logits?}>
+  // Runs up to `steps` (default 1) decoding steps natively (Generation::steps): tokens[i] was sampled
+  // for seqs[i]; counts[j] tokens came from step j. `eos`: token ids that end a sequence.
   Napi::Value GenerateStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     live(env);
     auto g = generation(env, info[0]);
     auto seqs = int32s(env, info.Length() > 1 ? info[1] : env.Undefined(), "generateStep: seqs");
     auto tokens = int32s(env, info.Length() > 2 ? info[2] : env.Undefined(), "generateStep: tokens");
-    bool logits = info.Length() > 3 && info[3].IsObject() && flag(info[3].As<Napi::Object>(), "logits");
+    bool logits = false;
+    int32_t steps = 1;
+    std::vector<int32_t> eos;
+    if (info.Length() > 3 && info[3].IsObject()) {
+      auto o = info[3].As<Napi::Object>();
+      logits = flag(o, "logits");
+      const double n = num_or(env, o, "steps", 1, "generateStep options");
+      if (!(n >= 1 && n <= INT32_MAX && n == std::floor(n)))
+        throw Napi::RangeError::New(env, "generateStep: options.steps must be an integer >= 1, got " + std::to_string(n));
+      steps = static_cast<int32_t>(n);
+      if (o.Has("eos") && !o.Get("eos").IsUndefined()) eos = int32s(env, o.Get("eos"), "generateStep: options.eos");
+    }
     auto model = model_;
     auto done = claim(env);
     return AsyncJob<GenerationStep>::Start(
-        env, "sealkit.generateStep", [model, g, seqs, tokens, logits] { return g->step(seqs, tokens, logits); },
-        step_to_js, done);
+        env, "sealkit.generateStep",
+        [model, g, seqs, tokens, steps, eos, logits] { return g->steps(seqs, tokens, steps, eos, logits); }, step_to_js,
+        done);
   }
 
   // generateEnd(id): frees the generation's KV cache.

@@ -93,6 +93,8 @@ GenerationStep Generation::start(bool want_logits) {
     }
   GenerationStep out;
   sample_rows(logits, seqs, out, want_logits);
+  out.seqs = std::move(seqs);
+  out.counts = {static_cast<int32_t>(out.seqs.size())};
   return out;
 }
 
@@ -120,6 +122,36 @@ GenerationStep Generation::step(const std::vector<int32_t>& seqs, const std::vec
   for (int32_t s : seqs) ++length_[static_cast<size_t>(s)];
   GenerationStep out;
   sample_rows(r.logits, seqs, out, want_logits);
+  out.seqs = seqs;
+  out.counts = {static_cast<int32_t>(seqs.size())};
+  return out;
+}
+
+GenerationStep Generation::steps(const std::vector<int32_t>& seqs, const std::vector<int32_t>& tokens,
+                                 int32_t max_steps, const std::vector<int32_t>& eos, bool want_logits) {
+  if (max_steps < 1) throw std::invalid_argument("generate steps: steps must be >= 1, got " + std::to_string(max_steps));
+  GenerationStep out;
+  std::vector<int32_t> active = seqs, fed = tokens;
+  for (int32_t j = 0;; ++j) {
+    GenerationStep st = step(active, fed, want_logits);
+    out.seqs.insert(out.seqs.end(), active.begin(), active.end());
+    out.tokens.insert(out.tokens.end(), st.tokens.begin(), st.tokens.end());
+    out.logits.insert(out.logits.end(), st.logits.begin(), st.logits.end());
+    out.counts.push_back(static_cast<int32_t>(active.size()));
+    if (j + 1 >= max_steps) break;
+    std::vector<int32_t> next, next_fed;
+    for (size_t i = 0; i < active.size(); ++i) {
+      const size_t s = static_cast<size_t>(active[i]);
+      const int32_t t = st.tokens[i];
+      if (std::find(eos.begin(), eos.end(), t) != eos.end()) continue;
+      if (steps_[s] >= req_.max_new || length_[s] + 1 > capacity_[s]) continue;
+      next.push_back(active[i]);
+      next_fed.push_back(t);
+    }
+    if (next.empty()) break;
+    active = std::move(next);
+    fed = std::move(next_fed);
+  }
   return out;
 }
 

@@ -29,6 +29,11 @@ struct GenerationRequest {
 struct GenerationStep {
   std::vector<int32_t> tokens;  // one per sequence advanced (in the order asked)
   std::vector<float> logits;    // [sequences, vocab] when requested
+  // For Generation::steps: the sequence of each token (tokens[i] was sampled for seqs[i]) and how many
+  // tokens each decoding step sampled, in order (their sum is tokens.size()). One step: seqs is the
+  // order asked and counts = {tokens.size()}.
+  std::vector<int32_t> seqs;
+  std::vector<int32_t> counts;
 };
 
 class Generation {
@@ -46,6 +51,14 @@ class Generation {
   GenerationStep start(bool want_logits);
   // Feeds `tokens[i]` to sequence `seqs[i]` and samples its next token.
   GenerationStep step(const std::vector<int32_t>& seqs, const std::vector<int32_t>& tokens, bool want_logits);
+  // Up to max_steps such steps in one call, each feeding every sequence still going the token it
+  // just sampled. A sequence stops after sampling a token in `eos` or its max_new-th token (the
+  // caller's own rules, so it continues exactly the sequences the caller would have); stop strings
+  // stay with the caller, which leaves out of its next call whatever it stopped. The steps are the
+  // calls of step() one by one, so the tokens (and logits) are theirs to the bit; what it saves is
+  // a round trip to the caller per token. Stops early when no sequence is left.
+  GenerationStep steps(const std::vector<int32_t>& seqs, const std::vector<int32_t>& tokens, int32_t max_steps,
+                       const std::vector<int32_t>& eos, bool want_logits);
 
  private:
   void sample_rows(const std::vector<float>& logits, const std::vector<int32_t>& seqs, GenerationStep& out,

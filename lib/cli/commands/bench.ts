@@ -8,6 +8,7 @@ import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
                   [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--temperature T] [--top-p P]
+                  [--steps-per-call S]
                   [--loss-on F] [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile]
                   [--ab-env K=V[,K=V...]] [--json]
 
@@ -18,7 +19,8 @@ const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.jo
   decode    greedy KV-cache decoding of --gen-batch prompts of --prompt tokens, --new tokens each
             (tokens/s over the tokens after the first; prefill reported separately); the KV cache
             is bf16 for bf16 weights on the CPU unless --kv-cache says otherwise. --temperature T
-            (> 0) samples instead, with --top-p P (SEAL's self-edits: T 1, P 0.95)
+            (> 0) samples instead, with --top-p P (SEAL's self-edits: T 1, P 0.95); --steps-per-call S:
+            decoding steps per engine call (generate's stepsPerCall; default 16)
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
 warm-up calls. --profile times every backend call of the timed calls and prints where a step's
 time goes (per op, GEMMs per shape, and the host time between calls); on a GPU each call then
@@ -42,7 +44,7 @@ export const benchCommand: CliCommand = {
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' }, profile: { type: 'boolean' },
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
         'kv-cache': { type: 'string', default: 'auto' }, temperature: { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' },
-        'ab-env': { type: 'string' }, 'loss-on': { type: 'string' },
+        'ab-env': { type: 'string' }, 'loss-on': { type: 'string' }, 'steps-per-call': { type: 'string' },
       },
     });
     const work = positionals[0];
@@ -62,6 +64,7 @@ export const benchCommand: CliCommand = {
     if (!(temperature >= 0)) throw new UsageError(`bench: --temperature must be >= 0, got '${values.temperature}'`);
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`bench: --top-p must be in (0, 1], got '${values['top-p']}'`);
     if (values['loss-on'] !== undefined && work !== 'train') throw new UsageError('bench: --loss-on is for train');
+    if (values['steps-per-call'] !== undefined && work !== 'decode') throw new UsageError('bench: --steps-per-call is for decode');
     let abEnv: Record<string, string> | undefined;
     if (values['ab-env'] !== undefined) {
       if (work === 'decode') throw new UsageError('bench: --ab-env is for train and forward');
@@ -80,10 +83,11 @@ export const benchCommand: CliCommand = {
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
         repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device, kvCache,
         profile: values.profile,
+        ...(values['steps-per-call'] !== undefined ? { stepsPerCall: int('steps-per-call', values['steps-per-call'], 1) } : {}),
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
       if (!values.json && r.profile) process.stdout.write(formatProfile(r.profile));
       return 0;
     }
