@@ -495,21 +495,37 @@ constexpr int kFewRowsBlock = 4, kFewRowsGroup = 4;
 constexpr int64_t kFewRowsChunk = 64;
 
 
-// Prefetches, at column k, the W rows kFewRowsPrefetchRows ahead of block [n, n + nb) (within
-// [.., n1)) into L2. The hardware prefetcher follows each row's stream only after a few misses; a
-// block's rows are short (K elements), so it keeps starting late. Into L2, not L1: the distance that
-// hides memory latency is tens of KiB, which would evict the block and A's rows from L1. Measured
-// on SmolLM2's LM head (49152 x 576 bf16, 2 threads, 2-core Zen 4 VM): W streams at 28-33 GB/s at
-// batch 1 (was 16 with 2 blocks ahead into L1), 15-17 GB/s at batch 8 (was 12); 16-64 rows ahead
-// are all within noise.
-constexpr int64_t kFewRowsPrefetchRows = 32;
+// How far ahead of the block it multiplies a few-rows kernel prefetches W, and into which cache.
+// The hardware prefetcher follows each row's stream only after a few misses; a block's rows are
+// short (K elements), so it keeps starting late: each block prefetches the rows `rows` ahead (and a
+// run's first block the rows before that distance, all at once).
+//  - Default: the next block's rows (4 ahead) with the non-temporal hint (prefetchnta), into L1
+//    without keeping them in the caches behind it. Decoding streams each weight once per token, far
+//    more bytes than the caches hold, so lines kept in L2 (and, on AMD, cast out to L3 when L2
+//    evicts them) are pure overhead. On SmolLM2-135M's decode chain (30 layers of q/k/v, o,
+//    gate/up, down and the LM head, batch 1, bf16, 2 threads, AMD Zen 5 VM, alternating runs) the
+//    GEMMs streamed 51-60 GB/s against 34-49 with 32 rows ahead into L2, the f32-product kernel
+//    42-47 against 29-42; 8-16 rows ahead with the same hint were in between, and 4-32 rows ahead
+//    into L1 or L2 (T0-T2) like the old default.
+//  - SEALKIT_FEW_ROWS_NTA=0: 32 rows ahead into L2, the earlier default (measured on a Zen 4 VM:
+//    LM head at batch 1 28-33 GB/s against 16 with 2 blocks ahead into L1; 16-64 rows alike).
+struct FewRowsAhead {
+  int64_t rows;
+  bool nta;
+};
+FewRowsAhead few_rows_ahead() { return switch_on("SEALKIT_FEW_ROWS_NTA") ? FewRowsAhead{4, true} : FewRowsAhead{32, false}; }
 
-// Every cache line of W rows [r0, r1) into L2.
+inline void prefetch_w(const void* p, bool nta) {
+  if (nta) _mm_prefetch(static_cast<const char*>(p), _MM_HINT_NTA);
+  else _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+}
+
+// Every cache line of W rows [r0, r1).
 template <typename Src>
-inline void prefetch_rows_l2(const Src* B, int64_t ldb, int64_t K, int64_t r0, int64_t r1) {
+inline void prefetch_w_rows(const Src* B, int64_t ldb, int64_t K, int64_t r0, int64_t r1, bool nta) {
   for (int64_t r = r0; r < r1; ++r) {
     const char* row = reinterpret_cast<const char*>(B + r * ldb);
-    for (int64_t off = 0; off < K * static_cast<int64_t>(sizeof(Src)); off += 64) _mm_prefetch(row + off, _MM_HINT_T1);
+    for (int64_t off = 0; off < K * static_cast<int64_t>(sizeof(Src)); off += 64) prefetch_w(row + off, nta);
   }
 }
 
@@ -561,10 +577,10 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_few_rows(const GemmArgs<float>& g, cons
 // pass) against blocks of 2 W rows x groups of 8 rows: level or slightly faster at 5-16 rows.
 template <typename Kernel>
 inline void few_rows_columns(int64_t M, int64_t n0, int64_t n1, bool warm, const Kernel& kernel) {
-  // The blocks' own prefetches run kFewRowsPrefetchRows ahead; at the start of a run the rows
-  // before that distance are requested here, all at once, so the first blocks do not wait out the
-  // memory latency row by row.
-  if (!warm) kernel.prefetch_rows(n0, std::min(kernel.n1, n0 + kFewRowsPrefetchRows));
+  // The blocks' own prefetches run kernel.ahead.rows ahead; at the start of a run the rows before
+  // that distance are requested here, all at once, so the first blocks do not wait out the memory
+  // latency row by row.
+  if (!warm) kernel.prefetch_rows(n0, std::min(kernel.n1, n0 + kernel.ahead.rows));
   for (int64_t n = n0; n < n1; n += kFewRowsBlock) {
     const int nb = static_cast<int>(std::min<int64_t>(kFewRowsBlock, n1 - n));
     for (int64_t i0 = 0; i0 < M; i0 += kFewRowsGroup) {
@@ -626,7 +642,7 @@ SEALKIT_AVX512 SEALKIT_INLINE void few_rows_pass(const float* A, int64_t lda, co
 // A. `pf`: the first of the NB rows to prefetch while passing (null: none).
 template <int MB, int NB, typename Src>
 SEALKIT_AVX512 void few_rows_block(const GemmArgs<float>& g, const Src* B, int64_t i0, int64_t n, int nb,
-                                   const Src* pf) {
+                                   const Src* pf, bool nta) {
   const int64_t K = g.K, lda = g.lda, ldb = g.ldb;
   const float* A = g.A + i0 * lda;
   const Src* w[NB];
@@ -646,7 +662,7 @@ SEALKIT_AVX512 void few_rows_block(const GemmArgs<float>& g, const Src* B, int64
     if (pf) {
 #pragma GCC unroll 4
       for (int j = 0; j < NB; ++j)
-        for (int64_t l = 0; l < 32; l += kLine) _mm_prefetch(reinterpret_cast<const char*>(pf + j * ldb + k + l), _MM_HINT_T1);
+        for (int64_t l = 0; l < 32; l += kLine) prefetch_w(pf + j * ldb + k + l, nta);
     }
     few_rows_pass<MB, NB, true>(A, lda, w, k, 32, idx_lo, idx_hi, acc);
   }
@@ -656,31 +672,32 @@ SEALKIT_AVX512 void few_rows_block(const GemmArgs<float>& g, const Src* B, int64
 
 // Columns [n0, n1) of all rows; prefetches stay below run_end (see few_rows_columns).
 template <typename Src>
-void few_rows_f32_columns(const GemmArgs<float>& g, const Src* B, int64_t n0, int64_t n1, int64_t run_end, bool warm) {
-  if (!warm) prefetch_rows_l2(B, g.ldb, g.K, n0, std::min(run_end, n0 + kFewRowsPrefetchRows));
+void few_rows_f32_columns(const GemmArgs<float>& g, const Src* B, int64_t n0, int64_t n1, int64_t run_end, bool warm,
+                          FewRowsAhead ahead) {
+  if (!warm) prefetch_w_rows(B, g.ldb, g.K, n0, std::min(run_end, n0 + ahead.rows), ahead.nta);
   const int64_t M = g.M;
   const int64_t groups = (M + kFewRowsWideGroup - 1) / kFewRowsWideGroup;
   const int64_t group = (M + groups - 1) / groups;  // 1-4 rows: one group; 5-16: even groups of 4-8
   const int nb_max = group <= 4 ? 4 : 3;
   for (int64_t n = n0; n < n1; n += nb_max) {
     const int nb = static_cast<int>(std::min<int64_t>(nb_max, n1 - n));
-    const Src* pf = n + kFewRowsPrefetchRows + nb_max <= run_end ? B + (n + kFewRowsPrefetchRows) * g.ldb : nullptr;
+    const Src* pf = n + ahead.rows + nb_max <= run_end ? B + (n + ahead.rows) * g.ldb : nullptr;
     for (int64_t i0 = 0; i0 < M; i0 += group, pf = nullptr) {
       const int64_t mb = std::min(group, M - i0);
       if (nb_max == 4) {
         switch (mb) {
-          case 1: few_rows_block<1, 4>(g, B, i0, n, nb, pf); break;
-          case 2: few_rows_block<2, 4>(g, B, i0, n, nb, pf); break;
-          case 3: few_rows_block<3, 4>(g, B, i0, n, nb, pf); break;
-          default: few_rows_block<4, 4>(g, B, i0, n, nb, pf); break;
+          case 1: few_rows_block<1, 4>(g, B, i0, n, nb, pf, ahead.nta); break;
+          case 2: few_rows_block<2, 4>(g, B, i0, n, nb, pf, ahead.nta); break;
+          case 3: few_rows_block<3, 4>(g, B, i0, n, nb, pf, ahead.nta); break;
+          default: few_rows_block<4, 4>(g, B, i0, n, nb, pf, ahead.nta); break;
         }
       } else {
         switch (mb) {
-          case 4: few_rows_block<4, 3>(g, B, i0, n, nb, pf); break;
-          case 5: few_rows_block<5, 3>(g, B, i0, n, nb, pf); break;
-          case 6: few_rows_block<6, 3>(g, B, i0, n, nb, pf); break;
-          case 7: few_rows_block<7, 3>(g, B, i0, n, nb, pf); break;
-          default: few_rows_block<8, 3>(g, B, i0, n, nb, pf); break;
+          case 4: few_rows_block<4, 3>(g, B, i0, n, nb, pf, ahead.nta); break;
+          case 5: few_rows_block<5, 3>(g, B, i0, n, nb, pf, ahead.nta); break;
+          case 6: few_rows_block<6, 3>(g, B, i0, n, nb, pf, ahead.nta); break;
+          case 7: few_rows_block<7, 3>(g, B, i0, n, nb, pf, ahead.nta); break;
+          default: few_rows_block<8, 3>(g, B, i0, n, nb, pf, ahead.nta); break;
         }
       }
     }
@@ -710,12 +727,13 @@ void few_rows_streams(const GemmArgs<float>* gs, int n, const Columns& columns) 
 }
 
 void few_rows_avx512(const GemmArgs<float>* gs, int n) {
+  const FewRowsAhead ahead = few_rows_ahead();
   few_rows_streams(gs, n, [&](int i, int64_t lo, int64_t hi, int64_t run_hi, bool warm) {
     const GemmArgs<float>& g = gs[i];
     if (g.B.dtype == DType::BF16)
-      few_rows_f32_columns(g, static_cast<const uint16_t*>(g.B.data), lo, hi, run_hi, warm);
+      few_rows_f32_columns(g, static_cast<const uint16_t*>(g.B.data), lo, hi, run_hi, warm, ahead);
     else
-      few_rows_f32_columns(g, static_cast<const float*>(g.B.data), lo, hi, run_hi, warm);
+      few_rows_f32_columns(g, static_cast<const float*>(g.B.data), lo, hi, run_hi, warm, ahead);
   });
 }
 
@@ -914,19 +932,19 @@ SEALKIT_BF16 SEALKIT_INLINE void few_rows_bf16_pass(const float* A, int64_t aps,
 // same products in the same order as before, so the bits are unchanged.
 template <int MB>
 SEALKIT_BF16 void few_rows_bf16(const GemmArgs<float>& g, const float* ap, int64_t aps, int64_t i0, int64_t n, int nb,
-                                int64_t n1, bool prefetch) {
+                                int64_t n1, bool prefetch, FewRowsAhead ahead) {
   constexpr int NB = kFewRowsBlock;
   const int64_t K = g.K, ldb = g.ldb;
   const uint16_t* B = static_cast<const uint16_t*>(g.B.data);
   const float* A = ap + i0 * aps;
   const uint16_t* w[NB];
   const uint16_t* pf[NB];
-  // The group's first block prefetches the NB rows kFewRowsPrefetchRows ahead, if all lie before n1.
-  const bool pf_on = prefetch && n + kFewRowsPrefetchRows + NB <= n1;
+  // The group's first block prefetches the NB rows ahead.rows ahead, if all lie before n1.
+  const bool pf_on = prefetch && n + ahead.rows + NB <= n1;
 #pragma GCC unroll 4
   for (int j = 0; j < NB; ++j) {
     w[j] = B + (n + std::min(j, nb - 1)) * ldb;
-    pf[j] = B + (n + kFewRowsPrefetchRows + j) * ldb;
+    pf[j] = B + (n + ahead.rows + j) * ldb;
   }
   __m512 acc[MB][NB];
 #pragma GCC unroll 32
@@ -936,12 +954,12 @@ SEALKIT_BF16 void few_rows_bf16(const GemmArgs<float>& g, const float* ap, int64
   if (pf_on) {
     for (; k + 32 <= K; k += 32) {
 #pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), _MM_HINT_T1);
+      for (int j = 0; j < NB; ++j) prefetch_w(pf[j] + k, ahead.nta);
       few_rows_bf16_pass<MB, NB, false>(A, aps, w, k, 0, acc);
     }
     if (k < K)
 #pragma GCC unroll 4
-      for (int j = 0; j < NB; ++j) _mm_prefetch(reinterpret_cast<const char*>(pf[j] + k), _MM_HINT_T1);
+      for (int j = 0; j < NB; ++j) prefetch_w(pf[j] + k, ahead.nta);
   } else {
     for (; k + 32 <= K; k += 32) few_rows_bf16_pass<MB, NB, false>(A, aps, w, k, 0, acc);
   }
@@ -953,10 +971,13 @@ struct FewRowsBf16 {
   const GemmArgs<float>& g;
   const float* ap;
   int64_t aps, n1;
+  FewRowsAhead ahead;
   template <int MB>
-  void run(int64_t i0, int64_t n, int nb, bool prefetch) const { few_rows_bf16<MB>(g, ap, aps, i0, n, nb, n1, prefetch); }
+  void run(int64_t i0, int64_t n, int nb, bool prefetch) const {
+    few_rows_bf16<MB>(g, ap, aps, i0, n, nb, n1, prefetch, ahead);
+  }
   void prefetch_rows(int64_t r0, int64_t r1) const {
-    prefetch_rows_l2(static_cast<const uint16_t*>(g.B.data), g.ldb, g.K, r0, r1);
+    prefetch_w_rows(static_cast<const uint16_t*>(g.B.data), g.ldb, g.K, r0, r1, ahead.nta);
   }
 };
 
@@ -1212,8 +1233,9 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
   if (buf.size() < static_cast<size_t>(g.M * aps)) buf.resize(g.M * aps);
   float* ap = buf.data();
   round_rows_bf16(g, ap, aps);
+  const FewRowsAhead ahead = few_rows_ahead();
   few_rows_streams(gs, n, [&](int i, int64_t lo, int64_t hi, int64_t run_hi, bool warm) {
-    few_rows_columns(g.M, lo, hi, warm, FewRowsBf16{gs[i], ap, aps, run_hi});
+    few_rows_columns(g.M, lo, hi, warm, FewRowsBf16{gs[i], ap, aps, run_hi, ahead});
   });
 }
 #endif
