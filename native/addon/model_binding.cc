@@ -1,10 +1,10 @@
 // JS class `Model` over sealkit::Model: argument checking and conversion only. Heavy calls return
 // Promises (AsyncJob); one heavy call at a time per model (lib/model queues them; a second
 // concurrent call is rejected here rather than racing).
-#include <cmath>
 #include <napi.h>
 
 #include <atomic>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <string>
