@@ -464,9 +464,10 @@ test('parallel_streams: a slow thread hands the tail of its range to the others'
   });
 });
 
-test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads, every ISA', () => {
-  // The rows are split by parallel_streams; where a chunk falls (and which thread prefetched what)
-  // must not change a bit. 3 and 5 threads on a smaller machine also exercise the stealing.
+test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads and with either prefetch, every ISA', () => {
+  // The rows are split by parallel_streams; where a chunk falls (and which thread prefetched what,
+  // how far ahead, with which hint: SEALKIT_FEW_ROWS_NTA) must not change a bit. 3 and 5 threads on
+  // a smaller machine also exercise the stealing.
   const r = rng(23);
   const K = 100;
   const cases = [[1, 'bf16'], [8, 'bf16'], [16, 'bf16'], [1, 'f32'], [4, 'f32']] as const;
@@ -484,11 +485,14 @@ test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads, every I
     ...groupNs.map((_, i) => arr(op('gemm_group', 'f32', groupArgs), `C${i}`)),
   ];
   forEachIsa((isa) => {
-    const results = new Map<number, F[]>();
-    forEachThreadCount([1, 2, 3, 5], (threads) => results.set(threads, runAll()));
-    const one = results.get(1)!;
-    for (const [threads, outs] of results)
-      outs.forEach((o, i) => assert.equal(bitsOf(o), bitsOf(one[i]!), `${isa} threads=${threads} case ${i}`));
+    const results = new Map<string, F[]>();
+    forEachThreadCount([1, 2, 3, 5], (threads) => {
+      results.set(`threads=${threads}`, runAll());
+      results.set(`threads=${threads} SEALKIT_FEW_ROWS_NTA=0`, withEnv({ SEALKIT_FEW_ROWS_NTA: '0' }, runAll));
+    });
+    const one = results.get('threads=1')!;
+    for (const [what, outs] of results)
+      outs.forEach((o, i) => assert.equal(bitsOf(o), bitsOf(one[i]!), `${isa} ${what} case ${i}`));
   });
 });
 

@@ -1,6 +1,7 @@
 // Engine benchmarks on random-initialised models of real configurations: LoRA SFT steps and
 // forward scoring, timed as medians over repeated calls after warm-up.
 import { native } from '../native.js';
+import { DEFAULT_STEPS_PER_CALL } from '../model/generate.js';
 import type { ModelConfig } from '../model/hf-config.js';
 import { Model, type Sequence } from '../model/model.js';
 import { PROJ_NAMES, type KvCacheDtype, type OpTiming } from '../model/native-model.js';
@@ -159,7 +160,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const repeats = o.repeats ?? 3;
     const temperature = o.temperature ?? 0, topP = o.topP ?? 1;
     const sampling = temperature > 0 ? { temperature, topP, seed: 7 } : {};
-    const stepsPerCall = o.stepsPerCall ?? 16;
+    const stepsPerCall = o.stepsPerCall ?? DEFAULT_STEPS_PER_CALL;
     const decodeMs: number[] = [];
     const prefillMs: number[] = [];
     const decodeCalls: OpTiming[] = [];

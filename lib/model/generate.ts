@@ -75,6 +75,8 @@ export type GenerationEvent =
   | { type: 'done'; prompt: number; sample: number; completion: Completion };
 
 const DEFAULT_MAX_KV_BYTES = 4 * 1024 ** 3;
+/** Decoding steps per engine call without stop strings (GenerateOptions.stepsPerCall). */
+export const DEFAULT_STEPS_PER_CALL = 16;
 
 interface SeqState {
   completion: Completion;
@@ -114,7 +116,7 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
     }) } : {}),
   };
   const withLogits = o.withLogits ?? false;
-  const stepsPerCall = o.stepsPerCall ?? (o.stop?.length ? 1 : 16);
+  const stepsPerCall = o.stepsPerCall ?? (o.stop?.length ? 1 : DEFAULT_STEPS_PER_CALL);
   if (!Number.isInteger(stepsPerCall) || stepsPerCall < 1) throw new Error(`generate: stepsPerCall must be a positive integer, got ${stepsPerCall}`);
   const states: SeqState[] = [];
   for (let p = 0; p < prompts.length; p++) {

@@ -502,11 +502,11 @@ constexpr int64_t kFewRowsChunk = 64;
 //  - Default: the next block's rows (4 ahead) with the non-temporal hint (prefetchnta), into L1
 //    without keeping them in the caches behind it. Decoding streams each weight once per token, far
 //    more bytes than the caches hold, so lines kept in L2 (and, on AMD, cast out to L3 when L2
-//    evicts them) are pure overhead. On SmolLM2-135M's decode chain (30 layers of q/k/v, o,
-//    gate/up, down and the LM head, batch 1, bf16, 2 threads, AMD Zen 5 VM, alternating runs) the
-//    GEMMs streamed 51-60 GB/s against 34-49 with 32 rows ahead into L2, the f32-product kernel
-//    42-47 against 29-42; 8-16 rows ahead with the same hint were in between, and 4-32 rows ahead
-//    into L1 or L2 (T0-T2) like the old default.
+//    evicts them) are pure overhead. bench/decode-chain.ts (SmolLM2-135M's GEMMs for one token,
+//    batch 1, bf16, 2 threads, AMD Zen 5 VM, 5 alternating rounds): 58.0 GB/s against 49.5 with
+//    32 rows ahead into L2, 1.19x; in earlier runs of the same chain the f32-product kernel 42-47
+//    against 29-42 GB/s, 8-16 rows ahead with the same hint in between, and 4-32 rows ahead into
+//    L1 or L2 (T0-T2) like the old default.
 //  - SEALKIT_FEW_ROWS_NTA=0: 32 rows ahead into L2, the earlier default (measured on a Zen 4 VM:
 //    LM head at batch 1 28-33 GB/s against 16 with 2 blocks ahead into L1; 16-64 rows alike).
 struct FewRowsAhead {
