@@ -324,6 +324,46 @@ test('stepsPerCall: several decoding steps per engine call give the tokens, logi
   }
 });
 
+test('stop strings with several steps per call: the tokens, texts and logits of one step per call (rewound steps)', async () => {
+  // The embedded toyworld model is f32, whose few-rows path ends at 4 rows: 6 sequences stopping
+  // one by one cross it, so a stopped sequence left in its companions' batch would move their bits
+  // (it did, before stopped steps were taken back and run again).
+  const dir = join(repoRoot, 'models/toyworld');
+  const model = await Model.load(dir);
+  const tok = await TextTokenizer.load(dir);
+  const prompts = ['The cat', 'Alice lives in', 'Q: where is Bob?\nA:'].map((t) => ({ tokens: tok.encode(t) }));
+  const base = { maxNewTokens: 24, n: 2, temperature: 1, seed: 4, tokenizer: tok, eosTokenIds: [] as number[], withLogits: true };
+  for (const stop of [['.'], [' is ']]) {
+    const one = await model.generate(prompts, { ...base, stop, stepsPerCall: 1 });
+    const stops = one.filter((c) => c.finishReason === 'stop').map((c) => c.tokens.length);
+    assert.ok(new Set(stops).size >= 3, `${JSON.stringify(stop)}: sequences stop at different steps (${stops})`);
+    for (const stepsPerCall of [2, 5, 16, undefined]) {
+      const many = await model.generate(prompts, { ...base, stop, ...(stepsPerCall ? { stepsPerCall } : {}) });
+      many.forEach((c, i) => {
+        const ref = one[i]!;
+        const what = `${JSON.stringify(stop)} stepsPerCall ${stepsPerCall ?? 'default'} completion ${i}`;
+        assert.equal([c.finishReason, c.text, c.tokens], [ref.finishReason, ref.text, ref.tokens], what);
+        c.logits!.forEach((row, j) => assert.ok(Buffer.from(row.buffer).equals(Buffer.from(ref.logits![j]!.buffer)), `${what} step ${j}: logits bits`));
+      });
+    }
+  }
+  // Rewinding checks its bounds: never past the first sampled token.
+  const begin = await model.run((h) => h.generateBegin({
+    tokens: Int32Array.from(prompts[0]!.tokens), promptLens: Int32Array.from([prompts[0]!.tokens.length]), slots: Int32Array.from([-1]),
+    n: 1, maxNew: 8, temperature: 0, topK: 0, topP: 1, seed: 0, maxCacheBytes: 0, kvCache: 'auto',
+  }));
+  const two = await model.run((h) => h.generateStep(begin.id, Int32Array.from([0]), begin.tokens, { steps: 2 }));
+  assert.equal(Array.from(two.counts), [1, 1]);
+  let msg = '';
+  try { await model.run((h) => h.generateRewind(begin.id, Int32Array.from([0]), Int32Array.from([3]))); } catch (e) { msg = (e as Error).message; }
+  assert.match(msg, /sequence 0 cannot go back 3 steps \(it has taken 2\)/);
+  await model.run((h) => h.generateRewind(begin.id, Int32Array.from([0]), Int32Array.from([2])));
+  const again = await model.run((h) => h.generateStep(begin.id, Int32Array.from([0]), begin.tokens, { steps: 2 }));
+  assert.equal(Array.from(again.tokens), Array.from(two.tokens), 'two steps taken back and run again give the same tokens');
+  await model.run((h) => h.generateEnd(begin.id));
+  await model.dispose();
+});
+
 test('bf16 KV cache: the default for bf16 weights; logits track full recomputation; n samples, auto and the memory bound', async () => {
   const f32 = await Model.load(llamaDir);
   assert.is(f32.defaultKvCache, 'f32');
@@ -393,7 +433,7 @@ if (hasShared) {
     const [s] = await model.generate([{ tokens: [ref.bos_token_id] }], { maxNewTokens: 64, eosTokenIds: [], tokenizer: tok, stop: ['little'] });
     assert.equal(s!.finishReason, 'stop');
     assert.equal(s!.text, c!.text!.slice(0, c!.text!.indexOf('little')));
-    // Stop strings with several steps per call: the sequence runs on to its call's end, its text
+    // Stop strings with several steps per call: the steps after the stop are taken back; the text
     // and tokens are cut where one step per call cut them.
     const [s16] = await model.generate([{ tokens: [ref.bos_token_id] }], { maxNewTokens: 64, eosTokenIds: [], tokenizer: tok, stop: ['little'], stepsPerCall: 16 });
     assert.equal([s16!.finishReason, s16!.text, s16!.tokens], [s!.finishReason, s!.text, s!.tokens]);

@@ -47,13 +47,13 @@ export interface GenerateOptions {
   /** Return each step's logits too (tests; memory grows with vocab). */
   withLogits?: boolean;
   /**
-   * Decoding steps the engine runs per call before handing tokens back (default 16 without stop
-   * strings, 1 with them). The engine applies the EOS and length rules itself, so the tokens are
-   * those of stepping one token at a time, to the bit; a larger value saves a round trip per token
-   * (most of a small model's decoding time) and delivers `generateStream`'s events in bursts. With
-   * stop strings, which only this layer can see, a sequence that hits one may be stepped on to the
-   * end of its call (wasted work), and the batch its companions run in then differs from one-step
-   * calls, which can move their last bits where a kernel picks its path by batch size.
+   * Decoding steps the engine runs per call before handing tokens back (default 16; with stop
+   * strings 16 / the number of sequences, at least 1). The engine applies the EOS and length rules
+   * itself; a stop string, which only this layer sees, ends a call's tokens at its step, and the
+   * steps after it are taken back and run again without the stopped sequence. Either way the tokens
+   * (and logits) are those of one step per call, to the bit. A larger value saves a round trip per
+   * token (most of a small model's decoding time), costs up to that many steps again per stop string
+   * hit, and delivers `generateStream`'s events in bursts.
    */
   stepsPerCall?: number;
 }
@@ -116,8 +116,8 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
     }) } : {}),
   };
   const withLogits = o.withLogits ?? false;
-  const stepsPerCall = o.stepsPerCall ?? (o.stop?.length ? 1 : DEFAULT_STEPS_PER_CALL);
-  if (!Number.isInteger(stepsPerCall) || stepsPerCall < 1) throw new Error(`generate: stepsPerCall must be a positive integer, got ${stepsPerCall}`);
+  if (o.stepsPerCall !== undefined && (!Number.isInteger(o.stepsPerCall) || o.stepsPerCall < 1))
+    throw new Error(`generate: stepsPerCall must be a positive integer, got ${o.stepsPerCall}`);
   const states: SeqState[] = [];
   for (let p = 0; p < prompts.length; p++) {
     for (let s = 0; s < n; s++) {
@@ -125,18 +125,24 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
       states.push({ completion: { prompt: p, sample: s, tokens: [], finishReason: 'length', ...(withLogits ? { logits: [] } : {}) }, done: false, text: '', ...(decoder ? { decoder } : {}) });
     }
   }
+  // With stop strings every stop in the middle of a call costs the rest of the call's steps, taken
+  // back and run again (below): fewer steps per call the more sequences may stop.
+  const stepsPerCall = o.stepsPerCall ?? (o.stop?.length ? Math.max(1, Math.floor(DEFAULT_STEPS_PER_CALL / states.length)) : DEFAULT_STEPS_PER_CALL);
   const begin = await model.run((h) => h.generateBegin(request, { logits: withLogits }));
   const id = begin.id;
   const eosIds = Int32Array.from(eos);
   try {
     let step: { tokens: Int32Array; seqs: Int32Array; counts: Int32Array; logits?: Float32Array } = begin;
     for (;;) {
-      // The call's tokens, step by step: each one is taken as if it had come alone. A sequence this
-      // layer stopped (a stop string) may still have tokens later in the call; they are dropped.
+      // The call's tokens, step by step: each one is taken as if it had come alone. A stop string
+      // (which only this layer sees) ends the call's tokens at its step: the later steps ran in a
+      // batch that still held the stopped sequence, so they are taken back (generateRewind) and the
+      // other sequences run them again without it, exactly as one step per call would have.
       const events: GenerationEvent[] = [];
       const last = new Map<number, number>();  // sequence -> its last token, for those going on
-      let at = 0;
-      for (const count of step.counts) {
+      let at = 0, group = 0, stopped = false;
+      for (; group < step.counts.length && !stopped; group++) {
+        const count = step.counts[group]!;
         last.clear();
         for (let i = at; i < at + count; i++) {
           const seq = step.seqs[i]!;
@@ -161,6 +167,7 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
               st.text = st.text.slice(0, hit);
               st.done = true;
               c.finishReason = 'stop';
+              stopped = true;
             } else if (c.tokens.length >= maxNew) {
               st.done = true;
               c.finishReason = 'length';
@@ -176,9 +183,14 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
         }
         at += count;
       }
+      if (group < step.counts.length) {
+        const back = new Map<number, number>();
+        for (let i = at; i < step.seqs.length; i++) back.set(step.seqs[i]!, (back.get(step.seqs[i]!) ?? 0) + 1);
+        await model.run((h) => h.generateRewind(id, Int32Array.from(back.keys()), Int32Array.from(back.values())));
+      }
       for (const e of events) yield e;
-      // Every sequence still going took a token in the call's last step: the engine stops a
-      // sequence only by the EOS and length rules applied above.
+      // Every sequence still going took a token in the last step kept: the engine stops a sequence
+      // only by the EOS and length rules applied above.
       const going = states.flatMap((st, seq) => (st.done ? [] : [seq]));
       if (going.some((seq) => !last.has(seq))) throw new Error('internal: generate: the engine stopped a sequence this layer did not');
       if (going.length === 0) break;

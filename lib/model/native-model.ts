@@ -99,6 +99,8 @@ export interface NativeModel {
    * of them in step j. A sequence stops after a token in `eos` or its maxNew-th token.
    */
   generateStep(id: number, seqs: Int32Array, tokens: Int32Array, options?: { logits?: boolean; steps?: number; eos?: Int32Array }): Promise<NativeGenerateStep>;
+  /** Takes back the last counts[i] decoding steps of sequence seqs[i] (see Generation::rewind). */
+  generateRewind(id: number, seqs: Int32Array, counts: Int32Array): void;
   generateEnd(id: number): void;
   dispose(): void;
 }

@@ -106,6 +106,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::TakeProfile>("takeProfile"),
                            InstanceMethod<&ModelWrap::GenerateBegin>("generateBegin"),
                            InstanceMethod<&ModelWrap::GenerateStep>("generateStep"),
+                           InstanceMethod<&ModelWrap::GenerateRewind>("generateRewind"),
                            InstanceMethod<&ModelWrap::GenerateEnd>("generateEnd"),
                            InstanceMethod<&ModelWrap::Dispose>("dispose"),
                        });
@@ -620,6 +621,21 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         env, "sealkit.generateStep",
         [model, g, seqs, tokens, steps, eos, logits] { return g->steps(seqs, tokens, steps, eos, logits); }, step_to_js,
         done);
+  }
+
+  // generateRewind(id, seqs: Int32Array, counts: Int32Array): Generation::rewind (quick; synchronous).
+  Napi::Value GenerateRewind(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    live(env);
+    auto g = generation(env, info[0]);
+    auto seqs = int32s(env, info.Length() > 1 ? info[1] : env.Undefined(), "generateRewind: seqs");
+    auto counts = int32s(env, info.Length() > 2 ? info[2] : env.Undefined(), "generateRewind: counts");
+    try {
+      g->rewind(seqs, counts);
+    } catch (const std::exception& e) {
+      throw Napi::RangeError::New(env, e.what());
+    }
+    return env.Undefined();
   }
 
   // generateEnd(id): frees the generation's KV cache.

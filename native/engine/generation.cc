@@ -155,6 +155,23 @@ GenerationStep Generation::steps(const std::vector<int32_t>& seqs, const std::ve
   return out;
 }
 
+void Generation::rewind(const std::vector<int32_t>& seqs, const std::vector<int32_t>& counts) {
+  if (seqs.size() != counts.size()) throw std::invalid_argument("generate rewind: one count per sequence expected");
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const int32_t s = seqs[i], n = counts[i];
+    if (s < 0 || s >= sequences()) throw std::invalid_argument("generate rewind: sequence " + std::to_string(s) + " does not exist");
+    const size_t k = static_cast<size_t>(s);
+    const int32_t prompt = req_.prompt_len[k / static_cast<size_t>(req_.n)];
+    if (n < 0 || length_[k] - n < prompt || steps_[k] - n < 1)
+      throw std::invalid_argument("generate rewind: sequence " + std::to_string(s) + " cannot go back " + std::to_string(n) +
+                                  " steps (it has taken " + std::to_string(steps_[k] - 1) + ")");
+  }
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    length_[static_cast<size_t>(seqs[i])] -= counts[i];
+    steps_[static_cast<size_t>(seqs[i])] -= counts[i];
+  }
+}
+
 void Generation::sample_rows(const std::vector<float>& logits, const std::vector<int32_t>& seqs, GenerationStep& out,
                              bool want_logits) {
   const int64_t V = model_.config().vocab;

@@ -59,6 +59,13 @@ class Generation {
   // a round trip to the caller per token. Stops early when no sequence is left.
   GenerationStep steps(const std::vector<int32_t>& seqs, const std::vector<int32_t>& tokens, int32_t max_steps,
                        const std::vector<int32_t>& eos, bool want_logits);
+  // Takes back the last counts[i] steps of sequence seqs[i]: its cached length and its sampler's step
+  // count go back, so the next step feeds the token it had sampled then and draws again at the same
+  // step (the sampler's draws depend on the step index, not on history). For a caller that stops a
+  // sequence on its own rule (stop strings) in the middle of a steps() call: the other sequences'
+  // later steps ran in a batch that still held it, and are run again without it. Never past the
+  // prompt and the first sampled token.
+  void rewind(const std::vector<int32_t>& seqs, const std::vector<int32_t>& counts);
 
  private:
   void sample_rows(const std::vector<float>& logits, const std::vector<int32_t>& seqs, GenerationStep& out,
