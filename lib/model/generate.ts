@@ -147,7 +147,9 @@ export async function* generateStream(model: Model, prompts: Prompt[], o: Genera
         for (let i = at; i < at + count; i++) {
           const seq = step.seqs[i]!;
           const st = states[seq]!;
-          if (st.done) continue;
+          // Stops by EOS and length end a sequence in the engine too; a stop string ends the call's
+          // tokens at its step (below): no token can come after a sequence's end.
+          if (st.done) throw new Error(`internal: generate: a token for sequence ${seq} after its end`);
           const token = step.tokens[i]!;
           const c = st.completion;
           if (withLogits && step.logits) c.logits!.push(step.logits.slice(i * V, (i + 1) * V));

@@ -535,6 +535,20 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return it->second;
   }
 
+  // The arguments (id, seqs: Int32Array, <per_seq>: Int32Array) of a call on an open generation.
+  struct GenerationCall {
+    std::shared_ptr<Generation> g;
+    std::vector<int32_t> seqs, per_seq;
+  };
+  GenerationCall generation_call(const Napi::CallbackInfo& info, const std::string& method, const char* per_seq) {
+    Napi::Env env = info.Env();
+    live(env);
+    GenerationCall c{generation(env, info[0]), {}, {}};
+    c.seqs = int32s(env, info.Length() > 1 ? info[1] : env.Undefined(), (method + ": seqs").c_str());
+    c.per_seq = int32s(env, info.Length() > 2 ? info[2] : env.Undefined(), (method + ": " + per_seq).c_str());
+    return c;
+  }
+
   // generateBegin({tokens, promptLens, slots, n, maxNew, temperature, topK, topP, seed, maxCacheBytes, kvCache},
   //   {logits?}) -> Promise<{id, tokens, logits?, cacheBytes, kvCache}>
   // kvCache: 'auto' (default: Model::default_kv_dtype), 'f32' or 'bf16'.
@@ -599,10 +613,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // for seqs[i]; counts[j] tokens came from step j. `eos`: token ids that end a sequence.
   Napi::Value GenerateStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    live(env);
-    auto g = generation(env, info[0]);
-    auto seqs = int32s(env, info.Length() > 1 ? info[1] : env.Undefined(), "generateStep: seqs");
-    auto tokens = int32s(env, info.Length() > 2 ? info[2] : env.Undefined(), "generateStep: tokens");
+    GenerationCall call = generation_call(info, "generateStep", "tokens");
     bool logits = false;
     int32_t steps = 1;
     std::vector<int32_t> eos;
@@ -619,19 +630,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto done = claim(env);
     return AsyncJob<GenerationStep>::Start(
         env, "sealkit.generateStep",
-        [model, g, seqs, tokens, steps, eos, logits] { return g->steps(seqs, tokens, steps, eos, logits); }, step_to_js,
-        done);
+        [model, call, steps, eos, logits] { return call.g->steps(call.seqs, call.per_seq, steps, eos, logits); },
+        step_to_js, done);
   }
 
   // generateRewind(id, seqs: Int32Array, counts: Int32Array): Generation::rewind (quick; synchronous).
   Napi::Value GenerateRewind(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    live(env);
-    auto g = generation(env, info[0]);
-    auto seqs = int32s(env, info.Length() > 1 ? info[1] : env.Undefined(), "generateRewind: seqs");
-    auto counts = int32s(env, info.Length() > 2 ? info[2] : env.Undefined(), "generateRewind: counts");
+    GenerationCall call = generation_call(info, "generateRewind", "counts");
     try {
-      g->rewind(seqs, counts);
+      call.g->rewind(call.seqs, call.per_seq);
     } catch (const std::exception& e) {
       throw Napi::RangeError::New(env, e.what());
     }
