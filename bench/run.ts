@@ -118,8 +118,9 @@ if (opts.help) {
   --retries K  re-run a measurement up to K times when other processes used more than 0.3 CPUs
                on average while it ran (default 2, quick 1)
   --only IDS   run only these benchmarks (comma-separated: smollm2-train, smollm2-forward,
-               smollm2-decode-b1, smollm2-decode-b8, smollm2-decode-b8-sampled, tiny-train, tiny-forward; quick:
-               smollm2-train, smollm2-forward, smollm2-decode-b1, tiny-train)
+               smollm2-decode-b1, smollm2-decode-b8, smollm2-decode-b8-sampled, tiny-train, tiny-train-b1,
+               tiny-forward; quick: smollm2-train, smollm2-forward, smollm2-decode-b1, tiny-train,
+               tiny-train-b1)
 `);
   process.exit(0);
 }
@@ -146,12 +147,18 @@ const ALL_PEER: PeerMode[] = ['fp32', 'bf16-autocast', 'bf16-weights'];
 const DECODE_PEER: PeerMode[] = ['fp32', 'bf16-weights'];
 /** The issue's target for the tiny-preset LoRA step: the engine at least 5x the best PyTorch mode. */
 const TINY_TRAIN_TARGET = 5;
+// The issue gives the tiny step no shape; it asks for 5x because per-call overhead matters in SEAL's
+// small inner loops. Those train on one sequence per step (knowledge incorporation: batch 1, ~50
+// tokens, 10 epochs; the reference's seal-method.md), so the suite times that shape (1 x 64) as
+// well as the SmolLM2 rows' 4 x 256, where a tiny step is 5.4 GFLOP of compute, not overhead.
+const TINY_INNER = { id: 'tiny-train-b1', preset: 'tiny', work: 'train', batch: 1, seq: 64, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET } as const;
 const SUITE: Case[] = opts.quick
   ? [
       { id: 'smollm2-train', preset: 'smollm2-135m', work: 'train', batch: 1, seq: 64, warmup: 1, repeats: 2, peerModes: ['fp32', 'bf16-autocast'] },
       { id: 'smollm2-forward', preset: 'smollm2-135m', work: 'forward', batch: 1, seq: 64, warmup: 1, repeats: 3, peerModes: ALL_PEER },
       decodeCase('smollm2-decode-b1', 'smollm2-135m', 1, 32, 16, 1, 2, DECODE_PEER),
       { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 64, warmup: 2, repeats: 5, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
+      { ...TINY_INNER, peerModes: [...TINY_INNER.peerModes], warmup: 3, repeats: 20 },
     ]
   : [
       // SmolLM2 LoRA steps take seconds each: 1 warm-up + 3 timed steps per process.
@@ -164,6 +171,8 @@ const SUITE: Case[] = opts.quick
       // The same at SEAL's self-edit sampling: the sampler's cost per token shows up here.
       decodeCase('smollm2-decode-b8-sampled', 'smollm2-135m', 8, 128, 128, 1, 3, ['bf16-weights'], SEAL_SAMPLING),
       { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
+      // Steps of a few milliseconds: more of them per process for a stable median.
+      { ...TINY_INNER, peerModes: [...TINY_INNER.peerModes], warmup: 10, repeats: 100 },
       { id: 'tiny-forward', preset: 'tiny', work: 'forward', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ALL_PEER },
     ];
 
