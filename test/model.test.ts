@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
-import { Model, type Sequence } from '../lib/model/model.js';
+import { Model, packSequences, type Sequence } from '../lib/model/model.js';
 import { loadPeftAdapter, savePeftAdapter } from '../lib/model/peft.js';
 import { withEnv } from '../lib/bench/env.js';
 import { assertClose, fixturesDir, hasShared, readAllTensors, repoRoot, sharedDir } from './helpers/fixtures.js';
@@ -144,6 +144,62 @@ test('mixed-adapter batch equals running each sequence alone (logits and gradien
   const mixed = await grad(seqs, 0);
   const alone = await grad(seqs.filter((s) => s.slot === 0), 0);
   assertClose(mixed, alone, 1e-7, 1e-4, 'slot 0 gradient mixed vs alone');
+  await model.dispose();
+});
+
+test('trainStep as one engine job: the losses, gradient norms and weights of backwardPacked then optimizerStep', async () => {
+  // Two copies of one model take the same steps, one through the fused native call, one through the
+  // two calls; LoRA with two adapters (per-slot learning rates, dropout) on bf16 weights, full
+  // training on f32.
+  for (const mode of ['lora', 'full'] as const) {
+    const make = async () => {
+      const m = await Model.load(llamaDir, mode === 'lora' ? { storage: 'bf16' } : {});
+      if (mode === 'lora') {
+        m.createAdapter(0, { rank: 4, alpha: 8, dropout: 0.1, seed: 1 });
+        m.createAdapter(1, { rank: 2, alpha: 4, targets: ['q_proj', 'down_proj'], seed: 2 });
+      }
+      return m;
+    };
+    const fused = await make();
+    const split = await make();
+    const V = fused.config.vocabSize;
+    const full = mode === 'full';
+    const stepOptions = { full, slots: full ? [] : [0, 1], lr: 2e-2, ...(full ? {} : { lrs: [2e-2, 5e-2] }), weightDecay: 0.01, maxGradNorm: 0.5 };
+    for (let s = 0; s < 3; s++) {
+      const seqs: Sequence[] = [
+        { tokens: randomTokens(12 + s, V, s), slot: full ? -1 : 0 },
+        { tokens: randomTokens(9, V, s + 20), slot: full ? -1 : 1 },
+        { tokens: randomTokens(7, V, s + 40), slot: full ? -1 : 0 },
+      ];
+      const batch = packSequences(seqs, V, true).batch;
+      const a = await fused.run((h) => h.trainStep(batch, { full, seed: s }, stepOptions));
+      const bLoss = (await split.backwardPacked(batch, { full, seed: s })).loss;
+      const bNorms = await split.optimizerStep(stepOptions);
+      assert.equal(Array.from(a.loss ?? []), Array.from(bLoss ?? []), `${mode} step ${s}: losses`);
+      assert.equal(a.norms, bNorms, `${mode} step ${s}: gradient norms`);
+      assert.ok(a.norms.every((n) => n > 0), `${mode} step ${s}: norms ${a.norms}`);
+    }
+    if (full) {
+      for (const name of fused.paramNames()) assert.equal(Array.from(fused.getParam(name)), Array.from(split.getParam(name)), `full: ${name}`);
+    } else {
+      for (const slot of [0, 1])
+        for (const proj of ['q_proj', 'down_proj'] as const)
+          for (const which of ['A', 'B'] as const)
+            assert.equal(Array.from(fused.getAdapterTensor(slot, 1, proj, which)), Array.from(split.getAdapterTensor(slot, 1, proj, which)), `lora: slot ${slot} ${proj} ${which}`);
+    }
+    await fused.dispose();
+    await split.dispose();
+  }
+  // Bad step options fail before the job starts: no backward pass runs, so no gradient is left behind.
+  const model = await Model.load(llamaDir);
+  model.createAdapter(0, { rank: 4, alpha: 8, seed: 1 });
+  const batch = packSequences([{ tokens: randomTokens(8, model.config.vocabSize, 1), slot: 0 }], model.config.vocabSize, true).batch;
+  for (const [opts, re] of [[{ slots: [3], lr: 1e-2 }, /no adapter in slot 3/], [{ slots: [0] }, /lr/], [{ slots: [0], lr: 1, lrs: [1, 2] }, /one entry per slot/]] as const) {
+    let message = '';
+    try { await model.run((h) => h.trainStep(batch, {}, opts as never)); } catch (e) { message = (e as Error).message; }
+    assert.match(message, re);
+  }
+  assert.ok(model.getAdapterTensor(0, 0, 'q_proj', 'A', true).every((g) => g === 0), 'no gradient after a refused trainStep');
   await model.dispose();
 });
 

@@ -267,13 +267,13 @@ export class Model {
       const n = groups.get(full ? -1 : (sequences[i]?.slot ?? -1)) ?? 1;
       for (let t = 0; t < (packed.lengths[i] ?? 0); t++) weights[off + t] = (weights[off + t] ?? 0) / n;
     });
-    const { loss } = await this.backwardPacked(packed.batch, { full, seed: options.seed ?? 0 });
     const slots = full ? [] : [...groups.keys()].sort((a, b) => a - b);
     const lrs = options.slotLr ? slots.map((s) => options.slotLr?.get(s) ?? options.lr) : undefined;
-    const norms = await this.optimizerStep({
+    // The backward pass and the optimiser step as one engine call (backwardPacked + optimizerStep).
+    const { loss, norms } = await this.run((h) => h.trainStep(packed.batch, { full, seed: options.seed ?? 0 }, {
       full, slots, lr: options.lr, ...(lrs ? { lrs } : {}), beta1: options.beta1, beta2: options.beta2, eps: options.eps,
       weightDecay: options.weightDecay ?? 0, maxGradNorm: options.maxGradNorm ?? 1,
-    });
+    }));
     const lossBy = new Map<number, number>();
     packed.offsets.forEach((off, i) => {
       const slot = full ? -1 : (sequences[i]?.slot ?? -1);

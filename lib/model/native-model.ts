@@ -87,6 +87,8 @@ export interface NativeModel {
   forward(batch: PackedBatch, options?: { logits?: boolean }): Promise<{ loss?: Float32Array; logits?: Float32Array }>;
   backward(batch: PackedBatch, options?: { full?: boolean; seed?: number | bigint }): Promise<{ loss?: Float32Array }>;
   step(options: NativeStepOptions): Promise<number[]>;
+  /** backward then step as one native job (one thread round trip per training step, not two). */
+  trainStep(batch: PackedBatch, options: { full?: boolean; seed?: number | bigint }, step: NativeStepOptions): Promise<{ loss?: Float32Array; norms: number[] }>;
   zeroGrad(): void;
   memoryBytes(): number;
   /** The KV cache element type generateBegin picks for kvCache 'auto'. */

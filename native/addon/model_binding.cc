@@ -100,6 +100,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::Forward>("forward"),
                            InstanceMethod<&ModelWrap::Backward>("backward"),
                            InstanceMethod<&ModelWrap::Step>("step"),
+                           InstanceMethod<&ModelWrap::TrainStep>("trainStep"),
                            InstanceMethod<&ModelWrap::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&ModelWrap::MemoryBytes>("memoryBytes"),
                            InstanceMethod<&ModelWrap::DefaultKvCache>("defaultKvCache"),
@@ -441,11 +442,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         result_to_js, done);
   }
 
-  // step({full?, slots?: number[], lr, beta1?, beta2?, eps?, weightDecay?, maxGradNorm?}) -> Promise<number[]>
-  Napi::Value Step(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) type_error(env, "step(options): options must be an object");
-    auto o = info[0].As<Napi::Object>();
+  // An optimiser step's options ({full?, slots?: number[], lrs?, lr, beta1?, beta2?, eps?, weightDecay?,
+  // maxGradNorm?}), checked against the model's adapters. `what` names the argument in errors.
+  StepSpec read_step_spec(Napi::Env env, const Napi::Value& v, const char* what) {
+    if (!v.IsObject()) type_error(env, std::string(what) + ": options must be an object");
+    auto o = v.As<Napi::Object>();
     StepSpec spec;
     spec.full = flag(o, "full");
     if (o.Has("slots") && !o.Get("slots").IsUndefined()) {
@@ -474,14 +475,59 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Model& m = live(env);
     for (int s : spec.slots)
       if (!m.has_adapter(s)) throw Napi::RangeError::New(env, "step: no adapter in slot " + std::to_string(s));
+    return spec;
+  }
+
+  static Napi::Array norms_to_js(Napi::Env env, const std::vector<double>& norms) {
+    auto a = Napi::Array::New(env, norms.size());
+    for (size_t i = 0; i < norms.size(); ++i) a.Set(static_cast<uint32_t>(i), norms[i]);
+    return a;
+  }
+
+  // step({full?, slots?: number[], lr, beta1?, beta2?, eps?, weightDecay?, maxGradNorm?}) -> Promise<number[]>
+  Napi::Value Step(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    StepSpec spec = read_step_spec(env, info.Length() > 0 ? info[0] : env.Undefined(), "step(options)");
     auto model = model_;
     auto done = claim(env);
     return AsyncJob<std::vector<double>>::Start(
         env, "sealkit.step", [model, spec] { return model->step(spec); },
-        [](Napi::Env e, std::vector<double>& norms) {
-          auto a = Napi::Array::New(e, norms.size());
-          for (size_t i = 0; i < norms.size(); ++i) a.Set(static_cast<uint32_t>(i), norms[i]);
-          return a.As<Napi::Value>();
+        [](Napi::Env e, std::vector<double>& norms) { return norms_to_js(e, norms).As<Napi::Value>(); }, done);
+  }
+
+  // trainStep(batch, {full?, seed?}, stepOptions) -> Promise<{loss, norms}>: backward then step in one
+  // job. A small LoRA step (SEAL's inner loop: one sequence of ~50 tokens) takes about a millisecond,
+  // and every job costs two thread handoffs (to a libuv worker and back to JS); one job, not two, per
+  // step.
+  Napi::Value TrainStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Batch batch = read_batch(env, info[0], true);
+    bool full = false;
+    uint64_t seed = 0;
+    if (info.Length() > 1 && info[1].IsObject()) {
+      auto o = info[1].As<Napi::Object>();
+      full = flag(o, "full");
+      if (o.Has("seed") && !o.Get("seed").IsUndefined()) seed = seed_of(env, o.Get("seed"), "trainStep options: seed");
+    }
+    StepSpec spec = read_step_spec(env, info.Length() > 2 ? info[2] : env.Undefined(), "trainStep(stepOptions)");
+    struct Trained {
+      ForwardResult result;
+      std::vector<double> norms;
+    };
+    auto model = model_;
+    auto done = claim(env);
+    return AsyncJob<Trained>::Start(
+        env, "sealkit.trainStep",
+        [model, batch, full, seed, spec] {
+          Trained t;
+          t.result = model->backward(batch, full, seed);
+          t.norms = model->step(spec);
+          return t;
+        },
+        [](Napi::Env e, Trained& t) {
+          Napi::Object o = result_to_js(e, t.result).As<Napi::Object>();
+          o.Set("norms", norms_to_js(e, t.norms));
+          return o.As<Napi::Value>();
         },
         done);
   }

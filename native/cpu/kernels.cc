@@ -1175,6 +1175,11 @@ void cross_entropy(T* logits, const int32_t* targets, int64_t rows, int64_t voca
 #pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning, as above
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
+// Each tensor is a few thousand elements of four arrays that a step touches once (param, m, v
+// from memory, grad from the caches), too short for the hardware prefetcher to lock on: asking for
+// each stream 1 KB ahead took the optimiser of a tiny 1 x 64 LoRA step from 0.10 to 0.07 ms
+// (profiled, alternating builds, AMD Zen 5 VM). Same bits: prefetches are hints.
+constexpr int64_t kAdamAhead = 256;
 SEALKIT_AVX512 void adamw_avx512(float* param, const float* grad, float* m, float* v, int64_t b, int64_t e, float decay,
                                  float b1, float b2, float c1, float c2, float step_size, float bc2_sqrt, float eps) {
   const __m512 vdecay = _mm512_set1_ps(decay), vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2);
@@ -1182,6 +1187,11 @@ SEALKIT_AVX512 void adamw_avx512(float* param, const float* grad, float* m, floa
   const __m512 vbc2 = _mm512_set1_ps(bc2_sqrt), veps = _mm512_set1_ps(eps);
   for (int64_t i = b; i < e; i += 16) {
     const __mmask16 k = mask16(e - i);
+    // The four streams asked for kAdamAhead floats ahead (hints: past e they do nothing).
+    _mm_prefetch(reinterpret_cast<const char*>(param + i + kAdamAhead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(grad + i + kAdamAhead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(m + i + kAdamAhead), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(v + i + kAdamAhead), _MM_HINT_T0);
     const __m512 g = _mm512_maskz_loadu_ps(k, grad + i);
     const __m512 mi =
         _mm512_add_round_ps(_mm512_mul_ps(vb1, _mm512_maskz_loadu_ps(k, m + i)), _mm512_mul_ps(vc1, g), kRoundNearest);
