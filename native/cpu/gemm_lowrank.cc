@@ -203,8 +203,11 @@ SEALKIT_AVX512 void narrow_n_block(const ARef& a, int64_t K, const float* bp, co
 template <int NV>
 void narrow_n_rows(const ARef& a, int64_t M, int64_t K, const float* bp, const NarrowOut* out) {
   const int64_t blocks = (M + kNarrowNRows - 1) / kNarrowNRows;
-  // ~16k multiply-adds per block row group keeps tiny calls on the caller's thread.
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, K));
+  // At least 1024 / K row groups per task (~130k multiply-adds at r 16): smaller calls stay on the
+  // caller's thread. At 4096 / K every such GEMM of a 64-token LoRA step (8 row groups) ran on one
+  // thread; now those of depth 384 split (tiny 1 x 64 step 1.03-1.07x with the row kernels' grain
+  // below, alternating runs; 512 / K, splitting depth 128 too, was no better).
+  const int64_t grain = std::max<int64_t>(1, 1024 / std::max<int64_t>(1, K));
   parallel_for(blocks, grain, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const int64_t i0 = b * kNarrowNRows;
