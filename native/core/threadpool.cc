@@ -24,12 +24,7 @@ ThreadPool::~ThreadPool() {
 
 namespace {
 
-// Long enough to span the hop between two engine calls (the JS between a LoRA step's backward pass
-// and its optimiser step, or between two steps: ~50-200 us here), so the next call's first kernel
-// finds its workers awake. At 50 us they slept at every hop, ~10 futex sleeps per tiny 1 x 64 step:
-// 1,000 us made that step 1.09-1.16x faster in alternating runs (200 us 1.07-1.12x, 5,000 us no
-// better; AMD Zen 5 VM, 2 threads). OpenMP runtimes spin for far longer (200 ms by default).
-constexpr int64_t kSpinMicros = 1000;
+constexpr int64_t kSpinMicros = 50;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)

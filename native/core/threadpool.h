@@ -5,7 +5,7 @@
 //
 // Waiting spins briefly before it blocks: the kernels of one step follow each other within
 // microseconds (a decode step runs ~300 of them), while a futex sleep/wake round trip costs tens
-// of microseconds, more under virtualisation. A worker idle for longer than kSpinMicros (1 ms) sleeps.
+// of microseconds, more under virtualisation. A worker idle for longer than kSpinMicros sleeps.
 // A run between spinning threads takes no lock: the caller publishes the job through atomics and
 // each thread reports its finished tasks once (see run() for the measured cost).
 #pragma once
