@@ -424,21 +424,33 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         env, "sealkit.forward", [model, batch, logits] { return model->forward(batch, logits); }, result_to_js, done);
   }
 
+  // A training call's (batch with targets and weights, {full?, seed?}) arguments; `method` names it in
+  // errors.
+  struct BackwardCall {
+    Batch batch;
+    bool full = false;
+    uint64_t seed = 0;
+  };
+  static BackwardCall backward_call(const Napi::CallbackInfo& info, const std::string& method) {
+    Napi::Env env = info.Env();
+    BackwardCall c;
+    c.batch = read_batch(env, info[0], true);
+    if (info.Length() > 1 && info[1].IsObject()) {
+      auto o = info[1].As<Napi::Object>();
+      c.full = flag(o, "full");
+      if (o.Has("seed") && !o.Get("seed").IsUndefined()) c.seed = seed_of(env, o.Get("seed"), (method + " options: seed").c_str());
+    }
+    return c;
+  }
+
   // backward(batch with targets and weights, {full?, seed?}) -> Promise<{loss}>
   Napi::Value Backward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Batch batch = read_batch(env, info[0], true);
-    bool full = false;
-    uint64_t seed = 0;
-    if (info.Length() > 1 && info[1].IsObject()) {
-      auto o = info[1].As<Napi::Object>();
-      full = flag(o, "full");
-      if (o.Has("seed") && !o.Get("seed").IsUndefined()) seed = seed_of(env, o.Get("seed"), "backward options: seed");
-    }
+    BackwardCall call = backward_call(info, "backward");
     auto model = model_;
     auto done = claim(env);
     return AsyncJob<ForwardResult>::Start(
-        env, "sealkit.backward", [model, batch, full, seed] { return model->backward(batch, full, seed); },
+        env, "sealkit.backward", [model, call] { return model->backward(call.batch, call.full, call.seed); },
         result_to_js, done);
   }
 
@@ -501,14 +513,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // step.
   Napi::Value TrainStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Batch batch = read_batch(env, info[0], true);
-    bool full = false;
-    uint64_t seed = 0;
-    if (info.Length() > 1 && info[1].IsObject()) {
-      auto o = info[1].As<Napi::Object>();
-      full = flag(o, "full");
-      if (o.Has("seed") && !o.Get("seed").IsUndefined()) seed = seed_of(env, o.Get("seed"), "trainStep options: seed");
-    }
+    BackwardCall call = backward_call(info, "trainStep");
     StepSpec spec = read_step_spec(env, info.Length() > 2 ? info[2] : env.Undefined(), "trainStep(stepOptions)");
     struct Trained {
       ForwardResult result;
@@ -518,9 +523,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto done = claim(env);
     return AsyncJob<Trained>::Start(
         env, "sealkit.trainStep",
-        [model, batch, full, seed, spec] {
+        [model, call, spec] {
           Trained t;
-          t.result = model->backward(batch, full, seed);
+          t.result = model->backward(call.batch, call.full, call.seed);
           t.norms = model->step(spec);
           return t;
         },
