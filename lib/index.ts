@@ -2,7 +2,7 @@
 export { Model } from './model/model.js';
 export type { CreateOptions, Device, LoadOptions, LoraOptions, ScoreResult, Sequence, Storage, TrainStepOptions, TrainStepResult } from './model/model.js';
 export { packSequences } from './model/model.js';
-export type { KvCacheDtype, OpTiming, PackedBatch, ProjName } from './model/native-model.js';
+export type { JobThreadingRow, KvCacheDtype, OpTiming, PackedBatch, ProjName } from './model/native-model.js';
 export { PROJ_NAMES } from './model/native-model.js';
 export { loadPeftAdapter, savePeftAdapter, readPeftConfig, peftKey } from './model/peft.js';
 export type { PeftAdapterConfig } from './model/peft.js';

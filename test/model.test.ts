@@ -253,6 +253,42 @@ test('LM head on the rows with a loss only: same losses and gradients as running
   await model.dispose();
 });
 
+test('job threading: steps and scoring run inline give the bits of the pool; the model reports how its jobs ran', async () => {
+  const addon = native();
+  const before = addon.info().threads;
+  const run = async () => {
+    const model = await Model.load(llamaDir, { storage: 'bf16' });
+    model.createAdapter(0, { rank: 4, alpha: 8, dropout: 0.1, seed: 3 });
+    const V = model.config.vocabSize;
+    const losses: number[] = [];
+    for (let s = 0; s < 3; s++) {
+      const r = await model.trainStep([{ tokens: randomTokens(21, V, s), slot: 0 }], { mode: 'lora', lr: 1e-2, seed: s });
+      losses.push(r.loss.get(0)!);
+    }
+    const scores = await model.score([{ tokens: randomTokens(17, V, 9), slot: 0 }]);
+    const a = model.getAdapterTensor(0, 1, 'up_proj', 'B');
+    const rows = model.jobThreading();
+    await model.dispose();
+    return { losses, scores: Array.from(scores.sequences[0]!.logprobs), a: Array.from(a), rows };
+  };
+  try {
+    addon.setThreads(2);
+    const pooled = await withEnv({ SEALKIT_JOB_THREADING: 'pooled' }, run);
+    const inlined = await withEnv({ SEALKIT_JOB_THREADING: 'inline' }, run);
+    assert.equal(inlined.losses, pooled.losses, 'losses');
+    assert.equal(inlined.scores, pooled.scores, 'scores');
+    assert.equal(inlined.a, pooled.a, 'adapter weights');
+    assert.equal(pooled.rows, [], 'a fixed way records nothing');
+    const adaptive = await run();
+    assert.equal(adaptive.losses, pooled.losses, 'adaptive: losses');
+    const train = adaptive.rows.find((r) => r.kind === 'trainStep');
+    assert.ok(train && train.tokensUpTo === 32 && train.jobs === 3, `trainStep row ${JSON.stringify(adaptive.rows)}`);
+    assert.ok(adaptive.rows.some((r) => r.kind === 'forward' && r.tokensUpTo === 32 && r.jobs === 1), 'forward row');
+  } finally {
+    addon.setThreads(before);
+  }
+});
+
 test('determinism: same seed and thread count give identical bits for a training run', async () => {
   const run = async () => {
     const model = await Model.load(qwenDir);

@@ -387,14 +387,19 @@ test('gemm_group: LoRA xa and dA groups give the bits of the GEMMs one by one, e
   });
 });
 
-// ThreadPool::run (native/core/threadpool.cc): tasks claimed from one (generation, index) word, no
-// lock on the way; workers spin ~50 us between runs, then sleep until woken.
+// ThreadPool::run (native/core/threadpool.cc): each thread claims from its own range of the tasks,
+// then from the back of the others' (runs of over 65,535 tasks per thread: from one shared counter);
+// every claim word carries the run's generation; no lock on the way; workers spin ~50 us between
+// runs, then sleep until woken.
 type PoolRuns = { counts: Float64Array; threads: number; errors: number; message: string };
 const poolRuns = (args: Record<string, unknown>) => addon.opRun('pool_runs', 'f32', args) as unknown as PoolRuns;
 
 test('thread pool: every task of every run exactly once, back to back and after sleeping', () => {
   forEachThreadCount([1, 2, 3, 5], (threads) => {
-    for (const [runs, tasks, gapMicros] of [[5000, 2, 0], [3000, 8, 0], [500, 33, 0], [30, 8, 300], [20, 3, 2000]] as const) {
+    // 131,070 tasks on 2 threads are the largest owned ranges (65,535 each); one more takes the
+    // shared counter.
+    for (const [runs, tasks, gapMicros] of [[5000, 2, 0], [3000, 8, 0], [500, 33, 0], [30, 8, 300], [20, 3, 2000],
+      [3, 131070, 0], [3, 131071, 0], [2, 400000, 0]] as const) {
       const tag = `threads=${threads} runs=${runs} tasks=${tasks} gap=${gapMicros}us`;
       const p = poolRuns({ runs, tasks, gapMicros });
       assert.is(p.errors, 0, tag);
@@ -414,6 +419,56 @@ test('thread pool: a throwing task fails its run only; the pool goes on', () => 
     for (let t = 0; t < tasks; t++) assert.ok(p.counts[t]! >= runs - 1 && p.counts[t]! <= runs, `threads=${threads}: task ${t} ran ${p.counts[t]} times`);
     assert.is(p.counts[5], runs, `threads=${threads}: the throwing task itself ran`);
   });
+});
+
+// JobThreading (native/engine/job_threading.h): whether a model job runs its kernels on the pool or
+// inline, from the times of the jobs before it. Fed synthetic times: job i takes inlineMs[i] if run
+// inline, else pooledMs[i].
+type PolicyRun = { inline: Int32Array; inlineNow: boolean; inlineJobs: number };
+const policyRun = (tokens: number, pooled: (i: number) => number, inlined: (i: number) => number, jobs: number) =>
+  addon.opRun('job_threading_policy', 'f32', {
+    tokens,
+    pooledMs: Float32Array.from({ length: jobs }, (_, i) => pooled(i)),
+    inlineMs: Float32Array.from({ length: jobs }, (_, i) => inlined(i)),
+  }) as unknown as PolicyRun;
+const inlineShare = (r: PolicyRun, from: number, to: number) => r.inline.slice(from, to).reduce((a, b) => a + b, 0) / (to - from);
+
+test('job threading: the faster way wins, the other is tried ever more rarely, the warm-up job is ignored', () => {
+  // The pool faster (2 threads sharing a cache): after the first job (50 ms, a warm-up) and 3 pooled
+  // jobs, 3 inline trials, then inline tries at doubling intervals up to every 128 jobs.
+  const pooled = policyRun(64, (i) => (i === 0 ? 50 : 1.0), () => 1.45, 2000);
+  assert.equal(Array.from(pooled.inline.slice(0, 7)), [0, 0, 0, 0, 1, 1, 1]);
+  assert.is(pooled.inlineNow, false);
+  assert.ok(inlineShare(pooled, 1000, 2000) <= 10 / 1000, `inline share ${inlineShare(pooled, 1000, 2000)}`);
+  assert.ok(inlineShare(pooled, 1000, 2000) > 0, 'the other way is still tried now and then');
+  // Inline faster (vCPUs on cores that share no cache): nearly every job inline.
+  const inlined = policyRun(64, () => 2.2, () => 1.7, 2000);
+  assert.is(inlined.inlineNow, true);
+  assert.ok(inlineShare(inlined, 100, 2000) > 0.98, `inline share ${inlineShare(inlined, 100, 2000)}`);
+});
+
+test('job threading: follows the machine when the faster way changes, within a probe interval', () => {
+  // Jobs 0-999: pool faster; 1000-1999: inline faster; 2000-2999: pool faster again.
+  const phase = (i: number) => Math.floor(i / 1000) % 2;
+  const r = policyRun(64, (i) => (phase(i) ? 2.2 : 1.0), (i) => (phase(i) ? 1.7 : 1.5), 3000);
+  // Pooled jobs turn slow: their window fills with slow times within a few jobs.
+  assert.ok(inlineShare(r, 1010, 2000) > 0.98, `after the first change: ${inlineShare(r, 1010, 2000)}`);
+  // Inline chosen, the pool turns fast: found at the next try (at most 128 jobs on), then tried
+  // again at once until its window agrees.
+  assert.ok(inlineShare(r, 2140, 3000) < 0.02, `after the second change: ${inlineShare(r, 2140, 3000)}`);
+  assert.is(r.inlineNow, false);
+  // Times that jitter around each other do not make the policy flap every job.
+  const noisy = policyRun(64, (i) => 1.0 + 0.3 * Math.sin(i * 1.7), (i) => 1.0 + 0.3 * Math.cos(i * 2.3), 2000);
+  let switches = 0;
+  for (let i = 1; i < 2000; i++) if (noisy.inline[i] !== noisy.inline[i - 1]) switches++;
+  assert.ok(switches < 1000, `${switches} switches`);
+});
+
+test('job threading: jobs that take 5 ms or more on the pool are never tried inline', () => {
+  const big = policyRun(1024, () => 6, () => 1, 500);  // even if inline would be faster
+  assert.is(big.inlineJobs, 0);
+  // 4 ms per job on the pool is small enough to try.
+  assert.ok(policyRun(256, () => 4, () => 3, 100).inlineNow);
 });
 
 // parallel_streams (native/core/threadpool.cc) hands decoding's weight rows out: each thread walks
@@ -447,20 +502,21 @@ test('parallel_streams: every item exactly once, in aligned chunks, on any threa
 test('parallel_streams: a slow thread hands the tail of its range to the others', () => {
   forEachThreadCount([2, 3], (threads) => {
     // The chunk holding item 0 sleeps 200 ms: the other threads finish their own ranges long before
-    // and must take range 0's later chunks from its back.
+    // and must take range 0's later chunks from its back. (Which thread ran chunk 0 is not fixed:
+    // with more threads than cores the pool's thread 0 can start late, and another thread may then
+    // have taken all of range 0 from the back, chunk 0 last.)
     const n = 1024, grain = 64;
     const c = streamChunks({ n, grain, slowItem: 0, slowMicros: 200000 });
-    const first = Array.from(c.begin).indexOf(0);
-    const slowThread = c.thread[first]!;
     const rangeEnd = Math.floor((n / grain) / threads) * grain;
     let stolen = 0;
     for (let i = 0; i < c.begin.length; i++) {
-      if (c.begin[i]! >= rangeEnd || c.thread[i] === slowThread) continue;
-      stolen++;
-      assert.is(c.runEnd[i], c.end[i], `threads=${threads}: a stolen chunk's run ends with it`);
+      if (c.begin[i] === 0 || c.begin[i]! >= rangeEnd) continue;
+      // Walked front to back behind the slow chunk, a chunk would continue its run past its end.
+      assert.is(c.runEnd[i], c.end[i], `threads=${threads}: range 0's chunk at ${c.begin[i]} was not taken from the back`);
       assert.is(c.continues[i], 0, `threads=${threads}: a stolen chunk continues nothing`);
+      stolen++;
     }
-    assert.ok(stolen > 0, `threads=${threads}: no chunk of the slow range was taken over`);
+    assert.is(stolen, rangeEnd / grain - 1, `threads=${threads}: chunks of the slow range taken over`);
   });
 });
 

@@ -66,6 +66,11 @@ export interface BenchResult {
   /** Per-op times of the timed steps, when asked for. */
   profile?: StepProfile;
   ab?: AbResult;
+  /**
+   * CPU, train and forward: the share of the timed steps whose kernels ran inline on one thread
+   * (Model.jobThreading: the engine measured that faster for steps this small).
+   */
+  inline_share?: number;
 }
 
 /** Linear-layer parameters touched per token (every projection plus the LM head). */
@@ -231,8 +236,11 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     };
     const abEnv = o.abEnv;
     const times: number[] = [], timesB: number[] = [];
+    const jobCounts = () => model.jobThreading().reduce((a, r) => ({ jobs: a.jobs + r.jobs, inline: a.inline + r.inlineJobs }), { jobs: 0, inline: 0 });
+    let before = jobCounts();
     for (let i = 0; i < warmup + repeats; i++) {
       if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up steps' calls
+      if (i === warmup) before = jobCounts();
       let ms: number, msB = 0;
       if (!abEnv) {
         ms = await step();
@@ -252,11 +260,13 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const tokens = o.batch * o.seq;
     const med = median(times);
     const tps = tokens / (med / 1000);
+    const after = jobCounts();
     return {
       device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn } : {}),
       threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops: (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9,
+      ...(after.jobs > before.jobs ? { inline_share: (after.inline - before.inline) / (after.jobs - before.jobs) } : {}),
       ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
       ...(abEnv
         ? {

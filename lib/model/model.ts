@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { native } from '../native.js';
 import { readModelConfig, writeModelConfig, type ModelConfig } from './hf-config.js';
 import {
-  nativeModelClass, PROJ_NAMES, type KvCacheDtype, type NativeAdapterInfo, type NativeModel, type OpTiming, type PackedBatch, type ProjName,
+  nativeModelClass, PROJ_NAMES, type JobThreadingRow, type KvCacheDtype, type NativeAdapterInfo, type NativeModel, type OpTiming, type PackedBatch, type ProjName,
 } from './native-model.js';
 import { ropeInvFreq } from './rope.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
@@ -168,6 +168,13 @@ export class Model {
    * loaded with { profile: true }.
    */
   takeProfile(): Promise<OpTiming[]> { return this.run((h) => h.takeProfile()); }
+  /**
+   * How forward, backward and training-step jobs have run their kernels, per kind and size of job:
+   * on the thread pool or inline on one thread, whichever recent jobs measured faster (small jobs on
+   * a VM whose vCPUs share no cache run faster on one thread). SEALKIT_JOB_THREADING=pooled or
+   * =inline fixes the choice. Empty on CUDA.
+   */
+  jobThreading(): JobThreadingRow[] { return this.live().jobThreading(); }
   /**
    * The KV cache element type generation uses unless told otherwise (GenerateOptions.kvCache):
    * bf16 for bf16 weights on a backend that supports it (the CPU), f32 otherwise.

@@ -62,6 +62,23 @@ export interface NativeStepOptions {
   maxGradNorm?: number;
 }
 
+/**
+ * How one kind and size of job has run its kernels (CPU): on the thread pool, or inline on the
+ * job's thread, whichever recent jobs of its kind measured faster (see native/engine/job_threading.h).
+ */
+export interface JobThreadingRow {
+  kind: 'forward' | 'backward' | 'trainStep';
+  /** Jobs of more than tokensUpTo / 2 and at most tokensUpTo tokens. */
+  tokensUpTo: number;
+  jobs: number;
+  inlineJobs: number;
+  /** Medians of the recent jobs each way (0: none yet). */
+  pooledMicrosPerToken: number;
+  inlineMicrosPerToken: number;
+  /** The way jobs of this kind and size run now (apart from an occasional try of the other). */
+  inlineNow: boolean;
+}
+
 /** One kind of backend call in a profile: an op, and for GEMMs its orientation, M x N x K and weight type. */
 export interface OpTiming {
   op: string;
@@ -95,6 +112,7 @@ export interface NativeModel {
   defaultKvCache(): KvCacheDtype;
   /** Backend calls timed since the last take, largest time first (models created with profile: true). */
   takeProfile(): OpTiming[];
+  jobThreading(): JobThreadingRow[];
   generateBegin(request: NativeGenerateRequest, options?: { logits?: boolean }): Promise<NativeGenerateStep & { id: number; cacheBytes: number; kvCache: KvCacheDtype }>;
   /**
    * Up to `steps` (default 1) decoding steps in one call: tokens[i] was sampled for seqs[i], counts[j]

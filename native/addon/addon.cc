@@ -20,7 +20,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   Napi::Object out = Napi::Object::New(env);
   out.Set("isa", isa_name(active_isa()));
   out.Set("isaDetected", isa_name(detect_isa()));
-  out.Set("threads", global_pool().threads());
+  out.Set("threads", global_pool().size());
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(uint32_t(0), "cpu");
 #ifdef SEALKIT_WITH_CUDA
@@ -57,7 +57,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
   int n = info[0].As<Napi::Number>().Int32Value();
   if (n < 0 || n > 1024) throw Napi::RangeError::New(env, "setThreads(n): n must be in [0, 1024] (0 = all cores)");
   set_global_threads(n);
-  return Napi::Number::New(env, global_pool().threads());
+  return Napi::Number::New(env, global_pool().size());
 }
 
 Napi::Value SetIsa(const Napi::CallbackInfo& info) {

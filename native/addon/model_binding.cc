@@ -105,6 +105,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::MemoryBytes>("memoryBytes"),
                            InstanceMethod<&ModelWrap::DefaultKvCache>("defaultKvCache"),
                            InstanceMethod<&ModelWrap::TakeProfile>("takeProfile"),
+                           InstanceMethod<&ModelWrap::JobThreadingReport>("jobThreading"),
                            InstanceMethod<&ModelWrap::GenerateBegin>("generateBegin"),
                            InstanceMethod<&ModelWrap::GenerateStep>("generateStep"),
                            InstanceMethod<&ModelWrap::GenerateRewind>("generateRewind"),
@@ -421,7 +422,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto model = model_;
     auto done = claim(env);
     return AsyncJob<ForwardResult>::Start(
-        env, "sealkit.forward", [model, batch, logits] { return model->forward(batch, logits); }, result_to_js, done);
+        env, "sealkit.forward", [model, batch, logits] {
+          return model->run_job(JobKind::Forward, batch, [&] { return model->forward(batch, logits); });
+        }, result_to_js, done);
   }
 
   // A training call's (batch with targets and weights, {full?, seed?}) arguments; `method` names it in
@@ -450,7 +453,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto model = model_;
     auto done = claim(env);
     return AsyncJob<ForwardResult>::Start(
-        env, "sealkit.backward", [model, call] { return model->backward(call.batch, call.full, call.seed); },
+        env, "sealkit.backward", [model, call] {
+          return model->run_job(JobKind::Backward, call.batch,
+                                [&] { return model->backward(call.batch, call.full, call.seed); });
+        },
         result_to_js, done);
   }
 
@@ -524,10 +530,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return AsyncJob<Trained>::Start(
         env, "sealkit.trainStep",
         [model, call, spec] {
-          Trained t;
-          t.result = model->backward(call.batch, call.full, call.seed);
-          t.norms = model->step(spec);
-          return t;
+          return model->run_job(JobKind::TrainStep, call.batch, [&] {
+            Trained t;
+            t.result = model->backward(call.batch, call.full, call.seed);
+            t.norms = model->step(spec);
+            return t;
+          });
         },
         [](Napi::Env e, Trained& t) {
           Napi::Object o = result_to_js(e, t.result).As<Napi::Object>();
@@ -549,6 +557,27 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   // defaultKvCache() -> 'f32' | 'bf16': what generateBegin's kvCache 'auto' picks.
   Napi::Value DefaultKvCache(const Napi::CallbackInfo& info) {
     return Napi::String::New(info.Env(), dtype_name(live(info.Env()).default_kv_dtype()));
+  }
+
+  // jobThreading() -> [{ kind, tokensUpTo, jobs, inlineJobs, pooledMicrosPerToken, inlineMicrosPerToken,
+  // inlineNow }]: per kind and size of job, how its kernels have been run (JobThreading).
+  Napi::Value JobThreadingReport(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::vector<JobThreading::Report> rows = live(env).job_threading();
+    auto a = Napi::Array::New(env, rows.size());
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const JobThreading::Report& r = rows[i];
+      auto o = Napi::Object::New(env);
+      o.Set("kind", job_kind_name(r.kind));
+      o.Set("tokensUpTo", static_cast<double>(r.tokens_up_to));
+      o.Set("jobs", static_cast<double>(r.jobs));
+      o.Set("inlineJobs", static_cast<double>(r.inline_jobs));
+      o.Set("pooledMicrosPerToken", r.pooled_us_per_token);
+      o.Set("inlineMicrosPerToken", r.inline_us_per_token);
+      o.Set("inlineNow", r.inline_now);
+      a.Set(static_cast<uint32_t>(i), o);
+    }
+    return a;
   }
 
   // takeProfile() -> [{ op, calls, seconds, flops }]: the backend calls timed since the last take,

@@ -26,6 +26,7 @@
 #include "../core/threadpool.h"
 #include "../cpu/kernels.h"
 #include "../cpu/logit_kernels.h"
+#include "../engine/job_threading.h"
 #include "../engine/sampler.h"
 #include "bindings.h"
 
@@ -506,6 +507,29 @@ Napi::Object op_pool_runs(const Args& a) {
   return r;
 }
 
+// ---- which jobs run inline (native/engine/job_threading.h) ----------------------------------------
+// The policy fed job after job of `tokens` tokens: job i takes inlineMs[i] if the policy runs it
+// inline, else pooledMs[i]. Returns each job's way (1 = inline) and where the policy ended.
+template <typename T>
+Napi::Object op_job_threading_policy(const Args& a) {
+  View<float> pooled = a.array<float>("pooledMs");
+  View<float> inlined = a.array<float>("inlineMs", pooled.len);
+  const int64_t tokens = a.integer("tokens", 1);
+  JobThreading policy;
+  auto ways = Napi::Int32Array::New(a.env(), static_cast<size_t>(pooled.len));
+  for (int64_t i = 0; i < pooled.len; ++i) {
+    const bool on = policy.decide(JobKind::TrainStep, tokens);
+    ways[static_cast<size_t>(i)] = on ? 1 : 0;
+    policy.record(JobKind::TrainStep, tokens, on, on ? inlined.data[i] : pooled.data[i]);
+  }
+  const std::vector<JobThreading::Report> rows = policy.report();
+  Napi::Object r = Napi::Object::New(a.env());
+  r.Set("inline", ways);
+  r.Set("inlineNow", rows.empty() ? false : rows[0].inline_now);
+  r.Set("inlineJobs", rows.empty() ? 0.0 : static_cast<double>(rows[0].inline_jobs));
+  return r;
+}
+
 // ---- sampling (native/engine/sampler.h) ---------------------------------------------------------
 // The tokens temperature / top-k / top-p sampling keeps for one row of logits, and their weights,
 // in the order the sampler walks them.
@@ -926,6 +950,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_gate_up_swiglu", {op_gemm_gate_up_swiglu<float>, op_gemm_gate_up_swiglu<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"pool_runs", {op_pool_runs<float>, op_pool_runs<double>}},
+      {"job_threading_policy", {op_job_threading_policy<float>, op_job_threading_policy<double>}},
       {"sampling_distribution", {op_sampling_distribution<float>, op_sampling_distribution<double>}},
       {"argmax", {op_argmax<float>, op_argmax<double>}},
       {"embedding_forward", {op_embedding_forward<float>, op_embedding_forward<double>}},

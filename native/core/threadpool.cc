@@ -10,6 +10,8 @@ namespace sealkit {
 
 ThreadPool::ThreadPool(int threads) {
   if (threads < 1) threads = 1;
+  threads_ = threads;
+  ranges_ = std::make_unique<OwnedRange[]>(static_cast<size_t>(threads));
   for (int t = 1; t < threads; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
 }
 
@@ -23,6 +25,8 @@ ThreadPool::~ThreadPool() {
 }
 
 namespace {
+
+thread_local bool tl_inline_runs = false;
 
 constexpr int64_t kSpinMicros = 50;
 
@@ -47,32 +51,78 @@ bool spin_until(Done done) {
 
 }  // namespace
 
+InlineRuns::InlineRuns(bool on) : previous_(tl_inline_runs) { tl_inline_runs = previous_ || on; }
+InlineRuns::~InlineRuns() { tl_inline_runs = previous_; }
+bool InlineRuns::active() { return tl_inline_runs; }
+
+int ThreadPool::threads() const { return tl_inline_runs ? 1 : threads_; }
+
+void ThreadPool::run_task(const Task& task, int64_t i, int thread) {
+  if (failed_.load(std::memory_order_relaxed)) return;
+  try {
+    task(i, thread);
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    if (!error_) error_ = std::current_exception();
+    failed_.store(true, std::memory_order_relaxed);
+  }
+}
+
 // Claims and runs tasks of `generation` until none is left (or the caller has moved on to a later
-// run: then the claim word carries another generation and nothing is claimed). The slot's task and
-// count are read before the first claim; they can only have been overwritten if every task of this
-// generation was already claimed, in which case the claim fails and they are never used.
+// run: then the claim words carry another generation and nothing is claimed). The slot's task and
+// count are read (acquire) after a claim word showed this generation and before the first claim;
+// they can only have been overwritten by a later run, which the caller publishes after resetting
+// every claim word past this generation, so a claim with them fails and they are never used.
 void ThreadPool::drain(uint32_t generation, int thread) {
-  uint64_t word = next_.load(std::memory_order_acquire);
-  if (static_cast<uint32_t>(word >> 32) != generation) return;
   const Job& job = jobs_[generation & 1];
-  const Task* task = job.task.load(std::memory_order_relaxed);
-  const int64_t n = job.n.load(std::memory_order_relaxed);
+  const auto generation_of = [](uint64_t w) { return static_cast<uint32_t>(w >> 32); };
   int64_t done = 0;
-  for (;;) {
-    if (static_cast<uint32_t>(word >> 32) != generation || static_cast<int64_t>(static_cast<uint32_t>(word)) >= n) break;
-    if (!next_.compare_exchange_weak(word, word + 1, std::memory_order_acquire, std::memory_order_acquire)) continue;
-    const int64_t i = static_cast<uint32_t>(word);
-    if (!failed_.load(std::memory_order_relaxed)) {
-      try {
-        (*task)(i, thread);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex_);
-        if (!error_) error_ = std::current_exception();
-        failed_.store(true, std::memory_order_relaxed);
+  if (job.owned.load(std::memory_order_acquire)) {
+    std::atomic<uint64_t>& own = ranges_[static_cast<size_t>(thread)].word;
+    uint64_t word = own.load(std::memory_order_acquire);
+    if (generation_of(word) != generation) return;
+    const Task* task = job.task.load(std::memory_order_acquire);
+    const int64_t n = job.n.load(std::memory_order_relaxed);
+    const int threads = threads_;
+    // The own range, front to back: its word's line stays in this thread's cache unless stolen from.
+    for (;;) {
+      const uint32_t f = static_cast<uint32_t>(word >> 16) & 0xFFFF, b = static_cast<uint32_t>(word) & 0xFFFF;
+      if (generation_of(word) != generation || f >= b) break;
+      if (!own.compare_exchange_weak(word, range_word(generation, f + 1, b), std::memory_order_acquire,
+                                     std::memory_order_acquire))
+        continue;
+      run_task(*task, range_first(n, thread, threads) + f, thread);
+      ++done;
+      word = own.load(std::memory_order_acquire);
+    }
+    // Then the others' ranges, from the back.
+    for (int k = 1; k < threads; ++k) {
+      const int victim = (thread + k) % threads;
+      std::atomic<uint64_t>& other = ranges_[static_cast<size_t>(victim)].word;
+      uint64_t w = other.load(std::memory_order_acquire);
+      for (;;) {
+        const uint32_t f = static_cast<uint32_t>(w >> 16) & 0xFFFF, b = static_cast<uint32_t>(w) & 0xFFFF;
+        if (generation_of(w) != generation || f >= b) break;
+        if (!other.compare_exchange_weak(w, range_word(generation, f, b - 1), std::memory_order_acquire,
+                                         std::memory_order_acquire))
+          continue;
+        run_task(*task, range_first(n, victim, threads) + b - 1, thread);
+        ++done;
+        w = other.load(std::memory_order_acquire);
       }
     }
-    ++done;
-    word = next_.load(std::memory_order_acquire);
+  } else {
+    uint64_t word = next_.load(std::memory_order_acquire);
+    if (generation_of(word) != generation) return;
+    const Task* task = job.task.load(std::memory_order_acquire);
+    const int64_t n = job.n.load(std::memory_order_relaxed);
+    for (;;) {
+      if (generation_of(word) != generation || static_cast<int64_t>(static_cast<uint32_t>(word)) >= n) break;
+      if (!next_.compare_exchange_weak(word, word + 1, std::memory_order_acquire, std::memory_order_acquire)) continue;
+      run_task(*task, static_cast<uint32_t>(word), thread);
+      ++done;
+      word = next_.load(std::memory_order_acquire);
+    }
   }
   if (done == 0) return;
   // One count per thread and run, not per task: the counter's cache line crosses cores once.
@@ -113,7 +163,7 @@ void ThreadPool::run(int64_t n_tasks, const Task& fn) {
   if (n_tasks <= 0) return;
   if (n_tasks > static_cast<int64_t>(UINT32_MAX) - 1) throw std::length_error("ThreadPool::run: too many tasks");
   std::lock_guard<std::mutex> serial(run_mutex_);
-  if (workers_.empty() || n_tasks == 1) {
+  if (workers_.empty() || n_tasks == 1 || tl_inline_runs) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
@@ -121,12 +171,25 @@ void ThreadPool::run(int64_t n_tasks, const Task& fn) {
   // of its tasks any more: the other slot, the counters and the error are free to reset.
   const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
   Job& job = jobs_[generation & 1];
-  job.task.store(&fn, std::memory_order_relaxed);
+  const int threads = threads_;
+  const bool owned = (n_tasks + threads - 1) / threads <= kMaxOwned;
   job.n.store(n_tasks, std::memory_order_relaxed);
+  job.owned.store(owned, std::memory_order_relaxed);
+  // Release: a worker late from an earlier run that reads this task has had every claim word of
+  // the previous run's reset made visible to its claims (see drain()).
+  job.task.store(&fn, std::memory_order_release);
   finished_.store(0, std::memory_order_relaxed);
   failed_.store(false, std::memory_order_relaxed);
   error_ = nullptr;
-  next_.store(claim_word(generation, 0), std::memory_order_release);
+  if (owned) {
+    for (int t = 0; t < threads; ++t) {
+      const int64_t len = range_first(n_tasks, t + 1, threads) - range_first(n_tasks, t, threads);
+      ranges_[static_cast<size_t>(t)].word.store(range_word(generation, 0, static_cast<uint32_t>(len)),
+                                                 std::memory_order_release);
+    }
+  } else {
+    next_.store(claim_word(generation, 0), std::memory_order_release);
+  }
   generation_.store(generation, std::memory_order_seq_cst);
   if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -176,7 +239,7 @@ void set_global_threads(int threads) {
   std::lock_guard<std::mutex> lock(pool_slot_mutex());
   auto& p = pool_slot();
   if (threads <= 0) threads = default_thread_count();
-  if (p && p->threads() == threads) return;
+  if (p && p->size() == threads) return;
   p = std::make_unique<ThreadPool>(threads);
 }
 

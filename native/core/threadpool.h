@@ -1,7 +1,15 @@
-// A persistent pool of worker threads. Work is split into tasks that workers claim from an atomic
-// counter, so uneven tasks balance themselves. Kernels that must be deterministic give every task
-// its own output region (never a shared accumulator), which makes results independent of which
-// thread ran which task.
+// A persistent pool of worker threads. Each thread owns a contiguous range of a run's tasks and
+// takes them front to back; a thread done with its own range takes tasks from the back of the
+// others', so uneven tasks and slow threads still balance. Kernels that must be deterministic give
+// every task its own output region (never a shared accumulator), which makes results independent of
+// which thread ran which task.
+//
+// Why owned ranges, not one shared counter: the two vCPUs of a cloud VM are sometimes placed on
+// cores that share no cache (the host moves them; a cache-line round trip between them measured
+// ~450 ns then, ~190 ns otherwise). A shared counter sends its line across at every claim, and the
+// thread that runs task i changes from run to run, so the data one kernel wrote is often read by the
+// other thread in the next. With owned ranges a thread claims from its own cache line and, in
+// kernels that split the same rows the same way, reads back mostly what it wrote itself.
 //
 // Waiting spins briefly before it blocks: the kernels of one step follow each other within
 // microseconds (a decode step runs ~300 of them), while a futex sleep/wake round trip costs tens
@@ -12,6 +20,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -30,33 +39,54 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // 1 on a thread inside an InlineRuns scope (kernels then plan for one thread).
+  int threads() const;
+  int size() const { return threads_; }  // the threads it owns, in any scope
 
   // Runs fn(task, thread) for task in [0, n_tasks) on all threads (the caller is thread 0) and
   // returns when every task is done. Calls from different threads are serialised. A task that
-  // throws stops the remaining unclaimed tasks and the exception is rethrown to the caller.
+  // throws stops the remaining unclaimed tasks and the exception is rethrown to the caller. Inside
+  // an InlineRuns scope the caller runs every task itself, in order.
   void run(int64_t n_tasks, const Task& fn);
 
  private:
   // One run's task and count, in the slot of its generation's parity: a worker that saw a run late
-  // may still read the previous slot while the caller fills the next one.
+  // may still read the previous slot while the caller fills the next one. owned: the run's tasks
+  // are split into per-thread ranges (else, for runs too large for a range word, one counter).
   struct Job {
     std::atomic<const Task*> task{nullptr};
     std::atomic<int64_t> n{0};
+    std::atomic<bool> owned{false};
   };
+  // Thread t's range of an owned run: tasks [first(t) + front, first(t) + back) are unclaimed.
+  // generation (32 bits) | front (16) | back (16), so a claim succeeds only for the run it was meant
+  // for, and owner (front) and thieves (back) never take the same task.
+  struct alignas(64) OwnedRange {
+    std::atomic<uint64_t> word{0};
+  };
+  static constexpr int64_t kMaxOwned = 0xFFFF;  // tasks per thread range
+  static uint64_t range_word(uint32_t generation, uint32_t front, uint32_t back) {
+    return (static_cast<uint64_t>(generation) << 32) | (static_cast<uint64_t>(front) << 16) | back;
+  }
   static uint64_t claim_word(uint32_t generation, uint32_t index) {
     return (static_cast<uint64_t>(generation) << 32) | index;
   }
+  static int64_t range_first(int64_t n, int t, int threads) { return n * t / threads; }
   void worker_loop(int thread);
   void drain(uint32_t generation, int thread);
+  // Runs task i of the current run, recording the first exception.
+  void run_task(const Task& task, int64_t i, int thread);
 
+  int threads_ = 1;  // set before any worker starts
   std::vector<std::thread> workers_;
   std::mutex run_mutex_;  // one run() at a time
   std::mutex mutex_;      // only around sleeping and waking
   std::condition_variable wake_;
   std::condition_variable done_;
-  // Tasks are claimed from one word holding (generation, next index): a claim succeeds only for the
-  // run it was meant for, so no worker ever runs a task of a run other than the one it read.
+  // Owned runs: one range per thread. Larger runs: tasks are claimed from one word holding
+  // (generation, next index). Either way a claim succeeds only for the run it was meant for, so no
+  // worker ever runs a task of a run other than the one it read.
+  std::unique_ptr<OwnedRange[]> ranges_;
   alignas(64) std::atomic<uint64_t> next_{0};
   Job jobs_[2];
   alignas(64) std::atomic<int64_t> finished_{0};  // tasks done in this run (each thread adds once)
@@ -67,6 +97,21 @@ class ThreadPool {
   std::atomic<bool> failed_{false};
   std::exception_ptr error_;
   std::mutex error_mutex_;
+};
+
+// While one lives, the pool runs this thread's work inline: threads() is 1 and run() executes every
+// task on the caller, as a one-thread pool would. For jobs too small to gain from a second thread
+// (see engine/job_threading.h). Results do not change: no kernel's bits depend on the thread count.
+class InlineRuns {
+ public:
+  explicit InlineRuns(bool on);
+  ~InlineRuns();
+  InlineRuns(const InlineRuns&) = delete;
+  InlineRuns& operator=(const InlineRuns&) = delete;
+  static bool active();
+
+ private:
+  bool previous_;
 };
 
 // The process-wide pool the CPU kernels use. set_global_threads() replaces it (not while a

@@ -113,6 +113,7 @@ Model::Model(ModelConfig config, std::unique_ptr<Backend> backend, DType storage
   if (static_cast<int64_t>(c.inv_freq.size()) != c.head_dim / 2)
     throw std::invalid_argument("model config: inv_freq must have head_dim/2 entries");
   if (storage != DType::F32 && storage != DType::BF16) throw std::invalid_argument("storage must be f32 or bf16");
+  host_pool_ = backend_->name() == "cpu";
 
   const int64_t H = c.hidden, I = c.intermediate, Dq = c.heads * c.head_dim, Dkv = c.kv_heads * c.head_dim;
   alloc_param(embed_, "model.embed_tokens.weight", c.vocab, H, storage);

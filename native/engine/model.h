@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "../core/threadpool.h"
 #include "backend.h"
+#include "job_threading.h"
 
 namespace sealkit {
 
@@ -144,6 +146,16 @@ class Model {
 
   size_t memory_bytes() const { return bytes_; }
 
+  // Runs one job over `batch` (forward, backward, a training step) with its kernels on the pool or
+  // inline on this thread, as JobThreading has measured faster for jobs of its kind and size. The
+  // CPU backend only; results are the same either way.
+  template <typename F>
+  auto run_job(JobKind kind, const Batch& batch, F&& job) -> decltype(job()) {
+    if (!host_pool_) return job();
+    return threading_.run(kind, static_cast<int64_t>(batch.tokens.size()), global_pool().size(), job);
+  }
+  std::vector<JobThreading::Report> job_threading() const { return threading_.report(); }
+
   // KV cache of `rows` positions of `dtype` elements; kv_cache_bytes tells the size before
   // allocating. default_kv_dtype: bf16 when the weights are stored in bf16 and the backend can hold
   // a bf16 cache (as PyTorch keeps a bf16 model's cache in bf16), else f32.
@@ -221,6 +233,8 @@ class Model {
   std::map<int, std::unique_ptr<Adapter>> adapters_;
   int64_t full_step_ = 0;
   std::unique_ptr<Workspace> ws_;
+  bool host_pool_ = false;  // the backend's kernels run on global_pool()
+  JobThreading threading_;
 };
 
 }  // namespace sealkit

@@ -108,8 +108,11 @@ export const benchCommand: CliCommand = {
     } else {
       process.stdout.write(
         `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
-          `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(1)} ms   ~${result.gflops.toFixed(1)} GFLOP/s\n`,
+          `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(result.step_ms_median < 10 ? 2 : 1)} ms   ~${result.gflops.toFixed(1)} GFLOP/s\n`,
       );
+      if (result.inline_share) {
+        process.stdout.write(`  ${(100 * result.inline_share).toFixed(0)}% of the timed steps ran inline on one thread (measured faster for steps this small)\n`);
+      }
       if (result.profile) process.stdout.write(formatProfile(result.profile));
       if (result.ab) {
         const env = Object.entries(result.ab.env).map(([k, v]) => `${k}=${v}`).join(' ');
