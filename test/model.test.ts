@@ -267,9 +267,10 @@ test('job threading: steps and scoring run inline give the bits of the pool; the
     }
     const scores = await model.score([{ tokens: randomTokens(17, V, 9), slot: 0 }]);
     const a = model.getAdapterTensor(0, 1, 'up_proj', 'B');
+    const samples = await model.generate([{ tokens: randomTokens(9, V, 4), slot: 0 }], { maxNewTokens: 12, n: 3, temperature: 1, seed: 7, eosTokenIds: [] });
     const rows = model.jobThreading();
     await model.dispose();
-    return { losses, scores: Array.from(scores.sequences[0]!.logprobs), a: Array.from(a), rows };
+    return { losses, scores: Array.from(scores.sequences[0]!.logprobs), a: Array.from(a), samples: samples.map((c) => c.tokens), rows };
   };
   try {
     addon.setThreads(2);
@@ -278,12 +279,15 @@ test('job threading: steps and scoring run inline give the bits of the pool; the
     assert.equal(inlined.losses, pooled.losses, 'losses');
     assert.equal(inlined.scores, pooled.scores, 'scores');
     assert.equal(inlined.a, pooled.a, 'adapter weights');
+    assert.equal(inlined.samples, pooled.samples, 'sampled tokens');
     assert.equal(pooled.rows, [], 'a fixed way records nothing');
     const adaptive = await run();
     assert.equal(adaptive.losses, pooled.losses, 'adaptive: losses');
     const train = adaptive.rows.find((r) => r.kind === 'trainStep');
     assert.ok(train && train.tokensUpTo === 32 && train.jobs === 3, `trainStep row ${JSON.stringify(adaptive.rows)}`);
     assert.ok(adaptive.rows.some((r) => r.kind === 'forward' && r.tokensUpTo === 32 && r.jobs === 1), 'forward row');
+    assert.ok(adaptive.rows.some((r) => r.kind === 'prefill') && adaptive.rows.some((r) => r.kind === 'decode'), 'generation rows');
+    assert.equal(adaptive.samples, pooled.samples, 'adaptive: sampled tokens');
   } finally {
     addon.setThreads(before);
   }

@@ -67,7 +67,7 @@ export interface NativeStepOptions {
  * job's thread, whichever recent jobs of its kind measured faster (see native/engine/job_threading.h).
  */
 export interface JobThreadingRow {
-  kind: 'forward' | 'backward' | 'trainStep';
+  kind: 'forward' | 'backward' | 'trainStep' | 'decode' | 'prefill';
   /** Jobs of more than tokensUpTo / 2 and at most tokensUpTo tokens. */
   tokensUpTo: number;
   jobs: number;

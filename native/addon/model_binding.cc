@@ -407,6 +407,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return env.Undefined();
   }
 
+  static int64_t tokens_of(const Batch& b) { return static_cast<int64_t>(b.tokens.size()); }
+
   static Napi::Value result_to_js(Napi::Env env, ForwardResult& r) {
     auto o = Napi::Object::New(env);
     if (!r.loss.empty()) o.Set("loss", to_js(env, r.loss));
@@ -423,7 +425,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto done = claim(env);
     return AsyncJob<ForwardResult>::Start(
         env, "sealkit.forward", [model, batch, logits] {
-          return model->run_job(JobKind::Forward, batch, [&] { return model->forward(batch, logits); });
+          return model->run_job(JobKind::Forward, tokens_of(batch), [&] { return model->forward(batch, logits); });
         }, result_to_js, done);
   }
 
@@ -454,7 +456,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto done = claim(env);
     return AsyncJob<ForwardResult>::Start(
         env, "sealkit.backward", [model, call] {
-          return model->run_job(JobKind::Backward, call.batch,
+          return model->run_job(JobKind::Backward, tokens_of(call.batch),
                                 [&] { return model->backward(call.batch, call.full, call.seed); });
         },
         result_to_js, done);
@@ -530,7 +532,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return AsyncJob<Trained>::Start(
         env, "sealkit.trainStep",
         [model, call, spec] {
-          return model->run_job(JobKind::TrainStep, call.batch, [&] {
+          return model->run_job(JobKind::TrainStep, tokens_of(call.batch), [&] {
             Trained t;
             t.result = model->backward(call.batch, call.full, call.seed);
             t.norms = model->step(spec);
@@ -671,10 +673,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return AsyncJob<Started>::Start(
         env, "sealkit.generateBegin",
         [model, req, logits, id, holder] {
-          auto g = std::make_shared<Generation>(*model, req);
-          Started s{id, g->start(logits), g->cache_bytes(), g->cache_dtype()};
-          *holder = g;
-          return s;
+          return model->run_job(JobKind::Prefill, static_cast<int64_t>(req.tokens.size()), [&] {
+            auto g = std::make_shared<Generation>(*model, req);
+            Started s{id, g->start(logits), g->cache_bytes(), g->cache_dtype()};
+            *holder = g;
+            return s;
+          });
         },
         [this, holder](Napi::Env e, Started& s) {
           generations_[s.id] = *holder;
@@ -710,7 +714,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     auto done = claim(env);
     return AsyncJob<GenerationStep>::Start(
         env, "sealkit.generateStep",
-        [model, call, steps, eos, logits] { return call.g->steps(call.seqs, call.per_seq, steps, eos, logits); },
+        [model, call, steps, eos, logits] {
+          return model->run_job(JobKind::Decode, static_cast<int64_t>(call.seqs.size()) * steps,
+                                [&] { return call.g->steps(call.seqs, call.per_seq, steps, eos, logits); });
+        },
         step_to_js, done);
   }
 

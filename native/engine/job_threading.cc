@@ -11,6 +11,8 @@ const char* job_kind_name(JobKind kind) {
     case JobKind::Forward: return "forward";
     case JobKind::Backward: return "backward";
     case JobKind::TrainStep: return "trainStep";
+    case JobKind::Decode: return "decode";
+    case JobKind::Prefill: return "prefill";
   }
   return "?";
 }

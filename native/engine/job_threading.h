@@ -1,4 +1,4 @@
-// Whether a model job (a forward, a backward, a training step) runs its kernels on the thread pool
+// Whether a model job (a forward, a backward, a training step, decoding steps) runs its kernels on the thread pool
 // or inline on the job's own thread: chosen per kind and size of job from the times of past jobs.
 //
 // Why measured, not configured: a LoRA step of SEAL's inner loop (one sequence of 64 tokens on a
@@ -26,7 +26,8 @@
 
 namespace sealkit {
 
-enum class JobKind : int { Forward = 0, Backward, TrainStep };
+// Decode: generation steps (tokens = sequences x steps); Prefill: a generation's prompt.
+enum class JobKind : int { Forward = 0, Backward, TrainStep, Decode, Prefill };
 const char* job_kind_name(JobKind kind);
 
 class JobThreading {

@@ -146,13 +146,13 @@ class Model {
 
   size_t memory_bytes() const { return bytes_; }
 
-  // Runs one job over `batch` (forward, backward, a training step) with its kernels on the pool or
-  // inline on this thread, as JobThreading has measured faster for jobs of its kind and size. The
-  // CPU backend only; results are the same either way.
+  // Runs one job of `tokens` tokens (a forward, a backward, a training step, decoding steps) with its
+  // kernels on the pool or inline on this thread, as JobThreading has measured faster for jobs of
+  // its kind and size. The CPU backend only; results are the same either way.
   template <typename F>
-  auto run_job(JobKind kind, const Batch& batch, F&& job) -> decltype(job()) {
+  auto run_job(JobKind kind, int64_t tokens, F&& job) -> decltype(job()) {
     if (!host_pool_) return job();
-    return threading_.run(kind, static_cast<int64_t>(batch.tokens.size()), global_pool().size(), job);
+    return threading_.run(kind, tokens, global_pool().size(), job);
   }
   std::vector<JobThreading::Report> job_threading() const { return threading_.report(); }
 
