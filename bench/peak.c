@@ -20,10 +20,14 @@
 // Usage: peak [--threads N] [--trials K] [--ms M] [--stream-mib S]
 //        peak --probe [--threads N]   quick machine-speed probe (FP32 FMA on N threads, ~0.1 s):
 //                                     bench/run.ts runs it around every measurement to flag noise
+//   core_round_trip_ns (both modes, N >= 2): a cache line handed back and forth between threads on
+//              the first two CPUs the process may use, median ns per round trip. On the 2-vCPU EPYC
+//              VM: ~190 while the vCPUs shared a cache, ~450-900 while the host kept them apart.
 #define _GNU_SOURCE
 #include <cpuid.h>
 #include <immintrin.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <stdint.h>
@@ -349,6 +353,60 @@ static stat_t measure_read(size_t n_words, int threads, int trials) {
   return best;
 }
 
+// ---------------------------------------------------------------- core-to-core round trip
+// Two threads hand one cache line back and forth: the time of a round trip says whether the two
+// CPUs share a cache (a cloud host may place a VM's vCPUs on cores that do not, and move them).
+
+#define RT_ROUNDS 20000
+
+static _Atomic long rt_flag __attribute__((aligned(64)));
+
+static int rt_cpus[2];
+
+static int pin_to(int cpu) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  return pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+}
+
+static void *rt_partner(void *unused) {
+  (void)unused;
+  pin_to(rt_cpus[1]);
+  for (long i = 0; i < RT_ROUNDS; i++) {
+    while (__atomic_load_n(&rt_flag, __ATOMIC_ACQUIRE) != 2 * i + 1) {}
+    __atomic_store_n(&rt_flag, 2 * i + 2, __ATOMIC_RELEASE);
+  }
+  return NULL;
+}
+
+// Median nanoseconds per round trip over `trials` runs of RT_ROUNDS.
+static double measure_round_trip(int trials) {
+  double xs[MAX_REPS];
+  // Both threads pinned, to the first two CPUs the process may use: unpinned, the scheduler
+  // sometimes runs them on one CPU in turn.
+  cpu_set_t saved;
+  if (pthread_getaffinity_np(pthread_self(), sizeof saved, &saved) != 0) return -1;
+  int found = 0;
+  for (int c = 0; c < CPU_SETSIZE && found < 2; c++)
+    if (CPU_ISSET(c, &saved)) rt_cpus[found++] = c;
+  if (found < 2 || pin_to(rt_cpus[0]) != 0) return -1;
+  for (int t = 0; t < trials; t++) {
+    __atomic_store_n(&rt_flag, 0, __ATOMIC_RELEASE);
+    pthread_t th;
+    if (pthread_create(&th, NULL, rt_partner, NULL) != 0) return -1;
+    double t0 = now_s();
+    for (long i = 0; i < RT_ROUNDS; i++) {
+      __atomic_store_n(&rt_flag, 2 * i + 1, __ATOMIC_RELEASE);
+      while (__atomic_load_n(&rt_flag, __ATOMIC_ACQUIRE) != 2 * i + 2) {}
+    }
+    xs[t] = (now_s() - t0) * 1e9 / RT_ROUNDS;
+    pthread_join(th, NULL);
+  }
+  pthread_setaffinity_np(pthread_self(), sizeof saved, &saved);
+  return summarize(xs, trials).median;
+}
+
 // ---------------------------------------------------------------- main
 
 static void print_stat(const char *name, stat_t s, int last) {
@@ -379,11 +437,14 @@ int main(int argc, char **argv) {
   if (probe) {
     if (!fma) { printf("{}\n"); return 0; }
     printf("{");
+    if (threads >= 2) printf("\"core_round_trip_ns\":%.1f,", measure_round_trip(3));
     print_stat("fp32_fma_gflops_nt", measure_compute(fma, threads, 5, 15), 1);
     printf("}\n");
     return 0;
   }
-  printf("{\"threads\":%d,\"avx512f\":%s,\"avx512_bf16\":%s,\"amx_bf16\":%s,\"fma_width\":%d,", threads,
+  if (threads >= 2) printf("{\"core_round_trip_ns\":%.1f,", measure_round_trip(5));
+  else printf("{");
+  printf("\"threads\":%d,\"avx512f\":%s,\"avx512_bf16\":%s,\"amx_bf16\":%s,\"fma_width\":%d,", threads,
          avx512 ? "true" : "false", bf16 ? "true" : "false", amx ? "true" : "false", avx512 ? 512 : avx2 ? 256 : 0);
   if (fma) {
     print_stat("fp32_fma_gflops_1t", measure_compute(fma, 1, trials, ms), 0);

@@ -72,6 +72,8 @@ interface Run {
   /** Machine-speed probe (FP32 FMA GFLOP/s on all threads) just before and just after the run. */
   probe_before: number | null;
   probe_after: number | null;
+  /** Core-to-core cache-line round trip (ns) in those probes, the larger (null: not measured). */
+  round_trip_ns: number | null;
   tokens_per_s: number;
   step_ms_median: number;
   step_ms_all: number[];
@@ -233,7 +235,7 @@ function toRun(r: ChildResult): Run | { error: string } {
   const j = r.code === 0 ? lastJson(r.stdout) : null;
   if (!j || typeof j.tokens_per_s !== 'number' || typeof j.step_ms_median !== 'number') return { error: whyFailed(r) };
   const { tokens_per_s, step_ms_median, step_ms_all, ...extra } = j;
-  return { other_load_cpus: null, other_during_cpus: null, attempts: 1, probe_before: null, probe_after: null, tokens_per_s, step_ms_median, step_ms_all: Array.isArray(step_ms_all) ? (step_ms_all as number[]) : [], wall_s: r.wall_s, extra };
+  return { other_load_cpus: null, other_during_cpus: null, attempts: 1, probe_before: null, probe_after: null, round_trip_ns: null, tokens_per_s, step_ms_median, step_ms_all: Array.isArray(step_ms_all) ? (step_ms_all as number[]) : [], wall_s: r.wall_s, extra };
 }
 
 const isRun = (x: Run | { error: string }): x is Run => 'tokens_per_s' in x;
@@ -391,11 +393,20 @@ const PEAK_AMX = scaled('amx_bf16_gflops_nt', 'amx_bf16_gflops_1t');
 const PEAK_BF16 = PEAK_AMX !== null && PEAK_AMX > (PEAK_BF16_DOT ?? 0) ? PEAK_AMX : PEAK_BF16_DOT;
 const PEAK_BF16_UNIT = PEAK_BF16 !== null && PEAK_BF16 === PEAK_AMX ? 'AMX bf16' : 'BF16 dot';
 
-/** Median FP32 FMA GFLOP/s over a ~0.1 s probe on all threads: how fast the machine is right now. */
+/** The core-to-core round trip (ns) the last probe measured (null: none, or one thread). */
+let probeRoundTrip: number | null = null;
+const lastRoundTrip = (): number | null => probeRoundTrip;
+
+/**
+ * Median FP32 FMA GFLOP/s over a ~0.1 s probe on all threads: how fast the machine is right now.
+ * Also sets probeRoundTrip: whether the threads' CPUs share a cache right now.
+ */
 async function probe(): Promise<number | null> {
+  probeRoundTrip = null;
   if (!peakBuilt) return null;
   const r = await runChild(peakExe, ['--probe', '--threads', String(threads)], process.env, 30_000);
   const j = r.code === 0 ? lastJson(r.stdout) : null;
+  if (typeof j?.core_round_trip_ns === 'number' && j.core_round_trip_ns > 0) probeRoundTrip = j.core_round_trip_ns;
   const s = j?.fp32_fma_gflops_nt as Stat | undefined;
   if (!s) return null;
   if (PEAK_FP32 === null || s.best > PEAK_FP32) PEAK_FP32 = s.best;
@@ -517,12 +528,15 @@ for (const c of SUITE) {
       for (let attempt = 1; attempt <= retries + 1; attempt++) {
         const load = await waitQuiet();
         const before = await probe();
+        const rtBefore = lastRoundTrip();
         const { res, other } = k.key === 'engine'
           ? await measured(process.execPath, engineArgs(c), process.env)
           : await measured(opts.python!, peerArgs(c, k.key.slice('pytorch '.length) as PeerMode), peerEnv);
         run = toRun(res);
         if (!isRun(run)) break;
         Object.assign(run, { other_load_cpus: load, other_during_cpus: other, probe_before: before, probe_after: await probe() });
+        const rts = [rtBefore, lastRoundTrip()].filter((x): x is number => x !== null);
+        run.round_trip_ns = rts.length ? Math.max(...rts) : null;
         if (!best || (run.other_during_cpus ?? 0) < (best.other_during_cpus ?? 0)) best = run;
         best.attempts = attempt;
         if (other === null || other <= CONTENDED_CPUS || attempt > retries) break;
@@ -558,6 +572,10 @@ interface Row {
   /** Highest average CPU use of other processes during this contestant's runs, in CPUs. */
   other_cpus_max: number | null;
   engine_over_this: number | null; engine_over_this_paired: number | null;
+  /** Engine, train and forward: mean share of the timed steps whose kernels ran inline on one thread (JobThreading). */
+  inline_share: number | null;
+  /** Largest core-to-core round trip (ns) probed around this contestant's runs. */
+  round_trip_ns_max: number | null;
 }
 interface Summary {
   id: string; engine_tokens_per_s: number | null; best_peer: string | null; best_peer_tokens_per_s: number | null;
@@ -649,6 +667,9 @@ for (const { c, contestants } of results) {
       gflops, mfu_fp32: gflops !== null && PEAK_FP32 ? gflops / PEAK_FP32 : null, mfu_bf16: gflops !== null && PEAK_BF16 ? gflops / PEAK_BF16 : null,
       engine_over_this: ratio, engine_over_this_paired: paired.length ? median(paired) : null,
       machine_speed_min: speedMin(ok),
+      round_trip_ns_max: ok.some((x) => x.round_trip_ns !== null) ? Math.max(...ok.map((x) => x.round_trip_ns ?? 0)) : null,
+      inline_share: ((xs) => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : null))(
+        ok.map((x) => x.extra.inline_share).filter((x): x is number => typeof x === 'number')),
       other_cpus_max: ok.some((x) => x.other_during_cpus !== null) ? Math.max(...ok.map((x) => x.other_during_cpus ?? 0)) : null,
     });
   }
@@ -680,7 +701,8 @@ if (peaks) {
     `BF16 dot ${peaks.avx512_bf16 ? `${s('bf16_dot_gflops_1t')} 1T, ${s('bf16_dot_gflops_nt')} ${threads}T` : 'n/a (no avx512_bf16)'} | ` +
     `${peaks.amx_bf16 ? `AMX bf16 ${s('amx_bf16_gflops_1t')} 1T, ${s('amx_bf16_gflops_nt')} ${threads}T | ` : ''}` +
     `triad ${f(peakOf('triad_gbs_1t'))} GB/s 1T, ${f(peakOf('triad_gbs_nt'))} ${threads}T | ` +
-    `read-only stream ${f(peakOf('read_gbs_1t'))} GB/s 1T, ${f(peakOf('read_gbs_nt'))} ${threads}T`);
+    `read-only stream ${f(peakOf('read_gbs_1t'))} GB/s 1T, ${f(peakOf('read_gbs_nt'))} ${threads}T` +
+    (typeof peaks.core_round_trip_ns === 'number' ? ` | core-to-core round trip ${f(peaks.core_round_trip_ns, 0)} ns` : ''));
   out.push(`MFU references (${threads}T; max of the ${threads}-thread rate, ${threads} x the 1-thread rate and the probes): ` +
     `FP32 ${f(PEAK_FP32, 0)} GFLOP/s, ${PEAK_BF16_UNIT} ${f(PEAK_BF16, 0)} GFLOP/s`);
 }
@@ -691,7 +713,7 @@ if (peerOk) {
 }
 for (const s of [...skipped, ...peerWarnings]) out.push(s);
 out.push('');
-const head = ['benchmark', 'contestant', 'tokens/s', 'range', 'step ms', 'GFLOP/s', 'MFU fp32', 'MFU bf16', 'bw bound', 'speed', 'other', 'engine/x'];
+const head = ['benchmark', 'contestant', 'tokens/s', 'range', 'step ms', 'GFLOP/s', 'MFU fp32', 'MFU bf16', 'bw bound', 'speed', 'rt ns', 'other', 'engine/x'];
 const table: string[][] = [head];
 for (const { c } of results) {
   let first = true;
@@ -699,10 +721,11 @@ for (const { c } of results) {
   for (const r of rows.filter((x) => x.id === c.id)) {
     const rs = r.tokens_per_s_rounds;
     table.push([
-      first ? `${c.preset} ${c.work} ${shape(c)}` : '', r.contestant + (r.errors.length ? ` (${r.errors.length} failed)` : ''),
+      first ? `${c.preset} ${c.work} ${shape(c)}` : '',
+      r.contestant + (r.inline_share ? `, ${pct(r.inline_share)} inline` : '') + (r.errors.length ? ` (${r.errors.length} failed)` : ''),
       f(r.tokens_per_s), rs.length > 1 ? `${f(Math.min(...rs), 0)}-${f(Math.max(...rs), 0)}` : '', f(r.step_ms_median), f(r.gflops),
       pct(r.mfu_fp32), pct(r.mfu_bf16), c.work === 'decode' ? pct(r.of_bw_bound) : '', r.machine_speed_min === null ? '-' : `${(100 * r.machine_speed_min).toFixed(0)}%`,
-      f(r.other_cpus_max, 2),
+      f(r.round_trip_ns_max, 0), f(r.other_cpus_max, 2),
       ratio(r.engine_over_this) + (r.engine_over_this !== null && (isContended(r) || isContended(engineRow)) ? '?' : ''),
     ]);
     first = false;
@@ -710,12 +733,12 @@ for (const { c } of results) {
   const s = summaries.find((x) => x.id === c.id);
   if (s?.engine_over_best_peer != null) {
     const target = s.target_met === null ? '' : `; target >=${s.target_engine_over_best_peer}x ${s.target_met ? 'met' : 'NOT met'}${peerWarnings.length ? ' (peer untuned: see the warnings)' : ''}`;
-    table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
+    table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
   }
   if (s?.weight_bytes_per_step != null) {
     table.push(['', `weight-streaming bound (${storage}, ${s.bandwidth_kind === 'read' ? 'read-only stream' : 'triad'})`,
       f(s.bw_bound_tokens_per_s), '', '', '', '', '',
-      s.engine_of_bw_bound === null ? '' : `engine ${pct(s.engine_of_bw_bound)}`, '', '', '']);
+      s.engine_of_bw_bound === null ? '' : `engine ${pct(s.engine_of_bw_bound)}`, '', '', '', '']);
   }
 }
 const widths = head.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
@@ -735,6 +758,8 @@ for (const s of summaries) {
       ? `; triad ${f(s.triad_gbs)} GB/s -> ${f(s.triad_bound_tokens_per_s)} tokens/s, engine ${pct(s.engine_of_triad_bound)}`
       : ''));
 }
+out.push('rt ns: the largest core-to-core cache-line round trip probed around the runs (bench/peak.c); on the 2-vCPU EPYC VM ~190 while its vCPUs shared a cache, 450 and more while the host kept them apart, when small steps run faster on one thread');
+out.push('N% inline: the share of the engine\'s timed steps whose kernels ran on one thread, which it measured faster for steps that small (Model.jobThreading)');
 out.push('speed: lowest FP32 FMA probe taken around the runs, as a share of the best seen; other: most CPUs other processes used during a run');
 out.push(`(runs with other > ${CONTENDED_CPUS} are re-measured up to --retries times). Low speed or high other: distrust the row;`);
 out.push('a ratio marked ? rests on a contended run: PyTorch slows down far more than the engine when it shares the CPUs.');
