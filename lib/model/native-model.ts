@@ -72,7 +72,7 @@ export interface JobThreadingRow {
   tokensUpTo: number;
   jobs: number;
   inlineJobs: number;
-  /** Medians of the recent jobs each way (0: none yet). */
+  /** Lower quartiles of the recent jobs each way (0: none yet). */
   pooledMicrosPerToken: number;
   inlineMicrosPerToken: number;
   /** The way jobs of this kind and size run now (apart from an occasional try of the other). */

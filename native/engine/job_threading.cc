@@ -30,12 +30,12 @@ void JobThreading::Window::add(double v) {
   count = std::min(count + 1, kWindow);
 }
 
-double JobThreading::Window::median() const {
+double JobThreading::Window::lower_quartile() const {
   const size_t n = static_cast<size_t>(std::clamp(count, 0, kWindow));
   if (n == 0) return 0;
   std::array<double, kWindow> v = ms_per_token;
   std::sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n));
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return v[(n - 1) / 4];  // 3 times: the fastest; 9: the third fastest
 }
 
 int JobThreading::bucket_of(int64_t tokens) {
@@ -49,7 +49,7 @@ JobThreading::Entry& JobThreading::entry(JobKind kind, int64_t tokens) {
 }
 
 bool JobThreading::eligible(const Entry& e, int64_t tokens) const {
-  return e.pooled.median() * static_cast<double>(std::max<int64_t>(tokens, 1)) < kMaxInlineMillis;
+  return e.pooled.lower_quartile() * static_cast<double>(std::max<int64_t>(tokens, 1)) < kMaxInlineMillis;
 }
 
 bool JobThreading::decide(JobKind kind, int64_t tokens) {
@@ -70,18 +70,19 @@ void JobThreading::record(JobKind kind, int64_t tokens, bool ran_inline, double 
   if (ran_inline) ++e.inline_jobs;
   if (job == 0) return;  // the warm-up job's time says nothing about either way
   const double per_token = millis / static_cast<double>(std::max<int64_t>(tokens, 1));
-  const double chosen_before = (e.inline_now ? e.inlined : e.pooled).median();
+  const double chosen_before = (e.inline_now ? e.inlined : e.pooled).lower_quartile();
   (ran_inline ? e.inlined : e.pooled).add(per_token);
   if (e.pooled.count < kMinSamples || e.inlined.count < kMinSamples) return;  // still trying both
-  const bool inline_faster = e.inlined.median() < e.pooled.median();
-  if (inline_faster != e.inline_now) {  // switch, and try the way left behind again soon
-    e.inline_now = inline_faster;
+  const double chosen = (e.inline_now ? e.inlined : e.pooled).lower_quartile();
+  const double other = (e.inline_now ? e.pooled : e.inlined).lower_quartile();
+  if (other < chosen * (1 - kMargin)) {  // switch, and try the way left behind again soon
+    e.inline_now = !e.inline_now;
     e.probe_every = kMinProbe;
     e.next_probe = e.jobs + kMinProbe;
     return;
   }
   if (ran_inline == e.inline_now) return;
-  // This job tried the other way. Faster than the chosen way's median: try it again at once (its
+  // This job tried the other way. Faster than the chosen way's quartile: try it again at once (its
   // older times may be from another placement of the threads); else wait twice as long as before.
   if (per_token < chosen_before) {
     e.next_probe = e.jobs;
@@ -100,8 +101,8 @@ std::vector<JobThreading::Report> JobThreading::report() const {
     r.tokens_up_to = int64_t{1} << key.second;
     r.jobs = e.jobs;
     r.inline_jobs = e.inline_jobs;
-    r.pooled_us_per_token = e.pooled.median() * 1000;
-    r.inline_us_per_token = e.inlined.median() * 1000;
+    r.pooled_us_per_token = e.pooled.lower_quartile() * 1000;
+    r.inline_us_per_token = e.inlined.lower_quartile() * 1000;
     r.inline_now = e.inline_now;
     out.push_back(r);
   }

@@ -1,5 +1,6 @@
-// Whether a model job (a forward, a backward, a training step, decoding steps) runs its kernels on the thread pool
-// or inline on the job's own thread: chosen per kind and size of job from the times of past jobs.
+// Whether a model job (a forward, a backward, a training step, decoding steps) runs its kernels on
+// the thread pool or inline on the job's own thread: chosen per kind and size of job from the times
+// of past jobs.
 //
 // Why measured, not configured: a LoRA step of SEAL's inner loop (one sequence of 64 tokens on a
 // small model) is ~200 kernels of a few microseconds each. On a 2-vCPU cloud VM whose vCPUs share a
@@ -8,7 +9,8 @@
 // then measured ~450 ns instead of ~190); every kernel's input, written by the other thread a few
 // microseconds earlier, then crosses between caches, and the same step ran 1.2-1.4x slower on two
 // threads than on one. The placement changes while a process runs, so each kind of job keeps the
-// recent times of both ways and takes the faster, trying the other now and then.
+// recent times of both ways and takes the faster (by 5 % at least, so near-ties do not flap), trying
+// the other now and then.
 //
 // Only jobs that take under kMaxInlineMillis on the pool are ever tried inline: larger ones have
 // enough work per kernel for two threads to win anyway, and a trial would cost a whole slow job.
@@ -33,8 +35,9 @@ const char* job_kind_name(JobKind kind);
 class JobThreading {
  public:
   static constexpr double kMaxInlineMillis = 5.0;
-  static constexpr int kWindow = 5;          // recent times kept per way
+  static constexpr int kWindow = 9;          // recent times kept per way
   static constexpr int kMinSamples = 3;      // of each way before choosing
+  static constexpr double kMargin = 0.05;    // the other way must be this much faster to switch
   static constexpr int64_t kMinProbe = 8;    // jobs between tries of the other way, doubling while it loses
   static constexpr int64_t kMaxProbe = 128;
 
@@ -43,7 +46,7 @@ class JobThreading {
     JobKind kind = JobKind::Forward;
     int64_t tokens_up_to = 0;  // jobs of (tokens_up_to / 2, tokens_up_to] tokens
     int64_t jobs = 0, inline_jobs = 0;
-    double pooled_us_per_token = 0, inline_us_per_token = 0;  // medians of recent jobs (0: none yet)
+    double pooled_us_per_token = 0, inline_us_per_token = 0;  // lower quartiles of recent jobs (0: none yet)
     bool inline_now = false;
   };
 
@@ -63,7 +66,9 @@ class JobThreading {
     const bool on = decide(kind, tokens);
     InlineRuns scope(on);
     const auto t0 = std::chrono::steady_clock::now();
-    const auto millis = [&] { return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(); };
+    const auto millis = [&] {
+      return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    };
     if constexpr (std::is_void_v<decltype(job())>) {
       job();
       record(kind, tokens, on, millis());
@@ -82,12 +87,14 @@ class JobThreading {
   std::vector<Report> report() const;
 
  private:
-  // Recent times of one way, as milliseconds per token.
+  // Recent times of one way, as milliseconds per token. Compared by their lower quartile: noise
+  // only adds time (the pool's step times here have a tail of 2x at the 90th percentile), so the
+  // fast end of the recent times says what a way can do, and a burst of slow jobs moves it less.
   struct Window {
     std::array<double, kWindow> ms_per_token{};
     int count = 0, next = 0;
     void add(double v);
-    double median() const;  // 0 when empty
+    double lower_quartile() const;  // 0 when empty
   };
   struct Entry {
     Window pooled, inlined;
