@@ -13,7 +13,9 @@
 // the other now and then.
 //
 // Only jobs that take under kMaxInlineMillis on the pool are ever tried inline: larger ones have
-// enough work per kernel for two threads to win anyway, and a trial would cost a whole slow job.
+// enough work per kernel for two threads to win anyway (with the vCPUs apart, the tiny step at
+// 1 x 128, ~4 ms, ran level on one thread and two; 4 x 256 ran 1.6x faster on two), and a trial
+// would cost a whole slow job.
 // The choice never changes results: no kernel's bits depend on the thread count.
 #pragma once
 #include <array>
@@ -34,11 +36,12 @@ const char* job_kind_name(JobKind kind);
 
 class JobThreading {
  public:
-  static constexpr double kMaxInlineMillis = 5.0;
+  static constexpr double kMaxInlineMillis = 3.0;
   static constexpr int kWindow = 9;          // recent times kept per way
   static constexpr int kMinSamples = 3;      // of each way before choosing
   static constexpr double kMargin = 0.05;    // the other way must be this much faster to switch
-  static constexpr int64_t kMinProbe = 8;    // jobs between tries of the other way, doubling while it loses
+  // Jobs between tries of the other way: from kMinProbe, doubling while it loses, up to kMaxProbe.
+  static constexpr int64_t kMinProbe = 8;
   static constexpr int64_t kMaxProbe = 128;
 
   // One kind and size of job: its recent times each way and the way it runs now.
@@ -46,7 +49,8 @@ class JobThreading {
     JobKind kind = JobKind::Forward;
     int64_t tokens_up_to = 0;  // jobs of (tokens_up_to / 2, tokens_up_to] tokens
     int64_t jobs = 0, inline_jobs = 0;
-    double pooled_us_per_token = 0, inline_us_per_token = 0;  // lower quartiles of recent jobs (0: none yet)
+    // Lower quartiles of the recent jobs each way (0: none yet).
+    double pooled_us_per_token = 0, inline_us_per_token = 0;
     bool inline_now = false;
   };
 
