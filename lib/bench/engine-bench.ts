@@ -67,8 +67,8 @@ export interface BenchResult {
   profile?: StepProfile;
   ab?: AbResult;
   /**
-   * CPU, train and forward: the share of the timed steps whose kernels ran inline on one thread
-   * (Model.jobThreading: the engine measured that faster for steps this small).
+   * CPU: the share of the timed steps (decode: of the timed runs' decoding calls) whose kernels ran
+   * inline on one thread (Model.jobThreading: the engine measured that faster for jobs this small).
    */
   inline_share?: number;
 }
@@ -99,6 +99,17 @@ export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forw
   const I = c.intermediateSize;
   const loraDims = (H + dq) + 2 * (H + dkv) + (dq + H) + 2 * (H + I) + (I + H);
   return 4 * (P - headUnused) + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
+}
+
+/** Jobs and inline jobs a model has run so far, of the given kinds (Model.jobThreading). */
+function jobCounts(model: Model, kinds: readonly string[]): { jobs: number; inline: number } {
+  return model.jobThreading().filter((r) => kinds.includes(r.kind))
+    .reduce((a, r) => ({ jobs: a.jobs + r.jobs, inline: a.inline + r.inlineJobs }), { jobs: 0, inline: 0 });
+}
+
+/** The share of the jobs between two counts that ran inline (undefined: none ran). */
+function inlineShare(before: { jobs: number; inline: number }, after: { jobs: number; inline: number }): { inline_share?: number } {
+  return after.jobs > before.jobs ? { inline_share: (after.inline - before.inline) / (after.jobs - before.jobs) } : {};
 }
 
 /** Tokens of a `seq`-token training sequence left out of the loss when it covers the last lossOn. */
@@ -169,7 +180,9 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const decodeMs: number[] = [];
     const prefillMs: number[] = [];
     const decodeCalls: OpTiming[] = [];
+    let before = jobCounts(model, ['decode']);
     for (let i = 0; i < warmup + repeats; i++) {
+      if (i === warmup) before = jobCounts(model, ['decode']);
       const t0 = process.hrtime.bigint();
       let tFirst = 0n;
       for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache, stepsPerCall, ...sampling })) {
@@ -202,6 +215,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,
+      ...inlineShare(before, jobCounts(model, ['decode'])),
       // The decoding steps after the prefill: newTokens - 1 per run.
       ...(o.profile ? { profile: summariseProfile(mergeTimings(decodeCalls), repeats * (o.newTokens - 1), decodeMs.reduce((a, b) => a + b, 0), 'decoding step') } : {}),
     };
@@ -236,11 +250,11 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     };
     const abEnv = o.abEnv;
     const times: number[] = [], timesB: number[] = [];
-    const jobCounts = () => model.jobThreading().reduce((a, r) => ({ jobs: a.jobs + r.jobs, inline: a.inline + r.inlineJobs }), { jobs: 0, inline: 0 });
-    let before = jobCounts();
+    const kinds = [work === 'train' ? 'trainStep' : 'forward'];
+    let before = jobCounts(model, kinds);
     for (let i = 0; i < warmup + repeats; i++) {
       if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up steps' calls
-      if (i === warmup) before = jobCounts();
+      if (i === warmup) before = jobCounts(model, kinds);
       let ms: number, msB = 0;
       if (!abEnv) {
         ms = await step();
@@ -260,13 +274,13 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const tokens = o.batch * o.seq;
     const med = median(times);
     const tps = tokens / (med / 1000);
-    const after = jobCounts();
+    const after = jobCounts(model, kinds);
     return {
       device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn } : {}),
       threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops: (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9,
-      ...(after.jobs > before.jobs ? { inline_share: (after.inline - before.inline) / (after.jobs - before.jobs) } : {}),
+      ...inlineShare(before, after),
       ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
       ...(abEnv
         ? {

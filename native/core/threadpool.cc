@@ -53,7 +53,6 @@ bool spin_until(Done done) {
 
 InlineRuns::InlineRuns(bool on) : previous_(tl_inline_runs) { tl_inline_runs = previous_ || on; }
 InlineRuns::~InlineRuns() { tl_inline_runs = previous_; }
-bool InlineRuns::active() { return tl_inline_runs; }
 
 int ThreadPool::threads() const { return tl_inline_runs ? 1 : threads_; }
 

@@ -108,7 +108,6 @@ class InlineRuns {
   ~InlineRuns();
   InlineRuns(const InlineRuns&) = delete;
   InlineRuns& operator=(const InlineRuns&) = delete;
-  static bool active();
 
  private:
   bool previous_;
