@@ -437,12 +437,14 @@ int main(int argc, char **argv) {
   if (probe) {
     if (!fma) { printf("{}\n"); return 0; }
     printf("{");
-    if (threads >= 2) printf("\"core_round_trip_ns\":%.1f,", measure_round_trip(3));
+    const double rt = threads >= 2 ? measure_round_trip(3) : -1;
+    if (rt > 0) printf("\"core_round_trip_ns\":%.1f,", rt);
     print_stat("fp32_fma_gflops_nt", measure_compute(fma, threads, 5, 15), 1);
     printf("}\n");
     return 0;
   }
-  if (threads >= 2) printf("{\"core_round_trip_ns\":%.1f,", measure_round_trip(5));
+  const double rt = threads >= 2 ? measure_round_trip(5) : -1;  // -1: fewer than two CPUs allowed
+  if (rt > 0) printf("{\"core_round_trip_ns\":%.1f,", rt);
   else printf("{");
   printf("\"threads\":%d,\"avx512f\":%s,\"avx512_bf16\":%s,\"amx_bf16\":%s,\"fma_width\":%d,", threads,
          avx512 ? "true" : "false", bf16 ? "true" : "false", amx ? "true" : "false", avx512 ? 512 : avx2 ? 256 : 0);
