@@ -67,6 +67,19 @@ void ThreadPool::run_task(const Task& task, int64_t i, int thread) {
   }
 }
 
+bool ThreadPool::take_owned(std::atomic<uint64_t>& range, uint32_t generation, bool front, uint32_t& index) {
+  uint64_t w = range.load(std::memory_order_acquire);
+  for (;;) {
+    const uint32_t f = static_cast<uint32_t>(w >> 16) & 0xFFFF, b = static_cast<uint32_t>(w) & 0xFFFF;
+    if (static_cast<uint32_t>(w >> 32) != generation || f >= b) return false;
+    const uint64_t taken = front ? range_word(generation, f + 1, b) : range_word(generation, f, b - 1);
+    if (range.compare_exchange_weak(w, taken, std::memory_order_acquire, std::memory_order_acquire)) {
+      index = front ? f : b - 1;
+      return true;
+    }
+  }
+}
+
 // Claims and runs tasks of `generation` until none is left (or the caller has moved on to a later
 // run: then the claim words carry another generation and nothing is claimed). The slot's task and
 // count are read (acquire) after a claim word showed this generation and before the first claim;
@@ -83,31 +96,18 @@ void ThreadPool::drain(uint32_t generation, int thread) {
     const Task* task = job.task.load(std::memory_order_acquire);
     const int64_t n = job.n.load(std::memory_order_relaxed);
     const int threads = threads_;
+    uint32_t i = 0;
     // The own range, front to back: its word's line stays in this thread's cache unless stolen from.
-    for (;;) {
-      const uint32_t f = static_cast<uint32_t>(word >> 16) & 0xFFFF, b = static_cast<uint32_t>(word) & 0xFFFF;
-      if (generation_of(word) != generation || f >= b) break;
-      if (!own.compare_exchange_weak(word, range_word(generation, f + 1, b), std::memory_order_acquire,
-                                     std::memory_order_acquire))
-        continue;
-      run_task(*task, range_first(n, thread, threads) + f, thread);
+    while (take_owned(own, generation, true, i)) {
+      run_task(*task, range_first(n, thread, threads) + i, thread);
       ++done;
-      word = own.load(std::memory_order_acquire);
     }
     // Then the others' ranges, from the back.
     for (int k = 1; k < threads; ++k) {
       const int victim = (thread + k) % threads;
-      std::atomic<uint64_t>& other = ranges_[static_cast<size_t>(victim)].word;
-      uint64_t w = other.load(std::memory_order_acquire);
-      for (;;) {
-        const uint32_t f = static_cast<uint32_t>(w >> 16) & 0xFFFF, b = static_cast<uint32_t>(w) & 0xFFFF;
-        if (generation_of(w) != generation || f >= b) break;
-        if (!other.compare_exchange_weak(w, range_word(generation, f, b - 1), std::memory_order_acquire,
-                                         std::memory_order_acquire))
-          continue;
-        run_task(*task, range_first(n, victim, threads) + b - 1, thread);
+      while (take_owned(ranges_[static_cast<size_t>(victim)].word, generation, false, i)) {
+        run_task(*task, range_first(n, victim, threads) + i, thread);
         ++done;
-        w = other.load(std::memory_order_acquire);
       }
     }
   } else {

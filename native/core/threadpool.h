@@ -68,6 +68,10 @@ class ThreadPool {
   static uint64_t range_word(uint32_t generation, uint32_t front, uint32_t back) {
     return (static_cast<uint64_t>(generation) << 32) | (static_cast<uint64_t>(front) << 16) | back;
   }
+  // Takes one task index (relative to its range) of `generation` from an owned range: from the
+  // front (its owner) or the back (the others); false when the range is empty or another run's.
+  // (parallel_streams' ChunkRange is the same claim without a generation, over 32-bit indices.)
+  static bool take_owned(std::atomic<uint64_t>& range, uint32_t generation, bool front, uint32_t& index);
   static uint64_t claim_word(uint32_t generation, uint32_t index) {
     return (static_cast<uint64_t>(generation) << 32) | index;
   }
