@@ -454,6 +454,51 @@ test('scoring with q/k/v as one group and gate, up, SwiGLU as one call: the bits
   }
 });
 
+test("SwiGLU's backward pass on the down projection's dx GEMM: the gradients of the separate calls", async () => {
+  // Where the down projection's input gradient (SwiGLU's dact) is complete after one GEMM (its
+  // adapter's update rides on it, or no adapter adds to it after), the model hands the GEMM and
+  // SwiGLU's backward pass to the backend as one call (native/engine/model.cc; the CPU then stores
+  // dgate and dup from each tile and never dact: native/cpu/gemm.cc, gemm_swiglu_backward).
+  // SEALKIT_FUSED_SWIGLU_BACKWARD=0 runs the calls one by one: losses and gradients must not move by
+  // a bit. The profile shows which path each batch took.
+  for (const dir of [llamaDir, qwenDir]) {
+    const model = await Model.load(dir, { storage: 'bf16', profile: true });
+    const V = model.config.vocabSize;
+    model.createAdapter(0, { rank: 4, alpha: 8, seed: 3 });  // every projection
+    model.createAdapter(1, { rank: 2, alpha: 4, seed: 4, targets: ['q_proj', 'v_proj'] });
+    model.createAdapter(2, { rank: 4, alpha: 8, seed: 5, targets: ['down_proj'] });
+    model.createAdapter(3, { rank: 4, alpha: 8, seed: 6, dropout: 0.2, targets: ['down_proj', 'up_proj'] });
+    for (const slot of [0, 2, 3]) {  // adapters start with B = 0: make them add to dact
+      model.setAdapterTensor(slot, 1, 'down_proj', 'B', model.getAdapterTensor(slot, 1, 'down_proj', 'B').map((_, i) => ((i % 5) - 2) * 0.05));
+    }
+    const cases: [string, Sequence[], string][] = [  // what, batch, the down projection's dx call
+      ['adapter on every projection', [{ tokens: randomTokens(30, V, 1), slot: 0 }, { tokens: randomTokens(19, V, 2), slot: 0 }], 'gemm+update+swiglu_backward'],
+      ['no adapter on down', [{ tokens: randomTokens(33, V, 3), slot: 1 }], 'gemm+swiglu_backward'],
+      ['two adapters on down', [{ tokens: randomTokens(21, V, 4), slot: 0 }, { tokens: randomTokens(17, V, 5), slot: 2 }], 'swiglu_backward'],
+      ['dropout on down', [{ tokens: randomTokens(26, V, 6), slot: 3 }], 'swiglu_backward'],
+    ];
+    const tensors = [[0, 'gate_proj', 'A'], [0, 'up_proj', 'B'], [0, 'down_proj', 'A'], [1, 'q_proj', 'B'], [2, 'down_proj', 'B'], [3, 'down_proj', 'A'], [3, 'up_proj', 'B']] as const;
+    for (const [what, seqs, call] of cases) {
+      const run = async () => {
+        await model.zeroGrad();
+        const { loss } = await model.backwardPacked(packSequences(seqs, V, true).batch, { seed: 9 });
+        return { loss: Array.from(loss!), grads: tensors.map(([slot, proj, ab]) => Array.from(model.getAdapterTensor(slot, 1, proj, ab, true))) };
+      };
+      await model.takeProfile();
+      const fused = await run();
+      const ops = (await model.takeProfile()).map((t) => t.op);
+      const taken = ops.some((op) => op.includes('swiglu_backward ')) ? ops.find((op) => op.includes('swiglu_backward '))!.split(' ')[0] : 'swiglu_backward';
+      assert.is(taken, call, `${dir} ${what}: the path taken`);
+      assert.is(ops.includes('swiglu_backward'), call === 'swiglu_backward', `${dir} ${what}: SwiGLU apart`);
+      const apart = await withEnv({ SEALKIT_FUSED_SWIGLU_BACKWARD: '0' }, run);
+      assert.equal(fused.loss, apart.loss, `${dir} ${what}: losses`);
+      fused.grads.forEach((g, i) => assert.equal(g, apart.grads[i], `${dir} ${what}: gradient of ${tensors[i]!.join(' ')}`));
+      assert.ok(fused.grads.some((g) => g.some((x) => x !== 0)), `${dir} ${what}: gradients formed`);
+    }
+    await model.dispose();
+  }
+});
+
 test('bad batches give clear errors, never a crash', async () => {
   const model = await Model.load(llamaDir);
   const V = model.config.vocabSize;

@@ -718,6 +718,57 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
   assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: args, ldAct: 39 }), (e: Error) => /ldAct/.test(e.message));
 });
 
+// SwiGLU's backward pass on the down projection's input gradient (native/cpu/gemm.cc,
+// gemm_swiglu_backward): where the bf16 weight comes packed for the vdpbf16ps kernel and K fits one K
+// block, each tile of dact (with the adapter's update added) stays in scratch and only dgate and dup
+// are stored. They must have the bits of gemm (with the update), then swiglu_backward, on every
+// packing path, with partial strips and rows, alpha != 1, padded rows, both layouts of the update's
+// V, on 1-3 threads; it fuses exactly where it should and otherwise runs the calls.
+test('gemm_swiglu_backward: fused dact tiles give the bits of the separate calls', () => {
+  const r = rng(34);
+  // [M, N, K, rank (0: no update), fusable]: shared packing 300x200x575 (odd K), task-packed B strips
+  // 20x300x70, task-packed A rows 600x40x64, the tiny preset's 1024x384x128, 8 rows (one partial row
+  // strip; few-rows streaming is for y = x W^T only); not fused: K deeper than one block (600), and a
+  // weight not packed ahead (the last).
+  const shapes: [number, number, number, number, boolean][] = [
+    [300, 200, 575, 16, true], [20, 300, 70, 0, true], [600, 40, 64, 8, true], [1024, 384, 128, 16, true],
+    [8, 96, 64, 4, true], [100, 96, 600, 16, false], [64, 64, 64, 4, false],
+  ];
+  const cases = shapes.map(([M, N, K, rank, fusable], i) => {
+    const ldc = i % 2 ? N + 3 : N, transV = i === 2;
+    const U = f32(rand(M * Math.max(rank, 1), r)), V = f32(rand(Math.max(rank, 1) * N, r));
+    return {
+      M, N, K, rank, fusable, ldc, transV, U, V, dy: f32(rand(M * K, r)), W: bf16Bits(rand(K * N, r)),
+      gate: f32(rand(M * ldc, r).map((x) => 4 * x)), up: f32(rand(M * ldc, r)), alpha: i % 3 === 0 ? 0.5 : 1,
+      what: `${M}x${N}x${K} r${rank}${transV ? ' tV' : ''}`,
+    };
+  });
+  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+    for (const c of cases) {
+      // dx = dy W (W stored [K, N], as the model's dx GEMM reads its weight), + 0.75 U op(V).
+      const args = (packedB: boolean) => ({
+        M: c.M, N: c.N, K: c.K, A: c.dy, B: c.W, bDtype: 'bf16', alpha: c.alpha, ldc: c.ldc, packedB,
+        ...(c.rank ? { U: c.U, V: c.V, rank: c.rank, transV: c.transV, updateScale: 0.75 } : {}),
+      });
+      const res = op('gemm_swiglu_backward', 'f32', { ...args(c.M !== 64), gate: c.gate, up: c.up });
+      const dact = arr(op('gemm', 'f32', args(false)), 'C');
+      const rows = (x: F) => {
+        const out = new Float32Array(c.M * c.N);
+        for (let i = 0; i < c.M; i++) out.set(x.subarray(i * c.ldc, i * c.ldc + c.N), i * c.N);
+        return out;
+      };
+      const ref = op('swiglu_backward', 'f32', { gate: rows(c.gate), up: rows(c.up), dout: rows(dact) });
+      const label = `${isa} threads=${threads} ${c.what}`;
+      assert.is(res.fused, isa === 'avx512bf16' && c.fusable, `${label}: fused`);
+      sameBits(rows(arr(res, 'dgate')), arr(ref, 'dgate'), `${label}: dgate`);
+      sameBits(rows(arr(res, 'dup')), arr(ref, 'dup'), `${label}: dup`);
+      if (!res.fused) sameBits(rows(arr(res, 'C')), rows(dact), `${label}: C`);
+    }
+  });
+  assert.throws(() => op('gemm_swiglu_backward', 'f32', { M: 20, N: 40, K: 8, A: new Float32Array(160), B: new Float32Array(320), gate: new Float32Array(800), up: new Float32Array(799) }), (e: Error) => /up/.test(e.message));
+  assert.throws(() => op('gemm_swiglu_backward', 'f64', { M: 1, N: 1, K: 1, A: new Float64Array(1), B: new Float64Array(1), gate: new Float64Array(1), up: new Float64Array(1) }), (e: Error) => /f32/.test(e.message));
+});
+
 // A C of 2 MB or more whose tiles are written once (beta = 0, one K block, no update) is stored
 // with non-temporal stores on the AVX-512 kernels, row by row where a row of a tile is 32 whole
 // columns on a 64-byte boundary (native/cpu/gemm.cc, kStreamCBytes). With ldc = N + 4 the rows fall

@@ -326,6 +326,34 @@ Napi::Object op_gemm_gate_up_swiglu(const Args& a) {
   }
 }
 
+// SwiGLU's backward pass on a GEMM's result (cpu::gemm_swiglu_backward), f32 only: gemm's arguments
+// (packedB and a low-rank update included; C is its scratch) and `gate`, `up` ([M, ldc], like C).
+// Returns dgate and dup ([M, ldc]; padding zero), C as the call left it and `fused`.
+template <typename T>
+Napi::Object op_gemm_swiglu_backward(const Args& a) {
+  if constexpr (!std::is_same_v<T, float>) {
+    a.range_error("dtype", "must be 'f32' for gemm_swiglu_backward");
+  } else {
+    GemmCall<float> call = gemm_args<float>(a);
+    const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
+    const std::optional<cpu::LowRankUpdate> update = gemm_update(a, call.g);
+    const int64_t len = product(a, "gate", call.g.M, call.g.ldc);
+    cpu::SwigluGrad s;
+    s.gate = a.array<float>("gate", len).data;
+    s.up = a.array<float>("up", len).data;
+    Napi::Float32Array dgate = zeros<float>(a, len), dup = zeros<float>(a, len);
+    s.dgate = dgate.Data();
+    s.dup = dup.Data();
+    const bool fused = cpu::gemm_swiglu_backward(call.g, update ? &*update : nullptr, s);
+    Napi::Object r = Napi::Object::New(a.env());
+    r.Set("dgate", dgate);
+    r.Set("dup", dup);
+    r.Set("C", call.c);
+    r.Set("fused", Napi::Boolean::New(a.env(), fused));
+    return r;
+  }
+}
+
 // Up to four GEMMs run as one group (cpu::gemm_group). Either `calls`, an array of gemm's arguments
 // (any orientations, strides, alpha, beta, initial C), or GEMMs sharing x: C_i = x W_i^T (W_i
 // [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype; `packedB`: each packed ahead, as the
@@ -948,6 +976,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
       {"gemm_gate_up_swiglu", {op_gemm_gate_up_swiglu<float>, op_gemm_gate_up_swiglu<double>}},
+      {"gemm_swiglu_backward", {op_gemm_swiglu_backward<float>, op_gemm_swiglu_backward<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"pool_runs", {op_pool_runs<float>, op_pool_runs<double>}},
       {"job_threading_policy", {op_job_threading_policy<float>, op_job_threading_policy<double>}},

@@ -111,6 +111,17 @@ inline void prefetch_tile_for_write(const float* c, int64_t ldc, int rows, int c
     for_each_line(c, cols * static_cast<int64_t>(sizeof(float)),
                   [](const char* line) { asm volatile("prefetchw %0" : : "m"(*line)); });
 }
+// The lines a fused SwiGLU-gradient tile reads (gate, up) and writes (dgate, dup), asked for as its
+// product starts: the epilogue then finds them in cache instead of waiting on memory row by row.
+inline void prefetch_swiglu_grad_tile(const SwigluGrad& s, int64_t at, int64_t ld, int rows, int cols) {
+  const int64_t bytes = cols * static_cast<int64_t>(sizeof(float));
+  for (int i = 0; i < rows; ++i) {
+    for_each_line(s.gate + at + i * ld, bytes, [](const char* line) { _mm_prefetch(line, _MM_HINT_T0); });
+    for_each_line(s.up + at + i * ld, bytes, [](const char* line) { _mm_prefetch(line, _MM_HINT_T0); });
+  }
+  prefetch_tile_for_write(s.dgate + at, ld, rows, cols);
+  prefetch_tile_for_write(s.dup + at, ld, rows, cols);
+}
 #endif
 
 // How a micro-kernel writes its tile: C = alpha * acc + beta * C, and C's old value is not read at
@@ -319,6 +330,24 @@ SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float*
   for (int i = 0; i < rows; ++i, gate += 32, up += 32, c += ldc)
     store_row32(c, swiglu512(_mm512_load_ps(gate), _mm512_load_ps(up)),
                 swiglu512(_mm512_load_ps(gate + 16), _mm512_load_ps(up + 16)), m0, m1, ep);
+}
+
+// SwiGLU's gradients of a finished 32-column tile of dact (rows 32 apart, from scratch): element
+// `at` of the arrays is the tile's first; rows ld apart.
+SEALKIT_AVX512 void store_swiglu_grad_tile(const float* dact, const SwigluGrad& s, int64_t at, int64_t ld, int rows,
+                                           int cols) {
+  for (int i = 0; i < rows; ++i, dact += 32, at += ld) {
+    for (int h = 0; h < 2; ++h) {
+      const __mmask16 m = mask16(cols - 16 * h);
+      if (!m) break;
+      const int64_t o = at + 16 * h;
+      __m512 dg, du;
+      swiglu_backward512(_mm512_maskz_loadu_ps(m, s.gate + o), _mm512_maskz_loadu_ps(m, s.up + o),
+                         _mm512_load_ps(dact + 16 * h), dg, du);
+      _mm512_mask_storeu_ps(s.dgate + o, m, dg);
+      _mm512_mask_storeu_ps(s.dup + o, m, du);
+    }
+  }
 }
 #pragma GCC diagnostic pop
 
@@ -1279,7 +1308,7 @@ struct ColumnGroup {
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update,
                  const float* pre_b = nullptr, int64_t pre_stride = 0, const GatePair* pair = nullptr,
-                 const ColumnGroup* group = nullptr);
+                 const ColumnGroup* group = nullptr, const SwigluGrad* swiglu = nullptr);
 
 // g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for the
 // kernel ks (the vdpbf16ps one) and packed weights are on; else null, and B is packed per call.
@@ -1364,9 +1393,11 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 // groups x strip groups run the micro-kernel over every K block. `update` (AVX-512 tiles only) is
 // added to each tile after its last K block. With pre_b, B comes packed (a PackedWeight, at this
 // call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B; so with a
-// column group (whose parts say where each strip and tile is; g.C is then unused).
+// column group (whose parts say where each strip and tile is; g.C is then unused). With `swiglu`
+// (one K block, gemm_swiglu_backward) each final tile of C goes to scratch and SwiGLU's gradients
+// are stored from it; g.C is then unused too.
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
-                 int64_t pre_stride, const GatePair* pair, const ColumnGroup* group) {
+                 int64_t pre_stride, const GatePair* pair, const ColumnGroup* group, const SwigluGrad* swiglu) {
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -1446,10 +1477,24 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const int rows = static_cast<int>(std::min(mr, r1 - r));
         float* c = c_base + (i0 + r) * ldc;
 #if SEALKIT_X86
-        if (k0 == 0 && c_prefetch) prefetch_tile_for_write(c, ldc, rows, cols);
+        if (k0 == 0 && c_prefetch && !swiglu) prefetch_tile_for_write(c, ldc, rows, cols);
 #endif
         const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
 #if SEALKIT_X86
+        if (swiglu) {  // one K block (gemm_swiglu_backward): dact's tile, its update, then the gradients'
+          const int64_t at = (i0 + r) * ldc + col;  // the tile's first element in the SwiGLU arrays
+          prefetch_swiglu_grad_tile(*swiglu, at, ldc, rows, cols);
+          alignas(64) float dact[kBf16Mr * kBf16Nr];
+          micro(kc, a_rows + r * Kd, bs, dact, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
+          if (fuse) {
+            const Epilogue add{update->scale, 1.f, true};
+            if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, dact, nr, rows, cols, add);
+            else micro_avx512(ur, u_rows + r * ur, pv + col * ur, dact, nr, rows, cols, add);
+          }
+          store_swiglu_grad_tile(dact, *swiglu, at, ldc, rows, cols);
+          if (next) next->prefetch(call++, calls);
+          continue;
+        }
         if (pair) {  // one K block (gemm_gate_up_swiglu): both products' tiles, then act's
           alignas(64) float gate[kBf16Mr * kBf16Nr], up[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, pair->strips + col / nr * pair->stride, gate, nr, rows, cols,
@@ -1776,6 +1821,39 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
   } else {
     for (int64_t i = 0; i < up.M; ++i)
       swiglu_forward<float>(gate.C + i * gate.ldc, up.C + i * up.ldc, act + i * ld_act, up.N);
+  }
+  return false;
+}
+
+bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update, const SwigluGrad& s) {
+  if (g.M <= 0 || g.N <= 0) return false;
+  // An update that adds nothing runs as gemm_with_update runs it: after the GEMM, on its own.
+  const bool live_update = update && g.K > 0 && g.alpha != 0.f && update->rank > 0 && update->scale != 0.f;
+#if SEALKIT_X86
+  // Fused where gemm_f32 would run the vdpbf16ps packed kernel on a packed weight in one K block, with
+  // the update (if any) on its tiles: the arithmetic of the separate calls, tile for tile.
+  const Isa isa = active_isa();
+  // (Not few rows: M > 16, so gemm_f32's other bar on fusing an update, M <= 4, cannot apply.)
+  const bool fits = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16 && g.beta == 0.f && g.alpha != 0.f &&
+                    g.K > 0 && (g.K + 1) / 2 <= kBf16Kc && !takes_few_rows(g, isa) && !use_amx() &&
+                    (!update || (live_update && update->rank <= kAvx512Kc)) &&
+                    switch_on("SEALKIT_FUSED_SWIGLU_BACKWARD");
+  if (fits) {
+    if (const PackedWeight* pw = usable_packed_weight(g, kBf16Spec)) {
+      packed_gemm(g, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, &s);
+      return true;
+    }
+  }
+#endif
+  if (update) gemm_with_update(g, *update);
+  else gemm(g);
+  if (g.ldc == g.N) {
+    swiglu_backward<float>(s.gate, s.up, g.C, s.dgate, s.dup, g.M * g.N);
+  } else {
+    for (int64_t i = 0; i < g.M; ++i) {
+      const int64_t o = i * g.ldc;
+      swiglu_backward<float>(s.gate + o, s.up + o, g.C + o, s.dgate + o, s.dup + o, g.N);
+    }
   }
   return false;
 }

@@ -1061,15 +1061,13 @@ SEALKIT_AVX512 void swiglu_forward_avx512(const float* gate, const float* up, fl
 
 SEALKIT_AVX512 void swiglu_backward_avx512(const float* gate, const float* up, const float* dout, float* dgate,
                                            float* dup, int64_t b, int64_t e) {
-  const __m512 one = _mm512_set1_ps(1.f);
   for (int64_t i = b; i < e; i += 16) {
     const __mmask16 m = mask16(e - i);
-    const __m512 g = _mm512_maskz_loadu_ps(m, gate + i), d = _mm512_maskz_loadu_ps(m, dout + i);
-    const __m512 s = sigmoid512(g);
-    _mm512_mask_storeu_ps(dup + i, m, _mm512_mul_ps(_mm512_mul_ps(d, g), s));
-    const __m512 du = _mm512_mul_ps(_mm512_mul_ps(d, _mm512_maskz_loadu_ps(m, up + i)), s);
-    const __m512 slope = _mm512_add_round_ps(one, _mm512_mul_ps(g, _mm512_sub_ps(one, s)), kRoundNearest);
-    _mm512_mask_storeu_ps(dgate + i, m, _mm512_mul_ps(du, slope));
+    __m512 dg, du;
+    swiglu_backward512(_mm512_maskz_loadu_ps(m, gate + i), _mm512_maskz_loadu_ps(m, up + i),
+                       _mm512_maskz_loadu_ps(m, dout + i), dg, du);
+    _mm512_mask_storeu_ps(dup + i, m, du);
+    _mm512_mask_storeu_ps(dgate + i, m, dg);
   }
 }
 #pragma GCC diagnostic pop

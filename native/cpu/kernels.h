@@ -112,6 +112,23 @@ void gemm_group(const GemmArgs<float>* gs, int n);
 // pass of its own); elsewhere the three calls run in sequence and fill gate.C and up.C. Returns
 // whether it fused them. SEALKIT_FUSED_GATE_UP=0 (read per call) always runs the three calls.
 bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act);
+// SwiGLU's backward pass on a GEMM's result: the MLP's dact = dy W_down (+ the down adapter's
+// dxa A, `update`, may be null) is the GEMM's C, and SwiGLU's gradients follow from it, gate and up:
+// dgate, dup (swiglu_backward's contract). All four arrays are [M, N] with rows g.ldc apart, like C.
+struct SwigluGrad {
+  const float* gate = nullptr;
+  const float* up = nullptr;
+  float* dgate = nullptr;
+  float* dup = nullptr;
+};
+// gemm(g) or gemm_with_update(g, *update), then swiglu_backward on C, with the bits of those calls.
+// Where the weight comes packed for the vdpbf16ps kernel (PackedWeight), beta is 0 and K fits one K
+// block, each 14 x 32 tile of dact (with the update added, as gemm_with_update adds it) is computed
+// into a scratch tile in L1 and only dgate's and dup's tiles are stored: C is left untouched (dact
+// never reaches memory and SwiGLU's backward needs no pass of its own). Elsewhere the calls run in
+// sequence and fill C. Returns whether it fused them. SEALKIT_FUSED_SWIGLU_BACKWARD=0 (read per
+// call) always runs the calls.
+bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update, const SwigluGrad& s);
 
 // ---- embedding ---------------------------------------------------------------------------------
 // out[i, :] = table[ids[i], :]  (table [vocab, dim], f32/bf16 for float, f64 for double)

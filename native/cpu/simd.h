@@ -104,6 +104,18 @@ SEALKIT_AVX512 SEALKIT_INLINE __m512 sigmoid512(__m512 g) {
 SEALKIT_AVX512 SEALKIT_INLINE __m512 swiglu512(__m512 g, __m512 u) {
   return _mm512_mul_ps(_mm512_mul_ps(g, sigmoid512(g)), u);
 }
+// SwiGLU's backward pass on 16 lanes: dup = d * silu(g), dgate = d * u * sig * (1 + g * (1 - sig)),
+// the one arithmetic of every AVX-512 SwiGLU backward (kernels.cc's pass over whole arrays, the
+// GEMM's fused dact tiles). The sum is explicitly rounded, as above.
+SEALKIT_AVX512 SEALKIT_INLINE void swiglu_backward512(__m512 g, __m512 u, __m512 d, __m512& dgate, __m512& dup) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  const __m512 s = sigmoid512(g);
+  dup = _mm512_mul_ps(_mm512_mul_ps(d, g), s);
+  const __m512 du = _mm512_mul_ps(_mm512_mul_ps(d, u), s);
+  const __m512 slope =
+      _mm512_add_round_ps(one, _mm512_mul_ps(g, _mm512_sub_ps(one, s)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  dgate = _mm512_mul_ps(du, slope);
+}
 
 // Horizontal sums of 16 vectors at once: lane 4L + m of the result is the sum of v[4m + L]'s 16
 // lanes. The pairing is a fixed tree, the one a lane-by-lane fold would use (e with e + 8, then

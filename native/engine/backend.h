@@ -56,6 +56,15 @@ class Backend {
     gemm(up);
     swiglu_forward(gate.C, up.C, act, up.M * up.N);
   }
+  // SwiGLU's backward pass on a GEMM's result: gemm(g), or gemm_with_update(g, *u) where u is not
+  // null, then swiglu_backward(s.gate, s.up, g.C, s.dgate, s.dup) (cpu::gemm_swiglu_backward's
+  // contract; the four arrays strided like C). g.C is scratch, unspecified afterwards: a backend
+  // that fuses them may never write it. This default runs the calls (C contiguous, ldc == N).
+  virtual void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) {
+    if (u) gemm_with_update(g, *u);
+    else gemm(g);
+    swiglu_backward(s.gate, s.up, g.C, s.dgate, s.dup, g.M * g.N);
+  }
   // Weights packed ahead of time for the GEMM (cpu::PackedWeight): whether a GEMM of `rows` rows
   // against a weight of this dtype and orientation (transposed: y = x W^T, else dx = dy W) would
   // read one, and making one, for Gemm::packed_b. The caller owns it and drops it when W changes.

@@ -548,9 +548,9 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
   }
 }
 
-void Model::linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
+bool Model::linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                             const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
-                            uint64_t seed, float* dxa, bool defer_da) {
+                            uint64_t seed, float* dxa, bool defer_da, const cpu::SwigluGrad* swiglu) {
   Layer& L = layers_[static_cast<size_t>(layer)];
   Param& W = L.proj[proj];
   const int64_t in = W.cols, out = W.rows;
@@ -563,7 +563,15 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
   // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
   // (same bits as the separate call), so this GEMM runs after the adapter's other products.
   const bool fuse = dx && adapter_group(&proj, 1, segs, T, true);
-  if (dx && !fuse) backend_->gemm(g);
+  // SwiGLU's backward pass rides on dx's GEMM when that GEMM completes dx: it carries the adapter's
+  // update (fuse), or no adapter adds to dx after it. (It needs dx = dact alone: accumulate off.)
+  bool adapter_adds = false;
+  for (const Segment& s : segs) adapter_adds |= (adapters_.at(s.slot)->spec.targets & (1u << proj)) != 0;
+  const bool swiglu_here = swiglu && dx && !accumulate && (fuse || !adapter_adds);
+  if (dx && !fuse) {
+    if (swiglu_here) backend_->gemm_swiglu_backward(g, nullptr, *swiglu);
+    else backend_->gemm(g);
+  }
   if (train_full) {
     Gemm gw;  // dW += dy^T x
     gw.M = out; gw.N = in; gw.K = T;
@@ -605,7 +613,8 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
       up.U = dxa; up.ldu = r;
       up.V = A.f32(); up.ldv = in;
       up.rank = r; up.scale = 1;
-      backend_->gemm_with_update(g, up);
+      if (swiglu_here) backend_->gemm_swiglu_backward(g, &up, *swiglu);
+      else backend_->gemm_with_update(g, up);
       continue;
     }
     if (!dx) continue;
@@ -623,6 +632,7 @@ void Model::linear_backward(int layer, int proj, const float* x, const float* dy
       backend_->axpy(dx + s.row0 * in, ws_->drop_b, s.rows * in, 1.0f);
     }
   }
+  return swiglu_here;
 }
 
 // ---- the pass ------------------------------------------------------------------------------------------
@@ -942,9 +952,10 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     Layer& L = layers_[static_cast<size_t>(l)];
     const int li = static_cast<int>(l);
     // MLP block: x_next = xmid + down(swiglu(gate(xn2), up(xn2)))
-    linear_backward(li, kDown, a.act, dx, w.dact, false, T, segs, a.xa[kDown], rmax, train_full, seed_for(l, kDown),
-                    w.dxa_slot(0), false);
-    backend_->swiglu_backward(a.gate, a.up, w.dact, w.dgate, w.dup, T * I);
+    const cpu::SwigluGrad swiglu{a.gate, a.up, w.dgate, w.dup};
+    if (!linear_backward(li, kDown, a.act, dx, w.dact, false, T, segs, a.xa[kDown], rmax, train_full,
+                         seed_for(l, kDown), w.dxa_slot(0), false, &swiglu))
+      backend_->swiglu_backward(a.gate, a.up, w.dact, w.dgate, w.dup, T * I);
     linear_backward(li, kGate, a.xn2, w.dgate, w.dxn, false, T, segs, a.xa[kGate], rmax, train_full, seed_for(l, kGate),
                     w.dxa_slot(0), gate_up_adapters);
     linear_backward(li, kUp, a.xn2, w.dup, w.dxn, true, T, segs, a.xa[kUp], rmax, train_full, seed_for(l, kUp),

@@ -215,9 +215,12 @@ class Model {
   // dx == nullptr: the input's gradient is not wanted (the first layer's q, k, v when the embeddings
   // do not train); only the weight and adapter gradients are formed. dxa: scratch for the adapters'
   // dxa (T x rmax); defer_da: leave dA to adapter_da_group (dxa then has to outlive this call).
-  void linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
+  // swiglu (the down projection, whose dx is SwiGLU's dact): where dx's last product can run as one
+  // backend gemm_swiglu_backward, it does, and returns true (dx is then unspecified, SwiGLU's
+  // gradients written); else false, and the caller runs swiglu_backward on dx.
+  bool linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                        const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
-                       uint64_t seed, float* dxa, bool defer_da);
+                       uint64_t seed, float* dxa, bool defer_da, const cpu::SwigluGrad* swiglu = nullptr);
   int64_t in_dim(int proj) const;
   int64_t out_dim(int proj) const;
 
