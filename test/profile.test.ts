@@ -51,12 +51,17 @@ test('a profiled model counts and times its backend calls and trains to the same
     assert.is(byOp.get('adamw_step'), undefined);
     const gemms = ops.filter((o) => o.op.startsWith('gemm'));
     // The input-gradient GEMMs (with the adapter's dx riding on them): every projection of every
-    // layer but the first layer's q, k and v.
-    const inputGrads = gemms.filter((g) => g.op.startsWith('gemm+update NN')).reduce((n, g) => n + g.calls, 0);
-    assert.is(inputGrads, 7 * L - 3);
+    // layer but the first layer's q, k and v; the down projection's with SwiGLU's backward pass on it.
+    const count = (re: RegExp) => gemms.filter((g) => re.test(g.op)).reduce((n, g) => n + g.calls, 0);
+    assert.is(count(/^gemm\+update(\+swiglu_backward)? NN/), 7 * L - 3);
+    assert.is(count(/^gemm\+update\+swiglu_backward NN/), L);
+    // SwiGLU's forward pass rides on the up projection's GEMM; neither pass runs on its own.
+    assert.is(count(/^gemm\+update\+swiglu_forward NT/), L);
+    assert.is(byOp.get('swiglu_forward'), undefined);
+    assert.is(byOp.get('swiglu_backward'), undefined);
     assert.ok(gemms.length > 3, 'GEMMs listed by shape');
     for (const g of gemms) {
-      assert.match(g.op, /^gemm(_group|\+update)? [NT]{2} \d+x(\d+|\([\d+]+\))x\d+ (f32|bf16)( r\d+)?$/, g.op);
+      assert.match(g.op, /^gemm(_group|\+update)?(\+swiglu_(forward|backward))? [NT]{2} \d+x(\d+|\([\d+]+\))x\d+ (f32|bf16)( r\d+)?$/, g.op);
       assert.ok(g.flops > 0 && g.seconds > 0, `${g.op}: flops and time`);
     }
     for (const o of ops.filter((x) => !x.op.startsWith('gemm'))) assert.is(o.flops, 0, `${o.op}: no flops counted`);
