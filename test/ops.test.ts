@@ -718,53 +718,6 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
   assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: args, ldAct: 39 }), (e: Error) => /ldAct/.test(e.message));
 });
 
-// SwiGLU's forward pass on the up projection's GEMM in training (native/cpu/gemm.cc,
-// gemm_swiglu_forward): where the bf16 weight comes packed for the vdpbf16ps kernel and K fits one K
-// block, act's tile is formed from each final tile of up (its adapter's update added) while it is in
-// L1. C and act must have the bits of gemm (with the update), then swiglu_forward, on every packing
-// path, with partial strips and rows, alpha != 1, padded rows, on 1-3 threads; it fuses exactly where
-// it should and otherwise runs the calls.
-test('gemm_swiglu_forward: act from the final tiles gives the bits of the separate calls', () => {
-  const r = rng(35);
-  // [M, N, K, rank (0: no update), fusable]: as gemm_swiglu_backward's cases, y = x W^T (few rows,
-  // 8, stream W unpacked: not fused), and a weight not packed ahead (the last).
-  const shapes: [number, number, number, number, boolean][] = [
-    [300, 200, 575, 16, true], [20, 300, 70, 0, true], [600, 40, 64, 8, true], [1024, 384, 128, 16, true],
-    [8, 96, 64, 4, false], [100, 96, 600, 16, false], [64, 64, 64, 4, false],
-  ];
-  const cases = shapes.map(([M, N, K, rank, fusable], i) => {
-    const ldc = i % 2 ? N + 3 : N;
-    return {
-      M, N, K, rank, fusable, ldc, U: f32(rand(M * Math.max(rank, 1), r)), V: f32(rand(Math.max(rank, 1) * N, r)),
-      x: f32(rand(M * K, r)), W: bf16Bits(rand(N * K, r)), gate: f32(rand(M * ldc, r).map((v) => 4 * v)),
-      alpha: i % 3 === 0 ? 0.5 : 1, what: `${M}x${N}x${K} r${rank}`,
-    };
-  });
-  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
-    for (const c of cases) {
-      // up = x W^T (W stored [N, K]), + 0.75 U V^T (V stored [N, rank], as LoRA's B).
-      const args = (packedB: boolean) => ({
-        M: c.M, N: c.N, K: c.K, A: c.x, B: c.W, transB: true, bDtype: 'bf16', alpha: c.alpha, ldc: c.ldc, packedB,
-        ...(c.rank ? { U: c.U, V: c.V, rank: c.rank, transV: true, updateScale: 0.75 } : {}),
-      });
-      const res = op('gemm_swiglu_forward', 'f32', { ...args(c.M !== 64), gate: c.gate });
-      const up = arr(op('gemm', 'f32', args(false)), 'C');
-      const rows = (x: F) => {
-        const out = new Float32Array(c.M * c.N);
-        for (let i = 0; i < c.M; i++) out.set(x.subarray(i * c.ldc, i * c.ldc + c.N), i * c.N);
-        return out;
-      };
-      const ref = op('swiglu_forward', 'f32', { gate: rows(c.gate), up: rows(up) });
-      const label = `${isa} threads=${threads} ${c.what}`;
-      assert.is(res.fused, isa === 'avx512bf16' && c.fusable, `${label}: fused`);
-      sameBits(rows(arr(res, 'act')), arr(ref, 'out'), `${label}: act`);
-      sameBits(rows(arr(res, 'C')), rows(up), `${label}: C`);
-    }
-  });
-  assert.throws(() => op('gemm_swiglu_forward', 'f32', { M: 20, N: 40, K: 8, A: new Float32Array(160), B: new Float32Array(320), gate: new Float32Array(799) }), (e: Error) => /gate/.test(e.message));
-  assert.throws(() => op('gemm_swiglu_forward', 'f64', { M: 1, N: 1, K: 1, A: new Float64Array(1), B: new Float64Array(1), gate: new Float64Array(1) }), (e: Error) => /f32/.test(e.message));
-});
-
 // SwiGLU's backward pass on the down projection's input gradient (native/cpu/gemm.cc,
 // gemm_swiglu_backward): where the bf16 weight comes packed for the vdpbf16ps kernel and K fits one K
 // block, each tile of dact (with the adapter's update added) stays in scratch and only dgate and dup

@@ -326,29 +326,6 @@ Napi::Object op_gemm_gate_up_swiglu(const Args& a) {
   }
 }
 
-// SwiGLU's forward pass on a GEMM's result (cpu::gemm_swiglu_forward), f32 only: gemm's arguments
-// (packedB and a low-rank update included) and `gate` ([M, ldc], like C). Returns C, act ([M, ldc];
-// padding zero) and `fused`.
-template <typename T>
-Napi::Object op_gemm_swiglu_forward(const Args& a) {
-  if constexpr (!std::is_same_v<T, float>) {
-    a.range_error("dtype", "must be 'f32' for gemm_swiglu_forward");
-  } else {
-    GemmCall<float> call = gemm_args<float>(a);
-    const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
-    const std::optional<cpu::LowRankUpdate> update = gemm_update(a, call.g);
-    const int64_t len = product(a, "gate", call.g.M, call.g.ldc);
-    const float* gate = a.array<float>("gate", len).data;
-    Napi::Float32Array act = zeros<float>(a, len);
-    const bool fused = cpu::gemm_swiglu_forward(call.g, update ? &*update : nullptr, gate, act.Data());
-    Napi::Object r = Napi::Object::New(a.env());
-    r.Set("C", call.c);
-    r.Set("act", act);
-    r.Set("fused", Napi::Boolean::New(a.env(), fused));
-    return r;
-  }
-}
-
 // SwiGLU's backward pass on a GEMM's result (cpu::gemm_swiglu_backward), f32 only: gemm's arguments
 // (packedB and a low-rank update included; C is its scratch) and `gate`, `up` ([M, ldc], like C).
 // Returns dgate and dup ([M, ldc]; padding zero), C as the call left it and `fused`.
@@ -999,7 +976,6 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
       {"gemm_gate_up_swiglu", {op_gemm_gate_up_swiglu<float>, op_gemm_gate_up_swiglu<double>}},
-      {"gemm_swiglu_forward", {op_gemm_swiglu_forward<float>, op_gemm_swiglu_forward<double>}},
       {"gemm_swiglu_backward", {op_gemm_swiglu_backward<float>, op_gemm_swiglu_backward<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"pool_runs", {op_pool_runs<float>, op_pool_runs<double>}},

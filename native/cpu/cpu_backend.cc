@@ -37,9 +37,6 @@ class CpuBackend final : public Backend {
   void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) override {
     cpu::gemm_gate_up_swiglu(gate, up, act, up.N);
   }
-  void gemm_swiglu_forward(const Gemm& g, const cpu::LowRankUpdate* u, const float* gate, float* act) override {
-    cpu::gemm_swiglu_forward(g, u, gate, act);
-  }
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override {
     cpu::gemm_swiglu_backward(g, u, s);
   }

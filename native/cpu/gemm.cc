@@ -111,14 +111,6 @@ inline void prefetch_tile_for_write(const float* c, int64_t ldc, int rows, int c
     for_each_line(c, cols * static_cast<int64_t>(sizeof(float)),
                   [](const char* line) { asm volatile("prefetchw %0" : : "m"(*line)); });
 }
-// The lines a fused SwiGLU tile of act reads (gate) and writes (act), asked for as its product starts.
-inline void prefetch_swiglu_act_tile(const float* gate, float* act, int64_t at, int64_t ld, int rows, int cols) {
-  const int64_t bytes = cols * static_cast<int64_t>(sizeof(float));
-  for (int i = 0; i < rows; ++i)
-    for_each_line(gate + at + i * ld, bytes, [](const char* line) { _mm_prefetch(line, _MM_HINT_T0); });
-  prefetch_tile_for_write(act + at, ld, rows, cols);
-}
-
 // The lines a fused SwiGLU-gradient tile reads (gate, up) and writes (dgate, dup), asked for as its
 // product starts: the epilogue then finds them in cache instead of waiting on memory row by row.
 inline void prefetch_swiglu_grad_tile(const SwigluGrad& s, int64_t at, int64_t ld, int rows, int cols) {
@@ -338,20 +330,6 @@ SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float*
   for (int i = 0; i < rows; ++i, gate += 32, up += 32, c += ldc)
     store_row32(c, swiglu512(_mm512_load_ps(gate), _mm512_load_ps(up)),
                 swiglu512(_mm512_load_ps(gate + 16), _mm512_load_ps(up + 16)), m0, m1, ep);
-}
-
-// act = silu(gate) * C for a finished 32-column tile of C (rows ldc apart, still in L1): element
-// `at` of gate and act is the tile's first; rows ldc apart there too.
-SEALKIT_AVX512 void store_swiglu_act_tile(const float* c, int64_t ldc, const float* gate, float* act, int64_t at,
-                                          int rows, int cols) {
-  for (int i = 0; i < rows; ++i, c += ldc, at += ldc) {
-    for (int h = 0; h < 2; ++h) {
-      const __mmask16 m = mask16(cols - 16 * h);
-      if (!m) break;
-      const int64_t o = at + 16 * h;
-      _mm512_mask_storeu_ps(act + o, m, swiglu512(_mm512_maskz_loadu_ps(m, gate + o), _mm512_maskz_loadu_ps(m, c + 16 * h)));
-    }
-  }
 }
 
 // SwiGLU's gradients of a finished 32-column tile of dact (rows 32 apart, from scratch): element
@@ -1308,13 +1286,6 @@ struct GatePair {
   float alpha;
 };
 
-// SwiGLU's forward pass on the tiles of a GEMM computing up (gemm_swiglu_forward): act's tile is
-// formed from each final tile of C and the gate projection's result, both strided like C.
-struct SwigluAct {
-  const float* gate;
-  float* act;
-};
-
 // GEMMs of one A whose weights all come packed (gemm_group: scoring's q, k, v), run as one GEMM
 // across their N's end to end: strip s of the whole comes from the weight whose columns it covers
 // and its tiles go to that GEMM's C. Every part but the last covers whole strips.
@@ -1337,8 +1308,7 @@ struct ColumnGroup {
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update,
                  const float* pre_b = nullptr, int64_t pre_stride = 0, const GatePair* pair = nullptr,
-                 const ColumnGroup* group = nullptr, const SwigluGrad* swiglu = nullptr,
-                 const SwigluAct* act = nullptr);
+                 const ColumnGroup* group = nullptr, const SwigluGrad* swiglu = nullptr);
 
 // g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for the
 // kernel ks (the vdpbf16ps one) and packed weights are on; else null, and B is packed per call.
@@ -1425,11 +1395,9 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 // call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B; so with a
 // column group (whose parts say where each strip and tile is; g.C is then unused). With `swiglu`
 // (one K block, gemm_swiglu_backward) each final tile of C goes to scratch and SwiGLU's gradients
-// are stored from it; g.C is then unused too. With `act` (gemm_swiglu_forward) each final tile of C
-// also gives act's tile.
+// are stored from it; g.C is then unused too.
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
-                 int64_t pre_stride, const GatePair* pair, const ColumnGroup* group, const SwigluGrad* swiglu,
-                 const SwigluAct* act) {
+                 int64_t pre_stride, const GatePair* pair, const ColumnGroup* group, const SwigluGrad* swiglu) {
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -1473,7 +1441,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   [[maybe_unused]] const bool c_prefetch = g.beta != 0.f || fuse;
   // Tiles written once and never read back (beta == 0, one K block, no update) stream their
   // stores when C is large (see kStreamCBytes); the fence below orders them before the task ends.
-  [[maybe_unused]] const bool c_stream = g.beta == 0.f && !fuse && !act && Kd <= kc_depth &&
+  [[maybe_unused]] const bool c_stream = g.beta == 0.f && !fuse && Kd <= kc_depth &&
                                          M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes &&
                                          stream_stores_on();
   // B strip s (of the whole GEMM): from the packed weight when there is one, else strip s_here of
@@ -1510,7 +1478,6 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         float* c = c_base + (i0 + r) * ldc;
 #if SEALKIT_X86
         if (k0 == 0 && c_prefetch && !swiglu) prefetch_tile_for_write(c, ldc, rows, cols);
-        if (k0 == 0 && act) prefetch_swiglu_act_tile(act->gate, act->act, (i0 + r) * ldc + col, ldc, rows, cols);
 #endif
         const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
 #if SEALKIT_X86
@@ -1546,7 +1513,6 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, c, ldc, rows, cols, add);
           else micro_avx512(ur, u_rows + r * ur, pv + col * ur, c, ldc, rows, cols, add);
         }
-        if (act && k0 + kc >= Kd) store_swiglu_act_tile(c, ldc, act->gate, act->act, (i0 + r) * ldc + col, rows, cols);
 #endif
       }
     }
@@ -1855,35 +1821,6 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
   } else {
     for (int64_t i = 0; i < up.M; ++i)
       swiglu_forward<float>(gate.C + i * gate.ldc, up.C + i * up.ldc, act + i * ld_act, up.N);
-  }
-  return false;
-}
-
-bool gemm_swiglu_forward(const GemmArgs<float>& g, const LowRankUpdate* update, const float* gate, float* act) {
-  if (g.M <= 0 || g.N <= 0) return false;
-  const bool live_update = update && g.K > 0 && g.alpha != 0.f && update->rank > 0 && update->scale != 0.f;
-#if SEALKIT_X86
-  // Fused where gemm_f32 would run the vdpbf16ps packed kernel on a packed weight in one K block, with
-  // the update (if any) on its tiles: C's bits are those of the separate call, act's from them.
-  const Isa isa = active_isa();
-  const bool fits = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16 && g.alpha != 0.f && g.K > 0 &&
-                    (g.K + 1) / 2 <= kBf16Kc && !takes_few_rows(g, isa) && !use_amx() &&
-                    (!update || (live_update && update->rank <= kAvx512Kc)) &&
-                    switch_on("SEALKIT_FUSED_SWIGLU_FORWARD");
-  if (fits) {
-    if (const PackedWeight* pw = usable_packed_weight(g, kBf16Spec)) {
-      const SwigluAct a{gate, act};
-      packed_gemm(g, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, nullptr, &a);
-      return true;
-    }
-  }
-#endif
-  if (update) gemm_with_update(g, *update);
-  else gemm(g);
-  if (g.ldc == g.N) {
-    swiglu_forward<float>(gate, g.C, act, g.M * g.N);
-  } else {
-    for (int64_t i = 0; i < g.M; ++i) swiglu_forward<float>(gate + i * g.ldc, g.C + i * g.ldc, act + i * g.ldc, g.N);
   }
   return false;
 }

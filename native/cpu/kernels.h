@@ -112,14 +112,6 @@ void gemm_group(const GemmArgs<float>* gs, int n);
 // pass of its own); elsewhere the three calls run in sequence and fill gate.C and up.C. Returns
 // whether it fused them. SEALKIT_FUSED_GATE_UP=0 (read per call) always runs the three calls.
 bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act);
-// SwiGLU's forward pass on a GEMM's result, in training (which keeps gate and up for the backward
-// pass): the up projection (with its adapter's update, `update`, may be null) is the GEMM's C, and
-// act = silu(gate) * C follows. gate and act are [M, N] with rows g.ldc apart, like C.
-// gemm(g) or gemm_with_update(g, *update), then swiglu_forward, with the bits of those calls. Where
-// the packed AVX-512 kernels run in one call (no K slabs), each final tile of C, still in L1, gives
-// act's tile at once: C is stored as usual, and SwiGLU needs no pass of its own. Returns whether it
-// fused them. SEALKIT_FUSED_SWIGLU_FORWARD=0 (read per call) always runs the calls.
-bool gemm_swiglu_forward(const GemmArgs<float>& g, const LowRankUpdate* update, const float* gate, float* act);
 // SwiGLU's backward pass on a GEMM's result: the MLP's dact = dy W_down (+ the down adapter's
 // dxa A, `update`, may be null) is the GEMM's C, and SwiGLU's gradients follow from it, gate and up:
 // dgate, dup (swiglu_backward's contract). All four arrays are [M, N] with rows g.ldc apart, like C.

@@ -56,15 +56,6 @@ class Backend {
     gemm(up);
     swiglu_forward(gate.C, up.C, act, up.M * up.N);
   }
-  // SwiGLU's forward pass on a GEMM's result (training keeps gate and up): gemm(g), or
-  // gemm_with_update(g, *u) where u is not null, then swiglu_forward(gate, g.C, act)
-  // (cpu::gemm_swiglu_forward's contract; gate and act strided like C). This default runs the calls
-  // (C contiguous, ldc == N).
-  virtual void gemm_swiglu_forward(const Gemm& g, const cpu::LowRankUpdate* u, const float* gate, float* act) {
-    if (u) gemm_with_update(g, *u);
-    else gemm(g);
-    swiglu_forward(gate, g.C, act, g.M * g.N);
-  }
   // SwiGLU's backward pass on a GEMM's result: gemm(g), or gemm_with_update(g, *u) where u is not
   // null, then swiglu_backward(s.gate, s.up, g.C, s.dgate, s.dup) (cpu::gemm_swiglu_backward's
   // contract; the four arrays strided like C). g.C is scratch, unspecified afterwards: a backend

@@ -505,9 +505,8 @@ void Model::adapter_da_group(int layer, const int* projs, int n, const float* x,
   backend_->gemm_group(gs, n);
 }
 
-bool Model::linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
-                           float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done, bool xa_done,
-                           const float* swiglu_gate, float* swiglu_act) {
+void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
+                           float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done, bool xa_done) {
   Layer& L = layers_[static_cast<size_t>(layer)];
   const Param& W = L.proj[proj];
   const int64_t in = W.cols, out = W.rows;
@@ -516,15 +515,7 @@ bool Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
   // One adapter over the whole batch (training, a single sequence's scoring) and no bias to add in
   // between: its y += s xa B^T rides on the base GEMM's tiles (same bits as the separate call).
   const bool fuse = !base_done && !bias && whole_batch_adapter(proj, segs, T);
-  // SwiGLU's forward pass rides on y's GEMM when that GEMM completes y: it carries the adapter's
-  // update (fuse), or no adapter adds to y after it.
-  bool adapter_adds = false;
-  for (const Segment& s : segs) adapter_adds |= (adapters_.at(s.slot)->spec.targets & (1u << proj)) != 0;
-  const bool swiglu_here = swiglu_gate && !base_done && !bias && (fuse || !adapter_adds);
-  if (!fuse && !base_done) {
-    if (swiglu_here) backend_->gemm_swiglu_forward(g, nullptr, swiglu_gate, swiglu_act);
-    else backend_->gemm(g);
-  }
+  if (!fuse && !base_done) backend_->gemm(g);
   if (bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
   for (const Segment& s : segs) {
     Adapter& a = *adapters_.at(s.slot);
@@ -544,8 +535,7 @@ bool Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
       up.U = xas; up.ldu = rmax;
       up.V = B.f32(); up.ldv = B.cols; up.trans_v = true;
       up.rank = A.rows; up.scale = a.scale;
-      if (swiglu_here) backend_->gemm_swiglu_forward(g, &up, swiglu_gate, swiglu_act);
-      else backend_->gemm_with_update(g, up);
+      backend_->gemm_with_update(g, up);
       continue;
     }
     Gemm gb;  // y += s * xa B^T
@@ -556,7 +546,6 @@ bool Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
     gb.alpha = a.scale; gb.beta = 1;
     backend_->gemm(gb);
   }
-  return swiglu_here;
 }
 
 bool Model::linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
@@ -850,9 +839,9 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       }
       linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward,
                      seed_for(l, kGate), group, gate_up_adapters);
-      if (!linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward,
-                          seed_for(l, kUp), group, gate_up_adapters, a.gate, a.act))
-        backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
+      linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp),
+                     group, gate_up_adapters);
+      backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     }
     linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
     // The residual, and the next layer's input norm (the final norm after the last layer).

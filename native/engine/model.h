@@ -209,12 +209,9 @@ class Model {
                         const std::vector<Segment>& segs, float* const* dxa);
   // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it);
   // xa_done: xa already holds x A^T (adapter_xa_group ran it).
-  // swiglu_gate (the up projection, with gate's result): where y's last product can run as one
-  // backend gemm_swiglu_forward, it does, writing swiglu_act too, and returns true; else false, and
-  // the caller runs swiglu_forward.
-  bool linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
+  void linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
                       float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false,
-                      bool xa_done = false, const float* swiglu_gate = nullptr, float* swiglu_act = nullptr);
+                      bool xa_done = false);
   // dx == nullptr: the input's gradient is not wanted (the first layer's q, k, v when the embeddings
   // do not train); only the weight and adapter gradients are formed. dxa: scratch for the adapters'
   // dxa (T x rmax); defer_da: leave dA to adapter_da_group (dxa then has to outlive this call).

@@ -92,12 +92,6 @@ void ProfilingBackend::gate_up_swiglu(const Gemm& gate, const Gemm& up, float* a
   timed("gate_up_swiglu " + gemm_shape(up, std::to_string(gate.N) + "+" + std::to_string(up.N)),
         gemm_flops(gate) + gemm_flops(up), [&] { inner_->gate_up_swiglu(gate, up, act); });
 }
-void ProfilingBackend::gemm_swiglu_forward(const Gemm& g, const cpu::LowRankUpdate* u, const float* gate, float* act) {
-  const double flops = gemm_flops(g) + (u ? 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * u->rank : 0.0);
-  timed(std::string(u ? "gemm+update" : "gemm") + "+swiglu_forward " + gemm_shape(g, std::to_string(g.N)) +
-            (u ? " r" + std::to_string(u->rank) : ""),
-        flops, [&] { inner_->gemm_swiglu_forward(g, u, gate, act); });
-}
 void ProfilingBackend::gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) {
   const double flops = gemm_flops(g) + (u ? 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * u->rank : 0.0);
   timed(std::string(u ? "gemm+update" : "gemm") + "+swiglu_backward " + gemm_shape(g, std::to_string(g.N)) +
