@@ -1825,6 +1825,12 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
   return false;
 }
 
+// Measured (2 threads, AMD Zen 5): the tiny preset's LoRA step 1.011-1.017x (three in-process A/B
+// runs of 100 repeats, `seal bench train --ab-env SEALKIT_FUSED_SWIGLU_BACKWARD=0`), the call itself
+// 1.49-1.54 ms per step against 1.99-2.02 for the GEMM and the separate pass (profiled, alternating);
+// SmolLM2-135M's step 1.005-1.010x. The same fusion of SwiGLU's forward pass onto the up
+// projection's GEMM in training (which must store up for the backward pass anyway, so it saves one
+// read) measured level (0.992-1.003x) and was dropped.
 bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update, const SwigluGrad& s) {
   if (g.M <= 0 || g.N <= 0) return false;
   // An update that adds nothing runs as gemm_with_update runs it: after the GEMM, on its own.
