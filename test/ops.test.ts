@@ -726,16 +726,18 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
 // V, on 1-3 threads; it fuses exactly where it should and otherwise runs the calls.
 test('gemm_swiglu_backward: fused dact tiles give the bits of the separate calls', () => {
   const r = rng(34);
-  // [M, N, K, rank (0: no update), fusable]: shared packing 300x200x575 (odd K), task-packed B strips
-  // 20x300x70, task-packed A rows 600x40x64, the tiny preset's 1024x384x128, 8 rows (one partial row
-  // strip; few-rows streaming is for y = x W^T only); not fused: K deeper than one block (600), and a
-  // weight not packed ahead (the last).
-  const shapes: [number, number, number, number, boolean][] = [
-    [300, 200, 575, 16, true], [20, 300, 70, 0, true], [600, 40, 64, 8, true], [1024, 384, 128, 16, true],
-    [8, 96, 64, 4, true], [100, 96, 600, 16, false], [64, 64, 64, 4, false],
+  // [M, N, K, rank (0: no update), V transposed, fusable]: shared packing 300x200x575 (odd K),
+  // task-packed B strips 20x300x70, task-packed A rows 600x40x64, the tiny preset's 1024x384x128, 8
+  // rows (one partial row strip; few-rows streaming is for y = x W^T only), 3 rows; not fused: K
+  // deeper than one block (600), an update of 3 rows with V transposed (gemm runs that one on its
+  // own), and a weight not packed ahead (the last).
+  const shapes: [number, number, number, number, boolean, boolean][] = [
+    [300, 200, 575, 16, false, true], [20, 300, 70, 0, false, true], [600, 40, 64, 8, true, true],
+    [1024, 384, 128, 16, false, true], [8, 96, 64, 4, true, true], [3, 96, 64, 4, false, true],
+    [100, 96, 600, 16, false, false], [3, 96, 64, 4, true, false], [64, 64, 64, 4, false, false],
   ];
-  const cases = shapes.map(([M, N, K, rank, fusable], i) => {
-    const ldc = i % 2 ? N + 3 : N, transV = i === 2;
+  const cases = shapes.map(([M, N, K, rank, transV, fusable], i) => {
+    const ldc = i % 2 ? N + 3 : N;
     const U = f32(rand(M * Math.max(rank, 1), r)), V = f32(rand(Math.max(rank, 1) * N, r));
     return {
       M, N, K, rank, fusable, ldc, transV, U, V, dy: f32(rand(M * K, r)), W: bf16Bits(rand(K * N, r)),

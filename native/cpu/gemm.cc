@@ -1841,10 +1841,11 @@ bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update,
   // Fused where gemm_f32 would run the vdpbf16ps packed kernel on a packed weight in one K block, with
   // the update (if any) on its tiles: the arithmetic of the separate calls, tile for tile.
   const Isa isa = active_isa();
-  // (Not few rows: M > 16, so gemm_f32's other bar on fusing an update, M <= 4, cannot apply.)
+  // (gemm_f32 runs an update of at most 4 rows with V transposed on its own: so does this.)
   const bool fits = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16 && g.beta == 0.f && g.alpha != 0.f &&
                     g.K > 0 && (g.K + 1) / 2 <= kBf16Kc && !takes_few_rows(g, isa) && !use_amx() &&
-                    (!update || (live_update && update->rank <= kAvx512Kc)) &&
+                    (!update || (live_update && update->rank <= kAvx512Kc &&
+                                 !(g.M <= kFewRowsF32 && update->trans_v))) &&
                     switch_on("SEALKIT_FUSED_SWIGLU_BACKWARD");
   if (fits) {
     if (const PackedWeight* pw = usable_packed_weight(g, kBf16Spec)) {
