@@ -393,24 +393,20 @@ const PEAK_AMX = scaled('amx_bf16_gflops_nt', 'amx_bf16_gflops_1t');
 const PEAK_BF16 = PEAK_AMX !== null && PEAK_AMX > (PEAK_BF16_DOT ?? 0) ? PEAK_AMX : PEAK_BF16_DOT;
 const PEAK_BF16_UNIT = PEAK_BF16 !== null && PEAK_BF16 === PEAK_AMX ? 'AMX bf16' : 'BF16 dot';
 
-/** The core-to-core round trip (ns) the last probe measured (null: none, or one thread). */
-let probeRoundTrip: number | null = null;
-const lastRoundTrip = (): number | null => probeRoundTrip;
-
 /**
- * Median FP32 FMA GFLOP/s over a ~0.1 s probe on all threads: how fast the machine is right now.
- * Also sets probeRoundTrip: whether the threads' CPUs share a cache right now.
+ * A ~0.1 s probe on all threads: the median FP32 FMA GFLOP/s (how fast the machine is right now) and
+ * the core-to-core round trip in ns (whether the threads' CPUs share a cache right now); null where
+ * not measured (no peak program, or one thread).
  */
-async function probe(): Promise<number | null> {
-  probeRoundTrip = null;
-  if (!peakBuilt) return null;
+async function probe(): Promise<{ gflops: number | null; roundTripNs: number | null }> {
+  if (!peakBuilt) return { gflops: null, roundTripNs: null };
   const r = await runChild(peakExe, ['--probe', '--threads', String(threads)], process.env, 30_000);
   const j = r.code === 0 ? lastJson(r.stdout) : null;
-  if (typeof j?.core_round_trip_ns === 'number' && j.core_round_trip_ns > 0) probeRoundTrip = j.core_round_trip_ns;
+  const roundTripNs = typeof j?.core_round_trip_ns === 'number' && j.core_round_trip_ns > 0 ? j.core_round_trip_ns : null;
   const s = j?.fp32_fma_gflops_nt as Stat | undefined;
-  if (!s) return null;
+  if (!s) return { gflops: null, roundTripNs };
   if (PEAK_FP32 === null || s.best > PEAK_FP32) PEAK_FP32 = s.best;
-  return s.median;
+  return { gflops: s.median, roundTripNs };
 }
 
 // Engine probe: a one-step run on the tiny preset tells whether the addon is built.
@@ -528,15 +524,17 @@ for (const c of SUITE) {
       for (let attempt = 1; attempt <= retries + 1; attempt++) {
         const load = await waitQuiet();
         const before = await probe();
-        const rtBefore = lastRoundTrip();
         const { res, other } = k.key === 'engine'
           ? await measured(process.execPath, engineArgs(c), process.env)
           : await measured(opts.python!, peerArgs(c, k.key.slice('pytorch '.length) as PeerMode), peerEnv);
         run = toRun(res);
         if (!isRun(run)) break;
-        Object.assign(run, { other_load_cpus: load, other_during_cpus: other, probe_before: before, probe_after: await probe() });
-        const rts = [rtBefore, lastRoundTrip()].filter((x): x is number => x !== null);
-        run.round_trip_ns = rts.length ? Math.max(...rts) : null;
+        const after = await probe();
+        const rts = [before.roundTripNs, after.roundTripNs].filter((x): x is number => x !== null);
+        Object.assign(run, {
+          other_load_cpus: load, other_during_cpus: other, probe_before: before.gflops, probe_after: after.gflops,
+          round_trip_ns: rts.length ? Math.max(...rts) : null,
+        });
         if (!best || (run.other_during_cpus ?? 0) < (best.other_during_cpus ?? 0)) best = run;
         best.attempts = attempt;
         if (other === null || other <= CONTENDED_CPUS || attempt > retries) break;

@@ -1322,6 +1322,24 @@ const PackedWeight* usable_packed_weight(const GemmArgs<float>& g, const KernelS
              : nullptr;
 }
 
+#if SEALKIT_X86
+// Whether gemm_f32 runs g on the vdpbf16ps packed kernel in a single K block: the GEMMs whose final
+// tiles can carry more work while they are in L1 (gemm_gate_up_swiglu, gemm_swiglu_backward).
+bool bf16_one_block(const GemmArgs<float>& g, Isa isa) {
+  return isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16 && g.K > 0 && (g.K + 1) / 2 <= kBf16Kc &&
+         !takes_few_rows(g, isa) && !use_amx();
+}
+
+// Whether gemm_f32 adds `u` on the tiles of its kernel ks (not AMX's): when the separate call would
+// run micro_avx512 (or narrow_n, the same arithmetic: k ascending from zero, then C = scale * sum +
+// C) in one K block, and the base tiles are its 14 x 32, the tile's update is that call's own
+// micro-kernel on the same packed strips, so the bits cannot differ.
+bool update_on_tiles(const GemmArgs<float>& g, const LowRankUpdate& u, const KernelSpec& ks, Isa isa, bool amx) {
+  return has_avx512(isa) && !amx && ks.mr == kAvx512Mr && ks.nr == kAvx512Nr && u.rank <= kAvx512Kc &&
+         !(g.M <= kFewRowsF32 && u.trans_v);
+}
+#endif
+
 // Runs `update` as its own call after the base GEMM (paths that do not fuse it).
 void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
   if (update) gemm<float>(update_gemm(g, *update));
@@ -1348,13 +1366,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   const KernelSpec ks = !dp_bf16 ? select_kernel(isa)
                         : amx    ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}
                                  : kBf16Spec;
-  // The update rides on the tiles when the separate call would run micro_avx512 (or narrow_n, the
-  // same arithmetic: k ascending from zero, then C = scale * sum + C) in one K block, and the base
-  // tiles are its 14 x 32: the tile's update is then that call's own micro-kernel on the same
-  // packed strips, so the bits cannot differ.
-  const bool fuse = update && has_avx512(isa) && !amx &&
-                    ks.mr == kAvx512Mr && ks.nr == kAvx512Nr && update->rank <= kAvx512Kc &&
-                    !(g.M <= kFewRowsF32 && update->trans_v);
+  const bool fuse = update && update_on_tiles(g, *update, ks, isa, amx);
 #else
   const KernelSpec ks = select_kernel(isa);
   const bool fuse = false;
@@ -1801,9 +1813,7 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
                     gate.trans_a == up.trans_a && gate.trans_b == up.trans_b && gate.beta == 0.f && up.beta == 0.f &&
                     gate.alpha != 0.f && up.alpha != 0.f && gate.K > 0 && gate.N > kLowRankMax;
   const Isa isa = active_isa();
-  const bool bf16 = isa == Isa::Avx512Bf16 && gate.B.dtype == DType::BF16 && up.B.dtype == DType::BF16;
-  if (same && bf16 && !takes_few_rows(up, isa) && (up.K + 1) / 2 <= kBf16Kc && !use_amx() &&
-      switch_on("SEALKIT_FUSED_GATE_UP")) {
+  if (same && bf16_one_block(gate, isa) && bf16_one_block(up, isa) && switch_on("SEALKIT_FUSED_GATE_UP")) {
     const PackedWeight* pg = usable_packed_weight(gate, kBf16Spec);
     const PackedWeight* pu = usable_packed_weight(up, kBf16Spec);
     if (pg && pu) {
@@ -1841,11 +1851,8 @@ bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update,
   // Fused where gemm_f32 would run the vdpbf16ps packed kernel on a packed weight in one K block, with
   // the update (if any) on its tiles: the arithmetic of the separate calls, tile for tile.
   const Isa isa = active_isa();
-  // (gemm_f32 runs an update of at most 4 rows with V transposed on its own: so does this.)
-  const bool fits = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16 && g.beta == 0.f && g.alpha != 0.f &&
-                    g.K > 0 && (g.K + 1) / 2 <= kBf16Kc && !takes_few_rows(g, isa) && !use_amx() &&
-                    (!update || (live_update && update->rank <= kAvx512Kc &&
-                                 !(g.M <= kFewRowsF32 && update->trans_v))) &&
+  const bool fits = g.beta == 0.f && g.alpha != 0.f && bf16_one_block(g, isa) &&
+                    (!update || (live_update && update_on_tiles(g, *update, kBf16Spec, isa, false))) &&
                     switch_on("SEALKIT_FUSED_SWIGLU_BACKWARD");
   if (fits) {
     if (const PackedWeight* pw = usable_packed_weight(g, kBf16Spec)) {

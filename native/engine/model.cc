@@ -430,6 +430,12 @@ bool Model::whole_batch_adapter(int proj, const std::vector<Segment>& segs, int6
          (adapters_.at(segs[0].slot)->spec.targets & (1u << proj));
 }
 
+bool Model::any_adapter_on(uint32_t projs, const std::vector<Segment>& segs) const {
+  for (const Segment& s : segs)
+    if (adapters_.at(s.slot)->spec.targets & projs) return true;
+  return false;
+}
+
 Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) {
   Param& W = layers_[static_cast<size_t>(layer)].proj[proj];
   Gemm g;
@@ -565,9 +571,7 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
   const bool fuse = dx && adapter_group(&proj, 1, segs, T, true);
   // SwiGLU's backward pass rides on dx's GEMM when that GEMM completes dx: it carries the adapter's
   // update (fuse), or no adapter adds to dx after it. (It needs dx = dact alone: accumulate off.)
-  bool adapter_adds = false;
-  for (const Segment& s : segs) adapter_adds |= (adapters_.at(s.slot)->spec.targets & (1u << proj)) != 0;
-  const bool swiglu_here = swiglu && dx && !accumulate && (fuse || !adapter_adds);
+  const bool swiglu_here = swiglu && dx && !accumulate && (fuse || !any_adapter_on(1u << proj, segs));
   if (dx && !fuse) {
     if (swiglu_here) backend_->gemm_swiglu_backward(g, nullptr, *swiglu);
     else backend_->gemm(g);
@@ -775,13 +779,8 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   // too (the CPU runs them as one GEMM across their weights, packing x once). With no adapter on gate
   // or up: the two projections and SwiGLU go as one call (the CPU then computes act from both
   // products' tiles and stores neither).
-  auto adapted = [&](uint32_t projs) {
-    for (const Segment& s : segs)
-      if (adapters_.at(s.slot)->spec.targets & projs) return true;
-    return false;
-  };
-  const bool qkv_group = group || (!backward && !adapted((1u << kQ) | (1u << kK) | (1u << kV)));
-  const bool gate_up_swiglu = !backward && !group && !adapted((1u << kGate) | (1u << kUp));
+  const bool qkv_group = group || (!backward && !any_adapter_on((1u << kQ) | (1u << kK) | (1u << kV), segs));
+  const bool gate_up_swiglu = !backward && !group && !any_adapter_on((1u << kGate) | (1u << kUp), segs);
   backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
   // Each residual add runs with the norm that follows it (residual_rmsnorm_forward): the first
   // layer's input norm here, every other norm at the end of the block before it.

@@ -192,6 +192,8 @@ class Model {
   // One adapter covers all T rows and targets this projection: its side path can ride on the base
   // GEMM (gemm_with_update).
   bool whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const;
+  // Some sequence of the batch names an adapter that targets one of `projs` (a bit per projection).
+  bool any_adapter_on(uint32_t projs, const std::vector<Segment>& segs) const;
   // y = x W^T for one projection (no bias, no adapters).
   Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T);
   // W's packed copy for a GEMM of `rows` rows in this orientation (null when the backend's GEMM would
