@@ -117,6 +117,27 @@ test('seal bench forward --ab-env times both variants in one process; misuse is 
   }
 });
 
+test('seal bench --adapters mixes adapters in the batch (one per sequence, as SEAL\'s inner loop); bad counts are usage errors', () => {
+  const opsOf = (j: Record<string, unknown>) => (j.profile as { ops: { op: string }[] }).ops.map((o) => o.op);
+  const train = seal('bench', 'train', '--preset', 'tiny', '--batch', '4', '--seq', '16', '--repeats', '1', '--warmup', '0', '--adapters', '3', '--profile', '--json');
+  assert.equal(train.code, 0, train.err);
+  const j = lastJson(train.out);
+  assert.is(j.adapters, 3);
+  assert.ok(opsOf(j).some((op) => op.startsWith('gemm_chains 3 x')), 'the sequences of adapters 0-2 run as chains');
+  assert.is(lastJson(seal('bench', 'train', '--preset', 'tiny', '--batch', '2', '--seq', '16', '--repeats', '1', '--warmup', '0', '--json').out).adapters, 1);
+  const text = seal('bench', 'forward', '--preset', 'tiny', '--batch', '2', '--seq', '16', '--repeats', '1', '--warmup', '0', '--adapters', '2');
+  assert.equal(text.code, 0, text.err);
+  assert.match(text.out, /forward tiny batch 2 x 16, 2 adapters,/);
+  const decode = lastJson(seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '4', '--new', '3', '--repeats', '1', '--warmup', '0', '--adapters', '2', '--profile', '--json').out);
+  assert.is(decode.adapters, 2);
+  assert.ok(opsOf(decode).some((op) => op.startsWith('gemm_chains 2 x')), 'decoding runs the prompts\' adapters as chains');
+  for (const args of [['train', '--adapters', '0'], ['forward', '--adapters', '-1'], ['decode', '--adapters', 'x']]) {
+    const bad = seal('bench', ...args, '--preset', 'tiny');
+    assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);
+    assert.match(bad.err, /--adapters/);
+  }
+});
+
 test('seal bench decode --temperature/--top-p samples and says so; bad values are usage errors', () => {
   const r = seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '8', '--new', '6', '--repeats', '1', '--warmup', '0',
     '--threads', '1', '--temperature', '1', '--top-p', '0.95', '--json');

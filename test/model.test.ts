@@ -499,6 +499,56 @@ test("SwiGLU's backward pass on the down projection's dx GEMM: the gradients of 
   }
 });
 
+test('a batch that mixes adapters runs its LoRA products as chains: the bits of the calls one by one', async () => {
+  // Each sequence's products (forward: xa, y += s xa B^T; backward: dB, dxa, dA, dx) run as one
+  // chain on one thread and the sequences' chains as one backend call (native/cpu/gemm_chains.cc).
+  // SEALKIT_GEMM_CHAINS=0 runs them call by call: losses, gradients, logits and generated tokens
+  // must not move by a bit. The batch has an adapter twice, apart (its second chain must wait for
+  // its first: both add to its gradients), a dropout adapter (not chained), a base-model sequence,
+  // adapters of different ranks and targets.
+  for (const [dir, storage] of [[llamaDir, 'f32'], [qwenDir, 'bf16']] as const) {
+    const model = await Model.load(dir, { storage, profile: true });
+    const V = model.config.vocabSize;
+    model.createAdapter(0, { rank: 4, alpha: 8, seed: 3 });
+    model.createAdapter(1, { rank: 2, alpha: 4, seed: 4, targets: ['q_proj', 'v_proj', 'down_proj'] });
+    model.createAdapter(2, { rank: 8, alpha: 8, seed: 5 });
+    model.createAdapter(3, { rank: 4, alpha: 8, seed: 6, dropout: 0.2 });
+    model.createAdapter(4, { rank: 4, alpha: 16, seed: 7, targets: ['gate_proj', 'up_proj', 'o_proj'] });
+    for (const slot of [0, 1, 2, 3, 4])  // adapters start with B = 0: make them matter
+      for (const proj of ['q_proj', 'v_proj', 'down_proj', 'o_proj', 'up_proj'] as const)
+        if (model.adapterInfo(slot)!.targets.includes(proj))
+          model.setAdapterTensor(slot, 1, proj, 'B', model.getAdapterTensor(slot, 1, proj, 'B').map((_, i) => ((i % 7) - 3) * 0.03 * (slot + 1)));
+    const seqs: Sequence[] = [
+      { tokens: randomTokens(9, V, 1), slot: 0 }, { tokens: randomTokens(14, V, 2), slot: 1 },
+      { tokens: randomTokens(7, V, 3), slot: -1 }, { tokens: randomTokens(5, V, 4), slot: 2 },
+      { tokens: randomTokens(11, V, 5), slot: 0 }, { tokens: randomTokens(8, V, 6), slot: 3 },
+      { tokens: randomTokens(12, V, 7), slot: 4 }, { tokens: randomTokens(3, V, 8), slot: 2 },
+    ];
+    const tensors = [[0, 'q_proj', 'A'], [0, 'down_proj', 'B'], [1, 'v_proj', 'A'], [2, 'gate_proj', 'B'], [2, 'q_proj', 'A'], [3, 'up_proj', 'A'], [4, 'o_proj', 'B']] as const;
+    const run = async () => {
+      await model.zeroGrad();
+      const { loss } = await model.backwardPacked(packSequences(seqs, V, true).batch, { seed: 9 });
+      const grads = tensors.map(([slot, proj, ab]) => Array.from(model.getAdapterTensor(slot, 1, proj, ab, true)));
+      const logits = (await model.logits(seqs)).map((l) => Array.from(l));
+      const prompts = seqs.map((q) => ({ tokens: Array.from(q.tokens).slice(0, 4), slot: q.slot }));
+      const generated = (await model.generate(prompts, { maxNewTokens: 6, temperature: 0 })).map((c) => Array.from(c.tokens));
+      return { loss: Array.from(loss!), grads, logits, generated };
+    };
+    await model.takeProfile();
+    const chained = await run();
+    const ops = (await model.takeProfile()).map((t) => t.op);
+    assert.ok(ops.some((op) => op.startsWith('gemm_chains ') && op.includes('TN')), `${dir}: backward chains`);
+    assert.ok(ops.some((op) => op.startsWith('gemm_chains ') && op.includes('NT')), `${dir}: forward chains`);
+    const apart = await withEnv({ SEALKIT_GEMM_CHAINS: '0' }, run);
+    assert.equal(chained.loss, apart.loss, `${dir}: losses`);
+    chained.grads.forEach((g, i) => assert.equal(g, apart.grads[i], `${dir}: gradient of ${tensors[i]!.join(' ')}`));
+    chained.grads.forEach((g, i) => assert.ok(g.some((x) => x !== 0), `${dir}: gradient of ${tensors[i]!.join(' ')} formed`));
+    assert.equal(chained.logits, apart.logits, `${dir}: logits`);
+    assert.equal(chained.generated, apart.generated, `${dir}: generated tokens`);
+    await model.dispose();
+  }
+});
+
 test('bad batches give clear errors, never a crash', async () => {
   const model = await Model.load(llamaDir);
   const V = model.config.vocabSize;

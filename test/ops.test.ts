@@ -387,6 +387,54 @@ test('gemm_group: LoRA xa and dA groups give the bits of the GEMMs one by one, e
   });
 });
 
+// A batch that mixes adapters runs each sequence's LoRA products as one chain on one thread, the
+// chains spread over the pool (native/cpu/gemm_chains.cc). Whatever runs them, every C must hold
+// the bits of its GEMM run alone: the backward pass's chains (dB, dxa, dA, dx onto existing
+// gradients, alpha and beta) and the forward pass's (xa, y += s xa B^T), sequences of different
+// lengths (1 to 130 tokens), 1-3 threads, every ISA. `chained` says which way they ran: one per
+// task on several threads where that pays, call by call on one thread, for a few large chains
+// (where it would leave a thread idle) and under SEALKIT_GEMM_CHAINS=0.
+test('gemm_chains: each chain on one thread, the bits of the GEMMs one by one', () => {
+  const r = rng(41);
+  type Call = Record<string, unknown>;
+  const backwardChain = (rows: number, inW: number, out: number, rank: number): Call[] => [
+    { M: out, N: rank, K: rows, A: f32(rand(rows * out, r)), transA: true, B: f32(rand(rows * rank, r)), C: f32(rand(out * rank, r)), alpha: 2, beta: 1 },
+    { M: rows, N: rank, K: out, A: f32(rand(rows * out, r)), B: f32(rand(out * rank, r)), alpha: 2 },
+    { M: rank, N: inW, K: rows, A: f32(rand(rows * rank, r)), transA: true, B: f32(rand(rows * inW, r)), C: f32(rand(rank * inW, r)), beta: 1 },
+    { M: rows, N: inW, K: rank, A: f32(rand(rows * rank, r)), B: f32(rand(rank * inW, r)), C: f32(rand(rows * inW, r)), beta: 1 },
+  ];
+  const forwardChain = (rows: number, inW: number, out: number, rank: number): Call[] => [
+    { M: rows, N: rank, K: inW, A: f32(rand(rows * inW, r)), B: f32(rand(rank * inW, r)), transB: true, ldc: rank + 3 },
+    { M: rows, N: out, K: rank, A: f32(rand(rows * rank, r)), B: f32(rand(out * rank, r)), transB: true, C: f32(rand(rows * out, r)), alpha: 0.5, beta: 1 },
+  ];
+  const check = (calls: Call[], chainLen: number, chained: boolean, what: string) => {
+    const res = addon.opRun('gemm_chains', 'f32', { calls, chainLen }) as Record<string, F | boolean>;
+    assert.is(res.chained, chained, `${what}: chained`);
+    calls.forEach((c, i) => {
+      assert.equal(bitsOf(res[`C${i}`] as F), bitsOf(arr(op('gemm', 'f32', c), 'C')), `${what}: GEMM ${i}`);
+    });
+  };
+  const lengths = [64, 1, 17, 130, 64, 33, 64, 8];
+  forEachIsa((isa) => {
+    forEachThreadCount([1, 2, 3], (threads) => {
+      const what = `${isa} ${threads} threads`;
+      check(lengths.flatMap((n, i) => backwardChain(n, i % 2 ? 40 : 128, i % 3 ? 128 : 384, i % 4 ? 16 : 8)), 4, threads > 1, `${what} backward`);
+      check(lengths.flatMap((n, i) => forwardChain(n, i % 2 ? 40 : 128, i % 3 ? 128 : 384, 16)), 2, threads > 1, `${what} forward`);
+      check(forwardChain(20, 128, 128, 16), 2, false, `${what} one chain`);
+      // Three large products on two threads: one per task would leave a thread idle for a third.
+      if (threads === 2) {
+        const big = () => ({ M: 256, N: 256, K: 256, A: f32(rand(256 * 256, r)), B: f32(rand(256 * 256, r)), transB: true });
+        check([big(), big(), big()], 1, false, `${what} three large`);
+      }
+    });
+  });
+  keepingThreads(() => {
+    addon.setThreads(2);
+    const calls = lengths.flatMap((n) => forwardChain(n, 128, 128, 16));
+    withEnv({ SEALKIT_GEMM_CHAINS: '0' }, () => check(calls, 2, false, 'SEALKIT_GEMM_CHAINS=0'));
+  });
+});
+
 // ThreadPool::run (native/core/threadpool.cc): each thread claims from its own range of the tasks,
 // then from the back of the others' (runs of over 65,535 tasks per thread: from one shared counter);
 // every claim word carries the run's generation; no lock on the way; workers spin ~50 us between
@@ -1584,6 +1632,10 @@ test('opRun: bad arguments throw errors naming the op and argument', () => {
   throwsWith(() => op('attention_backward', 'f32', { ...attn, seqStart: i32([0]), seqLen: i32([4]) }), /attention_backward.*'out' is required/);
   throwsWith(() => op('gemm_group', 'f32', { calls: 3 }), /'calls' must be an array of gemm arguments/);
   throwsWith(() => op('gemm_group', 'f32', { calls: [] }), /'calls' must hold 1 to 4 GEMMs/);
+  const tiny = { M: 2, N: 2, K: 2, A: f32([1, 2, 3, 4]), B: f32([1, 2, 3, 4]) };
+  throwsWith(() => op('gemm_chains', 'f32', { calls: [tiny, tiny], chainLen: 3 }), /'chainLen' must divide the number of calls/);
+  throwsWith(() => op('gemm_chains', 'f32', { calls: [], chainLen: 1 }), /'calls' must hold 1 to 1024 GEMMs/);
+  throwsWith(() => op('gemm_chains', 'f32', { calls: [{ ...tiny, A: f32([1]) }], chainLen: 1 }), /calls\[0\]/);
   throwsWith(() => op('gemm_group', 'f32', { calls: [{ M: 2, N: 2, K: 2, A: new Float32Array(4) }] }), /gemm_group calls\[0\].*'B'/);
   throwsWith(() => op('swiglu_forward', 'f32', { gate: new Float32Array(3), up: new Float32Array(4) }), /swiglu_forward.*'up'/);
   throwsWith(() => op('cross_entropy', 'f32', { logits: new Float32Array(6), targets: i32([0, 3]), rows: 2, vocab: 3 }), /cross_entropy.*'targets\[1\]' is 3, expected < 3/);

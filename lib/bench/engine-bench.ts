@@ -34,6 +34,12 @@ export interface BenchOptions {
    * alternating order; BenchResult.ab compares them. Not with profile.
    */
   abEnv?: Record<string, string>;
+  /**
+   * LoRA adapters the batch mixes: sequence i runs under adapter i mod `adapters` (SEAL's inner loop
+   * trains one adapter per sequence, and its evaluation scores and decodes them so). Training's
+   * default 1; scoring's 0 (the base model).
+   */
+  adapters?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -55,6 +61,8 @@ export interface BenchResult {
   seq: number;
   /** Training: the fraction of each sequence (its tail) that carries the loss. */
   loss_on?: number;
+  /** Adapters the batch mixes (sequence i under adapter i mod adapters; 0: the base model). */
+  adapters: number;
   threads: number;
   isa: string;
   storage: 'f32' | 'bf16';
@@ -123,13 +131,24 @@ export function lossOnProblem(work: 'train' | 'forward', seq: number, lossOn: nu
   return undefined;
 }
 
+/**
+ * `count` adapters in slots 0..count-1 (r = rank, alpha, on every projection), and the slot of
+ * sequence i: i mod count (-1, the base model, for none). Their B start at zero, as PEFT's do: the
+ * side paths' products run all the same.
+ */
+function createBenchAdapters(model: Model, count: number, rank: number, alpha: number): (i: number) => number {
+  if (!Number.isInteger(count) || count < 0) throw new Error(`bench: adapters must be an integer >= 0, got ${count}`);
+  for (let slot = 0; slot < count; slot++) model.createAdapter(slot, { rank, alpha, targets: PROJ_NAMES, seed: slot + 1 });
+  return (i) => (count > 0 ? i % count : -1);
+}
+
 /** Random tokens; with lossOn < 1, a trainMask that leaves the first (1 - lossOn) of each sequence out. */
-function randomSequences(batch: number, seq: number, vocab: number, slot: number, seed: number, lossOn = 1): Sequence[] {
+function randomSequences(batch: number, seq: number, vocab: number, slot: (i: number) => number, seed: number, lossOn = 1): Sequence[] {
   let x = seed >>> 0 || 1;
   const next = () => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
   const prompt = maskedPrefix(seq, lossOn);
-  return Array.from({ length: batch }, () => ({
-    tokens: Array.from({ length: seq }, () => next() % vocab), slot,
+  return Array.from({ length: batch }, (_, i) => ({
+    tokens: Array.from({ length: seq }, () => next() % vocab), slot: slot(i),
     ...(lossOn < 1 ? { trainMask: Array.from({ length: seq }, (_, t) => (t >= prompt ? 1 : 0)) } : {}),
   }));
 }
@@ -154,6 +173,8 @@ export interface DecodeBenchOptions {
   topP?: number;
   /** Time every backend call of the timed runs' decoding steps (BenchResult.profile; prefill excluded). */
   profile?: boolean;
+  /** Adapters the prompts mix (prompt i under adapter i mod adapters); default 0, the base model. */
+  adapters?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -170,7 +191,9 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
   const device = o.device ?? 'cpu';
   const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
-    const prompts = randomSequences(o.batch, o.prompt, config.vocabSize, -1, 42).map((s) => ({ tokens: s.tokens }));
+    const adapters = o.adapters ?? 0;
+    const slotOf = createBenchAdapters(model, adapters, 16, 32);
+    const prompts = randomSequences(o.batch, o.prompt, config.vocabSize, slotOf, 42).map((s) => ({ tokens: s.tokens, slot: s.slot }));
     const kvCache = !o.kvCache || o.kvCache === 'auto' ? model.defaultKvCache : o.kvCache;
     const warmup = o.warmup ?? 1;
     const repeats = o.repeats ?? 3;
@@ -210,7 +233,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     // Bytes streamed per decode step: every projection and the LM head (tied or not, it is read once).
     const weightBytes = linearParams(c) * (storage === 'bf16' ? 2 : 4);
     return {
-      device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, threads, isa: addon.info().isa, storage,
+      device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, adapters, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
@@ -237,9 +260,9 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
   if (problem) throw new Error(`runBench: lossOn ${lossOn} ${problem}`);
   const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
-    const slot = work === 'train' ? 0 : -1;
-    if (work === 'train') model.createAdapter(0, { rank, alpha: o.alpha ?? 32, targets: PROJ_NAMES, seed: 1 });
-    const seqs = randomSequences(o.batch, o.seq, config.vocabSize, slot, 42, lossOn);
+    const adapters = o.adapters ?? (work === 'train' ? 1 : 0);
+    if (work === 'train' && adapters < 1) throw new Error('runBench: training needs at least one adapter');
+    const seqs = randomSequences(o.batch, o.seq, config.vocabSize, createBenchAdapters(model, adapters, rank, o.alpha ?? 32), 42, lossOn);
     const warmup = o.warmup ?? 2;
     const repeats = o.repeats ?? 5;
     const step = async (): Promise<number> => {
@@ -276,7 +299,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const tps = tokens / (med / 1000);
     const after = jobCounts(model, kinds);
     return {
-      device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn } : {}),
+      device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn } : {}), adapters,
       threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops: (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9,

@@ -407,6 +407,36 @@ Napi::Object op_gemm_group(const Args& a) {
   }
 }
 
+// Independent chains of GEMMs (cpu::gemm_chains): `calls`, gemm's arguments chain by chain (each
+// call its own C), `chainLen` calls per chain. Results as C0..C(n-1), and `chained`: whether the
+// chains ran one per task.
+template <typename T>
+Napi::Object op_gemm_chains(const Args& a) {
+  if constexpr (!std::is_same_v<T, float>) {
+    a.range_error("dtype", "must be 'f32' for gemm_chains");
+  } else {
+    const Napi::Value v = a.value("calls");
+    if (!v.IsArray()) a.type_error("calls", "must be an array of gemm arguments");
+    const Napi::Array calls = v.As<Napi::Array>();
+    const int64_t chain_len = a.integer("chainLen", 1);
+    if (calls.Length() < 1 || calls.Length() > 1024) a.range_error("calls", "must hold 1 to 1024 GEMMs");
+    if (calls.Length() % chain_len != 0) a.range_error("chainLen", "must divide the number of calls");
+    std::vector<GemmCall<float>> parsed;
+    for (uint32_t i = 0; i < calls.Length(); ++i) {
+      const Napi::Value c = calls.Get(i);
+      if (!c.IsObject()) a.type_error("calls", "must be an array of objects");
+      parsed.push_back(gemm_args<float>(Args(a.env(), a.op() + " calls[" + std::to_string(i) + "]", c.As<Napi::Object>())));
+    }
+    std::vector<cpu::GemmArgs<float>> gs;
+    for (const GemmCall<float>& c : parsed) gs.push_back(c.g);
+    const bool chained = cpu::gemm_chains(gs.data(), static_cast<int>(gs.size() / chain_len), static_cast<int>(chain_len));
+    Napi::Object r = Napi::Object::New(a.env());
+    for (size_t i = 0; i < parsed.size(); ++i) r.Set("C" + std::to_string(i), parsed[i].c);
+    r.Set("chained", chained);
+    return r;
+  }
+}
+
 // A 64-byte-aligned copy of `bytes` bytes at src, freed with its owner.
 std::unique_ptr<void, void (*)(void*)> aligned_copy(const void* src, size_t bytes) {
   const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
@@ -975,6 +1005,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm", {op_gemm<float>, op_gemm<double>}},
       {"gemm_bench", {op_gemm_bench<float>, op_gemm_bench<double>}},
       {"gemm_group", {op_gemm_group<float>, op_gemm_group<double>}},
+      {"gemm_chains", {op_gemm_chains<float>, op_gemm_chains<double>}},
       {"gemm_gate_up_swiglu", {op_gemm_gate_up_swiglu<float>, op_gemm_gate_up_swiglu<double>}},
       {"gemm_swiglu_backward", {op_gemm_swiglu_backward<float>, op_gemm_swiglu_backward<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},

@@ -161,11 +161,13 @@ void ThreadPool::worker_loop(int thread) {
 void ThreadPool::run(int64_t n_tasks, const Task& fn) {
   if (n_tasks <= 0) return;
   if (n_tasks > static_cast<int64_t>(UINT32_MAX) - 1) throw std::length_error("ThreadPool::run: too many tasks");
-  std::lock_guard<std::mutex> serial(run_mutex_);
+  // Inline runs touch no pool state, so they take no lock: a pool task inside an InlineRuns scope
+  // (gemm_chains runs each chain's GEMMs so) may run kernels while its run holds run_mutex_.
   if (workers_.empty() || n_tasks == 1 || tl_inline_runs) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;
   }
+  std::lock_guard<std::mutex> serial(run_mutex_);
   // Every task of the previous run has finished (run() waited for it), so no thread can claim one
   // of its tasks any more: the other slot, the counters and the error are free to reset.
   const uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;

@@ -34,6 +34,9 @@ class CpuBackend final : public Backend {
   void gemm(const Gemm& g) override { cpu::gemm<float>(g); }
   void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override { cpu::gemm_with_update(g, u); }
   void gemm_group(const Gemm* gs, int n) override { cpu::gemm_group(gs, n); }
+  void gemm_chains(const Gemm* gs, int n_chains, int chain_len) override {
+    cpu::gemm_chains(gs, n_chains, chain_len);
+  }
   void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) override {
     cpu::gemm_gate_up_swiglu(gate, up, act, up.N);
   }

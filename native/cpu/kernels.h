@@ -103,6 +103,13 @@ GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& updat
 // LoRA's xa and dA of one input run as one pass over the shared operand (gemm_lowrank_group). Any
 // other group runs call by call.
 void gemm_group(const GemmArgs<float>* gs, int n);
+// n_chains independent chains of chain_len GEMMs each, gs chain by chain: chain c is
+// gs[c * chain_len + j] for j in [0, chain_len), run in that order (a GEMM may read an earlier
+// one's C in its chain). Chains write disjoint memory and read nothing another chain writes. With
+// the bits of the calls one by one, in order. Where that is estimated faster, each chain runs on
+// one thread, the chains spread over the pool (the per-sequence LoRA products of a batch that
+// mixes adapters; see gemm_chains.cc); else call by call. Returns whether the chains ran so.
+bool gemm_chains(const GemmArgs<float>* gs, int n_chains, int chain_len);
 // The MLP's gate and up projections and SwiGLU on them: act = silu(gate.C) * up.C after gate and up
 // (two GEMMs of one A: same A, lda, M, N, K and orientations; beta 0), with the bits of
 // gemm(gate), gemm(up), swiglu_forward. act is [M, N] with rows ld_act apart. Where both weights

@@ -41,6 +41,11 @@ class Backend {
   virtual void gemm_group(const Gemm* gs, int n) {
     for (int i = 0; i < n; ++i) gemm(gs[i]);
   }
+  // Independent chains of GEMMs, gs chain by chain (cpu::gemm_chains' contract: chains write
+  // disjoint memory; within a chain, in order). This default runs them one by one.
+  virtual void gemm_chains(const Gemm* gs, int n_chains, int chain_len) {
+    for (int i = 0; i < n_chains * chain_len; ++i) gemm(gs[i]);
+  }
   // gemm(g), then C += u.scale * u.U op(u.V) (cpu::gemm_with_update's contract). This default is the
   // two calls; a backend that can add the update inside the first overrides it.
   virtual void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {

@@ -476,6 +476,28 @@ Gemm adapter_xa_gemm(const Param& A, const float* x, int64_t rows, int64_t in, f
   return g;
 }
 
+// y += s xa B^T  [rows, out].
+Gemm adapter_xb_gemm(const Param& A, const Param& B, const float* xa, int64_t rmax, int64_t rows, int64_t out, float* y,
+                     float scale) {
+  Gemm g;
+  g.M = rows; g.N = out; g.K = A.rows;
+  g.A = xa; g.lda = rmax;
+  g.B = B.view(); g.ldb = B.cols; g.trans_b = true;
+  g.C = y; g.ldc = out;
+  g.alpha = scale; g.beta = 1;
+  return g;
+}
+
+// dx += dxa A  [rows, in] (dxa [rows, r]).
+Gemm adapter_dx_gemm(const Param& A, const float* dxa, int64_t rows, int64_t in, float* dx) {
+  Gemm g;
+  g.M = rows; g.N = in; g.K = A.rows;
+  g.A = dxa; g.lda = A.rows;
+  g.B = A.view(); g.ldb = in;
+  g.C = dx; g.ldc = in; g.beta = 1;
+  return g;
+}
+
 // dA += dxa^T x  [r, in] over rows of x.
 Gemm adapter_da_gemm(Param& A, const float* dxa, const float* x, int64_t rows, int64_t in) {
   Gemm g;
@@ -523,18 +545,28 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
   const bool fuse = !base_done && !bias && whole_batch_adapter(proj, segs, T);
   if (!fuse && !base_done) backend_->gemm(g);
   if (bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
+  // A batch that mixes adapters: each sequence's xa and y += s xa B^T form one chain, and the
+  // sequences' chains run as one backend call (gemm_chains) rather than two calls per sequence.
+  std::vector<Gemm>& chains = chain_scratch_;
+  chains.clear();
   for (const Segment& s : segs) {
     Adapter& a = *adapters_.at(s.slot);
     if (!(a.spec.targets & (1u << proj))) continue;
     const Param& A = a.A[static_cast<size_t>(layer)][proj];
     const Param& B = a.B[static_cast<size_t>(layer)][proj];
     const float* xs = x + s.row0 * in;
-    if (training && a.spec.dropout > 0) {
+    const bool drop = training && a.spec.dropout > 0;
+    if (drop) {
       float* tmp = ws_->drop_a;
       backend_->dropout(xs, tmp, s.rows, in, s.row0, static_cast<float>(a.spec.dropout), seed);
       xs = tmp;
     }
     float* xas = xa + s.row0 * rmax;
+    if (!drop && !fuse && !xa_done) {
+      chains.push_back(adapter_xa_gemm(A, xs, s.rows, in, xas, rmax));
+      chains.push_back(adapter_xb_gemm(A, B, xas, rmax, s.rows, out, y + s.row0 * out, a.scale));
+      continue;
+    }
     if (!xa_done) backend_->gemm(adapter_xa_gemm(A, xs, s.rows, in, xas, rmax));  // xa = x A^T
     if (fuse) {  // y = x W^T + s xa B^T
       cpu::LowRankUpdate up;
@@ -544,14 +576,16 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
       backend_->gemm_with_update(g, up);
       continue;
     }
-    Gemm gb;  // y += s * xa B^T
-    gb.M = s.rows; gb.N = out; gb.K = A.rows;
-    gb.A = xas; gb.lda = rmax;
-    gb.B = B.view(); gb.ldb = B.cols; gb.trans_b = true;
-    gb.C = y + s.row0 * out; gb.ldc = out;
-    gb.alpha = a.scale; gb.beta = 1;
-    backend_->gemm(gb);
+    backend_->gemm(adapter_xb_gemm(A, B, xas, rmax, s.rows, out, y + s.row0 * out, a.scale));
   }
+  run_chains(chains, 2);
+}
+
+void Model::run_chains(const std::vector<Gemm>& gs, int chain_len) {
+  const int n = static_cast<int>(gs.size()) / chain_len;
+  if (n > 1) backend_->gemm_chains(gs.data(), n, chain_len);
+  else
+    for (const Gemm& g : gs) backend_->gemm(g);
 }
 
 bool Model::linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
@@ -585,6 +619,16 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
     backend_->gemm(gw);
     if (proj <= kV && config_.qkv_bias) backend_->bias_backward(dy, L.bias[proj].grad, T, out);
   }
+  // A batch that mixes adapters: each sequence's dB, dxa, dA, dx form one chain (its dxa in its own
+  // rows of the scratch), and the chains run as backend gemm_chains calls. Two sequences of one
+  // adapter add to the same gradients, so a chain whose adapter already has one in the call waits
+  // for the next call (each gradient still receives its sums in sequence order).
+  const bool chained = !fuse && !defer_da;
+  const int chain_len = dx ? 4 : 3;
+  std::vector<Gemm>& chains = chain_scratch_;
+  chains.clear();
+  std::vector<int>& chain_slots = chain_slot_scratch_;
+  chain_slots.clear();
   for (const Segment& s : segs) {
     Adapter& a = *adapters_.at(s.slot);
     if (!(a.spec.targets & (1u << proj))) continue;
@@ -604,12 +648,26 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
     gb.A = dys; gb.lda = out; gb.trans_a = true;
     gb.B = WeightView{xas, DType::F32}; gb.ldb = rmax;
     gb.C = B.grad; gb.ldc = r; gb.alpha = a.scale; gb.beta = 1;
-    backend_->gemm(gb);
     Gemm gd;  // dxa = s dy B
     gd.M = s.rows; gd.N = r; gd.K = out;
     gd.A = dys; gd.lda = out;
     gd.B = B.view(); gd.ldb = r;
     gd.C = dxa; gd.ldc = r; gd.alpha = a.scale;
+    if (chained && !drop) {
+      if (std::find(chain_slots.begin(), chain_slots.end(), s.slot) != chain_slots.end()) {
+        run_chains(chains, chain_len);
+        chains.clear();
+        chain_slots.clear();
+      }
+      chain_slots.push_back(s.slot);
+      gd.C = dxa + s.row0 * rmax;  // rows x r, inside this sequence's rows x rmax of the scratch
+      chains.push_back(gb);
+      chains.push_back(gd);
+      chains.push_back(adapter_da_gemm(A, gd.C, xs, s.rows, in));
+      if (dx) chains.push_back(adapter_dx_gemm(A, gd.C, s.rows, in, dx + s.row0 * in));
+      continue;
+    }
+    backend_->gemm(gb);
     backend_->gemm(gd);
     if (!defer_da) backend_->gemm(adapter_da_gemm(A, dxa, xs, s.rows, in));  // dA += dxa^T x
     if (fuse) {  // dx (+)= dy W + dxa A
@@ -622,20 +680,17 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
       continue;
     }
     if (!dx) continue;
-    Gemm gx;  // dx += dxa A   (through the dropout mask when there is one)
-    gx.M = s.rows; gx.N = in; gx.K = r;
-    gx.A = dxa; gx.lda = r;
-    gx.B = A.view(); gx.ldb = in;
     if (!drop) {
-      gx.C = dx + s.row0 * in; gx.ldc = in; gx.beta = 1;
-      backend_->gemm(gx);
-    } else {
-      gx.C = ws_->drop_b; gx.ldc = in;
+      backend_->gemm(adapter_dx_gemm(A, dxa, s.rows, in, dx + s.row0 * in));
+    } else {  // dx += dxa A through the dropout mask
+      Gemm gx = adapter_dx_gemm(A, dxa, s.rows, in, ws_->drop_b);
+      gx.beta = 0;
       backend_->gemm(gx);
       backend_->dropout(ws_->drop_b, ws_->drop_b, s.rows, in, s.row0, static_cast<float>(a.spec.dropout), seed);
       backend_->axpy(dx + s.row0 * in, ws_->drop_b, s.rows * in, 1.0f);
     }
   }
+  run_chains(chains, chain_len);
   return swiglu_here;
 }
 

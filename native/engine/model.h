@@ -223,6 +223,8 @@ class Model {
   bool linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                        const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
                        uint64_t seed, float* dxa, bool defer_da, const cpu::SwigluGrad* swiglu = nullptr);
+  // gs chain by chain (chain_len each) through the backend's gemm_chains, or call by call for one.
+  void run_chains(const std::vector<Gemm>& gs, int chain_len);
   int64_t in_dim(int proj) const;
   int64_t out_dim(int proj) const;
 
@@ -240,6 +242,10 @@ class Model {
   std::unique_ptr<Workspace> ws_;
   bool host_pool_ = false;  // the backend's kernels run on global_pool()
   JobThreading threading_;
+  // linear_forward's and linear_backward's chains of per-sequence LoRA products (and the adapter
+  // slot of each backward chain), kept so that a step allocates nothing.
+  std::vector<Gemm> chain_scratch_;
+  std::vector<int> chain_slot_scratch_;
 };
 
 }  // namespace sealkit

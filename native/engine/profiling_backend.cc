@@ -88,6 +88,17 @@ void ProfilingBackend::gemm_group(const Gemm* gs, int n) {
   widths += ')';
   timed("gemm_group " + gemm_shape(gs[0], widths), flops, [&] { inner_->gemm_group(gs, n); });
 }
+// "gemm_chains 16 x [NT 64x16x128 f32, NT 64x128x16 f32]": the chain count and the first chain's GEMMs.
+void ProfilingBackend::gemm_chains(const Gemm* gs, int n_chains, int chain_len) {
+  std::string shapes;
+  double flops = 0;
+  for (int i = 0; i < n_chains * chain_len; ++i) {
+    flops += gemm_flops(gs[i]);
+    if (i < chain_len) shapes += (i ? ", " : "") + gemm_shape(gs[i], std::to_string(gs[i].N));
+  }
+  timed("gemm_chains " + std::to_string(n_chains) + " x [" + shapes + "]", flops,
+        [&] { inner_->gemm_chains(gs, n_chains, chain_len); });
+}
 void ProfilingBackend::gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) {
   timed("gate_up_swiglu " + gemm_shape(up, std::to_string(gate.N) + "+" + std::to_string(up.N)),
         gemm_flops(gate) + gemm_flops(up), [&] { inner_->gate_up_swiglu(gate, up, act); });

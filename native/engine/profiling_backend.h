@@ -39,6 +39,7 @@ class ProfilingBackend final : public Backend {
 
   void gemm(const Gemm& g) override;
   void gemm_group(const Gemm* gs, int n) override;
+  void gemm_chains(const Gemm* gs, int n_chains, int chain_len) override;
   void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override;
   void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) override;
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override;

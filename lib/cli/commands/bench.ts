@@ -8,7 +8,7 @@ import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
                   [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--temperature T] [--top-p P]
-                  [--steps-per-call S]
+                  [--steps-per-call S] [--adapters N]
                   [--loss-on F] [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile]
                   [--ab-env K=V[,K=V...]] [--json]
 
@@ -29,7 +29,13 @@ repeat runs a step as usual and one with the environment variables set (the kern
 e.g. SEALKIT_LOCAL_PACK=0, are read per call), in alternating order, and reports both medians and
 the median per-repeat speed ratio; on a shared machine this resolves changes of a few percent that
 separate runs do not. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}
-(and "profile" with --profile, "ab" with --ab-env).`;
+(and "profile" with --profile, "ab" with --ab-env).
+--adapters N: the batch mixes N LoRA adapters (r=16, alpha=32, every projection), sequence (or
+prompt) i under adapter i mod N, as SEAL's inner loop trains one adapter per sequence and its
+evaluation scores and decodes them; default 1 for train, 0 (the base model) for forward and decode.`;
+
+/** ", 16 adapters" where the batch mixes adapters other than the work's default. */
+const mixing = (adapters: number, usual = 0) => (adapters === usual ? '' : `, ${adapters} adapter${adapters === 1 ? '' : 's'}`);
 
 export const benchCommand: CliCommand = {
   name: 'bench',
@@ -44,7 +50,7 @@ export const benchCommand: CliCommand = {
         storage: { type: 'string', default: 'bf16' }, json: { type: 'boolean' }, profile: { type: 'boolean' },
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
         'kv-cache': { type: 'string', default: 'auto' }, temperature: { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' },
-        'ab-env': { type: 'string' }, 'loss-on': { type: 'string' }, 'steps-per-call': { type: 'string' },
+        'ab-env': { type: 'string' }, 'loss-on': { type: 'string' }, 'steps-per-call': { type: 'string' }, adapters: { type: 'string' },
       },
     });
     const work = positionals[0];
@@ -65,6 +71,7 @@ export const benchCommand: CliCommand = {
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`bench: --top-p must be in (0, 1], got '${values['top-p']}'`);
     if (values['loss-on'] !== undefined && work !== 'train') throw new UsageError('bench: --loss-on is for train');
     if (values['steps-per-call'] !== undefined && work !== 'decode') throw new UsageError('bench: --steps-per-call is for decode');
+    const adapters = values.adapters === undefined ? undefined : int('adapters', values.adapters, work === 'train' ? 1 : 0);
     let abEnv: Record<string, string> | undefined;
     if (values['ab-env'] !== undefined) {
       if (work === 'decode') throw new UsageError('bench: --ab-env is for train and forward');
@@ -82,12 +89,12 @@ export const benchCommand: CliCommand = {
         preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
         repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device, kvCache,
-        profile: values.profile,
+        profile: values.profile, adapters,
         ...(values['steps-per-call'] !== undefined ? { stepsPerCall: int('steps-per-call', values['steps-per-call'], 1) } : {}),
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}${mixing(r.adapters)}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call)\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
       if (!values.json && r.inline_share) {
         process.stdout.write(`  ${(100 * r.inline_share).toFixed(0)}% of the timed decoding calls ran inline on one thread (measured faster for calls this small)\n`);
       }
@@ -102,7 +109,7 @@ export const benchCommand: CliCommand = {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq,
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
       repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
-      profile: values.profile, abEnv, lossOn,
+      profile: values.profile, abEnv, lossOn, adapters,
       onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  ${abEnv ? 'repeat' : 'step'} ${d}/${t}`),
     });
     if (!values.json) process.stderr.write('\n');
@@ -110,7 +117,7 @@ export const benchCommand: CliCommand = {
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } else {
       process.stdout.write(
-        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
+        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${mixing(result.adapters, result.work === 'train' ? 1 : 0)}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
           `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(result.step_ms_median < 10 ? 2 : 1)} ms   ~${result.gflops.toFixed(1)} GFLOP/s\n`,
       );
       if (result.inline_share) {
