@@ -8,7 +8,11 @@ scaled_dot_product_attention), SwiGLU MLP, tied or untied LM head, q/k/v bias fo
 perturbed so every adapter gets gradients.
 
   train    forward + cross-entropy on every next-token target + backward + grad-norm clip (1.0)
-           + AdamW step (weight decay 0) on the LoRA parameters only
+           + AdamW step (weight decay 0) on the LoRA parameters only. --adapters N: N adapters
+           on one set of frozen weights, each with its own optimiser and its own --batch
+           sequences, trained one after another (PEFT trains one adapter per step); a timed
+           step is one step of every adapter, N * batch * seq tokens (SEAL's inner loop, which
+           the engine runs as one batch mixing the adapters)
   forward  inference-mode forward computing every token's log-probability of the next token
   decode   greedy KV-cache generation, as `seal bench decode`: --batch prompts of --prompt random
            tokens are prefilled together (the first new token is the argmax at the last prompt
@@ -30,6 +34,7 @@ Run it with the tuned environment (see bench/README.md): tcmalloc via LD_PRELOAD
 TCMALLOC_RELEASE_RATE=0, openblas-openmp on LD_LIBRARY_PATH, OPENBLAS_CORETYPE=SkylakeX.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -281,6 +286,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--alpha", type=float, default=32.0)
+    ap.add_argument("--adapters", type=int, default=1, help="train: adapters trained in turn, --batch sequences each")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--name", default=None, help="label echoed in the JSON (e.g. the preset)")
@@ -300,39 +306,49 @@ def main():
     model = Llama(cfg, rank=a.rank if train else 0, alpha=a.alpha)
     if a.dtype == "bf16-weights":
         model = model.to(torch.bfloat16)
-    lora = [p for n, p in model.named_parameters() if "lora_" in n]
     assert all(p.requires_grad == ("lora_" in n) for n, p in model.named_parameters())
+    if a.adapters < 1 or (a.adapters > 1 and not train):
+        raise SystemExit("--adapters must be >= 1, and above 1 only for train")
+    models = adapter_copies(model, a.adapters)
     build_s = time.perf_counter() - t_build
 
     gen = torch.Generator().manual_seed(42)
-    tokens = torch.randint(cfg.vocab, (a.batch, a.seq), generator=gen)
+    tokens = torch.randint(cfg.vocab, (a.adapters * a.batch, a.seq), generator=gen)
     inputs, targets = tokens, torch.roll(tokens, -1, dims=1)  # last position predicts a wrapped token:
     # every position carries a loss, as in the engine's bench (batch * seq tokens per step).
 
     autocast = a.dtype == "bf16-autocast"
 
-    def run_forward():
+    def run_forward(m, x):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            return model(inputs)
+            return m(x)
 
     if train:
-        model.train()
-        opt = torch.optim.AdamW(lora, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=True)
+        trainers = []
+        for i, m in enumerate(models):
+            m.train()
+            lora = [p for n, p in m.named_parameters() if "lora_" in n]
+            opt = torch.optim.AdamW(lora, lr=a.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, foreach=True)
+            rows = slice(i * a.batch, (i + 1) * a.batch)
+            trainers.append((m, lora, opt, inputs[rows], targets[rows]))
 
         def step():
-            logits = run_forward()
-            loss = F.cross_entropy(logits.float().view(-1, cfg.vocab), targets.reshape(-1))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lora, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            return loss.item()
+            losses = []
+            for m, lora, opt, x, y in trainers:
+                logits = run_forward(m, x)
+                loss = F.cross_entropy(logits.float().view(-1, cfg.vocab), y.reshape(-1))
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(lora, 1.0)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+            return sum(losses) / len(losses)
     else:
         model.eval()
 
         def step():
             with torch.inference_mode():
-                logits = run_forward()
+                logits = run_forward(model, inputs)
                 lp = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
                 return lp.mean().item()
 
@@ -352,12 +368,27 @@ def main():
     med = statistics.median(times)
     out = {
         "peer": "pytorch", "torch": torch.__version__, "mode": a.dtype, "work": a.work, "name": a.name,
-        "batch": a.batch, "seq": a.seq, "threads": torch.get_num_threads(),
-        "tokens_per_s": a.batch * a.seq / (med / 1e3), "step_ms_median": med, "step_ms_all": times,
+        "batch": a.adapters * a.batch, "seq": a.seq, "adapters": a.adapters, "threads": torch.get_num_threads(),
+        "tokens_per_s": a.adapters * a.batch * a.seq / (med / 1e3), "step_ms_median": med, "step_ms_all": times,
         "last_value": last, "build_s": build_s,
         "env": env_shown(),
     }
     print(json.dumps(out))
+
+
+def adapter_copies(model, n):
+    """model and n - 1 copies of it that share its frozen weights (the same Parameter objects),
+    each with LoRA parameters of its own."""
+    frozen = {name: p for name, p in model.named_parameters() if not p.requires_grad}
+    out = [model]
+    for _ in range(n - 1):
+        m = copy.deepcopy(model)
+        for name, p in list(m.named_parameters()):
+            if not p.requires_grad:
+                owner, _, attr = name.rpartition(".")
+                setattr(m.get_submodule(owner) if owner else m, attr, frozen[name])
+        out.append(m)
+    return out
 
 
 def env_shown():

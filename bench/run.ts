@@ -46,6 +46,11 @@ interface Case {
   warmup: number;
   repeats: number;
   peerModes: PeerMode[];
+  /**
+   * train: the batch mixes this many adapters, one per batch / adapters sequences (the engine in one
+   * step; the peer, which trains one adapter per step, one step per adapter in turn).
+   */
+  adapters?: number;
   /** The issue's target for engine / best peer, where it states one (shown as met / not met). */
   target?: number;
 }
@@ -58,7 +63,7 @@ const decodeCase = (id: string, preset: string, batch: number, prompt: number, n
 /** How a case's shape is printed: `4x256`, or `b1 128+128` for decode (batch, prompt + new; ` T1 p0.95` when sampled). */
 const shape = (c: Case) => (c.work === 'decode'
   ? `b${c.batch} ${c.prompt}+${c.newTokens}${c.sampling ? ` T${c.sampling.temperature} p${c.sampling.topP}` : ''}`
-  : `${c.batch}x${c.seq}`);
+  : `${c.batch}x${c.seq}${c.adapters ? ` ${c.adapters} adapters` : ''}`);
 /** SEAL's self-edit sampling (knowledge incorporation): temperature 1, top-p 0.95. */
 const SEAL_SAMPLING = { temperature: 1, topP: 0.95 };
 
@@ -121,8 +126,8 @@ if (opts.help) {
                on average while it ran (default 2, quick 1)
   --only IDS   run only these benchmarks (comma-separated: smollm2-train, smollm2-forward,
                smollm2-decode-b1, smollm2-decode-b8, smollm2-decode-b8-sampled, tiny-train, tiny-train-b1,
-               tiny-forward; quick: smollm2-train, smollm2-forward, smollm2-decode-b1, tiny-train,
-               tiny-train-b1)
+               tiny-train-16-adapters, tiny-forward; quick: smollm2-train, smollm2-forward,
+               smollm2-decode-b1, tiny-train, tiny-train-b1, tiny-train-16-adapters)
 `);
   process.exit(0);
 }
@@ -154,6 +159,10 @@ const TINY_TRAIN_TARGET = 5;
 // tokens, 10 epochs; the reference's seal-method.md), so the suite times that shape (1 x 64) as
 // well as the SmolLM2 rows' 4 x 256, where a tiny step is 5.4 GFLOP of compute, not overhead.
 const TINY_INNER = { id: 'tiny-train-b1', preset: 'tiny', work: 'train', batch: 1, seq: 64, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET } as const;
+// The inner loop as SEAL runs it here (lib/seal/inner-loop.ts): 16 self-edits' adapters trained
+// together, one sequence each per step. The engine runs them as one batch that mixes the adapters;
+// the peer (PEFT trains one adapter per step) runs a step of each adapter in turn.
+const TINY_INNER_16 = { id: 'tiny-train-16-adapters', preset: 'tiny', work: 'train', batch: 16, seq: 64, adapters: 16, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET } as const;
 const SUITE: Case[] = opts.quick
   ? [
       { id: 'smollm2-train', preset: 'smollm2-135m', work: 'train', batch: 1, seq: 64, warmup: 1, repeats: 2, peerModes: ['fp32', 'bf16-autocast'] },
@@ -161,6 +170,7 @@ const SUITE: Case[] = opts.quick
       decodeCase('smollm2-decode-b1', 'smollm2-135m', 1, 32, 16, 1, 2, DECODE_PEER),
       { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 64, warmup: 2, repeats: 5, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
       { ...TINY_INNER, peerModes: [...TINY_INNER.peerModes], warmup: 3, repeats: 20 },
+      { ...TINY_INNER_16, peerModes: [...TINY_INNER_16.peerModes], warmup: 2, repeats: 5 },
     ]
   : [
       // SmolLM2 LoRA steps take seconds each: 1 warm-up + 3 timed steps per process.
@@ -175,6 +185,7 @@ const SUITE: Case[] = opts.quick
       { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
       // Steps of a few milliseconds: more of them per process for a stable median.
       { ...TINY_INNER, peerModes: [...TINY_INNER.peerModes], warmup: 10, repeats: 100 },
+      { ...TINY_INNER_16, peerModes: [...TINY_INNER_16.peerModes], warmup: 3, repeats: 20 },
       { id: 'tiny-forward', preset: 'tiny', work: 'forward', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ALL_PEER },
     ];
 
@@ -491,7 +502,7 @@ const samplingArgs = (c: Case) => (c.sampling ? ['--temperature', String(c.sampl
 function engineArgs(c: Case): string[] {
   const shapeArgs = c.work === 'decode'
     ? ['--gen-batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens), ...samplingArgs(c)]
-    : ['--batch', String(c.batch), '--seq', String(c.seq)];
+    : ['--batch', String(c.batch), '--seq', String(c.seq), ...(c.adapters ? ['--adapters', String(c.adapters)] : [])];
   return [join(ROOT, 'bin', 'seal.js'), 'bench', c.work, '--preset', c.preset, ...shapeArgs,
     '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--storage', storage!, '--json'];
 }
@@ -499,7 +510,9 @@ function engineArgs(c: Case): string[] {
 function peerArgs(c: Case, mode: PeerMode): string[] {
   const shapeArgs = c.work === 'decode'
     ? ['--batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens), ...samplingArgs(c)]
-    : ['--batch', String(c.batch), '--seq', String(c.seq), '--rank', String(LORA_RANK)];
+    : c.adapters
+      ? ['--batch', String(c.batch / c.adapters), '--adapters', String(c.adapters), '--seq', String(c.seq), '--rank', String(LORA_RANK)]
+      : ['--batch', String(c.batch), '--seq', String(c.seq), '--rank', String(LORA_RANK)];
   return [join(ROOT, 'bench', 'peer_torch.py'), '--config', configPath(c.preset), '--name', c.preset, '--work', c.work, '--dtype', mode,
     ...shapeArgs, '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--quiet'];
 }
