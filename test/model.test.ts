@@ -373,10 +373,41 @@ test('bf16 weights packed ahead for the GEMM: the bits of packing per call; a ch
   await withEnv({ SEALKIT_AMX: '0' }, () => packedWeightsCase(native().info().isa === 'avx512bf16'));
 });
 
-async function packedWeightsCase(packs: boolean): Promise<void> {
+test('f32 weights packed ahead for the f32 kernel: the bits of packing per call; merging and full training repack', async () => {
+  // An f32 model (the embedded toy models, full fine-tuning) packs each weight once per orientation
+  // for the f32 kernel of the active ISA. The same checks as for bf16, then the two ways an f32
+  // weight changes in place: merging an adapter into it and a full-training step. Either must leave
+  // no stale copy: results equal those of a model that packs B per call.
+  await packedWeightsCase(true, 'f32');
+  for (const dir of [llamaDir, qwenDir]) {
+    const V = (await Model.load(dir)).config.vocabSize;
+    const seqs: Sequence[] = [{ tokens: randomTokens(37, V, 5) }, { tokens: randomTokens(24, V, 6) }];
+    const run = async () => {
+      const m = await Model.load(dir, { storage: 'f32' });
+      m.createAdapter(0, { rank: 4, alpha: 8, seed: 11 });
+      await m.trainStep(seqs.map((q) => ({ ...q, slot: 0 })), { mode: 'lora', lr: 5e-2, seed: 1 });
+      const before = await m.logits(seqs);  // makes the packed copies
+      await m.mergeAdapter(0);
+      const merged = await m.logits(seqs);
+      const losses: number[] = [];
+      for (let i = 0; i < 3; i++) losses.push((await m.trainStep(seqs, { mode: 'full', lr: 1e-2, seed: i })).loss.get(-1) ?? NaN);
+      const trained = await m.logits(seqs);
+      await m.dispose();
+      return { before, merged, losses, trained };
+    };
+    const packed = await run();
+    const plain = await withEnv({ SEALKIT_PACKED_WEIGHTS: '0' }, run);
+    for (const k of ['before', 'merged', 'trained'] as const)
+      packed[k].forEach((l, i) => assert.equal(Array.from(l), Array.from(plain[k][i]!), `${dir}: logits ${k}, sequence ${i}`));
+    assert.equal(packed.losses, plain.losses, `${dir}: full-training losses`);
+    assert.ok(packed.merged.some((l, i) => l.some((x, j) => x !== packed.before[i]![j])), `${dir}: merging changed the logits`);
+  }
+});
+
+async function packedWeightsCase(packs: boolean, storage: 'bf16' | 'f32' = 'bf16'): Promise<void> {
   for (const dir of [llamaDir, qwenDir]) {  // tied and untied LM head
     const load = async () => {
-      const m = await Model.load(dir, { storage: 'bf16' });
+      const m = await Model.load(dir, { storage });
       m.createAdapter(0, { rank: 4, alpha: 8, seed: 7 });
       return m;
     };
@@ -402,7 +433,7 @@ async function packedWeightsCase(packs: boolean): Promise<void> {
     // the new values, as a model that never packed them does.
     const head = packed.paramNames().includes('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight';
     const base = [{ tokens: randomTokens(45, V, 3) }];
-    const fresh = await Model.load(dir, { storage: 'bf16' });
+    const fresh = await Model.load(dir, { storage });
     for (const name of ['model.layers.0.mlp.up_proj.weight', 'model.layers.1.self_attn.q_proj.weight', head]) {
       const changed = packed.getParam(name).map((v, i) => -1.5 * v + ((i % 7) - 3) * 1e-2);
       packed.setParam(name, changed);

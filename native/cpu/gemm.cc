@@ -1312,12 +1312,13 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
                  const float* pre_b = nullptr, int64_t pre_stride = 0, const GatePair* pair = nullptr,
                  const ColumnGroup* group = nullptr, const SwigluGrad* swiglu = nullptr);
 
-// g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for the
-// kernel ks (the vdpbf16ps one) and packed weights are on; else null, and B is packed per call.
+// g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for a
+// kernel with ks's strips (vdpbf16ps pairs, or f32 rows; not AMX's aligned pairs) and packed
+// weights are on; else null, and B is packed per call.
 const PackedWeight* usable_packed_weight(const GemmArgs<float>& g, const KernelSpec& ks) {
   const PackedWeight* pw = g.packed_b;
-  return pw && ks.pairs && ks.pair_align == 1 && packed_weights_on() && pw->source == g.B.data &&
-                 pw->trans_b == g.trans_b && pw->N == g.N && pw->K == g.K && pw->ldb == g.ldb
+  return pw && ks.pair_align == 1 && pw->pairs == ks.pairs && pw->nr == ks.nr && packed_weights_on() &&
+                 pw->source == g.B.data && pw->trans_b == g.trans_b && pw->N == g.N && pw->K == g.K && pw->ldb == g.ldb
              ? pw
              : nullptr;
 }
@@ -1396,7 +1397,9 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
       slab.A = g.A + k0 * (g.trans_a ? g.lda : 1);
       slab.B.data = static_cast<const char*>(g.B.data) + k0 * (g.trans_b ? 1 : g.ldb) * b_bytes;
       if (k0 > 0) slab.beta = 1;
-      packed_gemm(slab, ks, k0 + slab.K >= g.K ? fused : nullptr, pre ? pre + k0 / 2 * ks.nr : nullptr, pre_stride);  // k0 even
+      // The slab's first depth step in a packed weight's strips (k0 is even: pairs split evenly).
+      const float* slab_pre = pre ? pre + (ks.pairs ? k0 / 2 : k0) * ks.nr : nullptr;
+      packed_gemm(slab, ks, k0 + slab.K >= g.K ? fused : nullptr, slab_pre, pre_stride);
     }
     return;
   }
@@ -1879,6 +1882,13 @@ PackedWeight::~PackedWeight() { std::free(strips); }
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 #if SEALKIT_X86
   const Isa isa = active_isa();
+  if (dtype == DType::F32) {  // the f32 kernel, whatever the ISA, past the few-rows path
+    GemmArgs<float> g;
+    g.M = M;
+    g.B.dtype = dtype;
+    g.trans_b = transposed;
+    return !takes_few_rows(g, isa) && packed_weights_on();
+  }
   if (isa != Isa::Avx512Bf16 || dtype != DType::BF16) return false;
   GemmArgs<float> g;
   g.M = M;
@@ -1895,16 +1905,22 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 
 std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) {
 #if SEALKIT_X86
-  // The kernel gemm_f32 picks for bf16 B: vdpbf16ps only under AVX512-BF16 without AMX.
-  if (active_isa() != Isa::Avx512Bf16 || w.dtype != DType::BF16 || use_amx() || rows <= 0 || cols <= 0) return nullptr;
-  const KernelSpec& ks = kBf16Spec;
+  if (rows <= 0 || cols <= 0) return nullptr;
+  // The kernel gemm_f32 picks for this B: for f32, the active ISA's f32 kernel; for bf16,
+  // vdpbf16ps only under AVX512-BF16 without AMX (elsewhere a bf16 W stays unpacked).
+  const Isa isa = active_isa();
+  if (w.dtype == DType::BF16 && (isa != Isa::Avx512Bf16 || use_amx())) return nullptr;
+  if (w.dtype != DType::BF16 && w.dtype != DType::F32) return nullptr;
+  const KernelSpec ks = w.dtype == DType::BF16 ? kBf16Spec : select_kernel(isa);
   auto pw = std::make_unique<PackedWeight>();
   pw->source = w.data;
   pw->trans_b = transposed;
   pw->N = transposed ? rows : cols;  // y = x W^T: op(B) = W^T [cols, rows]; dx = dy W: op(B) = W
   pw->K = transposed ? cols : rows;
   pw->ldb = cols;
-  pw->strip_stride = (pw->K + 1) / 2 * ks.nr;
+  pw->nr = ks.nr;
+  pw->pairs = ks.pairs;
+  pw->strip_stride = (ks.pairs ? (pw->K + 1) / 2 : pw->K) * ks.nr;
   const int64_t strips = (pw->N + ks.nr - 1) / ks.nr;
   pw->bytes = static_cast<size_t>(strips * pw->strip_stride) * sizeof(float);
   pw->strips = static_cast<float*>(std::aligned_alloc(64, (pw->bytes + 63) / 64 * 64));

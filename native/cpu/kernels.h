@@ -52,16 +52,21 @@ template <typename T>
 void gemm(const GemmArgs<T>& args);
 
 // ---- packed weights ---------------------------------------------------------------------------
-// A bf16 weight W [rows, cols] packed once, for one orientation (`transposed`: y = x W^T, else
-// dx = dy W), into the B strips the bf16-pair kernel (vdpbf16ps: AVX512-BF16 without AMX) streams.
-// Packing B is 5-8 % of each of SmolLM2's training GEMMs on AMD Zen 5; a GEMM given the packed
-// weight skips it. Same strips as the GEMM's own packing, so the same bits. The owner drops it when
-// W changes (it holds no reference to W's contents, only its address for matching).
+// A weight W [rows, cols] packed once, for one orientation (`transposed`: y = x W^T, else
+// dx = dy W), into the B strips the GEMM's kernel streams: a bf16 W for the bf16-pair kernel
+// (vdpbf16ps: AVX512-BF16 without AMX), an f32 W for the f32 kernel of the active ISA. Packing B is
+// 5-8 % of each of SmolLM2's training GEMMs on AMD Zen 5; a GEMM given the packed weight skips it.
+// Same strips as the GEMM's own packing, so the same bits. The owner drops it when W changes (it
+// holds no reference to W's contents, only its address for matching).
 struct PackedWeight {
   const void* source = nullptr;
   bool trans_b = false;
   int64_t N = 0, K = 0, ldb = 0;
-  int64_t strip_stride = 0;  // floats from one strip to the next (a strip: ceil(K/2) pairs x 32 columns)
+  // The kernel's strips it holds: nr columns each, of bf16 pairs (vdpbf16ps: a bf16 W) or of f32
+  // (the f32 kernel: an f32 W).
+  int nr = 0;
+  bool pairs = false;
+  int64_t strip_stride = 0;  // floats from one strip to the next (ceil(K/2) pairs or K rows, x nr)
   float* strips = nullptr;   // 64-byte aligned, owned
   size_t bytes = 0;
   PackedWeight() = default;
@@ -70,7 +75,8 @@ struct PackedWeight {
   ~PackedWeight();
 };
 // Whether a GEMM of M rows against a weight of this dtype and orientation would read a packed weight
-// (the bf16-pair kernel is active and M is above the few-rows path's limit), and packing is on
+// (an f32 weight, or a bf16 one where the bf16-pair kernel is active, and M above the few-rows
+// path's limit), and packing is on
 // (SEALKIT_PACKED_WEIGHTS=0, read per call, turns it off, for tests and benchmarks).
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed);
 // The packed weight (null when no kernel on this CPU reads one). Parallel over the pool.

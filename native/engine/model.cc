@@ -345,6 +345,7 @@ void Model::merge_adapter(int slot) {
       Param& W = layers_[static_cast<size_t>(l)].proj[p];
       const Param& A = a.A[static_cast<size_t>(l)][p];
       const Param& B = a.B[static_cast<size_t>(l)][p];
+      drop_packed(W);  // W changes in place: its packed copies would be stale
       Gemm g;  // W[out, in] += scale * B[out, r] A[r, in]
       g.M = W.rows; g.N = W.cols; g.K = A.rows;
       g.A = B.f32(); g.lda = B.cols;
@@ -448,7 +449,10 @@ Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) 
 }
 
 const cpu::PackedWeight* Model::packed_weight(Param& W, bool transposed, int64_t rows) {
-  if (W.dtype != DType::BF16 || !backend_->reads_packed_weight(rows, W.dtype, transposed)) return nullptr;
+  // A weight that trains (full fine-tuning gave it a gradient) changes every step: a copy would be
+  // freed and made again each step, its fresh pages faulted in; the GEMM packs it per call instead,
+  // into scratch it keeps.
+  if (W.grad || !backend_->reads_packed_weight(rows, W.dtype, transposed)) return nullptr;
   std::unique_ptr<cpu::PackedWeight>& slot = W.packed[transposed ? 1 : 0];
   if (!slot) {
     slot = backend_->pack_weight(W.view(), W.rows, W.cols, transposed);
@@ -1123,6 +1127,7 @@ std::vector<double> Model::step(const StepSpec& spec) {
     ts.reserve(params.size());
     for (Param* p : params) {
       ensure_moments(*p);
+      drop_packed(*p);  // the step changes it in place (full training): its packed copies would be stale
       ts.push_back({p->f32(), p->grad, p->m, p->v, p->numel()});
     }
     const int count = static_cast<int>(ts.size());
