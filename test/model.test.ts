@@ -580,6 +580,41 @@ test('a batch that mixes adapters runs its LoRA products as chains: the bits of 
   }
 });
 
+test('adapters reuse the buffers of dropped ones: the same training as on a fresh model, memory within the peak', async () => {
+  // SEAL's inner loop creates and drops groups of adapters; a new adapter takes the buffers (weights,
+  // gradients, AdamW moments) a dropped one of the same shapes left (native/engine/model.cc,
+  // take_f32), zeroed. Its training must match an adapter on a model that never had one, to the
+  // bit (a moment or gradient left over would change the first step), and live and kept buffers
+  // together never exceed the most adapter memory that was live at once.
+  const train = async (m: Model, slots: number[], seedBase: number) => {
+    const V = m.config.vocabSize;
+    const seqs: Sequence[] = slots.map((slot, i) => ({ tokens: randomTokens(12 + i, V, seedBase + i), slot }));
+    for (let i = 0; i < 3; i++) await m.trainStep(seqs, { mode: 'lora', lr: 1e-2, seed: i });
+    return slots.map((slot) => (['q_proj', 'down_proj'] as const).flatMap((p) => [Array.from(m.getAdapterTensor(slot, 1, p, 'A')), Array.from(m.getAdapterTensor(slot, 0, p, 'B'))]));
+  };
+  const model = await Model.load(llamaDir);
+  const create = (slots: number[], seed: number) => slots.forEach((slot, i) => model.createAdapter(slot, { rank: 4, alpha: 8, seed: seed + i }));
+  const base = model.memoryBytes();
+  create([0, 1, 2], 10);
+  await train(model, [0, 1, 2], 100);
+  const peak = model.memoryBytes();
+  for (const slot of [0, 1, 2]) model.dropAdapter(slot);
+  assert.is(model.memoryBytes(), peak, 'dropped adapters\' buffers kept for reuse');
+  create([5, 6], 20);  // fewer than before: two from the kept buffers
+  const reused = await train(model, [5, 6], 200);
+  assert.is(model.memoryBytes(), peak, 'live and kept buffers within the peak');
+  model.createAdapter(7, { rank: 2, alpha: 4, seed: 30 });  // other shapes: new buffers, and the peak grows
+  assert.ok(model.memoryBytes() > peak, 'an adapter of other shapes allocates');
+  for (const slot of [5, 6, 7]) model.dropAdapter(slot);
+  assert.ok(model.memoryBytes() > base, 'kept for reuse');
+
+  const fresh = await Model.load(llamaDir);
+  [5, 6].forEach((slot, i) => fresh.createAdapter(slot, { rank: 4, alpha: 8, seed: 20 + i }));
+  const alone = await train(fresh, [5, 6], 200);
+  assert.equal(reused, alone, 'training on reused buffers gives the bits of fresh ones');
+  for (const m of [model, fresh]) await m.dispose();
+});
+
 test('bad batches give clear errors, never a crash', async () => {
   const model = await Model.load(llamaDir);
   const V = model.config.vocabSize;

@@ -139,6 +139,8 @@ Model::Model(ModelConfig config, std::unique_ptr<Backend> backend, DType storage
 Model::~Model() {
   ws_.reset();
   while (!adapters_.empty()) drop_adapter(adapters_.begin()->first);
+  for (auto& [n, buffers] : spare_f32_)
+    for (float* p : buffers) backend_->release(p);
   for (Param* p : all_params()) {
     backend_->release(p->data);
     if (p->grad) backend_->release(p->grad);
@@ -152,6 +154,32 @@ void* Model::alloc(size_t bytes) {
   void* p = backend_->alloc(bytes);
   bytes_ += bytes;
   return p;
+}
+
+float* Model::take_f32(int64_t n) {
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+  adapter_bytes_ += bytes;
+  adapter_bytes_peak_ = std::max(adapter_bytes_peak_, adapter_bytes_);
+  auto it = spare_f32_.find(n);
+  if (it == spare_f32_.end() || it->second.empty()) return static_cast<float*>(alloc(bytes));
+  float* p = it->second.back();
+  it->second.pop_back();
+  spare_bytes_ -= bytes;
+  backend_->zero(p, bytes);
+  return p;
+}
+
+void Model::give_f32(float* p, int64_t n) {
+  if (!p) return;
+  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
+  adapter_bytes_ -= bytes;
+  if (adapter_bytes_ + spare_bytes_ + bytes <= adapter_bytes_peak_) {
+    spare_f32_[n].push_back(p);
+    spare_bytes_ += bytes;
+    return;
+  }
+  backend_->release(p);
+  bytes_ -= bytes;
 }
 
 void Model::alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype) {
@@ -178,9 +206,12 @@ void Model::ensure_grads(Param& p) {
   p.grad = static_cast<float*>(alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
 }
 
-void Model::ensure_moments(Param& p) {
-  if (!p.m) p.m = static_cast<float*>(alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
-  if (!p.v) p.v = static_cast<float*>(alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
+void Model::ensure_moments(Param& p, bool adapter) {
+  const auto fresh = [&] {
+    return adapter ? take_f32(p.numel()) : static_cast<float*>(alloc(static_cast<size_t>(p.numel()) * sizeof(float)));
+  };
+  if (!p.m) p.m = fresh();
+  if (!p.v) p.v = fresh();
 }
 
 Param& Model::param(const std::string& name) {
@@ -288,10 +319,13 @@ void Model::create_adapter(int slot, const AdapterSpec& spec, uint64_t seed) {
       if (!(spec.targets & (1u << p))) continue;
       Param& A = a->A[static_cast<size_t>(l)][p];
       Param& B = a->B[static_cast<size_t>(l)][p];
-      alloc_param(A, "", spec.rank, in_dim(p), DType::F32);
-      alloc_param(B, "", out_dim(p), spec.rank, DType::F32);
-      A.grad = static_cast<float*>(alloc(static_cast<size_t>(A.numel()) * 4));
-      B.grad = static_cast<float*>(alloc(static_cast<size_t>(B.numel()) * 4));
+      for (Param* q : {&A, &B}) {
+        q->dtype = DType::F32;
+        q->rows = q == &A ? spec.rank : out_dim(p);
+        q->cols = q == &A ? in_dim(p) : spec.rank;
+        q->data = take_f32(q->numel());
+        q->grad = take_f32(q->numel());
+      }
       float bound = 1.0f / std::sqrt(static_cast<float>(in_dim(p)));
       backend_->fill_uniform(A.f32(), A.numel(), mix_seed(seed, static_cast<uint64_t>(l), static_cast<uint64_t>(p)),
                              bound);
@@ -305,17 +339,8 @@ void Model::drop_adapter(int slot) {
   if (it == adapters_.end()) return;
   for (auto* side : {&it->second->A, &it->second->B})
     for (auto& layer : *side)
-      for (Param& p : layer) {
-        if (!p.data) continue;
-        size_t n = static_cast<size_t>(p.numel()) * 4;
-        backend_->release(p.data);
-        bytes_ -= n;
-        for (float* extra : {p.grad, p.m, p.v})
-          if (extra) {
-            backend_->release(extra);
-            bytes_ -= n;
-          }
-      }
+      for (Param& p : layer)
+        for (float* buffer : {p.f32(), p.grad, p.m, p.v}) give_f32(buffer, p.numel());
   adapters_.erase(it);
 }
 
@@ -1126,7 +1151,7 @@ std::vector<double> Model::step(const StepSpec& spec) {
     std::vector<OptimTensor> ts;
     ts.reserve(params.size());
     for (Param* p : params) {
-      ensure_moments(*p);
+      ensure_moments(*p, is_slot);
       drop_packed(*p);  // the step changes it in place (full training): its packed copies would be stale
       ts.push_back({p->f32(), p->grad, p->m, p->v, p->numel()});
     }

@@ -178,9 +178,18 @@ class Model {
 
   void* alloc(size_t bytes);
   void release(void* p);
+  // f32 buffers of adapters (weights, gradients, AdamW moments), zeroed: one a dropped adapter left
+  // (spare_f32) when there is one of n elements, else a new allocation. give_f32 keeps a buffer for
+  // that reuse while live and spare adapter buffers together stay within the most adapter memory
+  // ever live at once (so the model's peak does not grow), else releases it. Why: SEAL's inner loop
+  // creates and drops groups of 16 adapters, and fresh memory is page-faulted in on first touch
+  // (and glibc had handed the freed pages back to the kernel): each group's first step ran 3-4x
+  // slower than the rest.
+  float* take_f32(int64_t n);
+  void give_f32(float* p, int64_t n);
   void alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype);
   void ensure_grads(Param& p);
-  void ensure_moments(Param& p);
+  void ensure_moments(Param& p, bool adapter);  // an adapter's come from take_f32
   std::vector<Param*> all_params();
   void validate(const Batch& batch, bool need_targets) const;
   std::vector<Segment> segments(const Batch& batch) const;
@@ -232,6 +241,8 @@ class Model {
   std::unique_ptr<Backend> backend_;
   DType storage_;
   size_t bytes_ = 0;
+  size_t adapter_bytes_ = 0, adapter_bytes_peak_ = 0, spare_bytes_ = 0;  // live adapters' buffers, their peak, spares
+  std::map<int64_t, std::vector<float*>> spare_f32_;  // by element count
   std::vector<std::string> names_;
   std::map<std::string, Param*> by_name_;
   Param embed_, final_norm_, lm_head_;
