@@ -139,8 +139,7 @@ Model::Model(ModelConfig config, std::unique_ptr<Backend> backend, DType storage
 Model::~Model() {
   ws_.reset();
   while (!adapters_.empty()) drop_adapter(adapters_.begin()->first);
-  for (auto& [n, buffers] : spare_f32_)
-    for (float* p : buffers) backend_->release(p);
+  for (BufferPool* pool : {&adapter_buffers_, &kv_buffers_}) bytes_ -= pool->clear(*backend_);
   for (Param* p : all_params()) {
     backend_->release(p->data);
     if (p->grad) backend_->release(p->grad);
@@ -157,29 +156,12 @@ void* Model::alloc(size_t bytes) {
 }
 
 float* Model::take_f32(int64_t n) {
-  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
-  adapter_bytes_ += bytes;
-  adapter_bytes_peak_ = std::max(adapter_bytes_peak_, adapter_bytes_);
-  auto it = spare_f32_.find(n);
-  if (it == spare_f32_.end() || it->second.empty()) return static_cast<float*>(alloc(bytes));
-  float* p = it->second.back();
-  it->second.pop_back();
-  spare_bytes_ -= bytes;
-  backend_->zero(p, bytes);
-  return p;
+  return static_cast<float*>(
+      adapter_buffers_.take(*backend_, static_cast<size_t>(n) * sizeof(float), [&](size_t b) { return alloc(b); }));
 }
 
 void Model::give_f32(float* p, int64_t n) {
-  if (!p) return;
-  const size_t bytes = static_cast<size_t>(n) * sizeof(float);
-  adapter_bytes_ -= bytes;
-  if (adapter_bytes_ + spare_bytes_ + bytes <= adapter_bytes_peak_) {
-    spare_f32_[n].push_back(p);
-    spare_bytes_ += bytes;
-    return;
-  }
-  backend_->release(p);
-  bytes_ -= bytes;
+  bytes_ -= adapter_buffers_.give(*backend_, p, static_cast<size_t>(n) * sizeof(float));
 }
 
 void Model::alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype) {
@@ -1083,8 +1065,19 @@ size_t Model::kv_row_bytes(DType dtype) const {
   return static_cast<size_t>(config_.kv_heads * config_.head_dim) * dtype_size(dtype);
 }
 
+namespace {
+// A KV cache layer's bytes rounded up to the next of four steps per power of two (4 KiB at least).
+size_t kv_size_class(size_t bytes) {
+  if (bytes <= 4096) return 4096;
+  size_t pow2 = 1;
+  while (pow2 * 2 < bytes) pow2 *= 2;  // pow2 < bytes <= 2 * pow2
+  const size_t step = pow2 / 4;
+  return (bytes + step - 1) / step * step;
+}
+}  // namespace
+
 size_t Model::kv_cache_bytes(int64_t rows, DType dtype) const {
-  return static_cast<size_t>(rows) * kv_row_bytes(dtype) * 2 * static_cast<size_t>(config_.layers);
+  return kv_size_class(static_cast<size_t>(rows) * kv_row_bytes(dtype)) * 2 * static_cast<size_t>(config_.layers);
 }
 
 DType Model::default_kv_dtype() const {
@@ -1100,19 +1093,22 @@ std::unique_ptr<KvCache> Model::create_cache(int64_t rows, DType dtype) {
   cache->capacity = rows;
   cache->dtype = dtype;
   cache->row_bytes = kv_row_bytes(dtype);
-  const size_t layer_bytes = static_cast<size_t>(rows) * cache->row_bytes;
+  // Buffers from kv_buffers_, their sizes rounded up to a class (at most a quarter more) so that
+  // generations of nearby lengths reuse each other's.
+  const size_t layer_bytes = kv_size_class(static_cast<size_t>(rows) * cache->row_bytes);
+  const auto fresh = [&](size_t b) { return alloc(b); };
   for (int64_t l = 0; l < config_.layers; ++l) {
-    cache->k.push_back(alloc(layer_bytes));
-    cache->v.push_back(alloc(layer_bytes));
+    cache->k.push_back(kv_buffers_.take(*backend_, layer_bytes, fresh));
+    cache->v.push_back(kv_buffers_.take(*backend_, layer_bytes, fresh));
     cache->bytes += 2 * layer_bytes;
   }
   return cache;
 }
 
 void Model::release_cache(KvCache& cache) {
-  for (void* p : cache.k) backend_->release(p);
-  for (void* p : cache.v) backend_->release(p);
-  bytes_ -= cache.bytes;
+  const size_t layer_bytes = cache.bytes / (2 * cache.k.size());
+  for (auto* side : {&cache.k, &cache.v})
+    for (void* p : *side) bytes_ -= kv_buffers_.give(*backend_, p, layer_bytes);
   cache.k.clear();
   cache.v.clear();
   cache.bytes = 0;

@@ -16,6 +16,7 @@
 
 #include "../core/threadpool.h"
 #include "backend.h"
+#include "buffer_pool.h"
 #include "job_threading.h"
 
 namespace sealkit {
@@ -178,13 +179,8 @@ class Model {
 
   void* alloc(size_t bytes);
   void release(void* p);
-  // f32 buffers of adapters (weights, gradients, AdamW moments), zeroed: one a dropped adapter left
-  // (spare_f32) when there is one of n elements, else a new allocation. give_f32 keeps a buffer for
-  // that reuse while live and spare adapter buffers together stay within the most adapter memory
-  // ever live at once (so the model's peak does not grow), else releases it. Why: SEAL's inner loop
-  // creates and drops groups of 16 adapters, and fresh memory is page-faulted in on first touch
-  // (and glibc had handed the freed pages back to the kernel): each group's first step ran 3-4x
-  // slower than the rest.
+  // f32 buffers of n elements for adapters (weights, gradients, AdamW moments), zeroed, through
+  // adapter_buffers_ (buffer_pool.h: a dropped adapter's buffers serve the next one).
   float* take_f32(int64_t n);
   void give_f32(float* p, int64_t n);
   void alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype);
@@ -241,8 +237,7 @@ class Model {
   std::unique_ptr<Backend> backend_;
   DType storage_;
   size_t bytes_ = 0;
-  size_t adapter_bytes_ = 0, adapter_bytes_peak_ = 0, spare_bytes_ = 0;  // live adapters' buffers, their peak, spares
-  std::map<int64_t, std::vector<float*>> spare_f32_;  // by element count
+  BufferPool adapter_buffers_, kv_buffers_;  // kept for reuse (buffer_pool.h)
   std::vector<std::string> names_;
   std::map<std::string, Param*> by_name_;
   Param embed_, final_norm_, lm_head_;
