@@ -615,6 +615,25 @@ test('adapters reuse the buffers of dropped ones: the same training as on a fres
   for (const m of [model, fresh]) await m.dispose();
 });
 
+test('KV caches reuse the buffers of finished generations: the tokens and logits of a fresh model', async () => {
+  // Each generation takes its KV cache from the buffers earlier ones left (sizes rounded to a class,
+  // so nearby lengths share them), zeroed. A generation on reused buffers must give the tokens and
+  // logits it gives on a model that never generated, and the kept buffers stay within the peak.
+  const model = await Model.load(llamaDir);
+  const V = model.config.vocabSize;
+  const prompts = (seed: number, n: number) => Array.from({ length: n }, (_, i) => ({ tokens: randomTokens(6 + i, V, seed + i) }));
+  const options = { maxNewTokens: 9, temperature: 0, withLogits: true, eosTokenIds: [] };
+  await model.generate(prompts(1, 4), { ...options, maxNewTokens: 12 });
+  const afterFirst = model.memoryBytes();
+  const reused = await model.generate(prompts(50, 4), options);  // a little shorter: the same size class
+  assert.is(model.memoryBytes(), afterFirst, 'the second cache reused the first one\'s buffers');
+  const fresh = await Model.load(llamaDir);
+  const alone = await fresh.generate(prompts(50, 4), options);
+  assert.equal(reused.map((c) => c.tokens), alone.map((c) => c.tokens), 'tokens');
+  reused.forEach((c, i) => c.logits!.forEach((l, t) => assert.equal(Array.from(l), Array.from(alone[i]!.logits![t]!), `logits ${i}/${t}`)));
+  for (const m of [model, fresh]) await m.dispose();
+});
+
 test('bad batches give clear errors, never a crash', async () => {
   const model = await Model.load(llamaDir);
   const V = model.config.vocabSize;
