@@ -41,7 +41,7 @@ struct Param {
   float* grad = nullptr;
   float* m = nullptr;
   float* v = nullptr;
-  // A bf16 weight's copies packed for the backend's GEMM (Backend::pack_weight): [0] for dx = dy W,
+  // The weight's copies packed for the backend's GEMM (Backend::pack_weight): [0] for dx = dy W,
   // [1] for y = x W^T. Made on first use by a GEMM that reads one, dropped when the weight changes.
   std::unique_ptr<cpu::PackedWeight> packed[2];
   int64_t numel() const { return rows * cols; }
