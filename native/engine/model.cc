@@ -1106,6 +1106,7 @@ std::unique_ptr<KvCache> Model::create_cache(int64_t rows, DType dtype) {
 }
 
 void Model::release_cache(KvCache& cache) {
+  if (cache.k.empty()) return;  // released already
   const size_t layer_bytes = cache.bytes / (2 * cache.k.size());
   for (auto* side : {&cache.k, &cache.v})
     for (void* p : *side) bytes_ -= kv_buffers_.give(*backend_, p, layer_bytes);
