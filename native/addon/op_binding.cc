@@ -354,6 +354,34 @@ Napi::Object op_gemm_swiglu_backward(const Args& a) {
   }
 }
 
+// `calls`: an array of 1 to `max` gemm argument objects (each parsed and checked as op gemm's).
+std::vector<GemmCall<float>> gemm_calls(const Args& a, uint32_t max) {
+  const Napi::Value v = a.value("calls");
+  if (!v.IsArray()) a.type_error("calls", "must be an array of gemm arguments");
+  const Napi::Array calls = v.As<Napi::Array>();
+  if (calls.Length() < 1 || calls.Length() > max) a.range_error("calls", "must hold 1 to " + std::to_string(max) + " GEMMs");
+  std::vector<GemmCall<float>> parsed;
+  for (uint32_t i = 0; i < calls.Length(); ++i) {
+    const Napi::Value c = calls.Get(i);
+    if (!c.IsObject()) a.type_error("calls", "must be an array of objects");
+    parsed.push_back(gemm_args<float>(Args(a.env(), a.op() + " calls[" + std::to_string(i) + "]", c.As<Napi::Object>())));
+  }
+  return parsed;
+}
+
+std::vector<cpu::GemmArgs<float>> gemm_args_of(const std::vector<GemmCall<float>>& calls) {
+  std::vector<cpu::GemmArgs<float>> gs;
+  for (const GemmCall<float>& c : calls) gs.push_back(c.g);
+  return gs;
+}
+
+// The calls' results as C0, C1, ...
+Napi::Object results_of(const Args& a, const std::vector<GemmCall<float>>& calls) {
+  Napi::Object r = Napi::Object::New(a.env());
+  for (size_t i = 0; i < calls.size(); ++i) r.Set("C" + std::to_string(i), calls[i].c);
+  return r;
+}
+
 // Up to four GEMMs run as one group (cpu::gemm_group). Either `calls`, an array of gemm's arguments
 // (any orientations, strides, alpha, beta, initial C), or GEMMs sharing x: C_i = x W_i^T (W_i
 // [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype; `packedB`: each packed ahead, as the
@@ -363,22 +391,10 @@ Napi::Object op_gemm_group(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
     a.range_error("dtype", "must be 'f32' for gemm_group");
   } else if (a.has("calls")) {
-    const Napi::Value v = a.value("calls");
-    if (!v.IsArray()) a.type_error("calls", "must be an array of gemm arguments");
-    const Napi::Array calls = v.As<Napi::Array>();
-    if (calls.Length() < 1 || calls.Length() > 4) a.range_error("calls", "must hold 1 to 4 GEMMs");
-    std::vector<GemmCall<float>> parsed;
-    for (uint32_t i = 0; i < calls.Length(); ++i) {
-      const Napi::Value c = calls.Get(i);
-      if (!c.IsObject()) a.type_error("calls", "must be an array of objects");
-      parsed.push_back(gemm_args<float>(Args(a.env(), a.op() + " calls[" + std::to_string(i) + "]", c.As<Napi::Object>())));
-    }
-    std::vector<cpu::GemmArgs<float>> gs;
-    for (const GemmCall<float>& c : parsed) gs.push_back(c.g);
+    std::vector<GemmCall<float>> calls = gemm_calls(a, 4);
+    std::vector<cpu::GemmArgs<float>> gs = gemm_args_of(calls);
     cpu::gemm_group(gs.data(), static_cast<int>(gs.size()));
-    Napi::Object r = Napi::Object::New(a.env());
-    for (size_t i = 0; i < parsed.size(); ++i) r.Set("C" + std::to_string(i), parsed[i].c);
-    return r;
+    return results_of(a, calls);
   } else {
     const int64_t M = a.integer("M", 1), K = a.integer("K", 1), n = a.integer("n", 1);
     if (n > 4) a.range_error("n", "must be at most 4");
@@ -415,23 +431,12 @@ Napi::Object op_gemm_chains(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
     a.range_error("dtype", "must be 'f32' for gemm_chains");
   } else {
-    const Napi::Value v = a.value("calls");
-    if (!v.IsArray()) a.type_error("calls", "must be an array of gemm arguments");
-    const Napi::Array calls = v.As<Napi::Array>();
     const int64_t chain_len = a.integer("chainLen", 1);
-    if (calls.Length() < 1 || calls.Length() > 1024) a.range_error("calls", "must hold 1 to 1024 GEMMs");
-    if (calls.Length() % chain_len != 0) a.range_error("chainLen", "must divide the number of calls");
-    std::vector<GemmCall<float>> parsed;
-    for (uint32_t i = 0; i < calls.Length(); ++i) {
-      const Napi::Value c = calls.Get(i);
-      if (!c.IsObject()) a.type_error("calls", "must be an array of objects");
-      parsed.push_back(gemm_args<float>(Args(a.env(), a.op() + " calls[" + std::to_string(i) + "]", c.As<Napi::Object>())));
-    }
-    std::vector<cpu::GemmArgs<float>> gs;
-    for (const GemmCall<float>& c : parsed) gs.push_back(c.g);
+    std::vector<GemmCall<float>> calls = gemm_calls(a, 1024);
+    if (static_cast<int64_t>(calls.size()) % chain_len != 0) a.range_error("chainLen", "must divide the number of calls");
+    std::vector<cpu::GemmArgs<float>> gs = gemm_args_of(calls);
     const bool chained = cpu::gemm_chains(gs.data(), static_cast<int>(gs.size() / chain_len), static_cast<int>(chain_len));
-    Napi::Object r = Napi::Object::New(a.env());
-    for (size_t i = 0; i < parsed.size(); ++i) r.Set("C" + std::to_string(i), parsed[i].c);
+    Napi::Object r = results_of(a, calls);
     r.Set("chained", chained);
     return r;
   }

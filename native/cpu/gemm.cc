@@ -1881,22 +1881,16 @@ PackedWeight::~PackedWeight() { std::free(strips); }
 
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 #if SEALKIT_X86
+  // An f32 W: the f32 kernel of any ISA; a bf16 W: the vdpbf16ps kernel only.
   const Isa isa = active_isa();
-  if (dtype == DType::F32) {  // the f32 kernel, whatever the ISA, past the few-rows path
-    GemmArgs<float> g;
-    g.M = M;
-    g.B.dtype = dtype;
-    g.trans_b = transposed;
-    return !takes_few_rows(g, isa) && packed_weights_on();
-  }
-  if (isa != Isa::Avx512Bf16 || dtype != DType::BF16) return false;
+  if (dtype != DType::F32 && (dtype != DType::BF16 || isa != Isa::Avx512Bf16)) return false;
   GemmArgs<float> g;
   g.M = M;
   g.B.dtype = dtype;
   g.trans_b = transposed;
   // The environment last (use_amx and the switch read it): decoding asks on every projection of
   // every token, and streams W unpacked.
-  return !takes_few_rows(g, isa) && !use_amx() && packed_weights_on();
+  return !takes_few_rows(g, isa) && (dtype == DType::F32 || !use_amx()) && packed_weights_on();
 #else
   (void)M, (void)dtype, (void)transposed;
   return false;

@@ -164,6 +164,14 @@ void Model::give_f32(float* p, int64_t n) {
   bytes_ -= adapter_buffers_.give(*backend_, p, static_cast<size_t>(n) * sizeof(float));
 }
 
+void Model::adapter_param(Param& p, int64_t rows, int64_t cols) {
+  p.dtype = DType::F32;
+  p.rows = rows;
+  p.cols = cols;
+  p.data = take_f32(p.numel());
+  p.grad = take_f32(p.numel());
+}
+
 void Model::alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype) {
   p.rows = rows;
   p.cols = cols;
@@ -301,13 +309,8 @@ void Model::create_adapter(int slot, const AdapterSpec& spec, uint64_t seed) {
       if (!(spec.targets & (1u << p))) continue;
       Param& A = a->A[static_cast<size_t>(l)][p];
       Param& B = a->B[static_cast<size_t>(l)][p];
-      for (Param* q : {&A, &B}) {
-        q->dtype = DType::F32;
-        q->rows = q == &A ? spec.rank : out_dim(p);
-        q->cols = q == &A ? in_dim(p) : spec.rank;
-        q->data = take_f32(q->numel());
-        q->grad = take_f32(q->numel());
-      }
+      adapter_param(A, spec.rank, in_dim(p));
+      adapter_param(B, out_dim(p), spec.rank);
       float bound = 1.0f / std::sqrt(static_cast<float>(in_dim(p)));
       backend_->fill_uniform(A.f32(), A.numel(), mix_seed(seed, static_cast<uint64_t>(l), static_cast<uint64_t>(p)),
                              bound);

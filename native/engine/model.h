@@ -183,6 +183,8 @@ class Model {
   // adapter_buffers_ (buffer_pool.h: a dropped adapter's buffers serve the next one).
   float* take_f32(int64_t n);
   void give_f32(float* p, int64_t n);
+  // An adapter's f32 tensor [rows, cols] and its gradient, from take_f32.
+  void adapter_param(Param& p, int64_t rows, int64_t cols);
   void alloc_param(Param& p, const std::string& name, int64_t rows, int64_t cols, DType dtype);
   void ensure_grads(Param& p);
   void ensure_moments(Param& p, bool adapter);  // an adapter's come from take_f32
