@@ -3,6 +3,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#endif
 
 namespace sealkit {
 
@@ -26,6 +29,29 @@ Isa detect_isa() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
 #endif
   return Isa::Scalar;
+}
+
+const CpuModel& cpu_model() {
+  static const CpuModel m = [] {
+    CpuModel r;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return r;
+    char vendor[13] = {};
+    std::memcpy(vendor, &b, 4);
+    std::memcpy(vendor + 4, &d, 4);
+    std::memcpy(vendor + 8, &c, 4);
+    r.amd = std::strcmp(vendor, "AuthenticAMD") == 0;
+    r.intel = std::strcmp(vendor, "GenuineIntel") == 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return r;
+    const int base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
+    r.family = base_family == 0xf ? base_family + static_cast<int>((a >> 20) & 0xff) : base_family;
+    r.model = (base_family == 0xf || base_family == 6) ? base_model | static_cast<int>(((a >> 16) & 0xf) << 4)
+                                                       : base_model;
+#endif
+    return r;
+  }();
+  return m;
 }
 
 static Isa initial_isa() {

@@ -13,6 +13,13 @@ Isa detect_isa();
 // (scalar|avx2|avx512|avx512bf16) for testing the fallbacks; never raised above what the CPU has.
 Isa active_isa();
 void set_active_isa(Isa isa);
+// The CPU's vendor and family (CPUID leaf 1, extended family added as the SDM and AMD's APM say):
+// for the few tuning choices measured to go opposite ways on different microarchitectures.
+struct CpuModel {
+  bool amd = false, intel = false;
+  int family = 0, model = 0;
+};
+const CpuModel& cpu_model();
 // Whether kernels may use AVX-512 (F, BW, VL, DQ) at this level.
 inline bool has_avx512(Isa isa) { return isa >= Isa::Avx512; }
 

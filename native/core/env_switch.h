@@ -1,6 +1,6 @@
 // Kernel and engine switches read from the environment on every call, so one process can time or
 // test a path with and without them (seal bench --ab-env, bench/ab.ts): a switch is on unless its
-// variable is exactly "0".
+// variable is exactly "0" (or, for switch_on_or, unless the machine's default says off).
 #pragma once
 #include <cstdlib>
 #include <cstring>
@@ -10,6 +10,14 @@ namespace sealkit {
 inline bool switch_on(const char* name) {
   const char* v = std::getenv(name);
   return !(v && std::strcmp(v, "0") == 0);
+}
+
+// A switch whose default depends on the machine: unset (or empty) takes `fallback`, "0" is off,
+// anything else on.
+inline bool switch_on_or(const char* name, bool fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  return std::strcmp(v, "0") != 0;
 }
 
 }  // namespace sealkit

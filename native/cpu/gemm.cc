@@ -529,22 +529,28 @@ constexpr int64_t kFewRowsChunk = 64;
 // How far ahead of the block it multiplies a few-rows kernel prefetches W, and into which cache.
 // The hardware prefetcher follows each row's stream only after a few misses; a block's rows are
 // short (K elements), so it keeps starting late: each block prefetches the rows `rows` ahead (and a
-// run's first block the rows before that distance, all at once).
-//  - Default: the next block's rows (4 ahead) with the non-temporal hint (prefetchnta), into L1
+// run's first block the rows before that distance, all at once). Two ways, each the faster on its
+// own microarchitecture, so the default depends on the CPU:
+//  - L2, far: 32 rows ahead into L2 (prefetcht1). The default everywhere but AMD Zen 5. On a Zen 4
+//    VM (L1d 32 KiB; 2026-12-06, alternating runs of `seal bench decode`, SmolLM2-135M, 2 threads)
+//    against the next block's rows with the non-temporal hint: batch 1 105-112 against 72-80
+//    tokens/s (1.4x), batch 8 566-685 against 393-433 (1.5x); 16 rows ahead alike. Earlier on a Zen 4
+//    VM: LM head at batch 1 28-33 GB/s against 16 with 2 blocks ahead into L1.
+//  - NTA, near: the next block's rows (4 ahead) with the non-temporal hint (prefetchnta), into L1
 //    without keeping them in the caches behind it. Decoding streams each weight once per token, far
 //    more bytes than the caches hold, so lines kept in L2 (and, on AMD, cast out to L3 when L2
-//    evicts them) are pure overhead. bench/decode-chain.ts (SmolLM2-135M's GEMMs for one token,
-//    batch 1, bf16, 2 threads, AMD Zen 5 VM, 5 alternating rounds): 58.0 GB/s against 49.5 with
-//    32 rows ahead into L2, 1.19x; in earlier runs of the same chain the f32-product kernel 42-47
-//    against 29-42 GB/s, 8-16 rows ahead with the same hint in between, and 4-32 rows ahead into
-//    L1 or L2 (T0-T2) like the old default.
-//  - SEALKIT_FEW_ROWS_NTA=0: 32 rows ahead into L2, the earlier default (measured on a Zen 4 VM:
-//    LM head at batch 1 28-33 GB/s against 16 with 2 blocks ahead into L1; 16-64 rows alike).
+//    evicts them) are overhead. The default on AMD Zen 5 (family 1Ah): bench/decode-chain.ts
+//    (SmolLM2-135M's GEMMs for one token, batch 1, bf16, 2 threads, Zen 5 VM, 5 alternating
+//    rounds) 58.0 GB/s against 49.5 L2-far, 1.19x; 8-16 rows ahead with the same hint in between.
+// SEALKIT_FEW_ROWS_NTA=1 forces NTA-near, =0 L2-far (same bits either way).
 struct FewRowsAhead {
   int64_t rows;
   bool nta;
 };
-FewRowsAhead few_rows_ahead() { return switch_on("SEALKIT_FEW_ROWS_NTA") ? FewRowsAhead{4, true} : FewRowsAhead{32, false}; }
+FewRowsAhead few_rows_ahead() {
+  static const bool nta_by_default = cpu_model().amd && cpu_model().family >= 0x1a;
+  return switch_on_or("SEALKIT_FEW_ROWS_NTA", nta_by_default) ? FewRowsAhead{4, true} : FewRowsAhead{32, false};
+}
 
 inline void prefetch_w(const void* p, bool nta) {
   if (nta) _mm_prefetch(static_cast<const char*>(p), _MM_HINT_NTA);
