@@ -7,6 +7,11 @@ export interface NativeInfo {
   isa: string;
   isaDetected: string;
   threads: number;
+  /** x86 CPUID vendor, family and model (0 elsewhere): a few kernel choices depend on them. */
+  cpu: { vendor: 'amd' | 'intel' | 'other'; family: number; model: number };
+  /** How decoding's few-rows GEMMs prefetch weights: 'nta' (the non-temporal hint, one block ahead;
+   * the default on AMD Zen 5) or 'l2' (32 rows ahead into L2; elsewhere); SEALKIT_FEW_ROWS_NTA=1|0 forces. */
+  decodePrefetch: 'nta' | 'l2';
   cuda: boolean;
   backends: string[];
   sanitized: boolean;

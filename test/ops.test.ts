@@ -8,6 +8,7 @@
 //
 // Tolerances: gradients 1e-6 of the largest |gradient| (f64, h = 1e-6); f32 against f64 as stated
 // per test (relative to the largest |reference|); GEMM across ISAs 1e-5 of the norm.
+import { existsSync, readFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
@@ -569,6 +570,23 @@ test('parallel_streams: a slow thread hands the tail of its range to the others'
     }
     assert.is(stolen, rangeEnd / grain - 1, `threads=${threads}: chunks of the slow range taken over`);
   });
+});
+
+test('decoding\'s prefetch: the CPU\'s default (the hint on AMD Zen 5 only), SEALKIT_FEW_ROWS_NTA=1|0 forces either', () => {
+  const { cpu, decodePrefetch } = addon.info();
+  assert.ok(['amd', 'intel', 'other'].includes(cpu.vendor), `vendor ${cpu.vendor}`);
+  // The kernel's own reading of CPUID (Linux, x86): family and model as the engine decodes them.
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const field = (name: string) => cpuinfo.match(new RegExp(`^${name}\\s*:\\s*(\\d+)`, 'm'))?.[1];
+  if (field('cpu family') !== undefined) {
+    assert.is(cpu.family, Number(field('cpu family')), 'family as /proc/cpuinfo has it');
+    assert.is(cpu.model, Number(field('model')), 'model as /proc/cpuinfo has it');
+  }
+  const zen5OrLater = cpu.vendor === 'amd' && cpu.family >= 0x1a;
+  withEnv({ SEALKIT_FEW_ROWS_NTA: '' }, () => assert.is(addon.info().decodePrefetch, zen5OrLater ? 'nta' : 'l2'));
+  assert.is(withEnv({ SEALKIT_FEW_ROWS_NTA: '1' }, () => addon.info().decodePrefetch), 'nta');
+  assert.is(withEnv({ SEALKIT_FEW_ROWS_NTA: '0' }, () => addon.info().decodePrefetch), 'l2');
+  assert.is(addon.info().decodePrefetch, decodePrefetch, 'the setting is read per call, not kept');
 });
 
 test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads and with either prefetch, every ISA', () => {

@@ -183,7 +183,7 @@ export interface DecodeBenchOptions {
  * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
  * over the time from the first token to the last.
  */
-export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number }> {
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number; prefetch?: 'nta' | 'l2' }> {
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -237,6 +237,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
+      ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch } : {}),
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,
       ...inlineShare(before, jobCounts(model, ['decode'])),
       // The decoding steps after the prefill: newTokens - 1 per run.

@@ -7,6 +7,7 @@
 #include "../core/cpu_features.h"
 #include "../core/rng.h"
 #include "../core/threadpool.h"
+#include "../cpu/kernels.h"
 #include "bindings.h"
 #ifdef SEALKIT_WITH_CUDA
 #include "../engine/gpu_info.h"
@@ -21,6 +22,13 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("isa", isa_name(active_isa()));
   out.Set("isaDetected", isa_name(detect_isa()));
   out.Set("threads", global_pool().size());
+  const CpuModel& cpu = cpu_model();
+  Napi::Object model = Napi::Object::New(env);
+  model.Set("vendor", cpu.amd ? "amd" : cpu.intel ? "intel" : "other");
+  model.Set("family", cpu.family);
+  model.Set("model", cpu.model);
+  out.Set("cpu", model);
+  out.Set("decodePrefetch", cpu::few_rows_prefetch_nta() ? "nta" : "l2");
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(uint32_t(0), "cpu");
 #ifdef SEALKIT_WITH_CUDA

@@ -1716,6 +1716,14 @@ void scale_c(const GemmArgs<T>& g) {
 
 }  // namespace
 
+bool few_rows_prefetch_nta() {
+#if SEALKIT_X86
+  return few_rows_ahead().nta;
+#else
+  return false;
+#endif
+}
+
 template <typename T>
 void gemm(const GemmArgs<T>& g) {
   if (g.M <= 0 || g.N <= 0) return;

@@ -79,6 +79,9 @@ struct PackedWeight {
 // path's limit), and packing is on
 // (SEALKIT_PACKED_WEIGHTS=0, read per call, turns it off, for tests and benchmarks).
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed);
+// Whether decoding's few-rows GEMMs prefetch their weights with the non-temporal hint one block
+// ahead (true) or 32 rows ahead into L2: this CPU's default, or SEALKIT_FEW_ROWS_NTA (gemm.cc).
+bool few_rows_prefetch_nta();
 // The packed weight (null when no kernel on this CPU reads one). Parallel over the pool.
 std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed);
 
