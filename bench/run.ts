@@ -14,7 +14,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { flopsPerToken } from '../lib/bench/engine-bench.js';
+import { describePrefetch, flopsPerToken } from '../lib/bench/engine-bench.js';
 import { median } from '../lib/bench/median.js';
 import { buildPeak } from '../lib/bench/peak.js';
 import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
@@ -562,7 +562,9 @@ for (const c of SUITE) {
           `${run.probe_before !== null && run.probe_after !== null ? `; probe ${run.probe_before.toFixed(0)}/${run.probe_after.toFixed(0)} GFLOP/s` : ''}` +
           `${run.other_during_cpus !== null && run.other_during_cpus > 0.05 ? `; other load ${run.other_during_cpus.toFixed(2)} CPUs during the run` : ''})` : `FAILED ${run.error}`));
       if (k.key === 'engine' && isRun(run) && typeof run.extra.isa === 'string') versions.engine_isa = run.extra.isa;
-      if (k.key === 'engine' && isRun(run) && typeof run.extra.prefetch === 'string') versions.engine_decode_prefetch = run.extra.prefetch;
+      if (k.key === 'engine' && isRun(run) && (run.extra.prefetch === 'nta' || run.extra.prefetch === 'l2')) {
+        versions.engine_decode_prefetch = describePrefetch(run.extra.prefetch);
+      }
     }
   }
   results.push({ c, contestants });
@@ -707,7 +709,7 @@ const ratio = (x: number | null) => (x === null ? '' : `${x.toFixed(2)}x`);
 const out: string[] = [];
 out.push(`sealkit bench — ${started.toISOString()} — ${mach.model_name}, ${mach.cpus} CPUs, ${threads} threads, ${rounds} round(s)${opts.quick ? ' (quick)' : ''}`);
 out.push(`versions: sealkit ${versions.sealkit}, node ${versions.node}, torch ${versions.torch ?? '-'}, engine isa ${versions.engine_isa ?? '-'}` +
-  `${versions.engine_decode_prefetch ? `, decoding's weights prefetched ${versions.engine_decode_prefetch === 'nta' ? 'with the non-temporal hint' : 'into L2'}` : ''}`);
+  `${versions.engine_decode_prefetch ? `, decoding's weights prefetched ${versions.engine_decode_prefetch}` : ''}`);
 if (peaks) {
   const s = (k: string) => f(peakOf(k), 0);
   out.push(`peaks (best of trials): FP32 FMA ${s('fp32_fma_gflops_1t')} GFLOP/s 1T, ${s('fp32_fma_gflops_nt')} ${threads}T | ` +

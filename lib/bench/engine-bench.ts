@@ -109,6 +109,11 @@ export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forw
   return 4 * (P - headUnused) + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
 }
 
+/** How decoding's weights were prefetched (NativeInfo.decodePrefetch), in words. */
+export function describePrefetch(p: 'nta' | 'l2'): string {
+  return p === 'nta' ? 'with the non-temporal hint' : 'into L2';
+}
+
 /** Jobs and inline jobs a model has run so far, of the given kinds (Model.jobThreading). */
 function jobCounts(model: Model, kinds: readonly string[]): { jobs: number; inline: number } {
   return model.jobThreading().filter((r) => kinds.includes(r.kind))
