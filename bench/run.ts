@@ -565,6 +565,8 @@ for (const c of SUITE) {
       if (k.key === 'engine' && isRun(run) && (run.extra.prefetch === 'nta' || run.extra.prefetch === 'l2')) {
         versions.engine_decode_prefetch = describePrefetch(run.extra.prefetch);
       }
+      // Batched decoding's GEMMs on AMX tiles (NativeInfo.decodeRowsOnAmx): said once in the versions line.
+      if (k.key === 'engine' && isRun(run) && run.extra.rows_on_amx === true) versions.engine_decode_rows = 'AMX tiles';
     }
   }
   results.push({ c, contestants });
@@ -709,7 +711,8 @@ const ratio = (x: number | null) => (x === null ? '' : `${x.toFixed(2)}x`);
 const out: string[] = [];
 out.push(`sealkit bench — ${started.toISOString()} — ${mach.model_name}, ${mach.cpus} CPUs, ${threads} threads, ${rounds} round(s)${opts.quick ? ' (quick)' : ''}`);
 out.push(`versions: sealkit ${versions.sealkit}, node ${versions.node}, torch ${versions.torch ?? '-'}, engine isa ${versions.engine_isa ?? '-'}` +
-  `${versions.engine_decode_prefetch ? `, decoding's weights prefetched ${versions.engine_decode_prefetch}` : ''}`);
+  `${versions.engine_decode_prefetch ? `, decoding's weights prefetched ${versions.engine_decode_prefetch}` : ''}` +
+  `${versions.engine_decode_rows ? `, batched decoding's rows on ${versions.engine_decode_rows}` : ''}`);
 if (peaks) {
   const s = (k: string) => f(peakOf(k), 0);
   out.push(`peaks (best of trials): FP32 FMA ${s('fp32_fma_gflops_1t')} GFLOP/s 1T, ${s('fp32_fma_gflops_nt')} ${threads}T | ` +

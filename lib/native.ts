@@ -12,6 +12,12 @@ export interface NativeInfo {
   /** How decoding's few-rows GEMMs prefetch weights: 'nta' (the non-temporal hint, one block ahead;
    * the default on AMD Zen 5) or 'l2' (32 rows ahead into L2; elsewhere); SEALKIT_FEW_ROWS_NTA=1|0 forces. */
   decodePrefetch: 'nta' | 'l2';
+  /** Whether bf16 GEMMs run on AMX tiles: the CPU has AMX-BF16, the OS grants the tile state and
+   * SEALKIT_AMX is not 0 (else AVX512-BF16's vdpbf16ps, or f32 products below it). */
+  amx: boolean;
+  /** Whether decoding's bf16 GEMMs of 2-16 rows (batched decoding) run on AMX tiles, streaming each
+   * weight once (else vdpbf16ps); SEALKIT_AMX_FEW_ROWS=0 keeps them on vdpbf16ps. */
+  decodeRowsOnAmx: boolean;
   cuda: boolean;
   backends: string[];
   sanitized: boolean;

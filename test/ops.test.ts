@@ -589,6 +589,32 @@ test('decoding\'s prefetch: the CPU\'s default (the hint on AMD Zen 5 only), SEA
   assert.is(addon.info().decodePrefetch, decodePrefetch, 'the setting is read per call, not kept');
 });
 
+test('AMX: info says whether bf16 GEMMs and batched decoding run on tiles; SEALKIT_AMX=0 and SEALKIT_AMX_FEW_ROWS=0 turn them off', () => {
+  const cpuinfo = existsSync('/proc/cpuinfo') ? readFileSync('/proc/cpuinfo', 'utf8') : '';
+  const flags = new Set(cpuinfo.match(/^flags\s*:(.*)$/m)?.[1]?.trim().split(/\s+/) ?? []);
+  const bf16 = addon.info().isa === 'avx512bf16';
+  // Linux lists amx_tile only where it grants the tile state, which the engine then asks for.
+  if (flags.size > 0) assert.is(addon.info().amx, bf16 && flags.has('amx_bf16') && flags.has('amx_tile'), 'AMX as /proc/cpuinfo has it');
+  assert.is(addon.info().decodeRowsOnAmx, addon.info().amx, 'batched decoding follows the tiles by default');
+  withEnv({ SEALKIT_AMX: '0' }, () => {
+    assert.is(addon.info().amx, false, 'SEALKIT_AMX=0');
+    assert.is(addon.info().decodeRowsOnAmx, false, 'SEALKIT_AMX=0: no tiles for decoding either');
+  });
+  withEnv({ SEALKIT_AMX_FEW_ROWS: '0' }, () => assert.is(addon.info().decodeRowsOnAmx, false, 'SEALKIT_AMX_FEW_ROWS=0'));
+  if (!addon.info().decodeRowsOnAmx) return;
+  // Where the tiles run, the switch really moves 8 rows of y = x W^T between two kernels: both within
+  // the bf16 contract of f64 on the rounded x, with different bits (their sums run in different orders).
+  const r = rng(27);
+  const c = gemmCase(8, 200, 300, false, true, r, 3, 1, 0);
+  const bits = bf16Bits(c.B);
+  const tiles = gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' });
+  const dots = withEnv({ SEALKIT_AMX_FEW_ROWS: '0' }, () => gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }));
+  const ref = gemmNaiveBf16(c, bits, 'avx512bf16');
+  assertRel(tiles, ref, 1e-5, 'AMX rows');
+  assertRel(dots, ref, 1e-5, 'vdpbf16ps rows');
+  assert.not.equal(bitsOf(tiles), bitsOf(dots), 'the two kernels ran');
+});
+
 test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads and with either prefetch, every ISA', () => {
   // The rows are split by parallel_streams; where a chunk falls (and which thread prefetched what,
   // how far ahead, with which hint: SEALKIT_FEW_ROWS_NTA) must not change a bit. 3 and 5 threads on
@@ -620,6 +646,17 @@ test('few-rows GEMMs (decoding): the same bits on 1, 2, 3 and 5 threads and with
     const one = results.get('threads=1')!;
     for (const [what, outs] of results)
       outs.forEach((o, i) => assert.equal(bitsOf(o), bitsOf(one[i]!), `${isa} ${what} case ${i}`));
+    // Where batched rows run on AMX tiles, the vdpbf16ps kernel they replace keeps the same promise.
+    if (!addon.info().decodeRowsOnAmx) return;
+    withEnv({ SEALKIT_AMX_FEW_ROWS: '0' }, () => {
+      let base: F[] = [];
+      forEachThreadCount([1, 2, 3, 5], (threads) => {
+        if (threads === 1) base = runAll();
+        for (const nta of ['0', '1'])
+          withEnv({ SEALKIT_FEW_ROWS_NTA: nta }, runAll).forEach((o, i) =>
+            assert.equal(bitsOf(o), bitsOf(base[i]!), `${isa} SEALKIT_AMX_FEW_ROWS=0 threads=${threads} NTA=${nta} case ${i}`));
+      });
+    });
   });
 });
 
@@ -642,6 +679,12 @@ test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f3
       assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5, `${isa} bf16 ${what}`);
       if (c.M <= 4) assertRel(gemmRun(c, 'f32'), ref, 1e-5, `${isa} f32 ${what}`);
     }
+    // Where 2-16 rows run on AMX tiles, also the vdpbf16ps kernel they replace.
+    if (addon.info().decodeRowsOnAmx)
+      withEnv({ SEALKIT_AMX_FEW_ROWS: '0' }, () => {
+        for (const { c, what, bits } of cases)
+          assertRel(gemmRun(c, 'f32', { B: bits, bDtype: 'bf16' }), gemmNaiveBf16(c, bits, isa), 1e-5, `${isa} vdpbf16ps ${what}`);
+      });
   });
 });
 

@@ -1,6 +1,6 @@
 // Engine benchmarks on random-initialised models of real configurations: LoRA SFT steps and
 // forward scoring, timed as medians over repeated calls after warm-up.
-import { native } from '../native.js';
+import { native, type NativeInfo } from '../native.js';
 import { DEFAULT_STEPS_PER_CALL } from '../model/generate.js';
 import type { ModelConfig } from '../model/hf-config.js';
 import { Model, type Sequence } from '../model/model.js';
@@ -109,6 +109,14 @@ export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forw
   return 4 * (P - headUnused) + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
 }
 
+/**
+ * Whether a CPU decode of `batch` sequences at this storage multiplies its weights on AMX tiles
+ * (NativeInfo.decodeRowsOnAmx: bf16 weights, 2-16 rows per GEMM); else vdpbf16ps or f32 FMAs.
+ */
+export function rowsOnAmx(info: NativeInfo, storage: 'f32' | 'bf16', batch: number): boolean {
+  return info.decodeRowsOnAmx && storage === 'bf16' && batch >= 2 && batch <= 16;
+}
+
 /** How decoding's weights were prefetched (NativeInfo.decodePrefetch), in words. */
 export function describePrefetch(p: 'nta' | 'l2'): string {
   return p === 'nta' ? 'with the non-temporal hint' : 'into L2';
@@ -188,7 +196,7 @@ export interface DecodeBenchOptions {
  * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
  * over the time from the first token to the last.
  */
-export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number; prefetch?: 'nta' | 'l2' }> {
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number; prefetch?: 'nta' | 'l2'; rows_on_amx?: boolean }> {
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -242,7 +250,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
-      ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch } : {}),
+      ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch, rows_on_amx: rowsOnAmx(addon.info(), storage, o.batch) } : {}),
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,
       ...inlineShare(before, jobCounts(model, ['decode'])),
       // The decoding steps after the prefill: newTokens - 1 per run.

@@ -29,6 +29,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   model.Set("model", cpu.model);
   out.Set("cpu", model);
   out.Set("decodePrefetch", cpu::few_rows_prefetch_nta() ? "nta" : "l2");
+  out.Set("amx", cpu::amx_tiles_on());
+  out.Set("decodeRowsOnAmx", cpu::few_rows_amx_on());
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(uint32_t(0), "cpu");
 #ifdef SEALKIT_WITH_CUDA

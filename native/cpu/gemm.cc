@@ -30,8 +30,8 @@
 // 32-bit slot (k in the low half; an odd K pads the last pair with zero), so the packed buffers keep
 // their float element type and the driver counts depth in pairs. The product runs on AMX tiles
 // (tdpbf16ps) where the CPU and OS offer them, else on vdpbf16ps (each adds a pair's odd product,
-// then its even one, to the f32 accumulator); up to 16 rows of y = x W^T always stream W through
-// vdpbf16ps. Measured on the Sapphire-Rapids-class VM this was written on, AMX runs the training
+// then its even one, to the f32 accumulator); up to 16 rows of y = x W^T stream W unpacked, through
+// AMX tiles at 2-16 rows where there are tiles (few_rows_amx_columns), else through vdpbf16ps. Measured on the Sapphire-Rapids-class VM this was written on, AMX runs the training
 // shapes 3-7x faster than the f32 kernel, while vdpbf16ps (0.5/cycle there, against 2 FMA/cycle)
 // runs them at 0.5-0.7x: it is only the fallback for avx512bf16 CPUs without AMX (AMD Zen 4/5, where
 // it issues at the FMA rate, doubling the FLOPs; not measured here). f32 B, and bf16 B under every
@@ -506,7 +506,8 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // one K-ascending lane-wise dot product (lane j takes k = j mod 16), its 16 lanes summed by a fixed
 // tree (reduce16), whatever block or group it is in: the bits depend only on the ISA and the path.
 //
-// Row limits: a bf16 W (decoding at bf16 storage) runs the path up to 16 rows. Under AVX512-BF16,
+// Row limits: a bf16 W (decoding at bf16 storage) runs the path up to 16 rows (2-16 of them on AMX
+// tiles where the CPU has AMX: few_rows_amx_columns, further down). Under AVX512-BF16,
 // measured on SmolLM2's LM head (K = 576), it is 1.5-2x faster than packing at 5-8 rows and level at
 // 12-16; without it (f32 products), packing would widen the whole W to f32 on every call, and
 // batch-8 decoding ran 2.0x faster on this path (152 -> 307 tokens/s, alternating pairs). An f32 W
@@ -1149,6 +1150,99 @@ SEALKIT_BF16 void pack_b_amx(const MatRef& b, int64_t j0, int64_t n, int64_t K, 
   std::memset(dst + kp * kAmxNr, 0, sizeof(float) * (kd - kp) * kAmxNr);
 }
 
+// ---- AMX few rows: y = x W^T for up to 16 rows of x (decoding's batches) ----------------------------
+// With AMX, the few-rows GEMMs of 2-16 rows (kAmxFewRowsMin) run as tile products in which W itself
+// is the A operand: a tile of W is 16 of its rows x 32 k (one 64-byte line of each row), loaded
+// straight from W with the row stride, and x, rounded to bf16 once per call, is the B operand (per
+// block of 16 pairs, pair row p holds pair p of each of x's rows: 16 columns, zero past M). C's tile
+// is then y^T for 16 W rows x all rows of x, so W is read once per call whatever M is, and the
+// multiply costs nothing next to W's stream. vdpbf16ps issues at half the FMA rate on Intel, so
+// there batch-8 decoding was bound by the dot products, not by W's bytes. The numerics are the bf16
+// contract (x rounded, exact products, f32 sums; inside a tile product in the hardware's order, the
+// 32-k blocks in sequence), the same on every thread count and chunking.
+constexpr int64_t kAmxFewRowsMin = 2;
+// W rows per block: two tiles of 16, each with its own accumulator.
+constexpr int64_t kAmxFewRowsBlock = 32;
+
+// x's rows rounded to bf16 pairs as B tiles: block kb (32 k) at xb + 256 kb, its pair row p the 16
+// slots from 16 p, slot m = pair 16 kb + p of row m (zero past M and past K).
+SEALKIT_AMX void pack_x_tiles(const GemmArgs<float>& g, float* xb, int64_t blocks) {
+  for (int64_t kb = 0; kb < blocks; ++kb) {
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int m = 0; m < 16; ++m)
+      r[m] = m < g.M ? round_pairs32(g.A + m * g.lda + 32 * kb, g.K - 32 * kb) : _mm512_setzero_ps();
+    transpose16(r);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) _mm512_storeu_ps(xb + kb * 256 + p * 16, r[p]);
+  }
+}
+
+// A tile of W that is not whole (fewer than 16 rows left, or K's last 32 k) goes through `stage`:
+// its rows and k copied, zeros elsewhere, so no load reads past W.
+inline const uint16_t* stage_w_tile(uint16_t* stage, const uint16_t* w, int64_t ldb, int64_t rows, int64_t k) {
+  std::memset(stage, 0, 16 * 32 * sizeof(uint16_t));
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(stage + r * 32, w + r * ldb, k * sizeof(uint16_t));
+  return stage;
+}
+
+// W rows [n, n + nb) (nb <= 32) against all of x: y rows 0..M-1, columns [n, n + nb), through alpha
+// and beta. Each block of k also asks for the same line of the next block's rows (below pf_hi).
+SEALKIT_AMX void few_rows_amx_block(const GemmArgs<float>& g, const float* xb, int64_t n, int64_t nb, int64_t pf_hi,
+                                    bool nta) {
+  const uint16_t* W = static_cast<const uint16_t*>(g.B.data);
+  const int64_t K = g.K, ldb = g.ldb, blocks = (K + 31) / 32, full = K / 32;
+  const int64_t stride = ldb * static_cast<int64_t>(sizeof(uint16_t));
+  const uint16_t* w0 = W + n * ldb;
+  const uint16_t* w1 = w0 + 16 * ldb;
+  const int64_t rows0 = std::min<int64_t>(16, nb), rows1 = nb - rows0;
+  const int64_t pf_rows = std::clamp<int64_t>(pf_hi - (n + kAmxFewRowsBlock), 0, kAmxFewRowsBlock);
+  const uint16_t* pf = W + (n + kAmxFewRowsBlock) * ldb;
+  alignas(64) uint16_t stage[16 * 32];
+  _tile_zero(0);
+  _tile_zero(1);
+  for (int64_t kb = 0; kb < blocks; ++kb) {
+    for (int64_t r = 0; r < pf_rows; ++r) prefetch_w(pf + r * ldb + 32 * kb, nta);
+    _tile_loadd(4, xb + kb * 256, 64);
+    const bool whole_k = kb < full;
+    if (whole_k && rows0 == 16) _tile_loadd(2, w0 + 32 * kb, stride);
+    else _tile_loadd(2, stage_w_tile(stage, w0 + 32 * kb, ldb, rows0, std::min<int64_t>(32, K - 32 * kb)), 64);
+    _tile_dpbf16ps(0, 2, 4);
+    if (rows1 > 0) {
+      if (whole_k && rows1 == 16) _tile_loadd(3, w1 + 32 * kb, stride);
+      else _tile_loadd(3, stage_w_tile(stage, w1 + 32 * kb, ldb, rows1, std::min<int64_t>(32, K - 32 * kb)), 64);
+      _tile_dpbf16ps(1, 3, 4);
+    }
+  }
+  alignas(64) float t[2][16 * 16];
+  _tile_stored(0, t[0], 64);
+  if (rows1 > 0) _tile_stored(1, t[1], 64);
+  for (int j = 0; j < (rows1 > 0 ? 2 : 1); ++j) {
+    __m512 r[16];  // r[i]: W row i of the tile against x's 16 columns; transposed, r[m] is y row m's
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(t[j] + i * 16);
+    transpose16(r);
+    const __mmask16 mask = mask16(j == 0 ? rows0 : rows1);
+    for (int64_t m = 0; m < g.M; ++m) {
+      float* c = g.C + m * g.ldc + n + 16 * j;
+      __m512 y = _mm512_mul_ps(_mm512_set1_ps(g.alpha), r[m]);
+      if (g.beta != 0.f) y = _mm512_fmadd_ps(_mm512_set1_ps(g.beta), _mm512_maskz_loadu_ps(mask, c), y);
+      _mm512_mask_storeu_ps(c, mask, y);
+    }
+  }
+}
+
+// Rows [lo, hi) of W, prefetching below run_hi; `warm`: the chunk before prefetched this one's first
+// block.
+SEALKIT_AMX void few_rows_amx_columns(const GemmArgs<float>& g, const float* xb, int64_t lo, int64_t hi, int64_t run_hi,
+                                      bool warm, bool nta) {
+  amx_configure();
+  if (!warm)
+    prefetch_w_rows(static_cast<const uint16_t*>(g.B.data), g.ldb, g.K, lo, std::min(run_hi, lo + kAmxFewRowsBlock), nta);
+  for (int64_t n = lo; n < hi; n += kAmxFewRowsBlock)
+    few_rows_amx_block(g, xb, n, std::min(kAmxFewRowsBlock, hi - n), run_hi, nta);
+}
+
 #pragma GCC diagnostic pop
 
 #endif  // SEALKIT_X86
@@ -1260,11 +1354,29 @@ bool use_amx() {
   return amx_available() && switch_on("SEALKIT_AMX");
 }
 
+// Whether few rows of bf16 W (M of them) run on AMX tiles (few_rows_amx_columns) rather than
+// vdpbf16ps. SEALKIT_AMX_FEW_ROWS=0 (read per call) keeps them on vdpbf16ps, for tests and benchmarks.
+bool use_amx_few_rows(int64_t M) {
+  return M >= kAmxFewRowsMin && use_amx() && switch_on("SEALKIT_AMX_FEW_ROWS");
+}
+
 // Few rows of y_i = x W_i^T with bf16 W_i under AVX512-BF16, for n GEMMs sharing x (one, or a
 // projection group): rounds x's rows to pairs once (in the caller's scratch), then streams all the
 // W_i's rows in one dispatch (few_rows_streams).
 void few_rows_bf16(const GemmArgs<float>* gs, int n) {
   const GemmArgs<float>& g = gs[0];
+  if (use_amx_few_rows(g.M)) {
+    const int64_t blocks = (g.K + 31) / 32;
+    std::vector<float>& buf = scratch().a;
+    if (buf.size() < static_cast<size_t>(blocks * 256)) buf.resize(blocks * 256);
+    float* xb = buf.data();
+    pack_x_tiles(g, xb, blocks);
+    const bool nta = few_rows_ahead().nta;
+    few_rows_streams(gs, n, [&](int i, int64_t lo, int64_t hi, int64_t run_hi, bool warm) {
+      few_rows_amx_columns(gs[i], xb, lo, hi, run_hi, warm, nta);
+    });
+    return;
+  }
   const int64_t aps = (g.K + 31) / 32 * 16;  // pair slots per row: whole 32-k blocks, zero-padded
   std::vector<float>& buf = scratch().a;
   if (buf.size() < static_cast<size_t>(g.M * aps)) buf.resize(g.M * aps);
@@ -1719,6 +1831,22 @@ void scale_c(const GemmArgs<T>& g) {
 bool few_rows_prefetch_nta() {
 #if SEALKIT_X86
   return few_rows_ahead().nta;
+#else
+  return false;
+#endif
+}
+
+bool amx_tiles_on() {
+#if SEALKIT_X86
+  return active_isa() == Isa::Avx512Bf16 && use_amx();
+#else
+  return false;
+#endif
+}
+
+bool few_rows_amx_on() {
+#if SEALKIT_X86
+  return active_isa() == Isa::Avx512Bf16 && use_amx_few_rows(kAmxFewRowsMin);
 #else
   return false;
 #endif

@@ -82,6 +82,11 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed);
 // Whether decoding's few-rows GEMMs prefetch their weights with the non-temporal hint one block
 // ahead (true) or 32 rows ahead into L2: this CPU's default, or SEALKIT_FEW_ROWS_NTA (gemm.cc).
 bool few_rows_prefetch_nta();
+// Whether bf16 GEMMs run on AMX tiles (the CPU has AMX-BF16, Linux grants the tile state, and
+// SEALKIT_AMX is not 0), and whether decoding's few-rows GEMMs of 2-16 rows do too (also
+// SEALKIT_AMX_FEW_ROWS not 0; gemm.cc, few_rows_amx_columns).
+bool amx_tiles_on();
+bool few_rows_amx_on();
 // The packed weight (null when no kernel on this CPU reads one). Parallel over the pool.
 std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed);
 
