@@ -1066,8 +1066,13 @@ SEALKIT_AMX void micro_amx(int64_t kc, const float* a, const float* b, float* c,
                            const Epilogue& ep) {
   amx_configure();
   // A full tile with alpha = 1 accumulates in place: the tiles start from C (when beta = 1, as on
-  // every K block after the first) or zero, and go straight back to C.
-  const bool direct = rows == kAmxMr && cols == kAmxNr && ep.alpha == 1.f && (!ep.load_c || ep.beta == 1.f);
+  // every K block after the first) or zero, and go straight back to C. Not when C is streamed
+  // (ep.stream, see kStreamCBytes): a tile store is an ordinary store, each of whose lines is first
+  // read from memory; through store_row32 the rows go out non-temporal, C is written without being
+  // read. AMX Xeon (2 vCPUs; alpha = 1 leaves the bits as they were), `seal bench forward|train
+  // --ab-env SEALKIT_STREAM_STORES=0`: scoring 1.20x (9 repeats), the LoRA step 1.09x (7); the LM
+  // head alone (bench/ab.ts, builds alternated both ways) 1.22-1.28x.
+  const bool direct = rows == kAmxMr && cols == kAmxNr && ep.alpha == 1.f && (!ep.load_c || ep.beta == 1.f) && !ep.stream;
   if (direct && ep.load_c) {
     _tile_loadd(0, c, ldc * 4);
     _tile_loadd(1, c + 16, ldc * 4);
