@@ -793,7 +793,8 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
 // both products is computed into scratch and only act = silu(gate) * up is stored. act must have the
 // bits of gemm(gate), gemm(up), swiglu_forward on every path (shared packing, task-packed B strips,
 // task-packed A rows, streamed stores), with partial strips and rows, alpha != 1 and a padded act,
-// on 1-3 threads; it fuses exactly where it should and otherwise runs the calls.
+// on 1-3 threads; it fuses exactly where it should and otherwise runs the calls. Where the CPU has
+// AMX, the same on AMX tiles (both weights' strips packed per call; K up to 768 in one block).
 test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate calls', () => {
   const r = rng(33);
   // [M, N, K, fusable]: shared 300x200x575 (odd K), task-packed B strips 20x300x70, task-packed A
@@ -807,7 +808,7 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
     const ldAct = i % 2 ? N + 4 : N;
     return { M, N, K, fusable, x, gate, up, ldAct, alphaUp: i % 3 === 0 ? 0.5 : 1, what: `${M}x${N}x${K}` };
   });
-  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+  const check = (label: string, fusedWhere: (c: (typeof cases)[number]) => boolean) => {
     for (const c of cases) {
       const gemmArgs = (B: Uint16Array, alpha: number) =>
         ({ M: c.M, N: c.N, K: c.K, transB: true, A: c.x, B, bDtype: 'bf16', alpha, packedB: true });
@@ -815,15 +816,21 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
       const g = arr(op('gemm', 'f32', { ...gemmArgs(c.gate, 1), packedB: false }), 'C');
       const u = arr(op('gemm', 'f32', { ...gemmArgs(c.up, c.alphaUp), packedB: false }), 'C');
       const act = arr(op('swiglu_forward', 'f32', { gate: g, up: u }), 'out');
-      const label = `${isa} threads=${threads} ${c.what}`;
-      assert.is(res.fused, isa === 'avx512bf16' && c.fusable, `${label}: fused`);
+      const what = `${label} ${c.what}`;
+      assert.is(res.fused, fusedWhere(c), `${what}: fused`);
       const got = arr(res, 'act');
       const rows = new Float32Array(c.M * c.N);
       for (let i = 0; i < c.M; i++) rows.set(got.subarray(i * c.ldAct, i * c.ldAct + c.N), i * c.N);
-      sameBits(rows, act, label);
-      if (!res.fused) sameBits(arr(res, 'upC'), u, `${label}: up's C`);
+      sameBits(rows, act, what);
+      if (!res.fused) sameBits(arr(res, 'upC'), u, `${what}: up's C`);
     }
-  });
+  };
+  forEachIsaAndThreadsOnPackedWeights((isa, threads) => check(`${isa} threads=${threads}`, (c) => isa === 'avx512bf16' && c.fusable));
+  // On AMX tiles both weights are packed per call, and K fits the one block up to 768 (600 too).
+  if (addon.info().amx) {
+    forEachThreadCount([1, 2, 3], (threads) => check(`AMX threads=${threads}`, (c) => c.M > 16));
+    withEnv({ SEALKIT_FUSED_GATE_UP: '0' }, () => check('AMX SEALKIT_FUSED_GATE_UP=0', () => false));
+  }
   const args = { M: 20, N: 40, K: 8, transB: true, A: new Float32Array(160), B: new Float32Array(320) };
   assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: { ...args, N: 30, B: new Float32Array(240) } }), (e: Error) => /gate's M and N/.test(e.message));
   assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: args, ldAct: 39 }), (e: Error) => /ldAct/.test(e.message));

@@ -1270,6 +1270,8 @@ KernelSpec select_kernel(Isa isa) {
 #if SEALKIT_X86
 // The vdpbf16ps kernel: bf16 B under AVX512-BF16 where AMX is not used.
 constexpr KernelSpec kBf16Spec{kBf16Mr, kBf16Nr, kBf16Kc, micro_bf16, pack_a_bf16, pack_b_bf16, true, 1, micro_bf16_edge};
+// The AMX kernel: bf16 B under AVX512-BF16 where the CPU has AMX (use_amx).
+constexpr KernelSpec kAmxSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock};
 #endif
 
 bool packed_weights_on() { return switch_on("SEALKIT_PACKED_WEIGHTS"); }
@@ -1325,6 +1327,8 @@ struct Scratch {
   std::vector<float> u, v;  // a fused low-rank update's packed U and V
   // What a task packs for itself (never the caller's a or b): one B strip, or a row group's A and U.
   std::vector<float> own, own_u;
+  // A fused gate/up pair's B strips, packed per call where no packed weight serves (AMX).
+  std::vector<float> pair;
 };
 
 Scratch& scratch() {
@@ -1410,6 +1414,10 @@ struct GatePair {
   int64_t stride;
   float alpha;
 };
+#if SEALKIT_X86
+// A pair's tiles in scratch: the vdpbf16ps kernel's 14 x 32, or AMX's 32 x 32.
+constexpr int kPairTileFloats = std::max(kBf16Mr, kAmxMr) * kBf16Nr;
+#endif
 
 // GEMMs of one A whose weights all come packed (gemm_group: scoring's q, k, v), run as one GEMM
 // across their N's end to end: strip s of the whole comes from the weight whose columns it covers
@@ -1488,7 +1496,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   }
   const bool amx = dp_bf16 && use_amx();
   const KernelSpec ks = !dp_bf16 ? select_kernel(isa)
-                        : amx    ? KernelSpec{kAmxMr, kAmxNr, kAmxKc, micro_amx, pack_a_amx, pack_b_amx, true, kAmxBlock}
+                        : amx    ? kAmxSpec
                                  : kBf16Spec;
   const bool fuse = update && update_on_tiles(g, *update, ks, isa, amx);
 #else
@@ -1636,7 +1644,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           continue;
         }
         if (pair) {  // one K block (gemm_gate_up_swiglu): both products' tiles, then act's
-          alignas(64) float gate[kBf16Mr * kBf16Nr], up[kBf16Mr * kBf16Nr];
+          alignas(64) float gate[kPairTileFloats], up[kPairTileFloats];
           micro(kc, a_rows + r * Kd, pair->strips + col / nr * pair->stride, gate, nr, rows, cols,
                 Epilogue{pair->alpha, 0.f, false});
           micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
@@ -1974,6 +1982,35 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
       packed_gemm(g, kBf16Spec, nullptr, pu->strips, pu->strip_stride, &pair);
       return true;
     }
+  }
+  // On AMX no packed weight serves: both weights' strips are packed here, in one pool run, and the
+  // pair then runs as above on kAmxSpec in one K block (K up to 768). The tiles are those of the
+  // separate calls (same strips, same K block), and act is written once, not gate's and up's C
+  // (12.6 MB for SmolLM2's 1,024 x 1,536 each, then read back by swiglu_forward): with AMX's
+  // products this fast the step is bound by that traffic.
+  if (same && gate.B.dtype == DType::BF16 && up.B.dtype == DType::BF16 && isa == Isa::Avx512Bf16 && use_amx() &&
+      !takes_few_rows(gate, isa) && ((gate.K + 1) / 2 + kAmxBlock - 1) / kAmxBlock * kAmxBlock <= kAmxKc &&
+      switch_on("SEALKIT_FUSED_GATE_UP")) {
+    const int64_t N = up.N, K = up.K, Kd = ((K + 1) / 2 + kAmxBlock - 1) / kAmxBlock * kAmxBlock;
+    const int64_t strips = (N + kAmxNr - 1) / kAmxNr, stride = kAmxNr * Kd;
+    std::vector<float>& buf = scratch().pair;
+    if (buf.size() < static_cast<size_t>(2 * strips * stride)) buf.resize(2 * strips * stride);
+    float* const packed[2] = {buf.data(), buf.data() + strips * stride};
+    const GemmArgs<float>* const src[2] = {&gate, &up};
+    parallel_for(2 * strips, 1, [&](int64_t s0, int64_t s1) {
+      for (int64_t t = s0; t < s1; ++t) {
+        const GemmArgs<float>& w = *src[t / strips];
+        const int64_t s = t % strips;
+        const MatRef B{w.B.data, w.B.dtype, w.trans_b ? 1 : w.ldb, w.trans_b ? w.ldb : 1};
+        kAmxSpec.pack_b(B, s * kAmxNr, N - s * kAmxNr, K, packed[t / strips] + s * stride);
+      }
+    });
+    GemmArgs<float> g = up;
+    g.C = act;
+    g.ldc = ld_act;
+    const GatePair pair{packed[0], stride, gate.alpha};
+    packed_gemm(g, kAmxSpec, nullptr, packed[1], stride, &pair);
+    return true;
   }
 #endif
   gemm(gate);
