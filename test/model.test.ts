@@ -365,12 +365,14 @@ test('bf16 storage: logits within bf16 tolerance of f32; full training refuses b
 });
 
 test('bf16 weights packed ahead for the GEMM: the bits of packing per call; a changed weight is repacked', async () => {
-  // Where the bf16-pair kernel runs (avx512bf16 without AMX), the model packs each bf16 weight once
-  // per orientation on first use (native/engine/model.cc, packed_weight); SEALKIT_PACKED_WEIGHTS=0
-  // packs B per call as before. Scoring and a LoRA step must give the same bits either way, and a
-  // weight set after its packed copy was made must be used as set (the copy is dropped).
-  // (AMX, where present, reads no packed weight: SEALKIT_AMX=0 makes the vdpbf16ps kernel run.)
+  // Where the bf16 kernels run (avx512bf16: vdpbf16ps, or AMX tiles), the model packs each bf16
+  // weight once per orientation on first use (native/engine/model.cc, packed_weight);
+  // SEALKIT_PACKED_WEIGHTS=0 packs B per call as before. Scoring and a LoRA step must give the same
+  // bits either way, and a weight set after its packed copy was made must be used as set (the copy
+  // is dropped). SEALKIT_AMX=0 runs vdpbf16ps where the CPU has AMX; then AMX, whose strips are
+  // padded to whole 16-pair blocks.
   await withEnv({ SEALKIT_AMX: '0' }, () => packedWeightsCase(native().info().isa === 'avx512bf16'));
+  if (native().info().amx) await packedWeightsCase(true);
 });
 
 test('f32 weights packed ahead for the f32 kernel: the bits of packing per call; merging and full training repack', async () => {

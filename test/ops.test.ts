@@ -175,16 +175,22 @@ function gemmRun(c: GemmCase, dtype: Dtype, extra: Record<string, unknown> = {})
 const ORIENTS: [boolean, boolean][] = [[false, false], [false, true], [true, false], [true, true]];
 
 /**
- * fn on every ISA and on 1, 2 and 3 threads, with SEALKIT_AMX=0: AMX reads no packed weight, so the
- * packed-weight paths run on the vdpbf16ps kernel wherever the CPU has AVX512-BF16.
+ * fn on every ISA and on 1, 2 and 3 threads with SEALKIT_AMX=0, so that the packed-weight paths run
+ * on the vdpbf16ps kernel wherever the CPU has AVX512-BF16; then, where it has AMX, on AMX tiles
+ * (avx512bf16, 1-3 threads), whose packed weights hold whole blocks of 16 pairs.
  */
-function forEachIsaAndThreadsOnPackedWeights(fn: (isa: string, threads: number) => void): void {
+function forEachIsaAndThreadsOnPackedWeights(fn: (isa: string, threads: number, kernel: 'vdpbf16ps' | 'amx') => void): void {
   withEnv({ SEALKIT_AMX: '0' }, () => keepingThreads(() => forEachIsa((isa) => {
     for (const threads of [1, 2, 3]) {
       addon.setThreads(threads);
-      fn(isa, threads);
+      fn(isa, threads, 'vdpbf16ps');
     }
   })));
+  if (!addon.info().amx) return;
+  keepingIsa(() => forEachThreadCount([1, 2, 3], (threads) => {
+    addon.setIsa('avx512bf16');
+    fn('avx512bf16', threads, 'amx');
+  }));
 }
 
 test('gemm: all orientations against a naive loop, f64 and f32', () => {
@@ -327,7 +333,7 @@ test('gemm_group: weights packed ahead run as one GEMM across their columns with
     // low-rank kernels.
     [90, 128, [100, 64]], [12, 64, [64, 64]], [40, 2100, [64, 64]], [60, 64, [64, 32]],
   ];
-  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
     for (const [M, K, Ns] of cases) {
       const A = f32(rand(M * K, r));
       const Ws = Ns.map((N) => bf16Bits(rand(N * K, r)));
@@ -336,7 +342,7 @@ test('gemm_group: weights packed ahead run as one GEMM across their columns with
       const group = op('gemm_group', 'f32', args);
       Ns.forEach((N, i) => {
         const one = arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype: 'bf16', transB: true, packedB: true }), 'C');
-        sameBits(arr(group, `C${i}`), one, `${isa} threads=${threads} M${M} K${K} W${i} of [${Ns}]`);
+        sameBits(arr(group, `C${i}`), one, `${isa} ${kernel} threads=${threads} M${M} K${K} W${i} of [${Ns}]`);
       });
     }
   });
@@ -769,7 +775,7 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
       const update = { U: f32(rand(M! * rank, r)), V: f32(rand(rank * N!, r)), rank, transV: tb, updateScale: 2 };
       return { c, bits: bf16Bits(c.B), update, what: `${M}x${N}x${K} tA=${ta} tB=${tb}` };
     }));
-  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
     for (const { c, bits, update, what } of cases) {
       for (const extra of [{}, update]) {
         const args = { B: bits, bDtype: 'bf16', ...extra };
@@ -778,7 +784,7 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
           M: c.M, N: c.N, K: c.K, transA: c.transA, transB: c.transB, lda: c.lda, ldb: c.ldb, ldc: c.ldc,
           alpha: c.alpha, beta: c.beta, A: f32(c.A), C: f32(c.C), packedB: true, ...args,
         });
-        const label = `${isa} threads=${threads} ${what}${extra === update ? ' +update' : ''}`;
+        const label = `${isa} ${kernel} threads=${threads} ${what}${extra === update ? ' +update' : ''}`;
         assert.is(res.packedB, isa === 'avx512bf16', `${label}: packed weight made`);
         sameBits(arr(res, 'C'), plain, label);
       }
@@ -825,10 +831,12 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
       if (!res.fused) sameBits(arr(res, 'upC'), u, `${what}: up's C`);
     }
   };
-  forEachIsaAndThreadsOnPackedWeights((isa, threads) => check(`${isa} threads=${threads}`, (c) => isa === 'avx512bf16' && c.fusable));
-  // On AMX tiles both weights are packed per call, and K fits the one block up to 768 (600 too).
+  // AMX's one K block reaches K = 768 (600 too); it fuses on packed weights and, without them
+  // (SEALKIT_PACKED_WEIGHTS=0), on strips it packs per call.
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) =>
+    check(`${isa} ${kernel} threads=${threads}`, (c) => isa === 'avx512bf16' && (kernel === 'amx' ? c.M > 16 : c.fusable)));
   if (addon.info().amx) {
-    forEachThreadCount([1, 2, 3], (threads) => check(`AMX threads=${threads}`, (c) => c.M > 16));
+    withEnv({ SEALKIT_PACKED_WEIGHTS: '0' }, () => check('AMX SEALKIT_PACKED_WEIGHTS=0', (c) => c.M > 16));
     withEnv({ SEALKIT_FUSED_GATE_UP: '0' }, () => check('AMX SEALKIT_FUSED_GATE_UP=0', () => false));
   }
   const args = { M: 20, N: 40, K: 8, transB: true, A: new Float32Array(160), B: new Float32Array(320) };
@@ -863,7 +871,7 @@ test('gemm_swiglu_backward: fused dact tiles give the bits of the separate calls
       what: `${M}x${N}x${K} r${rank}${transV ? ' tV' : ''}`,
     };
   });
-  forEachIsaAndThreadsOnPackedWeights((isa, threads) => {
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
     for (const c of cases) {
       // dx = dy W (W stored [K, N], as the model's dx GEMM reads its weight), + 0.75 U op(V).
       const args = (packedB: boolean) => ({
@@ -878,8 +886,9 @@ test('gemm_swiglu_backward: fused dact tiles give the bits of the separate calls
         return out;
       };
       const ref = op('swiglu_backward', 'f32', { gate: rows(c.gate), up: rows(c.up), dout: rows(dact) });
-      const label = `${isa} threads=${threads} ${c.what}`;
-      assert.is(res.fused, isa === 'avx512bf16' && c.fusable, `${label}: fused`);
+      const label = `${isa} ${kernel} threads=${threads} ${c.what}`;
+      // Not on AMX tiles: the fused update rides on the vdpbf16ps kernel's tiles only.
+      assert.is(res.fused, kernel === 'vdpbf16ps' && isa === 'avx512bf16' && c.fusable, `${label}: fused`);
       sameBits(rows(arr(res, 'dgate')), arr(ref, 'dgate'), `${label}: dgate`);
       sameBits(rows(arr(res, 'dup')), arr(ref, 'dup'), `${label}: dup`);
       if (!res.fused) sameBits(rows(arr(res, 'C')), rows(dact), `${label}: C`);

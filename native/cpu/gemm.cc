@@ -1444,11 +1444,11 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
                  const ColumnGroup* group = nullptr, const SwigluGrad* swiglu = nullptr);
 
 // g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for a
-// kernel with ks's strips (vdpbf16ps pairs, or f32 rows; not AMX's aligned pairs) and packed
-// weights are on; else null, and B is packed per call.
+// kernel with ks's strips (vdpbf16ps pairs, AMX's pairs padded to whole blocks, or f32 rows) and
+// packed weights are on; else null, and B is packed per call.
 const PackedWeight* usable_packed_weight(const GemmArgs<float>& g, const KernelSpec& ks) {
   const PackedWeight* pw = g.packed_b;
-  return pw && ks.pair_align == 1 && pw->pairs == ks.pairs && pw->nr == ks.nr && packed_weights_on() &&
+  return pw && pw->pair_align == ks.pair_align && pw->pairs == ks.pairs && pw->nr == ks.nr && packed_weights_on() &&
                  pw->source == g.B.data && pw->trans_b == g.trans_b && pw->N == g.N && pw->K == g.K && pw->ldb == g.ldb
              ? pw
              : nullptr;
@@ -1906,6 +1906,7 @@ namespace {
 // it off.
 bool packed_group(const GemmArgs<float>* gs, int n, Isa isa) {
   if (n < 2 || n > ColumnGroup::kMax || isa != Isa::Avx512Bf16) return false;
+  const KernelSpec& ks = use_amx() ? kAmxSpec : kBf16Spec;
   const GemmArgs<float>& g0 = gs[0];
   ColumnGroup group;
   group.n = n;
@@ -1916,7 +1917,7 @@ bool packed_group(const GemmArgs<float>* gs, int n, Isa isa) {
                       g.alpha == g0.alpha && g.alpha != 0.f && g.beta == 0.f && g.K > 0 && g.N > kLowRankMax &&
                       g.B.dtype == DType::BF16 && (i + 1 == n || g.N % kBf16Nr == 0) && !takes_few_rows(g, isa);
     if (!fits) return false;
-    const PackedWeight* pw = usable_packed_weight(g, kBf16Spec);
+    const PackedWeight* pw = usable_packed_weight(g, ks);
     if (!pw) return false;
     group.strip0[i] = N / kBf16Nr;
     group.strips[i] = pw->strips;
@@ -1926,13 +1927,13 @@ bool packed_group(const GemmArgs<float>* gs, int n, Isa isa) {
     N += g.N;
   }
   group.strip0[n] = (N + kBf16Nr - 1) / kBf16Nr;
-  // Not where gemm_f32 would split K into slabs, or run AMX.
-  if (g0.K > 4 * kSlabSteps || use_amx() || !switch_on("SEALKIT_GROUPED_GEMM")) return false;
+  // Not where gemm_f32 would split K into slabs.
+  if (g0.K > 4 * kSlabSteps || !switch_on("SEALKIT_GROUPED_GEMM")) return false;
   GemmArgs<float> whole = g0;
   whole.N = N;
   whole.C = nullptr;
   whole.ldc = N;
-  packed_gemm(whole, kBf16Spec, nullptr, nullptr, 0, nullptr, &group);
+  packed_gemm(whole, ks, nullptr, nullptr, 0, nullptr, &group);
   return true;
 }
 }  // namespace
@@ -1991,6 +1992,16 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
   if (same && gate.B.dtype == DType::BF16 && up.B.dtype == DType::BF16 && isa == Isa::Avx512Bf16 && use_amx() &&
       !takes_few_rows(gate, isa) && ((gate.K + 1) / 2 + kAmxBlock - 1) / kAmxBlock * kAmxBlock <= kAmxKc &&
       switch_on("SEALKIT_FUSED_GATE_UP")) {
+    GemmArgs<float> g = up;
+    g.C = act;
+    g.ldc = ld_act;
+    const PackedWeight* pg = usable_packed_weight(gate, kAmxSpec);
+    const PackedWeight* pu = usable_packed_weight(up, kAmxSpec);
+    if (pg && pu) {
+      const GatePair pair{pg->strips, pg->strip_stride, gate.alpha};
+      packed_gemm(g, kAmxSpec, nullptr, pu->strips, pu->strip_stride, &pair);
+      return true;
+    }
     const int64_t N = up.N, K = up.K, Kd = ((K + 1) / 2 + kAmxBlock - 1) / kAmxBlock * kAmxBlock;
     const int64_t strips = (N + kAmxNr - 1) / kAmxNr, stride = kAmxNr * Kd;
     std::vector<float>& buf = scratch().pair;
@@ -2005,9 +2016,6 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
         kAmxSpec.pack_b(B, s * kAmxNr, N - s * kAmxNr, K, packed[t / strips] + s * stride);
       }
     });
-    GemmArgs<float> g = up;
-    g.C = act;
-    g.ldc = ld_act;
     const GatePair pair{packed[0], stride, gate.alpha};
     packed_gemm(g, kAmxSpec, nullptr, packed[1], stride, &pair);
     return true;
@@ -2074,7 +2082,7 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
   g.trans_b = transposed;
   // The environment last (use_amx and the switch read it): decoding asks on every projection of
   // every token, and streams W unpacked.
-  return !takes_few_rows(g, isa) && (dtype == DType::F32 || !use_amx()) && packed_weights_on();
+  return !takes_few_rows(g, isa) && packed_weights_on();
 #else
   (void)M, (void)dtype, (void)transposed;
   return false;
@@ -2084,12 +2092,12 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) {
 #if SEALKIT_X86
   if (rows <= 0 || cols <= 0) return nullptr;
-  // The kernel gemm_f32 picks for this B: for f32, the active ISA's f32 kernel; for bf16,
-  // vdpbf16ps only under AVX512-BF16 without AMX (elsewhere a bf16 W stays unpacked).
+  // The kernel gemm_f32 picks for this B: for f32, the active ISA's f32 kernel; for bf16, AMX or
+  // vdpbf16ps, under AVX512-BF16 only (elsewhere a bf16 W stays unpacked).
   const Isa isa = active_isa();
-  if (w.dtype == DType::BF16 && (isa != Isa::Avx512Bf16 || use_amx())) return nullptr;
+  if (w.dtype == DType::BF16 && isa != Isa::Avx512Bf16) return nullptr;
   if (w.dtype != DType::BF16 && w.dtype != DType::F32) return nullptr;
-  const KernelSpec ks = w.dtype == DType::BF16 ? kBf16Spec : select_kernel(isa);
+  const KernelSpec ks = w.dtype != DType::BF16 ? select_kernel(isa) : use_amx() ? kAmxSpec : kBf16Spec;
   auto pw = std::make_unique<PackedWeight>();
   pw->source = w.data;
   pw->trans_b = transposed;
@@ -2098,7 +2106,8 @@ std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t co
   pw->ldb = cols;
   pw->nr = ks.nr;
   pw->pairs = ks.pairs;
-  pw->strip_stride = (ks.pairs ? (pw->K + 1) / 2 : pw->K) * ks.nr;
+  pw->pair_align = ks.pair_align;
+  pw->strip_stride = (ks.pairs ? ((pw->K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : pw->K) * ks.nr;
   const int64_t strips = (pw->N + ks.nr - 1) / ks.nr;
   pw->bytes = static_cast<size_t>(strips * pw->strip_stride) * sizeof(float);
   pw->strips = static_cast<float*>(std::aligned_alloc(64, (pw->bytes + 63) / 64 * 64));

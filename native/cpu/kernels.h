@@ -66,7 +66,9 @@ struct PackedWeight {
   // (the f32 kernel: an f32 W).
   int nr = 0;
   bool pairs = false;
-  int64_t strip_stride = 0;  // floats from one strip to the next (ceil(K/2) pairs or K rows, x nr)
+  // Pairs per strip are padded with zero pairs to a multiple of this (AMX: whole 16-pair blocks).
+  int64_t pair_align = 1;
+  int64_t strip_stride = 0;  // floats from one strip to the next (ceil(K/2) pairs, padded, or K rows, x nr)
   float* strips = nullptr;   // 64-byte aligned, owned
   size_t bytes = 0;
   PackedWeight() = default;
