@@ -1712,15 +1712,17 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // as the shared path at the end: the same bits. Also on the vdpbf16ps pair kernels (sizes count
   // packed slots, one pair each): on AMD Zen 5, bench/ab.ts against the shared path, 15 rounds, tiny
   // shapes 1024 x 128 x 384 NN 1.67x, 1024 x 128 x 128 NT 1.20x; the tiny LoRA step 1.09x (7 pairs).
-  // Not AMX, whose evened-out K blocks are untested here. SEALKIT_LOCAL_PACK=0 (read per call) turns
-  // this and the next case off, for tests and benchmarks.
+  // On AMX too (its K blocks are evened out over the whole depth before any path is chosen, so the
+  // tiles are the same): `seal bench --ab-env SEALKIT_LOCAL_PACK=0` on an AMX Xeon, scoring 1.12x
+  // (9 repeats), the LoRA step 1.03x (7), the tiny LoRA step 1.09x (41), with this and the next case.
+  // SEALKIT_LOCAL_PACK=0 (read per call) turns this and the next case off, for tests and benchmarks.
   // B packed ahead (weights) takes this path at any panel size: every task then reads its strips
   // from the packed weight wherever it runs, and only A's packing moves, from a phase of its own
   // (memory-bound on both threads, then a barrier) into the tasks. SmolLM2's 1024 x 576 x 1536 and
   // 1024 x 576 x 576, NT and NN, 1.04-1.07x with or without the LoRA update (bench/ab.ts --packed-b,
   // Zen 5, 9 rounds; 1024 x 960 x 576 level); scoring ~1.01x, the LoRA step 1.012-1.014x (--ab-env).
   const int64_t all_a_strips = (M + mr - 1) / mr, all_b_strips = (N + nr - 1) / nr;
-  if (ks.pair_align == 1 && (N * Kd <= kLocalAPanelBudget || b_packed) && M > N && all_a_strips >= 2 * threads &&
+  if ((N * Kd <= kLocalAPanelBudget || b_packed) && M > N && all_a_strips >= 2 * threads &&
       local_packing_allowed()) {
     if (!b_packed && sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
     float* pb_all = sc.b.data();
@@ -1756,7 +1758,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // then never makes the round trip through a shared panel of megabytes, and the GEMM has two
   // barriers, not two per column chunk. Only when B is the larger operand (with many rows the shared
   // panel is reused enough). Same bits, as above.
-  if (ks.pair_align == 1 && M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
+  if (M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
     pack_shared(0, 0, 0, nullptr, all_a_strips, 0, M, true);
     // Tasks in whole rounds of the threads, of at least 8 strips where there are enough: a task's
     // first strip has nothing before it to prefetch it (the LM head's input gradient has 18 strips
