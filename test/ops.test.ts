@@ -765,9 +765,9 @@ test('gemm: operands packed by the tasks that use them give the shared packing\'
 test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on every path', () => {
   const r = rng(29);
   // Shared: 600x700x901 (odd K; B packed ahead sends M > N to task-packed A rows). Task-packed B
-  // strips: 20x300x70, 45x500x577. K slabs: 20x400x2600. Task-packed A rows: 300x200x577, 300x40x70,
+  // strips: 20x300x70, 45x500x577. K slabs: 20x400x2600 (on AMX 20x64x8500). Task-packed A rows: 300x200x577, 300x40x70,
   // 600x200x300. Few rows (W streamed, no packing): 8x96x64.
-  const shapes = [[600, 700, 901], [300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [8, 96, 64]];
+  const shapes = [[600, 700, 901], [300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [8, 96, 64], [20, 64, 8500]];
   const cases = shapes.flatMap(([M, N, K]) =>
     ([[false, true], [false, false], [true, false]] as [boolean, boolean][]).map(([ta, tb], o) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 0, o === 2 ? -0.5 : 1, o === 1 ? 0.5 : 0);
@@ -958,9 +958,10 @@ test('gemm: every supported ISA agrees on odd shapes, strides, alpha/beta, bf16'
 // A K over twice the slab depth (native/cpu/gemm.cc kSlabSteps = 512 depth steps: 512 k on the f32
 // kernels, 1,024 on the bf16-pair ones) runs as K slabs with C += from the second on; a K that is not
 // a multiple of the slab or of the K block leaves a short last slab (2825: an odd last pair too).
+// AMX tiles split only a K over 8 slabs (8500, its last slab short).
 test('gemm: long K (K slabs) against f64, every ISA, all orientations, f32 and bf16 B', () => {
   const r = rng(31);
-  const cases = [[37, 70, 2825], [20, 33, 4096], [30, 40, 1300]].flatMap(([M, N, K]) =>
+  const cases = [[37, 70, 2825], [20, 33, 4096], [30, 40, 1300], [18, 40, 8500]].flatMap(([M, N, K]) =>
     ORIENTS.map(([ta, tb]) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 3, 0.75, 0.5);
       return { c, what: `${M}x${N}x${K} tA=${ta} tB=${tb}`, bits: bf16Bits(c.B), ref: gemmNaive(c) };

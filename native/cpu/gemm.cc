@@ -1303,6 +1303,7 @@ constexpr int64_t kLocalAPanelBudget = int64_t(64) << 10;
 // slabs there (AMD Zen 5, 15 rounds) 1024 x 576 x 1536 NT and NN 1.07-1.17x, with the LoRA update on
 // the tiles 1.14-1.17x; the LM head's input gradient level (0.996x).
 constexpr int64_t kSlabSteps = 512;
+constexpr int64_t kAmxSlabsOver = 8;
 // A C of at least this many bytes (more than the cores' L2 together) is written with non-temporal
 // stores where each tile is written once: a normal store to a line not in cache first reads it from
 // memory (read for ownership) and its tile's last stores wait on those reads; streaming skips both,
@@ -1518,9 +1519,12 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   // B is packed again for every row chunk (the SmolLM2 LM head ran at a third of the rate of the
   // other GEMMs). On the f32 kernels slabs are whole K blocks, so every tile sums its blocks in the
   // same order as unsplit: the same bits; the vdpbf16ps kernels even out their blocks within each
-  // slab. AMX's evened-out, aligned blocks depend on the whole depth; it stays unsplit.
+  // slab. AMX splits only a K longer than kAmxSlabsOver slabs (evening out its blocks within each
+  // slab too): the LM head's input gradient (K = vocabulary), 256 x 576 x 49152 NN with a packed
+  // weight, 1.23-1.25x (bench/ab.ts, builds alternated both ways, AMX Xeon); at K = 8192 slabs
+  // were slower (0.68-0.86x), the unsplit GEMM's column chunks still holding 8 strips there.
   const int64_t slab_k = ks.pairs ? 2 * kSlabSteps : kSlabSteps;
-  if (ks.pair_align == 1 && g.K > 2 * slab_k) {
+  if (g.K > (ks.pair_align == 1 ? 2 : kAmxSlabsOver) * slab_k) {
     const size_t b_bytes = dtype_size(g.B.dtype);
     for (int64_t k0 = 0; k0 < g.K; k0 += slab_k) {
       GemmArgs<float> slab = g;

@@ -53,9 +53,12 @@ void gemm(const GemmArgs<T>& args);
 
 // ---- packed weights ---------------------------------------------------------------------------
 // A weight W [rows, cols] packed once, for one orientation (`transposed`: y = x W^T, else
-// dx = dy W), into the B strips the GEMM's kernel streams: a bf16 W for the bf16-pair kernel
-// (vdpbf16ps: AVX512-BF16 without AMX), an f32 W for the f32 kernel of the active ISA. Packing B is
-// 5-8 % of each of SmolLM2's training GEMMs on AMD Zen 5; a GEMM given the packed weight skips it.
+// dx = dy W), into the B strips the GEMM's kernel streams: a bf16 W for the bf16-pair kernels under
+// AVX512-BF16 (AMX tiles where the CPU has them, their pairs padded to whole 16-pair blocks; else
+// vdpbf16ps), an f32 W for the f32 kernel of the active ISA. Packing B is 5-8 % of each of SmolLM2's
+// training GEMMs on AMD Zen 5, more with AMX's fast products (scoring and the LoRA step 1.18x on an
+// AMX Xeon); a GEMM given the packed weight skips it. A weight packed for one kernel is not read by
+// the other (SEALKIT_AMX=0 after packing: B is packed per call).
 // Same strips as the GEMM's own packing, so the same bits. The owner drops it when W changes (it
 // holds no reference to W's contents, only its address for matching).
 struct PackedWeight {
@@ -77,7 +80,7 @@ struct PackedWeight {
   ~PackedWeight();
 };
 // Whether a GEMM of M rows against a weight of this dtype and orientation would read a packed weight
-// (an f32 weight, or a bf16 one where the bf16-pair kernel is active, and M above the few-rows
+// (an f32 weight, or a bf16 one where the bf16-pair kernels are active, and M above the few-rows
 // path's limit), and packing is on
 // (SEALKIT_PACKED_WEIGHTS=0, read per call, turns it off, for tests and benchmarks).
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed);
