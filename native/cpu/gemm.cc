@@ -1328,7 +1328,7 @@ struct Scratch {
   std::vector<float> u, v;  // a fused low-rank update's packed U and V
   // What a task packs for itself (never the caller's a or b): one B strip, or a row group's A and U.
   std::vector<float> own, own_u;
-  // A fused gate/up pair's B strips, packed per call where no packed weight serves (AMX).
+  // A fused gate/up pair's AMX B strips, packed per call where no packed weight serves.
   std::vector<float> pair;
 };
 
@@ -1990,8 +1990,9 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
       return true;
     }
   }
-  // On AMX no packed weight serves: both weights' strips are packed here, in one pool run, and the
-  // pair then runs as above on kAmxSpec in one K block (K up to 768). The tiles are those of the
+  // On AMX the pair runs as above on kAmxSpec in one K block (K up to 768), from the weights' AMX
+  // packed copies, or, without them (SEALKIT_PACKED_WEIGHTS=0, weights that train), from strips
+  // packed here for both in one pool run. The tiles are those of the
   // separate calls (same strips, same K block), and act is written once, not gate's and up's C
   // (12.6 MB for SmolLM2's 1,024 x 1,536 each, then read back by swiglu_forward): with AMX's
   // products this fast the step is bound by that traffic.
