@@ -162,6 +162,16 @@ struct KernelSpec {
   MicroKernel edge = nullptr;
 };
 
+// Depth steps of a packed strip of K (k, or bf16 pairs padded to a multiple of pair_align).
+inline int64_t packed_depth(const KernelSpec& ks, int64_t K) {
+  return ks.pairs ? ((K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : K;
+}
+
+// op(B) of a GEMM as a MatRef.
+inline MatRef b_ref(const GemmArgs<float>& g) {
+  return MatRef{g.B.data, g.B.dtype, g.trans_b ? 1 : g.ldb, g.trans_b ? g.ldb : 1};
+}
+
 // ---- portable packing ---------------------------------------------------------------------------
 // A strip is K x MR with element (i, k) at [k*MR + i]; a B strip is K x NR with element (k, j) at
 // [k*NR + j]. Rows/columns past the matrix edge are zero.
@@ -1191,13 +1201,19 @@ inline const uint16_t* stage_w_tile(uint16_t* stage, const uint16_t* w, int64_t 
   return stage;
 }
 
+// Tile `Tile` <- rows [0, rows) of W at w, k [0, min(32, k_left)): straight from W when whole.
+template <int Tile>
+SEALKIT_AMX SEALKIT_INLINE void load_w_tile(const uint16_t* w, int64_t ldb, int64_t rows, int64_t k_left, uint16_t* stage) {
+  if (rows == 16 && k_left >= 32) _tile_loadd(Tile, w, ldb * static_cast<int64_t>(sizeof(uint16_t)));
+  else _tile_loadd(Tile, stage_w_tile(stage, w, ldb, rows, std::min<int64_t>(32, k_left)), 64);
+}
+
 // W rows [n, n + nb) (nb <= 32) against all of x: y rows 0..M-1, columns [n, n + nb), through alpha
 // and beta. Each block of k also asks for the same line of the next block's rows (below pf_hi).
 SEALKIT_AMX void few_rows_amx_block(const GemmArgs<float>& g, const float* xb, int64_t n, int64_t nb, int64_t pf_hi,
                                     bool nta) {
   const uint16_t* W = static_cast<const uint16_t*>(g.B.data);
-  const int64_t K = g.K, ldb = g.ldb, blocks = (K + 31) / 32, full = K / 32;
-  const int64_t stride = ldb * static_cast<int64_t>(sizeof(uint16_t));
+  const int64_t K = g.K, ldb = g.ldb, blocks = (K + 31) / 32;
   const uint16_t* w0 = W + n * ldb;
   const uint16_t* w1 = w0 + 16 * ldb;
   const int64_t rows0 = std::min<int64_t>(16, nb), rows1 = nb - rows0;
@@ -1209,13 +1225,10 @@ SEALKIT_AMX void few_rows_amx_block(const GemmArgs<float>& g, const float* xb, i
   for (int64_t kb = 0; kb < blocks; ++kb) {
     for (int64_t r = 0; r < pf_rows; ++r) prefetch_w(pf + r * ldb + 32 * kb, nta);
     _tile_loadd(4, xb + kb * 256, 64);
-    const bool whole_k = kb < full;
-    if (whole_k && rows0 == 16) _tile_loadd(2, w0 + 32 * kb, stride);
-    else _tile_loadd(2, stage_w_tile(stage, w0 + 32 * kb, ldb, rows0, std::min<int64_t>(32, K - 32 * kb)), 64);
+    load_w_tile<2>(w0 + 32 * kb, ldb, rows0, K - 32 * kb, stage);
     _tile_dpbf16ps(0, 2, 4);
     if (rows1 > 0) {
-      if (whole_k && rows1 == 16) _tile_loadd(3, w1 + 32 * kb, stride);
-      else _tile_loadd(3, stage_w_tile(stage, w1 + 32 * kb, ldb, rows1, std::min<int64_t>(32, K - 32 * kb)), 64);
+      load_w_tile<3>(w1 + 32 * kb, ldb, rows1, K - 32 * kb, stage);
       _tile_dpbf16ps(1, 3, 4);
     }
   }
@@ -1463,6 +1476,25 @@ bool bf16_one_block(const GemmArgs<float>& g, Isa isa) {
          !takes_few_rows(g, isa) && !use_amx();
 }
 
+// The same for the AMX kernel (K up to 768: one block of at most kAmxKc pairs).
+bool amx_one_block(const GemmArgs<float>& g, Isa isa) {
+  return isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16 && g.K > 0 && packed_depth(kAmxSpec, g.K) <= kAmxKc &&
+         !takes_few_rows(g, isa) && use_amx();
+}
+
+// Columns [0, N) of n B's (op(bs[i]), K deep) packed as ks's strips into dsts[i], `stride` floats
+// apart: one pool run for all of them.
+void pack_b_strips(const KernelSpec& ks, const MatRef* bs, float* const* dsts, int n, int64_t N, int64_t K,
+                   int64_t stride) {
+  const int64_t strips = (N + ks.nr - 1) / ks.nr;
+  parallel_for(n * strips, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t s = t % strips;
+      ks.pack_b(bs[t / strips], s * ks.nr, N - s * ks.nr, K, dsts[t / strips] + s * stride);
+    }
+  });
+}
+
 // Whether gemm_f32 adds `u` on the tiles of its kernel ks (not AMX's): when the separate call would
 // run micro_avx512 (or narrow_n, the same arithmetic: k ascending from zero, then C = scale * sum +
 // C) in one K block, and the base tiles are its 14 x 32, the tile's update is that call's own
@@ -1553,7 +1585,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
-  const int64_t Kd = ks.pairs ? ((K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : K;
+  const int64_t Kd = packed_depth(ks, K);
   // K blocks: ks.kc deep, or for pairs (vdpbf16ps, AMX) the fewest blocks of at most ks.kc, evened
   // out (AMX, K = 1601: 816 padded pairs run as 3 x 272, not 384 + 384 + 48).
   int64_t kc_depth = ks.kc;
@@ -1562,7 +1594,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     kc_depth = ((Kd + blocks - 1) / blocks + ks.pair_align - 1) / ks.pair_align * ks.pair_align;
   }
   const int64_t a_rs = g.trans_a ? 1 : g.lda, a_cs = g.trans_a ? g.lda : 1;
-  const MatRef B{g.B.data, g.B.dtype, g.trans_b ? 1 : g.ldb, g.trans_b ? g.ldb : 1};
+  const MatRef B = b_ref(g);
 
   ThreadPool& pool = global_pool();
   const int64_t threads = pool.threads();
@@ -1972,60 +2004,42 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
 bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act) {
   if (up.M <= 0 || up.N <= 0) return false;
 #if SEALKIT_X86
-  // Fused where both GEMMs would run the vdpbf16ps packed kernel in one K block on packed weights
-  // of one A (the shapes and arguments the bits of the separate calls then share).
+  // Fused where both GEMMs would run the vdpbf16ps or the AMX packed kernel in one K block, of one A
+  // (the shapes and arguments the bits of the separate calls then share): each tile of both
+  // products, then act = silu(gate) * up is stored, not gate's and up's C (12.6 MB for SmolLM2's
+  // 1,024 x 1,536 each, then read back by swiglu_forward). The strips come from the weights' packed
+  // copies; on AMX, without them (SEALKIT_PACKED_WEIGHTS=0, weights that train), from strips
+  // packed here for both in one pool run: AMX's products are fast enough that the step is bound by
+  // C's traffic.
   const bool same = gate.A == up.A && gate.lda == up.lda && gate.M == up.M && gate.N == up.N && gate.K == up.K &&
                     gate.trans_a == up.trans_a && gate.trans_b == up.trans_b && gate.beta == 0.f && up.beta == 0.f &&
                     gate.alpha != 0.f && up.alpha != 0.f && gate.K > 0 && gate.N > kLowRankMax;
   const Isa isa = active_isa();
-  if (same && bf16_one_block(gate, isa) && bf16_one_block(up, isa) && switch_on("SEALKIT_FUSED_GATE_UP")) {
-    const PackedWeight* pg = usable_packed_weight(gate, kBf16Spec);
-    const PackedWeight* pu = usable_packed_weight(up, kBf16Spec);
-    if (pg && pu) {
-      GemmArgs<float> g = up;
-      g.C = act;
-      g.ldc = ld_act;
-      const GatePair pair{pg->strips, pg->strip_stride, gate.alpha};
-      packed_gemm(g, kBf16Spec, nullptr, pu->strips, pu->strip_stride, &pair);
-      return true;
-    }
-  }
-  // On AMX the pair runs as above on kAmxSpec in one K block (K up to 768), from the weights' AMX
-  // packed copies, or, without them (SEALKIT_PACKED_WEIGHTS=0, weights that train), from strips
-  // packed here for both in one pool run. The tiles are those of the
-  // separate calls (same strips, same K block), and act is written once, not gate's and up's C
-  // (12.6 MB for SmolLM2's 1,024 x 1,536 each, then read back by swiglu_forward): with AMX's
-  // products this fast the step is bound by that traffic.
-  if (same && gate.B.dtype == DType::BF16 && up.B.dtype == DType::BF16 && isa == Isa::Avx512Bf16 && use_amx() &&
-      !takes_few_rows(gate, isa) && ((gate.K + 1) / 2 + kAmxBlock - 1) / kAmxBlock * kAmxBlock <= kAmxKc &&
-      switch_on("SEALKIT_FUSED_GATE_UP")) {
+  const bool on_bf16 = same && bf16_one_block(gate, isa) && bf16_one_block(up, isa);
+  const bool on_amx = same && !on_bf16 && amx_one_block(gate, isa) && amx_one_block(up, isa);
+  if ((on_bf16 || on_amx) && switch_on("SEALKIT_FUSED_GATE_UP")) {
+    const KernelSpec& ks = on_amx ? kAmxSpec : kBf16Spec;
     GemmArgs<float> g = up;
     g.C = act;
     g.ldc = ld_act;
-    const PackedWeight* pg = usable_packed_weight(gate, kAmxSpec);
-    const PackedWeight* pu = usable_packed_weight(up, kAmxSpec);
+    const PackedWeight* pg = usable_packed_weight(gate, ks);
+    const PackedWeight* pu = usable_packed_weight(up, ks);
     if (pg && pu) {
       const GatePair pair{pg->strips, pg->strip_stride, gate.alpha};
-      packed_gemm(g, kAmxSpec, nullptr, pu->strips, pu->strip_stride, &pair);
+      packed_gemm(g, ks, nullptr, pu->strips, pu->strip_stride, &pair);
       return true;
     }
-    const int64_t N = up.N, K = up.K, Kd = ((K + 1) / 2 + kAmxBlock - 1) / kAmxBlock * kAmxBlock;
-    const int64_t strips = (N + kAmxNr - 1) / kAmxNr, stride = kAmxNr * Kd;
-    std::vector<float>& buf = scratch().pair;
-    if (buf.size() < static_cast<size_t>(2 * strips * stride)) buf.resize(2 * strips * stride);
-    float* const packed[2] = {buf.data(), buf.data() + strips * stride};
-    const GemmArgs<float>* const src[2] = {&gate, &up};
-    parallel_for(2 * strips, 1, [&](int64_t s0, int64_t s1) {
-      for (int64_t t = s0; t < s1; ++t) {
-        const GemmArgs<float>& w = *src[t / strips];
-        const int64_t s = t % strips;
-        const MatRef B{w.B.data, w.B.dtype, w.trans_b ? 1 : w.ldb, w.trans_b ? w.ldb : 1};
-        kAmxSpec.pack_b(B, s * kAmxNr, N - s * kAmxNr, K, packed[t / strips] + s * stride);
-      }
-    });
-    const GatePair pair{packed[0], stride, gate.alpha};
-    packed_gemm(g, kAmxSpec, nullptr, packed[1], stride, &pair);
-    return true;
+    if (on_amx) {
+      const int64_t stride = ks.nr * packed_depth(ks, up.K), strips = (up.N + ks.nr - 1) / ks.nr;
+      std::vector<float>& buf = scratch().pair;
+      if (buf.size() < static_cast<size_t>(2 * strips * stride)) buf.resize(2 * strips * stride);
+      float* const packed[2] = {buf.data(), buf.data() + strips * stride};
+      const MatRef bs[2] = {b_ref(gate), b_ref(up)};
+      pack_b_strips(ks, bs, packed, 2, up.N, up.K, stride);
+      const GatePair pair{packed[0], stride, gate.alpha};
+      packed_gemm(g, ks, nullptr, packed[1], stride, &pair);
+      return true;
+    }
   }
 #endif
   gemm(gate);
@@ -2114,15 +2128,13 @@ std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t co
   pw->nr = ks.nr;
   pw->pairs = ks.pairs;
   pw->pair_align = ks.pair_align;
-  pw->strip_stride = (ks.pairs ? ((pw->K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : pw->K) * ks.nr;
+  pw->strip_stride = packed_depth(ks, pw->K) * ks.nr;
   const int64_t strips = (pw->N + ks.nr - 1) / ks.nr;
   pw->bytes = static_cast<size_t>(strips * pw->strip_stride) * sizeof(float);
   pw->strips = static_cast<float*>(std::aligned_alloc(64, (pw->bytes + 63) / 64 * 64));
   if (!pw->strips) throw std::bad_alloc();
   const MatRef B{w.data, w.dtype, transposed ? 1 : cols, transposed ? cols : 1};
-  parallel_for(strips, 1, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s) ks.pack_b(B, s * ks.nr, pw->N - s * ks.nr, pw->K, pw->strips + s * pw->strip_stride);
-  });
+  pack_b_strips(ks, &B, &pw->strips, 1, pw->N, pw->K, pw->strip_stride);
   return pw;
 #else
   (void)w, (void)rows, (void)cols, (void)transposed;
