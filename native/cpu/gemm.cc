@@ -1201,11 +1201,16 @@ inline const uint16_t* stage_w_tile(uint16_t* stage, const uint16_t* w, int64_t 
   return stage;
 }
 
-// Tile `Tile` <- rows [0, rows) of W at w, k [0, min(32, k_left)): straight from W when whole.
-template <int Tile>
-SEALKIT_AMX SEALKIT_INLINE void load_w_tile(const uint16_t* w, int64_t ldb, int64_t rows, int64_t k_left, uint16_t* stage) {
-  if (rows == 16 && k_left >= 32) _tile_loadd(Tile, w, ldb * static_cast<int64_t>(sizeof(uint16_t)));
-  else _tile_loadd(Tile, stage_w_tile(stage, w, ldb, rows, std::min<int64_t>(32, k_left)), 64);
+// Where a tile of rows [0, rows) of W at w, k [0, min(32, k_left)), loads from: W itself (row stride
+// ldb) when whole, else `stage` (64 bytes a row). (_tile_loadd takes its tile number as a literal:
+// unoptimised builds paste it into the assembly.)
+struct TileSource {
+  const void* p;
+  int64_t stride;
+};
+inline TileSource w_tile_source(const uint16_t* w, int64_t ldb, int64_t rows, int64_t k_left, uint16_t* stage) {
+  if (rows == 16 && k_left >= 32) return {w, ldb * static_cast<int64_t>(sizeof(uint16_t))};
+  return {stage_w_tile(stage, w, ldb, rows, std::min<int64_t>(32, k_left)), 64};
 }
 
 // W rows [n, n + nb) (nb <= 32) against all of x: y rows 0..M-1, columns [n, n + nb), through alpha
@@ -1225,10 +1230,12 @@ SEALKIT_AMX void few_rows_amx_block(const GemmArgs<float>& g, const float* xb, i
   for (int64_t kb = 0; kb < blocks; ++kb) {
     for (int64_t r = 0; r < pf_rows; ++r) prefetch_w(pf + r * ldb + 32 * kb, nta);
     _tile_loadd(4, xb + kb * 256, 64);
-    load_w_tile<2>(w0 + 32 * kb, ldb, rows0, K - 32 * kb, stage);
+    const TileSource a0 = w_tile_source(w0 + 32 * kb, ldb, rows0, K - 32 * kb, stage);
+    _tile_loadd(2, a0.p, a0.stride);
     _tile_dpbf16ps(0, 2, 4);
     if (rows1 > 0) {
-      load_w_tile<3>(w1 + 32 * kb, ldb, rows1, K - 32 * kb, stage);
+      const TileSource a1 = w_tile_source(w1 + 32 * kb, ldb, rows1, K - 32 * kb, stage);
+      _tile_loadd(3, a1.p, a1.stride);
       _tile_dpbf16ps(1, 3, 4);
     }
   }
