@@ -97,7 +97,7 @@ test('seal bench train --loss-on trains on each sequence\'s tail and counts the 
   }
 });
 
-test('seal bench forward --ab-env times both variants in one process; misuse is a usage error', () => {
+test('seal bench forward|train|decode --ab-env times both variants in one process; misuse is a usage error', () => {
   const r = seal('bench', 'forward', '--preset', 'tiny', '--batch', '2', '--seq', '32', '--repeats', '3', '--warmup', '1', '--threads', '1',
     '--ab-env', 'SEALKIT_LOCAL_PACK=0,SEALKIT_UNUSED_FLAG=a=b', '--json');
   assert.equal(r.code, 0, r.err);
@@ -110,7 +110,11 @@ test('seal bench forward --ab-env times both variants in one process; misuse is 
     '--ab-env', 'SEALKIT_LOCAL_PACK=0');
   assert.equal(text.code, 0, text.err);
   assert.match(text.out, /with SEALKIT_LOCAL_PACK=0: [\d.]+ tokens\/s/);
-  for (const args of [['decode', '--ab-env', 'X=1'], ['train', '--ab-env', 'X'], ['train', '--ab-env', 'X=1', '--profile']]) {
+  const decode = seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '8', '--new', '6', '--repeats', '3', '--warmup', '0',
+    '--threads', '1', '--ab-env', 'SEALKIT_FEW_ROWS_NTA=0');
+  assert.equal(decode.code, 0, decode.err);
+  assert.match(decode.out, /with SEALKIT_FEW_ROWS_NTA=0: [\d.]+ tokens\/s   [\d.]+ ms\/token step\n  speed with \/ without \(median of 3 repeats\): [\d.]+/);
+  for (const args of [['decode', '--ab-env', 'X=1', '--profile'], ['train', '--ab-env', 'X'], ['train', '--ab-env', 'X=1', '--profile']]) {
     const bad = seal('bench', ...args, '--preset', 'tiny');
     assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);
     assert.match(bad.err, /--ab-env/);

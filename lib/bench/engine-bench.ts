@@ -188,6 +188,11 @@ export interface DecodeBenchOptions {
   profile?: boolean;
   /** Adapters the prompts mix (prompt i under adapter i mod adapters); default 0, the base model. */
   adapters?: number;
+  /**
+   * A/B in one process, as BenchOptions.abEnv: every timed repeat runs one generation as usual and
+   * one with these environment variables set, in alternating order. Not with profile.
+   */
+  abEnv?: Record<string, string>;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -202,6 +207,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
   const config = presetConfig(o.preset);
   const storage = o.storage ?? 'bf16';
   const device = o.device ?? 'cpu';
+  if (o.abEnv && o.profile) throw new Error('runDecodeBench: abEnv and profile cannot be combined (the profile would mix both variants)');
   const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
     const adapters = o.adapters ?? 0;
@@ -215,10 +221,10 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const stepsPerCall = o.stepsPerCall ?? DEFAULT_STEPS_PER_CALL;
     const decodeMs: number[] = [];
     const prefillMs: number[] = [];
+    const decodeMsB: number[] = [];
     const decodeCalls: OpTiming[] = [];
-    let before = jobCounts(model, ['decode']);
-    for (let i = 0; i < warmup + repeats; i++) {
-      if (i === warmup) before = jobCounts(model, ['decode']);
+    // One generation: its prefill and decoding times (from the first token to the last).
+    const generation = async (keepProfile: boolean): Promise<{ prefill: number; decode: number }> => {
       const t0 = process.hrtime.bigint();
       let tFirst = 0n;
       for await (const e of model.generateStream(prompts, { maxNewTokens: o.newTokens, eosTokenIds: [], kvCache, stepsPerCall, ...sampling })) {
@@ -231,11 +237,29 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       const tEnd = process.hrtime.bigint();
       if (o.profile) {
         const calls = await model.takeProfile();
-        if (i >= warmup) decodeCalls.push(...calls);
+        if (keepProfile) decodeCalls.push(...calls);
       }
-      if (i >= warmup) {
-        prefillMs.push(Number(tFirst - t0) / 1e6);
-        decodeMs.push(Number(tEnd - tFirst) / 1e6);
+      return { prefill: Number(tFirst - t0) / 1e6, decode: Number(tEnd - tFirst) / 1e6 };
+    };
+    const abEnv = o.abEnv;
+    let before = jobCounts(model, ['decode']);
+    for (let i = 0; i < warmup + repeats; i++) {
+      if (i === warmup) before = jobCounts(model, ['decode']);
+      const timed = i >= warmup;
+      let run: { prefill: number; decode: number }, runB: { prefill: number; decode: number } | undefined;
+      if (!abEnv) {
+        run = await generation(timed);
+      } else if (i % 2 === 0) {  // alternate which variant goes first
+        run = await generation(timed);
+        runB = await withEnv(abEnv, () => generation(timed));
+      } else {
+        runB = await withEnv(abEnv, () => generation(timed));
+        run = await generation(timed);
+      }
+      if (timed) {
+        prefillMs.push(run.prefill);
+        decodeMs.push(run.decode);
+        if (runB) decodeMsB.push(runB.decode);
       }
       o.onProgress?.(i + 1, warmup + repeats);
     }
@@ -253,6 +277,14 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch, rows_on_amx: rowsOnAmx(addon.info(), storage, o.batch) } : {}),
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,
       ...inlineShare(before, jobCounts(model, ['decode'])),
+      ...(abEnv
+        ? {
+            ab: {
+              env: abEnv, tokens_per_s: tokens / (median(decodeMsB) / 1000), step_ms_median: median(decodeMsB) / Math.max(1, o.newTokens - 1),
+              step_ms_all: decodeMsB, speedup_median: median(decodeMs.map((t, i) => t / decodeMsB[i]!)),
+            },
+          }
+        : {}),
       // The decoding steps after the prefill: newTokens - 1 per run.
       ...(o.profile ? { profile: summariseProfile(mergeTimings(decodeCalls), repeats * (o.newTokens - 1), decodeMs.reduce((a, b) => a + b, 0), 'decoding step') } : {}),
     };

@@ -1,6 +1,6 @@
 // `seal bench train|forward` — engine throughput on a random-weight model of a real configuration.
 import { parseArgs } from 'node:util';
-import { describePrefetch, lossOnProblem, runBench, runDecodeBench } from '../../bench/engine-bench.js';
+import { describePrefetch, lossOnProblem, runBench, runDecodeBench, type AbResult } from '../../bench/engine-bench.js';
 import { parseEnvList } from '../../bench/env.js';
 import { formatProfile } from '../../bench/profile.js';
 import { PRESET_NAMES } from '../../model/presets.js';
@@ -24,8 +24,8 @@ const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.jo
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
 warm-up calls. --profile times every backend call of the timed calls and prints where a step's
 time goes (per op, GEMMs per shape, and the host time between calls); on a GPU each call then
-waits for its kernel. --ab-env (train, forward) compares two variants in one process: each timed
-repeat runs a step as usual and one with the environment variables set (the kernels' switches,
+waits for its kernel. --ab-env compares two variants in one process: each timed repeat runs a step
+(decode: a generation) as usual and one with the environment variables set (the kernels' switches,
 e.g. SEALKIT_LOCAL_PACK=0, are read per call), in alternating order, and reports both medians and
 the median per-repeat speed ratio; on a shared machine this resolves changes of a few percent that
 separate runs do not. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}
@@ -33,6 +33,13 @@ separate runs do not. With --json the last line is {"tokens_per_s": ..., "gflops
 --adapters N: the batch mixes N LoRA adapters (r=16, alpha=32, every projection), sequence (or
 prompt) i under adapter i mod N, as SEAL's inner loop trains one adapter per sequence and its
 evaluation scores and decodes them; default 1 for train, 0 (the base model) for forward and decode.`;
+
+/** The --ab-env lines: the variant's figures and its speed against the usual runs. */
+function formatAb(ab: AbResult, step: (ms: number) => string): string {
+  const env = Object.entries(ab.env).map(([k, v]) => `${k}=${v}`).join(' ');
+  return `  with ${env}: ${ab.tokens_per_s.toFixed(1)} tokens/s   ${step(ab.step_ms_median)}\n` +
+    `  speed with / without (median of ${ab.step_ms_all.length} repeats): ${ab.speedup_median.toFixed(3)}\n`;
+}
 
 /** ", 16 adapters" where the batch mixes adapters other than the work's default. */
 const mixing = (adapters: number, usual = 0) => (adapters === usual ? '' : `, ${adapters} adapter${adapters === 1 ? '' : 's'}`);
@@ -74,7 +81,6 @@ export const benchCommand: CliCommand = {
     const adapters = values.adapters === undefined ? undefined : int('adapters', values.adapters, work === 'train' ? 1 : 0);
     let abEnv: Record<string, string> | undefined;
     if (values['ab-env'] !== undefined) {
-      if (work === 'decode') throw new UsageError('bench: --ab-env is for train and forward');
       if (values.profile) throw new UsageError('bench: --ab-env and --profile cannot be combined');
       try {
         abEnv = parseEnvList(values['ab-env'], 'bench: --ab-env');
@@ -89,7 +95,7 @@ export const benchCommand: CliCommand = {
         preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
         repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device, kvCache,
-        profile: values.profile, adapters,
+        profile: values.profile, adapters, abEnv,
         ...(values['steps-per-call'] !== undefined ? { stepsPerCall: int('steps-per-call', values['steps-per-call'], 1) } : {}),
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
@@ -99,6 +105,7 @@ export const benchCommand: CliCommand = {
         process.stdout.write(`  ${(100 * r.inline_share).toFixed(0)}% of the timed decoding calls ran inline on one thread (measured faster for calls this small)\n`);
       }
       if (!values.json && r.profile) process.stdout.write(formatProfile(r.profile));
+      if (!values.json && r.ab) process.stdout.write(formatAb(r.ab, (ms) => `${ms.toFixed(2)} ms/token step`));
       return 0;
     }
     const seq = int('seq', values.seq, 2);
@@ -124,13 +131,7 @@ export const benchCommand: CliCommand = {
         process.stdout.write(`  ${(100 * result.inline_share).toFixed(0)}% of the timed steps ran inline on one thread (measured faster for steps this small)\n`);
       }
       if (result.profile) process.stdout.write(formatProfile(result.profile));
-      if (result.ab) {
-        const env = Object.entries(result.ab.env).map(([k, v]) => `${k}=${v}`).join(' ');
-        process.stdout.write(
-          `  with ${env}: ${result.ab.tokens_per_s.toFixed(1)} tokens/s   median step ${result.ab.step_ms_median.toFixed(1)} ms\n` +
-            `  speed with / without (median of ${result.ab.step_ms_all.length} repeats): ${result.ab.speedup_median.toFixed(3)}\n`,
-        );
-      }
+      if (result.ab) process.stdout.write(formatAb(result.ab, (ms) => `median step ${ms.toFixed(1)} ms`));
     }
     return 0;
   },
