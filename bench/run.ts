@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { describePrefetch, flopsPerToken } from '../lib/bench/engine-bench.js';
 import { median } from '../lib/bench/median.js';
 import { buildPeak } from '../lib/bench/peak.js';
+import { describeBoundTarget, describeRatioTarget, targetVerdicts, type TargetVerdicts } from '../lib/bench/targets.js';
 import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -599,22 +600,12 @@ interface Row {
   /** Largest core-to-core round trip (ns) probed around this contestant's runs. */
   round_trip_ns_max: number | null;
 }
-interface Summary {
+/** The issue's targets for the row and this run's verdicts on them (lib/bench/targets.ts). */
+interface Summary extends TargetVerdicts {
   id: string; engine_tokens_per_s: number | null; best_peer: string | null; best_peer_tokens_per_s: number | null;
   engine_over_best_peer: number | null; engine_over: Record<string, number | null>;
   /** Some run behind these ratios shared the CPUs with other processes (other > CONTENDED_CPUS). */
   contended: boolean;
-  /** The issue's target for engine_over_best_peer, and whether this run met it (null: no target or no ratio). */
-  target_engine_over_best_peer: number | null; target_met: boolean | null;
-  /**
-   * decode: whether the ratio target can be met on this machine at all: target x the best peer's
-   * tokens/s within the weight-streaming bound (null: no target, peer or bound).
-   */
-  target_within_bound: boolean | null;
-  /** train: the MFU target against the BF16 peak and whether the engine met it (null: none). */
-  mfu_target: number | null; mfu_target_met: boolean | null;
-  /** decode: the target for the engine's share of the bound and whether it met it (null: none). */
-  bound_target: number | null; bound_target_met: boolean | null;
   /**
    * decode only: bytes of weights one decode step reads at the engine's storage width
    * (decodeWeightBytes), the bandwidth used (the read-only stream's, what decoding does; the
@@ -705,18 +696,13 @@ for (const { c, contestants } of results) {
     });
   }
   const overBest = engTps !== null && best ? engTps / best.tps : null;
-  const engMfuBf16 = engTps !== null && PEAK_BF16 ? (engTps * fpt) / 1e9 / PEAK_BF16 : null;
   const engWeightBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes).find((x): x is number => typeof x === 'number') ?? null;
   summaries.push({
     id: c.id, engine_tokens_per_s: engTps, best_peer: best?.key ?? null, best_peer_tokens_per_s: best?.tps ?? null,
     engine_over_best_peer: overBest, engine_over,
     contended: rows.some((r) => r.id === c.id && isContended(r)),
-    target_engine_over_best_peer: c.target ?? null, target_met: c.target !== undefined && overBest !== null ? overBest >= c.target : null,
-    target_within_bound: c.target !== undefined && best && bwBound !== null ? c.target * best.tps <= bwBound : null,
-    mfu_target: c.mfuTarget ?? null,
-    mfu_target_met: c.mfuTarget !== undefined && engMfuBf16 !== null ? engMfuBf16 >= c.mfuTarget : null,
-    bound_target: c.boundTarget ?? null,
-    bound_target_met: c.boundTarget !== undefined && bwBound !== null && engTps !== null ? engTps / bwBound >= c.boundTarget : null,
+    ...targetVerdicts({ ratio: c.target, mfu: c.mfuTarget, bound: c.boundTarget },
+      { engineTps: engTps, bestPeerTps: best?.tps ?? null, engineMfuBf16: engTps !== null && PEAK_BF16 ? (engTps * fpt) / 1e9 / PEAK_BF16 : null, boundTps: bwBound }),
     weight_bytes_per_step: weightBytes, engine_weight_bytes: engWeightBytes, bandwidth_gbs: weightBytes !== null ? BANDWIDTH_GBS : null,
     bandwidth_kind: weightBytes !== null ? BANDWIDTH_KIND : null,
     bw_bound_tokens_per_s: bwBound, engine_of_bw_bound: bwBound !== null && engTps !== null ? engTps / bwBound : null,
@@ -771,19 +757,16 @@ for (const { c } of results) {
   }
   const s = summaries.find((x) => x.id === c.id);
   if (s?.engine_over_best_peer != null) {
-    const beyondBound = s.target_met === false && s.target_within_bound === false
-      ? ` (${s.target_engine_over_best_peer}x the peer, ${f(s.target_engine_over_best_peer! * s.best_peer_tokens_per_s!)} tokens/s, is above the weight-streaming bound)` : '';
-    const mfu = s.mfu_target_met === null ? '' : `; MFU bf16 >=${pct(s.mfu_target)} ${s.mfu_target_met ? 'met' : 'NOT met'}`;
-    const target = s.target_met === null ? '' : `; target >=${s.target_engine_over_best_peer}x ${s.target_met ? 'met' : 'NOT met'}${beyondBound}${mfu}${peerWarnings.length ? ' (peer untuned: see the warnings)' : ''}`;
+    const verdicts = describeRatioTarget(s, s.best_peer_tokens_per_s);
+    const target = verdicts && peerWarnings.length ? `${verdicts} (peer untuned: see the warnings)` : verdicts;
     table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
   }
   if (s?.weight_bytes_per_step != null) {
     table.push(['', `weight-streaming bound (${storage}, ${s.bandwidth_kind === 'read' ? 'read-only stream' : 'triad'})`,
       f(s.bw_bound_tokens_per_s), '', '', '', '', '',
       s.engine_of_bw_bound === null ? '' : `engine ${pct(s.engine_of_bw_bound)}`, '', '', '', '']);
-    if (s.bound_target_met !== null) {
-      table.push(['', `engine / bound; target >=${pct(s.bound_target)} ${s.bound_target_met ? 'met' : 'NOT met'}`, '', '', '', '', '', '', pct(s.engine_of_bw_bound), '', '', '', '']);
-    }
+    const bound = describeBoundTarget(s);
+    if (bound) table.push(['', bound, '', '', '', '', '', '', pct(s.engine_of_bw_bound), '', '', '', '']);
   }
 }
 const widths = head.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
