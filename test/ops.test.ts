@@ -694,6 +694,51 @@ test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f3
   });
 });
 
+// Batched decoding's GEMMs of 2-8 rows on a bf16 weight with a packed copy read its vdpbf16ps strips
+// through the packed GEMM's micro-kernel and K blocks (native/cpu/gemm.cc, few_rows_strips): each
+// element must have the bits of the same row in a GEMM of 20 rows (the packed path), at every row
+// count, with partial strips, odd K, K over one block (1,536: three blocks) and alpha/beta; the same
+// in a projection group and on 1-3 threads; within the bf16 contract of f64; and
+// SEALKIT_FEW_ROWS_PACKED=0 must stream W's rows instead (different bits, same contract).
+test('gemm: 2-8 rows on a packed bf16 weight read its strips, with the bits of the packed GEMM at 20 rows', () => {
+  const r = rng(35);
+  const shapes = [[96, 64], [100, 575], [64, 1536], [40, 8]] as const;
+  const cases = shapes.flatMap(([N, K], si) => [2, 3, 5, 8].map((M) => {
+    const A20 = f32(rand(20 * K, r)), C20 = f32(rand(20 * N, r));
+    const B = bf16Bits(rand(N * K, r));
+    const [alpha, beta] = si % 2 ? [0.5, 0.25] : [1, 0];
+    return { M, N, K, A20, C20, B, alpha, beta, what: `${M}x${N}x${K} alpha=${alpha} beta=${beta}` };
+  }));
+  const run = (c: (typeof cases)[number], M: number, packedB: boolean) => arr(op('gemm', 'f32', {
+    M, N: c.N, K: c.K, transB: true, A: c.A20.subarray(0, M * c.K), C: c.C20.slice(0, M * c.N), B: c.B, bDtype: 'bf16',
+    alpha: c.alpha, beta: c.beta, packedB,
+  }), 'C');
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
+    if (isa !== 'avx512bf16' || kernel !== 'vdpbf16ps') return;
+    for (const c of cases) {
+      const label = `threads=${threads} ${c.what}`;
+      const strips = run(c, c.M, true);
+      sameBits(strips, run(c, 20, true).subarray(0, c.M * c.N), `${label}: rows of the 20-row packed GEMM`);
+      const rows = withEnv({ SEALKIT_FEW_ROWS_PACKED: '0' }, () => run(c, c.M, true));
+      sameBits(rows, run(c, c.M, false), `${label}: SEALKIT_FEW_ROWS_PACKED=0 streams W's rows`);
+      if (c.K >= 64) assert.not.equal(bitsOf(strips), bitsOf(rows), `${label}: the two kernels ran`);
+      const gc: GemmCase = { M: c.M, N: c.N, K: c.K, transA: false, transB: true, lda: c.K, ldb: c.K, ldc: c.N,
+        alpha: c.alpha, beta: c.beta, A: Float64Array.from(c.A20.subarray(0, c.M * c.K)), B: new Float64Array(0),
+        C: Float64Array.from(c.C20.subarray(0, c.M * c.N)) };
+      assertRel(strips, gemmNaiveBf16(gc, c.B, isa), 1e-5, `${label}: against f64`);
+    }
+    // A projection group (decoding's q, k, v) gives each GEMM's bits alone.
+    const M = 8, K = 576, Ns = [576, 192, 192];
+    const A = f32(rand(M * K, r));
+    const Ws = Ns.map((N) => bf16Bits(rand(N * K, r)));
+    const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype: 'bf16', packedB: true };
+    Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
+    const group = op('gemm_group', 'f32', args);
+    Ns.forEach((N, i) => sameBits(arr(group, `C${i}`), arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype: 'bf16', transB: true, packedB: true }), 'C'),
+      `threads=${threads} group W${i}`));
+  });
+});
+
 test('gemm_bench: one time per call, on aligned copies that give gemm\'s C (with and without an update)', () => {
   // bench/gemm.ts and bench/gemv.ts time kernels through gemm_bench, which copies A, B and C into
   // 64-byte-aligned buffers first (as the CPU backend allocates tensors) and copies C back.
@@ -766,8 +811,9 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
   const r = rng(29);
   // Shared: 600x700x901 (odd K; B packed ahead sends M > N to task-packed A rows). Task-packed B
   // strips: 20x300x70, 45x500x577. K slabs: 20x400x2600 (on AMX 20x64x8500). Task-packed A rows: 300x200x577, 300x40x70,
-  // 600x200x300. Few rows (W streamed, no packing): 8x96x64.
-  const shapes = [[600, 700, 901], [300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [8, 96, 64], [20, 64, 8500]];
+  // 600x200x300. Few rows, where W's rows stream unpacked: 12x96x64 (2-8 rows read the packed strips
+  // instead: the strips test below).
+  const shapes = [[600, 700, 901], [300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [12, 96, 64], [20, 64, 8500]];
   const cases = shapes.flatMap(([M, N, K]) =>
     ([[false, true], [false, false], [true, false]] as [boolean, boolean][]).map(([ta, tb], o) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 0, o === 2 ? -0.5 : 1, o === 1 ? 0.5 : 0);
@@ -819,8 +865,10 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
       const gemmArgs = (B: Uint16Array, alpha: number) =>
         ({ M: c.M, N: c.N, K: c.K, transB: true, A: c.x, B, bDtype: 'bf16', alpha, packedB: true });
       const res = op('gemm_gate_up_swiglu', 'f32', { gate: gemmArgs(c.gate, 1), up: gemmArgs(c.up, c.alphaUp), ldAct: c.ldAct });
-      const g = arr(op('gemm', 'f32', { ...gemmArgs(c.gate, 1), packedB: false }), 'C');
-      const u = arr(op('gemm', 'f32', { ...gemmArgs(c.up, c.alphaUp), packedB: false }), 'C');
+      // The separate calls on the same packed copies (their bits are those of packing per call, but
+      // 2-8 rows read the copies' strips where W's rows would stream unpacked).
+      const g = arr(op('gemm', 'f32', gemmArgs(c.gate, 1)), 'C');
+      const u = arr(op('gemm', 'f32', gemmArgs(c.up, c.alphaUp)), 'C');
       const act = arr(op('swiglu_forward', 'f32', { gate: g, up: u }), 'out');
       const what = `${label} ${c.what}`;
       assert.is(res.fused, fusedWhere(c), `${what}: fused`);
