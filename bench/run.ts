@@ -574,6 +574,7 @@ for (const c of SUITE) {
       }
       // Batched decoding's GEMMs on AMX tiles (NativeInfo.decodeRowsOnAmx): said once in the versions line.
       if (k.key === 'engine' && isRun(run) && run.extra.rows_on_amx === true) versions.engine_decode_rows = 'AMX tiles';
+      if (k.key === 'engine' && isRun(run) && run.extra.rows_on_packed_strips === true) versions.engine_decode_rows = 'the weights\' packed strips';
     }
   }
   results.push({ c, contestants });

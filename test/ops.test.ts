@@ -700,6 +700,14 @@ test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f3
 // count, with partial strips, odd K, K over one block (1,536: three blocks) and alpha/beta; the same
 // in a projection group and on 1-3 threads; within the bf16 contract of f64; and
 // SEALKIT_FEW_ROWS_PACKED=0 must stream W's rows instead (different bits, same contract).
+test('info: decodeRowsPacked says whether batched decoding reads packed strips; the switches turn it off', () => {
+  const info = addon.info();
+  assert.is(info.decodeRowsPacked, info.isa === 'avx512bf16' && !info.amx, 'on where bf16 GEMMs run on vdpbf16ps');
+  if (info.amx) assert.is(withEnv({ SEALKIT_AMX: '0' }, () => addon.info().decodeRowsPacked), true, 'AMX off: vdpbf16ps');
+  assert.is(withEnv({ SEALKIT_FEW_ROWS_PACKED: '0' }, () => addon.info().decodeRowsPacked), false, 'SEALKIT_FEW_ROWS_PACKED=0');
+  assert.is(withEnv({ SEALKIT_PACKED_WEIGHTS: '0' }, () => addon.info().decodeRowsPacked), false, 'SEALKIT_PACKED_WEIGHTS=0');
+});
+
 test('gemm: 2-8 rows on a packed bf16 weight read its strips, with the bits of the packed GEMM at 20 rows', () => {
   const r = rng(35);
   const shapes = [[96, 64], [100, 575], [64, 1536], [40, 8]] as const;

@@ -117,6 +117,14 @@ export function rowsOnAmx(info: NativeInfo, storage: 'f32' | 'bf16', batch: numb
   return info.decodeRowsOnAmx && storage === 'bf16' && batch >= 2 && batch <= 16;
 }
 
+/**
+ * Whether a CPU decode of `batch` sequences at this storage reads its weights' packed strips
+ * (NativeInfo.decodeRowsPacked: bf16 weights, 2-8 rows per GEMM, not on AMX tiles); else their rows.
+ */
+export function rowsOnPackedStrips(info: NativeInfo, storage: 'f32' | 'bf16', batch: number): boolean {
+  return info.decodeRowsPacked && storage === 'bf16' && batch >= 2 && batch <= 8 && !rowsOnAmx(info, storage, batch);
+}
+
 /** How decoding's weights were prefetched (NativeInfo.decodePrefetch), in words. */
 export function describePrefetch(p: 'nta' | 'l2'): string {
   return p === 'nta' ? 'with the non-temporal hint' : 'into L2';
@@ -201,7 +209,7 @@ export interface DecodeBenchOptions {
  * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
  * over the time from the first token to the last.
  */
-export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number; prefetch?: 'nta' | 'l2'; rows_on_amx?: boolean }> {
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number; prefetch?: 'nta' | 'l2'; rows_on_amx?: boolean; rows_on_packed_strips?: boolean }> {
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -274,7 +282,8 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
-      ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch, rows_on_amx: rowsOnAmx(addon.info(), storage, o.batch) } : {}),
+      ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch, rows_on_amx: rowsOnAmx(addon.info(), storage, o.batch),
+        rows_on_packed_strips: rowsOnPackedStrips(addon.info(), storage, o.batch) } : {}),
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,
       ...inlineShare(before, jobCounts(model, ['decode'])),
       ...(abEnv

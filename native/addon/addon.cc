@@ -31,6 +31,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("decodePrefetch", cpu::few_rows_prefetch_nta() ? "nta" : "l2");
   out.Set("amx", cpu::amx_tiles_on());
   out.Set("decodeRowsOnAmx", cpu::few_rows_amx_on());
+  out.Set("decodeRowsPacked", cpu::few_rows_packed_on());
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(uint32_t(0), "cpu");
 #ifdef SEALKIT_WITH_CUDA

@@ -517,7 +517,8 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // tree (reduce16), whatever block or group it is in: the bits depend only on the ISA and the path.
 //
 // Row limits: a bf16 W (decoding at bf16 storage) runs the path up to 16 rows (2-16 of them on AMX
-// tiles where the CPU has AMX: few_rows_amx_columns, further down). Under AVX512-BF16,
+// tiles where the CPU has AMX: few_rows_amx_columns, further down; else 2-8 of them on the weight's
+// packed strips where it has a packed copy: few_rows_strips). Under AVX512-BF16,
 // measured on SmolLM2's LM head (K = 576), it is 1.5-2x faster than packing at 5-8 rows and level at
 // 12-16; without it (f32 products), packing would widen the whole W to f32 on every call, and
 // batch-8 decoding ran 2.0x faster on this path (152 -> 307 tokens/s, alternating pairs). An f32 W
@@ -1427,10 +1428,11 @@ void few_rows_strips(const GemmArgs<float>& g, const PackedWeight& pw, const flo
 
 const PackedWeight* usable_packed_weight(const GemmArgs<float>& g, const KernelSpec& ks);
 
-// Whether M rows under AVX512-BF16 without AMX tiles read a bf16 W's packed strips when it has
-// them. SEALKIT_FEW_ROWS_PACKED=0 (read per call) keeps them on W's rows, for tests and benchmarks.
+// Whether M rows under AVX512-BF16 read a bf16 W's packed strips when it has them: not where bf16
+// GEMMs run on AMX tiles (their packed copies hold AMX's strips, and 2-16 rows have their own tile
+// kernel). SEALKIT_FEW_ROWS_PACKED=0 (read per call) keeps them on W's rows, for tests and benchmarks.
 bool use_few_rows_packed(int64_t M) {
-  return M >= 2 && M <= kFewRowsPackedMax && !use_amx_few_rows(M) && switch_on("SEALKIT_FEW_ROWS_PACKED");
+  return M >= 2 && M <= kFewRowsPackedMax && !use_amx() && switch_on("SEALKIT_FEW_ROWS_PACKED");
 }
 
 // Few rows of y_i = x W_i^T with bf16 W_i under AVX512-BF16, for n GEMMs sharing x (one, or a
@@ -1971,6 +1973,14 @@ bool amx_tiles_on() {
 bool few_rows_amx_on() {
 #if SEALKIT_X86
   return active_isa() == Isa::Avx512Bf16 && use_amx_few_rows(kAmxFewRowsMin);
+#else
+  return false;
+#endif
+}
+
+bool few_rows_packed_on() {
+#if SEALKIT_X86
+  return active_isa() == Isa::Avx512Bf16 && use_few_rows_packed(2) && packed_weights_on();
 #else
   return false;
 #endif

@@ -100,7 +100,7 @@ export const benchCommand: CliCommand = {
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}${mixing(r.adapters)}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call${r.prefetch ? `, weights prefetched ${describePrefetch(r.prefetch)}` : ''}${r.rows_on_amx ? ', rows on AMX tiles' : ''})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}${mixing(r.adapters)}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call${r.prefetch ? `, weights prefetched ${describePrefetch(r.prefetch)}` : ''}${r.rows_on_amx ? ', rows on AMX tiles' : ''}${r.rows_on_packed_strips ? ', weights read as packed strips' : ''})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
       if (!values.json && r.inline_share) {
         process.stdout.write(`  ${(100 * r.inline_share).toFixed(0)}% of the timed decoding calls ran inline on one thread (measured faster for calls this small)\n`);
       }
