@@ -18,7 +18,7 @@ export interface NativeInfo {
   /** Whether decoding's bf16 GEMMs of 2-16 rows (batched decoding) run on AMX tiles, streaming each
    * weight once (else vdpbf16ps); SEALKIT_AMX_FEW_ROWS=0 keeps them on vdpbf16ps. */
   decodeRowsOnAmx: boolean;
-  /** Whether decoding's bf16 GEMMs of 2-8 rows read the weights' packed vdpbf16ps strips (the bits of
+  /** Whether decoding's bf16 GEMMs of 2-16 rows read the weights' packed vdpbf16ps strips (the bits of
    * the packed GEMM; under AVX512-BF16 where bf16 GEMMs do not run on AMX tiles) rather than the
    * weights' rows; SEALKIT_FEW_ROWS_PACKED=0 or SEALKIT_PACKED_WEIGHTS=0 keeps the rows. */
   decodeRowsPacked: boolean;

@@ -694,7 +694,7 @@ test('gemm: few-rows path at every row count against f64, every ISA, bf16 and f3
   });
 });
 
-// Batched decoding's GEMMs of 2-8 rows on a bf16 weight with a packed copy read its vdpbf16ps strips
+// Batched decoding's GEMMs of 2-16 rows on a bf16 weight with a packed copy read its vdpbf16ps strips
 // through the packed GEMM's micro-kernel and K blocks (native/cpu/gemm.cc, few_rows_strips): each
 // element must have the bits of the same row in a GEMM of 20 rows (the packed path), at every row
 // count, with partial strips, odd K, K over one block (1,536: three blocks) and alpha/beta; the same
@@ -708,10 +708,11 @@ test('info: decodeRowsPacked says whether batched decoding reads packed strips; 
   assert.is(withEnv({ SEALKIT_PACKED_WEIGHTS: '0' }, () => addon.info().decodeRowsPacked), false, 'SEALKIT_PACKED_WEIGHTS=0');
 });
 
-test('gemm: 2-8 rows on a packed bf16 weight read its strips, with the bits of the packed GEMM at 20 rows', () => {
+test('gemm: 2-16 rows on a packed bf16 weight read its strips, with the bits of the packed GEMM at 20 rows', () => {
   const r = rng(35);
   const shapes = [[96, 64], [100, 575], [64, 1536], [40, 8]] as const;
-  const cases = shapes.flatMap(([N, K], si) => [2, 3, 5, 8].map((M) => {
+  // 2-14 rows in one A strip; 15 and 16 in two (8 + 7, 8 + 8).
+  const cases = shapes.flatMap(([N, K], si) => [2, 3, 5, 8, 13, 15, 16].map((M) => {
     const A20 = f32(rand(20 * K, r)), C20 = f32(rand(20 * N, r));
     const B = bf16Bits(rand(N * K, r));
     const [alpha, beta] = si % 2 ? [0.5, 0.25] : [1, 0];
@@ -819,9 +820,8 @@ test('gemm: B packed ahead (bf16 weights) gives the bits of packing per call, on
   const r = rng(29);
   // Shared: 600x700x901 (odd K; B packed ahead sends M > N to task-packed A rows). Task-packed B
   // strips: 20x300x70, 45x500x577. K slabs: 20x400x2600 (on AMX 20x64x8500). Task-packed A rows: 300x200x577, 300x40x70,
-  // 600x200x300. Few rows, where W's rows stream unpacked: 12x96x64 (2-8 rows read the packed strips
-  // instead: the strips test below).
-  const shapes = [[600, 700, 901], [300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [12, 96, 64], [20, 64, 8500]];
+  // 600x200x300. (2-16 rows read the packed strips: the strips test below.)
+  const shapes = [[600, 700, 901], [300, 200, 577], [20, 300, 70], [45, 500, 577], [20, 400, 2600], [300, 40, 70], [600, 200, 300], [20, 64, 8500]];
   const cases = shapes.flatMap(([M, N, K]) =>
     ([[false, true], [false, false], [true, false]] as [boolean, boolean][]).map(([ta, tb], o) => {
       const c = gemmCase(M!, N!, K!, ta, tb, r, 0, o === 2 ? -0.5 : 1, o === 1 ? 0.5 : 0);
@@ -874,7 +874,7 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
         ({ M: c.M, N: c.N, K: c.K, transB: true, A: c.x, B, bDtype: 'bf16', alpha, packedB: true });
       const res = op('gemm_gate_up_swiglu', 'f32', { gate: gemmArgs(c.gate, 1), up: gemmArgs(c.up, c.alphaUp), ldAct: c.ldAct });
       // The separate calls on the same packed copies (their bits are those of packing per call, but
-      // 2-8 rows read the copies' strips where W's rows would stream unpacked).
+      // 2-16 rows read the copies' strips where W's rows would stream unpacked).
       const g = arr(op('gemm', 'f32', gemmArgs(c.gate, 1)), 'C');
       const u = arr(op('gemm', 'f32', gemmArgs(c.up, c.alphaUp)), 'C');
       const act = arr(op('swiglu_forward', 'f32', { gate: g, up: u }), 'out');

@@ -119,10 +119,10 @@ export function rowsOnAmx(info: NativeInfo, storage: 'f32' | 'bf16', batch: numb
 
 /**
  * Whether a CPU decode of `batch` sequences at this storage reads its weights' packed strips
- * (NativeInfo.decodeRowsPacked: bf16 weights, 2-8 rows per GEMM, not on AMX tiles); else their rows.
+ * (NativeInfo.decodeRowsPacked: bf16 weights, 2-16 rows per GEMM, not on AMX tiles); else their rows.
  */
 export function rowsOnPackedStrips(info: NativeInfo, storage: 'f32' | 'bf16', batch: number): boolean {
-  return info.decodeRowsPacked && storage === 'bf16' && batch >= 2 && batch <= 8 && !rowsOnAmx(info, storage, batch);
+  return info.decodeRowsPacked && storage === 'bf16' && batch >= 2 && batch <= 16 && !rowsOnAmx(info, storage, batch);
 }
 
 /** How decoding's weights were prefetched (NativeInfo.decodePrefetch), in words. */

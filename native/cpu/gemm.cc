@@ -517,7 +517,7 @@ void pack_b_avx512(const MatRef& b, int64_t j0, int64_t n, int64_t K, float* dst
 // tree (reduce16), whatever block or group it is in: the bits depend only on the ISA and the path.
 //
 // Row limits: a bf16 W (decoding at bf16 storage) runs the path up to 16 rows (2-16 of them on AMX
-// tiles where the CPU has AMX: few_rows_amx_columns, further down; else 2-8 of them on the weight's
+// tiles where the CPU has AMX: few_rows_amx_columns, further down; else 2-16 of them on the weight's
 // packed strips where it has a packed copy: few_rows_strips). Under AVX512-BF16,
 // measured on SmolLM2's LM head (K = 576), it is 1.5-2x faster than packing at 5-8 rows and level at
 // 12-16; without it (f32 products), packing would widen the whole W to f32 on every call, and
@@ -1391,8 +1391,8 @@ bool use_amx_few_rows(int64_t M) {
   return M >= kAmxFewRowsMin && use_amx() && switch_on("SEALKIT_AMX_FEW_ROWS");
 }
 
-// ---- few rows from packed strips (AVX512-BF16, 2-8 rows) -----------------------------------------
-// Batched decoding's GEMMs (2-8 rows of x, a bf16 W with a packed copy) read W's vdpbf16ps strips
+// ---- few rows from packed strips (AVX512-BF16, 2-16 rows) ----------------------------------------
+// Batched decoding's GEMMs (2-16 rows of x, a bf16 W with a packed copy) read W's vdpbf16ps strips
 // instead of its rows, through the packed GEMM's own micro-kernel (micro_bf16_rows at the batch's
 // row count) and K blocks: per pair of k, a strip's 32 columns are two vectors and each row of x one
 // broadcast pair, so 2 x M vdpbf16ps take M + 2 loads and no sums across lanes, and each thread
@@ -1400,28 +1400,34 @@ bool use_amx_few_rows(int64_t M) {
 // groups of 4 rows of x, a reduce16 per block and group, the second group re-reading the block.
 // Each C element is then what the packed GEMM computes for it, so batched decoding has the bits of
 // the same rows scored in a longer batch. One row stays on the rows path, which streams faster alone.
-// Measured (Zen 5, 2 threads, in-process A/B of whole generations, `seal bench decode --gen-batch 8
-// --ab-env SEALKIT_FEW_ROWS_PACKED=0`): SmolLM2-135M at batch 8 1.22x (901 / 962 tokens/s against
-// 749 / 789); a prototype of the kernel ran 8 rows at 1,010 GFLOP/s with W in L2 (93 % of the
-// vdpbf16ps peak) where the rows path ran 546-680.
-constexpr int64_t kFewRowsPackedMax = 8;
+// Measured (Zen 5, 2 threads, in-process A/B of whole generations, `seal bench decode --gen-batch B
+// --ab-env SEALKIT_FEW_ROWS_PACKED=0`, 8 repeats): SmolLM2-135M batch 8 1.20x (968 against 811
+// tokens/s; another run, on a quieter bus, 1.03x), batch 2 1.20x, 4 1.11x, 12 1.05-1.09x, 14
+// 1.19-1.24x, 16 1.08x; the tiny preset's 16 prompts under 16 adapters level. A prototype of the
+// kernel ran 8 rows at 1,010 GFLOP/s with W in L2 (93 % of the vdpbf16ps peak) where the rows
+// path ran 546-680.
+constexpr int64_t kFewRowsPackedMax = 16;
 // Strips per chunk of parallel_streams (64 columns, as kFewRowsChunk's 64 rows).
 constexpr int64_t kFewRowsPackedChunk = 2;
 
-// Strips [s0, s1) of one GEMM (its packed weight pw) against x's rows packed as one A strip (ap).
-void few_rows_strips(const GemmArgs<float>& g, const PackedWeight& pw, const float* ap, int64_t s0, int64_t s1) {
+// Strips [s0, s1) of one GEMM (its packed weight pw) against x's rows packed as A strips of `per`
+// rows (ap, one after another, Kd pair steps of kBf16Mr slots each), in packed_gemm's K blocks.
+void few_rows_strips(const GemmArgs<float>& g, const PackedWeight& pw, const float* ap, int64_t per, int64_t s0,
+                     int64_t s1) {
   const int64_t Kd = packed_depth(kBf16Spec, g.K);
   // packed_gemm's K blocks: the fewest of at most kBf16Kc pairs, evened out.
   const int64_t blocks = (Kd + kBf16Kc - 1) / kBf16Kc, kc_depth = (Kd + blocks - 1) / blocks;
-  const int rows = static_cast<int>(g.M);
   for (int64_t s = s0; s < s1; ++s) {
     const float* strip = pw.strips + s * pw.strip_stride;
     const int64_t col = s * kBf16Nr;
     const int cols = static_cast<int>(std::min<int64_t>(kBf16Nr, g.N - col));
     for (int64_t k0 = 0; k0 < Kd; k0 += kc_depth) {
       const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
-      micro_bf16_edge(std::min(kc_depth, Kd - k0), ap + k0 * kBf16Mr, strip + k0 * kBf16Nr, g.C + col, g.ldc, rows,
-                      cols, ep);
+      for (int64_t r = 0; r < g.M; r += per) {
+        const int rows = static_cast<int>(std::min(per, g.M - r));
+        micro_bf16_edge(std::min(kc_depth, Kd - k0), ap + (r / per) * Kd * kBf16Mr + k0 * kBf16Mr,
+                        strip + k0 * kBf16Nr, g.C + r * g.ldc + col, g.ldc, rows, cols, ep);
+      }
     }
   }
 }
@@ -1461,15 +1467,20 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
       // x's rows as one packed A strip, then all the GEMMs' strips end to end, split across the pool
       // as the rows path splits W's rows.
       std::vector<float>& buf = scratch().a;
-      const size_t need = static_cast<size_t>(packed_depth(kBf16Spec, g.K) * kBf16Mr);
+      // Rows evened out over the fewest A strips (16 rows: 8 + 8, not 14 + 2, whose 2-row tile is
+      // bound by vdpbf16ps' latency). Which strip a row is in does not change its bits.
+      const int64_t Kd = packed_depth(kBf16Spec, g.K), a_strips = (g.M + kBf16Mr - 1) / kBf16Mr;
+      const int64_t per = (g.M + a_strips - 1) / a_strips;
+      const size_t need = static_cast<size_t>(a_strips * Kd * kBf16Mr);
       if (buf.size() < need) buf.resize(need);
-      pack_a_bf16(g.A, g.lda, 1, 0, g.M, g.K, buf.data());
+      for (int64_t r = 0; r < a_strips; ++r)
+        pack_a_bf16(g.A, g.lda, 1, r * per, std::min(per, g.M - r * per), g.K, buf.data() + r * Kd * kBf16Mr);
       int64_t first[kMaxGemms + 1] = {};
       for (int i = 0; i < n; ++i) first[i + 1] = first[i] + (gs[i].N + kBf16Nr - 1) / kBf16Nr;
       parallel_streams(first[n], kFewRowsPackedChunk, [&](const StreamChunk& c) {
         for (int i = 0; i < n; ++i) {
           const int64_t lo = std::max(c.begin, first[i]), hi = std::min(c.end, first[i + 1]);
-          if (lo < hi) few_rows_strips(gs[i], *pws[i], buf.data(), lo - first[i], hi - first[i]);
+          if (lo < hi) few_rows_strips(gs[i], *pws[i], buf.data(), per, lo - first[i], hi - first[i]);
         }
       });
       return;
@@ -2185,7 +2196,7 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
   g.B.dtype = dtype;
   g.trans_b = transposed;
   // The environment last (use_amx and the switches read it): decoding asks on every projection of
-  // every token; one row streams W's rows, 2-8 rows its strips (few_rows_strips).
+  // every token; one row streams W's rows, 2-16 rows its strips (few_rows_strips).
   const bool strips = !takes_few_rows(g, isa) ||
                       (dtype == DType::BF16 && transposed && isa == Isa::Avx512Bf16 && use_few_rows_packed(M));
   return strips && packed_weights_on();

@@ -81,7 +81,7 @@ struct PackedWeight {
 };
 // Whether a GEMM of M rows against a weight of this dtype and orientation would read a packed weight
 // (an f32 weight, or a bf16 one where the bf16-pair kernels are active, and M above the few-rows
-// path's limit, or a bf16 W^T at 2-8 rows where those read its strips), and packing is on
+// path's limit, or a bf16 W^T at 2-16 rows where those read its strips), and packing is on
 // (SEALKIT_PACKED_WEIGHTS=0, read per call, turns it off, for tests and benchmarks).
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed);
 // Whether decoding's few-rows GEMMs prefetch their weights with the non-temporal hint one block
@@ -92,7 +92,7 @@ bool few_rows_prefetch_nta();
 // SEALKIT_AMX_FEW_ROWS not 0; gemm.cc, few_rows_amx_columns).
 bool amx_tiles_on();
 bool few_rows_amx_on();
-// Whether decoding's few-rows GEMMs of 2-8 rows read bf16 weights' packed strips (vdpbf16ps, bf16
+// Whether decoding's few-rows GEMMs of 2-16 rows read bf16 weights' packed strips (vdpbf16ps, bf16
 // GEMMs not on AMX tiles, SEALKIT_FEW_ROWS_PACKED and SEALKIT_PACKED_WEIGHTS not 0; gemm.cc,
 // few_rows_strips).
 bool few_rows_packed_on();
