@@ -17,7 +17,7 @@ import { parseArgs } from 'node:util';
 import { describePrefetch, flopsPerToken } from '../lib/bench/engine-bench.js';
 import { median } from '../lib/bench/median.js';
 import { buildPeak } from '../lib/bench/peak.js';
-import { describeBoundTarget, describeRatioTarget, targetVerdicts, type TargetVerdicts } from '../lib/bench/targets.js';
+import { describeBoundTarget, describeRatioTarget, describeTargetBeyondBound, targetVerdicts, type TargetVerdicts } from '../lib/bench/targets.js';
 import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -758,7 +758,7 @@ for (const { c } of results) {
   }
   const s = summaries.find((x) => x.id === c.id);
   if (s?.engine_over_best_peer != null) {
-    const verdicts = describeRatioTarget(s, s.best_peer_tokens_per_s);
+    const verdicts = describeRatioTarget(s);
     const target = verdicts && peerWarnings.length ? `${verdicts} (peer untuned: see the warnings)` : verdicts;
     table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
   }
@@ -768,6 +768,8 @@ for (const { c } of results) {
       s.engine_of_bw_bound === null ? '' : `engine ${pct(s.engine_of_bw_bound)}`, '', '', '', '']);
     const bound = describeBoundTarget(s);
     if (bound) table.push(['', bound, '', '', '', '', '', '', pct(s.engine_of_bw_bound), '', '', '', '']);
+    const beyond = describeTargetBeyondBound(s, s.best_peer_tokens_per_s);
+    if (beyond) table.push(['', beyond, '', '', '', '', '', '', '', '', '', '', '']);
   }
 }
 const widths = head.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));

@@ -55,16 +55,22 @@ const percent = (x: number) => `${+(100 * x).toFixed(1)}%`;
 
 /**
  * The verdicts for the `engine / best peer` line: '' without a ratio verdict, else e.g.
- * "; target >=3x NOT met (3x the peer, 190.2 tokens/s, is above the weight-streaming bound)" or
- * "; target >=1.5x met; MFU bf16 >=50% met".
+ * "; target >=3x NOT met" or "; target >=1.5x met; MFU bf16 >=50% met".
  */
-export function describeRatioTarget(v: TargetVerdicts, bestPeerTps: number | null): string {
+export function describeRatioTarget(v: TargetVerdicts): string {
   if (v.target_met === null || v.target_engine_over_best_peer === null) return '';
-  const r = v.target_engine_over_best_peer;
-  const beyond = !v.target_met && v.target_within_bound === false && bestPeerTps !== null
-    ? ` (${r}x the peer, ${(r * bestPeerTps).toFixed(1)} tokens/s, is above the weight-streaming bound)` : '';
   const mfu = v.mfu_target_met === null || v.mfu_target === null ? '' : `; MFU bf16 >=${percent(v.mfu_target)} ${v.mfu_target_met ? 'met' : 'NOT met'}`;
-  return `; target >=${r}x ${v.target_met ? 'met' : 'NOT met'}${beyond}${mfu}`;
+  return `; target >=${v.target_engine_over_best_peer}x ${v.target_met ? 'met' : 'NOT met'}${mfu}`;
+}
+
+/**
+ * A line of its own where a missed ratio target is above the weight-streaming bound, e.g.
+ * "3x the peer (190.2 tokens/s) is above the bound: out of reach here"; else null.
+ */
+export function describeTargetBeyondBound(v: TargetVerdicts, bestPeerTps: number | null): string | null {
+  if (v.target_met !== false || v.target_within_bound !== false || v.target_engine_over_best_peer === null || bestPeerTps === null) return null;
+  const r = v.target_engine_over_best_peer;
+  return `${r}x the peer (${(r * bestPeerTps).toFixed(1)} tokens/s) is above the bound: out of reach here`;
 }
 
 /** The `engine / bound` line's label, or null without a bound verdict. */

@@ -1443,7 +1443,7 @@ bool use_few_rows_packed(int64_t M) {
 
 // Few rows of y_i = x W_i^T with bf16 W_i under AVX512-BF16, for n GEMMs sharing x (one, or a
 // projection group): rounds x's rows to pairs once (in the caller's scratch), then streams all the
-// W_i's rows in one dispatch (few_rows_streams).
+// W_i's rows, or their packed strips (few_rows_strips), in one dispatch.
 void few_rows_bf16(const GemmArgs<float>* gs, int n) {
   const GemmArgs<float>& g = gs[0];
   if (use_amx_few_rows(g.M)) {
@@ -1459,13 +1459,13 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
     return;
   }
   if (use_few_rows_packed(g.M)) {
-    constexpr int kMaxGemms = 4;
+    constexpr int kMaxGemms = 4;  // decoding's groups: q/k/v, gate/up
     const PackedWeight* pws[kMaxGemms];
     bool packed = n <= kMaxGemms;
     for (int i = 0; packed && i < n; ++i) packed = (pws[i] = usable_packed_weight(gs[i], kBf16Spec)) != nullptr;
     if (packed) {
-      // x's rows as one packed A strip, then all the GEMMs' strips end to end, split across the pool
-      // as the rows path splits W's rows.
+      // x's rows as packed A strips, then all the GEMMs' strips end to end, split across the pool as
+      // the rows path splits W's rows.
       std::vector<float>& buf = scratch().a;
       // Rows evened out over the fewest A strips (16 rows: 8 + 8, not 14 + 2, whose 2-row tile is
       // bound by vdpbf16ps' latency). Which strip a row is in does not change its bits.
@@ -2197,9 +2197,9 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
   g.trans_b = transposed;
   // The environment last (use_amx and the switches read it): decoding asks on every projection of
   // every token; one row streams W's rows, 2-16 rows its strips (few_rows_strips).
-  const bool strips = !takes_few_rows(g, isa) ||
-                      (dtype == DType::BF16 && transposed && isa == Isa::Avx512Bf16 && use_few_rows_packed(M));
-  return strips && packed_weights_on();
+  const bool reads_packed = !takes_few_rows(g, isa) ||
+                            (dtype == DType::BF16 && transposed && isa == Isa::Avx512Bf16 && use_few_rows_packed(M));
+  return reads_packed && packed_weights_on();
 #else
   (void)M, (void)dtype, (void)transposed;
   return false;
