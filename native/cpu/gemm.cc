@@ -167,6 +167,15 @@ inline int64_t packed_depth(const KernelSpec& ks, int64_t K) {
   return ks.pairs ? ((K + 1) / 2 + ks.pair_align - 1) / ks.pair_align * ks.pair_align : K;
 }
 
+// Depth of packed_gemm's K blocks over Kd depth steps: ks.kc, or for pairs (vdpbf16ps, AMX) the
+// fewest blocks of at most ks.kc, evened out (AMX, K = 1601: 816 padded pairs run as 3 x 272, not
+// 384 + 384 + 48). Part of the numerics: every kernel that must give packed_gemm's bits uses it.
+inline int64_t packed_kc_depth(const KernelSpec& ks, int64_t Kd) {
+  if (!ks.pairs) return ks.kc;
+  const int64_t blocks = (Kd + ks.kc - 1) / ks.kc;
+  return ((Kd + blocks - 1) / blocks + ks.pair_align - 1) / ks.pair_align * ks.pair_align;
+}
+
 // op(B) of a GEMM as a MatRef.
 inline MatRef b_ref(const GemmArgs<float>& g) {
   return MatRef{g.B.data, g.B.dtype, g.trans_b ? 1 : g.ldb, g.trans_b ? g.ldb : 1};
@@ -1414,9 +1423,7 @@ constexpr int64_t kFewRowsPackedChunk = 2;
 // rows (ap, one after another, Kd pair steps of kBf16Mr slots each), in packed_gemm's K blocks.
 void few_rows_strips(const GemmArgs<float>& g, const PackedWeight& pw, const float* ap, int64_t per, int64_t s0,
                      int64_t s1) {
-  const int64_t Kd = packed_depth(kBf16Spec, g.K);
-  // packed_gemm's K blocks: the fewest of at most kBf16Kc pairs, evened out.
-  const int64_t blocks = (Kd + kBf16Kc - 1) / kBf16Kc, kc_depth = (Kd + blocks - 1) / blocks;
+  const int64_t Kd = packed_depth(kBf16Spec, g.K), kc_depth = packed_kc_depth(kBf16Spec, Kd);
   for (int64_t s = s0; s < s1; ++s) {
     const float* strip = pw.strips + s * pw.strip_stride;
     const int64_t col = s * kBf16Nr;
@@ -1671,14 +1678,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
-  const int64_t Kd = packed_depth(ks, K);
-  // K blocks: ks.kc deep, or for pairs (vdpbf16ps, AMX) the fewest blocks of at most ks.kc, evened
-  // out (AMX, K = 1601: 816 padded pairs run as 3 x 272, not 384 + 384 + 48).
-  int64_t kc_depth = ks.kc;
-  if (ks.pairs) {
-    const int64_t blocks = (Kd + ks.kc - 1) / ks.kc;
-    kc_depth = ((Kd + blocks - 1) / blocks + ks.pair_align - 1) / ks.pair_align * ks.pair_align;
-  }
+  const int64_t Kd = packed_depth(ks, K), kc_depth = packed_kc_depth(ks, Kd);
   const int64_t a_rs = g.trans_a ? 1 : g.lda, a_cs = g.trans_a ? g.lda : 1;
   const MatRef B = b_ref(g);
 
@@ -2197,8 +2197,7 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
   g.trans_b = transposed;
   // The environment last (use_amx and the switches read it): decoding asks on every projection of
   // every token; one row streams W's rows, 2-16 rows its strips (few_rows_strips).
-  const bool reads_packed = !takes_few_rows(g, isa) ||
-                            (dtype == DType::BF16 && transposed && isa == Isa::Avx512Bf16 && use_few_rows_packed(M));
+  const bool reads_packed = !takes_few_rows(g, isa) || (dtype == DType::BF16 && transposed && use_few_rows_packed(M));
   return reads_packed && packed_weights_on();
 #else
   (void)M, (void)dtype, (void)transposed;
