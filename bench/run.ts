@@ -618,6 +618,15 @@ interface Summary extends TargetVerdicts {
   bandwidth_kind: 'read' | 'triad' | null;
   bw_bound_tokens_per_s: number | null; engine_of_bw_bound: number | null;
   triad_gbs: number | null; triad_bound_tokens_per_s: number | null; engine_of_triad_bound: number | null;
+  /**
+   * decode only: what a step also reads, the KV cache (kvCacheBytes, the engine's cache dtype, at
+   * the decode's mean length), and the bound with it counted: the closer limit for batched decoding,
+   * where the cache is a larger share of the bytes. ratio_target_of_weights_kv_bound: the ratio
+   * target's tokens/s as a share of that bound (> 1: out of reach).
+   */
+  kv_bytes_per_step: number | null; kv_cache_dtype: string | null;
+  weights_kv_bound_tokens_per_s: number | null; engine_of_weights_kv_bound: number | null;
+  ratio_target_of_weights_kv_bound: number | null;
 }
 
 const isContended = (r: Row | undefined) => (r?.other_cpus_max ?? 0) > CONTENDED_CPUS;
@@ -641,6 +650,17 @@ function decodeWeightBytes(preset: string): number {
   const perLayer = H * (dq + 2 * dkv) + dq * H + 3 * H * c.intermediateSize + 2 * H + (c.qkvBias ? dq + 2 * dkv : 0);
   return (c.numLayers * perLayer + c.vocabSize * H + H) * (storage === 'bf16' ? 2 : 4);
 }
+/**
+ * Bytes of KV cache one decode step reads: every layer's keys and values of each sequence at the
+ * mean length over the decode (prompt + new / 2 rows; step t attends to prompt + t), at 2 bytes
+ * per value for a bf16 cache, 4 for f32.
+ */
+function kvCacheBytes(preset: string, batch: number, prompt: number, newTokens: number, dtype: string): number {
+  const c = presetConfig(preset);
+  const perRow = 2 * c.numKvHeads * c.headDim * (dtype === 'f32' ? 4 : 2);
+  return batch * c.numLayers * perRow * (prompt + newTokens / 2);
+}
+
 /** Bandwidths from the peak program: the N-thread rate, or the 1-thread one if higher. */
 const TRIAD_GBS = scaled('triad_gbs_nt', 'triad_gbs_1t', 1);
 /**
@@ -697,6 +717,9 @@ for (const { c, contestants } of results) {
     });
   }
   const overBest = engTps !== null && best ? engTps / best.tps : null;
+  const kvDtype = engine?.runs.filter(isRun).map((x) => x.extra.kv_cache).find((x): x is string => typeof x === 'string') ?? null;
+  const kvBytes = weightBytes !== null && kvDtype !== null ? kvCacheBytes(c.preset, c.batch, c.prompt!, c.newTokens!, kvDtype) : null;
+  const kvBound = kvBytes !== null && weightBytes !== null && BANDWIDTH_GBS ? (c.batch * BANDWIDTH_GBS * 1e9) / (weightBytes + kvBytes) : null;
   const engWeightBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes).find((x): x is number => typeof x === 'number') ?? null;
   summaries.push({
     id: c.id, engine_tokens_per_s: engTps, best_peer: best?.key ?? null, best_peer_tokens_per_s: best?.tps ?? null,
@@ -709,6 +732,9 @@ for (const { c, contestants } of results) {
     bw_bound_tokens_per_s: bwBound, engine_of_bw_bound: bwBound !== null && engTps !== null ? engTps / bwBound : null,
     triad_gbs: weightBytes !== null ? TRIAD_GBS : null, triad_bound_tokens_per_s: triadBound,
     engine_of_triad_bound: triadBound !== null && engTps !== null ? engTps / triadBound : null,
+    kv_bytes_per_step: kvBytes, kv_cache_dtype: kvDtype, weights_kv_bound_tokens_per_s: kvBound,
+    engine_of_weights_kv_bound: kvBound !== null && engTps !== null ? engTps / kvBound : null,
+    ratio_target_of_weights_kv_bound: kvBound !== null && c.target !== undefined && best ? (c.target * best.tps) / kvBound : null,
   });
 }
 
@@ -770,6 +796,12 @@ for (const { c } of results) {
     if (bound) table.push(['', bound, '', '', '', '', '', '', pct(s.engine_of_bw_bound), '', '', '', '']);
     const beyond = describeTargetBeyondBound(s, s.best_peer_tokens_per_s);
     if (beyond) table.push(['', beyond, '', '', '', '', '', '', '', '', '', '', '']);
+    if (s.weights_kv_bound_tokens_per_s !== null) {
+      table.push(['', `weights + KV cache bound (${s.kv_cache_dtype} cache)`, f(s.weights_kv_bound_tokens_per_s), '', '', '', '', '',
+        s.engine_of_weights_kv_bound === null ? '' : `engine ${pct(s.engine_of_weights_kv_bound)}`, '', '', '', '']);
+      if (s.ratio_target_of_weights_kv_bound !== null && s.target_met === false)
+        table.push(['', `the ratio target is ${pct(s.ratio_target_of_weights_kv_bound)} of this bound`, '', '', '', '', '', '', '', '', '', '', '']);
+    }
   }
 }
 const widths = head.map((_, i) => Math.max(...table.map((r) => (r[i] ?? '').length)));
@@ -780,13 +812,17 @@ out.push('decode (b<batch> <prompt>+<new>): greedy KV-cache generation (T<t> p<p
 out.push('vocabulary as transformers does); tokens/s = batch x (new - 1) over the time from the first token to the');
 out.push('last (prefill excluded; prefill_ms_median in the JSON); step ms = that time / (new - 1). bw bound: tokens/s over batch x bandwidth /');
 out.push(`bytes of ${storage} weights read per step (every weight once, LM head included, KV cache not counted), at the read-only`);
-out.push('stream bandwidth (what decoding does: it reads its weights and writes nothing); the same against the STREAM triad follows.');
+out.push('stream bandwidth (what decoding does: it reads its weights and writes nothing); the same against the STREAM triad follows, and the');
+out.push('bound with the KV cache\'s bytes counted too (each sequence\'s keys and values at the mean length, prompt + new / 2).');
 for (const s of summaries) {
   if (s.weight_bytes_per_step === null) continue;
   out.push(`  ${s.id}: ${f(s.weight_bytes_per_step / 1e6)} MB of weights per step / ${f(s.bandwidth_gbs)} GB/s (${s.bandwidth_kind}) -> ` +
     `bound ${f(s.bw_bound_tokens_per_s)} tokens/s; engine ${f(s.engine_tokens_per_s)} tokens/s = ${pct(s.engine_of_bw_bound)} of it` +
     (s.bandwidth_kind === 'read' && s.triad_bound_tokens_per_s !== null
       ? `; triad ${f(s.triad_gbs)} GB/s -> ${f(s.triad_bound_tokens_per_s)} tokens/s, engine ${pct(s.engine_of_triad_bound)}`
+      : '') +
+    (s.kv_bytes_per_step !== null
+      ? `; with ${f(s.kv_bytes_per_step / 1e6)} MB of ${s.kv_cache_dtype} KV cache (mean length) -> ${f(s.weights_kv_bound_tokens_per_s)} tokens/s, engine ${pct(s.engine_of_weights_kv_bound)}`
       : ''));
 }
 out.push('rt ns: the largest core-to-core cache-line round trip probed around the runs (bench/peak.c); on the 2-vCPU EPYC VM ~190 while its vCPUs shared a cache, 450 and more while the host kept them apart, when small steps run faster on one thread');
