@@ -190,10 +190,10 @@ SEALKIT_AVX512 void cached_unit_avx512_nd(const CachedAttentionShape& s, const f
       for (int64_t j = 0; j < n; ++j) {
         const Kv* vr = V + j * s.kv_stride;
         if (spread) {
-          // Rows [j R / n, (j + 1) R / n), stepped without a division. A division per row had
-          // cost this kernel 6-9 % at SmolLM2's decoding shape with the cache in L2 (19 % at the
-          // tiny preset's) and 2-5 % with it in memory (alternating calls in one process); one
-          // division per 16 rows, prefetching them together, was 3-4 % slower from memory.
+          // Rows [j R / n, (j + 1) R / n) of its R = next.rows, stepped without a division. One
+          // division per row had cost this kernel 6-9 % at SmolLM2's decoding shape with the cache
+          // in L2 (19 % at the tiny preset's) and 2-5 % with it in memory (alternating calls in one
+          // process); one per 16 rows, prefetching them together, was 3-4 % slower from memory.
           const int64_t lo = pf_hi;
           for (pf_rem += next.rows; pf_rem >= n; pf_rem -= n) ++pf_hi;
           prefetch_head_rows(next.k, s.kv_stride, D, lo, pf_hi);
