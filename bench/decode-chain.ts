@@ -1,4 +1,4 @@
-// Decode-chain benchmark: one token's GEMMs of SmolLM2-135M at batch 1, back to back on distinct
+// Decode-chain benchmark: one token's GEMMs of SmolLM2-135M at batch 1 (or --rows M), back to back on distinct
 // bf16 weights (269 MB), through the engine's few-rows path (bench/decode_chain.cc, built here from
 // native/ with the system C++ compiler), against a read-only stream probe on the same thread pool.
 // Two variants run in alternating processes, each with its environment variables (by default the
@@ -7,7 +7,7 @@
 // the table gives each one's median GB/s, its share of the probe and the median of the per-round
 // speed ratios.
 //
-//   npx tsx bench/decode-chain.ts [--rounds 5] [--tokens 40] [--threads 2] [--base-env K=V[,...]] [--env K=V[,...]] [--json]
+//   npx tsx bench/decode-chain.ts [--rounds 5] [--tokens 40] [--rows 1] [--threads 2] [--base-env K=V[,...]] [--env K=V[,...]] [--json]
 //
 // The last stdout line is one JSON object. What it leaves out of a decoding step (attention, norms,
 // sampling, the host) `seal bench decode --profile` shows.
@@ -26,6 +26,7 @@ const { values: opts } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     tokens: { type: 'string', default: '40' },
+    rows: { type: 'string', default: '1' },
     threads: { type: 'string', default: '2' },
     'base-env': { type: 'string', default: 'SEALKIT_FEW_ROWS_NTA=1' },
     env: { type: 'string', default: 'SEALKIT_FEW_ROWS_NTA=0' },
@@ -39,6 +40,8 @@ const positiveInt = (name: string, v: string, min: number): number => {
 };
 const rounds = positiveInt('rounds', opts.rounds, 1);
 const tokens = positiveInt('tokens', opts.tokens, 2);
+const rows = positiveInt('rows', opts.rows, 1);
+if (rows > 64) throw new Error(`--rows: expected at most 64, got ${rows}`);
 const threads = positiveInt('threads', opts.threads, 1);
 const baseEnv = opts['base-env'] ? parseEnvList(opts['base-env'], '--base-env') : {};
 const variantEnv = parseEnvList(opts.env, '--env');
@@ -54,7 +57,7 @@ const SOURCES = ['bench/decode_chain.cc', 'native/cpu/gemm.cc', 'native/cpu/gemm
 
 interface Run {
   token_ms_median: number; gbs: number; probe_gbs_before: number; probe_gbs_after: number; share_of_probe: number;
-  weight_bytes: number; ops: Record<string, { ms: number; gbs: number }>;
+  weight_bytes: number; packed: boolean; ops: Record<string, { ms: number; gbs: number }>;
 }
 
 const dir = mkdtempSync(join(os.tmpdir(), 'sealkit-decode-chain-'));
@@ -66,7 +69,7 @@ try {
     ...SOURCES.map((s) => join(ROOT, s)), '-o', exe], { encoding: 'utf8' });
   if (cc.status !== 0) throw new Error(`building decode_chain failed:\n${cc.stderr || String(cc.error)}`);
   const run = (env: Record<string, string>): Run => {
-    const r = spawnSync(exe, ['--tokens', String(tokens)], { encoding: 'utf8', env: { ...process.env, SEALKIT_THREADS: String(threads), ...env } });
+    const r = spawnSync(exe, ['--tokens', String(tokens), '--rows', String(rows)], { encoding: 'utf8', env: { ...process.env, SEALKIT_THREADS: String(threads), ...env } });
     const last = r.stdout?.trim().split('\n').pop();
     if (r.status !== 0 || !last) throw new Error(`decode_chain failed: ${r.stderr || String(r.error)}`);
     return JSON.parse(last) as Run;
@@ -88,7 +91,8 @@ try {
   const ratio = median(a.map((r, i) => b[i]!.token_ms_median / r.token_ms_median));
   const envLabel = (env: Record<string, string>) => Object.entries(env).map(([k, v]) => `${k}=${v}`).join(',');
   const baseLabel = envLabel(baseEnv) || 'default', label = envLabel(variantEnv);
-  console.log(`decode chain: SmolLM2-135M's GEMMs for one token at batch 1 (${(a[0]!.weight_bytes / 1e6).toFixed(1)} MB of bf16 weights), ${threads} thread(s), isa ${isa}, ${rounds} alternating rounds, medians`);
+  const reads = a[0]!.packed ? 'their packed strips' : 'their rows';
+  console.log(`decode chain: SmolLM2-135M's GEMMs for one token at batch ${rows} (${(a[0]!.weight_bytes / 1e6).toFixed(1)} MB of bf16 weights, ${reads}), ${threads} thread(s), isa ${isa}, ${rounds} alternating rounds, medians`);
   const width = Math.max(label.length, baseLabel.length, 'variant'.length);
   console.log(`${'variant'.padEnd(width)}   GB/s  of probe  probe GB/s  token ms |   q/k/v       o  gate/up    down  LM head (GB/s)`);
   for (const [name, s] of [[baseLabel, sa], [label, sb]] as const) {
@@ -96,7 +100,7 @@ try {
     console.log(`${name.padEnd(width)} ${s.gbs.toFixed(1).padStart(6)} ${`${(100 * s.share_of_probe).toFixed(1)}%`.padStart(9)} ${s.probe_gbs.toFixed(1).padStart(11)} ${s.token_ms.toFixed(3).padStart(9)} | ${ops}`);
   }
   console.log(`${baseLabel} / ${label}: ${ratio.toFixed(3)}x (median of the per-round ratios of token time; > 1: ${baseLabel} is faster)`);
-  console.log(JSON.stringify({ bench: 'decode-chain', isa, threads, rounds, tokens, base: baseEnv, variant: variantEnv, default: sa, other: sb, speed_ratio: ratio }));
+  console.log(JSON.stringify({ bench: 'decode-chain', isa, threads, rows, packed: a[0]!.packed, rounds, tokens, base: baseEnv, variant: variantEnv, default: sa, other: sb, speed_ratio: ratio }));
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
