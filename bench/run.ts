@@ -14,6 +14,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { decodeKvCacheBytes, decodeWeightBytes, streamingBound } from '../lib/bench/decode-bytes.js';
 import { describePrefetch, flopsPerToken } from '../lib/bench/engine-bench.js';
 import { median } from '../lib/bench/median.js';
 import { buildPeak } from '../lib/bench/peak.js';
@@ -609,7 +610,7 @@ interface Summary extends TargetVerdicts {
   contended: boolean;
   /**
    * decode only: bytes of weights one decode step reads at the engine's storage width
-   * (decodeWeightBytes), the bandwidth used (the read-only stream's, what decoding does; the
+   * (lib/bench/decode-bytes.ts), the bandwidth used (the read-only stream's, what decoding does; the
    * triad's where the peak program did not measure it), the tokens/s that streaming the weights
    * once per step at that bandwidth allows (batch tokens per step), and the engine's share of it;
    * the same against the STREAM triad rate, for comparison with the usual figure.
@@ -619,7 +620,7 @@ interface Summary extends TargetVerdicts {
   bw_bound_tokens_per_s: number | null; engine_of_bw_bound: number | null;
   triad_gbs: number | null; triad_bound_tokens_per_s: number | null; engine_of_triad_bound: number | null;
   /**
-   * decode only: what a step also reads, the KV cache (kvCacheBytes, the engine's cache dtype, at
+   * decode only: what a step also reads, the KV cache (decodeKvCacheBytes, the engine's cache dtype, at
    * the decode's mean length), and the bound with it counted: the closer limit for batched decoding,
    * where the cache is a larger share of the bytes. ratio_target_of_weights_kv_bound: the ratio
    * target's tokens/s as a share of that bound (> 1: out of reach).
@@ -634,31 +635,6 @@ const isContended = (r: Row | undefined) => (r?.other_cpus_max ?? 0) > CONTENDED
 function speedMin(runs: Run[]): number | null {
   const ps = runs.flatMap((r) => [r.probe_before, r.probe_after]).filter((x): x is number => x !== null);
   return ps.length && PEAK_FP32 ? Math.min(...ps) / PEAK_FP32 : null;
-}
-
-/**
- * Bytes of weights one decode step reads at the engine's storage width (2 per parameter for bf16,
- * 4 for f32): every projection (and q/k/v bias), the norms and the LM head. The LM head is the
- * embedding when tied; an untied embedding is only gathered (one row per sequence), so the
- * vocab x hidden matrix counts once either way. The KV cache is not counted.
- */
-function decodeWeightBytes(preset: string): number {
-  const c = presetConfig(preset);
-  const dq = c.numHeads * c.headDim;
-  const dkv = c.numKvHeads * c.headDim;
-  const H = c.hiddenSize;
-  const perLayer = H * (dq + 2 * dkv) + dq * H + 3 * H * c.intermediateSize + 2 * H + (c.qkvBias ? dq + 2 * dkv : 0);
-  return (c.numLayers * perLayer + c.vocabSize * H + H) * (storage === 'bf16' ? 2 : 4);
-}
-/**
- * Bytes of KV cache one decode step reads: every layer's keys and values of each sequence at the
- * mean length over the decode (prompt + new / 2 rows; step t attends to prompt + t), at 2 bytes
- * per value for a bf16 cache, 4 for f32.
- */
-function kvCacheBytes(preset: string, batch: number, prompt: number, newTokens: number, dtype: string): number {
-  const c = presetConfig(preset);
-  const perRow = 2 * c.numKvHeads * c.headDim * (dtype === 'f32' ? 4 : 2);
-  return batch * c.numLayers * perRow * (prompt + newTokens / 2);
 }
 
 /** Bandwidths from the peak program: the N-thread rate, or the 1-thread one if higher. */
@@ -678,8 +654,8 @@ for (const { c, contestants } of results) {
   const fpt = c.work === 'decode'
     ? flopsPerToken(presetConfig(c.preset), c.prompt! + c.newTokens! / 2, 'forward', 0)
     : flopsPerToken(presetConfig(c.preset), c.seq, c.work, LORA_RANK);
-  const weightBytes = c.work === 'decode' ? decodeWeightBytes(c.preset) : null;
-  const boundAt = (gbs: number | null) => (weightBytes !== null && gbs ? (c.batch * gbs * 1e9) / weightBytes : null);
+  const weightBytes = c.work === 'decode' ? decodeWeightBytes(presetConfig(c.preset), storage) : null;
+  const boundAt = (gbs: number | null) => (weightBytes !== null && gbs ? streamingBound(c.batch, gbs, weightBytes) : null);
   const bwBound = boundAt(BANDWIDTH_GBS), triadBound = boundAt(TRIAD_GBS);
   const tpsMed = (k: Contestant) => { const ok = k.runs.filter(isRun).map((x) => x.tokens_per_s); return ok.length ? median(ok) : null; };
   const engine = contestants.find((k) => k.key === 'engine');
@@ -717,9 +693,9 @@ for (const { c, contestants } of results) {
     });
   }
   const overBest = engTps !== null && best ? engTps / best.tps : null;
-  const kvDtype = engine?.runs.filter(isRun).map((x) => x.extra.kv_cache).find((x): x is string => typeof x === 'string') ?? null;
-  const kvBytes = weightBytes !== null && kvDtype !== null ? kvCacheBytes(c.preset, c.batch, c.prompt!, c.newTokens!, kvDtype) : null;
-  const kvBound = kvBytes !== null && weightBytes !== null && BANDWIDTH_GBS ? (c.batch * BANDWIDTH_GBS * 1e9) / (weightBytes + kvBytes) : null;
+  const kvDtype = engine?.runs.filter(isRun).map((x) => x.extra.kv_cache).find((x): x is 'bf16' | 'f32' => x === 'bf16' || x === 'f32') ?? null;
+  const kvBytes = weightBytes !== null && kvDtype !== null ? decodeKvCacheBytes(presetConfig(c.preset), c.batch, c.prompt!, c.newTokens!, kvDtype) : null;
+  const kvBound = kvBytes !== null && weightBytes !== null && BANDWIDTH_GBS ? streamingBound(c.batch, BANDWIDTH_GBS, weightBytes + kvBytes) : null;
   const engWeightBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes).find((x): x is number => typeof x === 'number') ?? null;
   summaries.push({
     id: c.id, engine_tokens_per_s: engTps, best_peer: best?.key ?? null, best_peer_tokens_per_s: best?.tps ?? null,
