@@ -1,6 +1,7 @@
-// Decode-chain benchmark: one token's GEMMs of SmolLM2-135M at batch 1 (or --rows M), back to back on distinct
-// bf16 weights (269 MB), through the engine's few-rows path (bench/decode_chain.cc, built here from
-// native/ with the system C++ compiler), against a read-only stream probe on the same thread pool.
+// Decode-chain benchmark: one token's GEMMs of SmolLM2-135M at batch 1 (or --rows M), back to back
+// on distinct bf16 weights (269 MB), through the engine's few-rows path (bench/decode_chain.cc, built
+// here from native/ with the system C++ compiler), against a read-only stream probe on the same
+// thread pool.
 // Two variants run in alternating processes, each with its environment variables (by default the
 // two prefetches of the few-rows kernels, forced: --base-env SEALKIT_FEW_ROWS_NTA=1, the hint one
 // block ahead, against --env SEALKIT_FEW_ROWS_NTA=0, L2 32 rows ahead; unset, the CPU picks), and
