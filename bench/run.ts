@@ -625,7 +625,7 @@ interface Summary extends TargetVerdicts {
    * where the cache is a larger share of the bytes. ratio_target_of_weights_kv_bound: the ratio
    * target's tokens/s as a share of that bound (> 1: out of reach).
    */
-  kv_bytes_per_step: number | null; kv_cache_dtype: string | null;
+  kv_bytes_per_step: number | null; kv_cache_dtype: 'bf16' | 'f32' | null;
   weights_kv_bound_tokens_per_s: number | null; engine_of_weights_kv_bound: number | null;
   ratio_target_of_weights_kv_bound: number | null;
 }
@@ -651,10 +651,11 @@ const rows: Row[] = [];
 const summaries: Summary[] = [];
 for (const { c, contestants } of results) {
   // Decode: the engine's own count (runDecodeBench), forward FLOPs at seq = prompt + new / 2.
+  const config = presetConfig(c.preset);
   const fpt = c.work === 'decode'
-    ? flopsPerToken(presetConfig(c.preset), c.prompt! + c.newTokens! / 2, 'forward', 0)
-    : flopsPerToken(presetConfig(c.preset), c.seq, c.work, LORA_RANK);
-  const weightBytes = c.work === 'decode' ? decodeWeightBytes(presetConfig(c.preset), storage) : null;
+    ? flopsPerToken(config, c.prompt! + c.newTokens! / 2, 'forward', 0)
+    : flopsPerToken(config, c.seq, c.work, LORA_RANK);
+  const weightBytes = c.work === 'decode' ? decodeWeightBytes(config, storage) : null;
   const boundAt = (gbs: number | null) => (weightBytes !== null && gbs ? streamingBound(c.batch, gbs, weightBytes) : null);
   const bwBound = boundAt(BANDWIDTH_GBS), triadBound = boundAt(TRIAD_GBS);
   const tpsMed = (k: Contestant) => { const ok = k.runs.filter(isRun).map((x) => x.tokens_per_s); return ok.length ? median(ok) : null; };
@@ -694,8 +695,9 @@ for (const { c, contestants } of results) {
   }
   const overBest = engTps !== null && best ? engTps / best.tps : null;
   const kvDtype = engine?.runs.filter(isRun).map((x) => x.extra.kv_cache).find((x): x is 'bf16' | 'f32' => x === 'bf16' || x === 'f32') ?? null;
-  const kvBytes = weightBytes !== null && kvDtype !== null ? decodeKvCacheBytes(presetConfig(c.preset), c.batch, c.prompt!, c.newTokens!, kvDtype) : null;
-  const kvBound = kvBytes !== null && weightBytes !== null && BANDWIDTH_GBS ? streamingBound(c.batch, BANDWIDTH_GBS, weightBytes + kvBytes) : null;
+  // Set only for decode rows (the engine's runs report their cache's dtype), with their weight bytes.
+  const kvBytes = weightBytes !== null && kvDtype !== null ? decodeKvCacheBytes(config, c.batch, c.prompt!, c.newTokens!, kvDtype) : null;
+  const kvBound = kvBytes !== null && BANDWIDTH_GBS ? streamingBound(c.batch, BANDWIDTH_GBS, weightBytes! + kvBytes) : null;
   const engWeightBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes).find((x): x is number => typeof x === 'number') ?? null;
   summaries.push({
     id: c.id, engine_tokens_per_s: engTps, best_peer: best?.key ?? null, best_peer_tokens_per_s: best?.tps ?? null,

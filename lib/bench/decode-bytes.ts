@@ -2,6 +2,7 @@
 // its decode rows: the weights (every one once per step, whatever the batch) and the KV cache (each
 // sequence's own keys and values, growing with its length).
 import type { ModelConfig } from '../model/hf-config.js';
+import { linearParams } from './engine-bench.js';
 
 /**
  * Bytes of weights one decode step reads at the storage width (2 per parameter for bf16, 4 for
@@ -10,11 +11,10 @@ import type { ModelConfig } from '../model/hf-config.js';
  * matrix counts once either way.
  */
 export function decodeWeightBytes(c: ModelConfig, storage: 'bf16' | 'f32'): number {
-  const dq = c.numHeads * c.headDim;
-  const dkv = c.numKvHeads * c.headDim;
-  const H = c.hiddenSize;
-  const perLayer = H * (dq + 2 * dkv) + dq * H + 3 * H * c.intermediateSize + 2 * H + (c.qkvBias ? dq + 2 * dkv : 0);
-  return (c.numLayers * perLayer + c.vocabSize * H + H) * (storage === 'bf16' ? 2 : 4);
+  // linearParams: the projections and the LM head; then two norms per layer, the final norm, biases.
+  const bias = c.qkvBias ? (c.numHeads + 2 * c.numKvHeads) * c.headDim : 0;
+  const params = linearParams(c) + c.numLayers * (2 * c.hiddenSize + bias) + c.hiddenSize;
+  return params * (storage === 'bf16' ? 2 : 4);
 }
 
 /**

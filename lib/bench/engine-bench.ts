@@ -53,6 +53,28 @@ export interface AbResult {
   speedup_median: number;
 }
 
+/**
+ * Repeat i of an A/B (BenchOptions.abEnv): `run` as usual and, with abEnv, once more under it, the
+ * order alternating with i so a drift in the machine's speed meets both variants alike.
+ */
+async function runPair<T>(i: number, abEnv: Record<string, string> | undefined, run: () => Promise<T>): Promise<{ a: T; b?: T }> {
+  if (!abEnv) return { a: await run() };
+  if (i % 2 === 0) {
+    const a = await run();
+    return { a, b: await withEnv(abEnv, run) };
+  }
+  const b = await withEnv(abEnv, run);
+  return { a: await run(), b };
+}
+
+/** The A/B summary from both variants' timed step times (ms, pair by pair) and tokens per step time. */
+function abResult(env: Record<string, string>, ms: number[], msB: number[], tokens: number, stepMs: (ms: number) => number): AbResult {
+  return {
+    env, tokens_per_s: tokens / (median(msB) / 1000), step_ms_median: stepMs(median(msB)), step_ms_all: msB,
+    speedup_median: median(ms.map((t, i) => t / msB[i]!)),
+  };
+}
+
 export interface BenchResult {
   device: 'cpu' | 'cuda';
   work: 'train' | 'forward' | 'decode';
@@ -82,7 +104,7 @@ export interface BenchResult {
 }
 
 /** Linear-layer parameters touched per token (every projection plus the LM head). */
-function linearParams(c: ModelConfig): number {
+export function linearParams(c: ModelConfig): number {
   const dq = c.numHeads * c.headDim;
   const dkv = c.numKvHeads * c.headDim;
   const perLayer = c.hiddenSize * (dq + 2 * dkv) + dq * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize;
@@ -109,12 +131,15 @@ export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forw
   return 4 * (P - headUnused) + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
 }
 
+/** Batched decoding's GEMMs: bf16 weights against 2-16 rows, where the CPU may run them its own way. */
+const batchedBf16Rows = (storage: 'f32' | 'bf16', batch: number) => storage === 'bf16' && batch >= 2 && batch <= 16;
+
 /**
  * Whether a CPU decode of `batch` sequences at this storage multiplies its weights on AMX tiles
  * (NativeInfo.decodeRowsOnAmx: bf16 weights, 2-16 rows per GEMM); else vdpbf16ps or f32 FMAs.
  */
 export function rowsOnAmx(info: NativeInfo, storage: 'f32' | 'bf16', batch: number): boolean {
-  return info.decodeRowsOnAmx && storage === 'bf16' && batch >= 2 && batch <= 16;
+  return info.decodeRowsOnAmx && batchedBf16Rows(storage, batch);
 }
 
 /**
@@ -122,7 +147,7 @@ export function rowsOnAmx(info: NativeInfo, storage: 'f32' | 'bf16', batch: numb
  * (NativeInfo.decodeRowsPacked: bf16 weights, 2-16 rows per GEMM, not on AMX tiles); else their rows.
  */
 export function rowsOnPackedStrips(info: NativeInfo, storage: 'f32' | 'bf16', batch: number): boolean {
-  return info.decodeRowsPacked && storage === 'bf16' && batch >= 2 && batch <= 16 && !rowsOnAmx(info, storage, batch);
+  return info.decodeRowsPacked && batchedBf16Rows(storage, batch) && !rowsOnAmx(info, storage, batch);
 }
 
 /** How decoding's weights were prefetched (NativeInfo.decodePrefetch), in words. */
@@ -254,20 +279,11 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     for (let i = 0; i < warmup + repeats; i++) {
       if (i === warmup) before = jobCounts(model, ['decode']);
       const timed = i >= warmup;
-      let run: { prefill: number; decode: number }, runB: { prefill: number; decode: number } | undefined;
-      if (!abEnv) {
-        run = await generation(timed);
-      } else if (i % 2 === 0) {  // alternate which variant goes first
-        run = await generation(timed);
-        runB = await withEnv(abEnv, () => generation(timed));
-      } else {
-        runB = await withEnv(abEnv, () => generation(timed));
-        run = await generation(timed);
-      }
+      const { a, b } = await runPair(i, abEnv, () => generation(timed));
       if (timed) {
-        prefillMs.push(run.prefill);
-        decodeMs.push(run.decode);
-        if (runB) decodeMsB.push(runB.decode);
+        prefillMs.push(a.prefill);
+        decodeMs.push(a.decode);
+        if (b) decodeMsB.push(b.decode);
       }
       o.onProgress?.(i + 1, warmup + repeats);
     }
@@ -286,14 +302,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
         rows_on_packed_strips: rowsOnPackedStrips(addon.info(), storage, o.batch) } : {}),
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,
       ...inlineShare(before, jobCounts(model, ['decode'])),
-      ...(abEnv
-        ? {
-            ab: {
-              env: abEnv, tokens_per_s: tokens / (median(decodeMsB) / 1000), step_ms_median: median(decodeMsB) / Math.max(1, o.newTokens - 1),
-              step_ms_all: decodeMsB, speedup_median: median(decodeMs.map((t, i) => t / decodeMsB[i]!)),
-            },
-          }
-        : {}),
+      ...(abEnv ? { ab: abResult(abEnv, decodeMs, decodeMsB, tokens, (ms) => ms / Math.max(1, o.newTokens - 1)) } : {}),
       // The decoding steps after the prefill: newTokens - 1 per run.
       ...(o.profile ? { profile: summariseProfile(mergeTimings(decodeCalls), repeats * (o.newTokens - 1), decodeMs.reduce((a, b) => a + b, 0), 'decoding step') } : {}),
     };
@@ -333,19 +342,10 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     for (let i = 0; i < warmup + repeats; i++) {
       if (o.profile && i === warmup) await model.takeProfile();  // drop the warm-up steps' calls
       if (i === warmup) before = jobCounts(model, kinds);
-      let ms: number, msB = 0;
-      if (!abEnv) {
-        ms = await step();
-      } else if (i % 2 === 0) {  // alternate which variant goes first
-        ms = await step();
-        msB = await withEnv(abEnv, step);
-      } else {
-        msB = await withEnv(abEnv, step);
-        ms = await step();
-      }
+      const { a, b } = await runPair(i, abEnv, step);
       if (i >= warmup) {
-        times.push(ms);
-        if (abEnv) timesB.push(msB);
+        times.push(a);
+        if (b !== undefined) timesB.push(b);
       }
       o.onProgress?.(i + 1, warmup + repeats);
     }
@@ -360,14 +360,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
       gflops: (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9,
       ...inlineShare(before, after),
       ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
-      ...(abEnv
-        ? {
-            ab: {
-              env: abEnv, tokens_per_s: tokens / (median(timesB) / 1000), step_ms_median: median(timesB), step_ms_all: timesB,
-              speedup_median: median(times.map((t, i) => t / timesB[i]!)),
-            },
-          }
-        : {}),
+      ...(abEnv ? { ab: abResult(abEnv, times, timesB, tokens, (ms) => ms) } : {}),
     };
   } finally {
     await model.dispose();
