@@ -344,7 +344,29 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
     }
     return;
   }
-  // Transposed result: element by element, with store16's arithmetic (alpha * sum, then fma).
+  // Transposed result (dB = (xa^T dy)^T: c_r == 1): each vector of 16 columns, with 8 zero rows
+  // below the tile's 8, is transposed in registers, so column j's sums land in the first lanes of one
+  // register and store as one masked vector run of the result's row, with store16's arithmetic (the
+  // bits of the element-by-element stores this replaced, which took a third of a 64-token dB's time:
+  // TN 384x16x64 ran at 151 GFLOP/s on one Zen 5 thread against 230 for dA's 16x384x64).
+  if (o.c_r == 1) {
+    const __mmask16 row_mask = mask16(rows);
+#pragma GCC unroll 2
+    for (int v = 0; v < NV; ++v) {
+      __m512 t[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) t[i] = i < MB ? acc[i][v] : _mm512_setzero_ps();
+      transpose16(t);
+      const int cols = static_cast<int>(std::min<int64_t>(16, o.V - v0 - 16 * v));
+#pragma GCC unroll 16
+      for (int j = 0; j < 16; ++j) {
+        if (j >= cols) break;
+        store16(o.c + r0 + (v0 + 16 * v + j) * o.c_v, t[j], row_mask, o.alpha, o.beta);
+      }
+    }
+    return;
+  }
+  // Any other layout: element by element, with store16's arithmetic (alpha * sum, then fma).
   alignas(64) float sums[MB][16 * NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MB; ++i)
