@@ -290,13 +290,28 @@ constexpr int64_t kOuterTokens = 64;
 // the tiny preset); on warm operands (`bench/ab.ts`) level, 1.06-1.16x at out 1536.
 constexpr int64_t kOuterPrefetchTokens = 32;
 
+// One token's row slice of a column tile (its nv vectors of 16 inside the row), asked for in L1. A call of one token
+// block (a 64-token sequence's dA or dB in SEAL's inner loop, chained on one thread: gemm_chains.cc)
+// reads a cold wide operand (the layer's saved input, the output gradient), and its tiles' own
+// prefetch, kOuterPrefetchTokens rows ahead, leaves each column tile's first rows to wait on memory
+// and its later ones barely in time: in that inner-loop step those calls ran 2.5-3x slower than on
+// the same operands in cache (rdtsc around each call). So the tile of a column's first row block
+// asks, a row per token, for every row of the column tile its task runs next (`lead_in`), and a
+// task's first column tile asks for its own first rows at the start (outer_sum). The tiny preset's
+// 16-adapter LoRA step 1.026-1.035x (`seal bench train --adapters 16 --ab-env
+// SEALKIT_OUTER_LEAD_IN=0`, 80 repeats, three runs, AMD Zen 5); 1 x 64 1.02x.
+template <typename VecT>
+SEALKIT_INLINE void lead_in_row(const VecT* row, int nv) {
+  for (int v = 0; v < nv; ++v) _mm_prefetch(reinterpret_cast<const char*>(row + 16 * v), _MM_HINT_T0);
+}
+
 // The tile's 8 x 16 NV sums over tokens [k0, k1): continued from `partial` (the tile's sums so
 // far, MB x 16 NV floats) unless k0 == 0, and stored there unless k1 == K, where C gets them. Each
 // accumulator continues its FMA chain from the stored value, so the blocks give the bits of one
 // k-ascending chain over all tokens.
 template <int NV, typename BcT, typename VecT>
 SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int64_t v0, int64_t k0, int64_t k1,
-                                   float* partial) {
+                                   float* partial, const VecT* lead_in = nullptr, int lead_nv = 0) {
   constexpr int MB = kOuterRows;
   const int rows = static_cast<int>(std::min<int64_t>(MB, o.R - r0));
   __mmask16 m[NV];
@@ -320,6 +335,7 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
         if (m[v]) _mm_prefetch(reinterpret_cast<const char*>(vp + 16 * v), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(bc + kOuterPrefetchTokens * ldbc + ri[0]), _MM_HINT_T0);
     }
+    if (lead_in) lead_in_row(lead_in + (k - k0) * ldvec, lead_nv);
     __m512 b[NV];
     for (int v = 0; v < NV; ++v) b[v] = load16_masked(vec + 16 * v, m[v]);
 #pragma GCC unroll 16
@@ -393,6 +409,9 @@ void prefetch_rows(const VecT* vec, int64_t ld, int64_t k0, int64_t k1, int64_t 
   }
 }
 
+// SEALKIT_OUTER_LEAD_IN=0 (read per call) turns the lead-in prefetches off, for benchmarks.
+bool lead_in_on() { return switch_on("SEALKIT_OUTER_LEAD_IN"); }
+
 // Runs `n` outer sums that share their wide operand (vec, ldvec, V and K; LoRA's dA for q, k, v
 // read the same layer input) as one pass: each task walks its column slice of vec once per token
 // block for every part's row blocks, instead of once per call. Every tile's chain is the one a
@@ -426,15 +445,29 @@ void outer_sum(const OuterSum<BcT, VecT>* parts, int n) {
   parallel_for(col_blocks, grain, [&](int64_t c0, int64_t c1) {
     for (int64_t k0 = 0; k0 < o.K; k0 += kOuterTokens) {
       const int64_t k1 = std::min(o.K, k0 + kOuterTokens);
+      const int64_t lead = std::min(k1, k0 + kOuterPrefetchTokens);
+      // Over several token blocks prefetch_rows has asked for each block's rows a block ahead.
+      const bool lead_ins = o.K <= kOuterTokens && lead_in_on();
+      // Vectors of column tile cb inside the rows.
+      auto tile_vectors = [&](int64_t cb) { return static_cast<int>((std::min<int64_t>(W, o.V - cb * W) + 15) / 16); };
+      if (lead_ins && k0 == 0) {  // the task's first column tile: nothing ran before it to ask for its rows
+        for (int64_t k = 0; k < lead; ++k) lead_in_row(o.vec + k * o.ldvec + c0 * W, tile_vectors(c0));
+        for (int p = 0; p < n; ++p)
+          for (int64_t k = 0; k < lead; ++k) _mm_prefetch(reinterpret_cast<const char*>(parts[p].bc + k * parts[p].ldbc), _MM_HINT_T0);
+      }
       for (int64_t cb = c0; cb < c1; ++cb) {
         if (k1 < o.K)
           prefetch_rows(o.vec, o.ldvec, k1, std::min(o.K, k1 + kOuterTokens), cb * W, std::min(o.V, (cb + 1) * W));
+        // The first rows of the task's next column tile in this token block (a next token block's
+        // rows were asked for by prefetch_rows, into L2).
+        const VecT* next = lead_ins && cb + 1 < c1 ? o.vec + k0 * o.ldvec + (cb + 1) * W : nullptr;
         int64_t rb_all = 0;
         for (int p = 0; p < n; ++p) {
           const OuterSum<BcT, VecT>& part = parts[p];
           for (int64_t r0 = 0; r0 < part.R; r0 += kOuterRows, ++rb_all) {
             float* partial = partials ? partials + (cb * row_blocks + rb_all) * kOuterRows * W : nullptr;
-            outer_sum_tile<NV>(part, r0, cb * W, k0, k1, partial);
+            outer_sum_tile<NV>(part, r0, cb * W, k0, k1, partial, rb_all == 0 ? next : nullptr,
+                               next ? tile_vectors(cb + 1) : 0);
           }
         }
       }
