@@ -290,19 +290,47 @@ constexpr int64_t kOuterTokens = 64;
 // the tiny preset); on warm operands (`bench/ab.ts`) level, 1.06-1.16x at out 1536.
 constexpr int64_t kOuterPrefetchTokens = 32;
 
-// One token's row slice of a column tile (its nv vectors of 16 inside the row), asked for in L1. A call of one token
-// block (a 64-token sequence's dA or dB in SEAL's inner loop, chained on one thread: gemm_chains.cc)
-// reads a cold wide operand (the layer's saved input, the output gradient), and its tiles' own
-// prefetch, kOuterPrefetchTokens rows ahead, leaves each column tile's first rows to wait on memory
-// and its later ones barely in time: in that inner-loop step those calls ran 2.5-3x slower than on
-// the same operands in cache (rdtsc around each call). So the tile of a column's first row block
-// asks, a row per token, for every row of the column tile its task runs next (`lead_in`), and a
-// task's first column tile asks for its own first rows at the start (outer_sum). The tiny preset's
-// 16-adapter LoRA step 1.026-1.035x (`seal bench train --adapters 16 --ab-env
-// SEALKIT_OUTER_LEAD_IN=0`, 80 repeats, three runs, AMD Zen 5); 1 x 64 1.02x.
+// One token's row slice of a column tile (its nv vectors of 16 inside the row), asked for in L1.
+// A call of one token block (a 64-token sequence's dA or dB in SEAL's inner loop, chained on one
+// thread: gemm_chains.cc) finds its operands cold: the wide one (the layer's saved input, the output
+// gradient) and C (the gradient, where the last optimiser step left it). The tiles' own prefetch,
+// kOuterPrefetchTokens rows ahead, left each column tile's first rows to wait on memory, and the
+// tile's C was waited for at its end: those calls ran 2.2-3x slower than on the same operands in
+// cache (rdtsc around each call in the tiny preset's 16-adapter step). So while a tile runs it asks,
+// a row or a line per token, for every row of the column tile its task runs next (`lead_in`, from
+// the first row block's tiles) and for the C of the tile that follows it (CLines); a task's first
+// tile asks for its own first rows and C at the start (outer_sum). The calls then took 58 % of
+// their time (all of them per step, rdtsc), and the 16-adapter LoRA step ran 1.075x faster
+// (`seal bench train --adapters 16 --ab-env SEALKIT_OUTER_LEAD_IN=0`, 80 repeats, three runs of
+// 0.929-0.930 without, AMD Zen 5; 1.057x with f32 weights; 1 x 64 level).
 template <typename VecT>
 SEALKIT_INLINE void lead_in_row(const VecT* row, int nv) {
   for (int v = 0; v < nv; ++v) _mm_prefetch(reinterpret_cast<const char*>(row + 16 * v), _MM_HINT_T0);
+}
+
+// The lines of C a tile stores (rows r0.. of the result's rows, columns v0..), asked for with
+// intent to write: one 16-value vector of a row each where C is row-major (dA), one column's run of
+// up to 8 rows each where it is transposed (dB, c_r == 1).
+struct CLines {
+  float* c = nullptr;
+  int64_t c_r = 0, c_v = 0;
+  int rows = 0, vectors = 0, cols = 0;
+  int count() const { return c_r == 1 ? cols : rows * vectors; }
+  void ask(int i) const {
+    const float* p = c_r == 1 ? c + i * c_v : c + (i / vectors) * c_r + 16 * (i % vectors);
+    __builtin_prefetch(p, 1, 3);
+  }
+};
+template <typename BcT, typename VecT>
+CLines c_lines(const OuterSum<BcT, VecT>& o, int64_t r0, int64_t v0, int nv_max) {
+  CLines l;
+  l.c = o.c + r0 * o.c_r + v0 * o.c_v;
+  l.c_r = o.c_r;
+  l.c_v = o.c_v;
+  l.rows = static_cast<int>(std::min<int64_t>(kOuterRows, o.R - r0));
+  l.cols = static_cast<int>(std::min<int64_t>(16 * nv_max, o.V - v0));
+  l.vectors = (l.cols + 15) / 16;
+  return l;
 }
 
 // The tile's 8 x 16 NV sums over tokens [k0, k1): continued from `partial` (the tile's sums so
@@ -311,7 +339,8 @@ SEALKIT_INLINE void lead_in_row(const VecT* row, int nv) {
 // k-ascending chain over all tokens.
 template <int NV, typename BcT, typename VecT>
 SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int64_t v0, int64_t k0, int64_t k1,
-                                   float* partial, const VecT* lead_in = nullptr, int lead_nv = 0) {
+                                   float* partial, const VecT* lead_in = nullptr, int lead_nv = 0,
+                                   const CLines* next_c = nullptr) {
   constexpr int MB = kOuterRows;
   const int rows = static_cast<int>(std::min<int64_t>(MB, o.R - r0));
   __mmask16 m[NV];
@@ -336,6 +365,7 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
       _mm_prefetch(reinterpret_cast<const char*>(bc + kOuterPrefetchTokens * ldbc + ri[0]), _MM_HINT_T0);
     }
     if (lead_in) lead_in_row(lead_in + (k - k0) * ldvec, lead_nv);
+    if (next_c && k - k0 < next_c->count()) next_c->ask(static_cast<int>(k - k0));
     __m512 b[NV];
     for (int v = 0; v < NV; ++v) b[v] = load16_masked(vec + 16 * v, m[v]);
 #pragma GCC unroll 16
@@ -454,6 +484,8 @@ void outer_sum(const OuterSum<BcT, VecT>* parts, int n) {
         for (int64_t k = 0; k < lead; ++k) lead_in_row(o.vec + k * o.ldvec + c0 * W, tile_vectors(c0));
         for (int p = 0; p < n; ++p)
           for (int64_t k = 0; k < lead; ++k) _mm_prefetch(reinterpret_cast<const char*>(parts[p].bc + k * parts[p].ldbc), _MM_HINT_T0);
+        const CLines first = c_lines(parts[0], 0, c0 * W, NV);
+        for (int i = 0; i < first.count(); ++i) first.ask(i);
       }
       for (int64_t cb = c0; cb < c1; ++cb) {
         if (k1 < o.K)
@@ -466,8 +498,16 @@ void outer_sum(const OuterSum<BcT, VecT>* parts, int n) {
           const OuterSum<BcT, VecT>& part = parts[p];
           for (int64_t r0 = 0; r0 < part.R; r0 += kOuterRows, ++rb_all) {
             float* partial = partials ? partials + (cb * row_blocks + rb_all) * kOuterRows * W : nullptr;
+            // The C of the tile that runs next in this task: the next row block, the next part's
+            // first, or the next column tile's first.
+            CLines next_c;
+            if (lead_ins) {
+              if (r0 + kOuterRows < part.R) next_c = c_lines(part, r0 + kOuterRows, cb * W, NV);
+              else if (p + 1 < n) next_c = c_lines(parts[p + 1], 0, cb * W, NV);
+              else if (cb + 1 < c1) next_c = c_lines(parts[0], 0, (cb + 1) * W, NV);
+            }
             outer_sum_tile<NV>(part, r0, cb * W, k0, k1, partial, rb_all == 0 ? next : nullptr,
-                               next ? tile_vectors(cb + 1) : 0);
+                               next ? tile_vectors(cb + 1) : 0, next_c.c ? &next_c : nullptr);
           }
         }
       }
