@@ -472,14 +472,15 @@ void outer_sum(const OuterSum<BcT, VecT>* parts, int n) {
   // (up to 384 KB at once for dB at out 1536), they took another 6-9 % off in SmolLM2-135M steps
   // (two alternating pairs: dB at out 1536 43.8-44.3 -> 39.9-40.3 ms per step; level at the tiny
   // preset, whose operands sit in L2).
+  // The lead-ins (see lead_in_row) for calls of one token block; over several, prefetch_rows has
+  // asked for each block's rows a block ahead.
+  const bool lead_ins = o.K <= kOuterTokens && lead_in_on();
+  // Vectors of column tile cb inside the rows.
+  auto tile_vectors = [&](int64_t cb) { return static_cast<int>((std::min<int64_t>(W, o.V - cb * W) + 15) / 16); };
   parallel_for(col_blocks, grain, [&](int64_t c0, int64_t c1) {
     for (int64_t k0 = 0; k0 < o.K; k0 += kOuterTokens) {
       const int64_t k1 = std::min(o.K, k0 + kOuterTokens);
       const int64_t lead = std::min(k1, k0 + kOuterPrefetchTokens);
-      // Over several token blocks prefetch_rows has asked for each block's rows a block ahead.
-      const bool lead_ins = o.K <= kOuterTokens && lead_in_on();
-      // Vectors of column tile cb inside the rows.
-      auto tile_vectors = [&](int64_t cb) { return static_cast<int>((std::min<int64_t>(W, o.V - cb * W) + 15) / 16); };
       if (lead_ins && k0 == 0) {  // the task's first column tile: nothing ran before it to ask for its rows
         for (int64_t k = 0; k < lead; ++k) lead_in_row(o.vec + k * o.ldvec + c0 * W, tile_vectors(c0));
         for (int p = 0; p < n; ++p)
