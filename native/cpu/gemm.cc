@@ -104,12 +104,10 @@ struct StripSource {
 
 #if SEALKIT_X86
 // Asks for the lines of a rows x cols tile of C (rows ldc apart) for ownership, a tile's product
-// ahead of its store (PREFETCHW, spelled out: GCC emits it only for targets that declare it, not for
-// baseline x86-64; CPUs without it run it as a NOP).
+// ahead of its store (prefetch_for_write).
 inline void prefetch_tile_for_write(const float* c, int64_t ldc, int rows, int cols) {
   for (int i = 0; i < rows; ++i, c += ldc)
-    for_each_line(c, cols * static_cast<int64_t>(sizeof(float)),
-                  [](const char* line) { asm volatile("prefetchw %0" : : "m"(*line)); });
+    for_each_line(c, cols * static_cast<int64_t>(sizeof(float)), [](const char* line) { prefetch_for_write(line); });
 }
 // The lines a fused SwiGLU-gradient tile reads (gate, up) and writes (dgate, dup), asked for as its
 // product starts: the epilogue then finds them in cache instead of waiting on memory row by row.

@@ -318,7 +318,7 @@ struct CLines {
   int count() const { return c_r == 1 ? cols : rows * vectors; }
   void ask(int i) const {
     const float* p = c_r == 1 ? c + i * c_v : c + (i / vectors) * c_r + 16 * (i % vectors);
-    asm volatile("prefetchw %0" : : "m"(*p));  // spelled out: GCC emits PREFETCHW only where the target declares it
+    prefetch_for_write(p);
   }
 };
 template <typename BcT, typename VecT>
