@@ -22,6 +22,10 @@ export interface NativeInfo {
    * the packed GEMM; under AVX512-BF16 where bf16 GEMMs do not run on AMX tiles) rather than the
    * weights' rows; SEALKIT_FEW_ROWS_PACKED=0 or SEALKIT_PACKED_WEIGHTS=0 keeps the rows. */
   decodeRowsPacked: boolean;
+  /** Whether decoding's one-row bf16 GEMMs can read 12-bit coded copies of the weights (lossless, the
+   * bits of the bf16 rows; AVX512-BF16 with AVX512-VBMI, SEALKIT_CODED_WEIGHTS not 0). A model codes its
+   * weights when they are over twice the last-level cache (SEALKIT_CODED_WEIGHTS=1 forces it, 0 never). */
+  codedWeights: boolean;
   cuda: boolean;
   backends: string[];
   sanitized: boolean;

@@ -10,6 +10,7 @@ import { native } from '../lib/native.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { assertClose, fixturesDir, hasShared, repoRoot, sharedDir } from './helpers/fixtures.js';
 import { forEachIsa } from './helpers/isa.js';
+import { withEnv } from '../lib/bench/env.js';
 
 const llamaDir = join(repoRoot, 'test/fixtures/models/llama-gqa');
 const qwenDir = join(repoRoot, 'test/fixtures/models/qwen2-bias');
@@ -447,5 +448,36 @@ if (hasShared) {
   test.skip('TinyStories greedy parity (../shared absent)', () => {});
   console.log('skip: ../shared/models/tinystories-656k is absent; greedy parity on real weights not checked');
 }
+
+// A model whose bf16 weights outgrow the caches codes them in 12 bits for decoding's one-row GEMMs
+// (native/cpu/coded_weight.h); SEALKIT_CODED_WEIGHTS=1 codes the small fixture model too, and its
+// generations (one sequence: one-row GEMMs, LM head included; sampled; several sequences alongside)
+// must be those of the uncoded model to the bit.
+test('coded weights: decoding gives the tokens and logits of the bf16 weights, to the bit', async () => {
+  if (!native().info().codedWeights) {
+    console.log('skip: coded weights need AVX512-BF16 and AVX512-VBMI');
+    return;
+  }
+  const run = (coded: '0' | '1') => withEnv({ SEALKIT_CODED_WEIGHTS: coded }, async () => {
+    const model = await Model.load(llamaDir, { storage: 'bf16' });
+    const V = model.config.vocabSize;
+    const before = model.memoryBytes();
+    const one = await model.generate([{ tokens: randomTokens(6, V, 31) }], { maxNewTokens: 12, withLogits: true, eosTokenIds: [] });
+    const sampled = await model.generate([{ tokens: randomTokens(4, V, 32) }], { maxNewTokens: 12, temperature: 0.9, seed: 4, withLogits: true, eosTokenIds: [] });
+    const several = await model.generate([{ tokens: randomTokens(5, V, 33) }, { tokens: randomTokens(2, V, 34) }], { maxNewTokens: 8, withLogits: true, eosTokenIds: [] });
+    const grew = model.memoryBytes() - before;
+    await model.dispose();
+    return { out: [...one, ...sampled, ...several], grew };
+  });
+  const plain = await run('0');
+  const coded = await run('1');
+  assert.ok(coded.grew > plain.grew, `coded copies held (${coded.grew} bytes against ${plain.grew})`);
+  assert.equal(coded.out.map((c) => c.tokens), plain.out.map((c) => c.tokens));
+  coded.out.forEach((c, i) => c.logits!.forEach((row, t) => {
+    const ref = plain.out[i]!.logits![t]!;
+    const at = row.findIndex((x, j) => !Object.is(x, ref[j]));
+    assert.is(at, -1, `generation ${i} step ${t}: logit ${at} is ${row[at]} coded, ${ref[at]} not`);
+  }));
+});
 
 test.run();

@@ -748,6 +748,79 @@ test('gemm: 2-16 rows on a packed bf16 weight read its strips, with the bits of 
   });
 });
 
+// Decoding's one-row GEMMs on a weight coded in 12 bits (native/cpu/coded_weight.h: each element's
+// low byte, and a 4-bit code for its high byte from the matrix's 15 commonest, code 15 escaping to a
+// per-row list) must give the bits of the weight's own bf16 rows, which the coded kernel rebuilds in
+// registers: at 1-16 rows, K tails inside either half of a 64-element group, partial blocks of W
+// rows, escapes at group and half edges (rows with and without them in one block), alpha/beta and
+// beta 0 over NaN; in a projection group; on 1-3 threads. A weight with more escapes than 1 in 1,024
+// elements is not coded.
+/** bf16 bits with rare high bytes (escapes) written at the given (row, column) places. */
+function withEscapes(bits: Uint16Array, K: number, places: [number, number][]): Uint16Array {
+  const out = bits.slice();
+  const rare = [0x4f00, 0x0080, 0x0000, 0x8000, 0xcf12, 0x3a01, 0x0001, 0xc480];  // 2^31, tiny, +-0, ...
+  places.forEach(([r, k], i) => { out[r * K + k] = rare[i % rare.length]!; });
+  return out;
+}
+
+test('gemm: one-row GEMMs on 12-bit coded bf16 weights give the bits of the weight\'s rows', () => {
+  const info = addon.info();
+  const r = rng(41);
+  const probe = op('gemm', 'f32', { M: 1, N: 4, K: 64, transB: true, A: f32(rand(64, r)), B: bf16Bits(rand(256, r)), bDtype: 'bf16', codedB: true });
+  if (!info.codedWeights) {
+    assert.is(probe.codedB, 0 as unknown as number, 'no coded copy where the CPU lacks the kernel');
+    console.log(`skip: coded weights need AVX512-BF16 and AVX512-VBMI (isa ${info.isa})`);
+    return;
+  }
+  const shapes: [number, number][] = [[1, 1], [3, 31], [5, 32], [4, 33], [67, 64], [130, 65], [9, 96], [70, 100], [33, 576], [13, 1536]];
+  const cases = shapes.flatMap(([N, K], si) => [1, 2, 5, 16].map((M) => {
+    const base = bf16Bits(rand(N * K, r, 0.05));
+    // Escapes where the budget (N K / 1,024) allows: first, half and group edges, the last column,
+    // in the first rows and in the last (partial) block.
+    const budget = Math.floor((N * K) / 1024);
+    const edges = [0, 31, 32, 63, 64, 95, K - 1].filter((k) => k < K);
+    const places: [number, number][] = [];
+    for (const row of [0, N - 1, 1, Math.floor(N / 2)]) for (const k of edges) if (places.length < budget && row < N) places.push([row, k]);
+    const B = withEscapes(base, K, places);
+    const [alpha, beta] = si % 2 ? [0.5, 0.25] : [1, 0];
+    const C = f32(rand(M * N, r));
+    if (beta === 0) C.fill(NaN);
+    return { M, N, K, A: f32(rand(M * K, r)), B, C, alpha, beta, what: `${M}x${N}x${K} escapes=${places.length} alpha=${alpha} beta=${beta}` };
+  }));
+  assert.ok(cases.some((c) => c.what.includes('escapes=0')) && cases.some((c) => !c.what.includes('escapes=0')), 'cases with and without escapes');
+  const run = (c: (typeof cases)[number], codedB: boolean) => {
+    const res = op('gemm', 'f32', { M: c.M, N: c.N, K: c.K, transB: true, A: c.A, B: c.B, bDtype: 'bf16', C: c.C.slice(), alpha: c.alpha, beta: c.beta, codedB });
+    if (codedB) assert.ok(res.codedB, `${c.what}: coded`);
+    return arr(res, 'C');
+  };
+  keepingThreads(() => {
+    for (const threads of [1, 2, 3]) {
+      addon.setThreads(threads);
+      for (const c of cases) {
+        const label = `threads=${threads} ${c.what}`;
+        sameBits(run(c, true), run(c, false), `${label}: the bf16 rows' bits`);
+        sameBits(withEnv({ SEALKIT_CODED_WEIGHTS: '0' }, () => run(c, true)), run(c, false), `${label}: switch off`);
+      }
+      // Decoding's q, k, v as one group: each GEMM's bits alone.
+      const K = 576, Ns = [576, 192, 192];
+      const A = f32(rand(K, r));
+      const Ws = Ns.map((N, i) => withEscapes(bf16Bits(rand(N * K, r, 0.05)), K, [[i, 5], [N - 1, 64], [N - 2, 575]]));
+      const args: Record<string, unknown> = { M: 1, K, A, n: Ns.length, bDtype: 'bf16', codedB: true };
+      Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
+      const group = op('gemm_group', 'f32', args);
+      assert.ok(group.codedB, 'group coded');
+      Ns.forEach((N, i) => sameBits(arr(group, `C${i}`), arr(op('gemm', 'f32', { M: 1, N, K, A, B: Ws[i], bDtype: 'bf16', transB: true }), 'C'),
+        `threads=${threads} group W${i}`));
+    }
+  });
+  // Past 1 escape in 1,024 elements the weight stays uncoded: magnitudes spread over 2^-40..2^40 take
+  // about 80 high bytes, 15 of which get codes.
+  const N = 8, K = 128;
+  const many = bf16Bits(Float64Array.from({ length: N * K }, () => Math.fround((r() < 0.5 ? -1 : 1) * 2 ** (r() * 80 - 40))));
+  const res = op('gemm', 'f32', { M: 1, N, K, transB: true, A: f32(rand(K, r)), B: many, bDtype: 'bf16', codedB: true });
+  assert.is(res.codedB, false as unknown as number, 'too many escapes: not coded');
+});
+
 test('gemm_bench: one time per call, on aligned copies that give gemm\'s C (with and without an update)', () => {
   // bench/gemm.ts and bench/gemv.ts time kernels through gemm_bench, which copies A, B and C into
   // 64-byte-aligned buffers first (as the CPU backend allocates tensors) and copies C back.

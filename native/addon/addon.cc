@@ -7,6 +7,7 @@
 #include "../core/cpu_features.h"
 #include "../core/rng.h"
 #include "../core/threadpool.h"
+#include "../cpu/coded_weight.h"
 #include "../cpu/kernels.h"
 #include "bindings.h"
 #ifdef SEALKIT_WITH_CUDA
@@ -32,6 +33,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("amx", cpu::amx_tiles_on());
   out.Set("decodeRowsOnAmx", cpu::few_rows_amx_on());
   out.Set("decodeRowsPacked", cpu::few_rows_packed_on());
+  out.Set("codedWeights", cpu::coded_weights_supported() && cpu::coded_weights_on());
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(uint32_t(0), "cpu");
 #ifdef SEALKIT_WITH_CUDA

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../core/threadpool.h"
+#include "../cpu/coded_weight.h"
 #include "../cpu/kernels.h"
 #include "../cpu/logit_kernels.h"
 #include "../engine/job_threading.h"
@@ -276,6 +277,23 @@ std::unique_ptr<cpu::PackedWeight> packed_b(const Args& a, cpu::GemmArgs<T>& g) 
   }
 }
 
+// `codedB`: B's rows coded in 12 bits ahead of the call (cpu::code_weight, y = x W^T with bf16 B), as
+// the model codes its weights for decoding; null (and the result's codedB false) where the CPU lacks
+// the kernel or B has too many escapes.
+template <typename T>
+std::unique_ptr<cpu::CodedWeight> coded_b(const Args& a, cpu::GemmArgs<T>& g) {
+  if (!a.boolean_or("codedB", false)) return nullptr;
+  if constexpr (std::is_same_v<T, float>) {
+    if (!g.trans_b || g.B.dtype != DType::BF16) a.range_error("codedB", "is for y = x W^T (transB) with a bf16 B");
+    if (g.ldb != g.K) a.range_error("ldb", "must be K (the default) with codedB");
+    std::unique_ptr<cpu::CodedWeight> cw = cpu::code_weight(g.B, g.N, g.K);
+    g.coded_b = cw.get();
+    return cw;
+  } else {
+    a.range_error("codedB", "is for dtype f32 only");
+  }
+}
+
 template <typename T>
 void run_gemm(const cpu::GemmArgs<T>& g, const std::optional<cpu::LowRankUpdate>& update) {
   if constexpr (std::is_same_v<T, float>) {
@@ -288,10 +306,12 @@ template <typename T>
 Napi::Object op_gemm(const Args& a) {
   GemmCall<T> call = gemm_args<T>(a);
   const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
+  const std::unique_ptr<cpu::CodedWeight> coded = coded_b(a, call.g);
   run_gemm(call.g, gemm_update(a, call.g));
   Napi::Object r = Napi::Object::New(a.env());
   r.Set("C", call.c);
   r.Set("packedB", Napi::Boolean::New(a.env(), packed != nullptr));
+  r.Set("codedB", Napi::Boolean::New(a.env(), coded != nullptr));
   return r;
 }
 
@@ -385,7 +405,7 @@ Napi::Object results_of(const Args& a, const std::vector<GemmCall<float>>& calls
 // Up to four GEMMs run as one group (cpu::gemm_group). Either `calls`, an array of gemm's arguments
 // (any orientations, strides, alpha, beta, initial C), or GEMMs sharing x: C_i = x W_i^T (W_i
 // [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype; `packedB`: each packed ahead, as the
-// model's weights). Results as C0..C3.
+// model's weights; `codedB`: each coded, as gemm's). Results as C0..C3, and codedB: all were coded.
 template <typename T>
 Napi::Object op_gemm_group(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -404,6 +424,8 @@ Napi::Object op_gemm_group(const Args& a) {
     const bool bf16 = a.string_or("bDtype", "f32") == "bf16";
     cpu::GemmArgs<float> gs[4];
     std::unique_ptr<cpu::PackedWeight> packed[4];  // `packedB`: each W_i packed ahead, as the model's
+    std::unique_ptr<cpu::CodedWeight> coded[4];
+    bool all_coded = true;
     Napi::Object r = Napi::Object::New(a.env());
     for (int64_t i = 0; i < n; ++i) {
       const std::string b = "B" + std::to_string(i), nk = "N" + std::to_string(i), c = "C" + std::to_string(i);
@@ -417,8 +439,11 @@ Napi::Object op_gemm_group(const Args& a) {
       g.C = out.Data(); g.ldc = g.N;
       r.Set(c, out);
       packed[i] = packed_b(a, g);
+      if (bf16) coded[i] = coded_b(a, g);
+      all_coded = all_coded && coded[i] != nullptr;
     }
     cpu::gemm_group(gs, static_cast<int>(n));
+    r.Set("codedB", all_coded);
     return r;
   }
 }
@@ -472,6 +497,7 @@ Napi::Object op_gemm_bench(const Args& a) {
   T* const c_out = g.C;
   g.C = static_cast<T*>(c_copy.get());
   const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, g);  // from the aligned copy of B
+  const std::unique_ptr<cpu::CodedWeight> coded = coded_b(a, g);
   // With U (and V, rank...), gemm's low-rank update rides along, as in op_gemm.
   const std::optional<cpu::LowRankUpdate> update = gemm_update(a, g);
   run_gemm(g, update);

@@ -29,6 +29,7 @@ namespace sealkit::cpu {
 // f32 B is always computed in f32. Orientations the model uses: forward y = x W^T (trans_b), input gradient dx = dy W,
 // weight gradient dW = dy^T x (trans_a).
 struct PackedWeight;
+struct CodedWeight;
 
 template <typename T>
 struct GemmArgs {
@@ -47,6 +48,10 @@ struct GemmArgs {
   // packed from this very B (data, orientation, N, K, ldb) for the kernel this call runs; ignored
   // otherwise, so a stale or foreign one costs the packing, never the result.
   const PackedWeight* packed_b = nullptr;
+  // Optional: B's rows coded in 12 bits (coded_weight.h, code_weight). Read in place of B by the
+  // few-rows GEMMs (y = x W^T) when coded from this very B (data, N, K, ldb), the CPU has the kernel
+  // and SEALKIT_CODED_WEIGHTS is not 0; same bits as B's own rows. Ignored otherwise.
+  const CodedWeight* coded_b = nullptr;
 };
 template <typename T>
 void gemm(const GemmArgs<T>& args);

@@ -10,6 +10,8 @@
 #define SEALKIT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 #define SEALKIT_AVX2 __attribute__((target("avx2,fma")))
 #define SEALKIT_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+// The coded-weight kernel's byte permutes (vpermb, vpermt2b) on top of the bf16 pairs.
+#define SEALKIT_CODED __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vbmi")))
 #define SEALKIT_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
 #endif
 #define SEALKIT_INLINE inline __attribute__((always_inline))

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../core/dtype.h"
+#include "../cpu/coded_weight.h"
 #include "../cpu/decode_kernels.h"
 #include "../cpu/kernels.h"
 
@@ -80,6 +81,18 @@ class Backend {
   }
   virtual std::unique_ptr<cpu::PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) {
     (void)w, (void)rows, (void)cols, (void)transposed;
+    return nullptr;
+  }
+  // Weights coded in 12 bits for decoding's one-row GEMMs (cpu::CodedWeight, same bits as the bf16
+  // rows): whether a model whose bf16 weights streamed per token total `weight_bytes` should code
+  // them for GEMMs of `rows` rows, and coding one, for Gemm::coded_b (null where it cannot). The
+  // caller owns it and drops it when W changes. The defaults: no backend reads one.
+  virtual bool codes_weights(int64_t rows, size_t weight_bytes) const {
+    (void)rows, (void)weight_bytes;
+    return false;
+  }
+  virtual std::unique_ptr<cpu::CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols) {
+    (void)w, (void)rows, (void)cols;
     return nullptr;
   }
   virtual void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) = 0;

@@ -455,6 +455,7 @@ Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) 
   g.B = W.view(); g.ldb = W.cols; g.trans_b = true;
   g.C = y; g.ldc = W.rows;
   g.packed_b = packed_weight(W, true, T);
+  g.coded_b = coded_weight(W, T);
   return g;
 }
 
@@ -471,12 +472,40 @@ const cpu::PackedWeight* Model::packed_weight(Param& W, bool transposed, int64_t
   return slot.get();
 }
 
+const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows) {
+  // As packed_weight: a weight that trains changes every step.
+  if (rows != 1 || W.grad || W.dtype != DType::BF16) return nullptr;
+  // Asked once per model (the answer rests on its size and the environment at its first decode).
+  if (codes_weights_ < 0) codes_weights_ = backend_->codes_weights(rows, streamed_weight_bytes()) ? 1 : 0;
+  if (!codes_weights_) return nullptr;
+  if (!W.coded_tried) {
+    W.coded_tried = true;
+    W.coded = backend_->code_weight(W.view(), W.rows, W.cols);
+    if (W.coded) bytes_ += W.coded->bytes;
+  }
+  return W.coded.get();
+}
+
+size_t Model::streamed_weight_bytes() const {
+  size_t bytes = 0;
+  auto add = [&](const Param& p) {
+    if (p.dtype == DType::BF16) bytes += static_cast<size_t>(p.numel()) * 2;
+  };
+  for (const Layer& L : layers_)
+    for (const Param& p : L.proj) add(p);
+  add(config_.tied ? embed_ : lm_head_);
+  return bytes;
+}
+
 void Model::drop_packed(Param& p) {
   for (std::unique_ptr<cpu::PackedWeight>& slot : p.packed)
     if (slot) {
       bytes_ -= slot->bytes;
       slot.reset();
     }
+  if (p.coded) bytes_ -= p.coded->bytes;
+  p.coded.reset();
+  p.coded_tried = false;
 }
 
 namespace {
@@ -935,6 +964,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       g.B = head; g.ldb = H; g.trans_b = true;
       g.C = w.logits; g.ldc = V;
       g.packed_b = packed_weight(head_weight, true, rows);
+      g.coded_b = coded_weight(head_weight, rows);
       backend_->gemm(g);
       backend_->download(result.logits.data() + r0 * V, w.logits, static_cast<size_t>(rows * V) * 4);
     }

@@ -44,6 +44,10 @@ struct Param {
   // The weight's copies packed for the backend's GEMM (Backend::pack_weight): [0] for dx = dy W,
   // [1] for y = x W^T. Made on first use by a GEMM that reads one, dropped when the weight changes.
   std::unique_ptr<cpu::PackedWeight> packed[2];
+  // Its 12-bit coded copy for decoding's one-row GEMMs (Backend::code_weight), made on first use
+  // where the backend codes weights; coded_tried: coding was tried (it may decline: escapes).
+  std::unique_ptr<cpu::CodedWeight> coded;
+  bool coded_tried = false;
   int64_t numel() const { return rows * cols; }
   float* f32() const { return static_cast<float*>(data); }
   WeightView view() const { return WeightView{data, dtype}; }
@@ -206,6 +210,11 @@ class Model {
   // W's packed copy for a GEMM of `rows` rows in this orientation (null when the backend's GEMM would
   // not read one), made on first use; drop_packed frees both when W changes.
   const cpu::PackedWeight* packed_weight(Param& W, bool transposed, int64_t rows);
+  // W's coded copy for a GEMM y = x W^T of `rows` rows (null unless the backend codes weights for
+  // that many rows at this model's size), made on first use; drop_packed frees it too.
+  const cpu::CodedWeight* coded_weight(Param& W, int64_t rows);
+  // Bytes of the bf16 weights decoding streams per token (projections and LM head).
+  size_t streamed_weight_bytes() const;
   void drop_packed(Param& p);
   // The projections projs[0..n) (one input: q, k, v; gate, up) have one adapter over all T rows,
   // without dropout when training: their adapters' xa, and their dA, can each run as one group.
@@ -239,6 +248,7 @@ class Model {
   std::unique_ptr<Backend> backend_;
   DType storage_;
   size_t bytes_ = 0;
+  int8_t codes_weights_ = -1;  // whether one-row GEMMs read coded weights: -1 not yet asked
   BufferPool adapter_buffers_, kv_buffers_;  // kept for reuse (buffer_pool.h)
   std::vector<std::string> names_;
   std::map<std::string, Param*> by_name_;

@@ -13,6 +13,7 @@ std::string gemm_shape(const Gemm& g, const std::string& n) {
   s += g.trans_a ? 'T' : 'N';
   s += g.trans_b ? 'T' : 'N';
   s += ' ' + std::to_string(g.M) + 'x' + n + 'x' + std::to_string(g.K) + ' ' + dtype_name(g.B.dtype);
+  if (g.coded_b) s += " coded";  // given a 12-bit coded copy (read where the kernel takes it)
   return s;
 }
 
@@ -117,6 +118,9 @@ void ProfilingBackend::gemm_with_update(const Gemm& g, const cpu::LowRankUpdate&
 std::unique_ptr<cpu::PackedWeight> ProfilingBackend::pack_weight(WeightView w, int64_t rows, int64_t cols,
                                                                 bool transposed) {
   return timed("pack_weight", 0, [&] { return inner_->pack_weight(w, rows, cols, transposed); });
+}
+std::unique_ptr<cpu::CodedWeight> ProfilingBackend::code_weight(WeightView w, int64_t rows, int64_t cols) {
+  return timed("code_weight", 0, [&] { return inner_->code_weight(w, rows, cols); });
 }
 void ProfilingBackend::embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) {
   timed("embedding_forward", 0, [&] { inner_->embedding_forward(ids, n, table, dim, out); });
