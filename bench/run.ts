@@ -617,6 +617,12 @@ interface Summary extends TargetVerdicts {
    */
   weight_bytes_per_step: number | null; engine_weight_bytes: number | null; bandwidth_gbs: number | null;
   bandwidth_kind: 'read' | 'triad' | null;
+  /**
+   * decode only, where the engine read fewer bytes than its weights (weights coded in 12 bits,
+   * Model.decodeReadBytes): the bytes its step read, the bound at those bytes and the engine's share
+   * of it. The bound target's verdict then rests on this bound: it is the bandwidth the engine used.
+   */
+  engine_read_bytes_per_step: number | null; read_bound_tokens_per_s: number | null; engine_of_read_bound: number | null;
   bw_bound_tokens_per_s: number | null; engine_of_bw_bound: number | null;
   triad_gbs: number | null; triad_bound_tokens_per_s: number | null; engine_of_triad_bound: number | null;
   /**
@@ -661,6 +667,12 @@ for (const { c, contestants } of results) {
   const tpsMed = (k: Contestant) => { const ok = k.runs.filter(isRun).map((x) => x.tokens_per_s); return ok.length ? median(ok) : null; };
   const engine = contestants.find((k) => k.key === 'engine');
   const engTps = engine ? tpsMed(engine) : null;
+  const engWeightBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes).find((x): x is number => typeof x === 'number') ?? null;
+  const engReadBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes_read).find((x): x is number => typeof x === 'number') ?? null;
+  // The step's bytes with the engine's coded copies in place of its weights (norms and the rest as counted).
+  const readBytes = weightBytes !== null && engWeightBytes !== null && engReadBytes !== null && engReadBytes < engWeightBytes
+    ? weightBytes - (engWeightBytes - engReadBytes) : null;
+  const readBound = readBytes !== null && BANDWIDTH_GBS ? streamingBound(c.batch, BANDWIDTH_GBS, readBytes) : null;
   const engine_over: Record<string, number | null> = {};
   let best: { key: string; tps: number } | null = null;
   for (const k of contestants) {
@@ -680,7 +692,8 @@ for (const { c, contestants } of results) {
     rows.push({
       id: c.id, preset: c.preset, work: c.work, batch: c.batch, seq: c.seq, contestant: k.label,
       prompt: c.prompt ?? null, new_tokens: c.newTokens ?? null, prefill_ms_median: prefill.length ? median(prefill) : null,
-      of_bw_bound: bwBound !== null && tps !== null ? tps / bwBound : null,
+      // The engine against the bound at the bytes it read (its coded weights), the peers at their weights'.
+      of_bw_bound: ((b) => (b !== null && tps !== null ? tps / b : null))(k.key === 'engine' && readBound !== null ? readBound : bwBound),
       rounds_ok: ok.length, errors: k.runs.filter((x) => !isRun(x)).map((x) => (x as { error: string }).error),
       tokens_per_s: tps, tokens_per_s_rounds: ok.map((x) => x.tokens_per_s),
       step_ms_median: ok.length ? median(ok.map((x) => x.step_ms_median)) : null,
@@ -697,16 +710,18 @@ for (const { c, contestants } of results) {
   const kvDtype = engine?.runs.filter(isRun).map((x) => x.extra.kv_cache).find((x): x is 'bf16' | 'f32' => x === 'bf16' || x === 'f32') ?? null;
   // Set only for decode rows (the engine's runs report their cache's dtype), with their weight bytes.
   const kvBytes = weightBytes !== null && kvDtype !== null ? decodeKvCacheBytes(config, c.batch, c.prompt!, c.newTokens!, kvDtype) : null;
-  const kvBound = kvBytes !== null && BANDWIDTH_GBS ? streamingBound(c.batch, BANDWIDTH_GBS, weightBytes! + kvBytes) : null;
-  const engWeightBytes = engine?.runs.filter(isRun).map((x) => x.extra.weight_bytes).find((x): x is number => typeof x === 'number') ?? null;
+  // Weights (as the engine read them) and cache.
+  const kvBound = kvBytes !== null && BANDWIDTH_GBS ? streamingBound(c.batch, BANDWIDTH_GBS, (readBytes ?? weightBytes!) + kvBytes) : null;
   summaries.push({
     id: c.id, engine_tokens_per_s: engTps, best_peer: best?.key ?? null, best_peer_tokens_per_s: best?.tps ?? null,
     engine_over_best_peer: overBest, engine_over,
     contended: rows.some((r) => r.id === c.id && isContended(r)),
     ...targetVerdicts({ ratio: c.target, mfu: c.mfuTarget, bound: c.boundTarget },
-      { engineTps: engTps, bestPeerTps: best?.tps ?? null, engineMfuBf16: engTps !== null && PEAK_BF16 ? (engTps * fpt) / 1e9 / PEAK_BF16 : null, boundTps: bwBound }),
+      { engineTps: engTps, bestPeerTps: best?.tps ?? null, engineMfuBf16: engTps !== null && PEAK_BF16 ? (engTps * fpt) / 1e9 / PEAK_BF16 : null, boundTps: readBound ?? bwBound }),
     weight_bytes_per_step: weightBytes, engine_weight_bytes: engWeightBytes, bandwidth_gbs: weightBytes !== null ? BANDWIDTH_GBS : null,
     bandwidth_kind: weightBytes !== null ? BANDWIDTH_KIND : null,
+    engine_read_bytes_per_step: readBytes, read_bound_tokens_per_s: readBound,
+    engine_of_read_bound: readBound !== null && engTps !== null ? engTps / readBound : null,
     bw_bound_tokens_per_s: bwBound, engine_of_bw_bound: bwBound !== null && engTps !== null ? engTps / bwBound : null,
     triad_gbs: weightBytes !== null ? TRIAD_GBS : null, triad_bound_tokens_per_s: triadBound,
     engine_of_triad_bound: triadBound !== null && engTps !== null ? engTps / triadBound : null,
@@ -770,12 +785,16 @@ for (const { c } of results) {
     table.push(['', `weight-streaming bound (${storage}, ${s.bandwidth_kind === 'read' ? 'read-only stream' : 'triad'})`,
       f(s.bw_bound_tokens_per_s), '', '', '', '', '',
       s.engine_of_bw_bound === null ? '' : `engine ${pct(s.engine_of_bw_bound)}`, '', '', '', '']);
+    if (s.read_bound_tokens_per_s !== null && s.engine_read_bytes_per_step !== null) {
+      table.push(['', `bound at the bytes the engine reads (weights coded in 12 bits, ${f(s.engine_read_bytes_per_step / 1e6)} MB)`,
+        f(s.read_bound_tokens_per_s), '', '', '', '', '', s.engine_of_read_bound === null ? '' : `engine ${pct(s.engine_of_read_bound)}`, '', '', '', '']);
+    }
     const bound = describeBoundTarget(s);
-    if (bound) table.push(['', bound, '', '', '', '', '', '', pct(s.engine_of_bw_bound), '', '', '', '']);
+    if (bound) table.push(['', bound, '', '', '', '', '', '', pct(s.engine_of_read_bound ?? s.engine_of_bw_bound), '', '', '', '']);
     const beyond = describeTargetBeyondBound(s, s.best_peer_tokens_per_s);
     if (beyond) table.push(['', beyond, '', '', '', '', '', '', '', '', '', '', '']);
     if (s.weights_kv_bound_tokens_per_s !== null) {
-      table.push(['', `weights + KV cache bound (${s.kv_cache_dtype} cache)`, f(s.weights_kv_bound_tokens_per_s), '', '', '', '', '',
+      table.push(['', `weights${s.engine_read_bytes_per_step !== null ? ' (as read)' : ''} + KV cache bound (${s.kv_cache_dtype} cache)`, f(s.weights_kv_bound_tokens_per_s), '', '', '', '', '',
         s.engine_of_weights_kv_bound === null ? '' : `engine ${pct(s.engine_of_weights_kv_bound)}`, '', '', '', '']);
       if (s.ratio_target_of_weights_kv_bound !== null && s.target_met === false)
         table.push(['', `the ratio target is ${pct(s.ratio_target_of_weights_kv_bound)} of this bound`, '', '', '', '', '', '', '', '', '', '', '']);
@@ -792,12 +811,17 @@ out.push('last (prefill excluded; prefill_ms_median in the JSON); step ms = that
 out.push(`bytes of ${storage} weights read per step (every weight once, LM head included, KV cache not counted), at the read-only`);
 out.push('stream bandwidth (what decoding does: it reads its weights and writes nothing); the same against the STREAM triad follows, and the');
 out.push('bound with the KV cache\'s bytes counted too (each sequence\'s keys and values at the mean length, prompt + new / 2).');
+out.push('Where the engine decodes from its weights coded in 12 bits (lossless: the same bits; Model.decodeReadBytes), its bw bound column,');
+out.push('the bound target\'s verdict and the bound with the KV cache use the bytes it read; the bf16 line stays for comparison.');
 for (const s of summaries) {
   if (s.weight_bytes_per_step === null) continue;
   out.push(`  ${s.id}: ${f(s.weight_bytes_per_step / 1e6)} MB of weights per step / ${f(s.bandwidth_gbs)} GB/s (${s.bandwidth_kind}) -> ` +
     `bound ${f(s.bw_bound_tokens_per_s)} tokens/s; engine ${f(s.engine_tokens_per_s)} tokens/s = ${pct(s.engine_of_bw_bound)} of it` +
     (s.bandwidth_kind === 'read' && s.triad_bound_tokens_per_s !== null
       ? `; triad ${f(s.triad_gbs)} GB/s -> ${f(s.triad_bound_tokens_per_s)} tokens/s, engine ${pct(s.engine_of_triad_bound)}`
+      : '') +
+    (s.engine_read_bytes_per_step !== null
+      ? `; the engine read ${f(s.engine_read_bytes_per_step / 1e6)} MB per step (weights coded in 12 bits, lossless) -> ${f(s.read_bound_tokens_per_s)} tokens/s, engine ${pct(s.engine_of_read_bound)}`
       : '') +
     (s.kv_bytes_per_step !== null
       ? `; with ${f(s.kv_bytes_per_step / 1e6)} MB of ${s.kv_cache_dtype} KV cache (mean length) -> ${f(s.weights_kv_bound_tokens_per_s)} tokens/s, engine ${pct(s.engine_of_weights_kv_bound)}`

@@ -234,7 +234,7 @@ export interface DecodeBenchOptions {
  * the KV cache. tokens_per_s counts the tokens after the first (the first one's time is prefill),
  * over the time from the first token to the last.
  */
-export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number; prefetch?: 'nta' | 'l2'; rows_on_amx?: boolean; rows_on_packed_strips?: boolean }> {
+export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult & { prefill_ms_median: number; weight_bytes: number; kv_cache: KvCacheDtype; sampling: string; steps_per_call: number; prefetch?: 'nta' | 'l2'; rows_on_amx?: boolean; rows_on_packed_strips?: boolean; weight_bytes_read: number; weights_coded: boolean }> {
   const addon = native();
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
@@ -293,11 +293,14 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const c = config;
     // Bytes streamed per decode step: every projection and the LM head (tied or not, it is read once).
     const weightBytes = linearParams(c) * (storage === 'bf16' ? 2 : 4);
+    // What one sequence's step reads of those: less where the model coded them (Model.decodeReadBytes).
+    const weightBytesRead = model.decodeReadBytes();
     return {
       device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, adapters, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
+      weight_bytes_read: weightBytesRead, weights_coded: weightBytesRead < weightBytes,
       ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch, rows_on_amx: rowsOnAmx(addon.info(), storage, o.batch),
         rows_on_packed_strips: rowsOnPackedStrips(addon.info(), storage, o.batch) } : {}),
       sampling: temperature > 0 ? `temperature ${temperature}, top-p ${topP}` : 'greedy', steps_per_call: stepsPerCall,

@@ -103,6 +103,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::TrainStep>("trainStep"),
                            InstanceMethod<&ModelWrap::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&ModelWrap::MemoryBytes>("memoryBytes"),
+                           InstanceMethod<&ModelWrap::DecodeReadBytes>("decodeReadBytes"),
                            InstanceMethod<&ModelWrap::DefaultKvCache>("defaultKvCache"),
                            InstanceMethod<&ModelWrap::TakeProfile>("takeProfile"),
                            InstanceMethod<&ModelWrap::JobThreadingReport>("jobThreading"),
@@ -554,6 +555,10 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   Napi::Value MemoryBytes(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).memory_bytes()));
+  }
+
+  Napi::Value DecodeReadBytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).decode_read_bytes()));
   }
 
   // defaultKvCache() -> 'f32' | 'bf16': what generateBegin's kvCache 'auto' picks.

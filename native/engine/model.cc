@@ -497,6 +497,17 @@ size_t Model::streamed_weight_bytes() const {
   return bytes;
 }
 
+size_t Model::decode_read_bytes() const {
+  size_t bytes = 0;
+  auto add = [&](const Param& p) {
+    bytes += p.coded ? p.coded->bytes : static_cast<size_t>(p.numel()) * dtype_size(p.dtype);
+  };
+  for (const Layer& L : layers_)
+    for (const Param& p : L.proj) add(p);
+  add(config_.tied ? embed_ : lm_head_);
+  return bytes;
+}
+
 void Model::drop_packed(Param& p) {
   for (std::unique_ptr<cpu::PackedWeight>& slot : p.packed)
     if (slot) {

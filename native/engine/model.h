@@ -150,6 +150,10 @@ class Model {
   void zero_grad();
 
   size_t memory_bytes() const { return bytes_; }
+  // Bytes of projection and LM-head weights one sequence's decoding step reads: their coded copies
+  // where the model made them (on its first decoding step, where the backend codes weights), else
+  // the weights themselves.
+  size_t decode_read_bytes() const;
 
   // Runs one job of `tokens` tokens (a forward, a backward, a training step, decoding steps) with its
   // kernels on the pool or inline on this thread, as JobThreading has measured faster for jobs of
