@@ -821,6 +821,49 @@ test('gemm: one-row GEMMs on 12-bit coded bf16 weights give the bits of the weig
   assert.is(res.codedB, false as unknown as number, 'too many escapes: not coded');
 });
 
+// Batched decoding's GEMMs (2-16 rows) read the packed strips; coded, their words are rebuilt per
+// pair step in registers: the bits of the packed strips at every row count, with partial strips, odd
+// K (a padded pair), K over one block (1,536: three blocks, escape offsets per block), escapes and
+// alpha/beta; in a projection group; on 1-3 threads.
+test('gemm: 2-16 rows on coded packed strips give the bits of the packed strips', () => {
+  const info = addon.info();
+  if (!info.codedWeights || !info.decodeRowsPacked) {
+    console.log(`skip: coded strips need AVX512-BF16, AVX512-VBMI and packed strips for batched decoding (isa ${info.isa})`);
+    return;
+  }
+  const r = rng(43);
+  const cases = ([[96, 64], [100, 575], [64, 1536], [40, 8], [33, 129]] as const).flatMap(([N, K], si) => [2, 5, 8, 14, 16].map((M) => {
+    const budget = Math.floor((N * K) / 1024);
+    const places: [number, number][] = [];
+    for (const row of [0, N - 1, 31, 32]) for (const k of [0, 1, 62, 63, 575, K - 1]) if (places.length < budget && row < N && k < K) places.push([row, k]);
+    const [alpha, beta] = si % 2 ? [0.5, 0.25] : [1, 0];
+    const C = f32(rand(M * N, r));
+    if (beta === 0) C.fill(NaN);
+    return { M, N, K, A: f32(rand(M * K, r)), B: withEscapes(bf16Bits(rand(N * K, r, 0.05)), K, places), C, alpha, beta,
+      what: `${M}x${N}x${K} escapes=${places.length} alpha=${alpha} beta=${beta}` };
+  }));
+  const run = (c: (typeof cases)[number], codedB: boolean) => {
+    const res = op('gemm', 'f32', { M: c.M, N: c.N, K: c.K, transB: true, A: c.A, B: c.B, bDtype: 'bf16', C: c.C.slice(), alpha: c.alpha, beta: c.beta, packedB: true, codedB });
+    if (codedB) assert.ok(res.codedB, `${c.what}: coded`);
+    return arr(res, 'C');
+  };
+  withEnv({ SEALKIT_AMX: '0' }, () => keepingThreads(() => {
+    for (const threads of [1, 2, 3]) {
+      addon.setThreads(threads);
+      for (const c of cases) sameBits(run(c, true), run(c, false), `threads=${threads} ${c.what}: the packed strips' bits`);
+      const M = 8, K = 576, Ns = [576, 192, 192];
+      const A = f32(rand(M * K, r));
+      const Ws = Ns.map((N, i) => withEscapes(bf16Bits(rand(N * K, r, 0.05)), K, [[i, 5], [N - 1, 64]]));
+      const args: Record<string, unknown> = { M, K, A, n: Ns.length, bDtype: 'bf16', packedB: true, codedB: true };
+      Ns.forEach((N, i) => { args[`N${i}`] = N; args[`B${i}`] = Ws[i]; });
+      const group = op('gemm_group', 'f32', args);
+      assert.ok(group.codedB, 'group coded');
+      Ns.forEach((N, i) => sameBits(arr(group, `C${i}`), arr(op('gemm', 'f32', { M, N, K, A, B: Ws[i], bDtype: 'bf16', transB: true, packedB: true }), 'C'),
+        `threads=${threads} group W${i}`));
+    }
+  }));
+});
+
 test('gemm_bench: one time per call, on aligned copies that give gemm\'s C (with and without an update)', () => {
   // bench/gemm.ts and bench/gemv.ts time kernels through gemm_bench, which copies A, B and C into
   // 64-byte-aligned buffers first (as the CPU backend allocates tensors) and copies C back.

@@ -294,7 +294,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     // Bytes streamed per decode step: every projection and the LM head (tied or not, it is read once).
     const weightBytes = linearParams(c) * (storage === 'bf16' ? 2 : 4);
     // What one sequence's step reads of those: less where the model coded them (Model.decodeReadBytes).
-    const weightBytesRead = model.decodeReadBytes();
+    const weightBytesRead = model.decodeReadBytes(o.batch);
     return {
       device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, adapters, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,

@@ -163,11 +163,12 @@ export class Model {
   setParam(name: string, data: Float32Array): void { this.live().setParam(name, data); }
   memoryBytes(): number { return this.live().memoryBytes(); }
   /**
-   * Bytes of projection and LM-head weights one sequence's decoding step reads: after the first
-   * decoding step of a model whose bf16 weights are over twice the CPU's last-level cache, their
-   * 12-bit coded copies (lossless, the same bits; NativeInfo.codedWeights), else the weights.
+   * Bytes of projection and LM-head weights a decoding step of `sequences` sequences (default 1)
+   * reads: after the model's first such step, where its bf16 weights are over twice the CPU's
+   * last-level cache, their 12-bit coded copies (lossless, the same bits; NativeInfo.codedWeights:
+   * the rows for one sequence, the packed strips for 2-16), else the weights.
    */
-  decodeReadBytes(): number { return this.live().decodeReadBytes(); }
+  decodeReadBytes(sequences = 1): number { return this.live().decodeReadBytes(sequences); }
   /**
    * The backend calls timed since the last take (or since the model was made), largest time first,
    * then starts a new tally; it waits for the calls queued before it. Only for models created or

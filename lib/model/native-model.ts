@@ -108,8 +108,8 @@ export interface NativeModel {
   trainStep(batch: PackedBatch, options: { full?: boolean; seed?: number | bigint }, step: NativeStepOptions): Promise<{ loss?: Float32Array; norms: number[] }>;
   zeroGrad(): void;
   memoryBytes(): number;
-  /** Bytes of projection and LM-head weights one sequence's decoding step reads (coded copies where made). */
-  decodeReadBytes(): number;
+  /** Bytes of projection and LM-head weights a decoding step of `sequences` reads (coded copies where made). */
+  decodeReadBytes(sequences: number): number;
   /** The KV cache element type generateBegin picks for kvCache 'auto'. */
   defaultKvCache(): KvCacheDtype;
   /** Backend calls timed since the last take, largest time first (models created with profile: true). */

@@ -557,8 +557,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).memory_bytes()));
   }
 
+  // decodeReadBytes(sequences): bytes of weights a decoding step of that many sequences reads.
   Napi::Value DecodeReadBytes(const Napi::CallbackInfo& info) {
-    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).decode_read_bytes()));
+    const int64_t rows = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : 1;
+    if (rows < 1) throw Napi::RangeError::New(info.Env(), "decodeReadBytes: sequences must be >= 1");
+    return Napi::Number::New(info.Env(), static_cast<double>(live(info.Env()).decode_read_bytes(rows)));
   }
 
   // defaultKvCache() -> 'f32' | 'bf16': what generateBegin's kvCache 'auto' picks.

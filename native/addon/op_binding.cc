@@ -277,16 +277,17 @@ std::unique_ptr<cpu::PackedWeight> packed_b(const Args& a, cpu::GemmArgs<T>& g) 
   }
 }
 
-// `codedB`: B's rows coded in 12 bits ahead of the call (cpu::code_weight, y = x W^T with bf16 B), as
-// the model codes its weights for decoding; null (and the result's codedB false) where the CPU lacks
-// the kernel or B has too many escapes.
+// `codedB`: B coded in 12 bits ahead of the call (y = x W^T with bf16 B), as the model codes its
+// weights for decoding: with packedB, the packed copy's strips (cpu::code_packed_strips, batched
+// decoding), else B's rows (cpu::code_weight); null (and the result's codedB false) where the CPU
+// lacks the kernel or B has too many escapes.
 template <typename T>
 std::unique_ptr<cpu::CodedWeight> coded_b(const Args& a, cpu::GemmArgs<T>& g) {
   if (!a.boolean_or("codedB", false)) return nullptr;
   if constexpr (std::is_same_v<T, float>) {
     if (!g.trans_b || g.B.dtype != DType::BF16) a.range_error("codedB", "is for y = x W^T (transB) with a bf16 B");
     if (g.ldb != g.K) a.range_error("ldb", "must be K (the default) with codedB");
-    std::unique_ptr<cpu::CodedWeight> cw = cpu::code_weight(g.B, g.N, g.K);
+    std::unique_ptr<cpu::CodedWeight> cw = g.packed_b ? cpu::code_packed_strips(*g.packed_b) : cpu::code_weight(g.B, g.N, g.K);
     g.coded_b = cw.get();
     return cw;
   } else {

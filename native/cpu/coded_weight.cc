@@ -11,6 +11,7 @@
 #include "../core/cpu_features.h"
 #include "../core/env_switch.h"
 #include "../core/threadpool.h"
+#include "kernels.h"
 
 namespace sealkit::cpu {
 
@@ -59,19 +60,29 @@ bool coded_weights_wanted(size_t weight_bytes) {
 
 bool coded_weights_on() { return switch_on("SEALKIT_CODED_WEIGHTS"); }
 
-std::unique_ptr<CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols) {
-  if (w.dtype != DType::BF16 || rows <= 0 || cols <= 0 || !coded_weights_supported()) return nullptr;
-  const uint16_t* W = static_cast<const uint16_t*>(w.data);
-  const int64_t groups = (cols + kCodedGroup - 1) / kCodedGroup;
+namespace {
+
+// Codes `lines` runs of `len` bf16 words (line l at src + l * stride) as coded_weight.h lays out
+// rows, with escape offsets at every `seg_groups` groups of each line (escape_start[l * segs + s]),
+// or returns null past the escape limit. Fills everything but source, N, K, ldb and the layout.
+std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int64_t len, int64_t stride,
+                                        int64_t seg_groups) {
+  const int64_t groups = (len + kCodedGroup - 1) / kCodedGroup;
+  const int64_t segs = (groups + seg_groups - 1) / seg_groups;
+  constexpr int64_t kLinesPerTask = 16;
+  const int64_t tasks = (lines + kLinesPerTask - 1) / kLinesPerTask;
+  auto line_range = [&](int64_t task, auto&& fn) {
+    for (int64_t l = task * kLinesPerTask; l < std::min(lines, (task + 1) * kLinesPerTask); ++l) fn(l, src + l * stride);
+  };
 
   // The 15 most common high bytes (ties to the smaller byte, so the table depends only on W).
-  constexpr int64_t kRowsPerTask = 64;
   std::vector<std::array<int64_t, 256>> counts(static_cast<size_t>(global_pool().size()));
   for (auto& c : counts) c.fill(0);
-  global_pool().run((rows + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task, int thread) {
+  global_pool().run(tasks, [&](int64_t task, int thread) {
     std::array<int64_t, 256>& c = counts[static_cast<size_t>(thread)];
-    for (int64_t r = task * kRowsPerTask; r < std::min(rows, (task + 1) * kRowsPerTask); ++r)
-      for (int64_t k = 0; k < cols; ++k) ++c[W[r * cols + k] >> 8];
+    line_range(task, [&](int64_t, const uint16_t* line) {
+      for (int64_t k = 0; k < len; ++k) ++c[line[k] >> 8];
+    });
   });
   std::array<int64_t, 256> total{};
   for (const auto& c : counts)
@@ -91,47 +102,75 @@ std::unique_ptr<CodedWeight> code_weight(WeightView w, int64_t rows, int64_t col
     coded += total[static_cast<size_t>(b)];
     for (int j = c; j < 64; j += 16) cw->table[j] = static_cast<uint8_t>(b);
   }
-  const int64_t escaped = rows * cols - coded;
-  if (escaped * kCodedMaxEscapeRatio > rows * cols) return nullptr;
+  const int64_t escaped = lines * len - coded;
+  if (escaped * kCodedMaxEscapeRatio > lines * len) return nullptr;
 
+  cw->row_bytes = groups * kCodedGroupBytes;
+  cw->segments = segs;
+  cw->segment_groups = seg_groups;
+  const size_t data_bytes = static_cast<size_t>(lines * cw->row_bytes);
+  cw->data = static_cast<uint8_t*>(std::aligned_alloc(64, (data_bytes + 63) / 64 * 64));
+  if (!cw->data) throw std::bad_alloc();
+  // Escape offsets: each segment's count, then their running sum.
+  const int64_t seg_len = seg_groups * kCodedGroup;
+  cw->escape_start.assign(static_cast<size_t>(lines * segs + 1), 0);
+  global_pool().run(tasks, [&](int64_t task, int) {
+    line_range(task, [&](int64_t l, const uint16_t* line) {
+      for (int64_t k = 0; k < len; ++k)
+        cw->escape_start[static_cast<size_t>(l * segs + k / seg_len + 1)] += code_of[line[k] >> 8] == kCodedEscape;
+    });
+  });
+  for (size_t i = 1; i < cw->escape_start.size(); ++i) cw->escape_start[i] += cw->escape_start[i - 1];
+  cw->escapes.resize(static_cast<size_t>(escaped));
+  global_pool().run(tasks, [&](int64_t task, int) {
+    line_range(task, [&](int64_t l, const uint16_t* line) {
+      uint8_t* out = cw->data + l * cw->row_bytes;
+      std::memset(out, 0, static_cast<size_t>(cw->row_bytes));
+      uint8_t* esc = cw->escapes.data() + cw->escape_start[static_cast<size_t>(l * segs)];
+      for (int64_t k = 0; k < len; ++k) {
+        const uint16_t v = line[k];
+        const uint8_t code = code_of[v >> 8];
+        if (code == kCodedEscape) *esc++ = static_cast<uint8_t>(v >> 8);
+        const int64_t i = k % kCodedGroup;
+        uint8_t* grp = out + (k / kCodedGroup) * kCodedGroupBytes;
+        grp[i] = static_cast<uint8_t>(v & 0xff);
+        grp[64 + i % 32] |= static_cast<uint8_t>(i < 32 ? code : code << 4);
+      }
+    });
+  });
+  cw->bytes = data_bytes + cw->escapes.size() + cw->escape_start.size() * sizeof(uint32_t);
+  return cw;
+}
+
+}  // namespace
+
+std::unique_ptr<CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols) {
+  if (w.dtype != DType::BF16 || rows <= 0 || cols <= 0 || !coded_weights_supported()) return nullptr;
+  const int64_t groups = (cols + kCodedGroup - 1) / kCodedGroup;
+  std::unique_ptr<CodedWeight> cw = code_lines(static_cast<const uint16_t*>(w.data), rows, cols, cols, groups);
+  if (!cw) return nullptr;
   cw->source = w.data;
   cw->N = rows;
   cw->K = cols;
   cw->ldb = cols;
-  cw->row_bytes = groups * kCodedGroupBytes;
-  const size_t data_bytes = static_cast<size_t>(rows * cw->row_bytes);
-  cw->data = static_cast<uint8_t*>(std::aligned_alloc(64, (data_bytes + 63) / 64 * 64));
-  if (!cw->data) throw std::bad_alloc();
-  // Escape offsets: each row's count, then their running sum.
-  cw->escape_start.assign(static_cast<size_t>(rows + 1), 0);
-  parallel_for(rows, kRowsPerTask, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint16_t* row = W + r * cols;
-      uint32_t n = 0;
-      for (int64_t k = 0; k < cols; ++k) n += code_of[row[k] >> 8] == kCodedEscape;
-      cw->escape_start[static_cast<size_t>(r + 1)] = n;
-    }
-  });
-  for (int64_t r = 0; r < rows; ++r) cw->escape_start[static_cast<size_t>(r + 1)] += cw->escape_start[static_cast<size_t>(r)];
-  cw->escapes.resize(static_cast<size_t>(escaped));
-  parallel_for(rows, kRowsPerTask, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const uint16_t* row = W + r * cols;
-      uint8_t* out = cw->data + r * cw->row_bytes;
-      std::memset(out, 0, static_cast<size_t>(cw->row_bytes));
-      uint8_t* esc = cw->escapes.data() + cw->escape_start[static_cast<size_t>(r)];
-      for (int64_t k = 0; k < cols; ++k) {
-        const uint16_t v = row[k];
-        const uint8_t code = code_of[v >> 8];
-        if (code == kCodedEscape) *esc++ = static_cast<uint8_t>(v >> 8);
-        const int64_t g = k / kCodedGroup, i = k % kCodedGroup;
-        uint8_t* grp = out + g * kCodedGroupBytes;
-        grp[i] = static_cast<uint8_t>(v & 0xff);
-        grp[64 + i % 32] |= static_cast<uint8_t>(i < 32 ? code : code << 4);
-      }
-    }
-  });
-  cw->bytes = data_bytes + cw->escapes.size() + cw->escape_start.size() * sizeof(uint32_t);
+  return cw;
+}
+
+std::unique_ptr<CodedWeight> code_packed_strips(const PackedWeight& pw) {
+  const int64_t kc_depth = packed_strip_kc_depth(pw.K);
+  // vdpbf16ps strips only: 32 columns of bf16 pairs, no padding beyond the last pair.
+  if (!pw.pairs || pw.nr != 32 || pw.pair_align != 1 || !pw.trans_b || kc_depth <= 0 || !coded_weights_supported())
+    return nullptr;
+  const int64_t depth = (pw.K + 1) / 2, strips = (pw.N + 31) / 32;
+  // A strip's pair step is 32 slots of 2 bf16 words: 64 words, one coded group.
+  std::unique_ptr<CodedWeight> cw =
+      code_lines(reinterpret_cast<const uint16_t*>(pw.strips), strips, depth * 64, pw.strip_stride * 2, kc_depth);
+  if (!cw) return nullptr;
+  cw->source = pw.source;
+  cw->N = pw.N;
+  cw->K = pw.K;
+  cw->ldb = pw.ldb;
+  cw->strips = true;
   return cw;
 }
 

@@ -16,7 +16,9 @@
 // elements [64 g, 64 g + 64): 64 low bytes in order, then 32 code bytes, byte i carrying element
 // 64 g + i's code in its low nibble and element 64 g + 32 + i's in its high nibble. Elements past K
 // are zero bytes (code 0) and the kernel masks them. Escaped high bytes are listed per row in element
-// order: row r's are escapes[escape_start[r] .. escape_start[r + 1]).
+// order, per segment: segment s of row r's are escapes[escape_start[r segments + s] .. the next).
+// Batched decoding (2-16 rows) reads W's packed strips instead; their words are coded the same way,
+// a strip as a row.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -30,12 +32,18 @@ namespace sealkit::cpu {
 struct CodedWeight {
   const void* source = nullptr;  // the bf16 W it was coded from (matched by address, like PackedWeight)
   int64_t N = 0, K = 0, ldb = 0;
-  int64_t row_bytes = 0;
+  // What is coded: W's rows (one-row GEMMs), or W's vdpbf16ps packed strips (strips: 2-16 rows;
+  // each strip's run of bf16 words coded as a row, a pair step's 64 words being one group).
+  bool strips = false;
+  int64_t row_bytes = 0;  // bytes per coded row or strip
+  // Escape offsets per segment of `segment_groups` groups of a row or strip (rows: the whole row;
+  // strips: one K block of the packed GEMM), so a kernel can start at any segment.
+  int64_t segments = 1, segment_groups = 0;
   // The high byte of code c at every index c + 16 j, so a 64-entry byte permute (vpermb, which reads
   // an index's low 6 bits) needs no masking of the nibble's neighbours. Code 15's entry is unused.
   alignas(64) uint8_t table[64] = {};
   uint8_t* data = nullptr;  // N x row_bytes, 64-byte aligned, owned
-  std::vector<uint32_t> escape_start;  // N + 1 offsets into escapes
+  std::vector<uint32_t> escape_start;  // rows (or strips) x segments + 1 offsets into escapes
   std::vector<uint8_t> escapes;
   size_t bytes = 0;  // memory it holds
   CodedWeight() = default;
@@ -66,5 +74,9 @@ bool coded_weights_on();
 // W [rows, cols] bf16 coded as above (its rows are y = x W^T's columns), or null where the CPU lacks
 // the kernel, W is not bf16, or it has too many escapes. Parallel over the pool.
 std::unique_ptr<CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols);
+// W's packed vdpbf16ps strips (pack_weight for y = x W^T, not AMX's) coded as above, with escape
+// offsets at every K block the strips' GEMM runs (packed_strip_kc_depth), or null.
+struct PackedWeight;
+std::unique_ptr<CodedWeight> code_packed_strips(const PackedWeight& pw);
 
 }  // namespace sealkit::cpu

@@ -49,11 +49,13 @@ class CpuBackend final : public Backend {
   std::unique_ptr<cpu::PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) override {
     return cpu::pack_weight(w, rows, cols, transposed);
   }
-  bool codes_weights(int64_t rows, size_t weight_bytes) const override {
-    return rows == 1 && cpu::coded_weights_wanted(weight_bytes);
-  }
-  std::unique_ptr<cpu::CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols) override {
-    return cpu::code_weight(w, rows, cols);
+  bool codes_weights(size_t weight_bytes) const override { return cpu::coded_weights_wanted(weight_bytes); }
+  std::unique_ptr<cpu::CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols, int64_t gemm_rows,
+                                                const cpu::PackedWeight* packed) override {
+    if (gemm_rows == 1) return cpu::code_weight(w, rows, cols);
+    // Batched decoding reads the packed strips (cpu::few_rows_packed_on) at 2-16 rows.
+    if (gemm_rows <= 16 && packed && cpu::few_rows_packed_on()) return cpu::code_packed_strips(*packed);
+    return nullptr;
   }
   void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override {
     cpu::embedding_forward<float>(ids, n, table, dim, out);

@@ -1056,17 +1056,26 @@ SEALKIT_BF16 void round_rows_bf16(const GemmArgs<float>& g, float* ap, int64_t a
 // each code becomes its high byte through the table (vpermb: the code's nibble, the other nibble
 // ignored because the table repeats every 16 entries), then low and high bytes interleave into
 // bf16 words (vpermt2b).
+// Byte indices for vpermt2b: group byte i (low byte) and high-byte vector byte i (index 64 + i) into
+// word i, for the group's first 32 elements (from 0) and its last 32 (from 32).
+constexpr std::array<uint8_t, 64> coded_interleave(int from) {
+  std::array<uint8_t, 64> idx{};
+  for (int i = 0; i < 32; ++i) {
+    idx[static_cast<size_t>(2 * i)] = static_cast<uint8_t>(from + i);
+    idx[static_cast<size_t>(2 * i + 1)] = static_cast<uint8_t>(64 + i);
+  }
+  return idx;
+}
+alignas(64) constexpr std::array<uint8_t, 64> kCodedToA = coded_interleave(0), kCodedToB = coded_interleave(32);
+
+// The decoding's constants in registers, made inside the kernels (never a local of baseline code,
+// whose stack is not aligned for them).
 struct CodedDecode {
   __m512i table, to_a, to_b;
 };
 
-SEALKIT_CODED inline CodedDecode coded_decode_setup(const CodedWeight& cw) {
-  alignas(64) uint8_t to_a[64], to_b[64];
-  for (int i = 0; i < 32; ++i) {
-    to_a[2 * i] = static_cast<uint8_t>(i), to_a[2 * i + 1] = static_cast<uint8_t>(64 + i);
-    to_b[2 * i] = static_cast<uint8_t>(32 + i), to_b[2 * i + 1] = static_cast<uint8_t>(64 + i);
-  }
-  return CodedDecode{_mm512_load_si512(cw.table), _mm512_load_si512(to_a), _mm512_load_si512(to_b)};
+SEALKIT_CODED SEALKIT_INLINE CodedDecode coded_decode_setup(const CodedWeight& cw) {
+  return CodedDecode{_mm512_load_si512(cw.table), _mm512_load_si512(kCodedToA.data()), _mm512_load_si512(kCodedToB.data())};
 }
 
 SEALKIT_CODED SEALKIT_INLINE void coded_decode_group(const CodedDecode& d, const uint8_t* grp, __m512i& a,
@@ -1094,11 +1103,11 @@ SEALKIT_CODED __attribute__((noinline)) __m512i coded_patch(__m512i w, uint32_t 
 // Rows [i0, i0 + MB) of C, columns [n, n + nb): few_rows_bf16's block on coded rows. Escapes: some
 // row of the block has escaped elements, so every group checks its codes.
 template <int MB, bool Escapes>
-SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& cw, const CodedDecode& d,
-                                  const float* ap, int64_t aps, int64_t i0, int64_t n, int nb, int64_t n1,
+SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& cw, const float* ap, int64_t aps, int64_t i0, int64_t n, int nb, int64_t n1,
                                   bool prefetch, FewRowsAhead ahead) {
   constexpr int NB = kFewRowsBlock;
   const int64_t K = g.K, rb = cw.row_bytes;
+  const CodedDecode d = coded_decode_setup(cw);
   const float* A = ap + i0 * aps;
   const uint8_t* w[NB];
   const uint8_t* esc[NB];
@@ -1163,16 +1172,15 @@ SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& c
 struct FewRowsCoded {
   const GemmArgs<float>& g;
   const CodedWeight& cw;
-  const CodedDecode& d;
   const float* ap;
   int64_t aps, n1;
   FewRowsAhead ahead;
   template <int MB>
   void run(int64_t i0, int64_t n, int nb, bool prefetch) const {
     if (cw.escape_start[static_cast<size_t>(n + nb)] != cw.escape_start[static_cast<size_t>(n)])
-      few_rows_coded<MB, true>(g, cw, d, ap, aps, i0, n, nb, n1, prefetch, ahead);
+      few_rows_coded<MB, true>(g, cw, ap, aps, i0, n, nb, n1, prefetch, ahead);
     else
-      few_rows_coded<MB, false>(g, cw, d, ap, aps, i0, n, nb, n1, prefetch, ahead);
+      few_rows_coded<MB, false>(g, cw, ap, aps, i0, n, nb, n1, prefetch, ahead);
   }
   void prefetch_rows(int64_t r0, int64_t r1) const {
     const char* p = reinterpret_cast<const char*>(cw.data + r0 * cw.row_bytes);
@@ -1181,12 +1189,13 @@ struct FewRowsCoded {
 };
 
 // The coded copy a GEMM may read instead of B (GemmArgs::coded_b): coded from this very B, for
-// y = x W^T, and the switch on.
-const CodedWeight* usable_coded_weight(const GemmArgs<float>& g) {
+// y = x W^T, of B's rows or (strips) of its packed strips in this GEMM's K blocks, and the switch on.
+const CodedWeight* usable_coded_weight(const GemmArgs<float>& g, bool strips) {
   const CodedWeight* cw = g.coded_b;
   if (!cw || cw->source != g.B.data || !g.trans_b || g.B.dtype != DType::BF16 || cw->N != g.N || cw->K != g.K ||
-      cw->ldb != g.ldb)
+      cw->ldb != g.ldb || cw->strips != strips)
     return nullptr;
+  if (strips && cw->segment_groups != packed_strip_kc_depth(g.K)) return nullptr;
   return coded_weights_supported() && coded_weights_on() ? cw : nullptr;
 }
 
@@ -1593,6 +1602,78 @@ bool use_few_rows_packed(int64_t M) {
   return M >= 2 && M <= kFewRowsPackedMax && !use_amx() && switch_on("SEALKIT_FEW_ROWS_PACKED");
 }
 
+// The same from W's coded strips (coded_weight.h; AVX512-VBMI): each pair step's 64 bf16 words are
+// rebuilt in registers (coded_decode_group, escapes patched) into the two vectors micro_bf16_rows
+// loads from the packed strip, then the same vdpbf16ps in the same order, so the same bits; 3/4 of
+// the bytes. R rows (1-14) of a packed A strip against one coded strip's K block of kp pair steps;
+// esc: the block's escaped high bytes (Escapes: it has some).
+template <int R, bool Escapes>
+SEALKIT_CODED void micro_bf16_coded_rows(int64_t kp, const float* a, const uint8_t* b, const CodedWeight& cw,
+                                         const uint8_t* esc, float* c, int64_t ldc, int rows, int cols,
+                                         const Epilogue& ep) {
+  const CodedDecode d = coded_decode_setup(cw);
+  __m512 acc[R][2];
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kp; ++p, b += kCodedGroupBytes) {
+    __m512i w0, w1;
+    coded_decode_group(d, b, w0, w1);
+    if constexpr (Escapes) {
+      const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64));
+      const uint32_t e0 = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(0x0f));
+      const uint32_t e1 = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, _mm256_set1_epi8(char(0xf0))),
+                                                 _mm256_set1_epi8(char(0xf0)));
+      if (e0) w0 = coded_patch(w0, e0, esc);
+      if (e1) w1 = coded_patch(w1, e1, esc);
+    }
+    const __m512bh b0 = as_bh(w0), b1 = as_bh(w1);
+#pragma GCC unroll 32
+    for (int i = 0; i < R; ++i) {
+      const __m512bh ai = as_bh(_mm512_set1_ps(a[i]));
+      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
+      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
+    }
+    a += kBf16Mr;
+  }
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) {
+    if (i >= rows) break;
+    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
+  }
+}
+
+using CodedMicro = void (*)(int64_t, const float*, const uint8_t*, const CodedWeight&, const uint8_t*, float*, int64_t,
+                            int, int, const Epilogue&);
+template <bool Escapes, size_t... R>
+constexpr std::array<CodedMicro, sizeof...(R)> coded_micro_table(std::index_sequence<R...>) {
+  return {micro_bf16_coded_rows<static_cast<int>(R) + 1, Escapes>...};
+}
+
+// few_rows_strips on W's coded strips: strips [s0, s1) against x's rows packed as A strips of `per`.
+void few_rows_coded_strips(const GemmArgs<float>& g, const CodedWeight& cw, const float* ap, int64_t per, int64_t s0,
+                           int64_t s1) {
+  static constexpr auto plain = coded_micro_table<false>(std::make_index_sequence<kBf16Mr>());
+  static constexpr auto escapes = coded_micro_table<true>(std::make_index_sequence<kBf16Mr>());
+  const int64_t Kd = packed_depth(kBf16Spec, g.K), kc_depth = cw.segment_groups;
+  for (int64_t s = s0; s < s1; ++s) {
+    const uint8_t* strip = cw.data + s * cw.row_bytes;
+    const int64_t col = s * kBf16Nr;
+    const int cols = static_cast<int>(std::min<int64_t>(kBf16Nr, g.N - col));
+    for (int64_t k0 = 0, seg = 0; k0 < Kd; k0 += kc_depth, ++seg) {
+      const Epilogue ep{g.alpha, k0 == 0 ? g.beta : 1.f, k0 != 0 || g.beta != 0.f};
+      const uint32_t e0 = cw.escape_start[static_cast<size_t>(s * cw.segments + seg)];
+      const uint32_t e1 = cw.escape_start[static_cast<size_t>(s * cw.segments + seg + 1)];
+      for (int64_t r = 0; r < g.M; r += per) {
+        const int rows = static_cast<int>(std::min(per, g.M - r));
+        (e1 != e0 ? escapes : plain)[static_cast<size_t>(rows - 1)](
+            std::min(kc_depth, Kd - k0), ap + (r / per) * Kd * kBf16Mr + k0 * kBf16Mr, strip + k0 * kCodedGroupBytes,
+            cw, cw.escapes.data() + e0, g.C + r * g.ldc + col, g.ldc, rows, cols, ep);
+      }
+    }
+  }
+}
+
 // Few rows of y_i = x W_i^T with bf16 W_i under AVX512-BF16, for n GEMMs sharing x (one, or a
 // projection group): rounds x's rows to pairs once (in the caller's scratch), then streams all the
 // W_i's rows, or their packed strips (few_rows_strips), in one dispatch.
@@ -1629,10 +1710,16 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
         pack_a_bf16(g.A, g.lda, 1, r * per, std::min(per, g.M - r * per), g.K, buf.data() + r * Kd * kBf16Mr);
       int64_t first[kMaxGemms + 1] = {};
       for (int i = 0; i < n; ++i) first[i + 1] = first[i] + (gs[i].N + kBf16Nr - 1) / kBf16Nr;
+      // The strips' coded copies where every GEMM of the group has one.
+      const CodedWeight* cws[kMaxGemms];
+      bool coded = true;
+      for (int i = 0; coded && i < n; ++i) coded = (cws[i] = usable_coded_weight(gs[i], true)) != nullptr;
       parallel_streams(first[n], kFewRowsPackedChunk, [&](const StreamChunk& c) {
         for (int i = 0; i < n; ++i) {
           const int64_t lo = std::max(c.begin, first[i]), hi = std::min(c.end, first[i + 1]);
-          if (lo < hi) few_rows_strips(gs[i], *pws[i], buf.data(), per, lo - first[i], hi - first[i]);
+          if (lo >= hi) continue;
+          if (coded) few_rows_coded_strips(gs[i], *cws[i], buf.data(), per, lo - first[i], hi - first[i]);
+          else few_rows_strips(gs[i], *pws[i], buf.data(), per, lo - first[i], hi - first[i]);
         }
       });
       return;
@@ -1648,12 +1735,10 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
   constexpr int kMaxCoded = 4;
   const CodedWeight* cws[kMaxCoded];
   bool coded = n <= kMaxCoded;
-  for (int i = 0; coded && i < n; ++i) coded = (cws[i] = usable_coded_weight(gs[i])) != nullptr;
+  for (int i = 0; coded && i < n; ++i) coded = (cws[i] = usable_coded_weight(gs[i], false)) != nullptr;
   if (coded) {
-    CodedDecode ds[kMaxCoded];
-    for (int i = 0; i < n; ++i) ds[i] = coded_decode_setup(*cws[i]);
     few_rows_streams(gs, n, [&](int i, int64_t lo, int64_t hi, int64_t run_hi, bool warm) {
-      few_rows_columns(g.M, lo, hi, warm, FewRowsCoded{gs[i], *cws[i], ds[i], ap, aps, run_hi, ahead});
+      few_rows_columns(g.M, lo, hi, warm, FewRowsCoded{gs[i], *cws[i], ap, aps, run_hi, ahead});
     });
     return;
   }
@@ -2360,6 +2445,15 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 #else
   (void)M, (void)dtype, (void)transposed;
   return false;
+#endif
+}
+
+int64_t packed_strip_kc_depth(int64_t K) {
+#if SEALKIT_X86
+  return packed_kc_depth(kBf16Spec, packed_depth(kBf16Spec, K));
+#else
+  (void)K;
+  return 0;
 #endif
 }
 

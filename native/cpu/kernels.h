@@ -101,6 +101,9 @@ bool few_rows_amx_on();
 // GEMMs not on AMX tiles, SEALKIT_FEW_ROWS_PACKED and SEALKIT_PACKED_WEIGHTS not 0; gemm.cc,
 // few_rows_strips).
 bool few_rows_packed_on();
+// Pair steps per K block of the vdpbf16ps strips' GEMM at depth K (the blocks few_rows_strips runs;
+// coded strips keep their escape offsets at these blocks).
+int64_t packed_strip_kc_depth(int64_t K);
 // The packed weight (null when no kernel on this CPU reads one). Parallel over the pool.
 std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed);
 

@@ -83,16 +83,19 @@ class Backend {
     (void)w, (void)rows, (void)cols, (void)transposed;
     return nullptr;
   }
-  // Weights coded in 12 bits for decoding's one-row GEMMs (cpu::CodedWeight, same bits as the bf16
-  // rows): whether a model whose bf16 weights streamed per token total `weight_bytes` should code
-  // them for GEMMs of `rows` rows, and coding one, for Gemm::coded_b (null where it cannot). The
-  // caller owns it and drops it when W changes. The defaults: no backend reads one.
-  virtual bool codes_weights(int64_t rows, size_t weight_bytes) const {
-    (void)rows, (void)weight_bytes;
+  // Weights coded in 12 bits for decoding's GEMMs (cpu::CodedWeight, same bits as the bf16 weights):
+  // whether a model whose bf16 weights streamed per token total `weight_bytes` should code them, and
+  // coding W [rows, cols] for y = x W^T GEMMs of `gemm_rows` rows, for Gemm::coded_b: its rows for
+  // one row, its packed copy's strips (`packed`, Gemm::packed_b) for batched decoding; null where
+  // that GEMM reads no coded copy. The caller owns it and drops it when W changes. The defaults: no
+  // backend reads one.
+  virtual bool codes_weights(size_t weight_bytes) const {
+    (void)weight_bytes;
     return false;
   }
-  virtual std::unique_ptr<cpu::CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols) {
-    (void)w, (void)rows, (void)cols;
+  virtual std::unique_ptr<cpu::CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols, int64_t gemm_rows,
+                                                        const cpu::PackedWeight* packed) {
+    (void)w, (void)rows, (void)cols, (void)gemm_rows, (void)packed;
     return nullptr;
   }
   virtual void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) = 0;

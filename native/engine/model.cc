@@ -455,7 +455,7 @@ Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) 
   g.B = W.view(); g.ldb = W.cols; g.trans_b = true;
   g.C = y; g.ldc = W.rows;
   g.packed_b = packed_weight(W, true, T);
-  g.coded_b = coded_weight(W, T);
+  g.coded_b = coded_weight(W, T, g.packed_b);
   return g;
 }
 
@@ -472,18 +472,20 @@ const cpu::PackedWeight* Model::packed_weight(Param& W, bool transposed, int64_t
   return slot.get();
 }
 
-const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows) {
-  // As packed_weight: a weight that trains changes every step.
-  if (rows != 1 || W.grad || W.dtype != DType::BF16) return nullptr;
+const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows, const cpu::PackedWeight* packed) {
+  // Decoding's row counts only (the few-rows GEMMs); as packed_weight, a weight that trains changes
+  // every step.
+  if (rows < 1 || rows > 16 || W.grad || W.dtype != DType::BF16) return nullptr;
   // Asked once per model (the answer rests on its size and the environment at its first decode).
-  if (codes_weights_ < 0) codes_weights_ = backend_->codes_weights(rows, streamed_weight_bytes()) ? 1 : 0;
+  if (codes_weights_ < 0) codes_weights_ = backend_->codes_weights(streamed_weight_bytes()) ? 1 : 0;
   if (!codes_weights_) return nullptr;
-  if (!W.coded_tried) {
-    W.coded_tried = true;
-    W.coded = backend_->code_weight(W.view(), W.rows, W.cols);
-    if (W.coded) bytes_ += W.coded->bytes;
+  const size_t slot = rows == 1 ? 0 : 1;
+  if (!W.coded_tried[slot]) {
+    W.coded_tried[slot] = true;
+    W.coded[slot] = backend_->code_weight(W.view(), W.rows, W.cols, rows, packed);
+    if (W.coded[slot]) bytes_ += W.coded[slot]->bytes;
   }
-  return W.coded.get();
+  return W.coded[slot].get();
 }
 
 size_t Model::streamed_weight_bytes() const {
@@ -497,10 +499,12 @@ size_t Model::streamed_weight_bytes() const {
   return bytes;
 }
 
-size_t Model::decode_read_bytes() const {
+size_t Model::decode_read_bytes(int64_t rows) const {
+  const int slot = rows == 1 ? 0 : rows <= 16 ? 1 : -1;  // coded_weight's slots
   size_t bytes = 0;
   auto add = [&](const Param& p) {
-    bytes += p.coded ? p.coded->bytes : static_cast<size_t>(p.numel()) * dtype_size(p.dtype);
+    const cpu::CodedWeight* cw = slot >= 0 ? p.coded[slot].get() : nullptr;
+    bytes += cw ? cw->bytes : static_cast<size_t>(p.numel()) * dtype_size(p.dtype);
   };
   for (const Layer& L : layers_)
     for (const Param& p : L.proj) add(p);
@@ -514,9 +518,11 @@ void Model::drop_packed(Param& p) {
       bytes_ -= slot->bytes;
       slot.reset();
     }
-  if (p.coded) bytes_ -= p.coded->bytes;
-  p.coded.reset();
-  p.coded_tried = false;
+  for (size_t i = 0; i < 2; ++i) {
+    if (p.coded[i]) bytes_ -= p.coded[i]->bytes;
+    p.coded[i].reset();
+    p.coded_tried[i] = false;
+  }
 }
 
 namespace {
@@ -975,7 +981,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       g.B = head; g.ldb = H; g.trans_b = true;
       g.C = w.logits; g.ldc = V;
       g.packed_b = packed_weight(head_weight, true, rows);
-      g.coded_b = coded_weight(head_weight, rows);
+      g.coded_b = coded_weight(head_weight, rows, g.packed_b);
       backend_->gemm(g);
       backend_->download(result.logits.data() + r0 * V, w.logits, static_cast<size_t>(rows * V) * 4);
     }

@@ -44,10 +44,11 @@ struct Param {
   // The weight's copies packed for the backend's GEMM (Backend::pack_weight): [0] for dx = dy W,
   // [1] for y = x W^T. Made on first use by a GEMM that reads one, dropped when the weight changes.
   std::unique_ptr<cpu::PackedWeight> packed[2];
-  // Its 12-bit coded copy for decoding's one-row GEMMs (Backend::code_weight), made on first use
-  // where the backend codes weights; coded_tried: coding was tried (it may decline: escapes).
-  std::unique_ptr<cpu::CodedWeight> coded;
-  bool coded_tried = false;
+  // Its 12-bit coded copies for decoding (Backend::code_weight): [0] its rows, for one-row GEMMs,
+  // [1] its packed strips, for batched decoding; made on first use where the backend codes weights.
+  // coded_tried: coding was tried (it may decline: escapes, or no kernel reads one).
+  std::unique_ptr<cpu::CodedWeight> coded[2];
+  bool coded_tried[2] = {false, false};
   int64_t numel() const { return rows * cols; }
   float* f32() const { return static_cast<float*>(data); }
   WeightView view() const { return WeightView{data, dtype}; }
@@ -150,10 +151,10 @@ class Model {
   void zero_grad();
 
   size_t memory_bytes() const { return bytes_; }
-  // Bytes of projection and LM-head weights one sequence's decoding step reads: their coded copies
-  // where the model made them (on its first decoding step, where the backend codes weights), else
-  // the weights themselves.
-  size_t decode_read_bytes() const;
+  // Bytes of projection and LM-head weights a decoding step of `rows` sequences reads: their coded
+  // copies for that many rows where the model made them (on its first such step, where the backend
+  // codes weights), else the weights themselves.
+  size_t decode_read_bytes(int64_t rows) const;
 
   // Runs one job of `tokens` tokens (a forward, a backward, a training step, decoding steps) with its
   // kernels on the pool or inline on this thread, as JobThreading has measured faster for jobs of
@@ -214,9 +215,10 @@ class Model {
   // W's packed copy for a GEMM of `rows` rows in this orientation (null when the backend's GEMM would
   // not read one), made on first use; drop_packed frees both when W changes.
   const cpu::PackedWeight* packed_weight(Param& W, bool transposed, int64_t rows);
-  // W's coded copy for a GEMM y = x W^T of `rows` rows (null unless the backend codes weights for
-  // that many rows at this model's size), made on first use; drop_packed frees it too.
-  const cpu::CodedWeight* coded_weight(Param& W, int64_t rows);
+  // W's coded copy for a GEMM y = x W^T of `rows` rows (packed: that GEMM's packed_b), null unless
+  // the backend codes weights at this model's size and such a GEMM reads one; made on first use,
+  // freed by drop_packed.
+  const cpu::CodedWeight* coded_weight(Param& W, int64_t rows, const cpu::PackedWeight* packed);
   // Bytes of the bf16 weights decoding streams per token (projections and LM head).
   size_t streamed_weight_bytes() const;
   void drop_packed(Param& p);

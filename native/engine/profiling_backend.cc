@@ -119,8 +119,9 @@ std::unique_ptr<cpu::PackedWeight> ProfilingBackend::pack_weight(WeightView w, i
                                                                 bool transposed) {
   return timed("pack_weight", 0, [&] { return inner_->pack_weight(w, rows, cols, transposed); });
 }
-std::unique_ptr<cpu::CodedWeight> ProfilingBackend::code_weight(WeightView w, int64_t rows, int64_t cols) {
-  return timed("code_weight", 0, [&] { return inner_->code_weight(w, rows, cols); });
+std::unique_ptr<cpu::CodedWeight> ProfilingBackend::code_weight(WeightView w, int64_t rows, int64_t cols,
+                                                                int64_t gemm_rows, const cpu::PackedWeight* packed) {
+  return timed("code_weight", 0, [&] { return inner_->code_weight(w, rows, cols, gemm_rows, packed); });
 }
 void ProfilingBackend::embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) {
   timed("embedding_forward", 0, [&] { inner_->embedding_forward(ids, n, table, dim, out); });

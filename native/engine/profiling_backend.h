@@ -47,10 +47,9 @@ class ProfilingBackend final : public Backend {
     return inner_->reads_packed_weight(rows, dtype, transposed);
   }
   std::unique_ptr<cpu::PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t cols, bool transposed) override;
-  bool codes_weights(int64_t rows, size_t weight_bytes) const override {
-    return inner_->codes_weights(rows, weight_bytes);
-  }
-  std::unique_ptr<cpu::CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols) override;
+  bool codes_weights(size_t weight_bytes) const override { return inner_->codes_weights(weight_bytes); }
+  std::unique_ptr<cpu::CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols, int64_t gemm_rows,
+                                                const cpu::PackedWeight* packed) override;
   void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override;
   void embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim, float* dtable) override;
   void residual_rmsnorm_forward(float* x, const float* r, const float* w, float* y, float* rstd, int64_t rows,
