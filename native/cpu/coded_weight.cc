@@ -72,7 +72,8 @@ std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int6
   constexpr int64_t kLinesPerTask = 16;
   const int64_t tasks = (lines + kLinesPerTask - 1) / kLinesPerTask;
   auto line_range = [&](int64_t task, auto&& fn) {
-    for (int64_t l = task * kLinesPerTask; l < std::min(lines, (task + 1) * kLinesPerTask); ++l) fn(l, src + l * stride);
+    for (int64_t l = task * kLinesPerTask; l < std::min(lines, (task + 1) * kLinesPerTask); ++l)
+      fn(l, src + l * stride);
   };
 
   // The 15 most common high bytes (ties to the smaller byte, so the table depends only on W).

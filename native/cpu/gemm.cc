@@ -1075,7 +1075,8 @@ struct CodedDecode {
 };
 
 SEALKIT_CODED SEALKIT_INLINE CodedDecode coded_decode_setup(const CodedWeight& cw) {
-  return CodedDecode{_mm512_load_si512(cw.table), _mm512_load_si512(kCodedToA.data()), _mm512_load_si512(kCodedToB.data())};
+  return CodedDecode{_mm512_load_si512(cw.table), _mm512_load_si512(kCodedToA.data()),
+                     _mm512_load_si512(kCodedToB.data())};
 }
 
 SEALKIT_CODED SEALKIT_INLINE void coded_decode_group(const CodedDecode& d, const uint8_t* grp, __m512i& a,
@@ -1100,11 +1101,26 @@ SEALKIT_CODED __attribute__((noinline)) __m512i coded_patch(__m512i w, uint32_t 
   return _mm512_load_si512(words);
 }
 
+// coded_decode_group, then (Escapes) the escaped elements patched from esc, which moves past them.
+template <bool Escapes>
+SEALKIT_CODED SEALKIT_INLINE void coded_decode(const CodedDecode& d, const uint8_t* grp, __m512i& a, __m512i& b,
+                                               const uint8_t*& esc) {
+  coded_decode_group(d, grp, a, b);
+  if constexpr (Escapes) {
+    const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(grp + 64));
+    const __m256i lo = _mm256_set1_epi8(0x0f), hi = _mm256_set1_epi8(static_cast<char>(0xf0));
+    const uint32_t ea = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, lo), lo);
+    const uint32_t eb = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, hi), hi);
+    if (ea) a = coded_patch(a, ea, esc);
+    if (eb) b = coded_patch(b, eb, esc);
+  }
+}
+
 // Rows [i0, i0 + MB) of C, columns [n, n + nb): few_rows_bf16's block on coded rows. Escapes: some
 // row of the block has escaped elements, so every group checks its codes.
 template <int MB, bool Escapes>
-SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& cw, const float* ap, int64_t aps, int64_t i0, int64_t n, int nb, int64_t n1,
-                                  bool prefetch, FewRowsAhead ahead) {
+SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& cw, const float* ap, int64_t aps,
+                                  int64_t i0, int64_t n, int nb, int64_t n1, bool prefetch, FewRowsAhead ahead) {
   constexpr int NB = kFewRowsBlock;
   const int64_t K = g.K, rb = cw.row_bytes;
   const CodedDecode d = coded_decode_setup(cw);
@@ -1130,18 +1146,8 @@ SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& c
       for (int l = 0; l < 6; ++l) prefetch_w(pf + (k / kCodedGroup) * (NB * kCodedGroupBytes) + 64 * l, ahead.nta);
     __m512i wa[NB], wb[NB];
 #pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j) {
-      const uint8_t* grp = w[j] + (k / kCodedGroup) * kCodedGroupBytes;
-      coded_decode_group(d, grp, wa[j], wb[j]);
-      if constexpr (Escapes) {
-        const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(grp + 64));
-        const uint32_t ea = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(0x0f));
-        const uint32_t eb = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, _mm256_set1_epi8(char(0xf0))),
-                                                   _mm256_set1_epi8(char(0xf0)));
-        if (ea) wa[j] = coded_patch(wa[j], ea, esc[j]);
-        if (eb) wb[j] = coded_patch(wb[j], eb, esc[j]);
-      }
-    }
+    for (int j = 0; j < NB; ++j)
+      coded_decode<Escapes>(d, w[j] + (k / kCodedGroup) * kCodedGroupBytes, wa[j], wb[j], esc[j]);
     // The two halves as two of the rows path's 32-k passes; a half that reaches past K is masked as
     // its tail pass, one wholly past K skipped.
 #pragma GCC unroll 2
@@ -1617,15 +1623,7 @@ SEALKIT_CODED void micro_bf16_coded_rows(int64_t kp, const float* a, const uint8
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kp; ++p, b += kCodedGroupBytes) {
     __m512i w0, w1;
-    coded_decode_group(d, b, w0, w1);
-    if constexpr (Escapes) {
-      const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64));
-      const uint32_t e0 = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(0x0f));
-      const uint32_t e1 = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, _mm256_set1_epi8(char(0xf0))),
-                                                 _mm256_set1_epi8(char(0xf0)));
-      if (e0) w0 = coded_patch(w0, e0, esc);
-      if (e1) w1 = coded_patch(w1, e1, esc);
-    }
+    coded_decode<Escapes>(d, b, w0, w1, esc);
     const __m512bh b0 = as_bh(w0), b1 = as_bh(w1);
 #pragma GCC unroll 32
     for (int i = 0; i < R; ++i) {
