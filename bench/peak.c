@@ -18,8 +18,12 @@
 //
 // Build: cc -O2 -march=native -pthread bench/peak.c -o peak   (bench/run.ts does this in a temp dir)
 // Usage: peak [--threads N] [--trials K] [--ms M] [--stream-mib S]
-//        peak --probe [--threads N]   quick machine-speed probe (FP32 FMA on N threads, ~0.1 s):
-//                                     bench/run.ts runs it around every measurement to flag noise
+//        peak --probe [--threads N] [--read-mib S]
+//                                     quick machine-speed probe (FP32 FMA on N threads, ~0.1 s):
+//                                     bench/run.ts runs it around every measurement to flag noise;
+//                                     with --read-mib, also the read-only stream over S MiB (2
+//                                     trials, ~0.2 s at 256), around decoding's runs: the memory
+//                                     bandwidth of this VM moved 39-77 GB/s within an hour
 //   core_round_trip_ns (both modes, N >= 2): a cache line handed back and forth between threads on
 //              the first two CPUs the process may use, median ns per round trip. On the 2-vCPU EPYC
 //              VM: ~190 while the vCPUs shared a cache, ~450-900 while the host kept them apart.
@@ -418,13 +422,18 @@ int main(int argc, char **argv) {
   double ms = 100;
   long stream_mib = 1024;
   int probe = 0;
+  long probe_read_mib = 0;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--probe")) probe = 1;
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--trials") && i + 1 < argc) trials = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--ms") && i + 1 < argc) ms = atof(argv[++i]);
     else if (!strcmp(argv[i], "--stream-mib") && i + 1 < argc) stream_mib = atol(argv[++i]);
-    else { fprintf(stderr, "usage: peak [--probe] [--threads N] [--trials K] [--ms M] [--stream-mib S]\n"); return 2; }
+    else if (!strcmp(argv[i], "--read-mib") && i + 1 < argc) probe_read_mib = atol(argv[++i]);
+    else {
+      fprintf(stderr, "usage: peak [--probe [--read-mib S]] [--threads N] [--trials K] [--ms M] [--stream-mib S]\n");
+      return 2;
+    }
   }
   if (threads < 1 || threads > 256) threads = 2;
   if (trials < 1) trials = 1;
@@ -439,6 +448,10 @@ int main(int argc, char **argv) {
     printf("{");
     const double rt = threads >= 2 ? measure_round_trip(3) : -1;
     if (rt > 0) printf("\"core_round_trip_ns\":%.1f,", rt);
+    if (probe_read_mib > 0) {
+      const size_t words = (size_t)probe_read_mib * 1024 * 1024 / sizeof(uint64_t);
+      print_stat("read_gbs_nt", measure_read(words, threads, 2), 0);
+    }
     print_stat("fp32_fma_gflops_nt", measure_compute(fma, threads, 5, 15), 1);
     printf("}\n");
     return 0;

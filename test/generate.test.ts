@@ -466,12 +466,21 @@ test('coded weights: decoding gives the tokens and logits of the bf16 weights, t
     const sampled = await model.generate([{ tokens: randomTokens(4, V, 32) }], { maxNewTokens: 12, temperature: 0.9, seed: 4, withLogits: true, eosTokenIds: [] });
     const several = await model.generate([{ tokens: randomTokens(5, V, 33) }, { tokens: randomTokens(2, V, 34) }], { maxNewTokens: 8, withLogits: true, eosTokenIds: [] });
     const grew = model.memoryBytes() - before;
+    const reads = [model.decodeReadBytes(1), model.decodeReadBytes(2), model.decodeReadBytes(17)];
     await model.dispose();
-    return { out: [...one, ...sampled, ...several], grew };
+    return { out: [...one, ...sampled, ...several], grew, reads };
   });
   const plain = await run('0');
   const coded = await run('1');
   assert.ok(coded.grew > plain.grew, `coded copies held (${coded.grew} bytes against ${plain.grew})`);
+  // What a step reads: the bf16 weights uncoded (and past 16 sequences); coded, fewer: 3/4 for the
+  // strips (whole pair steps), less of a saving for rows whose K is not a multiple of 64 (96: none).
+  const [p1, p2, p17] = plain.reads as [number, number, number];
+  assert.is(p2, p1);
+  assert.is(p17, p1);
+  assert.is(coded.reads[2], p1);
+  assert.ok(coded.reads[0]! < p1, `coded rows: ${coded.reads[0]} of ${p1} bytes`);
+  assert.ok(coded.reads[1]! < 0.8 * p1 && coded.reads[1]! > 0.7 * p1, `coded strips: ${coded.reads[1]} of ${p1} bytes`);
   assert.equal(coded.out.map((c) => c.tokens), plain.out.map((c) => c.tokens));
   coded.out.forEach((c, i) => c.logits!.forEach((row, t) => {
     const ref = plain.out[i]!.logits![t]!;
