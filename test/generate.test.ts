@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Model } from '../lib/model/model.js';
+import { Model, type LoadOptions } from '../lib/model/model.js';
 import { native } from '../lib/native.js';
 import { TextTokenizer } from '../lib/model/tokenizer.js';
 import { assertClose, fixturesDir, hasShared, repoRoot, sharedDir } from './helpers/fixtures.js';
@@ -449,17 +449,20 @@ if (hasShared) {
   console.log('skip: ../shared/models/tinystories-656k is absent; greedy parity on real weights not checked');
 }
 
-// A model whose bf16 weights outgrow the caches codes them in 12 bits for decoding's one-row GEMMs
-// (native/cpu/coded_weight.h); SEALKIT_CODED_WEIGHTS=1 codes the small fixture model too, and its
-// generations (one sequence: one-row GEMMs, LM head included; sampled; several sequences alongside)
-// must be those of the uncoded model to the bit.
+// A model whose bf16 weights outgrow the caches codes them in 12 bits for decoding's GEMMs
+// (native/cpu/coded_weight.h); the option codedWeights: true codes the small fixture model too
+// (SEALKIT_CODED_WEIGHTS=1 alike), and its generations (one sequence: the rows; sampled; two
+// sequences: the packed strips; the LM head included) must be those of the uncoded model to the bit.
 test('coded weights: decoding gives the tokens and logits of the bf16 weights, to the bit', async () => {
+  let err = '';
+  try { await Model.load(llamaDir, { storage: 'bf16', codedWeights: 'yes' as never }); } catch (e) { err = String(e); }
+  assert.match(err, /codedWeights must be true, false or 'auto'/);
   if (!native().info().codedWeights) {
     console.log('skip: coded weights need AVX512-BF16 and AVX512-VBMI');
     return;
   }
-  const run = (coded: '0' | '1') => withEnv({ SEALKIT_CODED_WEIGHTS: coded }, async () => {
-    const model = await Model.load(llamaDir, { storage: 'bf16' });
+  const run = async (coded: LoadOptions['codedWeights'], env: Record<string, string> = {}) => withEnv(env, async () => {
+    const model = await Model.load(llamaDir, { storage: 'bf16', codedWeights: coded });
     const V = model.config.vocabSize;
     const before = model.memoryBytes();
     const one = await model.generate([{ tokens: randomTokens(6, V, 31) }], { maxNewTokens: 12, withLogits: true, eosTokenIds: [] });
@@ -470,8 +473,12 @@ test('coded weights: decoding gives the tokens and logits of the bf16 weights, t
     await model.dispose();
     return { out: [...one, ...sampled, ...several], grew, reads };
   });
-  const plain = await run('0');
-  const coded = await run('1');
+  const plain = await run(false);
+  const coded = await run(true);
+  // 'auto' leaves a model this small uncoded, unless the environment forces it; false wins over it.
+  assert.equal((await run('auto')).reads, plain.reads, "'auto': a small model stays uncoded");
+  assert.equal((await run('auto', { SEALKIT_CODED_WEIGHTS: '1' })).reads, coded.reads, "'auto' with SEALKIT_CODED_WEIGHTS=1");
+  assert.equal((await run(false, { SEALKIT_CODED_WEIGHTS: '1' })).reads, plain.reads, 'false whatever the environment');
   assert.ok(coded.grew > plain.grew, `coded copies held (${coded.grew} bytes against ${plain.grew})`);
   // What a step reads: the bf16 weights uncoded (and past 16 sequences); coded, fewer: 3/4 for the
   // strips (whole pair steps), less of a saving for rows whose K is not a multiple of 64 (96: none).

@@ -154,7 +154,7 @@ export interface NativeGenerateStep {
   logits?: Float32Array;
 }
 
-export type NativeModelClass = new (config: NativeModelConfig, options?: { storage?: 'f32' | 'bf16'; device?: 'cpu' | 'cuda'; profile?: boolean }) => NativeModel;
+export type NativeModelClass = new (config: NativeModelConfig, options?: { storage?: 'f32' | 'bf16'; device?: 'cpu' | 'cuda'; profile?: boolean; codedWeights?: boolean | 'auto' }) => NativeModel;
 
 export function nativeModelClass(addon: NativeAddon): NativeModelClass {
   return addon.Model as NativeModelClass;

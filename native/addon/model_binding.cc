@@ -134,6 +134,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     DType storage = DType::F32;
     std::string device = "cpu";
     bool profile = false;
+    Model::CodedWeights coded = Model::CodedWeights::Auto;
     if (info.Length() > 1 && info[1].IsObject()) {
       auto o = info[1].As<Napi::Object>();
       if (o.Has("storage") && !o.Get("storage").IsUndefined()) {
@@ -143,6 +144,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       }
       if (o.Has("device") && !o.Get("device").IsUndefined()) device = str(env, o.Get("device"), "options.device");
       profile = flag(o, "profile");
+      if (o.Has("codedWeights") && !o.Get("codedWeights").IsUndefined()) {
+        const Napi::Value v = o.Get("codedWeights");
+        if (v.IsBoolean()) coded = v.As<Napi::Boolean>().Value() ? Model::CodedWeights::On : Model::CodedWeights::Off;
+        else if (!v.IsString() || v.As<Napi::String>().Utf8Value() != "auto")
+          throw Napi::RangeError::New(env, "options.codedWeights must be true, false or 'auto'");
+      }
     }
     std::unique_ptr<Backend> backend;
     if (device == "cpu") {
@@ -165,6 +172,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     }
     try {
       model_ = std::make_shared<Model>(std::move(cfg), std::move(backend), storage);
+      model_->set_coded_weights(coded);
     } catch (const std::bad_alloc&) {
       throw Napi::Error::New(env, "not enough memory to allocate the model's weights");
     }

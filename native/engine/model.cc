@@ -476,8 +476,12 @@ const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows, const cpu::P
   // Decoding's row counts only (the few-rows GEMMs); as packed_weight, a weight that trains changes
   // every step.
   if (rows < 1 || rows > 16 || W.grad || W.dtype != DType::BF16) return nullptr;
-  // Asked once per model (the answer rests on its size and the environment at its first decode).
-  if (codes_weights_ < 0) codes_weights_ = backend_->codes_weights(streamed_weight_bytes()) ? 1 : 0;
+  // Asked once per model (the answer rests on its size and the environment at its first decode);
+  // On asks as if the weights were far larger than any cache.
+  if (codes_weights_ < 0) {
+    const size_t bytes = coded_mode_ == CodedWeights::On ? SIZE_MAX / 4 : streamed_weight_bytes();
+    codes_weights_ = coded_mode_ != CodedWeights::Off && backend_->codes_weights(bytes) ? 1 : 0;
+  }
   if (!codes_weights_) return nullptr;
   const size_t slot = rows == 1 ? 0 : 1;
   if (!W.coded_tried[slot]) {

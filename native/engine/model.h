@@ -151,6 +151,11 @@ class Model {
   void zero_grad();
 
   size_t memory_bytes() const { return bytes_; }
+  // Whether decoding codes the bf16 weights (Backend::code_weight): Auto asks the backend once, on
+  // the first decoding step (its size rule and SEALKIT_CODED_WEIGHTS), On codes them whatever their
+  // size where the backend can, Off never. Set before the first decoding step.
+  enum class CodedWeights { Auto, On, Off };
+  void set_coded_weights(CodedWeights mode) { coded_mode_ = mode; }
   // Bytes of projection and LM-head weights a decoding step of `rows` sequences reads: their coded
   // copies for that many rows where the model made them (on its first such step, where the backend
   // codes weights), else the weights themselves.
@@ -254,7 +259,8 @@ class Model {
   std::unique_ptr<Backend> backend_;
   DType storage_;
   size_t bytes_ = 0;
-  int8_t codes_weights_ = -1;  // whether one-row GEMMs read coded weights: -1 not yet asked
+  CodedWeights coded_mode_ = CodedWeights::Auto;
+  int8_t codes_weights_ = -1;  // whether decoding's GEMMs read coded weights: -1 not yet asked
   BufferPool adapter_buffers_, kv_buffers_;  // kept for reuse (buffer_pool.h)
   std::vector<std::string> names_;
   std::map<std::string, Param*> by_name_;
