@@ -473,9 +473,9 @@ const cpu::PackedWeight* Model::packed_weight(Param& W, bool transposed, int64_t
 }
 
 const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows, const cpu::PackedWeight* packed) {
-  // Decoding's row counts only (the few-rows GEMMs); as packed_weight, a weight that trains changes
-  // every step.
-  if (rows < 1 || rows > 16 || W.grad || W.dtype != DType::BF16) return nullptr;
+  // Decoding steps only (a short prompt's prefill would code the strips for one call); as
+  // packed_weight, a weight that trains changes every step.
+  if (!decoding_step_ || rows < 1 || rows > 16 || W.grad || W.dtype != DType::BF16) return nullptr;
   // Asked once per model (the answer rests on its size and the environment at its first decode);
   // On asks as if the weights were far larger than any cache.
   if (codes_weights_ < 0) {
@@ -793,6 +793,9 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   const int64_t chunk = std::min<int64_t>(T, kLogitChunk);
   bool any_dropout = false;
   for (const Segment& s : segs) any_dropout |= adapters_.at(s.slot)->spec.dropout > 0;
+  // A decoding step (one new token per cached sequence) reads coded weights where the model codes
+  // them; a prefill or a scoring pass of as few rows does not make them (coded_weight).
+  decoding_step_ = batch.cache && std::all_of(batch.seq_len.begin(), batch.seq_len.end(), [](int32_t n) { return n == 1; });
 
   // (Re)build the workspace when this batch needs more than the last one.
   if (!ws_ || ws_->T < T || ws_->kept < kept || ws_->rmax < rmax) {

@@ -260,6 +260,7 @@ class Model {
   DType storage_;
   size_t bytes_ = 0;
   CodedWeights coded_mode_ = CodedWeights::Auto;
+  bool decoding_step_ = false;  // the pass running is a decoding step (Model::run)
   int8_t codes_weights_ = -1;  // whether decoding's GEMMs read coded weights: -1 not yet asked
   BufferPool adapter_buffers_, kv_buffers_;  // kept for reuse (buffer_pool.h)
   std::vector<std::string> names_;
