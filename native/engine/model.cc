@@ -492,27 +492,28 @@ const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows, const cpu::P
   return W.coded[slot].get();
 }
 
+std::vector<const Param*> Model::decode_weights() const {
+  std::vector<const Param*> ws;
+  for (const Layer& L : layers_)
+    for (const Param& p : L.proj) ws.push_back(&p);
+  ws.push_back(config_.tied ? &embed_ : &lm_head_);
+  return ws;
+}
+
 size_t Model::streamed_weight_bytes() const {
   size_t bytes = 0;
-  auto add = [&](const Param& p) {
-    if (p.dtype == DType::BF16) bytes += static_cast<size_t>(p.numel()) * 2;
-  };
-  for (const Layer& L : layers_)
-    for (const Param& p : L.proj) add(p);
-  add(config_.tied ? embed_ : lm_head_);
+  for (const Param* p : decode_weights())
+    if (p->dtype == DType::BF16) bytes += static_cast<size_t>(p->numel()) * 2;
   return bytes;
 }
 
 size_t Model::decode_read_bytes(int64_t rows) const {
   const int slot = rows == 1 ? 0 : rows <= 16 ? 1 : -1;  // coded_weight's slots
   size_t bytes = 0;
-  auto add = [&](const Param& p) {
-    const cpu::CodedWeight* cw = slot >= 0 ? p.coded[slot].get() : nullptr;
-    bytes += cw ? cw->bytes : static_cast<size_t>(p.numel()) * dtype_size(p.dtype);
-  };
-  for (const Layer& L : layers_)
-    for (const Param& p : L.proj) add(p);
-  add(config_.tied ? embed_ : lm_head_);
+  for (const Param* p : decode_weights()) {
+    const cpu::CodedWeight* cw = slot >= 0 ? p->coded[slot].get() : nullptr;
+    bytes += cw ? cw->bytes : static_cast<size_t>(p->numel()) * dtype_size(p->dtype);
+  }
   return bytes;
 }
 
@@ -795,7 +796,8 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   for (const Segment& s : segs) any_dropout |= adapters_.at(s.slot)->spec.dropout > 0;
   // A decoding step (one new token per cached sequence) reads coded weights where the model codes
   // them; a prefill or a scoring pass of as few rows does not make them (coded_weight).
-  decoding_step_ = batch.cache && std::all_of(batch.seq_len.begin(), batch.seq_len.end(), [](int32_t n) { return n == 1; });
+  decoding_step_ =
+      batch.cache && std::all_of(batch.seq_len.begin(), batch.seq_len.end(), [](int32_t n) { return n == 1; });
 
   // (Re)build the workspace when this batch needs more than the last one.
   if (!ws_ || ws_->T < T || ws_->kept < kept || ws_->rmax < rmax) {

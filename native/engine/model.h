@@ -224,7 +224,8 @@ class Model {
   // the backend codes weights at this model's size and such a GEMM reads one; made on first use,
   // freed by drop_packed.
   const cpu::CodedWeight* coded_weight(Param& W, int64_t rows, const cpu::PackedWeight* packed);
-  // Bytes of the bf16 weights decoding streams per token (projections and LM head).
+  // The weights a decoding step streams (projections and LM head), and the bytes of the bf16 ones.
+  std::vector<const Param*> decode_weights() const;
   size_t streamed_weight_bytes() const;
   void drop_packed(Param& p);
   // The projections projs[0..n) (one input: q, k, v; gate, up) have one adapter over all T rows,
