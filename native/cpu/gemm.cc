@@ -338,6 +338,19 @@ SEALKIT_AVX512 inline void store_row32(float* row, __m512 v0, __m512 v1, __mmask
   _mm512_mask_storeu_ps(row + 16, m1, v1);
 }
 
+// The first `rows` of an R-row tile's accumulators (two vectors per row: 32 columns, `cols` valid)
+// stored through store_row32: the f32, vdpbf16ps and coded micro-kernels' epilogue.
+template <int R>
+SEALKIT_AVX512 SEALKIT_INLINE void store_tile32(const __m512 (&acc)[R][2], float* c, int64_t ldc, int rows, int cols,
+                                                const Epilogue& ep) {
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
+#pragma GCC unroll 32
+  for (int i = 0; i < R; ++i) {
+    if (i >= rows) break;
+    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
+  }
+}
+
 // act = silu(gate) * up for the top-left rows x cols of two 32-column tiles (rows 32 floats apart),
 // stored to C as store_row32 stores a tile (streamed when `stream`).
 #pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning (see the packing below)
@@ -398,12 +411,7 @@ SEALKIT_AVX512 void micro_avx512_rows(int64_t kc, const float* a, const float* b
     a += kAvx512Mr;
     b += kAvx512Nr;
   }
-  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
-#pragma GCC unroll 32
-  for (int i = 0; i < R; ++i) {
-    if (i >= rows) break;
-    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
-  }
+  store_tile32<R>(acc, c, ldc, rows, cols, ep);
 }
 
 // The full tile.
@@ -828,12 +836,7 @@ SEALKIT_BF16 void micro_bf16_rows(int64_t kp, const float* a, const float* b, fl
     a += kBf16Mr;
     b += kBf16Nr;
   }
-  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
-#pragma GCC unroll 32
-  for (int i = 0; i < R; ++i) {
-    if (i >= rows) break;
-    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
-  }
+  store_tile32<R>(acc, c, ldc, rows, cols, ep);
 }
 
 constexpr MicroKernel micro_bf16 = micro_bf16_rows<kBf16Mr>;
@@ -1639,12 +1642,7 @@ SEALKIT_CODED void micro_bf16_coded_rows(int64_t kp, const float* a, const uint8
     }
     a += kBf16Mr;
   }
-  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
-#pragma GCC unroll 32
-  for (int i = 0; i < R; ++i) {
-    if (i >= rows) break;
-    store_row32(c + i * ldc, acc[i][0], acc[i][1], m0, m1, ep);
-  }
+  store_tile32<R>(acc, c, ldc, rows, cols, ep);
 }
 
 using CodedMicro = void (*)(int64_t, const float*, const uint8_t*, const CodedWeight&, const uint8_t*, float*, int64_t,

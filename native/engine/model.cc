@@ -472,10 +472,17 @@ const cpu::PackedWeight* Model::packed_weight(Param& W, bool transposed, int64_t
   return slot.get();
 }
 
+namespace {
+// Param::coded's slot for GEMMs of `rows` rows: the rows for one, the packed strips for 2-16 (the
+// CPU's few-rows GEMMs); -1 past that (no coded copy; a batch of 17 must not mark the strips tried).
+int coded_slot(int64_t rows) { return rows == 1 ? 0 : rows >= 2 && rows <= 16 ? 1 : -1; }
+}  // namespace
+
 const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows, const cpu::PackedWeight* packed) {
   // Decoding steps only (a short prompt's prefill would code the strips for one call); as
   // packed_weight, a weight that trains changes every step.
-  if (!decoding_step_ || rows < 1 || rows > 16 || W.grad || W.dtype != DType::BF16) return nullptr;
+  const int slot = coded_slot(rows);
+  if (!decoding_step_ || slot < 0 || W.grad || W.dtype != DType::BF16) return nullptr;
   // Asked once per model (the answer rests on its size and the environment at its first decode);
   // On asks as if the weights were far larger than any cache.
   if (codes_weights_ < 0) {
@@ -483,7 +490,6 @@ const cpu::CodedWeight* Model::coded_weight(Param& W, int64_t rows, const cpu::P
     codes_weights_ = coded_mode_ != CodedWeights::Off && backend_->codes_weights(bytes) ? 1 : 0;
   }
   if (!codes_weights_) return nullptr;
-  const size_t slot = rows == 1 ? 0 : 1;
   if (!W.coded_tried[slot]) {
     W.coded_tried[slot] = true;
     W.coded[slot] = backend_->code_weight(W.view(), W.rows, W.cols, rows, packed);
@@ -508,7 +514,7 @@ size_t Model::streamed_weight_bytes() const {
 }
 
 size_t Model::decode_read_bytes(int64_t rows) const {
-  const int slot = rows == 1 ? 0 : rows <= 16 ? 1 : -1;  // coded_weight's slots
+  const int slot = coded_slot(rows);
   size_t bytes = 0;
   for (const Param* p : decode_weights()) {
     const cpu::CodedWeight* cw = slot >= 0 ? p->coded[slot].get() : nullptr;
