@@ -777,6 +777,7 @@ AttnCall attention_args(const Args& a) {
   if (s.q_stride < s.heads * s.head_dim) a.range_error("qStride", "must be >= heads * headDim");
   if (s.kv_stride < s.kv_heads * s.head_dim) a.range_error("kvStride", "must be >= kvHeads * headDim");
   s.scale = a.number_or("scale", 1.0 / std::sqrt(static_cast<double>(s.head_dim)));
+  s.bf16_products = a.boolean_or("bf16Products", false);
   c.seq_start = a.array<int32_t>("seqStart");
   c.seq_len = a.array<int32_t>("seqLen", c.seq_start.len);
   // Sequences must lie inside the rows and not overlap (the backward pass gives each sequence's

@@ -27,6 +27,7 @@
 
 #include "../core/cpu_features.h"
 #include "../core/threadpool.h"
+#include "attention_bf16.h"
 #include "kernels.h"
 #include "simd.h"
 
@@ -341,6 +342,10 @@ SEALKIT_INLINE T row_max(const T* x, int64_t n) {
 
 double exp_shifted(const float* x, float* out, int64_t n, float shift, float scale) {
   return exp_row_f32(active_isa())(x, out, n, shift, scale);
+}
+
+void exp_rows_shifted(float* x, int64_t ld, int64_t rows, int64_t n0, const float* shift, double* sums) {
+  exp_rows_f32(active_isa())(x, ld, rows, n0, shift, sums);
 }
 
 // ---- embedding -------------------------------------------------------------------------------------
@@ -1010,6 +1015,8 @@ void attention_forward_w(const AttentionShape& s, const T* q, const T* k, const 
 template <typename T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse) {
   const Isa isa = active_isa();
+  if constexpr (std::is_same_v<T, float>)
+    if (attention_bf16_runs(s, isa)) return attention_bf16_forward(s, q, k, v, out, lse);
   SEALKIT_DISPATCH(T, isa, (attention_forward_w<T, kW>(s, q, k, v, out, lse, isa)));
 }
 
@@ -1017,6 +1024,8 @@ template <typename T>
 void attention_backward(const AttentionShape& s, const T* q, const T* k, const T* v, const T* out, const T* lse,
                         const T* dout, T* dq, T* dk, T* dv) {
   const Isa isa = active_isa();
+  if constexpr (std::is_same_v<T, float>)
+    if (attention_bf16_runs(s, isa)) return attention_bf16_backward(s, q, k, v, out, lse, dout, dq, dk, dv);
   const ExpRow<T> exp_row(isa);
   global_pool().run(s.n_seqs * s.kv_heads, [&](int64_t t, int) {
     const int64_t seq = t / s.kv_heads, kvh = t % s.kv_heads;

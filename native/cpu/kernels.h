@@ -218,6 +218,10 @@ struct AttentionShape {
   const int32_t* seq_len = nullptr;
   int64_t n_seqs = 0;
   int64_t max_seq_len = 0;  // longest sequence (sizes scratch and GPU launches)
+  // Products in bf16 with f32 accumulation (attention_bf16.h: what a model with bf16 weights asks
+  // for, as torch.autocast does); taken where the CPU has AVX512-BF16 and head_dim is a multiple
+  // of 16, else the f32 kernels run. The CUDA backend keeps f32 products.
+  bool bf16_products = false;
 };
 template <typename T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse);
@@ -248,6 +252,10 @@ void cross_entropy(T* logits, const int32_t* targets, int64_t rows, int64_t voca
 // exp(x[i] - shift), accumulated in double in a fixed order for the active ISA. The vectorised exp
 // of the attention and cross-entropy kernels (Cephes polynomial, within a few ulp of expf).
 double exp_shifted(const float* x, float* out, int64_t n, float shift, float scale);
+// A block of rows at once (the attention kernels' softmax): rows r in [0, rows), ld apart, row r
+// holding n0 + r values, each replaced by exp(x - shift[r]), its sum (exp_shifted's) into sums[r]
+// when sums is non-null.
+void exp_rows_shifted(float* x, int64_t ld, int64_t rows, int64_t n0, const float* shift, double* sums);
 
 // ---- optimiser and reductions --------------------------------------------------------------------
 // AdamW (PyTorch semantics): p *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;

@@ -891,6 +891,8 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   as.q_stride = Dq; as.kv_stride = Dkv; as.scale = 1.0 / std::sqrt(static_cast<double>(hd));
   as.seq_start = w.seq_start; as.seq_len = w.seq_len;
   as.n_seqs = static_cast<int64_t>(batch.seq_len.size()); as.max_seq_len = max_len;
+  // bf16 weights: attention's products in bf16 too, as torch.autocast runs them.
+  as.bf16_products = storage_ == DType::BF16;
 
   auto seed_for = [&](int64_t l, int p) { return mix_seed(dropout_seed, static_cast<uint64_t>(l), static_cast<uint64_t>(p)); };
   Param& head_weight = c.tied ? embed_ : lm_head_;
