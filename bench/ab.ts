@@ -12,7 +12,8 @@
 // default shapes are the SmolLM2-135M and tiny training GEMMs. ATTN:HxKVxDxSxL is causal attention
 // (H query heads, KV kv heads of D, S sequences of L tokens; attention_bench), timed forward and
 // backward as two rows, GFLOP/s counting 2 and 5 causal products (ATTN:9x3x64x4x256 is SmolLM2's
-// training shape, ATTN:4x2x32x4x256 the tiny preset's). --update adds a rank-16 low-rank
+// training shape, ATTN:4x2x32x4x256 the tiny preset's; a :bf16 suffix asks for bf16 products, as a
+// bf16 model does, which SEALKIT_ATTENTION_BF16=0 in one variant's environment turns off). --update adds a rank-16 low-rank
 // update riding on the tiles, as LoRA's forward and input gradient do (NT and NN only). --packed-b
 // hands the NT and NN GEMMs their bf16 B packed ahead (as the model's weights), packed outside the
 // timing; SEALKIT_PACKED_WEIGHTS=0 in one variant's environment makes its GEMMs ignore it. Each of
@@ -53,19 +54,21 @@ const DEFAULT_SHAPES = [
 ];
 
 interface GemmShape { kind: 'gemm'; text: string; orient: 'NT' | 'NN' | 'TN'; M: number; N: number; K: number; bDtype: 'f32' | 'bf16' }
-interface AttnShape { kind: 'attn'; text: string; heads: number; kvHeads: number; headDim: number; seqs: number; len: number }
+interface AttnShape {
+  kind: 'attn'; text: string; heads: number; kvHeads: number; headDim: number; seqs: number; len: number; bf16: boolean;
+}
 type Shape = GemmShape | AttnShape;
 
 function parseShape(text: string): Shape {
-  const a = /^ATTN:(\d+)x(\d+)x(\d+)x(\d+)x(\d+)$/.exec(text.trim());
+  const a = /^ATTN:(\d+)x(\d+)x(\d+)x(\d+)x(\d+)(:bf16)?$/.exec(text.trim());
   if (a) {
-    const [heads, kvHeads, headDim, seqs, len] = a.slice(1).map(Number) as [number, number, number, number, number];
+    const [heads, kvHeads, headDim, seqs, len] = a.slice(1, 6).map(Number) as [number, number, number, number, number];
     if (!(heads > 0 && kvHeads > 0 && headDim > 0 && seqs > 0 && len > 0) || heads % kvHeads)
       throw new Error(`--shapes: ATTN needs positive sizes with KV dividing H, got '${text}'`);
-    return { kind: 'attn', text: text.trim(), heads, kvHeads, headDim, seqs, len };
+    return { kind: 'attn', text: text.trim(), heads, kvHeads, headDim, seqs, len, bf16: a[6] !== undefined };
   }
   const m = /^(NT|NN|TN):(\d+)x(\d+)x(\d+):(f32|bf16)$/.exec(text.trim());
-  if (!m) throw new Error(`--shapes: expected ORIENT:MxNxK:BDTYPE (e.g. NT:1024x576x576:bf16) or ATTN:HxKVxDxSxL, got '${text}'`);
+  if (!m) throw new Error(`--shapes: expected ORIENT:MxNxK:BDTYPE (e.g. NT:1024x576x576:bf16) or ATTN:HxKVxDxSxL[:bf16], got '${text}'`);
   return { kind: 'gemm', text: text.trim(), orient: m[1] as GemmShape['orient'], M: Number(m[2]), N: Number(m[3]), K: Number(m[4]), bDtype: m[5] as GemmShape['bDtype'] };
 }
 
@@ -112,7 +115,7 @@ function runAttention(s: AttnShape): void {
     rows, heads: s.heads, kvHeads: s.kvHeads, headDim: D, scale: 1 / Math.sqrt(D),
     seqStart: Int32Array.from({ length: s.seqs }, (_, i) => i * s.len), seqLen: new Int32Array(s.seqs).fill(s.len),
     q: randomF32(rows * s.heads * D, 1), k: randomF32(rows * s.kvHeads * D, 2), v: randomF32(rows * s.kvHeads * D, 3),
-    dout: randomF32(rows * s.heads * D, 4),
+    dout: randomF32(rows * s.heads * D, 4), bf16Products: s.bf16,
   };
   const product = 2 * s.seqs * s.heads * ((s.len * (s.len + 1)) / 2) * D; // one causal matmul
   for (const [pass, products] of [['forward', 2], ['backward', 5]] as const) {
