@@ -13,8 +13,9 @@
 // (H query heads, KV kv heads of D, S sequences of L tokens; attention_bench), timed forward and
 // backward as two rows, GFLOP/s counting 2 and 5 causal products (ATTN:9x3x64x4x256 is SmolLM2's
 // training shape, ATTN:4x2x32x4x256 the tiny preset's; a :bf16 suffix asks for bf16 products, as a
-// bf16 model does, which SEALKIT_ATTENTION_BF16=0 in one variant's environment turns off). --update adds a rank-16 low-rank
-// update riding on the tiles, as LoRA's forward and input gradient do (NT and NN only). --packed-b
+// bf16 model does, which SEALKIT_ATTENTION_BF16=0 in one variant's environment turns off). --update
+// adds a rank-16 low-rank update riding on the tiles, as LoRA's forward and input gradient do (NT
+// and NN only). --packed-b
 // hands the NT and NN GEMMs their bf16 B packed ahead (as the model's weights), packed outside the
 // timing; SEALKIT_PACKED_WEIGHTS=0 in one variant's environment makes its GEMMs ignore it. Each of
 // --calls rounds times one batch of ~50 ms per variant (gemm_bench: natively timed, aligned

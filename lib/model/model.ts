@@ -20,7 +20,11 @@ export type Storage = 'f32' | 'bf16';
 export interface LoadOptions {
   /** Backend the model runs on (default cpu). */
   device?: Device;
-  /** How base weights are stored: f32 (trainable) or bf16 (half the memory; LoRA only). Default f32. */
+  /**
+   * How base weights are stored: f32 (trainable) or bf16 (half the memory; LoRA only). Default f32.
+   * With bf16 on a CPU with AVX512-BF16, the GEMMs and attention multiply in bf16 with f32 sums, as
+   * torch.autocast does (SEALKIT_ATTENTION_BF16=0 keeps attention in f32).
+   */
   storage?: Storage;
   /**
    * Time every backend call (op, GEMM shape) for takeProfile(). Results do not change; each call
