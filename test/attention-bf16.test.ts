@@ -2,11 +2,14 @@
 // checked against an f64 reference that rounds to bf16 exactly where the kernel's contract says
 // (attention_bf16.h), against the unrounded result (the roundings must be there and be the only
 // difference), across thread counts, and for falling back to the f32 kernels where it cannot run.
+import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
 import { withEnv } from '../lib/bench/env.js';
+import { Model, packSequences } from '../lib/model/model.js';
 import { fromBf16, toBf16 } from './helpers/bf16.js';
+import { assertClose, repoRoot } from './helpers/fixtures.js';
 import { keepingIsa } from './helpers/isa.js';
 import { randF32, rng } from './helpers/random.js';
 import { keepingThreads } from './helpers/threads.js';
@@ -164,7 +167,7 @@ bf16Test('bf16 products: the same bits with 1, 2 and 3 threads', () => {
   });
 });
 
-test('bf16 products fall back to the f32 kernels (same bits): no AVX512-BF16, head_dim 20, SEALKIT_ATTENTION_BF16=0', () => {
+test('bf16 products fall back to the f32 kernels (same bits): no AVX512-BF16, head_dim 20, switched off', () => {
   const same = (a: Grads, b: Grads, what: string) => {
     for (const k of KEYS) assert.equal(new Uint32Array(a[k].buffer), new Uint32Array(b[k].buffer), `${what}: ${k}`);
   };
@@ -176,6 +179,38 @@ test('bf16 products fall back to the f32 kernels (same bits): no AVX512-BF16, he
     addon.setIsa('avx512');
     if (addon.info().isa === 'avx512') same(attention(c, true), attention(c, false), 'avx512');
   });
+});
+
+// The model asks for bf16 products exactly when its weights are bf16: a bf16 model's logits and
+// LoRA gradients move when SEALKIT_ATTENTION_BF16=0 takes them away (staying within bf16 tolerance
+// of the f32 model), an f32 model's keep their bits.
+test('bf16 products in a model: for bf16 weights only; logits and LoRA gradients in bf16 tolerance', async () => {
+  const dir = join(repoRoot, 'test/fixtures/models/llama-gqa');  // head_dim 16
+  const tokens = Array.from({ length: 70 }, (_, i) => (i * 37 + 11) % 200);
+  const seqs = [{ tokens, slot: 0 }, { tokens: tokens.slice(0, 33), slot: 0 }];
+  const run = async (storage: 'f32' | 'bf16', env: Record<string, string>) => withEnv(env, async () => {
+    const m = await Model.load(dir, { storage });
+    m.createAdapter(0, { rank: 4, alpha: 8 });
+    const logits = (await m.logits(seqs)).map((l) => Float32Array.from(l));
+    await m.backwardPacked(packSequences(seqs, m.config.vocabSize, true).batch);
+    const grad = m.getAdapterTensor(0, 0, 'v_proj', 'B', true);  // through every layer's attention
+    await m.dispose();
+    return { logits, grad };
+  });
+  const bf = await run('bf16', {});
+  const bfOff = await run('bf16', { SEALKIT_ATTENTION_BF16: '0' });
+  const f32 = await run('f32', {});
+  const f32Off = await run('f32', { SEALKIT_ATTENTION_BF16: '0' });
+  assert.ok(f32.grad.some((x) => x !== 0), 'the gradient checked is not all zero');
+  const bits = (x: Float32Array) => Array.from(new Uint32Array(x.buffer, x.byteOffset, x.length));
+  f32.logits.forEach((l, i) => assert.equal(bits(l), bits(f32Off.logits[i]!), 'f32 weights: the switch is a no-op'));
+  assert.equal(bits(f32.grad), bits(f32Off.grad), 'f32 weights: gradients unchanged');
+  if (hasBf16) {
+    assert.not.equal(bits(bf.logits[0]!), bits(bfOff.logits[0]!), 'bf16 weights: attention multiplies in bf16');
+    assert.not.equal(bits(bf.grad), bits(bfOff.grad), 'bf16 weights: so does its backward pass');
+  }
+  bf.logits.forEach((l, i) => assertClose(l, f32.logits[i]!, 5e-2, 5e-2, `bf16 vs f32 logits, sequence ${i}`));
+  assertClose(bf.grad, f32.grad, 5e-2, 5e-2, 'bf16 vs f32 LoRA gradient');
 });
 
 test.run();
