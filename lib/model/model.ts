@@ -22,8 +22,9 @@ export interface LoadOptions {
   device?: Device;
   /**
    * How base weights are stored: f32 (trainable) or bf16 (half the memory; LoRA only). Default f32.
-   * With bf16 on a CPU with AVX512-BF16, the GEMMs and attention multiply in bf16 with f32 sums, as
-   * torch.autocast does (SEALKIT_ATTENTION_BF16=0 keeps attention in f32).
+   * With bf16, the GEMMs multiply in bf16 with f32 sums where the CPU has AVX512-BF16 or AMX, as
+   * torch.autocast does, and so does attention where `native().info().attentionBf16` (AMD Zen 4/5;
+   * SEALKIT_ATTENTION_BF16=0 keeps it in f32).
    */
   storage?: Storage;
   /**

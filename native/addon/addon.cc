@@ -7,6 +7,8 @@
 #include "../core/cpu_features.h"
 #include "../core/rng.h"
 #include "../core/threadpool.h"
+#include "../core/env_switch.h"
+#include "../cpu/attention_bf16.h"
 #include "../cpu/coded_weight.h"
 #include "../cpu/kernels.h"
 #include "bindings.h"
@@ -34,6 +36,7 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("decodeRowsOnAmx", cpu::few_rows_amx_on());
   out.Set("decodeRowsPacked", cpu::few_rows_packed_on());
   out.Set("codedWeights", cpu::coded_weights_supported() && cpu::coded_weights_on());
+  out.Set("attentionBf16", cpu::attention_bf16_supported() && switch_on("SEALKIT_ATTENTION_BF16"));
   Napi::Array backends = Napi::Array::New(env);
   backends.Set(uint32_t(0), "cpu");
 #ifdef SEALKIT_WITH_CUDA

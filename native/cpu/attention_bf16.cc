@@ -372,9 +372,11 @@ SEALKIT_BF16 void backward_unit(const AttentionShape& s, const float* q, const f
 
 }  // namespace
 
+bool attention_bf16_supported() { return active_isa() == Isa::Avx512Bf16 && cpu_model().amd; }
+
 bool attention_bf16_runs(const AttentionShape& s, Isa isa) {
-  return s.bf16_products && isa == Isa::Avx512Bf16 && s.head_dim > 0 && s.head_dim % 16 == 0 &&
-         switch_on("SEALKIT_ATTENTION_BF16");
+  return s.bf16_products && isa == Isa::Avx512Bf16 && cpu_model().amd && s.head_dim > 0 &&
+         s.head_dim % 16 == 0 && switch_on("SEALKIT_ATTENTION_BF16");
 }
 
 void attention_bf16_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
@@ -414,6 +416,7 @@ void attention_bf16_backward(const AttentionShape& s, const float* q, const floa
 
 #pragma GCC diagnostic pop
 #else
+bool attention_bf16_supported() { return false; }
 bool attention_bf16_runs(const AttentionShape&, Isa) { return false; }
 void attention_bf16_forward(const AttentionShape&, const float*, const float*, const float*, float*, float*) {}
 void attention_bf16_backward(const AttentionShape&, const float*, const float*, const float*, const float*,

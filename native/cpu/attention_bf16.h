@@ -15,9 +15,14 @@
 
 namespace sealkit::cpu {
 
-// Whether attention_bf16_* take this call: the shape asks for bf16 products, the active ISA has
-// AVX512-BF16, head_dim is a multiple of 16, and SEALKIT_ATTENTION_BF16 is not "0" (read per call,
-// for in-process A/B). Otherwise the f32 kernels run.
+// Whether this CPU runs these kernels: the active ISA is AVX512-BF16 on a CPU whose vdpbf16ps
+// matches its FMA in FLOPs (AMD Zen 4/5: 462 against 234 GFLOP/s, 1,089 against 549, 2 threads).
+// Intel's AMX Xeons issue vdpbf16ps at half that rate (165 against 335), so there bf16 products
+// would be slower than the f32 kernels.
+bool attention_bf16_supported();
+// Whether attention_bf16_* take this call: the shape asks for bf16 products, the CPU is supported,
+// head_dim is a multiple of 16, and SEALKIT_ATTENTION_BF16 is not "0" (read per call, for
+// in-process A/B). Otherwise the f32 kernels run.
 bool attention_bf16_runs(const AttentionShape& s, Isa isa);
 
 void attention_bf16_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
