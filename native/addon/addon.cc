@@ -5,9 +5,9 @@
 #include <string>
 
 #include "../core/cpu_features.h"
+#include "../core/env_switch.h"
 #include "../core/rng.h"
 #include "../core/threadpool.h"
-#include "../core/env_switch.h"
 #include "../cpu/attention_bf16.h"
 #include "../cpu/coded_weight.h"
 #include "../cpu/kernels.h"

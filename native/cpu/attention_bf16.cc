@@ -372,11 +372,15 @@ SEALKIT_BF16 void backward_unit(const AttentionShape& s, const float* q, const f
 
 }  // namespace
 
-bool attention_bf16_supported() { return active_isa() == Isa::Avx512Bf16 && cpu_model().amd; }
+namespace {
+bool supported_at(Isa isa) { return isa == Isa::Avx512Bf16 && cpu_model().amd; }
+}  // namespace
+
+bool attention_bf16_supported() { return supported_at(active_isa()); }
 
 bool attention_bf16_runs(const AttentionShape& s, Isa isa) {
-  return s.bf16_products && isa == Isa::Avx512Bf16 && cpu_model().amd && s.head_dim > 0 &&
-         s.head_dim % 16 == 0 && switch_on("SEALKIT_ATTENTION_BF16");
+  return s.bf16_products && supported_at(isa) && s.head_dim > 0 && s.head_dim % 16 == 0 &&
+         switch_on("SEALKIT_ATTENTION_BF16");
 }
 
 void attention_bf16_forward(const AttentionShape& s, const float* q, const float* k, const float* v, float* out,
