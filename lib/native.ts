@@ -27,7 +27,7 @@ export interface NativeInfo {
    * weights when they are over twice the last-level cache (SEALKIT_CODED_WEIGHTS=1 forces it, 0 never). */
   codedWeights: boolean;
   /** Whether a bf16 model's attention multiplies in bf16 (vdpbf16ps, f32 sums): AVX512-BF16 on a CPU
-   * whose vdpbf16ps matches its FMA rate (AMD Zen 4/5), head sizes a multiple of 16, and
+   * whose vdpbf16ps issues at its FMA's rate (AMD Zen 4/5), head sizes a multiple of 16, and
    * SEALKIT_ATTENTION_BF16 not 0; else attention's products stay f32. */
   attentionBf16: boolean;
   cuda: boolean;

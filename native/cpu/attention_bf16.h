@@ -15,10 +15,10 @@
 
 namespace sealkit::cpu {
 
-// Whether this CPU runs these kernels: the active ISA is AVX512-BF16 on a CPU whose vdpbf16ps
-// matches its FMA in FLOPs (AMD Zen 4/5: 462 against 234 GFLOP/s, 1,089 against 549, 2 threads).
-// Intel's AMX Xeons issue vdpbf16ps at half that rate (165 against 335), so there bf16 products
-// would be slower than the f32 kernels.
+// Whether this CPU runs these kernels: the active ISA is AVX512-BF16 on a CPU whose vdpbf16ps issues
+// at its FMA's rate, doubling the FLOPs (AMD Zen 4/5, 2 threads: 462 against 234 GFLOP/s, 1,089
+// against 549). Intel's AMX Xeon ran vdpbf16ps at half its FMA's FLOPs (165 against 335), so there
+// bf16 products would be slower than the f32 kernels.
 bool attention_bf16_supported();
 // Whether attention_bf16_* take this call: the shape asks for bf16 products, the CPU is supported,
 // head_dim is a multiple of 16, and SEALKIT_ATTENTION_BF16 is not "0" (read per call, for
