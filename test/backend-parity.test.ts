@@ -23,6 +23,7 @@ import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
 import { bf16Bits } from './helpers/bf16.js';
 import { forEachIsa, supportedIsas } from './helpers/isa.js';
+import { rng as uniform } from './helpers/random.js';
 
 type Arr = Float32Array | Uint16Array | Int32Array;
 type Out = Record<string, Arr | number>;
@@ -47,14 +48,7 @@ const gpuTest = skipReason ? test.skip : test;
 
 // ---- deterministic random inputs (mulberry32 + Box-Muller) ----
 function rng(seed: number) {
-  let a = seed >>> 0;
-  const u = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const u = uniform(seed);
   const normal = () => Math.sqrt(-2 * Math.log(u() + 1e-12)) * Math.cos(2 * Math.PI * u());
   return {
     u,

@@ -11,20 +11,16 @@ import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
 import { bf16Bits, fromBf16 } from './helpers/bf16.js';
 import { forEachIsa, supportedIsas } from './helpers/isa.js';
+import { rng } from './helpers/random.js';
 
 type BackendOp = (device: 'cpu' | 'cuda', name: string, args: Record<string, unknown>) => Record<string, Float32Array>;
 const addon = native();
 const backendOp = addon.backendOp as BackendOp;
 
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296 * 2 - 1;
-  };
+// Uniform in [-1, 1).
+function signedRng(seed: number): () => number {
+  const u = rng(seed);
+  return () => u() * 2 - 1;
 }
 
 interface Case {
@@ -66,7 +62,7 @@ function reference(c: Case): Float64Array {
 }
 
 function makeCase(seed: number, headDim: number, heads: number, kvHeads: number): Case {
-  const r = rng(seed);
+  const r = signedRng(seed);
   const kvLens = Int32Array.from([1, 300, 40, 17, 7, 129]);
   const qLens = Int32Array.from([1, 1, 40, 1, 3, 64]);
   const kvStarts = Int32Array.from([0, 10, 400, 450, 480, 500]);

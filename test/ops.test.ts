@@ -14,6 +14,7 @@ import * as assert from 'uvu/assert';
 import { native } from '../lib/native.js';
 import { bf16Bits, fromBf16, toBf16 } from './helpers/bf16.js';
 import { forEachIsa, keepingIsa, supportedIsas } from './helpers/isa.js';
+import { rng } from './helpers/random.js';
 import { forEachThreadCount, keepingThreads } from './helpers/threads.js';
 import { withEnv } from '../lib/bench/env.js';
 
@@ -32,17 +33,6 @@ function arr(r: Result, key: string): F {
   return v;
 }
 
-// mulberry32: small seeded PRNG so every run sees the same inputs.
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 /** Uniform in [-scale, scale), rounded to f32 so the f32 and f64 kernels see the same numbers. */
 function rand(n: number, r: () => number, scale = 1): Float64Array {
   const a = new Float64Array(n);

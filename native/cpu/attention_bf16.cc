@@ -398,16 +398,10 @@ void attention_bf16_forward(const AttentionShape& s, const float* q, const float
     pairs_by_key(k + at, s.kv_stride, L, Lr, s.head_dim, kt + layout.base(s, seq, kvh), Lr);
     rows_interleaved(v + at, s.kv_stride, L, Lr / 2, s.head_dim, vi + layout.base(s, seq, kvh));
   });
-  struct Unit {
-    int64_t seq, head, t0;
-  };
-  std::vector<Unit> units;
-  for (int64_t i = 0; i < s.n_seqs; ++i)
-    for (int64_t h = 0; h < s.heads; ++h)
-      for (int64_t t0 = 0; t0 < s.seq_len[i]; t0 += kQBlock) units.push_back({i, h, t0});
+  const std::vector<AttentionUnit> units = attention_units(s, kQBlock);
   const int64_t group = s.heads / s.kv_heads;
   global_pool().run(static_cast<int64_t>(units.size()), [&](int64_t t, int) {
-    const Unit& u = units[static_cast<size_t>(t)];
+    const AttentionUnit& u = units[static_cast<size_t>(t)];
     const int64_t base = layout.base(s, u.seq, u.head / group);
     forward_block(s, q, kt + base, vi + base, out, lse, u.seq, u.head, u.t0);
   });

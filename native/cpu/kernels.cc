@@ -992,23 +992,25 @@ void attention_forward_w(const AttentionShape& s, const T* q, const T* k, const 
     transpose_rows<T, W>(K, s.kv_stride, s.seq_len[seq], s.head_dim, kt + layout.base(s, seq, kvh));
   });
 
-  struct Unit {
-    int64_t seq, head, t0;
-  };
-  std::vector<Unit> units;
-  for (int64_t i = 0; i < s.n_seqs; ++i)
-    for (int64_t h = 0; h < s.heads; ++h)
-      for (int64_t t0 = 0; t0 < s.seq_len[i]; t0 += kQBlock) units.push_back({i, h, t0});
+  const std::vector<AttentionUnit> units = attention_units(s, kQBlock);
   const ExpRow<T> exp_row(isa);
   const int64_t group = s.heads / s.kv_heads;
   global_pool().run(static_cast<int64_t>(units.size()), [&](int64_t t, int) {
-    const Unit& u = units[t];
+    const AttentionUnit& u = units[static_cast<size_t>(t)];
     const T* ktu = kt + layout.base(s, u.seq, u.head / group);
     SEALKIT_DISPATCH(T, isa, (attention_forward_block<T, W>(s, q, ktu, v, out, lse, u.seq, u.head, u.t0, exp_row)));
   });
 }
 
 }  // namespace
+
+std::vector<AttentionUnit> attention_units(const AttentionShape& s, int64_t q_block) {
+  std::vector<AttentionUnit> units;
+  for (int64_t i = 0; i < s.n_seqs; ++i)
+    for (int64_t h = 0; h < s.heads; ++h)
+      for (int64_t t0 = 0; t0 < s.seq_len[i]; t0 += q_block) units.push_back({i, h, t0});
+  return units;
+}
 
 // The lane count is fixed by the ISA before any work starts, so the transposed-key layout and the
 // tiles that read it agree.

@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "../core/dtype.h"
 
@@ -223,6 +224,12 @@ struct AttentionShape {
   // of 16, else the f32 kernels run. The CUDA backend keeps f32 products.
   bool bf16_products = false;
 };
+// The forward kernels' work units: (sequence, query head, first query) of every block of q_block
+// queries, sequence by sequence, head by head (shared by the f32 and bf16-product kernels).
+struct AttentionUnit {
+  int64_t seq, head, t0;
+};
+std::vector<AttentionUnit> attention_units(const AttentionShape& s, int64_t q_block);
 template <typename T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* v, T* out, T* lse);
 // dq (=, layout of q), dk and dv (=, layout of k/v). Rows of dq/dk/dv outside the used columns are
