@@ -1516,6 +1516,11 @@ int64_t block_size(int64_t budget, int64_t per, int64_t unit, int64_t total) {
   return std::min(cap, std::max<int64_t>(unit, budget / per / unit * unit));
 }
 
+// Where part i of `total` units split into `parts` parts one unit apart in size begins (part
+// `parts` begins at total). Splitting by ceil(total / parts) instead leaves the last part short and
+// the threads' shares uneven (see packed_gemm).
+inline int64_t even_share(int64_t i, int64_t total, int64_t parts) { return i * total / parts; }
+
 // Grow-only scratch that keeps its memory between calls (the packed operands are megabytes;
 // allocating them per call would fault fresh pages every time).
 struct Scratch {
@@ -2077,18 +2082,16 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // them) into pa / pu, and V's strips when `with_v`. ~4 tasks per thread for each.
   auto pack_shared = [&](int64_t b_strips, int64_t j0, int64_t n, float* pb_dst, int64_t a_strips, int64_t i0,
                          int64_t m, bool with_v) {
-    const int64_t bt = tasks_for(b_strips), b_per = bt ? (b_strips + bt - 1) / bt : 0;
-    const int64_t at = tasks_for(a_strips), a_per = at ? (a_strips + at - 1) / at : 0;
-    const int64_t vt = with_v ? tasks_for(v_strips) : 0, v_per = vt ? (v_strips + vt - 1) / vt : 0;
+    const int64_t bt = tasks_for(b_strips), at = tasks_for(a_strips), vt = with_v ? tasks_for(v_strips) : 0;
     pool.run(bt + at + vt, [&](int64_t t, int) {
       if (t < bt) {
-        for (int64_t s = t * b_per; s < std::min(b_strips, (t + 1) * b_per); ++s)
+        for (int64_t s = even_share(t, b_strips, bt); s < even_share(t + 1, b_strips, bt); ++s)
           ks.pack_b(B, j0 + s * nr, n - s * nr, K, pb_dst + s * nr * Kd);
         return;
       }
       t -= bt;
-      if (t < at) pack_a_strips(pa, pu, i0, m, t * a_per, std::min(a_strips, (t + 1) * a_per));
-      else pack_v_strips((t - at) * v_per, std::min(v_strips, (t - at + 1) * v_per));
+      if (t < at) pack_a_strips(pa, pu, i0, m, even_share(t, a_strips, at), even_share(t + 1, a_strips, at));
+      else pack_v_strips(even_share(t - at, v_strips, vt), even_share(t - at + 1, v_strips, vt));
     });
   };
 
@@ -2114,13 +2117,22 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     if (!b_packed && sc.b.size() < static_cast<size_t>(all_b_strips * nr * Kd)) sc.b.resize(all_b_strips * nr * Kd);
     float* pb_all = sc.b.data();
     pack_shared(b_packed ? 0 : all_b_strips, 0, N, pb_all, 0, 0, 0, true);
-    // Row groups of whole strips, ~4 per thread (within the L2 budget of a task's A).
-    const int64_t at = tasks_for(all_a_strips);
-    const int64_t per = std::min((all_a_strips + at - 1) / at, std::max<int64_t>(1, m_group / mr));
-    const int64_t groups = (all_a_strips + per - 1) / per;
+    // Row groups of whole strips: ~4 per thread, more where a group would outgrow the L2 budget of a
+    // task's A, in a whole number of rounds of the threads and evened out (sizes one strip apart).
+    // Groups of ceil(strips / tasks) left the last one short: SmolLM2's 74 strips (1024 rows) ran as
+    // 7 x 10 + 4, so one thread's four tasks held 40 strips and the other's 34. Evened (bench/ab.ts
+    // --packed-b, AMD Zen 5, 9-11 rounds): K = 576 shapes 1.08-1.10x (1024 x 576 x 576, x 960, x 192
+    // NT and NN, with and without the LoRA update), tiny 1024 x 128/384 shapes 1.08x, K = 1536
+    // 1.01x; with the general path's evening below, whole steps (`seal bench --ab-env`): scoring
+    // 1.024x (9 repeats), the SmolLM2 LoRA step 1.012x (9), the tiny one 1.03x (21).
+    const int64_t cap = std::max<int64_t>(1, m_group / mr);
+    int64_t groups = std::max(tasks_for(all_a_strips), (all_a_strips + cap - 1) / cap);
+    if (threads > 1) groups = std::min(all_a_strips, (groups + threads - 1) / threads * threads);
+    const int64_t per = (all_a_strips + groups - 1) / groups;  // the largest group's strips
     pool.run(groups, [&](int64_t t, int) {
       Scratch& own = scratch();
-      const int64_t r0 = t * per * mr, rows = std::min(per * mr, M - r0);
+      const int64_t s0 = even_share(t, all_a_strips, groups), s1 = even_share(t + 1, all_a_strips, groups);
+      const int64_t r0 = s0 * mr, rows = std::min((s1 - s0) * mr, M - r0);
       if (own.own.size() < static_cast<size_t>(per * mr * Kd)) own.own.resize(per * mr * Kd);
       if (fuse && own.own_u.size() < static_cast<size_t>(per * mr * ur)) own.own_u.resize(per * mr * ur);
       pack_a_strips(own.own.data(), own.own_u.data(), r0, rows, 0, (rows + mr - 1) / mr);
@@ -2152,12 +2164,12 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
     // per K slab; at ~4 tasks per thread a third of them waited on memory: bench/ab.ts on Zen 5, 15
     // rounds, 256 x 576 x 49152 NN 1.06-1.07x with bf16 W, 1.00-1.04x f32).
     const int64_t per_thread = threads == 1 ? 1 : std::clamp<int64_t>(all_b_strips / (8 * threads), 1, 4);
-    const int64_t bt = std::min(all_b_strips, per_thread * threads), b_per = (all_b_strips + bt - 1) / bt;
+    const int64_t bt = std::min(all_b_strips, per_thread * threads);  // strips evened out over the tasks
     pool.run(bt, [&](int64_t t, int) {
       std::vector<float>& strip = scratch().own;
       if (!b_packed && strip.size() < static_cast<size_t>(nr * Kd)) strip.resize(nr * Kd);
-      const int64_t s_end = std::min(all_b_strips, (t + 1) * b_per);
-      for (int64_t s = t * b_per; s < s_end; ++s) {
+      const int64_t s_end = even_share(t + 1, all_b_strips, bt);
+      for (int64_t s = even_share(t, all_b_strips, bt); s < s_end; ++s) {
         if (!b_packed) ks.pack_b(B, s * nr, N - s * nr, K, strip.data());
         // The task's next strip (its source, or its packed weight) comes into L2 while this one runs
         // (bench/ab.ts on Zen 5, 15 rounds: the LM head 256 x 49152 x 576 NT 1.11x with bf16 W,
@@ -2185,12 +2197,18 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       pack_shared(b_packed ? 0 : b_strips, j0, n, pb, j0 == 0 ? a_strips : 0, i0, m, i0 == 0 && j0 == 0);
 
       // Tasks: (row group) x (strip group); the group's rows of packed A stay in L2 across its strips.
+      // Both kinds of group evened out in whole strips, and the tasks a whole number of rounds of
+      // the threads where there are strips enough: row groups of m_group rows left the last one
+      // short (SmolLM2's 1024 rows at K = 576: 336 x 3 + 16), and so did the threads' shares
+      // (bench/ab.ts --packed-b, Zen 5, 9 rounds: 1024 x 1536 x 576 NT and NN 1.02-1.03x with the
+      // LoRA update, 1024 x 3072 x 576 1.01x).
       const int64_t n_rg = (m + m_group - 1) / m_group;
-      const int64_t n_sg = std::min(b_strips, (tasks_for(n_rg * b_strips) + n_rg - 1) / n_rg);
-      const int64_t sg_per = (b_strips + n_sg - 1) / n_sg;
+      int64_t n_sg = std::min(b_strips, (tasks_for(n_rg * b_strips) + n_rg - 1) / n_rg);
+      while ((n_rg * n_sg) % threads != 0 && n_sg < b_strips) ++n_sg;
       pool.run(n_rg * n_sg, [&](int64_t t, int) {
-        const int64_t r0 = (t / n_sg) * m_group, r1 = std::min(m, r0 + m_group);
-        const int64_t s0 = (t % n_sg) * sg_per, s1 = std::min(b_strips, s0 + sg_per);
+        const int64_t rg = t / n_sg, sg = t % n_sg;
+        const int64_t r0 = even_share(rg, a_strips, n_rg) * mr, r1 = std::min(m, even_share(rg + 1, a_strips, n_rg) * mr);
+        const int64_t s0 = even_share(sg, b_strips, n_sg), s1 = even_share(sg + 1, b_strips, n_sg);
         for (int64_t s = s0; s < s1; ++s)
           strip_tiles(pa, pu, i0, r0, r1, j0 + s * nr, static_cast<int>(std::min(nr, n - s * nr)),
                       b_strip(pb, j0 / nr + s, s));
