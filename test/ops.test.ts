@@ -1018,11 +1018,14 @@ test('gemm_swiglu_backward: fused dact tiles give the bits of the separate calls
   // task-packed B strips 20x300x70, task-packed A rows 600x40x64, the tiny preset's 1024x384x128, 8
   // rows (one partial row strip; few-rows streaming is for y = x W^T only), 3 rows; not fused: K
   // deeper than one block (600), an update of 3 rows with V transposed (gemm runs that one on its
-  // own), and a weight not packed ahead (the last).
+  // own), and a weight not packed ahead (the last). 1024x528x64 and 1040x512x40 are 2 MB or more
+  // each, so dgate and dup stream (kStreamCBytes) wherever a row's vector is 64-byte aligned (with
+  // ldc = 531 rows fall on every offset, so streamed and normal vectors mix).
   const shapes: [number, number, number, number, boolean, boolean][] = [
     [300, 200, 575, 16, false, true], [20, 300, 70, 0, false, true], [600, 40, 64, 8, true, true],
     [1024, 384, 128, 16, false, true], [8, 96, 64, 4, true, true], [3, 96, 64, 4, false, true],
     [100, 96, 600, 16, false, false], [3, 96, 64, 4, true, false], [64, 64, 64, 4, false, false],
+    [1024, 528, 64, 16, false, true], [1040, 512, 40, 8, true, true],
   ];
   const cases = shapes.map(([M, N, K, rank, transV, fusable], i) => {
     const ldc = i % 2 ? N + 3 : N;

@@ -367,8 +367,10 @@ SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float*
 
 // SwiGLU's gradients of a finished 32-column tile of dact (rows 32 apart, from scratch): element
 // `at` of the arrays is the tile's first; rows ld apart.
+// With `stream`, whole aligned vectors of dgate and dup go out as non-temporal stores (see
+// kStreamCBytes; the caller fences).
 SEALKIT_AVX512 void store_swiglu_grad_tile(const float* dact, const SwigluGrad& s, int64_t at, int64_t ld, int rows,
-                                           int cols) {
+                                           int cols, bool stream) {
   for (int i = 0; i < rows; ++i, dact += 32, at += ld) {
     for (int h = 0; h < 2; ++h) {
       const __mmask16 m = mask16(cols - 16 * h);
@@ -377,6 +379,12 @@ SEALKIT_AVX512 void store_swiglu_grad_tile(const float* dact, const SwigluGrad& 
       __m512 dg, du;
       swiglu_backward512(_mm512_maskz_loadu_ps(m, s.gate + o), _mm512_maskz_loadu_ps(m, s.up + o),
                          _mm512_load_ps(dact + 16 * h), dg, du);
+      if (stream && m == 0xFFFF &&
+          ((reinterpret_cast<uintptr_t>(s.dgate + o) | reinterpret_cast<uintptr_t>(s.dup + o)) & 63) == 0) {
+        _mm512_stream_ps(s.dgate + o, dg);
+        _mm512_stream_ps(s.dup + o, du);
+        continue;
+      }
       _mm512_mask_storeu_ps(s.dgate + o, m, dg);
       _mm512_mask_storeu_ps(s.dup + o, m, du);
     }
@@ -1984,6 +1992,11 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   [[maybe_unused]] const bool c_stream = g.beta == 0.f && !fuse && Kd <= kc_depth &&
                                          M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes &&
                                          stream_stores_on();
+  // The fused SwiGLU gradient's dgate and dup stream on the same rule (each as large as C). SmolLM2's
+  // 1024 x 1536 each: the LoRA step 1.007-1.008x (`seal bench --ab-env`, 7 and 15 repeats, Zen 5);
+  // the tiny preset's 1.5 MB, streamed, measured 0.993x (21), so its stay below.
+  [[maybe_unused]] const bool swiglu_stream =
+      swiglu && M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes && stream_stores_on();
   // B strip s (of the whole GEMM): from the packed weight when there is one, else strip s_here of
   // the strips this path packed at `packed_here`.
   const bool b_packed = pre_b || group;  // no path packs B
@@ -2031,7 +2044,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
             if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, dact, nr, rows, cols, add);
             else micro_avx512(ur, u_rows + r * ur, pv + col * ur, dact, nr, rows, cols, add);
           }
-          store_swiglu_grad_tile(dact, *swiglu, at, ldc, rows, cols);
+          store_swiglu_grad_tile(dact, *swiglu, at, ldc, rows, cols, swiglu_stream);
           if (next) next->prefetch(call++, calls);
           continue;
         }
@@ -2057,7 +2070,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       }
     }
 #if SEALKIT_X86
-    if (c_stream) _mm_sfence();  // streamed stores are weakly ordered: visible before the pool's barrier
+    if (c_stream || swiglu_stream) _mm_sfence();  // streamed stores are weakly ordered: visible before the pool's barrier
 #endif
   };
   auto pack_a_strips = [&](float* a_dst, [[maybe_unused]] float* u_dst, int64_t i0, int64_t m, int64_t s0, int64_t s1) {
