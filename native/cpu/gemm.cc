@@ -1994,7 +1994,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
                                          stream_stores_on();
   // The fused SwiGLU gradient's dgate and dup stream on the same rule (each as large as C). SmolLM2's
   // 1024 x 1536 each: the LoRA step 1.007-1.008x (`seal bench --ab-env`, 7 and 15 repeats, Zen 5);
-  // the tiny preset's 1.5 MB, streamed, measured 0.993x (21), so its stay below.
+  // the tiny preset's 1.5 MB, streamed, measured 0.993x (21 repeats), so theirs stay below.
   [[maybe_unused]] const bool swiglu_stream =
       swiglu && M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes && stream_stores_on();
   // B strip s (of the whole GEMM): from the packed weight when there is one, else strip s_here of
