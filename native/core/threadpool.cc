@@ -254,11 +254,8 @@ void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> 
     fn(0, n);
     return;
   }
-  // Chunks evened out (sizes one item apart), not ceil(n / chunks) each: that left the last chunk
-  // short or empty (74 items in 8 chunks: 7 x 10 + 4), and with each thread owning a contiguous
-  // range of chunks one thread's share was 40 items to the other's 34.
   pool.run(chunks, [&](int64_t c, int) {
-    const int64_t b = c * n / chunks, e = (c + 1) * n / chunks;
+    const int64_t b = even_share(c, n, chunks), e = even_share(c + 1, n, chunks);
     if (b < e) fn(b, e);
   });
 }

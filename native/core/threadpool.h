@@ -123,7 +123,14 @@ ThreadPool& global_pool();
 void set_global_threads(int threads);
 int default_thread_count();
 
-// Splits [0, n) into chunks of at least `grain` items and runs fn(begin, end) on the global pool.
+// Where part i of `total` units split into `parts` parts one unit apart in size begins (part
+// `parts` begins at total). Every split of work into tasks uses it: ceil(total / parts) per part
+// leaves the last part short or empty (74 units in 8 parts: 7 x 10 + 4), and with each thread owning
+// a contiguous range of tasks one thread's share was 40 units to the other's 34.
+inline int64_t even_share(int64_t i, int64_t total, int64_t parts) { return i * total / parts; }
+
+// Splits [0, n) into chunks of at least `grain` items (evened out: even_share) and runs
+// fn(begin, end) on the global pool.
 void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn);
 
 // One chunk of parallel_streams: items [begin, end). The thread that runs it goes on, unless

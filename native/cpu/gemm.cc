@@ -1524,11 +1524,6 @@ int64_t block_size(int64_t budget, int64_t per, int64_t unit, int64_t total) {
   return std::min(cap, std::max<int64_t>(unit, budget / per / unit * unit));
 }
 
-// Where part i of `total` units split into `parts` parts one unit apart in size begins (part
-// `parts` begins at total). Splitting by ceil(total / parts) instead leaves the last part short and
-// the threads' shares uneven (see packed_gemm).
-inline int64_t even_share(int64_t i, int64_t total, int64_t parts) { return i * total / parts; }
-
 // Grow-only scratch that keeps its memory between calls (the packed operands are megabytes;
 // allocating them per call would fault fresh pages every time).
 struct Scratch {
