@@ -1092,6 +1092,44 @@ test('gemm: large C written with streaming stores gives the bits of normal store
   }));
 });
 
+// A fused low-rank update on such a C (beta = 0, one K block) is built in a scratch tile and
+// streamed out the same way (native/cpu/gemm.cc, update_stream): bits of the base GEMM and the
+// update as two calls, and of SEALKIT_STREAM_STORES=0, on each path that fuses (shared packing,
+// task-packed B strips, task-packed A rows), NT and NN, f32 and bf16 B, V either way, 1-3 threads.
+test('gemm with a low-rank update on a large C: streamed tiles give the bits of the two separate calls', () => {
+  const r = rng(35);
+  const rank = 16, ldu = rank + 2;
+  const cases = [[700, 760, 16], [40, 13200, 24], [14000, 40, 12]].flatMap(([M, N, K]) =>
+    [false, true].flatMap((tb) => [false, true].map((transV) => {
+      const c = gemmCase(M!, N!, K!, false, tb, r, 4, 0.75, 0);
+      assert.ok(c.M * c.N * 4 >= 2 << 20, 'C must reach the streaming size');
+      const ldv = (transV ? rank : N!) + 1;
+      return {
+        c, transV, ldv, bits: bf16Bits(c.B), U: f32(rand(M! * ldu, r)), V: f32(rand((transV ? N! : rank) * ldv, r)),
+        what: `${M}x${N}x${K} tB=${tb} tV=${transV}`,
+      };
+    })));
+  const B = (x: (typeof cases)[number], bDtype: 'f32' | 'bf16') => (bDtype === 'bf16' ? x.bits : f32(x.c.B));
+  const fusedAll = () => cases.flatMap((x) => (['f32', 'bf16'] as const).map((bDtype) =>
+    gemmRun(x.c, 'f32', { B: B(x, bDtype), bDtype, U: x.U, V: x.V, rank, transV: x.transV, ldu, ldv: x.ldv, updateScale: 0.5 })));
+  keepingThreads(() => forEachIsa((isa) => {
+    addon.setThreads(2);
+    const separate = cases.flatMap((x) => (['f32', 'bf16'] as const).map((bDtype) => {
+      const base = gemmRun(x.c, 'f32', { B: B(x, bDtype), bDtype });
+      return arr(op('gemm', 'f32', {
+        M: x.c.M, N: x.c.N, K: rank, A: x.U, lda: ldu, B: x.V, ldb: x.ldv, transB: x.transV, C: base, ldc: x.c.ldc,
+        alpha: 0.5, beta: 1,
+      }), 'C');
+    }));
+    const normal = withEnv({ SEALKIT_STREAM_STORES: '0' }, fusedAll);
+    normal.forEach((n, i) => sameBits(n, separate[i]!, `${isa} not streamed ${cases[i >> 1]!.what} #${i % 2}`));
+    for (const threads of [1, 2, 3]) {
+      addon.setThreads(threads);
+      fusedAll().forEach((f, i) => sameBits(f, separate[i]!, `${isa} threads=${threads} ${cases[i >> 1]!.what} #${i % 2}`));
+    }
+  }));
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);

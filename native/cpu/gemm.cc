@@ -365,6 +365,15 @@ SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float*
                 swiglu512(_mm512_load_ps(gate + 16), _mm512_load_ps(up + 16)), m0, m1, ep);
 }
 
+// A finished tile (rows 32 floats apart, from scratch) copied to C as store_row32 stores one,
+// streamed.
+SEALKIT_AVX512 void stream_tile32(const float* tile, float* c, int64_t ldc, int rows, int cols) {
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
+  const Epilogue ep{1.f, 0.f, false, true};
+  for (int i = 0; i < rows; ++i, tile += 32, c += ldc)
+    store_row32(c, _mm512_load_ps(tile), _mm512_load_ps(tile + 16), m0, m1, ep);
+}
+
 // SwiGLU's gradients of a finished 32-column tile of dact (rows 32 apart, from scratch): element
 // `at` of the arrays is the tile's first; rows ld apart.
 // With `stream`, whole aligned vectors of dgate and dup go out as non-temporal stores (see
@@ -1981,12 +1990,22 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // their product starts: in a training step C comes from memory, and the read otherwise waits at
   // the tile's end. SmolLM2-135M LoRA step 1.02-1.04x, tiny 1.05x (`seal bench train --ab-env`,
   // 9-41 repeats, AMD Zen 5); for C only written (scoring) it was 0.99x, so not there.
-  [[maybe_unused]] const bool c_prefetch = g.beta != 0.f || fuse;
+  [[maybe_unused]] const bool c_prefetch = g.beta != 0.f || fuse;  // (not where update_stream, below)
   // Tiles written once and never read back (beta == 0, one K block, no update) stream their
   // stores when C is large (see kStreamCBytes); the fence below orders them before the task ends.
   [[maybe_unused]] const bool c_stream = g.beta == 0.f && !fuse && Kd <= kc_depth &&
                                          M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes &&
                                          stream_stores_on();
+  // Fused-update tiles on the same rule stream too: the tile and its update are built in an L1
+  // scratch tile (the bits of building them in C: the same two stores' arithmetic) and copied out
+  // streamed, instead of C's lines being asked for ownership from memory, written and read back.
+  // SmolLM2-135M LoRA step 1.007-1.025x (`seal bench train --ab-env`, four runs of 7-21 repeats, AMD
+  // Zen 5); streaming only the forward's (NT) tiles gave 0.995x of streaming all, only the input
+  // gradients' (NN) 1.001x. The tiny preset's C stays under the size. Not with AMX's 32-row tiles.
+  [[maybe_unused]] const bool update_stream = fuse && g.beta == 0.f && Kd <= kc_depth && mr == kBf16Mr &&
+                                              nr == kBf16Nr && !swiglu && !pair &&
+                                              M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes &&
+                                              stream_stores_on();
   // The fused SwiGLU gradient's dgate and dup stream on the same rule (each as large as C). SmolLM2's
   // 1024 x 1536 each: the LoRA step 1.007-1.008x (`seal bench --ab-env`, 7 and 15 repeats, Zen 5);
   // the tiny preset's 1.5 MB, streamed, measured 0.993x (21 repeats), so theirs stay below.
@@ -2025,7 +2044,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const int rows = static_cast<int>(std::min(mr, r1 - r));
         float* c = c_base + (i0 + r) * ldc;
 #if SEALKIT_X86
-        if (k0 == 0 && c_prefetch && !swiglu) prefetch_tile_for_write(c, ldc, rows, cols);
+        if (k0 == 0 && c_prefetch && !swiglu && !update_stream) prefetch_tile_for_write(c, ldc, rows, cols);
 #endif
         const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
 #if SEALKIT_X86
@@ -2053,6 +2072,18 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           continue;
         }
 #endif
+#if SEALKIT_X86
+        if (update_stream) {  // one K block: the tile and its update in L1, then streamed to C
+          alignas(64) float tile[kBf16Mr * kBf16Nr];
+          micro(kc, a_rows + r * Kd, bs, tile, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
+          if (next) next->prefetch(call++, calls);
+          const Epilogue add{update->scale, 1.f, true};
+          if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, tile, nr, rows, cols, add);
+          else micro_avx512(ur, u_rows + r * ur, pv + col * ur, tile, nr, rows, cols, add);
+          stream_tile32(tile, c, ldc, rows, cols);
+          continue;
+        }
+#endif
         micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, ldc, rows, cols, ep);
         if (next) next->prefetch(call++, calls);
 #if SEALKIT_X86
@@ -2065,7 +2096,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       }
     }
 #if SEALKIT_X86
-    if (c_stream || swiglu_stream) _mm_sfence();  // streamed stores are weakly ordered: visible before the pool's barrier
+    if (c_stream || swiglu_stream || update_stream) _mm_sfence();  // streamed stores are weakly ordered: visible before the pool's barrier
 #endif
   };
   auto pack_a_strips = [&](float* a_dst, [[maybe_unused]] float* u_dst, int64_t i0, int64_t m, int64_t s0, int64_t s1) {
