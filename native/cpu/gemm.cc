@@ -113,13 +113,18 @@ inline void prefetch_tile_for_write(const float* c, int64_t ldc, int rows, int c
 // The lines a fused SwiGLU-gradient tile reads (gate, up) and writes (dgate, dup), asked for as its
 // product starts: the epilogue then finds them in cache instead of waiting on memory row by row.
 // Without it the fused step was slower than the separate calls (in-process A/B, AMD Zen 5: the tiny
-// preset's LoRA step 0.935-0.957x of the step with it, SmolLM2-135M's 0.967x).
-inline void prefetch_swiglu_grad_tile(const SwigluGrad& s, int64_t at, int64_t ld, int rows, int cols) {
+// preset's LoRA step 0.935-0.957x of the step with it, SmolLM2-135M's 0.967x). Where dgate and dup
+// are streamed (`outputs` false) their lines are not asked for: an ownership read from memory for a
+// line the non-temporal store then writes whole was bandwidth thrown away (SmolLM2-135M: these calls
+// 85.7-86.7 -> 79.6-80.7 ms per step; the LoRA step 1.003-1.009x, `seal bench --ab-env`, 11 and 21
+// repeats, AMD Zen 5).
+inline void prefetch_swiglu_grad_tile(const SwigluGrad& s, int64_t at, int64_t ld, int rows, int cols, bool outputs) {
   const int64_t bytes = cols * static_cast<int64_t>(sizeof(float));
   for (int i = 0; i < rows; ++i) {
     for_each_line(s.gate + at + i * ld, bytes, [](const char* line) { _mm_prefetch(line, _MM_HINT_T0); });
     for_each_line(s.up + at + i * ld, bytes, [](const char* line) { _mm_prefetch(line, _MM_HINT_T0); });
   }
+  if (!outputs) return;
   prefetch_tile_for_write(s.dgate + at, ld, rows, cols);
   prefetch_tile_for_write(s.dup + at, ld, rows, cols);
 }
@@ -2050,7 +2055,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #if SEALKIT_X86
         if (swiglu) {  // one K block (gemm_swiglu_backward): dact's tile, its update, then the gradients'
           const int64_t at = (i0 + r) * ldc + col;  // the tile's first element in the SwiGLU arrays
-          prefetch_swiglu_grad_tile(*swiglu, at, ldc, rows, cols);
+          prefetch_swiglu_grad_tile(*swiglu, at, ldc, rows, cols, !swiglu_stream);
           alignas(64) float dact[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, bs, dact, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
           if (fuse) {
