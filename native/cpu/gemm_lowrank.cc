@@ -357,23 +357,38 @@ SEALKIT_AVX512 void outer_sum_tile(const OuterSum<BcT, VecT>& o, int64_t r0, int
   const VecT* vec = o.vec + k0 * ldvec + v0;
   // Rows kOuterPrefetchTokens ahead, into L1, while they lie within the operands.
   const int64_t k_pf = o.K - kOuterPrefetchTokens;
-  for (int64_t k = k0; k < k1; ++k, bc += ldbc, vec += ldvec) {
-    if (k < k_pf) {
-      const VecT* vp = vec + kOuterPrefetchTokens * ldvec;
-      for (int v = 0; v < NV; ++v)
-        if (m[v]) _mm_prefetch(reinterpret_cast<const char*>(vp + 16 * v), _MM_HINT_T0);
-      _mm_prefetch(reinterpret_cast<const char*>(bc + kOuterPrefetchTokens * ldbc + ri[0]), _MM_HINT_T0);
-    }
-    if (lead_in) lead_in_row(lead_in + (k - k0) * ldvec, lead_nv);
-    if (next_c && k - k0 < next_c->count()) next_c->ask(static_cast<int>(k - k0));
-    __m512 b[NV];
-    for (int v = 0; v < NV; ++v) b[v] = load16_masked(vec + 16 * v, m[v]);
+  // b_row[row_of(i)]: the narrow operand's value for tile row i. A whole tile reads b_row = bc + r0 at
+  // constant offsets i; an edge tile goes through ri. With ri for every tile (as before), GCC kept
+  // the eight indices in vector registers and moved each out every token: 8 extra instructions per
+  // 16 FMAs. Warm operands (bench/ab.ts, 7 rounds, AMD Zen 5): TN 16x1536x1024, 1536x16x1024,
+  // 384x16x1024, 16x128x1024, 576x16x1024 1.13-1.16x; LoRA steps (`seal bench --ab-env`, against a
+  // temporary switch) tiny 1.006x (41 repeats), SmolLM2-135M 1.006x (11), 1 x 64 1.010x (61), 16
+  // adapters level. The asm below stops GCC from turning each row's read back into its own
+  // induction variable. Same arithmetic, same bits.
+  auto tokens = [&](const BcT* b_row, auto row_of) SEALKIT_AVX512 {
+    const VecT* v_row = vec;
+    for (int64_t k = k0; k < k1; ++k, b_row += ldbc, v_row += ldvec) {
+      if (k < k_pf) {
+        const VecT* vp = v_row + kOuterPrefetchTokens * ldvec;
+        for (int v = 0; v < NV; ++v)
+          if (m[v]) _mm_prefetch(reinterpret_cast<const char*>(vp + 16 * v), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(b_row + kOuterPrefetchTokens * ldbc + row_of(0)), _MM_HINT_T0);
+      }
+      if (lead_in) lead_in_row(lead_in + (k - k0) * ldvec, lead_nv);
+      if (next_c && k - k0 < next_c->count()) next_c->ask(static_cast<int>(k - k0));
+      __m512 b[NV];
+      for (int v = 0; v < NV; ++v) b[v] = load16_masked(v_row + 16 * v, m[v]);
+      const BcT* bp = b_row;
+      asm("" : "+r"(bp));
 #pragma GCC unroll 16
-    for (int i = 0; i < MB; ++i) {
-      const __m512 x = _mm512_set1_ps(widen(bc[ri[i]]));
-      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(x, b[v], acc[i][v]);
+      for (int i = 0; i < MB; ++i) {
+        const __m512 x = _mm512_set1_ps(widen(bp[row_of(i)]));
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(x, b[v], acc[i][v]);
+      }
     }
-  }
+  };
+  if (rows == MB) tokens(bc + r0, [](int i) { return int64_t{i}; });
+  else tokens(bc, [&ri](int i) { return ri[i]; });
   if (k1 < o.K) {
 #pragma GCC unroll 16
     for (int i = 0; i < MB; ++i)
