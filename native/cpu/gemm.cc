@@ -2007,10 +2007,12 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // SmolLM2-135M LoRA step 1.007-1.025x (`seal bench train --ab-env`, four runs of 7-21 repeats, AMD
   // Zen 5); streaming only the forward's (NT) tiles gave 0.995x of streaming all, only the input
   // gradients' (NN) 1.001x. The tiny preset's C stays under the size. Not with AMX's 32-row tiles.
-  [[maybe_unused]] const bool update_stream = fuse && g.beta == 0.f && Kd <= kc_depth && mr == kBf16Mr &&
-                                              nr == kBf16Nr && !swiglu && !pair &&
-                                              M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes &&
-                                              stream_stores_on();
+#if SEALKIT_X86
+  const bool update_stream = fuse && g.beta == 0.f && Kd <= kc_depth && mr == kBf16Mr && nr == kBf16Nr && !swiglu &&
+                             !pair && M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes && stream_stores_on();
+#else
+  [[maybe_unused]] const bool update_stream = false;
+#endif
   // The fused SwiGLU gradient's dgate and dup stream on the same rule (each as large as C). SmolLM2's
   // 1024 x 1536 each: the LoRA step 1.007-1.008x (`seal bench --ab-env`, 7 and 15 repeats, Zen 5);
   // the tiny preset's 1.5 MB, streamed, measured 0.993x (21 repeats), so theirs stay below.
@@ -2076,8 +2078,6 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           if (next) next->prefetch(call++, calls);
           continue;
         }
-#endif
-#if SEALKIT_X86
         if (update_stream) {  // one K block: the tile and its update in L1, then streamed to C
           alignas(64) float tile[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, bs, tile, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
