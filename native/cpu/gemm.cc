@@ -1990,12 +1990,6 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   const int64_t v_strips = 0;  // updates fuse only into the AVX-512 tiles
 #endif
 
-  // Tiles whose C is read back (beta != 0: LoRA's input gradients accumulate into one dx; or a fused
-  // update, which loads the tile the base kernel just stored) ask for its lines for ownership as
-  // their product starts: in a training step C comes from memory, and the read otherwise waits at
-  // the tile's end. SmolLM2-135M LoRA step 1.02-1.04x, tiny 1.05x (`seal bench train --ab-env`,
-  // 9-41 repeats, AMD Zen 5); for C only written (scoring) it was 0.99x, so not there.
-  [[maybe_unused]] const bool c_prefetch = g.beta != 0.f || fuse;  // (not where update_stream, below)
   // Tiles written once and never read back (beta == 0, one K block, no update) stream their
   // stores when C is large (see kStreamCBytes); the fence below orders them before the task ends.
   [[maybe_unused]] const bool c_stream = g.beta == 0.f && !fuse && Kd <= kc_depth &&
@@ -2013,6 +2007,12 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #else
   [[maybe_unused]] const bool update_stream = false;
 #endif
+  // Tiles whose C is read back (beta != 0: LoRA's input gradients accumulate into one dx; or a fused
+  // update not streamed, which loads the tile the base kernel just stored) ask for its lines for
+  // ownership as their product starts: in a training step C comes from memory, and the read
+  // otherwise waits at the tile's end. SmolLM2-135M LoRA step 1.02-1.04x, tiny 1.05x (`seal bench train --ab-env`,
+  // 9-41 repeats, AMD Zen 5); for C only written (scoring) it was 0.99x, so not there.
+  [[maybe_unused]] const bool c_prefetch = (g.beta != 0.f || fuse) && !update_stream;
   // The fused SwiGLU gradient's dgate and dup stream on the same rule (each as large as C). SmolLM2's
   // 1024 x 1536 each: the LoRA step 1.007-1.008x (`seal bench --ab-env`, 7 and 15 repeats, Zen 5);
   // the tiny preset's 1.5 MB, streamed, measured 0.993x (21 repeats), so theirs stay below.
@@ -2031,6 +2031,15 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // One packed B strip (columns [col, col + cols)) against rows [r0, r1) of the row chunk at i0: all
   // K blocks back to back, so the rows' C tile stays in L1/L2 between blocks and the block's KC x NR
   // slice of the strip stays in L1 across the row strips.
+#if SEALKIT_X86
+  // C += scale U op(V) on a finished tile (rows of U at u, columns from col; rows ld apart), by the
+  // micro-kernel the update's separate call would run: every fused path's update.
+  auto add_update = [&](const float* u, int64_t col, float* c, int64_t ld, int rows, int cols) {
+    const Epilogue add{update->scale, 1.f, true};
+    if (rows < kAvx512Mr) micro_avx512_edge(ur, u, pv + col * ur, c, ld, rows, cols, add);
+    else micro_avx512(ur, u, pv + col * ur, c, ld, rows, cols, add);
+  };
+#endif
   auto strip_tiles = [&](const float* a_rows, [[maybe_unused]] const float* u_rows, int64_t i0, int64_t r0, int64_t r1,
                          int64_t col, int cols, const float* bs, const StripSource* next = nullptr) {
     const int64_t calls = ((Kd + kc_depth - 1) / kc_depth) * ((r1 - r0 + mr - 1) / mr);
@@ -2051,7 +2060,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const int rows = static_cast<int>(std::min(mr, r1 - r));
         float* c = c_base + (i0 + r) * ldc;
 #if SEALKIT_X86
-        if (k0 == 0 && c_prefetch && !swiglu && !update_stream) prefetch_tile_for_write(c, ldc, rows, cols);
+        if (k0 == 0 && c_prefetch && !swiglu) prefetch_tile_for_write(c, ldc, rows, cols);
 #endif
         const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
 #if SEALKIT_X86
@@ -2061,9 +2070,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           alignas(64) float dact[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, bs, dact, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
           if (fuse) {
-            const Epilogue add{update->scale, 1.f, true};
-            if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, dact, nr, rows, cols, add);
-            else micro_avx512(ur, u_rows + r * ur, pv + col * ur, dact, nr, rows, cols, add);
+            add_update(u_rows + r * ur, col, dact, nr, rows, cols);
           }
           store_swiglu_grad_tile(dact, *swiglu, at, ldc, rows, cols, swiglu_stream);
           if (next) next->prefetch(call++, calls);
@@ -2082,9 +2089,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           alignas(64) float tile[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, bs, tile, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
           if (next) next->prefetch(call++, calls);
-          const Epilogue add{update->scale, 1.f, true};
-          if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, tile, nr, rows, cols, add);
-          else micro_avx512(ur, u_rows + r * ur, pv + col * ur, tile, nr, rows, cols, add);
+          add_update(u_rows + r * ur, col, tile, nr, rows, cols);
           stream_tile32(tile, c, ldc, rows, cols);
           continue;
         }
@@ -2093,9 +2098,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         if (next) next->prefetch(call++, calls);
 #if SEALKIT_X86
         if (fuse && k0 + kc >= Kd) {  // the tile is final: add the update while it is in L1
-          const Epilogue add{update->scale, 1.f, true};
-          if (rows < kAvx512Mr) micro_avx512_edge(ur, u_rows + r * ur, pv + col * ur, c, ldc, rows, cols, add);
-          else micro_avx512(ur, u_rows + r * ur, pv + col * ur, c, ldc, rows, cols, add);
+          add_update(u_rows + r * ur, col, c, ldc, rows, cols);
         }
 #endif
       }
