@@ -582,6 +582,77 @@ test('a batch that mixes adapters runs its LoRA products as chains: the bits of 
   }
 });
 
+test('a batch mixing adapters of one rank adds their updates on the base GEMM\'s tiles: the bits of the chains', async () => {
+  // With bf16 weights, when every adapter on a projection has the batch's rank (and, training, no
+  // dropout) and the backend adds such updates inside the GEMM, the base GEMM can add each
+  // sequence's y += s xa B^T (forward) and dx += dxa A (backward) on its own rows as one segmented
+  // update (native/engine/model.cc, segmented_update): by default where C is 2 MB or more, with
+  // SEALKIT_SEGMENTED_UPDATE=1 at any size (these fixtures' are small). f32 weights, and updates the
+  // GEMM would run call by call (a sequence of 4 rows or fewer in the forward pass, decoding steps),
+  // keep the chains; so does SEALKIT_SEGMENTED_UPDATE=0: losses, gradients, logits and generated
+  // tokens must not move by a bit. The batches have an adapter twice, apart, a base-model sequence,
+  // sequences that end inside a 14-row tile, adapters of different targets and scales, and one with
+  // dropout (its projections keep the chains in training); the second adds a 3-token sequence.
+  for (const [dir, storage] of [[qwenDir, 'bf16'], [llamaDir, 'bf16'], [llamaDir, 'f32']] as const) {
+    const model = await Model.load(dir, { storage, profile: true });
+    const V = model.config.vocabSize;
+    model.createAdapter(0, { rank: 4, alpha: 8, seed: 3 });
+    model.createAdapter(1, { rank: 4, alpha: 4, seed: 4, targets: ['q_proj', 'v_proj', 'down_proj'] });
+    model.createAdapter(2, { rank: 4, alpha: 16, seed: 5 });
+    model.createAdapter(3, { rank: 4, alpha: 8, seed: 6, dropout: 0.2, targets: ['o_proj', 'up_proj'] });
+    for (const slot of [0, 1, 2, 3])  // adapters start with B = 0: make them matter
+      for (const proj of ['q_proj', 'v_proj', 'down_proj', 'o_proj', 'up_proj'] as const)
+        if (model.adapterInfo(slot)!.targets.includes(proj))
+          for (const layer of [0, 1])
+            model.setAdapterTensor(slot, layer, proj, 'B', model.getAdapterTensor(slot, layer, proj, 'B').map((_, i) => ((i % 7) - 3) * 0.03 * (slot + 1)));
+    const long: Sequence[] = [
+      { tokens: randomTokens(19, V, 1), slot: 0 }, { tokens: randomTokens(23, V, 2), slot: 1 },
+      { tokens: randomTokens(7, V, 3), slot: -1 }, { tokens: randomTokens(9, V, 4), slot: 2 },
+      { tokens: randomTokens(30, V, 5), slot: 0 }, { tokens: randomTokens(17, V, 6), slot: 3 },
+      { tokens: randomTokens(12, V, 7), slot: 2 },
+    ];
+    const batches: [string, Sequence[], boolean][] = [  // what, batch, forward updates on the tiles
+      ['long sequences', long, true],
+      ['a 3-token sequence', [...long.slice(0, 3), { tokens: randomTokens(3, V, 8), slot: 2 }, ...long.slice(4)], false],
+    ];
+    const tensors = [[0, 'q_proj', 'A'], [0, 'down_proj', 'B'], [1, 'v_proj', 'A'], [2, 'gate_proj', 'B'], [2, 'o_proj', 'A'], [3, 'up_proj', 'A'], [3, 'o_proj', 'B']] as const;
+    const segmentedOps = async () => (await model.takeProfile()).map((t) => t.op).filter((op) => / x\d+ segments$/.test(op));
+    for (const [what, seqs, forwardOnTiles] of batches) {
+      const label = `${dir} ${storage} ${what}`;
+      const run = async () => {
+        await model.zeroGrad();
+        const { loss } = await model.backwardPacked(packSequences(seqs, V, true).batch, { seed: 9 });
+        const grads = tensors.map(([slot, proj, ab]) => Array.from(model.getAdapterTensor(slot, 1, proj, ab, true)));
+        const logits = (await model.logits(seqs)).map((l) => Array.from(l));
+        return { loss: Array.from(loss!), grads, logits };
+      };
+      await model.takeProfile();
+      const segmented = await withEnv({ SEALKIT_SEGMENTED_UPDATE: '1' }, run);
+      const onTiles = await segmentedOps();
+      const bf16 = storage === 'bf16';
+      assert.is(onTiles.some((op) => op.startsWith('gemm+update NT')), bf16 && forwardOnTiles, `${label}: forward updates on the tiles`);
+      assert.is(onTiles.some((op) => op.startsWith('gemm+update NN')), bf16, `${label}: backward updates on the tiles`);
+      assert.is(onTiles.some((op) => op.startsWith('gemm+update+swiglu_backward NN')), bf16, `${label}: SwiGLU's backward pass with them`);
+      const chained = await withEnv({ SEALKIT_SEGMENTED_UPDATE: '0' }, run);
+      assert.equal(await segmentedOps(), [], `${label}: switched off`);
+      await run();
+      assert.equal(await segmentedOps(), [], `${label}: by default not for a C this small`);
+      assert.equal(segmented.loss, chained.loss, `${label}: losses`);
+      segmented.grads.forEach((g, i) => assert.equal(g, chained.grads[i], `${label}: gradient of ${tensors[i]!.join(' ')}`));
+      segmented.grads.forEach((g, i) => assert.ok(g.some((x) => x !== 0), `${label}: gradient of ${tensors[i]!.join(' ')} formed`));
+      assert.equal(segmented.logits, chained.logits, `${label}: logits`);
+    }
+    // Decoding steps (a row per sequence) and 4-token prefills keep the chains.
+    const prompts = long.map((q) => ({ tokens: Array.from(q.tokens).slice(0, 4), slot: q.slot }));
+    const generate = () => model.generate(prompts, { maxNewTokens: 6, temperature: 0 }).then((cs) => cs.map((c) => Array.from(c.tokens)));
+    await model.takeProfile();
+    const generated = await withEnv({ SEALKIT_SEGMENTED_UPDATE: '1' }, generate);
+    assert.equal(await segmentedOps(), [], `${dir} ${storage}: generation keeps the chains`);
+    assert.equal(generated, await withEnv({ SEALKIT_SEGMENTED_UPDATE: '0' }, generate), `${dir} ${storage}: generated tokens`);
+    await model.dispose();
+  }
+});
+
 test('adapters reuse the buffers of dropped ones: the same training as on a fresh model, memory within the peak', async () => {
   // SEAL's inner loop creates and drops groups of adapters; a new adapter takes the buffers (weights,
   // gradients, AdamW moments) a dropped one of the same shapes left (native/engine/model.cc,

@@ -1130,6 +1130,115 @@ test('gemm with a low-rank update on a large C: streamed tiles give the bits of 
   }));
 });
 
+// A batch that mixes adapters (SEAL's inner loop: one adapter per sequence) adds each sequence's
+// update to its own rows: segments of rows, each with its V and scale, in one gemm_with_update
+// (native/cpu/gemm.cc, add_update). Each segment's rows must have the bits of the base GEMM and then
+// that segment's own update call on its rows (the calls the model made one by one before), rows
+// outside every segment the base GEMM's alone: on every path that fuses (task-packed A rows, shared
+// packing, task-packed B strips, streamed tiles of a large C) and where it does not (few rows,
+// AVX2: the calls one by one), with tiles that hold the end of one segment and the start of the
+// next, one-row segments, gaps, NT and NN, f32 and bf16 B, V either way, 1-3 threads.
+type SegmentArgs = { row0: number; rows: number; V: Float32Array; ldv: number; scale: number };
+function segmentedCase(M: number, N: number, K: number, transB: boolean, transV: boolean, bounds: [number, number][],
+  r: () => number, pad = 3) {
+  const rank = 16, ldu = rank + 1;
+  const ldv = (transV ? rank : N) + 2;
+  const segments: SegmentArgs[] = bounds.map(([row0, rows], i) => ({
+    row0, rows, V: f32(rand((transV ? N : rank) * ldv, r)), ldv, scale: 0.25 + 0.125 * (i % 5),
+  }));
+  return { c: gemmCase(M, N, K, false, transB, r, pad, 0.75, 0), rank, ldu, transV, U: f32(rand(M * ldu, r)), segments };
+}
+type SegmentedCase = ReturnType<typeof segmentedCase>;
+
+/** The base GEMM, then each segment's update as its own gemm call on its rows. */
+function segmentedByCalls(x: SegmentedCase, B: Float32Array | Uint16Array, bDtype: 'f32' | 'bf16'): F {
+  const out = gemmRun(x.c, 'f32', { B, bDtype });
+  const ldc = x.c.ldc;
+  for (const s of x.segments) {
+    if (s.rows === 0) continue;
+    const rows = out.subarray(s.row0 * ldc, (s.row0 + s.rows) * ldc);
+    rows.set(arr(op('gemm', 'f32', {
+      M: s.rows, N: x.c.N, K: x.rank, A: x.U.subarray(s.row0 * x.ldu), lda: x.ldu, B: s.V, ldb: s.ldv,
+      transB: x.transV, C: Float32Array.from(rows), ldc, alpha: s.scale, beta: 1,
+    }), 'C'));
+  }
+  return out;
+}
+
+const segmentedArgs = (x: SegmentedCase) => ({ U: x.U, ldu: x.ldu, rank: x.rank, transV: x.transV, segments: x.segments });
+
+test('gemm with a segmented low-rank update (a batch mixing adapters): each segment the bits of its own call', () => {
+  const r = rng(36);
+  const every = (M: number, n: number, skip = -1): [number, number][] =>
+    Array.from({ length: Math.ceil(M / n) }, (_, i) => [i * n, Math.min(n, M - i * n)] as [number, number]).filter((_, i) => i !== skip);
+  // [M, N, K, bounds]: the tiny preset's 16 sequences of 64 rows (task-packed A rows; one sequence
+  // without an adapter); shared packing (K 575, odd) with a one-row segment, a segment inside one
+  // tile and a gap; a large C (streamed tiles) of 64-row sequences; task-packed B strips (few rows,
+  // many columns); 12 rows (the few-rows path: the calls one by one).
+  const shapes: [number, number, number, [number, number][]][] = [
+    [1024, 384, 128, every(1024, 64, 2)], [300, 200, 575, [[0, 1], [1, 12], [13, 17], [45, 55], [100, 199]]],
+    [1100, 600, 24, every(1100, 64)], [40, 13200, 24, [[0, 20], [20, 20]]], [12, 96, 40, [[0, 5], [7, 5]]],
+  ];
+  const cases = shapes.flatMap(([M, N, K, bounds]) => [false, true].flatMap((transB) => [false, true].map((transV) => ({
+    x: segmentedCase(M, N, K, transB, transV, bounds, r), what: `${M}x${N}x${K} tB=${transB} tV=${transV}`,
+  }))));
+  keepingThreads(() => forEachIsa((isa) => {
+    addon.setThreads(2);
+    const expected = cases.map(({ x }) => (['f32', 'bf16'] as const).map((bDtype) => {
+      const B = bDtype === 'bf16' ? bf16Bits(x.c.B) : f32(x.c.B);
+      return { B, bDtype, ref: segmentedByCalls(x, B, bDtype) };
+    }));
+    for (const threads of [1, 2, 3]) {
+      addon.setThreads(threads);
+      cases.forEach(({ x, what }, i) => {
+        for (const { B, bDtype, ref } of expected[i]!) {
+          const label = `${isa} threads=${threads} ${what} ${bDtype}`;
+          sameBits(gemmRun(x.c, 'f32', { B, bDtype, ...segmentedArgs(x) }), ref, label);
+          if (x.c.M * x.c.N * 4 >= 2 << 20)
+            withEnv({ SEALKIT_STREAM_STORES: '0' }, () => sameBits(gemmRun(x.c, 'f32', { B, bDtype, ...segmentedArgs(x) }), ref, `${label} not streamed`));
+        }
+      });
+    }
+  }));
+});
+
+test('gemm_swiglu_backward with a segmented update: the bits of the calls one by one', () => {
+  const r = rng(37);
+  const bounds: [number, number][] = Array.from({ length: 16 }, (_, i) => [i * 64, 64] as [number, number]).filter((_, i) => i !== 5);
+  const x = segmentedCase(1024, 384, 128, false, false, bounds, r, 0);
+  const N = x.c.N, ldc = x.c.ldc;
+  const gate = f32(rand(x.c.M * ldc, r).map((v) => 4 * v)), up = f32(rand(x.c.M * ldc, r));
+  const W = bf16Bits(x.c.B);
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
+    const res = op('gemm_swiglu_backward', 'f32', {
+      M: x.c.M, N, K: x.c.K, A: f32(x.c.A), lda: x.c.lda, B: W, ldb: x.c.ldb, bDtype: 'bf16', alpha: x.c.alpha, ldc,
+      packedB: true, gate, up, ...segmentedArgs(x),
+    });
+    const dact = segmentedByCalls(x, W, 'bf16');
+    const rows = (v: F) => {
+      const out = new Float32Array(x.c.M * N);
+      for (let i = 0; i < x.c.M; i++) out.set(v.subarray(i * ldc, i * ldc + N), i * N);
+      return out;
+    };
+    const ref = op('swiglu_backward', 'f32', { gate: rows(gate), up: rows(up), dout: rows(dact) });
+    const label = `${isa} ${kernel} threads=${threads}`;
+    assert.is(res.fused, kernel === 'vdpbf16ps' && isa === 'avx512bf16', `${label}: fused`);
+    sameBits(rows(arr(res, 'dgate')), arr(ref, 'dgate'), `${label}: dgate`);
+    sameBits(rows(arr(res, 'dup')), arr(ref, 'dup'), `${label}: dup`);
+  });
+});
+
+test('gemm with a segmented low-rank update: argument checks', () => {
+  const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
+  const A = new Float32Array(12), B = new Float32Array(6), U = new Float32Array(8), V = new Float32Array(4);
+  const base = { M: 4, N: 2, K: 3, A, B, U, rank: 2 };
+  throwsWith(() => op('gemm', 'f32', { ...base, segments: {} }), /'segments' must be an array/);
+  throwsWith(() => op('gemm', 'f32', { ...base, segments: [{ row0: 0, rows: 2, V }, { row0: 1, rows: 2, V }] }), /segments\[1\].*ascending and not overlapping/);
+  throwsWith(() => op('gemm', 'f32', { ...base, segments: [{ row0: 3, rows: 2, V }] }), /segments\[0\].*C's rows/);
+  throwsWith(() => op('gemm', 'f32', { ...base, segments: [{ row0: 0, rows: 2 }] }), /segments\[0\].*'V' is required/);
+  throwsWith(() => op('gemm', 'f32', { ...base, segments: [{ row0: 0, rows: 2, V: new Float32Array(3) }] }), /segments\[0\].*'V' has length 3/);
+});
+
 test('gemm with a low-rank update: argument checks', () => {
   const throwsWith = (fn: () => unknown, re: RegExp) => assert.throws(fn, (e: Error) => re.test(e.message), `expected ${re}`);
   const A = new Float32Array(6), B = new Float32Array(6), U = new Float32Array(4), V = new Float32Array(4);

@@ -236,26 +236,66 @@ GemmCall<T> gemm_args(const Args& a) {
 }
 
 // The optional low-rank update of gemm (C += updateScale * U op(V), U [M, rank], op(V) [rank, N]):
-// present when the arguments carry U.
-cpu::LowRankUpdate update_args(const Args& a, const cpu::GemmArgs<float>& g) {
-  cpu::LowRankUpdate u;
+// present when the arguments carry U. With `segments` ([{row0, rows, V, ldv?, scale?}, ...]: a
+// batch mixing adapters) each segment's rows take its own V and scale, and V and updateScale are
+// not read.
+struct UpdateArgs {
+  cpu::LowRankUpdate base;
+  std::vector<cpu::LowRankSegment> segments;
+  cpu::LowRankUpdate update() const {
+    cpu::LowRankUpdate u = base;
+    if (!segments.empty()) {
+      u.segments = segments.data();
+      u.n_segments = static_cast<int>(segments.size());
+    }
+    return u;
+  }
+};
+
+UpdateArgs update_args(const Args& a, const cpu::GemmArgs<float>& g) {
+  UpdateArgs r;
+  cpu::LowRankUpdate& u = r.base;
   u.rank = a.integer("rank", 1);
   u.trans_v = a.boolean_or("transV", false);
   u.ldu = a.integer_or("ldu", u.rank, 1);
   if (u.ldu < u.rank) a.range_error("ldu", "must be >= rank");
   const int64_t v_cols = u.trans_v ? u.rank : g.N;
-  u.ldv = a.integer_or("ldv", v_cols, 1);
-  if (u.ldv < v_cols) a.range_error("ldv", "must be >= " + std::to_string(v_cols));
   u.U = a.array<float>("U", extent(g.M, u.rank, u.ldu), true).data;
-  u.V = a.array<float>("V", u.trans_v ? extent(g.N, u.rank, u.ldv) : extent(u.rank, g.N, u.ldv), true).data;
-  u.scale = static_cast<float>(a.number_or("updateScale", 1));
-  return u;
+  auto v_len = [&](int64_t ldv) { return u.trans_v ? extent(g.N, u.rank, ldv) : extent(u.rank, g.N, ldv); };
+  if (!a.has("segments")) {
+    u.ldv = a.integer_or("ldv", v_cols, 1);
+    if (u.ldv < v_cols) a.range_error("ldv", "must be >= " + std::to_string(v_cols));
+    u.V = a.array<float>("V", v_len(u.ldv), true).data;
+    u.scale = static_cast<float>(a.number_or("updateScale", 1));
+    return r;
+  }
+  const Napi::Value list = a.value("segments");
+  if (!list.IsArray()) a.type_error("segments", "must be an array of {row0, rows, V, ldv?, scale?}");
+  const Napi::Array arr = list.As<Napi::Array>();
+  int64_t next_row = 0;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    const std::string name = "segments[" + std::to_string(i) + "]";
+    if (!arr.Get(i).IsObject()) a.type_error(name, "must be an object");
+    const Args s(a.env(), a.op() + " " + name, arr.Get(i).As<Napi::Object>());
+    cpu::LowRankSegment sg;
+    sg.row0 = s.integer("row0");
+    sg.rows = s.integer("rows");
+    if (sg.row0 < next_row || sg.row0 + sg.rows > g.M)
+      a.range_error(name, "rows must lie in C's rows, ascending and not overlapping");
+    next_row = sg.row0 + sg.rows;
+    sg.ldv = s.integer_or("ldv", v_cols, 1);
+    if (sg.ldv < v_cols) s.range_error("ldv", "must be >= " + std::to_string(v_cols));
+    sg.V = s.array<float>("V", v_len(sg.ldv), true).data;
+    sg.scale = static_cast<float>(s.number_or("scale", 1));
+    r.segments.push_back(sg);
+  }
+  return r;
 }
 
 // The update the arguments carry, if any (f32 only), checked once: op_gemm and op_gemm_bench then
 // run run_gemm with it.
 template <typename T>
-std::optional<cpu::LowRankUpdate> gemm_update(const Args& a, const cpu::GemmArgs<T>& g) {
+std::optional<UpdateArgs> gemm_update(const Args& a, const cpu::GemmArgs<T>& g) {
   if (!a.has("U")) return std::nullopt;
   if constexpr (std::is_same_v<T, float>) return update_args(a, g);
   else a.range_error("U", "(a low-rank update) is for dtype f32 only");
@@ -296,9 +336,9 @@ std::unique_ptr<cpu::CodedWeight> coded_b(const Args& a, cpu::GemmArgs<T>& g) {
 }
 
 template <typename T>
-void run_gemm(const cpu::GemmArgs<T>& g, const std::optional<cpu::LowRankUpdate>& update) {
+void run_gemm(const cpu::GemmArgs<T>& g, const std::optional<UpdateArgs>& update) {
   if constexpr (std::is_same_v<T, float>) {
-    if (update) return cpu::gemm_with_update(g, *update);
+    if (update) return cpu::gemm_with_update(g, update->update());
   }
   cpu::gemm(g);
 }
@@ -357,7 +397,9 @@ Napi::Object op_gemm_swiglu_backward(const Args& a) {
   } else {
     GemmCall<float> call = gemm_args<float>(a);
     const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
-    const std::optional<cpu::LowRankUpdate> update = gemm_update(a, call.g);
+    const std::optional<UpdateArgs> carried = gemm_update(a, call.g);
+    const std::optional<cpu::LowRankUpdate> update =
+        carried ? std::optional<cpu::LowRankUpdate>(carried->update()) : std::nullopt;
     const int64_t len = product(a, "gate", call.g.M, call.g.ldc);
     cpu::SwigluGrad s;
     s.gate = a.array<float>("gate", len).data;
@@ -500,7 +542,7 @@ Napi::Object op_gemm_bench(const Args& a) {
   const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, g);  // from the aligned copy of B
   const std::unique_ptr<cpu::CodedWeight> coded = coded_b(a, g);
   // With U (and V, rank...), gemm's low-rank update rides along, as in op_gemm.
-  const std::optional<cpu::LowRankUpdate> update = gemm_update(a, g);
+  const std::optional<UpdateArgs> update = gemm_update(a, g);
   run_gemm(g, update);
   auto times = Napi::Float64Array::New(a.env(), static_cast<size_t>(iters));
   for (int64_t i = 0; i < iters; ++i) {

@@ -43,6 +43,9 @@ class CpuBackend final : public Backend {
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override {
     cpu::gemm_swiglu_backward(g, u, s);
   }
+  bool adds_update_on_tiles(const Gemm& g, const cpu::LowRankUpdate& u) const override {
+    return cpu::gemm_update_on_tiles(g, u);
+  }
   bool reads_packed_weight(int64_t rows, DType dtype, bool transposed) const override {
     return cpu::gemm_reads_packed_weight(rows, dtype, transposed);
   }

@@ -1879,15 +1879,31 @@ void pack_b_strips(const KernelSpec& ks, const MatRef* bs, float* const* dsts, i
 // run micro_avx512 (or narrow_n, the same arithmetic: k ascending from zero, then C = scale * sum +
 // C) in one K block, and the base tiles are its 14 x 32, the tile's update is that call's own
 // micro-kernel on the same packed strips, so the bits cannot differ.
+// With segments, each segment's own call is the separate call: none of them may stream V's rows.
 bool update_on_tiles(const GemmArgs<float>& g, const LowRankUpdate& u, const KernelSpec& ks, Isa isa, bool amx) {
+  bool few_rows = g.M <= kFewRowsF32;
+  for (int i = 0; u.segments && i < u.n_segments; ++i) few_rows |= u.segments[i].rows <= kFewRowsF32;
   return has_avx512(isa) && !amx && ks.mr == kAvx512Mr && ks.nr == kAvx512Nr && u.rank <= kAvx512Kc &&
-         !(g.M <= kFewRowsF32 && u.trans_v);
+         !(few_rows && u.trans_v);
+}
+
+// The packed GEMM's kernel for a B multiplied in bf16 (dp_bf16: AMX tiles or vdpbf16ps) or in f32.
+KernelSpec packed_kernel(Isa isa, bool dp_bf16, bool amx) {
+  return !dp_bf16 ? select_kernel(isa) : amx ? kAmxSpec : kBf16Spec;
 }
 #endif
 
+// An update gemm_with_update runs as the separate calls whatever the path: nothing to fuse into,
+// or nothing to fuse (a segment of zero scale, whose separate call may skip its product).
+bool update_idle(const GemmArgs<float>& g, const LowRankUpdate& u) {
+  bool idle = g.K <= 0 || g.alpha == 0.f || u.rank <= 0 || (!u.segments && u.scale == 0.f);
+  for (int i = 0; u.segments && i < u.n_segments; ++i) idle |= u.segments[i].scale == 0.f;
+  return idle;
+}
+
 // Runs `update` as its own call after the base GEMM (paths that do not fuse it).
 void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
-  if (update) gemm<float>(update_gemm(g, *update));
+  for (int i = 0; update && i < update_calls(*update); ++i) gemm<float>(update_gemm(g, *update, i));
 }
 
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
@@ -1908,9 +1924,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
     return;
   }
   const bool amx = dp_bf16 && use_amx();
-  const KernelSpec ks = !dp_bf16 ? select_kernel(isa)
-                        : amx    ? kAmxSpec
-                                 : kBf16Spec;
+  const KernelSpec ks = packed_kernel(isa, dp_bf16, amx);
   const bool fuse = update && update_on_tiles(g, *update, ks, isa, amx);
 #else
   const KernelSpec ks = select_kernel(isa);
@@ -1981,13 +1995,15 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   [[maybe_unused]] float* pv = nullptr;
   const int64_t ur = fuse ? update->rank : 0;
 #if SEALKIT_X86
-  const int64_t v_strips = fuse ? (N + kAvx512Nr - 1) / kAvx512Nr : 0;
+  // With segments (a batch mixing adapters), one packed op(V) per segment, v_floats apart.
+  const int64_t v_parts = fuse && update->segments ? update->n_segments : 1;
+  const int64_t v_strips = fuse ? (N + kAvx512Nr - 1) / kAvx512Nr : 0, v_floats = v_strips * kAvx512Nr * ur;
   if (fuse) {
-    if (sc.v.size() < static_cast<size_t>(v_strips * kAvx512Nr * ur)) sc.v.resize(v_strips * kAvx512Nr * ur);
+    if (sc.v.size() < static_cast<size_t>(v_parts * v_floats)) sc.v.resize(v_parts * v_floats);
     pv = sc.v.data();
   }
 #else
-  const int64_t v_strips = 0;  // updates fuse only into the AVX-512 tiles
+  const int64_t v_parts = 1, v_strips = 0;  // updates fuse only into the AVX-512 tiles
 #endif
 
   // Tiles written once and never read back (beta == 0, one K block, no update) stream their
@@ -2033,11 +2049,25 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // slice of the strip stays in L1 across the row strips.
 #if SEALKIT_X86
   // C += scale U op(V) on a finished tile (rows of U at u, columns from col; rows ld apart), by the
-  // micro-kernel the update's separate call would run: every fused path's update.
-  auto add_update = [&](const float* u, int64_t col, float* c, int64_t ld, int rows, int cols) {
-    const Epilogue add{update->scale, 1.f, true};
-    if (rows < kAvx512Mr) micro_avx512_edge(ur, u, pv + col * ur, c, ld, rows, cols, add);
-    else micro_avx512(ur, u, pv + col * ur, c, ld, rows, cols, add);
+  // micro-kernel the update's separate call would run: every fused path's update. `row`: the tile's
+  // first row in C. With segments, each segment's rows of the tile take its V and scale (a tile
+  // may hold the end of one sequence and the start of the next); other rows get nothing. A
+  // packed strip of U has its rows in the slots of each k, so rows [a, b) of it start at u + a.
+  auto add_update = [&](const float* u, int64_t row, int64_t col, float* c, int64_t ld, int rows, int cols) {
+    auto part = [&](const float* pv_part, float scale, int a, int b) {
+      const Epilogue add{scale, 1.f, true};
+      if (b - a < kAvx512Mr) micro_avx512_edge(ur, u + a, pv_part + col * ur, c + a * ld, ld, b - a, cols, add);
+      else micro_avx512(ur, u, pv_part + col * ur, c, ld, rows, cols, add);
+    };
+    if (!update->segments) {
+      part(pv, update->scale, 0, rows);
+      return;
+    }
+    for (int i = 0; i < update->n_segments; ++i) {
+      const LowRankSegment& sg = update->segments[i];
+      const int64_t a = std::max(sg.row0, row), b = std::min(sg.row0 + sg.rows, row + rows);
+      if (a < b) part(pv + i * v_floats, sg.scale, static_cast<int>(a - row), static_cast<int>(b - row));
+    }
   };
 #endif
   auto strip_tiles = [&](const float* a_rows, [[maybe_unused]] const float* u_rows, int64_t i0, int64_t r0, int64_t r1,
@@ -2070,7 +2100,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           alignas(64) float dact[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, bs, dact, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
           if (fuse) {
-            add_update(u_rows + r * ur, col, dact, nr, rows, cols);
+            add_update(u_rows + r * ur, i0 + r, col, dact, nr, rows, cols);
           }
           store_swiglu_grad_tile(dact, *swiglu, at, ldc, rows, cols, swiglu_stream);
           if (next) next->prefetch(call++, calls);
@@ -2089,7 +2119,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           alignas(64) float tile[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, bs, tile, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
           if (next) next->prefetch(call++, calls);
-          add_update(u_rows + r * ur, col, tile, nr, rows, cols);
+          add_update(u_rows + r * ur, i0 + r, col, tile, nr, rows, cols);
           stream_tile32(tile, c, ldc, rows, cols);
           continue;
         }
@@ -2098,7 +2128,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         if (next) next->prefetch(call++, calls);
 #if SEALKIT_X86
         if (fuse && k0 + kc >= Kd) {  // the tile is final: add the update while it is in L1
-          add_update(u_rows + r * ur, col, c, ldc, rows, cols);
+          add_update(u_rows + r * ur, i0 + r, col, c, ldc, rows, cols);
         }
 #endif
       }
@@ -2115,10 +2145,16 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #endif
     }
   };
-  auto pack_v_strips = [&]([[maybe_unused]] int64_t s0, [[maybe_unused]] int64_t s1) {
+  // Units [u0, u1) of the v_parts x v_strips packed strips of op(V) (each segment's, in order).
+  auto pack_v_strips = [&]([[maybe_unused]] int64_t u0, [[maybe_unused]] int64_t u1) {
 #if SEALKIT_X86
-    const MatRef V{update->V, DType::F32, update->trans_v ? 1 : update->ldv, update->trans_v ? update->ldv : 1};
-    for (int64_t s = s0; s < s1; ++s) pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, pv + s * kAvx512Nr * ur);
+    for (int64_t t = u0; t < u1; ++t) {
+      const int64_t part = t / v_strips, s = t % v_strips;
+      const float* v = update->segments ? update->segments[part].V : update->V;
+      const int64_t ldv = update->segments ? update->segments[part].ldv : update->ldv;
+      const MatRef V{v, DType::F32, update->trans_v ? 1 : ldv, update->trans_v ? ldv : 1};
+      pack_b_avx512(V, s * kAvx512Nr, N - s * kAvx512Nr, ur, pv + part * v_floats + s * kAvx512Nr * ur);
+    }
 #endif
   };
   // The shared packed A and U of a row chunk (allocated below, on the paths that share them).
@@ -2129,7 +2165,8 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // them) into pa / pu, and V's strips when `with_v`. ~4 tasks per thread for each.
   auto pack_shared = [&](int64_t b_strips, int64_t j0, int64_t n, float* pb_dst, int64_t a_strips, int64_t i0,
                          int64_t m, bool with_v) {
-    const int64_t bt = tasks_for(b_strips), at = tasks_for(a_strips), vt = with_v ? tasks_for(v_strips) : 0;
+    const int64_t v_units = v_parts * v_strips;
+    const int64_t bt = tasks_for(b_strips), at = tasks_for(a_strips), vt = with_v ? tasks_for(v_units) : 0;
     pool.run(bt + at + vt, [&](int64_t t, int) {
       if (t < bt) {
         for (int64_t s = even_share(t, b_strips, bt); s < even_share(t + 1, b_strips, bt); ++s)
@@ -2138,7 +2175,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
       }
       t -= bt;
       if (t < at) pack_a_strips(pa, pu, i0, m, even_share(t, a_strips, at), even_share(t + 1, a_strips, at));
-      else pack_v_strips(even_share(t - at, v_strips, vt), even_share(t - at + 1, v_strips, vt));
+      else pack_v_strips(even_share(t - at, v_units, vt), even_share(t - at + 1, v_units, vt));
     });
   };
 
@@ -2338,22 +2375,54 @@ void gemm(const GemmArgs<T>& g) {
   else gemm_f64(g);
 }
 
-GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& u) {
+int update_calls(const LowRankUpdate& u) { return u.segments ? u.n_segments : 1; }
+
+GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& u, int i) {
   GemmArgs<float> up;
   up.M = g.M; up.N = g.N; up.K = u.rank;
   up.A = u.U; up.lda = u.ldu;
   up.B = WeightView{u.V, DType::F32}; up.ldb = u.ldv; up.trans_b = u.trans_v;
   up.C = g.C; up.ldc = g.ldc;
   up.alpha = u.scale; up.beta = 1;
+  if (u.segments) {
+    const LowRankSegment& sg = u.segments[i];
+    up.M = sg.rows;
+    up.A = u.U + sg.row0 * u.ldu;
+    up.B.data = sg.V;
+    up.ldb = sg.ldv;
+    up.C = g.C + sg.row0 * g.ldc;
+    up.alpha = sg.scale;
+  }
   return up;
+}
+
+bool gemm_update_on_tiles(const GemmArgs<float>& g, const LowRankUpdate& update) {
+#if SEALKIT_X86
+  // gemm_with_update's and gemm_f32's path decisions, in their order.
+  if (g.M <= 0 || g.N <= 0 || update_idle(g, update)) return false;
+  if (g.B.dtype != DType::F32 && g.B.dtype != DType::BF16) return false;
+  const Isa isa = active_isa();
+  if (takes_few_rows(g, isa) || gemm_lowrank_runs(g)) return false;
+  const bool dp_bf16 = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16, amx = dp_bf16 && use_amx();
+  return update_on_tiles(g, update, packed_kernel(isa, dp_bf16, amx), isa, amx);
+#else
+  (void)g, (void)update;
+  return false;
+#endif
 }
 
 void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update) {
   if (g.M <= 0 || g.N <= 0) return;
-  if (g.K <= 0 || g.alpha == 0.f || update.rank <= 0 || update.scale == 0.f) {  // nothing to fuse into
+  if (update_idle(g, update)) {
     gemm(g);
     finish_separately(g, &update);
     return;
+  }
+  for (int i = 0; update.segments && i < update.n_segments; ++i) {
+    const LowRankSegment& sg = update.segments[i];
+    const int64_t end_before = i > 0 ? update.segments[i - 1].row0 + update.segments[i - 1].rows : 0;
+    if (sg.row0 < end_before || sg.rows < 0 || sg.row0 + sg.rows > g.M)
+      throw std::invalid_argument("gemm_with_update: segments must lie in C's rows, ascending and apart");
   }
   gemm_f32(g, &update);
 }

@@ -565,9 +565,18 @@ OuterSum<float, B_t> weight_gradient_da(const GemmArgs<float>& g, const B_t* B) 
 }  // namespace
 #endif
 
+bool gemm_lowrank_runs(const GemmArgs<float>& g) {
+#if SEALKIT_X86
+  return lowrank_allowed(g, active_isa()) && (weight_gradient(g) || g.N <= kLowRankMax);
+#else
+  (void)g;
+  return false;
+#endif
+}
+
 bool gemm_lowrank(const GemmArgs<float>& g) {
 #if SEALKIT_X86
-  if (!lowrank_allowed(g, active_isa())) return false;
+  if (!gemm_lowrank_runs(g)) return false;
   if (weight_gradient(g)) {
     auto run = [&](const auto* B) {
       using B_t = std::remove_const_t<std::remove_pointer_t<decltype(B)>>;
@@ -585,8 +594,7 @@ bool gemm_lowrank(const GemmArgs<float>& g) {
   }
   const ARef a{g.A, g.trans_a ? 1 : g.lda, g.trans_a ? g.lda : 1};
   if (g.N <= 16) narrow_n<1>(g, a);
-  else if (g.N <= kLowRankMax) narrow_n<2>(g, a);
-  else return false;
+  else narrow_n<2>(g, a);
   return true;
 #else
   (void)g;

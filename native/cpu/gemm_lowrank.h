@@ -12,6 +12,8 @@ constexpr int64_t kLowRankMax = 32;
 // (bf16 B: AVX-512 without BF16) and N is at most kLowRankMax, or M is with op(A) = A^T and
 // op(B) = B; returns false, touching nothing, for every other call.
 bool gemm_lowrank(const GemmArgs<float>& g);
+// Whether gemm_lowrank(g) computes g (it returns true exactly then).
+bool gemm_lowrank_runs(const GemmArgs<float>& g);
 
 // Runs gs[0..n) as one pass, with the bits of gemm_lowrank on each, when they share their large
 // operand and would each take a low-rank path: up to 3 calls of N <= 16 on the same op(A) (LoRA's

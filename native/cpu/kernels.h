@@ -111,6 +111,16 @@ std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t co
 // A rank-r update added to a GEMM's result: C += scale * U op(V), U [M, rank] (row stride ldu),
 // op(V) [rank, N] = V (stored [rank, ldv>=N]) or V^T (stored [N, ldv>=rank]) when trans_v. All f32.
 // LoRA's side paths: y += s xa B^T in the forward pass, dx += dxa A in the backward pass.
+// A batch that mixes adapters gives each sequence's rows its own adapter: `segments` (n_segments of
+// them, rows ascending, not overlapping) then say which rows take which V and scale; rows outside
+// every segment get no update, and V, ldv and scale above are unused (U, ldu, trans_v and rank
+// are shared: row t of U at U + t * ldu for every segment).
+struct LowRankSegment {
+  int64_t row0 = 0, rows = 0;
+  const float* V = nullptr;
+  int64_t ldv = 0;
+  float scale = 1;
+};
 struct LowRankUpdate {
   const float* U = nullptr;
   int64_t ldu = 0;
@@ -119,14 +129,24 @@ struct LowRankUpdate {
   bool trans_v = false;
   int64_t rank = 0;
   float scale = 1;
+  const LowRankSegment* segments = nullptr;
+  int n_segments = 0;
 };
 // gemm(g), then C += scale * U op(V): the same bits as the two separate calls gemm(g) and
-// gemm({M, N, K = rank, A = U, B = V, alpha = scale, beta = 1}). Where the packed AVX-512 kernels
-// run, the update is added to each tile of C right after its last K block, while the tile is in L1,
-// by the micro-kernel the separate call would have used; elsewhere it is the separate call.
+// gemm({M, N, K = rank, A = U, B = V, alpha = scale, beta = 1}) (with segments, that call per
+// segment on its rows: update_gemm). Where the packed AVX-512 kernels run, the update is added to
+// each tile of C right after its last K block, while the tile is in L1, by the micro-kernel the
+// separate call would have used; elsewhere it is the separate calls. Throws std::invalid_argument
+// for segments outside C's rows, out of order or overlapping.
 void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update);
-// The separate call of an update on g's C: C = scale * U op(V) + C.
-GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& update);
+// The separate calls of an update on g's C, C = scale * U op(V) + C: update_calls of them (one, or
+// one per segment), call i by update_gemm (segment i's, on its rows: C = seg.scale * U op(seg.V) + C).
+int update_calls(const LowRankUpdate& update);
+// Whether gemm_with_update(g, update) adds the update on its tiles (else it runs the separate calls
+// after the GEMM). A batch mixing adapters asks before it hands the per-sequence updates over as
+// segments: where they would run call by call, its chains run them in parallel instead.
+bool gemm_update_on_tiles(const GemmArgs<float>& g, const LowRankUpdate& update);
+GemmArgs<float> update_gemm(const GemmArgs<float>& g, const LowRankUpdate& update, int i);
 // n GEMMs that share an operand (the projections of one input: q, k, v; gate, up; their adapters'
 // xa = x A^T and dA = dxa^T x), with the bits of the calls one by one. When every one streams a bf16
 // W for a few rows (decoding), they run as one dispatch over all the W's rows: one wake-up of the

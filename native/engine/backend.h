@@ -51,7 +51,13 @@ class Backend {
   // two calls; a backend that can add the update inside the first overrides it.
   virtual void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {
     gemm(g);
-    gemm(cpu::update_gemm(g, u));
+    for (int i = 0; i < cpu::update_calls(u); ++i) gemm(cpu::update_gemm(g, u, i));
+  }
+  // Whether gemm_with_update(g, u) adds u inside the GEMM (cpu::gemm_update_on_tiles); the default
+  // runs the separate calls.
+  virtual bool adds_update_on_tiles(const Gemm& g, const cpu::LowRankUpdate& u) const {
+    (void)g, (void)u;
+    return false;
   }
   // The MLP's gate and up projections of one input and SwiGLU on them, act = silu(gate.C) * up.C
   // (cpu::gemm_gate_up_swiglu's contract; C and act contiguous, ldc == N). gate.C and up.C are

@@ -15,6 +15,9 @@ constexpr int kAdapterGroupMax = 3;   // projections reading one input: q, k, v
 constexpr int kQkv[3] = {kQ, kK, kV}, kGateUp[2] = {kGate, kUp};
 constexpr int64_t kLogitChunk = 256;  // rows of logits materialised at once (bounds memory to chunk x vocab)
 constexpr size_t kCompactHeadFraction = 16;  // see head_rows
+// A segmented update (segmented_update) pays where the per-sequence calls would read and write C's
+// rows from memory: C of this many bytes or more (the size at which the GEMM streams C).
+constexpr int64_t kSegmentedMinBytes = int64_t(2) << 20;
 const char* kProjNames[kNumProj] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 std::string layer_prefix(int64_t l) { return "model.layers." + std::to_string(l) + "."; }
@@ -447,6 +450,46 @@ bool Model::any_adapter_on(uint32_t projs, const std::vector<Segment>& segs) con
   return false;
 }
 
+bool Model::segmented_update(int proj, const std::vector<Segment>& segs, int64_t rmax, bool training,
+                             int64_t c_elements) const {
+  // bf16 weights and a C from memory only. In-process A/B (`seal bench --ab-env
+  // SEALKIT_SEGMENTED_UPDATE=0`, AMD Zen 5), bf16 SmolLM2-135M: LoRA step of 4 adapters x 256 tokens
+  // 1.042-1.047x, of 16 x 64 1.016-1.028x, scoring 16 x 64 1.014-1.028x. A C in cache (the tiny
+  // preset's, 1.5 MB or less) gains nothing there: its per-sequence calls run in parallel chains
+  // with their rows at hand (tiny scoring 16 x 64 0.95x with, training 1.01x). Next to f32 tiles
+  // (f32 FMA at depth r themselves) the updates cost about what the calls do (f32 SmolLM2 step
+  // 1.012x, scoring 0.983x; tiny f32 16 x 64 steps 0.983-0.988x).
+  if (storage_ != DType::BF16) return false;
+  const bool from_memory = c_elements * static_cast<int64_t>(sizeof(float)) >= kSegmentedMinBytes;
+  bool any = false;
+  for (const Segment& s : segs) {
+    const AdapterSpec& spec = adapters_.at(s.slot)->spec;
+    if (!(spec.targets & (1u << proj))) continue;
+    if (spec.rank != rmax || (training && spec.dropout > 0)) return false;
+    any = true;
+  }
+  return any && switch_on_or("SEALKIT_SEGMENTED_UPDATE", from_memory);
+}
+
+cpu::LowRankUpdate Model::segmented_parts(int layer, int proj, const std::vector<Segment>& segs, const float* U,
+                                          int64_t rmax, bool forward) {
+  std::vector<cpu::LowRankSegment>& parts = segment_scratch_;
+  parts.clear();
+  for (const Segment& s : segs) {
+    const Adapter& a = *adapters_.at(s.slot);
+    if (!(a.spec.targets & (1u << proj))) continue;
+    const Param& V = forward ? a.B[static_cast<size_t>(layer)][proj] : a.A[static_cast<size_t>(layer)][proj];
+    cpu::LowRankSegment part;
+    part.row0 = s.row0; part.rows = s.rows;
+    part.V = V.f32(); part.ldv = V.cols; part.scale = forward ? a.scale : 1.f;
+    parts.push_back(part);
+  }
+  cpu::LowRankUpdate up;
+  up.U = U; up.ldu = rmax; up.rank = rmax; up.trans_v = forward;
+  up.segments = parts.data(); up.n_segments = static_cast<int>(parts.size());
+  return up;
+}
+
 Gemm Model::base_gemm(int layer, int proj, const float* x, float* y, int64_t T) {
   Param& W = layers_[static_cast<size_t>(layer)].proj[proj];
   Gemm g;
@@ -614,6 +657,26 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
   // One adapter over the whole batch (training, a single sequence's scoring) and no bias to add in
   // between: its y += s xa B^T rides on the base GEMM's tiles (same bits as the separate call).
   const bool fuse = !base_done && !bias && whole_batch_adapter(proj, segs, T);
+  // A batch mixing adapters: every sequence's xa first (a chain each), then the base GEMM with each
+  // sequence's y += s xa B^T on its own rows (same bits as the per-sequence calls). Before, those
+  // updates ran as per-sequence GEMMs that read and wrote y's rows again: 0.96 ms of a tiny-preset
+  // step of 16 adapters x 64 tokens (profiled; see README).
+  if (!fuse && !base_done && !bias && segmented_update(proj, segs, rmax, training, T * out)) {
+    const cpu::LowRankUpdate up = segmented_parts(layer, proj, segs, xa, rmax, true);
+    if (backend_->adds_update_on_tiles(g, up)) {
+      std::vector<Gemm>& xas = chain_scratch_;
+      xas.clear();
+      for (const Segment& s : segs) {
+        Adapter& a = *adapters_.at(s.slot);
+        if (!(a.spec.targets & (1u << proj)) || xa_done) continue;
+        xas.push_back(adapter_xa_gemm(a.A[static_cast<size_t>(layer)][proj], x + s.row0 * in, s.rows, in,
+                                      xa + s.row0 * rmax, rmax));
+      }
+      run_chains(xas, 1);
+      backend_->gemm_with_update(g, up);
+      return;
+    }
+  }
   if (!fuse && !base_done) backend_->gemm(g);
   if (bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
   // A batch that mixes adapters: each sequence's xa and y += s xa B^T form one chain, and the
@@ -674,10 +737,19 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
   // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
   // (same bits as the separate call), so this GEMM runs after the adapter's other products.
   const bool fuse = dx && adapter_group(&proj, 1, segs, T, true);
-  // SwiGLU's backward pass rides on dx's GEMM when that GEMM completes dx: it carries the adapter's
-  // update (fuse), or no adapter adds to dx after it. (It needs dx = dact alone: accumulate off.)
-  const bool swiglu_here = swiglu && dx && !accumulate && (fuse || !any_adapter_on(1u << proj, segs));
-  if (dx && !fuse) {
+  // A batch mixing adapters: each sequence's dx += dxa A rides on this GEMM's tiles as one segmented
+  // update (its rows, its A), after the chains below have made every dxa.
+  cpu::LowRankUpdate seg_update;
+  bool segmented = false;
+  if (dx && !fuse && !defer_da && segmented_update(proj, segs, rmax, true, T * in)) {
+    seg_update = segmented_parts(layer, proj, segs, dxa, rmax, false);
+    segmented = backend_->adds_update_on_tiles(g, seg_update);
+  }
+  // SwiGLU's backward pass rides on dx's GEMM when that GEMM completes dx: it carries the adapters'
+  // updates (fuse, segmented), or no adapter adds to dx after it. (It needs dx = dact alone:
+  // accumulate off.)
+  const bool swiglu_here = swiglu && dx && !accumulate && (fuse || segmented || !any_adapter_on(1u << proj, segs));
+  if (dx && !fuse && !segmented) {
     if (swiglu_here) backend_->gemm_swiglu_backward(g, nullptr, *swiglu);
     else backend_->gemm(g);
   }
@@ -695,7 +767,7 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
   // adapter add to the same gradients, so a chain whose adapter already has one in the call waits
   // for the next call (each gradient still receives its sums in sequence order).
   const bool chained = !fuse && !defer_da;
-  const int chain_len = dx ? 4 : 3;
+  const int chain_len = dx && !segmented ? 4 : 3;
   std::vector<Gemm>& chains = chain_scratch_;
   chains.clear();
   std::vector<int>& chain_slots = chain_slot_scratch_;
@@ -735,7 +807,7 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
       chains.push_back(gb);
       chains.push_back(gd);
       chains.push_back(adapter_da_gemm(A, gd.C, xs, s.rows, in));
-      if (dx) chains.push_back(adapter_dx_gemm(A, gd.C, s.rows, in, dx + s.row0 * in));
+      if (dx && !segmented) chains.push_back(adapter_dx_gemm(A, gd.C, s.rows, in, dx + s.row0 * in));
       continue;
     }
     backend_->gemm(gb);
@@ -762,6 +834,10 @@ bool Model::linear_backward(int layer, int proj, const float* x, const float* dy
     }
   }
   run_chains(chains, chain_len);
+  if (segmented) {  // dx (+)= dy W + each sequence's dxa A on its rows
+    if (swiglu_here) backend_->gemm_swiglu_backward(g, &seg_update, *swiglu);
+    else backend_->gemm_with_update(g, seg_update);
+  }
   return swiglu_here;
 }
 

@@ -215,6 +215,19 @@ class Model {
   bool whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const;
   // Some sequence of the batch names an adapter that targets one of `projs` (a bit per projection).
   bool any_adapter_on(uint32_t projs, const std::vector<Segment>& segs) const;
+  // Several adapters' (or one adapter's on some rows) side paths on this projection can ride on the
+  // base GEMM as one update with a segment of rows per sequence (cpu::LowRankSegment): each such
+  // adapter has the batch's largest rank rmax (the update's depth and its U's row stride) and, when
+  // training, no dropout; the weights are bf16 and C (c_elements floats) comes from memory
+  // (model.cc has the figures). The caller also asks the backend whether it adds such an update
+  // inside the GEMM. SEALKIT_SEGMENTED_UPDATE (read per call): 0 keeps the chains, 1 takes the
+  // segmented update whatever C's size (tests), unset decides by the size.
+  bool segmented_update(int proj, const std::vector<Segment>& segs, int64_t rmax, bool training,
+                        int64_t c_elements) const;
+  // That update (in segment_scratch_): forward, y += s xa B^T per sequence (U = xa); else the input
+  // gradient's dx += dxa A (U = dxa). Each sequence's rows of U at row * rmax.
+  cpu::LowRankUpdate segmented_parts(int layer, int proj, const std::vector<Segment>& segs, const float* U, int64_t rmax,
+                                     bool forward);
   // y = x W^T for one projection (no bias, no adapters).
   Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T);
   // W's packed copy for a GEMM of `rows` rows in this orientation (null when the backend's GEMM would
@@ -278,6 +291,7 @@ class Model {
   // slot of each backward chain), kept so that a step allocates nothing.
   std::vector<Gemm> chain_scratch_;
   std::vector<int> chain_slot_scratch_;
+  std::vector<cpu::LowRankSegment> segment_scratch_;  // a segmented update's rows, V and scale per sequence
 };
 
 }  // namespace sealkit

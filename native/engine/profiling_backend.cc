@@ -104,15 +104,30 @@ void ProfilingBackend::gate_up_swiglu(const Gemm& gate, const Gemm& up, float* a
   timed("gate_up_swiglu " + gemm_shape(up, std::to_string(gate.N) + "+" + std::to_string(up.N)),
         gemm_flops(gate) + gemm_flops(up), [&] { inner_->gate_up_swiglu(gate, up, act); });
 }
+namespace {
+// An update's FLOPs on g's C (with segments, on their rows only) and its label: " r<rank>", and
+// " x<n> segments" for a batch mixing adapters.
+double update_flops(const Gemm& g, const cpu::LowRankUpdate& u) {
+  int64_t rows = g.M;
+  if (u.segments) {
+    rows = 0;
+    for (int i = 0; i < u.n_segments; ++i) rows += u.segments[i].rows;
+  }
+  return 2.0 * static_cast<double>(rows) * static_cast<double>(g.N) * static_cast<double>(u.rank);
+}
+std::string update_label(const cpu::LowRankUpdate& u) {
+  return " r" + std::to_string(u.rank) + (u.segments ? " x" + std::to_string(u.n_segments) + " segments" : "");
+}
+}  // namespace
+
 void ProfilingBackend::gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) {
-  const double flops = gemm_flops(g) + (u ? 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * u->rank : 0.0);
+  const double flops = gemm_flops(g) + (u ? update_flops(g, *u) : 0.0);
   timed(std::string(u ? "gemm+update" : "gemm") + "+swiglu_backward " + gemm_shape(g, std::to_string(g.N)) +
-            (u ? " r" + std::to_string(u->rank) : ""),
+            (u ? update_label(*u) : ""),
         flops, [&] { inner_->gemm_swiglu_backward(g, u, s); });
 }
 void ProfilingBackend::gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {
-  const double flops = gemm_flops(g) + 2.0 * static_cast<double>(g.M) * static_cast<double>(g.N) * u.rank;
-  timed("gemm+update " + gemm_shape(g, std::to_string(g.N)) + " r" + std::to_string(u.rank), flops,
+  timed("gemm+update " + gemm_shape(g, std::to_string(g.N)) + update_label(u), gemm_flops(g) + update_flops(g, u),
         [&] { inner_->gemm_with_update(g, u); });
 }
 std::unique_ptr<cpu::PackedWeight> ProfilingBackend::pack_weight(WeightView w, int64_t rows, int64_t cols,
