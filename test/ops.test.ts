@@ -1233,6 +1233,7 @@ test('gemm with a segmented low-rank update: argument checks', () => {
   const A = new Float32Array(12), B = new Float32Array(6), U = new Float32Array(8), V = new Float32Array(4);
   const base = { M: 4, N: 2, K: 3, A, B, U, rank: 2 };
   throwsWith(() => op('gemm', 'f32', { ...base, segments: {} }), /'segments' must be an array/);
+  throwsWith(() => op('gemm', 'f32', { ...base, segments: [] }), /'segments' must not be empty/);
   throwsWith(() => op('gemm', 'f32', { ...base, segments: [{ row0: 0, rows: 2, V }, { row0: 1, rows: 2, V }] }), /segments\[1\].*ascending and not overlapping/);
   throwsWith(() => op('gemm', 'f32', { ...base, segments: [{ row0: 3, rows: 2, V }] }), /segments\[0\].*C's rows/);
   throwsWith(() => op('gemm', 'f32', { ...base, segments: [{ row0: 0, rows: 2 }] }), /segments\[0\].*'V' is required/);

@@ -272,6 +272,7 @@ UpdateArgs update_args(const Args& a, const cpu::GemmArgs<float>& g) {
   const Napi::Value list = a.value("segments");
   if (!list.IsArray()) a.type_error("segments", "must be an array of {row0, rows, V, ldv?, scale?}");
   const Napi::Array arr = list.As<Napi::Array>();
+  if (arr.Length() == 0) a.range_error("segments", "must not be empty");
   int64_t next_row = 0;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     const std::string name = "segments[" + std::to_string(i) + "]";

@@ -2413,16 +2413,16 @@ bool gemm_update_on_tiles(const GemmArgs<float>& g, const LowRankUpdate& update)
 
 void gemm_with_update(const GemmArgs<float>& g, const LowRankUpdate& update) {
   if (g.M <= 0 || g.N <= 0) return;
-  if (update_idle(g, update)) {
-    gemm(g);
-    finish_separately(g, &update);
-    return;
-  }
   for (int i = 0; update.segments && i < update.n_segments; ++i) {
     const LowRankSegment& sg = update.segments[i];
     const int64_t end_before = i > 0 ? update.segments[i - 1].row0 + update.segments[i - 1].rows : 0;
     if (sg.row0 < end_before || sg.rows < 0 || sg.row0 + sg.rows > g.M)
       throw std::invalid_argument("gemm_with_update: segments must lie in C's rows, ascending and apart");
+  }
+  if (update_idle(g, update)) {
+    gemm(g);
+    finish_separately(g, &update);
+    return;
   }
   gemm_f32(g, &update);
 }

@@ -657,10 +657,9 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
   // One adapter over the whole batch (training, a single sequence's scoring) and no bias to add in
   // between: its y += s xa B^T rides on the base GEMM's tiles (same bits as the separate call).
   const bool fuse = !base_done && !bias && whole_batch_adapter(proj, segs, T);
-  // A batch mixing adapters: every sequence's xa first (a chain each), then the base GEMM with each
-  // sequence's y += s xa B^T on its own rows (same bits as the per-sequence calls). Before, those
-  // updates ran as per-sequence GEMMs that read and wrote y's rows again: 0.96 ms of a tiny-preset
-  // step of 16 adapters x 64 tokens (profiled; see README).
+  // A batch mixing adapters (segmented_update has when, and the figures): every sequence's xa first
+  // (a chain each), then the base GEMM with each sequence's y += s xa B^T on its own rows, same bits
+  // as the per-sequence calls of the chains below, which read and write y's rows once more.
   if (!fuse && !base_done && !bias && segmented_update(proj, segs, rmax, training, T * out)) {
     const cpu::LowRankUpdate up = segmented_parts(layer, proj, segs, xa, rmax, true);
     if (backend_->adds_update_on_tiles(g, up)) {
