@@ -452,33 +452,42 @@ test('scoring with q/k/v as one group and gate, up, SwiGLU as one call: the bits
   // one group (native/engine/model.cc; on the vdpbf16ps kernel with packed weights the CPU runs them
   // as one GEMM across the three weights: native/cpu/gemm.cc, packed_group); those that leave gate
   // and up alone hand both projections and SwiGLU over as one call (gemm_gate_up_swiglu, which stores
-  // neither product). SEALKIT_GROUPED_GEMM=0 and SEALKIT_FUSED_GATE_UP=0 run the calls one by one:
-  // logits and scores must not move by a bit. The profile shows which path each batch took.
+  // neither product); those with adapters on gate or up hand up's GEMM (with its update) and SwiGLU
+  // over as one call (gemm_up_swiglu, which stores act, not up), where the update rides on that GEMM.
+  // SEALKIT_GROUPED_GEMM=0, SEALKIT_FUSED_GATE_UP=0 and SEALKIT_FUSED_UP_SWIGLU=0 run the calls one
+  // by one: logits and scores must not move by a bit. The profile shows which path each batch took.
   for (const dir of [llamaDir, qwenDir]) {
     const model = await Model.load(dir, { storage: 'bf16', profile: true });
     model.createAdapter(0, { rank: 4, alpha: 8, seed: 3, targets: ['o_proj', 'down_proj'] });
     model.createAdapter(1, { rank: 4, alpha: 8, seed: 4, targets: ['v_proj'] });
     model.createAdapter(2, { rank: 4, alpha: 8, seed: 5 });  // every projection
+    model.createAdapter(3, { rank: 4, alpha: 8, seed: 6, targets: ['gate_proj'] });
     // Adapters start with B = 0: make them change the output.
     const nudge = (slot: number, proj: 'o_proj' | 'v_proj' | 'up_proj') =>
       model.setAdapterTensor(slot, 1, proj, 'B', model.getAdapterTensor(slot, 1, proj, 'B').map((_, i) => ((i % 5) - 2) * 0.05));
     nudge(0, 'o_proj'); nudge(1, 'v_proj'); nudge(2, 'v_proj'); nudge(2, 'up_proj');
+    model.setAdapterTensor(3, 1, 'gate_proj', 'B', model.getAdapterTensor(3, 1, 'gate_proj', 'B').map((_, i) => ((i % 5) - 2) * 0.05));
     const { vocabSize: V, numHeads, numKvHeads, headDim } = model.config;
     const qkvWidths = `(${numHeads * headDim}+${numKvHeads * headDim}+${numKvHeads * headDim})`;  // the group's profile name
-    const batches: [string, Sequence[], boolean, boolean][] = [  // what, batch, q/k/v grouped, gate/up/SwiGLU one call
-      ['no adapter', [{ tokens: randomTokens(40, V, 5) }, { tokens: randomTokens(29, V, 6) }], true, true],
-      ['adapter on o, down', [{ tokens: randomTokens(33, V, 7), slot: 0 }, { tokens: randomTokens(21, V, 8) }], true, true],
-      ['adapter on v', [{ tokens: randomTokens(33, V, 9), slot: 1 }, { tokens: randomTokens(25, V, 10) }], false, true],
-      ['adapter on every projection', [{ tokens: randomTokens(31, V, 11), slot: 2 }], false, false],
+    // what, batch, q/k/v grouped, gate/up/SwiGLU one call, up/SwiGLU one call
+    const batches: [string, Sequence[], boolean, boolean, boolean][] = [
+      ['no adapter', [{ tokens: randomTokens(40, V, 5) }, { tokens: randomTokens(29, V, 6) }], true, true, false],
+      ['adapter on o, down', [{ tokens: randomTokens(33, V, 7), slot: 0 }, { tokens: randomTokens(21, V, 8) }], true, true, false],
+      ['adapter on v', [{ tokens: randomTokens(33, V, 9), slot: 1 }, { tokens: randomTokens(25, V, 10) }], false, true, false],
+      ['adapter on every projection', [{ tokens: randomTokens(31, V, 11), slot: 2 }], false, false, true],
+      ['adapter on gate, up without', [{ tokens: randomTokens(27, V, 12), slot: 3 }], true, false, true],
+      // Two adapters on up: its updates run as chains after its GEMM (their C is small).
+      ['two adapters on up', [{ tokens: randomTokens(20, V, 13), slot: 2 }, { tokens: randomTokens(17, V, 14), slot: 3 }], false, false, false],
     ];
-    for (const [what, seqs, grouped, oneCall] of batches) {
+    for (const [what, seqs, grouped, oneCall, upCall] of batches) {
       await model.takeProfile();
       const fused = { logits: await model.logits(seqs), score: await model.score(seqs) };
       const ops = (await model.takeProfile()).map((t) => t.op);
       assert.is(ops.some((op) => op.startsWith('gemm_group') && op.includes(qkvWidths)), grouped, `${dir} ${what}: q/k/v grouped`);
       assert.is(ops.some((op) => op.startsWith('gate_up_swiglu')), oneCall, `${dir} ${what}: gate/up/SwiGLU one call`);
-      assert.is(ops.includes('swiglu_forward'), !oneCall, `${dir} ${what}: SwiGLU apart`);
-      const apart = await withEnv({ SEALKIT_GROUPED_GEMM: '0', SEALKIT_FUSED_GATE_UP: '0' },
+      assert.is(ops.some((op) => /^gemm(\+update)?\+swiglu /.test(op)), upCall, `${dir} ${what}: up/SwiGLU one call`);
+      assert.is(ops.includes('swiglu_forward'), !oneCall && !upCall, `${dir} ${what}: SwiGLU apart`);
+      const apart = await withEnv({ SEALKIT_GROUPED_GEMM: '0', SEALKIT_FUSED_GATE_UP: '0', SEALKIT_FUSED_UP_SWIGLU: '0' },
         async () => ({ logits: await model.logits(seqs), score: await model.score(seqs) }));
       fused.logits.forEach((l, i) => assert.equal(Array.from(l), Array.from(apart.logits[i]!), `${dir} ${what}: logits of sequence ${i}`));
       assert.equal(fused.score, apart.score, `${dir} ${what}: scores`);
@@ -633,6 +642,7 @@ test('a batch mixing adapters of one rank adds their updates on the base GEMM\'s
       assert.is(onTiles.some((op) => op.startsWith('gemm+update NT')), bf16 && forwardOnTiles, `${label}: forward updates on the tiles`);
       assert.is(onTiles.some((op) => op.startsWith('gemm+update NN')), bf16, `${label}: backward updates on the tiles`);
       assert.is(onTiles.some((op) => op.startsWith('gemm+update+swiglu_backward NN')), bf16, `${label}: SwiGLU's backward pass with them`);
+      assert.is(onTiles.some((op) => op.startsWith('gemm+update+swiglu NT')), bf16 && forwardOnTiles, `${label}: scoring's SwiGLU with up's`);
       const chained = await withEnv({ SEALKIT_SEGMENTED_UPDATE: '0' }, run);
       assert.equal(await segmentedOps(), [], `${label}: switched off`);
       await run();

@@ -1063,6 +1063,63 @@ test('gemm_swiglu_backward: fused dact tiles give the bits of the separate calls
   assert.throws(() => op('gemm_swiglu_backward', 'f64', { M: 1, N: 1, K: 1, A: new Float64Array(1), B: new Float64Array(1), gate: new Float64Array(1), up: new Float64Array(1) }), (e: Error) => /f32/.test(e.message));
 });
 
+// SwiGLU's forward pass on the up projection's GEMM (native/cpu/gemm.cc, gemm_up_swiglu), for
+// scoring under adapters on gate and up: where gemm_swiglu_backward would fuse, each tile of up (with
+// its update, one adapter's or segmented) stays in scratch and only act is stored. act must have the
+// bits of gemm (with the update) then swiglu_forward, on the shapes of the backward test, with
+// partial strips and rows, alpha != 1, padded rows, V both ways, segments, on 1-3 threads; it fuses
+// exactly where it should and otherwise runs the calls (and fills C).
+test('gemm_up_swiglu: fused up tiles give the bits of the separate calls', () => {
+  const r = rng(38);
+  // [M, N, K, rank (0: no update, -1: 64-row segments), V transposed, fusable]: as in the backward
+  // test (shared packing, task-packed strips and rows, the tiny preset; not fused: 8 and 3 rows (y =
+  // x W^T streams W's rows there), a deep K, a weight not packed; 2 MB and more: act streams), and
+  // segments.
+  const shapes: [number, number, number, number, boolean, boolean][] = [
+    [300, 200, 575, 16, false, true], [20, 300, 70, 0, false, true], [600, 40, 64, 8, true, true],
+    [1024, 384, 128, 16, true, true], [8, 96, 64, 4, true, false], [3, 96, 64, 4, false, false],
+    [100, 96, 600, 16, false, false], [3, 96, 64, 4, true, false], [64, 64, 64, 4, false, false],
+    [1024, 528, 64, 16, true, true], [1040, 512, 40, 8, false, true], [1024, 528, 64, -1, true, true],
+  ];
+  const cases = shapes.map(([M, N, K, rank, transV, fusable], i) => {
+    const ldc = i % 2 ? N + 3 : N;
+    const seg = rank < 0;
+    const x = seg ? segmentedCase(M, N, K, true, transV, Array.from({ length: M / 64 }, (_, j) => [j * 64, 64] as [number, number]).filter((_, j) => j !== 3), r, 0) : undefined;
+    const rk = seg ? 16 : Math.max(rank, 1);
+    return {
+      M, N, K, rank, fusable, ldc, transV, x, U: f32(rand(M * rk, r)), V: f32(rand(rk * N, r)),
+      xin: f32(rand(M * K, r)), W: bf16Bits(rand(N * K, r)), gate: f32(rand(M * ldc, r).map((v) => 4 * v)),
+      alpha: i % 3 === 0 ? 0.5 : 1, what: `${M}x${N}x${K} r${rank}${transV ? ' tV' : ''}`,
+    };
+  });
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
+    for (const c of cases) {
+      // up = x W^T (W stored [N, K], as the model's forward GEMMs read their weights), + its update.
+      const update = c.x ? segmentedArgs(c.x) : c.rank ? { U: c.U, V: c.V, rank: c.rank, transV: c.transV, updateScale: 0.75 } : {};
+      const args = (packedB: boolean) => ({
+        M: c.M, N: c.N, K: c.K, A: c.xin, B: c.W, transB: true, bDtype: 'bf16', alpha: c.alpha, ldc: c.ldc, packedB, ...update,
+      });
+      // The reference reads the weight as the call does: few-rows GEMMs of y = x W^T round
+      // differently on packed strips (SEALKIT_FEW_ROWS_PACKED).
+      const packed = c.M !== 64;
+      const res = op('gemm_up_swiglu', 'f32', { ...args(packed), gate: c.gate });
+      const up = arr(op('gemm', 'f32', args(packed)), 'C');
+      const rows = (v: F) => {
+        const out = new Float32Array(c.M * c.N);
+        for (let i = 0; i < c.M; i++) out.set(v.subarray(i * c.ldc, i * c.ldc + c.N), i * c.N);
+        return out;
+      };
+      const ref = arr(op('swiglu_forward', 'f32', { gate: rows(c.gate), up: rows(up) }), 'out');
+      const label = `${isa} ${kernel} threads=${threads} ${c.what}`;
+      assert.is(res.fused, kernel === 'vdpbf16ps' && isa === 'avx512bf16' && c.fusable, `${label}: fused`);
+      sameBits(rows(arr(res, 'act')), ref, `${label}: act`);
+      if (!res.fused) sameBits(rows(arr(res, 'C')), rows(up), `${label}: C`);
+    }
+  });
+  assert.throws(() => op('gemm_up_swiglu', 'f32', { M: 20, N: 40, K: 8, A: new Float32Array(160), B: new Float32Array(320), gate: new Float32Array(799) }), (e: Error) => /gate/.test(e.message));
+  assert.throws(() => op('gemm_up_swiglu', 'f64', { M: 1, N: 1, K: 1, A: new Float64Array(1), B: new Float64Array(1), gate: new Float64Array(1) }), (e: Error) => /f32/.test(e.message));
+});
+
 // A C of 2 MB or more whose tiles are written once (beta = 0, one K block, no update) is stored
 // with non-temporal stores on the AVX-512 kernels, row by row where a row of a tile is 32 whole
 // columns on a 64-byte boundary (native/cpu/gemm.cc, kStreamCBytes). With ldc = N + 4 the rows fall

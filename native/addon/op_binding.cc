@@ -418,6 +418,31 @@ Napi::Object op_gemm_swiglu_backward(const Args& a) {
   }
 }
 
+
+// SwiGLU's forward pass on the up projection's GEMM (cpu::gemm_up_swiglu), f32 only: gemm's
+// arguments for up (packedB and a low-rank update included; C is its scratch) and `gate` ([M, ldc],
+// like C). Returns act ([M, ldc]; padding zero), C as the call left it and `fused`.
+template <typename T>
+Napi::Object op_gemm_up_swiglu(const Args& a) {
+  if constexpr (!std::is_same_v<T, float>) {
+    a.range_error("dtype", "must be 'f32' for gemm_up_swiglu");
+  } else {
+    GemmCall<float> call = gemm_args<float>(a);
+    const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
+    const std::optional<UpdateArgs> carried = gemm_update(a, call.g);
+    const std::optional<cpu::LowRankUpdate> update =
+        carried ? std::optional<cpu::LowRankUpdate>(carried->update()) : std::nullopt;
+    const int64_t len = product(a, "gate", call.g.M, call.g.ldc);
+    const float* gate = a.array<float>("gate", len).data;
+    Napi::Float32Array act = zeros<float>(a, len);
+    const bool fused = cpu::gemm_up_swiglu(call.g, update ? &*update : nullptr, gate, act.Data());
+    Napi::Object r = Napi::Object::New(a.env());
+    r.Set("act", act);
+    r.Set("C", call.c);
+    r.Set("fused", Napi::Boolean::New(a.env(), fused));
+    return r;
+  }
+}
 // `calls`: an array of 1 to `max` gemm argument objects (each parsed and checked as op gemm's).
 std::vector<GemmCall<float>> gemm_calls(const Args& a, uint32_t max) {
   const Napi::Value v = a.value("calls");
@@ -1084,6 +1109,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_chains", {op_gemm_chains<float>, op_gemm_chains<double>}},
       {"gemm_gate_up_swiglu", {op_gemm_gate_up_swiglu<float>, op_gemm_gate_up_swiglu<double>}},
       {"gemm_swiglu_backward", {op_gemm_swiglu_backward<float>, op_gemm_swiglu_backward<double>}},
+      {"gemm_up_swiglu", {op_gemm_up_swiglu<float>, op_gemm_up_swiglu<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"pool_runs", {op_pool_runs<float>, op_pool_runs<double>}},
       {"job_threading_policy", {op_job_threading_policy<float>, op_job_threading_policy<double>}},

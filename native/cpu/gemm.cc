@@ -362,6 +362,20 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_tile32(const __m512 (&acc)[R][2], float
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float* c, int64_t ldc, int rows, int cols,
+                                      bool stream);
+
+// act = silu(gate) * up for a tile whose up is in scratch (rows 32 floats apart) and whose gate is
+// in memory (rows ld apart, like act), stored as store_row32 stores a tile (streamed when `stream`).
+SEALKIT_AVX512 void store_up_swiglu_tile(const float* gate, const float* up, float* act, int64_t ld, int rows, int cols,
+                                         bool stream) {
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
+  const Epilogue ep{1.f, 0.f, false, stream};
+  for (int i = 0; i < rows; ++i, gate += ld, up += 32, act += ld)
+    store_row32(act, swiglu512(_mm512_maskz_loadu_ps(m0, gate), _mm512_load_ps(up)),
+                swiglu512(_mm512_maskz_loadu_ps(m1, gate + 16), _mm512_load_ps(up + 16)), m0, m1, ep);
+}
+
+SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float* c, int64_t ldc, int rows, int cols,
                                       bool stream) {
   const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
   const Epilogue ep{1.f, 0.f, false, stream};
@@ -1808,6 +1822,11 @@ struct GatePair {
   int64_t stride;
   float alpha;
 };
+// The up projection's GEMM of gemm_up_swiglu: gate's result and act, strided like its C.
+struct SwigluUp {
+  const float* gate;
+  float* act;
+};
 #if SEALKIT_X86
 // A pair's tiles in scratch: the vdpbf16ps kernel's 14 x 32, or AMX's 32 x 32.
 constexpr int kPairTileFloats = std::max(kBf16Mr, kAmxMr) * kBf16Nr;
@@ -1835,7 +1854,8 @@ struct ColumnGroup {
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update = nullptr);
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update,
                  const float* pre_b = nullptr, int64_t pre_stride = 0, const GatePair* pair = nullptr,
-                 const ColumnGroup* group = nullptr, const SwigluGrad* swiglu = nullptr);
+                 const ColumnGroup* group = nullptr, const SwigluGrad* swiglu = nullptr,
+                 const SwigluUp* swiglu_up = nullptr);
 
 // g's packed weight, if it was packed from this very B (address, orientation, N, K, ldb) for a
 // kernel with ks's strips (vdpbf16ps pairs, AMX's pairs padded to whole blocks, or f32 rows) and
@@ -1973,9 +1993,10 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 // call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B; so with a
 // column group (whose parts say where each strip and tile is; g.C is then unused). With `swiglu`
 // (one K block, gemm_swiglu_backward) each final tile of C goes to scratch and SwiGLU's gradients
-// are stored from it; g.C is then unused too.
+// are stored from it; g.C is then unused too; so with `swiglu_up` (gemm_up_swiglu), act's tiles.
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
-                 int64_t pre_stride, const GatePair* pair, const ColumnGroup* group, const SwigluGrad* swiglu) {
+                 int64_t pre_stride, const GatePair* pair, const ColumnGroup* group, const SwigluGrad* swiglu,
+                 const SwigluUp* swiglu_up) {
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -2019,7 +2040,8 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // gradients' (NN) 1.001x. The tiny preset's C stays under the size. Not with AMX's 32-row tiles.
 #if SEALKIT_X86
   const bool update_stream = fuse && g.beta == 0.f && Kd <= kc_depth && mr == kBf16Mr && nr == kBf16Nr && !swiglu &&
-                             !pair && M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes && stream_stores_on();
+                             !swiglu_up && !pair && M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes &&
+                             stream_stores_on();
 #else
   [[maybe_unused]] const bool update_stream = false;
 #endif
@@ -2033,7 +2055,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // 1024 x 1536 each: the LoRA step 1.007-1.008x (`seal bench --ab-env`, 7 and 15 repeats, Zen 5);
   // the tiny preset's 1.5 MB, streamed, measured 0.993x (21 repeats), so theirs stay below.
   [[maybe_unused]] const bool swiglu_stream =
-      swiglu && M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes && stream_stores_on();
+      (swiglu || swiglu_up) && M * N * static_cast<int64_t>(sizeof(float)) >= kStreamCBytes && stream_stores_on();
   // B strip s (of the whole GEMM): from the packed weight when there is one, else strip s_here of
   // the strips this path packed at `packed_here`.
   const bool b_packed = pre_b || group;  // no path packs B
@@ -2090,7 +2112,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         const int rows = static_cast<int>(std::min(mr, r1 - r));
         float* c = c_base + (i0 + r) * ldc;
 #if SEALKIT_X86
-        if (k0 == 0 && c_prefetch && !swiglu) prefetch_tile_for_write(c, ldc, rows, cols);
+        if (k0 == 0 && c_prefetch && !swiglu && !swiglu_up) prefetch_tile_for_write(c, ldc, rows, cols);
 #endif
         const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
 #if SEALKIT_X86
@@ -2103,6 +2125,18 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
             add_update(u_rows + r * ur, i0 + r, col, dact, nr, rows, cols);
           }
           store_swiglu_grad_tile(dact, *swiglu, at, ldc, rows, cols, swiglu_stream);
+          if (next) next->prefetch(call++, calls);
+          continue;
+        }
+        if (swiglu_up) {  // one K block (gemm_up_swiglu): up's tile and its update, then act's
+          const int64_t at = (i0 + r) * ldc + col;
+          for (int i = 0; i < rows; ++i)
+            for_each_line(swiglu_up->gate + at + i * ldc, cols * static_cast<int64_t>(sizeof(float)),
+                          [](const char* line) { _mm_prefetch(line, _MM_HINT_T0); });
+          alignas(64) float up[kBf16Mr * kBf16Nr];
+          micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
+          if (fuse) add_update(u_rows + r * ur, i0 + r, col, up, nr, rows, cols);
+          store_up_swiglu_tile(swiglu_up->gate + at, up, swiglu_up->act + at, ldc, rows, cols, swiglu_stream);
           if (next) next->prefetch(call++, calls);
           continue;
         }
@@ -2555,7 +2589,7 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
 bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update, const SwigluGrad& s) {
   if (g.M <= 0 || g.N <= 0) return false;
   // An update that adds nothing runs as gemm_with_update runs it: after the GEMM, on its own.
-  const bool live_update = update && g.K > 0 && g.alpha != 0.f && update->rank > 0 && update->scale != 0.f;
+  const bool live_update = update && !update_idle(g, *update);
 #if SEALKIT_X86
   // Fused where gemm_f32 would run the vdpbf16ps packed kernel on a packed weight in one K block, with
   // the update (if any) on its tiles: the arithmetic of the separate calls, tile for tile.
@@ -2579,6 +2613,33 @@ bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update,
       const int64_t o = i * g.ldc;
       swiglu_backward<float>(s.gate + o, s.up + o, g.C + o, s.dgate + o, s.dup + o, g.N);
     }
+  }
+  return false;
+}
+
+bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, const float* gate, float* act) {
+  if (up.M <= 0 || up.N <= 0) return false;
+#if SEALKIT_X86
+  // Fused on gemm_swiglu_backward's terms.
+  const Isa isa = active_isa();
+  const bool fits = up.beta == 0.f && up.alpha != 0.f && bf16_one_block(up, isa) &&
+                    (!update || (!update_idle(up, *update) && update_on_tiles(up, *update, kBf16Spec, isa, false))) &&
+                    switch_on("SEALKIT_FUSED_UP_SWIGLU");
+  if (fits) {
+    if (const PackedWeight* pw = usable_packed_weight(up, kBf16Spec)) {
+      const SwigluUp s{gate, act};
+      packed_gemm(up, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, nullptr, &s);
+      return true;
+    }
+  }
+#endif
+  if (update) gemm_with_update(up, *update);
+  else gemm(up);
+  if (up.ldc == up.N) {
+    swiglu_forward<float>(gate, up.C, act, up.M * up.N);
+  } else {
+    for (int64_t i = 0; i < up.M; ++i)
+      swiglu_forward<float>(gate + i * up.ldc, up.C + i * up.ldc, act + i * up.ldc, up.N);
   }
   return false;
 }

@@ -77,6 +77,15 @@ class Backend {
     else gemm(g);
     swiglu_backward(s.gate, s.up, g.C, s.dgate, s.dup, g.M * g.N);
   }
+  // SwiGLU's forward pass on the up projection's GEMM: gemm(up), or gemm_with_update(up, *u) where u
+  // is not null, then act = silu(gate) * up.C (cpu::gemm_up_swiglu's contract; gate and act strided
+  // like up.C). up.C is scratch, unspecified afterwards: a backend that fuses them may never write it.
+  // This default runs the calls (C contiguous, ldc == N).
+  virtual void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act) {
+    if (u) gemm_with_update(up, *u);
+    else gemm(up);
+    swiglu_forward(gate, up.C, act, up.M * up.N);
+  }
   // Weights packed ahead of time for the GEMM (cpu::PackedWeight): whether a GEMM of `rows` rows
   // against a weight of this dtype and orientation (transposed: y = x W^T, else dx = dy W) would
   // read one, and making one, for Gemm::packed_b. The caller owns it and drops it when W changes.

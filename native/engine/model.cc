@@ -647,13 +647,22 @@ void Model::adapter_da_group(int layer, const int* projs, int n, const float* x,
   backend_->gemm_group(gs, n);
 }
 
-void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
-                           float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done, bool xa_done) {
+bool Model::linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
+                           float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done, bool xa_done,
+                           const float* swiglu_gate, float* swiglu_act) {
   Layer& L = layers_[static_cast<size_t>(layer)];
   const Param& W = L.proj[proj];
   const int64_t in = W.cols, out = W.rows;
   const Gemm g = base_gemm(layer, proj, x, y, T);
   const bool bias = proj <= kV && config_.qkv_bias;
+  // y's last GEMM, with the update u (if any) on it, and SwiGLU's forward pass where asked.
+  const bool swiglu = swiglu_gate && !bias;
+  auto last_gemm = [&](const cpu::LowRankUpdate* u) {
+    if (swiglu) backend_->gemm_up_swiglu(g, u, swiglu_gate, swiglu_act);
+    else if (u) backend_->gemm_with_update(g, *u);
+    else backend_->gemm(g);
+    return swiglu;
+  };
   // One adapter over the whole batch (training, a single sequence's scoring) and no bias to add in
   // between: its y += s xa B^T rides on the base GEMM's tiles (same bits as the separate call).
   const bool fuse = !base_done && !bias && whole_batch_adapter(proj, segs, T);
@@ -672,10 +681,11 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
                                       xa + s.row0 * rmax, rmax));
       }
       run_chains(xas, 1);
-      backend_->gemm_with_update(g, up);
-      return;
+      return last_gemm(&up);
     }
   }
+  // No adapter on this projection in the batch: its GEMM is all of y.
+  if (!fuse && !base_done && swiglu && !any_adapter_on(1u << proj, segs)) return last_gemm(nullptr);
   if (!fuse && !base_done) backend_->gemm(g);
   if (bias) backend_->add_row_bias(y, L.bias[proj].f32(), T, out);
   // A batch that mixes adapters: each sequence's xa and y += s xa B^T form one chain, and the
@@ -706,12 +716,12 @@ void Model::linear_forward(int layer, int proj, const float* x, float* y, int64_
       up.U = xas; up.ldu = rmax;
       up.V = B.f32(); up.ldv = B.cols; up.trans_v = true;
       up.rank = A.rows; up.scale = a.scale;
-      backend_->gemm_with_update(g, up);
-      continue;
+      return last_gemm(&up);  // the one segment
     }
     backend_->gemm(adapter_xb_gemm(A, B, xas, rmax, s.rows, out, y + s.row0 * out, a.scale));
   }
   run_chains(chains, 2);
+  return false;
 }
 
 void Model::run_chains(const std::vector<Gemm>& gs, int chain_len) {
@@ -1045,9 +1055,13 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       }
       linear_forward(static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward,
                      seed_for(l, kGate), group, gate_up_adapters);
-      linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp),
-                     group, gate_up_adapters);
-      backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
+      // Scoring and prefill: SwiGLU rides on up's GEMM where up's updates do (act = silu(gate) * up
+      // is then stored from each tile, up never: the swiglu_forward pass and up's trip through
+      // memory go). Training keeps up for the backward pass.
+      const bool act_done =
+          linear_forward(static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp),
+                         group, gate_up_adapters, backward || group ? nullptr : a.gate, a.act);
+      if (!act_done) backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     }
     linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
     // The residual, and the next layer's input norm (the final norm after the last layer).

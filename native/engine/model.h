@@ -251,10 +251,12 @@ class Model {
   void adapter_da_group(int layer, const int* projs, int n, const float* x, int64_t T,
                         const std::vector<Segment>& segs, float* const* dxa);
   // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it);
-  // xa_done: xa already holds x A^T (adapter_xa_group ran it).
-  void linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
+  // xa_done: xa already holds x A^T (adapter_xa_group ran it). With swiglu_gate (the up projection,
+  // scoring): act = silu(swiglu_gate) * y too, on y's last GEMM where every update rides on it
+  // (Backend::gemm_up_swiglu; y is then scratch): returns whether act was made there.
+  bool linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
                       float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false,
-                      bool xa_done = false);
+                      bool xa_done = false, const float* swiglu_gate = nullptr, float* swiglu_act = nullptr);
   // dx == nullptr: the input's gradient is not wanted (the first layer's q, k, v when the embeddings
   // do not train); only the weight and adapter gradients are formed. dxa: scratch for the adapters'
   // dxa (T x rmax); defer_da: leave dA to adapter_da_group (dxa then has to outlive this call).

@@ -43,6 +43,7 @@ class ProfilingBackend final : public Backend {
   void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override;
   void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) override;
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override;
+  void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act) override;
   bool adds_update_on_tiles(const Gemm& g, const cpu::LowRankUpdate& u) const override {
     return inner_->adds_update_on_tiles(g, u);
   }
