@@ -361,9 +361,6 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_tile32(const __m512 (&acc)[R][2], float
 #pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning (see the packing below)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float* c, int64_t ldc, int rows, int cols,
-                                      bool stream);
-
 // act = silu(gate) * up for a tile whose up is in scratch (rows 32 floats apart) and whose gate is
 // in memory (rows ld apart, like act), stored as store_row32 stores a tile (streamed when `stream`).
 SEALKIT_AVX512 void store_up_swiglu_tile(const float* gate, const float* up, float* act, int64_t ld, int rows, int cols,
@@ -2528,6 +2525,23 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
   for (int i = 0; i < n; ++i) gemm(gs[i]);
 }
 
+#if SEALKIT_X86
+namespace {
+// g's packed weight where a GEMM whose final tiles carry SwiGLU's work (gemm_swiglu_backward,
+// gemm_up_swiglu) runs them fused, else null: where gemm_f32 would run the vdpbf16ps packed kernel on
+// that weight in one K block, with the update (if any) on its tiles (an update that adds nothing runs
+// as gemm_with_update runs it: after the GEMM), and the switch is on. The arithmetic of the separate
+// calls, tile for tile.
+const PackedWeight* fused_tiles_weight(const GemmArgs<float>& g, const LowRankUpdate* update, const char* on) {
+  const Isa isa = active_isa();
+  const bool fits = g.beta == 0.f && g.alpha != 0.f && bf16_one_block(g, isa) &&
+                    (!update || (!update_idle(g, *update) && update_on_tiles(g, *update, kBf16Spec, isa, false))) &&
+                    switch_on(on);
+  return fits ? usable_packed_weight(g, kBf16Spec) : nullptr;
+}
+}  // namespace
+#endif
+
 bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act) {
   if (up.M <= 0 || up.N <= 0) return false;
 #if SEALKIT_X86
@@ -2588,20 +2602,10 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
 // read) measured level (0.992-1.003x) and was dropped.
 bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update, const SwigluGrad& s) {
   if (g.M <= 0 || g.N <= 0) return false;
-  // An update that adds nothing runs as gemm_with_update runs it: after the GEMM, on its own.
-  const bool live_update = update && !update_idle(g, *update);
 #if SEALKIT_X86
-  // Fused where gemm_f32 would run the vdpbf16ps packed kernel on a packed weight in one K block, with
-  // the update (if any) on its tiles: the arithmetic of the separate calls, tile for tile.
-  const Isa isa = active_isa();
-  const bool fits = g.beta == 0.f && g.alpha != 0.f && bf16_one_block(g, isa) &&
-                    (!update || (live_update && update_on_tiles(g, *update, kBf16Spec, isa, false))) &&
-                    switch_on("SEALKIT_FUSED_SWIGLU_BACKWARD");
-  if (fits) {
-    if (const PackedWeight* pw = usable_packed_weight(g, kBf16Spec)) {
-      packed_gemm(g, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, &s);
-      return true;
-    }
+  if (const PackedWeight* pw = fused_tiles_weight(g, update, "SEALKIT_FUSED_SWIGLU_BACKWARD")) {
+    packed_gemm(g, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, &s);
+    return true;
   }
 #endif
   if (update) gemm_with_update(g, *update);
@@ -2620,17 +2624,10 @@ bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update,
 bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, const float* gate, float* act) {
   if (up.M <= 0 || up.N <= 0) return false;
 #if SEALKIT_X86
-  // Fused on gemm_swiglu_backward's terms.
-  const Isa isa = active_isa();
-  const bool fits = up.beta == 0.f && up.alpha != 0.f && bf16_one_block(up, isa) &&
-                    (!update || (!update_idle(up, *update) && update_on_tiles(up, *update, kBf16Spec, isa, false))) &&
-                    switch_on("SEALKIT_FUSED_UP_SWIGLU");
-  if (fits) {
-    if (const PackedWeight* pw = usable_packed_weight(up, kBf16Spec)) {
-      const SwigluUp s{gate, act};
-      packed_gemm(up, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, nullptr, &s);
-      return true;
-    }
+  if (const PackedWeight* pw = fused_tiles_weight(up, update, "SEALKIT_FUSED_UP_SWIGLU")) {
+    const SwigluUp s{gate, act};
+    packed_gemm(up, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, nullptr, &s);
+    return true;
   }
 #endif
   if (update) gemm_with_update(up, *update);
