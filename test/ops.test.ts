@@ -60,6 +60,13 @@ function assertRel(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, what
   const e = relErr(a, b);
   assert.ok(e <= tol, `${what}: relative error ${e.toExponential(3)} > ${tol}`);
 }
+/** The first n of each of m rows ld apart, packed densely (a strided C's valid part). */
+function denseRows(v: F, m: number, n: number, ld: number): Float32Array {
+  const out = new Float32Array(m * n);
+  for (let i = 0; i < m; i++) out.set(v.subarray(i * ld, i * ld + n), i * n);
+  return out;
+}
+
 function sameBits(a: F, b: F, what: string): void {
   const x = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   const y = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
@@ -1045,11 +1052,7 @@ test('gemm_swiglu_backward: fused dact tiles give the bits of the separate calls
       });
       const res = op('gemm_swiglu_backward', 'f32', { ...args(c.M !== 64), gate: c.gate, up: c.up });
       const dact = arr(op('gemm', 'f32', args(false)), 'C');
-      const rows = (x: F) => {
-        const out = new Float32Array(c.M * c.N);
-        for (let i = 0; i < c.M; i++) out.set(x.subarray(i * c.ldc, i * c.ldc + c.N), i * c.N);
-        return out;
-      };
+      const rows = (x: F) => denseRows(x, c.M, c.N, c.ldc);
       const ref = op('swiglu_backward', 'f32', { gate: rows(c.gate), up: rows(c.up), dout: rows(dact) });
       const label = `${isa} ${kernel} threads=${threads} ${c.what}`;
       // Not on AMX tiles: the fused update rides on the vdpbf16ps kernel's tiles only.
@@ -1104,11 +1107,7 @@ test('gemm_up_swiglu: fused up tiles give the bits of the separate calls', () =>
       const packed = c.M !== 64;
       const res = op('gemm_up_swiglu', 'f32', { ...args(packed), gate: c.gate });
       const up = arr(op('gemm', 'f32', args(packed)), 'C');
-      const rows = (v: F) => {
-        const out = new Float32Array(c.M * c.N);
-        for (let i = 0; i < c.M; i++) out.set(v.subarray(i * c.ldc, i * c.ldc + c.N), i * c.N);
-        return out;
-      };
+      const rows = (v: F) => denseRows(v, c.M, c.N, c.ldc);
       const ref = arr(op('swiglu_forward', 'f32', { gate: rows(c.gate), up: rows(up) }), 'out');
       const label = `${isa} ${kernel} threads=${threads} ${c.what}`;
       assert.is(res.fused, kernel === 'vdpbf16ps' && isa === 'avx512bf16' && c.fusable, `${label}: fused`);
@@ -1272,11 +1271,7 @@ test('gemm_swiglu_backward with a segmented update: the bits of the calls one by
       packedB: true, gate, up, ...segmentedArgs(x),
     });
     const dact = segmentedByCalls(x, W, 'bf16');
-    const rows = (v: F) => {
-      const out = new Float32Array(x.c.M * N);
-      for (let i = 0; i < x.c.M; i++) out.set(v.subarray(i * ldc, i * ldc + N), i * N);
-      return out;
-    };
+    const rows = (v: F) => denseRows(v, x.c.M, N, ldc);
     const ref = op('swiglu_backward', 'f32', { gate: rows(gate), up: rows(up), dout: rows(dact) });
     const label = `${isa} ${kernel} threads=${threads}`;
     assert.is(res.fused, kernel === 'vdpbf16ps' && isa === 'avx512bf16', `${label}: fused`);

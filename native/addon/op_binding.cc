@@ -388,6 +388,29 @@ Napi::Object op_gemm_gate_up_swiglu(const Args& a) {
   }
 }
 
+// What the fused SwiGLU ops share: gemm's call (packedB and a low-rank update included; C is its
+// scratch) and the length of their arrays strided like C ([M, ldc]).
+struct SwigluCall {
+  GemmCall<float> call;
+  std::unique_ptr<cpu::PackedWeight> packed;
+  std::optional<UpdateArgs> carried;
+  cpu::LowRankUpdate update;
+  int64_t len = 0;
+  // The carried update as the fused calls take it (null: none); its segments point into `carried`.
+  const cpu::LowRankUpdate* update_or_null() {
+    if (!carried) return nullptr;
+    update = carried->update();
+    return &update;
+  }
+};
+SwigluCall swiglu_call(const Args& a, const char* strided) {
+  SwigluCall c{gemm_args<float>(a), nullptr, std::nullopt, {}, 0};
+  c.packed = packed_b(a, c.call.g);
+  c.carried = gemm_update(a, c.call.g);
+  c.len = product(a, strided, c.call.g.M, c.call.g.ldc);
+  return c;
+}
+
 // SwiGLU's backward pass on a GEMM's result (cpu::gemm_swiglu_backward), f32 only: gemm's arguments
 // (packedB and a low-rank update included; C is its scratch) and `gate`, `up` ([M, ldc], like C).
 // Returns dgate and dup ([M, ldc]; padding zero), C as the call left it and `fused`.
@@ -396,28 +419,22 @@ Napi::Object op_gemm_swiglu_backward(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
     a.range_error("dtype", "must be 'f32' for gemm_swiglu_backward");
   } else {
-    GemmCall<float> call = gemm_args<float>(a);
-    const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
-    const std::optional<UpdateArgs> carried = gemm_update(a, call.g);
-    const std::optional<cpu::LowRankUpdate> update =
-        carried ? std::optional<cpu::LowRankUpdate>(carried->update()) : std::nullopt;
-    const int64_t len = product(a, "gate", call.g.M, call.g.ldc);
+    SwigluCall c = swiglu_call(a, "gate");
     cpu::SwigluGrad s;
-    s.gate = a.array<float>("gate", len).data;
-    s.up = a.array<float>("up", len).data;
-    Napi::Float32Array dgate = zeros<float>(a, len), dup = zeros<float>(a, len);
+    s.gate = a.array<float>("gate", c.len).data;
+    s.up = a.array<float>("up", c.len).data;
+    Napi::Float32Array dgate = zeros<float>(a, c.len), dup = zeros<float>(a, c.len);
     s.dgate = dgate.Data();
     s.dup = dup.Data();
-    const bool fused = cpu::gemm_swiglu_backward(call.g, update ? &*update : nullptr, s);
+    const bool fused = cpu::gemm_swiglu_backward(c.call.g, c.update_or_null(), s);
     Napi::Object r = Napi::Object::New(a.env());
     r.Set("dgate", dgate);
     r.Set("dup", dup);
-    r.Set("C", call.c);
+    r.Set("C", c.call.c);
     r.Set("fused", Napi::Boolean::New(a.env(), fused));
     return r;
   }
 }
-
 
 // SwiGLU's forward pass on the up projection's GEMM (cpu::gemm_up_swiglu), f32 only: gemm's
 // arguments for up (packedB and a low-rank update included; C is its scratch) and `gate` ([M, ldc],
@@ -427,18 +444,13 @@ Napi::Object op_gemm_up_swiglu(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
     a.range_error("dtype", "must be 'f32' for gemm_up_swiglu");
   } else {
-    GemmCall<float> call = gemm_args<float>(a);
-    const std::unique_ptr<cpu::PackedWeight> packed = packed_b(a, call.g);
-    const std::optional<UpdateArgs> carried = gemm_update(a, call.g);
-    const std::optional<cpu::LowRankUpdate> update =
-        carried ? std::optional<cpu::LowRankUpdate>(carried->update()) : std::nullopt;
-    const int64_t len = product(a, "gate", call.g.M, call.g.ldc);
-    const float* gate = a.array<float>("gate", len).data;
-    Napi::Float32Array act = zeros<float>(a, len);
-    const bool fused = cpu::gemm_up_swiglu(call.g, update ? &*update : nullptr, gate, act.Data());
+    SwigluCall c = swiglu_call(a, "gate");
+    const float* gate = a.array<float>("gate", c.len).data;
+    Napi::Float32Array act = zeros<float>(a, c.len);
+    const bool fused = cpu::gemm_up_swiglu(c.call.g, c.update_or_null(), gate, act.Data());
     Napi::Object r = Napi::Object::New(a.env());
     r.Set("act", act);
-    r.Set("C", call.c);
+    r.Set("C", c.call.c);
     r.Set("fused", Napi::Boolean::New(a.env(), fused));
     return r;
   }
