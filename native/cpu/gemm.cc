@@ -2542,6 +2542,19 @@ const PackedWeight* fused_tiles_weight(const GemmArgs<float>& g, const LowRankUp
 }  // namespace
 #endif
 
+namespace {
+// act = silu(gate) * up over M rows of N, each array with its own row stride: one call where all
+// three are contiguous, else a call per row (the fused SwiGLU paths' separate-call fallback).
+void swiglu_forward_rows(const float* gate, int64_t ldg, const float* up, int64_t ldu, float* act, int64_t lda,
+                         int64_t M, int64_t N) {
+  if (ldg == N && ldu == N && lda == N) {
+    swiglu_forward<float>(gate, up, act, M * N);
+    return;
+  }
+  for (int64_t i = 0; i < M; ++i) swiglu_forward<float>(gate + i * ldg, up + i * ldu, act + i * lda, N);
+}
+}  // namespace
+
 bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act) {
   if (up.M <= 0 || up.N <= 0) return false;
 #if SEALKIT_X86
@@ -2585,12 +2598,7 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
 #endif
   gemm(gate);
   gemm(up);
-  if (gate.ldc == up.N && up.ldc == up.N && ld_act == up.N) {
-    swiglu_forward<float>(gate.C, up.C, act, up.M * up.N);
-  } else {
-    for (int64_t i = 0; i < up.M; ++i)
-      swiglu_forward<float>(gate.C + i * gate.ldc, up.C + i * up.ldc, act + i * ld_act, up.N);
-  }
+  swiglu_forward_rows(gate.C, gate.ldc, up.C, up.ldc, act, ld_act, up.M, up.N);
   return false;
 }
 
@@ -2632,12 +2640,7 @@ bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, cons
 #endif
   if (update) gemm_with_update(up, *update);
   else gemm(up);
-  if (up.ldc == up.N) {
-    swiglu_forward<float>(gate, up.C, act, up.M * up.N);
-  } else {
-    for (int64_t i = 0; i < up.M; ++i)
-      swiglu_forward<float>(gate + i * up.ldc, up.C + i * up.ldc, act + i * up.ldc, up.N);
-  }
+  swiglu_forward_rows(gate, up.ldc, up.C, up.ldc, act, up.ldc, up.M, up.N);
   return false;
 }
 
