@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util';
 import { flopsPerToken } from '../lib/bench/engine-bench.js';
 import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
 import { median } from '../lib/bench/median.js';
+import { gpuDatasheet } from '../lib/bench/peak-reference.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const PRESET = 'llama-3.2-1b';
@@ -76,16 +77,7 @@ function run(cmd: string, argv: string[], timeoutS: number): RunOut {
 const smi = spawnSync('nvidia-smi', ['--query-gpu=name,memory.total,clocks.max.sm,driver_version', '--format=csv,noheader'], { encoding: 'utf8' });
 const gpuLine = (smi.stdout ?? '').trim().split('\n')[0] ?? 'unknown';
 const gpuName = gpuLine.split(',')[0]?.trim() ?? 'unknown';
-function peaks(name: string): { bf16_tflops: number; hbm_tbs: number; basis: string } {
-  const n = name.toUpperCase();
-  if (n.includes('H200')) return { bf16_tflops: 989, hbm_tbs: 4.8, basis: 'H200 SXM: 989 TFLOP/s dense bf16, 4.8 TB/s HBM3e' };
-  if (n.includes('H100') && n.includes('PCIE')) return { bf16_tflops: 756, hbm_tbs: 2.0, basis: 'H100 PCIe: 756 TFLOP/s dense bf16, 2.0 TB/s HBM2e' };
-  if (n.includes('H100') && n.includes('NVL')) return { bf16_tflops: 835, hbm_tbs: 3.9, basis: 'H100 NVL: 835 TFLOP/s dense bf16, 3.9 TB/s HBM3' };
-  if (n.includes('H100')) return { bf16_tflops: 989, hbm_tbs: 3.35, basis: 'H100 SXM5 (80GB HBM3): 989 TFLOP/s dense bf16, 3.35 TB/s HBM3' };
-  if (n.includes('A100')) return { bf16_tflops: 312, hbm_tbs: n.includes('80GB') ? 2.039 : 1.555, basis: 'A100: 312 TFLOP/s dense bf16' };
-  return { bf16_tflops: NaN, hbm_tbs: NaN, basis: `unknown GPU '${name}': no peak assumed` };
-}
-const peak = peaks(gpuName);
+const peak = gpuDatasheet(gpuName) ?? { bf16_tflops: NaN, hbm_tbs: NaN, basis: `unknown GPU '${gpuName}': no peak assumed` };
 log(`GPU: ${gpuLine} -> ${peak.basis}`);
 
 const info = run(process.execPath, ['bin/seal.js', 'info', '--json'], 60);

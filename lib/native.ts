@@ -43,6 +43,12 @@ export interface NativeAddon {
   info(): NativeInfo;
   setThreads(n: number): number;
   setIsa(name: string): string;
+  /**
+   * The throughput (GFLOP/s) of one instruction on every thread of the pool, measured now
+   * (native/cpu/peak.h): the peak MFU is reported against. Blocks for about trials x trialMs
+   * (defaults 3 x 20 ms); throws where this CPU cannot run `kind`.
+   */
+  measurePeak(kind: 'fp32_fma' | 'bf16_dot' | 'amx_bf16', options?: { trialMs?: number; trials?: number }): { kind: string; gflops: number; threads: number; trials: number };
   /** Runs one kernel directly (tests and benchmarks): see native/addon/op_binding.cc. */
   opRun(name: string, dtype: 'f32' | 'f64', args: Record<string, unknown>): Record<string, Float32Array | Float64Array | number>;
   // Model bindings are declared in lib/model/native-model.ts.

@@ -19,7 +19,7 @@ run(process.execPath, [join(root, 'node_modules/cmake-js/bin/cmake-js'), 'compil
 const addon = join(root, 'build-asan/Release/sealkit.node');
 if (!existsSync(addon)) { console.error(`[asan] ${addon} was not built`); process.exit(1); }
 const preload = [gccFile('libasan.so'), gccFile('libubsan.so')].join(':');
-const pattern = process.argv[2] ?? '(ops|attention-bf16|decode-kernels|parity|model|generate|sft|seal-loop|backend-parity|profile)\\.test\\.ts$';
+const pattern = process.argv[2] ?? '(ops|peak|attention-bf16|decode-kernels|parity|model|generate|sft|seal-loop|backend-parity|profile)\\.test\\.ts$';
 run(process.execPath, [join(root, 'scripts/run-tests.mjs'), pattern], {
   ...process.env,
   SEALKIT_NATIVE_PATH: addon,

@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { flopsPerToken } from '../lib/bench/engine-bench.js';
+import { cpuPeakKind } from '../lib/bench/peak-reference.js';
+import { native } from '../lib/native.js';
 import { Model } from '../lib/model/model.js';
 import { presetConfig } from '../lib/model/presets.js';
 import { repoRoot } from './helpers/fixtures.js';
@@ -70,13 +72,27 @@ test('seal score: bad input gives a clear message and a non-zero exit', () => {
   }
 });
 
-test('seal bench train --preset tiny --json ends with a tokens_per_s line', () => {
+test('seal bench train --preset tiny --json ends with a tokens_per_s, gflops and mfu line', () => {
   const r = seal('bench', 'train', '--preset', 'tiny', '--batch', '2', '--seq', '32', '--repeats', '2', '--warmup', '1', '--threads', '1', '--json');
   assert.equal(r.code, 0, r.err);
-  const j = lastJson(r.out);
-  assert.ok((j.tokens_per_s as number) > 0);
+  const j = lastJson(r.out) as { tokens_per_s: number; gflops: number; mfu: number | null; peak: { kind?: string; gflops?: number; source?: string; none?: string }; batch: number; seq: number };
+  assert.ok(j.tokens_per_s > 0);
   assert.equal(j.batch, 2);
   assert.equal(j.seq, 32);
+  // MFU against the peak of the instruction the bf16 GEMMs use, measured on the bench's one thread.
+  const kind = cpuPeakKind(native().info(), 'bf16');
+  if (kind) {
+    assert.is(j.peak.kind, kind);
+    assert.is(j.peak.source, 'measured');
+    assert.ok(j.mfu !== null && j.mfu > 0 && j.mfu < 1.5, `mfu ${j.mfu}`);
+    assert.ok(Math.abs(j.mfu! - j.gflops / j.peak.gflops!) < 1e-12);
+  } else {
+    assert.is(j.mfu, null);
+    assert.type(j.peak.none, 'string');
+  }
+  const text = seal('bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--threads', '1');
+  assert.equal(text.code, 0, text.err);
+  assert.match(text.out, kind ? /GFLOP\/s, [\d.]+% MFU \(.+ on 1 thread, measured: [\d,]+ GFLOP\/s\)/ : /no MFU: /);
 });
 
 test('seal bench train --loss-on trains on each sequence\'s tail and counts the LM head on those rows only', () => {

@@ -8,6 +8,7 @@ import { PROJ_NAMES, type KvCacheDtype, type OpTiming } from '../model/native-mo
 import { presetConfig } from '../model/presets.js';
 import { withEnv } from './env.js';
 import { median } from './median.js';
+import { peakReference, type PeakReference } from './peak-reference.js';
 import { mergeTimings, summariseProfile, type StepProfile } from './profile.js';
 
 export interface BenchOptions {
@@ -93,6 +94,10 @@ export interface BenchResult {
   step_ms_all: number[];
   /** Estimated model FLOPs per second (see flopsPerToken). */
   gflops: number;
+  /** gflops over peak.gflops; null where there is no peak (peak.none says why). */
+  mfu: number | null;
+  /** The peak mfu is against (peak-reference.ts): on the CPU measured right after the timed steps. */
+  peak: PeakReference | { none: string };
   /** Per-op times of the timed steps, when asked for. */
   profile?: StepProfile;
   ab?: AbResult;
@@ -101,6 +106,11 @@ export interface BenchResult {
    * inline on one thread (Model.jobThreading: the engine measured that faster for jobs this small).
    */
   inline_share?: number;
+}
+
+/** The mfu and peak fields of a result at `gflops`. */
+function mfuAgainst(gflops: number, peak: PeakReference | { none: string }): Pick<BenchResult, 'mfu' | 'peak'> {
+  return { mfu: 'gflops' in peak ? gflops / peak.gflops : null, peak };
 }
 
 /** Linear-layer parameters touched per token (every projection plus the LM head). */
@@ -295,10 +305,11 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const weightBytes = linearParams(c) * (storage === 'bf16' ? 2 : 4);
     // What one sequence's step reads of those: less where the model coded them (Model.decodeReadBytes).
     const weightBytesRead = model.decodeReadBytes(o.batch);
+    const gflops = (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9;
     return {
       device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, adapters, threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
-      gflops: (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9,
+      gflops, ...mfuAgainst(gflops, peakReference(addon, device, storage)),
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
       weight_bytes_read: weightBytesRead, weights_coded: weightBytesRead < weightBytes,
       ...(device === 'cpu' ? { prefetch: addon.info().decodePrefetch, rows_on_amx: rowsOnAmx(addon.info(), storage, o.batch),
@@ -356,11 +367,12 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const med = median(times);
     const tps = tokens / (med / 1000);
     const after = jobCounts(model, kinds);
+    const gflops = (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9;
     return {
       device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn } : {}), adapters,
       threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
-      gflops: (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9,
+      gflops, ...mfuAgainst(gflops, peakReference(addon, device, storage)),
       ...inlineShare(before, after),
       ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
       ...(abEnv ? { ab: abResult(abEnv, times, timesB, tokens, (ms) => ms) } : {}),

@@ -11,6 +11,7 @@
 #include "../cpu/attention_bf16.h"
 #include "../cpu/coded_weight.h"
 #include "../cpu/kernels.h"
+#include "../cpu/peak.h"
 #include "bindings.h"
 #ifdef SEALKIT_WITH_CUDA
 #include "../engine/gpu_info.h"
@@ -89,6 +90,49 @@ Napi::Value SetIsa(const Napi::CallbackInfo& info) {
   throw Napi::RangeError::New(env, "setIsa: unknown ISA '" + name + "' (scalar|avx2|avx512|avx512bf16)");
 }
 
+// measurePeak(kind, {trialMs, trials}): the throughput of the instruction `kind` names on every
+// pool thread (cpu/peak.h), for MFU. Blocks the caller for about trials x trialMs.
+Napi::Value MeasurePeak(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString())
+    throw Napi::TypeError::New(env, "measurePeak(kind, options?): kind must be a string (fp32_fma|bf16_dot|amx_bf16)");
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  cpu::PeakKind kind;
+  if (!cpu::parse_peak_kind(name, kind))
+    throw Napi::RangeError::New(env, "measurePeak: unknown kind '" + name + "' (fp32_fma|bf16_dot|amx_bf16)");
+  double trial_ms = 20;
+  int trials = 3;
+  if (info.Length() >= 2 && !info[1].IsUndefined()) {
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "measurePeak: options must be an object");
+    const Napi::Object o = info[1].As<Napi::Object>();
+    const auto number = [&](const char* key, double lo, double hi, double fallback) {
+      const Napi::Value v = o.Get(key);
+      if (v.IsUndefined()) return fallback;
+      const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+      if (!(x >= lo && x <= hi))
+        throw Napi::RangeError::New(env, std::string("measurePeak: options.") + key + " must be a number in [" +
+                                             std::to_string(static_cast<int>(lo)) + ", " + std::to_string(static_cast<int>(hi)) + "]");
+      return x;
+    };
+    trial_ms = number("trialMs", 1, 10000, trial_ms);
+    trials = static_cast<int>(number("trials", 1, 100, trials));
+  }
+  const std::string why = cpu::peak_unsupported(kind);
+  if (!why.empty()) throw Napi::Error::New(env, "measurePeak(" + name + "): " + why);
+  cpu::PeakMeasurement m;
+  try {
+    m = cpu::measure_peak(kind, trial_ms / 1000, trials);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("kind", name);
+  out.Set("gflops", m.gflops);
+  out.Set("threads", m.threads);
+  out.Set("trials", m.trials);
+  return out;
+}
+
 // rngU32(seed, counter): the engine's random stream, so tests can check the TypeScript twin.
 Napi::Value RngU32(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -103,6 +147,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New(env, Info, "info"));
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("setIsa", Napi::Function::New(env, SetIsa, "setIsa"));
+  exports.Set("measurePeak", Napi::Function::New(env, MeasurePeak, "measurePeak"));
   register_op_binding(env, exports);
   register_model_binding(env, exports);
   register_backend_binding(env, exports);

@@ -1,6 +1,6 @@
 // `seal bench train|forward` — engine throughput on a random-weight model of a real configuration.
 import { parseArgs } from 'node:util';
-import { describePrefetch, lossOnProblem, runBench, runDecodeBench, type AbResult } from '../../bench/engine-bench.js';
+import { describePrefetch, lossOnProblem, runBench, runDecodeBench, type AbResult, type BenchResult } from '../../bench/engine-bench.js';
 import { parseEnvList } from '../../bench/env.js';
 import { formatProfile } from '../../bench/profile.js';
 import { PRESET_NAMES } from '../../model/presets.js';
@@ -28,8 +28,11 @@ waits for its kernel. --ab-env compares two variants in one process: each timed 
 (decode: a generation) as usual and one with the environment variables set (the kernels' switches,
 e.g. SEALKIT_LOCAL_PACK=0, are read per call), in alternating order, and reports both medians and
 the median per-repeat speed ratio; on a shared machine this resolves changes of a few percent that
-separate runs do not. With --json the last line is {"tokens_per_s": ..., "gflops": ..., ...}
-(and "profile" with --profile, "ab" with --ab-env).
+separate runs do not. MFU is the model FLOPs per second over the peak of the instruction the
+GEMMs multiply with (vdpbf16ps, AMX tiles or FP32 FMAs), measured on the same threads right after
+the timed steps (about 0.1 s); on a GPU, its datasheet's dense bf16 rate. With --json the last line
+is {"tokens_per_s": ..., "gflops": ..., "mfu": ..., "peak": {...}, ...} (and "profile" with
+--profile, "ab" with --ab-env).
 --adapters N: the batch mixes N LoRA adapters (r=16, alpha=32, every projection), sequence (or
 prompt) i under adapter i mod N, as SEAL's inner loop trains one adapter per sequence and its
 evaluation scores and decodes them; default 1 for train, 0 (the base model) for forward and decode.`;
@@ -39,6 +42,13 @@ function formatAb(ab: AbResult, step: (ms: number) => string): string {
   const env = Object.entries(ab.env).map(([k, v]) => `${k}=${v}`).join(' ');
   return `  with ${env}: ${ab.tokens_per_s.toFixed(1)} tokens/s   ${step(ab.step_ms_median)}\n` +
     `  speed with / without (median of ${ab.step_ms_all.length} repeats): ${ab.speedup_median.toFixed(3)}\n`;
+}
+
+/** "~470.6 GFLOP/s, 43.1% MFU (vdpbf16ps on 2 threads, measured: 1,093 GFLOP/s)", or why there is no MFU. */
+function describeSpeed(r: BenchResult): string {
+  const rate = `~${r.gflops.toFixed(1)} GFLOP/s`;
+  if ('none' in r.peak || r.mfu === null) return `${rate} (no MFU: ${'none' in r.peak ? r.peak.none : 'no peak'})`;
+  return `${rate}, ${(100 * r.mfu).toFixed(1)}% MFU (${r.peak.basis}: ${Math.round(r.peak.gflops).toLocaleString('en-US')} GFLOP/s)`;
 }
 
 /** ", 16 adapters" where the batch mixes adapters other than the work's default. */
@@ -100,7 +110,7 @@ export const benchCommand: CliCommand = {
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}${mixing(r.adapters)}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call${r.prefetch ? `, weights prefetched ${describePrefetch(r.prefetch)}` : ''}${r.rows_on_amx ? ', rows on AMX tiles' : ''}${r.rows_on_packed_strips ? ', weights read as packed strips' : ''}${r.weights_coded ? `, weights coded in 12 bits (${(r.weight_bytes_read / 1e6).toFixed(1)} of ${(r.weight_bytes / 1e6).toFixed(1)} MB per step)` : ''})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}${mixing(r.adapters)}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call${r.prefetch ? `, weights prefetched ${describePrefetch(r.prefetch)}` : ''}${r.rows_on_amx ? ', rows on AMX tiles' : ''}${r.rows_on_packed_strips ? ', weights read as packed strips' : ''}${r.weights_coded ? `, weights coded in 12 bits (${(r.weight_bytes_read / 1e6).toFixed(1)} of ${(r.weight_bytes / 1e6).toFixed(1)} MB per step)` : ''})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms   ${describeSpeed(r)}\n`);
       if (!values.json && r.inline_share) {
         process.stdout.write(`  ${(100 * r.inline_share).toFixed(0)}% of the timed decoding calls ran inline on one thread (measured faster for calls this small)\n`);
       }
@@ -125,7 +135,7 @@ export const benchCommand: CliCommand = {
     } else {
       process.stdout.write(
         `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${mixing(result.adapters, result.work === 'train' ? 1 : 0)}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
-          `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(result.step_ms_median < 10 ? 2 : 1)} ms   ~${result.gflops.toFixed(1)} GFLOP/s\n`,
+          `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(result.step_ms_median < 10 ? 2 : 1)} ms   ${describeSpeed(result)}\n`,
       );
       if (result.inline_share) {
         process.stdout.write(`  ${(100 * result.inline_share).toFixed(0)}% of the timed steps ran inline on one thread (measured faster for steps this small)\n`);
