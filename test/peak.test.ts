@@ -60,7 +60,8 @@ fmaTest('measurePeak: a timed f32 GEMM stays below the FP32 FMA peak and reaches
 
 test('measurePeak: unknown kinds, bad options and instructions this CPU lacks are errors that say so', () => {
   assert.throws(() => addon.measurePeak('fp64' as 'fp32_fma'), /unknown kind 'fp64' \(fp32_fma\|bf16_dot\|amx_bf16\)/);
-  assert.throws(() => addon.measurePeak('fp32_fma', { trials: 0 }), /options\.trials must be a number in \[1, 100\]/);
+  assert.throws(() => addon.measurePeak('fp32_fma', { trials: 0 }), /options\.trials must be an integer in \[1, 100\]/);
+  assert.throws(() => addon.measurePeak('fp32_fma', { trials: 2.5 }), /options\.trials must be an integer/);
   assert.throws(() => addon.measurePeak('fp32_fma', { trialMs: -1 }), /options\.trialMs/);
   if (!info.amx) assert.throws(() => addon.measurePeak('amx_bf16'), /measurePeak\(amx_bf16\): the bf16 GEMMs do not run on AMX tiles/);
   if (info.isa !== 'avx512bf16') assert.throws(() => addon.measurePeak('bf16_dot'), /vdpbf16ps needs AVX512-BF16/);

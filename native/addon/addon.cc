@@ -97,7 +97,7 @@ Napi::Value MeasurePeak(const Napi::CallbackInfo& info) {
   if (info.Length() < 1 || !info[0].IsString())
     throw Napi::TypeError::New(env, "measurePeak(kind, options?): kind must be a string (fp32_fma|bf16_dot|amx_bf16)");
   const std::string name = info[0].As<Napi::String>().Utf8Value();
-  cpu::PeakKind kind;
+  cpu::PeakKind kind = cpu::PeakKind::Fp32Fma;
   if (!cpu::parse_peak_kind(name, kind))
     throw Napi::RangeError::New(env, "measurePeak: unknown kind '" + name + "' (fp32_fma|bf16_dot|amx_bf16)");
   double trial_ms = 20;
@@ -105,17 +105,18 @@ Napi::Value MeasurePeak(const Napi::CallbackInfo& info) {
   if (info.Length() >= 2 && !info[1].IsUndefined()) {
     if (!info[1].IsObject()) throw Napi::TypeError::New(env, "measurePeak: options must be an object");
     const Napi::Object o = info[1].As<Napi::Object>();
-    const auto number = [&](const char* key, double lo, double hi, double fallback) {
+    const auto number = [&](const char* key, double lo, double hi, double fallback, bool integer) {
       const Napi::Value v = o.Get(key);
       if (v.IsUndefined()) return fallback;
       const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      if (!(x >= lo && x <= hi))
-        throw Napi::RangeError::New(env, std::string("measurePeak: options.") + key + " must be a number in [" +
-                                             std::to_string(static_cast<int>(lo)) + ", " + std::to_string(static_cast<int>(hi)) + "]");
+      if (!(x >= lo && x <= hi) || (integer && x != static_cast<double>(static_cast<int64_t>(x))))
+        throw Napi::RangeError::New(env, std::string("measurePeak: options.") + key + " must be " +
+                                             (integer ? "an integer" : "a number") + " in [" + std::to_string(static_cast<int>(lo)) +
+                                             ", " + std::to_string(static_cast<int>(hi)) + "]");
       return x;
     };
-    trial_ms = number("trialMs", 1, 10000, trial_ms);
-    trials = static_cast<int>(number("trials", 1, 100, trials));
+    trial_ms = number("trialMs", 1, 10000, trial_ms, false);
+    trials = static_cast<int>(number("trials", 1, 100, trials, true));
   }
   const std::string why = cpu::peak_unsupported(kind);
   if (!why.empty()) throw Napi::Error::New(env, "measurePeak(" + name + "): " + why);
