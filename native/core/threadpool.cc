@@ -262,8 +262,11 @@ void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> 
 
 namespace {
 // A range of chunk indices [front, back) in one atomic word, so that its owner (taking the front)
-// and thieves (taking the back) never take the same chunk.
-class ChunkRange {
+// and thieves (taking the back) never take the same chunk. One per cache line: packed 8 bytes apart,
+// every thread's claim of its own next chunk took the line from the others' cores, as theirs took
+// it back (SmolLM2-135M decoding, in-process A/B against a packed array, AMD Zen 5 with vCPUs
+// sharing a cache: batch 8 1.018x and 1.010x, batch 1 1.004x, 1.004x and 1.007x).
+class alignas(64) ChunkRange {
  public:
   void reset(uint32_t front, uint32_t back) { word_.store(pack(front, back), std::memory_order_relaxed); }
   // The front chunk, and the back as it stood then; false when the range is empty.
