@@ -111,8 +111,9 @@ Napi::Value MeasurePeak(const Napi::CallbackInfo& info) {
       const double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
       if (!(x >= lo && x <= hi) || (integer && x != static_cast<double>(static_cast<int64_t>(x))))
         throw Napi::RangeError::New(env, std::string("measurePeak: options.") + key + " must be " +
-                                             (integer ? "an integer" : "a number") + " in [" + std::to_string(static_cast<int>(lo)) +
-                                             ", " + std::to_string(static_cast<int>(hi)) + "]");
+                                             (integer ? "an integer" : "a number") + " in [" +
+                                             std::to_string(static_cast<int>(lo)) + ", " +
+                                             std::to_string(static_cast<int>(hi)) + "]");
       return x;
     };
     trial_ms = number("trialMs", 1, 10000, trial_ms, false);

@@ -264,8 +264,9 @@ namespace {
 // A range of chunk indices [front, back) in one atomic word, so that its owner (taking the front)
 // and thieves (taking the back) never take the same chunk. One per cache line: packed 8 bytes apart,
 // every thread's claim of its own next chunk took the line from the others' cores, as theirs took
-// it back (SmolLM2-135M decoding, in-process A/B against a packed array, AMD Zen 5 with vCPUs
-// sharing a cache: batch 8 1.018x and 1.010x, batch 1 1.004x, 1.004x and 1.007x).
+// it back. SmolLM2-135M decoding, in-process A/B against the packed layout (AMD Zen 5 VM): with the
+// vCPUs on cores apart (round trips ~570-600 ns) batch 1 1.041x and 1.042x, batch 8 1.025x and
+// 1.002x; with them sharing a cache (~195 ns) batch 1 1.004-1.007x, batch 8 1.010x and 1.018x.
 class alignas(64) ChunkRange {
  public:
   void reset(uint32_t front, uint32_t back) { word_.store(pack(front, back), std::memory_order_relaxed); }

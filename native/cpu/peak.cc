@@ -151,9 +151,12 @@ std::string peak_unsupported(PeakKind kind) {
     case PeakKind::Fp32Fma:
       return isa >= Isa::Avx2 ? "" : std::string("the f32 kernels run scalar code at ISA ") + isa_name(isa);
     case PeakKind::Bf16Dot:
-      return isa == Isa::Avx512Bf16 ? "" : std::string("vdpbf16ps needs AVX512-BF16 (active ISA: ") + isa_name(isa) + ")";
+      if (isa == Isa::Avx512Bf16) return "";
+      return std::string("vdpbf16ps needs AVX512-BF16 (active ISA: ") + isa_name(isa) + ")";
     case PeakKind::AmxBf16:
-      return amx_tiles_on() ? "" : "the bf16 GEMMs do not run on AMX tiles here (no AMX-BF16, no permission for its state, or SEALKIT_AMX=0)";
+      if (amx_tiles_on()) return "";
+      return "the bf16 GEMMs do not run on AMX tiles here (no AMX-BF16, no permission for its state, or "
+             "SEALKIT_AMX=0)";
   }
   return "unknown kind";
 #else
@@ -165,19 +168,22 @@ std::string peak_unsupported(PeakKind kind) {
 PeakMeasurement measure_peak(PeakKind kind, double trial_seconds, int trials) {
   const std::string why = peak_unsupported(kind);
   if (!why.empty()) throw std::invalid_argument(std::string("measure_peak(") + peak_kind_name(kind) + "): " + why);
-  if (!(trial_seconds > 0) || trials < 1) throw std::invalid_argument("measure_peak: trial_seconds must be > 0 and trials >= 1");
+  if (!(trial_seconds > 0) || trials < 1)
+    throw std::invalid_argument("measure_peak: trial_seconds must be > 0 and trials >= 1");
   const Loop loop = loop_for(kind);
   // Iterations per share for about trial_seconds, from a short run on the caller's thread.
   constexpr int64_t kProbeIters = 1 << 12;
   const double t0 = seconds_now();
   loop(kProbeIters);
   const double probe = std::max(seconds_now() - t0, 1e-7);
-  const int64_t iters = std::clamp<int64_t>(static_cast<int64_t>(trial_seconds / probe * kProbeIters), kProbeIters, int64_t{1} << 34);
+  const int64_t iters =
+      std::clamp<int64_t>(static_cast<int64_t>(trial_seconds / probe * kProbeIters), kProbeIters, int64_t{1} << 34);
 
   ThreadPool& pool = global_pool();
   const int threads = pool.threads();
-  std::vector<double> start(static_cast<size_t>(threads)), end(static_cast<size_t>(threads)), flops(static_cast<size_t>(threads));
-  std::vector<int> ran_on(static_cast<size_t>(threads));
+  const size_t shares = static_cast<size_t>(threads);
+  std::vector<double> start(shares), end(shares), flops(shares);
+  std::vector<int> ran_on(shares);
   PeakMeasurement best;
   best.threads = threads;
   // A first, untimed run wakes the workers; then each trial counts only if every share ran on a
@@ -201,8 +207,8 @@ PeakMeasurement measure_peak(PeakKind kind, double trial_seconds, int trials) {
     ++best.trials;
   }
   if (best.trials == 0)
-    throw std::runtime_error(std::string("measure_peak(") + peak_kind_name(kind) + "): no trial ran one share per thread on " +
-                             std::to_string(threads) + " threads");
+    throw std::runtime_error(std::string("measure_peak(") + peak_kind_name(kind) +
+                             "): no trial ran one share per thread on " + std::to_string(threads) + " threads");
   return best;
 }
 

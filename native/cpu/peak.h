@@ -6,9 +6,10 @@
 //
 // Each thread runs independent accumulator chains of the instruction on registers only (no memory
 // traffic; 16 chains, 12 under AVX2's 16 registers), enough to cover its latency on every x86 core
-// we run on, so the loop issues at the instruction's full rate. FLOPs count multiplies and adds: a 512-bit FMA is 32, a 256-bit one
-// 16, a 512-bit vdpbf16ps 64 (16 lanes x 2 products x 2), an AMX tdpbf16ps on 16 x 32 tiles
-// 16 x 16 x 32 x 2. bench/peak.c measures the same instructions standalone for `npm run bench`.
+// we run on, so the loop issues at the instruction's full rate. FLOPs count multiplies and adds: a
+// 512-bit FMA is 32, a 256-bit one 16, a 512-bit vdpbf16ps 64 (16 lanes x 2 products x 2), an AMX
+// tdpbf16ps on 16 x 32 tiles 16 x 16 x 32 x 2. bench/peak.c measures the same instructions
+// standalone for `npm run bench`.
 #pragma once
 #include <cstdint>
 #include <string>
