@@ -361,24 +361,17 @@ SEALKIT_AVX512 SEALKIT_INLINE void store_tile32(const __m512 (&acc)[R][2], float
 #pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning (see the packing below)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
-// act = silu(gate) * up for a tile whose up is in scratch (rows 32 floats apart) and whose gate is
-// in memory (rows ld apart, like act), stored as store_row32 stores a tile (streamed when `stream`).
-SEALKIT_AVX512 void store_up_swiglu_tile(const float* gate, const float* up, float* act, int64_t ld, int rows, int cols,
-                                         bool stream) {
+// act = silu(gate) * up for a tile whose up is in scratch (rows 32 floats apart) and whose gate's
+// rows lie ldg apart (32: scratch too, gemm_gate_up_swiglu; ld_act: in memory like act,
+// gemm_up_swiglu), stored as store_row32 stores a tile (streamed when `stream`). Lanes past cols are
+// loaded as zeros and never stored.
+SEALKIT_AVX512 void store_swiglu_tile(const float* gate, int64_t ldg, const float* up, float* act, int64_t ld_act,
+                                      int rows, int cols, bool stream) {
   const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
   const Epilogue ep{1.f, 0.f, false, stream};
-  for (int i = 0; i < rows; ++i, gate += ld, up += 32, act += ld)
+  for (int i = 0; i < rows; ++i, gate += ldg, up += 32, act += ld_act)
     store_row32(act, swiglu512(_mm512_maskz_loadu_ps(m0, gate), _mm512_load_ps(up)),
                 swiglu512(_mm512_maskz_loadu_ps(m1, gate + 16), _mm512_load_ps(up + 16)), m0, m1, ep);
-}
-
-SEALKIT_AVX512 void store_swiglu_tile(const float* gate, const float* up, float* c, int64_t ldc, int rows, int cols,
-                                      bool stream) {
-  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
-  const Epilogue ep{1.f, 0.f, false, stream};
-  for (int i = 0; i < rows; ++i, gate += 32, up += 32, c += ldc)
-    store_row32(c, swiglu512(_mm512_load_ps(gate), _mm512_load_ps(up)),
-                swiglu512(_mm512_load_ps(gate + 16), _mm512_load_ps(up + 16)), m0, m1, ep);
 }
 
 // A finished tile (rows 32 floats apart, from scratch) copied to C as store_row32 stores one,
@@ -2133,7 +2126,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           alignas(64) float up[kBf16Mr * kBf16Nr];
           micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
           if (fuse) add_update(u_rows + r * ur, i0 + r, col, up, nr, rows, cols);
-          store_up_swiglu_tile(swiglu_up->gate + at, up, swiglu_up->act + at, ldc, rows, cols, swiglu_stream);
+          store_swiglu_tile(swiglu_up->gate + at, ldc, up, swiglu_up->act + at, ldc, rows, cols, swiglu_stream);
           if (next) next->prefetch(call++, calls);
           continue;
         }
@@ -2142,7 +2135,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           micro(kc, a_rows + r * Kd, pair->strips + col / nr * pair->stride, gate, nr, rows, cols,
                 Epilogue{pair->alpha, 0.f, false});
           micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
-          store_swiglu_tile(gate, up, c, ldc, rows, cols, c_stream);
+          store_swiglu_tile(gate, nr, up, c, ldc, rows, cols, c_stream);
           if (next) next->prefetch(call++, calls);
           continue;
         }

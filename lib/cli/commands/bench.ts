@@ -47,8 +47,8 @@ function formatAb(ab: AbResult, step: (ms: number) => string): string {
 /** "~470.6 GFLOP/s, 43.1% MFU (vdpbf16ps on 2 threads, measured: 1,093 GFLOP/s)", or why there is no MFU. */
 function describeSpeed(r: BenchResult): string {
   const rate = `~${r.gflops.toFixed(1)} GFLOP/s`;
-  if ('none' in r.peak || r.mfu === null) return `${rate} (no MFU: ${'none' in r.peak ? r.peak.none : 'no peak'})`;
-  return `${rate}, ${(100 * r.mfu).toFixed(1)}% MFU (${r.peak.basis}: ${Math.round(r.peak.gflops).toLocaleString('en-US')} GFLOP/s)`;
+  if ('none' in r.peak) return `${rate} (no MFU: ${r.peak.none})`;
+  return `${rate}, ${(100 * (r.mfu ?? 0)).toFixed(1)}% MFU (${r.peak.basis}: ${Math.round(r.peak.gflops).toLocaleString('en-US')} GFLOP/s)`;
 }
 
 /** ", 16 adapters" where the batch mixes adapters other than the work's default. */
