@@ -40,6 +40,24 @@ constexpr int kScoreRows = 8;            // score tile: 8 rows x 2 vectors = 16 
 
 int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
+// Row i of a block's probabilities, exp(S[i][j] - shift[i]) for keys j < n0 + i, as bf16 pairs in
+// pb (ld / 2 lanes a row, zero past the row's own key up to ld), and the sum of the unrounded exps in
+// sums[i]. One pass with the bits of the three it replaced (exp_rows_shifted into S, a zero fill past
+// each key, rows_to_pairs), the f32 probabilities never stored: the forward op 1.04x (SmolLM2's
+// heads of 64) and 1.06x (the tiny preset's of 32; bench/ab.ts ATTN shapes, 11 rounds, Zen 5).
+SEALKIT_BF16 void probabilities_to_pairs(const float* S, int64_t ld, int64_t rows, int64_t n0, const float* shift,
+                                         uint32_t* pb, double* sums) {
+  for (int64_t i = 0; i < rows; ++i) {
+    uint32_t* out = pb + i * (ld / 2);
+    const int64_t n = n0 + i;
+    sums[i] = exp_row_sum512(S + i * ld, n, shift[i], [out](int64_t c, __m512 e, __mmask16) SEALKIT_BF16 {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c / 2), (__m256i)_mm512_cvtneps_pbh(e));
+    });
+    for (int64_t c = round_up(n, 16); c < ld; c += 16)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + c / 2), _mm256_setzero_si256());
+  }
+}
+
 // ---- operands in the layouts vdpbf16ps reads ----------------------------------------------------
 // Pairs of bf16 are stored as uint32_t (one lane); stores go through intrinsics, which may alias.
 
@@ -286,13 +304,11 @@ SEALKIT_BF16 void forward_block(const AttentionShape& s, const float* q, const u
   float mx[kQBlock], inv[kQBlock];
   double sums[kQBlock];
   for (int64_t i = 0; i < rows; ++i) mx[i] = row_max(S + i * ld, t0 + i + 1);
-  exp_rows_shifted(S, ld, rows, t0 + 1, mx, sums);
+  probabilities_to_pairs(S, ld, rows, t0 + 1, mx, pb, sums);
   for (int64_t i = 0; i < rows; ++i) {
-    std::fill(S + i * ld + t0 + i + 1, S + (i + 1) * ld, 0.f);
     lse[(start + t0 + i) * s.heads + head] = static_cast<float>(static_cast<double>(mx[i]) + std::log(sums[i]));
     inv[i] = static_cast<float>(1.0 / sums[i]);
   }
-  rows_to_pairs(S, ld, rows, ld, ld, pb, ld / 2);
   float* O = out + (start + t0) * out_stride + head * D;
   with_nv(D, [&](auto nv) SEALKIT_BF16 {
     causal_rows<decltype(nv)::value, Epilogue::kRowScale>(pb, ld / 2, vi, D, t0, t1, O, out_stride, 1.f, inv);
@@ -366,22 +382,28 @@ SEALKIT_BF16 void backward_unit(const AttentionShape& s, const float* q, const f
       scores(yb, P, vt, Lr, t0, t1, 1.f, dS, ld);
       float shift[kQBlockBackward];
       for (int64_t i = 0; i < rows; ++i) shift[i] = lse[(start + t0 + i) * s.heads + h];
-      exp_rows_shifted(Pm, ld, rows, t0 + 1, shift, nullptr);
+      // P = exp(S - lse) (exp_rows_shifted's bits) and dS = scale P (dP - delta), both zero past the
+      // row's own key, with dS also as bf16 pairs for dQ's product: one pass where there were three
+      // (the backward op 1.03-1.04x, measured as the forward's above).
+      const __m512 vscale = _mm512_set1_ps(scale);
       for (int64_t i = 0; i < rows; ++i) {
         float* p = Pm + i * ld;
         float* ds = dS + i * ld;
+        uint32_t* dsb = pb + i * (ld / 2);
         const int64_t n = t0 + i + 1;
+        const __m512 vs = _mm512_set1_ps(shift[i]);
         const __m512 delta = _mm512_set1_ps(dot16(dO + (t0 + i) * out_stride, O + (t0 + i) * out_stride, D));
-        const __m512 vscale = _mm512_set1_ps(scale);
-        for (int64_t j = 0; j < ld; j += 16) {  // zero past the row's own key
+        for (int64_t j = 0; j < ld; j += 16) {
           const __mmask16 m = mask16(n - j);
-          const __m512 pj = _mm512_maskz_loadu_ps(m, p + j);
-          const __m512 dsj = _mm512_mul_ps(_mm512_mul_ps(vscale, pj), _mm512_sub_ps(_mm512_loadu_ps(ds + j), delta));
+          const __m512 pj = m ? _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, p + j), vs)))
+                              : _mm512_setzero_ps();
+          const __m512 dsj = _mm512_maskz_mov_ps(
+              m, _mm512_mul_ps(_mm512_mul_ps(vscale, pj), _mm512_sub_ps(_mm512_loadu_ps(ds + j), delta)));
           _mm512_storeu_ps(p + j, pj);
-          _mm512_storeu_ps(ds + j, _mm512_maskz_mov_ps(m, dsj));
+          _mm512_storeu_ps(ds + j, dsj);
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(dsb + j / 2), (__m256i)_mm512_cvtneps_pbh(dsj));
         }
       }
-      rows_to_pairs(dS, ld, rows, ld, ld, pb, ld / 2);
       transposed_pairs(dS, ld, rows, ld, kQBlockBackward, dsT, kPairsPad);
       transposed_pairs(Pm, ld, rows, ld, kQBlockBackward, pT, kPairsPad);
       with_nv(D, [&](auto nv) SEALKIT_BF16 {

@@ -129,42 +129,18 @@ void exp_rows_f32_scalar(float* x, int64_t ld, int64_t rows, int64_t n0, const f
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
-// The body, always-inline so that exp_rows_avx512 runs a block's rows without a call per row. Whole
-// vectors run unmasked, the row's last partial vector masked. The sum goes through float lanes for
-// up to 8 vectors (128 elements) at a time, then into two vectors of double lanes: converting every
-// vector to double (two conversions, an extract and two adds: seven of the ~25 vector operations
-// per vector, all competing for the two ports that run 512-bit arithmetic) made the short attention
-// rows' exps cost about what their scores did.
+// The body (simd.h's exp_row_sum512 storing each exp to out, times scale when kScaled),
+// always-inline so that exp_rows_avx512 runs a block's rows without a call per row.
 template <bool kScaled>
 SEALKIT_AVX512 SEALKIT_INLINE double exp_row_avx512_body(const float* x, float* out, int64_t n, float shift,
                                                          float scale) {
-  const __m512 vs = _mm512_set1_ps(shift), vscale = _mm512_set1_ps(scale);
-  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
-  auto add_to_lanes = [&](__m512 f) SEALKIT_AVX512 {
-    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
-    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(f, 1)));
-  };
-  const int64_t whole = n / 16 * 16;
-  int64_t i = 0;
-  while (i < whole) {
-    const int64_t end = std::min(whole, i + 128);
-    __m512 f = _mm512_setzero_ps();
-    for (; i < end; i += 16) {
-      const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
-      f = _mm512_add_ps(f, e);
-      if (out) _mm512_storeu_ps(out + i, kScaled ? _mm512_mul_ps(e, vscale) : e);
-    }
-    add_to_lanes(f);
-  }
-  if (i < n) {
-    const __mmask16 m = mask16(n - i);
-    const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs)));
-    add_to_lanes(e);
-    if (out) _mm512_mask_storeu_ps(out + i, m, kScaled ? _mm512_mul_ps(e, vscale) : e);
-  }
-  alignas(64) double lanes[8];
-  _mm512_store_pd(lanes, _mm512_add_pd(s0, s1));
-  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  const __m512 vscale = _mm512_set1_ps(scale);
+  return exp_row_sum512(x, n, shift, [&](int64_t i, __m512 e, __mmask16 m) SEALKIT_AVX512 {
+    if (!out) return;
+    if (kScaled) e = _mm512_mul_ps(e, vscale);
+    if (m == 0xffff) _mm512_storeu_ps(out + i, e);  // whole vectors (a constant here once inlined)
+    else _mm512_mask_storeu_ps(out + i, m, e);
+  });
 }
 
 SEALKIT_AVX512 double exp_row_avx512(const float* x, float* out, int64_t n, float shift, float scale) {

@@ -99,6 +99,46 @@ SEALKIT_AVX512 SEALKIT_INLINE __m512 exp512(__m512 x) {
   return _mm512_mul_ps(y, _mm512_castsi512_ps(e));
 }
 
+// sum_{i < n} exp(x[i] - shift), each exp handed to put(i, e, m) as it is made: whole vectors with
+// m = all lanes, the row's last partial vector with m its valid lanes (the others zero in e). The
+// sum goes through float lanes for up to 8 vectors (128 elements) at a time, then into two vectors
+// of double lanes, folded in a fixed order: converting every vector to double (two conversions, an
+// extract and two adds: seven of the ~25 vector operations per vector, all competing for the two
+// ports that run 512-bit arithmetic) made the short attention rows' exps cost about what their
+// scores did. One body for every AVX-512 exp row (kernels.cc's rows; attention's probabilities,
+// which put them straight into bf16 pairs), so they agree to the bit; always inlined, so a caller
+// that drops the sum loses its arithmetic.
+template <typename Put>
+SEALKIT_AVX512 SEALKIT_INLINE double exp_row_sum512(const float* x, int64_t n, float shift, Put&& put) {
+  const __m512 vs = _mm512_set1_ps(shift);
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  auto add_to_lanes = [&](__m512 f) SEALKIT_AVX512 {
+    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(f, 1)));
+  };
+  const int64_t whole = n / 16 * 16;
+  int64_t i = 0;
+  while (i < whole) {
+    const int64_t end = i + 128 < whole ? i + 128 : whole;
+    __m512 f = _mm512_setzero_ps();
+    for (; i < end; i += 16) {
+      const __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), vs));
+      f = _mm512_add_ps(f, e);
+      put(i, e, __mmask16(0xffff));
+    }
+    add_to_lanes(f);
+  }
+  if (i < n) {
+    const __mmask16 m = mask16(n - i);
+    const __m512 e = _mm512_maskz_mov_ps(m, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vs)));
+    add_to_lanes(e);
+    put(i, e, m);
+  }
+  alignas(64) double lanes[8];
+  _mm512_store_pd(lanes, _mm512_add_pd(s0, s1));
+  return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+}
+
 // SwiGLU's forward on 16 lanes, silu(g) * u = g * sigmoid(g) * u with sigmoid = 1 / (1 + exp(-g)):
 // the one arithmetic of every AVX-512 SwiGLU (kernels.cc's pass over whole arrays, the GEMM's fused
 // gate/up tiles), so they agree to the bit. The sum is an explicitly rounded add: GCC would contract
