@@ -496,6 +496,53 @@ test('scoring with q/k/v as one group and gate, up, SwiGLU as one call: the bits
   }
 });
 
+test('scoring on bf16 rows from the norms and SwiGLU: the bits of f32 rows', async () => {
+  // Forward passes of more than 16 rows whose projections round their input to bf16 anyway (bf16
+  // weights on the vdpbf16ps kernel) have the norms and SwiGLU write bf16 rows for the projections
+  // that are their only readers (native/engine/model.cc, rows16; native/cpu/gemm.cc, A_bf16): q, k,
+  // v unless one carries an adapter, gate and up likewise, down, and the LM head (whose rows the
+  // compact head gathers as bf16). SEALKIT_BF16_ROWS=0 hands over f32 rows: logits, scores and
+  // generated tokens must not move by a bit. The profile shows which producers wrote bf16 rows.
+  const info = native().info();
+  const takes = info.isa === 'avx512bf16' && !(info.amx && process.env['SEALKIT_AMX'] !== '0');
+  for (const dir of [llamaDir, qwenDir]) {
+    for (const storage of ['bf16', 'f32'] as const) {
+      const model = await Model.load(dir, { storage, profile: true });
+      model.createAdapter(0, { rank: 4, alpha: 8, seed: 3, targets: ['o_proj', 'down_proj'] });
+      model.createAdapter(1, { rank: 4, alpha: 8, seed: 4, targets: ['v_proj', 'gate_proj'] });
+      for (const [slot, proj] of [[0, 'down_proj'], [1, 'v_proj'], [1, 'gate_proj']] as const)
+        model.setAdapterTensor(slot, 1, proj, 'B', model.getAdapterTensor(slot, 1, proj, 'B').map((_, i) => ((i % 5) - 2) * 0.05));
+      const V = model.config.vocabSize;
+      // what, batch, then which inputs go as bf16 rows: xn1 (q, k, v), xn2 (gate, up), act (down)
+      const batches: [string, Sequence[], boolean, boolean, boolean][] = [
+        ['no adapter', [{ tokens: randomTokens(40, V, 5) }, { tokens: randomTokens(29, V, 6) }], true, true, true],
+        ['adapter on o, down', [{ tokens: randomTokens(33, V, 7), slot: 0 }, { tokens: randomTokens(21, V, 8) }], true, true, false],
+        ['adapter on v, gate', [{ tokens: randomTokens(30, V, 9), slot: 1 }], false, false, false],
+      ];
+      const what = (w: string) => `${dir} ${storage} ${w}`;
+      for (const [label, seqs, xn1, xn2, act] of batches) {
+        await model.takeProfile();
+        const rows = { logits: await model.logits(seqs), score: await model.score(seqs) };
+        const ops = (await model.takeProfile()).map((t) => t.op);
+        const on = takes && storage === 'bf16';
+        assert.is(ops.some((op) => op.startsWith('gemm_group') && op.endsWith('A bf16 rows')), on && xn1, what(`${label}: q, k, v on bf16 rows`));
+        assert.is(ops.some((op) => op.startsWith('gate_up_swiglu') && op.endsWith('A bf16 rows')), on && xn2, what(`${label}: gate, up on bf16 rows`));
+        assert.is(ops.some((op) => op.startsWith('gate_up_swiglu_bf16')), on && act, what(`${label}: act as bf16 rows`));
+        assert.is(ops.some((op) => op.startsWith('gemm NT') && op.includes(`x${V}x`) && op.endsWith('A bf16 rows')), on, what(`${label}: the LM head on bf16 rows`));
+        const f32Rows = await withEnv({ SEALKIT_BF16_ROWS: '0' }, async () => ({ logits: await model.logits(seqs), score: await model.score(seqs) }));
+        assert.not.ok((await model.takeProfile()).some((t) => t.op.includes('bf16 rows') || t.op.includes('_bf16')), what(`${label}: SEALKIT_BF16_ROWS=0`));
+        rows.logits.forEach((l, i) => assert.equal(Array.from(l), Array.from(f32Rows.logits[i]!), what(`${label}: logits of sequence ${i}`)));
+        assert.equal(rows.score, f32Rows.score, what(`${label}: scores`));
+      }
+      // A 24-token prompt's prefill (its last rows gathered for the head, in f32), then decoding.
+      const prompts = [{ tokens: randomTokens(24, V, 15) }, { tokens: randomTokens(19, V, 16), slot: 0 }];
+      const generate = () => model.generate(prompts, { maxNewTokens: 5, temperature: 0 }).then((cs) => cs.map((c) => Array.from(c.tokens)));
+      assert.equal(await generate(), await withEnv({ SEALKIT_BF16_ROWS: '0' }, generate), what('generated tokens'));
+      await model.dispose();
+    }
+  }
+});
+
 test("SwiGLU's backward pass on the down projection's dx GEMM: the gradients of the separate calls", async () => {
   // Where the down projection's input gradient (SwiGLU's dact) is complete after one GEMM (its
   // adapter's update rides on it, or no adapter adds to it after), the model hands the GEMM and

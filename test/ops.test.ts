@@ -1013,6 +1013,95 @@ test('gemm_gate_up_swiglu: fused gate/up tiles give the bits of the separate cal
   assert.throws(() => op('gemm_gate_up_swiglu', 'f32', { gate: args, up: args, ldAct: 39 }), (e: Error) => /ldAct/.test(e.message));
 });
 
+// A given as bf16 rows (aDtype 'bf16': GemmArgs::A_bf16), as scoring's norms and SwiGLU hand them to
+// the next projections. The contract, on every ISA, path and thread count: C is gemm's on the f32
+// values of those rows. Under AVX512-BF16 the vdpbf16ps packed kernel reads the rows as they are
+// (task-packed rows, the mirror and shared paths, three K blocks, K slabs, partial row strips, a
+// fused low-rank update, a padded lda); few rows, a narrow N, an odd K or lda and AMX widen them
+// first. And since the kernels round f32 A to bf16 anyway, C from f32 A is C from round_to_bf16(A):
+// same bits.
+test('gemm: A as bf16 rows gives the bits of its f32 values, and of the f32 A it rounds from', () => {
+  const r = rng(35);
+  // [M, N, K, lda pad, packedB, rank of a fused update (0: none)]
+  const shapes: [number, number, number, number, boolean, number][] = [
+    [600, 64, 128, 0, true, 0], [140, 64, 1536, 2, true, 0], [64, 3000, 128, 0, true, 0], [300, 600, 576, 0, false, 0],
+    [40, 64, 2100, 0, true, 0], [5, 96, 64, 0, true, 0], [200, 16, 64, 0, false, 0], [100, 64, 127, 0, true, 0],
+    [100, 64, 128, 1, true, 0], [600, 96, 128, 0, true, 16], [31, 40, 64, 4, false, 8],
+  ];
+  const widen = (h: Uint16Array) => Float32Array.from(h, fromBf16);
+  const cases = shapes.map(([M, N, K, pad, packedB, rank]) => {
+    const lda = K + pad;
+    const x = f32(rand(M * lda, r));
+    const update = rank ? { rank, U: f32(rand(M * rank, r)), V: f32(rand(rank * N, r)), updateScale: 2 } : {};
+    return { M, N, K, lda, packedB, x, x16: bf16Bits(x), B: bf16Bits(rand(N * K, r)), update, what: `${M}x${N}x${K} lda=${lda} rank=${rank}` };
+  });
+  const bf16Isa = supportedIsas().includes('avx512bf16');
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
+    for (const c of cases) {
+      const args = { M: c.M, N: c.N, K: c.K, lda: c.lda, transB: true, B: c.B, bDtype: 'bf16', packedB: c.packedB, ...c.update };
+      const what = `${isa} ${kernel} threads=${threads} ${c.what}`;
+      const rows = arr(op('gemm', 'f32', { ...args, aDtype: 'bf16', A: c.x16 }), 'C');
+      sameBits(rows, arr(op('gemm', 'f32', { ...args, A: widen(c.x16) }), 'C'), `${what}: bf16 rows against their values`);
+      if (isa === 'avx512bf16') {
+        const rounded = op('round_to_bf16', 'f32', { x: c.x })['out'] as unknown as Uint16Array;
+        sameBits(rows, arr(op('gemm', 'f32', { ...args, A: c.x }), 'C'), `${what}: against the f32 A (x16 from toBf16)`);
+        assert.equal(Array.from(rounded), Array.from(c.x16), `${what}: round_to_bf16 against toBf16`);
+      }
+    }
+    // q, k, v as one group on x's bf16 rows (scoring's first projections).
+    const M = 300, K = 128, x16 = bf16Bits(rand(M * K, r));
+    const Bs = { B0: bf16Bits(rand(128 * K, r)), B1: bf16Bits(rand(64 * K, r)), B2: bf16Bits(rand(64 * K, r)) };
+    const group = { M, K, n: 3, N0: 128, N1: 64, N2: 64, ...Bs, bDtype: 'bf16', packedB: true };
+    const g16 = op('gemm_group', 'f32', { ...group, aDtype: 'bf16', A: x16 });
+    const g32 = op('gemm_group', 'f32', { ...group, A: widen(x16) });
+    for (const c of ['C0', 'C1', 'C2']) sameBits(arr(g16, c), arr(g32, c), `${isa} ${kernel} threads=${threads} group ${c}`);
+  });
+  // Round to nearest even with ties both ways, f32 denormals to zero, NaN kept NaN, infinities kept.
+  if (bf16Isa) {
+    const special = f32([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), 1e-40, -1e-40, Infinity, -Infinity, NaN, 3.4e38, 0, -0]);
+    const got = op('round_to_bf16', 'f32', { x: special })['out'] as unknown as Uint16Array;
+    const want = [0x3f80, 0x3f82, 0xbf80, 0x0000, 0x8000, 0x7f80, 0xff80, -1, 0x7f80, 0x0000, 0x8000];
+    want.forEach((w, i) => {
+      if (w === -1) assert.ok((got[i]! & 0x7fff) > 0x7f80, `NaN stays NaN (got ${got[i]!.toString(16)})`);
+      else assert.is(got[i], w, `round_to_bf16(${special[i]}) = ${got[i]!.toString(16)}`);
+    });
+  } else {
+    assert.throws(() => op('round_to_bf16', 'f32', { x: f32([1]) }), (e: Error) => /AVX512-BF16/.test(e.message));
+  }
+  assert.throws(() => op('gemm', 'f32', { M: 2, N: 2, K: 2, transA: true, aDtype: 'bf16', A: new Uint16Array(4), B: new Float32Array(4) }),
+    (e: Error) => /aDtype/.test(e.message));
+  assert.throws(() => op('gemm', 'f64', { M: 2, N: 2, K: 2, aDtype: 'bf16', A: new Uint16Array(4), B: new Float64Array(4) }),
+    (e: Error) => /aDtype/.test(e.message));
+});
+
+// The fused gate/up/SwiGLU storing act as bf16 rows (actBf16): each value is the f32 act's rounded by
+// round_to_bf16, fused or not, on 1-3 threads (AVX512-BF16 only: the rounding needs it).
+test('gemm_gate_up_swiglu: act as bf16 rows is the f32 act rounded', () => {
+  if (!supportedIsas().includes('avx512bf16')) return;
+  const r = rng(36);
+  // [M, N, K, fusable on the vdpbf16ps kernel]: task-packed rows, a streamed act (3 MB), partial
+  // strips and a padded act; not fused: K deeper than one block.
+  const shapes: [number, number, number, boolean][] = [[600, 40, 64, true], [1024, 1536, 64, true], [70, 100, 64, true], [100, 96, 600, false]];
+  forEachIsaAndThreadsOnPackedWeights((isa, threads, kernel) => {
+    if (isa !== 'avx512bf16') return;
+    shapes.forEach(([M, N, K, fusable], i) => {
+      const x16 = bf16Bits(rand(M * K, r));
+      const gemmArgs = (B: Uint16Array) => ({ M, N, K, transB: true, aDtype: 'bf16', A: x16, B, bDtype: 'bf16', packedB: true });
+      const ldAct = i % 2 ? N + 32 : N;
+      const call = { gate: gemmArgs(bf16Bits(rand(N * K, r))), up: gemmArgs(bf16Bits(rand(N * K, r))), ldAct };
+      const f = op('gemm_gate_up_swiglu', 'f32', call);
+      const h = op('gemm_gate_up_swiglu', 'f32', { ...call, actBf16: true });
+      const what = `${kernel} threads=${threads} ${M}x${N}x${K}`;
+      assert.is(h.fused, kernel === 'vdpbf16ps' && fusable, `${what}: fused`);
+      const want = op('round_to_bf16', 'f32', { x: denseRows(arr(f, 'act'), M, N, ldAct) })['out'] as unknown as Uint16Array;
+      const got = h['act'] as unknown as Uint16Array;
+      for (let row = 0; row < M; row++)
+        for (let j = 0; j < N; j++)
+          if (got[row * ldAct + j] !== want[row * N + j]) assert.unreachable(`${what}: act differs at ${row},${j}`);
+    });
+  });
+});
+
 // SwiGLU's backward pass on the down projection's input gradient (native/cpu/gemm.cc,
 // gemm_swiglu_backward): where the bf16 weight comes packed for the vdpbf16ps kernel and K fits one K
 // block, each tile of dact (with the adapter's update added) stays in scratch and only dgate and dup

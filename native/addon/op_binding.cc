@@ -218,7 +218,16 @@ GemmCall<T> gemm_args(const Args& a) {
   if (g.lda < a_cols) a.range_error("lda", "must be >= " + std::to_string(a_cols));
   if (g.ldb < b_cols) a.range_error("ldb", "must be >= " + std::to_string(b_cols));
   if (g.ldc < g.N) a.range_error("ldc", "must be >= N");
-  g.A = a.array<T>("A", extent(a_rows, a_cols, g.lda), true).data;
+  // aDtype 'bf16': A as bf16 rows (a Uint16Array; GemmArgs::A_bf16), f32 calls with op(A) = A only.
+  const std::string adt = a.string_or("aDtype", std::is_same_v<T, float> ? "f32" : "f64");
+  if (std::is_same_v<T, float> && adt == "bf16") {
+    if (g.trans_a) a.range_error("aDtype", "'bf16' is for op(A) = A (transA false)");
+    if constexpr (std::is_same_v<T, float>) g.A_bf16 = a.array<uint16_t>("A", extent(a_rows, a_cols, g.lda), true).data;
+  } else if (adt == (std::is_same_v<T, float> ? "f32" : "f64")) {
+    g.A = a.array<T>("A", extent(a_rows, a_cols, g.lda), true).data;
+  } else {
+    a.range_error("aDtype", std::is_same_v<T, float> ? "must be 'f32' or 'bf16'" : "must be 'f64' for dtype f64");
+  }
   const std::string bdt = a.string_or("bDtype", std::is_same_v<T, float> ? "f32" : "f64");
   const int64_t b_len = extent(b_rows, b_cols, g.ldb);
   if (std::is_same_v<T, float> && bdt == "bf16") {
@@ -358,8 +367,9 @@ Napi::Object op_gemm(const Args& a) {
 }
 
 // The MLP's fused gate/up/SwiGLU (cpu::gemm_gate_up_swiglu), f32 only: `gate` and `up`, each an
-// object of gemm's arguments (packedB included), and `ldAct` (default N). Returns act [M, ldAct],
-// each GEMM's C as the call left it (gateC, upC: their initial values where it fused) and `fused`.
+// object of gemm's arguments (packedB included), `ldAct` (default N) and `actBf16` (act as bf16 rows:
+// a Uint16Array). Returns act [M, ldAct], each GEMM's C as the call left it (gateC, upC: their
+// initial values where it fused) and `fused`.
 template <typename T>
 Napi::Object op_gemm_gate_up_swiglu(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -377,10 +387,18 @@ Napi::Object op_gemm_gate_up_swiglu(const Args& a) {
     if (gate.g.M != up.g.M || gate.g.N != up.g.N) a.range_error("up", "must have gate's M and N");
     const int64_t ld_act = a.integer_or("ldAct", std::max<int64_t>(up.g.N, 1), 1);
     if (ld_act < up.g.N) a.range_error("ldAct", "must be >= N");
-    Napi::Float32Array act = zeros<float>(a, product(a, "act", up.g.M, ld_act));
-    const bool fused = cpu::gemm_gate_up_swiglu(gate.g, up.g, act.Data(), ld_act);
+    const int64_t act_len = product(a, "act", up.g.M, ld_act);
     Napi::Object r = Napi::Object::New(a.env());
-    r.Set("act", act);
+    bool fused = false;
+    if (a.boolean_or("actBf16", false)) {
+      Napi::Uint16Array act = zeros<uint16_t>(a, act_len);
+      fused = cpu::gemm_gate_up_swiglu(gate.g, up.g, nullptr, ld_act, act.Data());
+      r.Set("act", act);
+    } else {
+      Napi::Float32Array act = zeros<float>(a, act_len);
+      fused = cpu::gemm_gate_up_swiglu(gate.g, up.g, act.Data(), ld_act);
+      r.Set("act", act);
+    }
     r.Set("gateC", gate.c);
     r.Set("upC", up.c);
     r.Set("fused", Napi::Boolean::New(a.env(), fused));
@@ -485,8 +503,8 @@ Napi::Object results_of(const Args& a, const std::vector<GemmCall<float>>& calls
 
 // Up to four GEMMs run as one group (cpu::gemm_group). Either `calls`, an array of gemm's arguments
 // (any orientations, strides, alpha, beta, initial C), or GEMMs sharing x: C_i = x W_i^T (W_i
-// [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype; `packedB`: each packed ahead, as the
-// model's weights; `codedB`: each coded, as gemm's). Results as C0..C3, and codedB: all were coded.
+// [N_i, K] as B0..B3 with N0..N3, f32 or bf16 per bDtype; x f32 or bf16 rows per aDtype; `packedB`:
+// each packed ahead, as the model's weights; `codedB`: each coded, as gemm's). Results as C0..C3, and codedB: all were coded.
 template <typename T>
 Napi::Object op_gemm_group(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -501,7 +519,10 @@ Napi::Object op_gemm_group(const Args& a) {
     if (n > 4) a.range_error("n", "must be at most 4");
     const int64_t lda = a.integer_or("lda", K, 1);
     if (lda < K) a.range_error("lda", "must be >= K");
-    const float* A = a.array<float>("A", extent(M, K, lda), true).data;
+    // aDtype 'bf16': x as bf16 rows (a Uint16Array; GemmArgs::A_bf16).
+    const bool a16 = a.string_or("aDtype", "f32") == "bf16";
+    const float* A = a16 ? nullptr : a.array<float>("A", extent(M, K, lda), true).data;
+    const uint16_t* A16 = a16 ? a.array<uint16_t>("A", extent(M, K, lda), true).data : nullptr;
     const bool bf16 = a.string_or("bDtype", "f32") == "bf16";
     cpu::GemmArgs<float> gs[4];
     std::unique_ptr<cpu::PackedWeight> packed[4];  // `packedB`: each W_i packed ahead, as the model's
@@ -511,7 +532,7 @@ Napi::Object op_gemm_group(const Args& a) {
     for (int64_t i = 0; i < n; ++i) {
       const std::string b = "B" + std::to_string(i), nk = "N" + std::to_string(i), c = "C" + std::to_string(i);
       cpu::GemmArgs<float>& g = gs[i];
-      g.M = M; g.K = K; g.A = A; g.lda = lda; g.trans_b = true;
+      g.M = M; g.K = K; g.A = A; g.A_bf16 = A16; g.lda = lda; g.trans_b = true;
       g.N = a.integer(nk.c_str(), 1);
       g.ldb = K;
       if (bf16) g.B = {a.array<uint16_t>(b.c_str(), product(a, b.c_str(), g.N, K)).data, DType::BF16};
@@ -570,10 +591,13 @@ Napi::Object op_gemm_bench(const Args& a) {
   cpu::GemmArgs<T>& g = call.g;
   const size_t a_len = extent(g.trans_a ? g.K : g.M, g.trans_a ? g.M : g.K, g.lda);
   const size_t b_len = extent(g.trans_b ? g.N : g.K, g.trans_b ? g.K : g.N, g.ldb);
-  const auto a_copy = aligned_copy(g.A, a_len * sizeof(T));
+  // (A as bf16 rows, aDtype 'bf16': two bytes an element.)
+  const void* a_src = g.A_bf16 ? static_cast<const void*>(g.A_bf16) : static_cast<const void*>(g.A);
+  const auto a_copy = aligned_copy(a_src, a_len * (g.A_bf16 ? sizeof(uint16_t) : sizeof(T)));
   const auto b_copy = aligned_copy(g.B.data, b_len * dtype_size(g.B.dtype));
   const auto c_copy = aligned_copy(g.C, static_cast<size_t>(g.M * g.ldc) * sizeof(T));
-  g.A = static_cast<const T*>(a_copy.get());
+  if (g.A_bf16) g.A_bf16 = static_cast<const uint16_t*>(a_copy.get());
+  else g.A = static_cast<const T*>(a_copy.get());
   g.B.data = b_copy.get();
   T* const c_out = g.C;
   g.C = static_cast<T*>(c_copy.get());
@@ -1106,6 +1130,22 @@ Napi::Object op_axpy(const Args& a) {
   return r;
 }
 
+// x rounded to bf16 as the bf16-product kernels round A (cpu::round_to_bf16), f32 only: `x`.
+// Returns out (a Uint16Array). Throws where the CPU lacks AVX512-BF16.
+template <typename T>
+Napi::Object op_round_to_bf16(const Args& a) {
+  if constexpr (!std::is_same_v<T, float>) {
+    a.range_error("dtype", "must be 'f32' for round_to_bf16");
+  } else {
+    View<float> x = a.array<float>("x");
+    Napi::Uint16Array out = zeros<uint16_t>(a, x.len);
+    cpu::round_to_bf16(x.data, out.Data(), x.len);
+    Napi::Object r = Napi::Object::New(a.env());
+    r.Set("out", out);
+    return r;
+  }
+}
+
 // ---- dispatch ------------------------------------------------------------------------------------
 
 using OpFn = Napi::Object (*)(const Args&);
@@ -1137,6 +1177,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"attention_backward", {op_attention_backward<float>, op_attention_backward<double>}},
       {"attention_bench", {op_attention_bench<float>, op_attention_bench<double>}},
       {"swiglu_forward", {op_swiglu_forward<float>, op_swiglu_forward<double>}},
+      {"round_to_bf16", {op_round_to_bf16<float>, op_round_to_bf16<double>}},
       {"swiglu_backward", {op_swiglu_backward<float>, op_swiglu_backward<double>}},
       {"cross_entropy", {op_cross_entropy<float>, op_cross_entropy<double>}},
       {"adamw", {op_adamw<float>, op_adamw<double>}},

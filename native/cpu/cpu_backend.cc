@@ -40,6 +40,18 @@ class CpuBackend final : public Backend {
   void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) override {
     cpu::gemm_gate_up_swiglu(gate, up, act, up.N);
   }
+  bool takes_bf16_rows(DType dtype) const override { return cpu::gemm_reads_bf16_rows(dtype); }
+  void gate_up_swiglu_bf16(const Gemm& gate, const Gemm& up, uint16_t* act) override {
+    cpu::gemm_gate_up_swiglu(gate, up, nullptr, up.N, act);
+  }
+  void rmsnorm_forward_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t rows, int64_t dim,
+                            double eps) override {
+    cpu::rmsnorm_forward_bf16(x, w, y, rstd, rows, dim, eps);
+  }
+  void residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y, float* rstd, int64_t rows,
+                                     int64_t dim, double eps) override {
+    cpu::residual_rmsnorm_forward_bf16(x, r, w, y, rstd, rows, dim, eps);
+  }
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override {
     cpu::gemm_swiglu_backward(g, u, s);
   }

@@ -842,12 +842,21 @@ constexpr int64_t kBf16Kc = 288;
 SEALKIT_BF16 inline __m512bh as_bh(__m512 x) { return (__m512bh)_mm512_castps_si512(x); }
 SEALKIT_BF16 inline __m512bh as_bh(__m512i x) { return (__m512bh)x; }
 
-// The first R rows of a packed 14-row strip, as micro_avx512_rows: R = 14 is the full tile; smaller R
-// run a GEMM's last strip on its valid rows only (1024 tokens: 2 rows, the LM head's 256: 4), with
-// each element's products and order those of the full tile, so the same bits.
-template <int R>
-SEALKIT_BF16 void micro_bf16_rows(int64_t kp, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
-                                  const Epilogue& ep) {
+// A pair of A as a vdpbf16ps operand: a packed slot (float storage) or a 32-bit word of a bf16 row
+// (GemmArgs::A_bf16), broadcast; a broadcast never alters the bits.
+SEALKIT_BF16 SEALKIT_INLINE __m512bh broadcast_pair(const float* a) { return as_bh(_mm512_set1_ps(*a)); }
+SEALKIT_BF16 SEALKIT_INLINE __m512bh broadcast_pair(const uint16_t* a) {
+  uint32_t w;
+  std::memcpy(&w, a, sizeof w);
+  return as_bh(_mm512_set1_epi32(static_cast<int>(w)));
+}
+
+// The vdpbf16ps tile over kp pair steps: row i's pair at a[i * row_step] for the first step, then
+// depth_step further on per step (a packed strip: 1 and 14 slots; bf16 rows: lda and 2 elements).
+// A bf16 row's word k/2 holds (k, k + 1) exactly as a packed slot does, so both read the same pairs.
+template <int R, typename A>
+SEALKIT_BF16 SEALKIT_INLINE void bf16_tile(int64_t kp, const A* a, int64_t row_step, int64_t depth_step, const float* b,
+                                           float* c, int64_t ldc, int rows, int cols, const Epilogue& ep) {
   __m512 acc[R][2];
 #pragma GCC unroll 32
   for (int i = 0; i < R; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
@@ -855,15 +864,40 @@ SEALKIT_BF16 void micro_bf16_rows(int64_t kp, const float* a, const float* b, fl
     const __m512bh b0 = as_bh(_mm512_loadu_ps(b)), b1 = as_bh(_mm512_loadu_ps(b + 16));
 #pragma GCC unroll 32
     for (int i = 0; i < R; ++i) {
-      const __m512bh ai = as_bh(_mm512_set1_ps(a[i]));  // a pair's bits; a broadcast never alters them
+      const __m512bh ai = broadcast_pair(a + i * row_step);
       acc[i][0] = _mm512_dpbf16_ps(acc[i][0], ai, b0);
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], ai, b1);
     }
-    a += kBf16Mr;
+    a += depth_step;
     b += kBf16Nr;
   }
   store_tile32<R>(acc, c, ldc, rows, cols, ep);
 }
+
+// The first R rows of a packed 14-row strip, as micro_avx512_rows: R = 14 is the full tile; smaller R
+// run a GEMM's last strip on its valid rows only (1024 tokens: 2 rows, the LM head's 256: 4), with
+// each element's products and order those of the full tile, so the same bits.
+template <int R>
+SEALKIT_BF16 void micro_bf16_rows(int64_t kp, const float* a, const float* b, float* c, int64_t ldc, int rows, int cols,
+                                  const Epilogue& ep) {
+  bf16_tile<R>(kp, a, 1, kBf16Mr, b, c, ldc, rows, cols, ep);
+}
+
+// The same tile on R bf16 rows of A (lda elements apart; lda and the first pair even, so every word
+// is aligned): no packed strip, the same products in the same order, so the same bits.
+template <int R>
+SEALKIT_BF16 void micro_bf16_rows_a16(int64_t kp, const uint16_t* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                                      int rows, int cols, const Epilogue& ep) {
+  bf16_tile<R>(kp, a, lda, 2, b, c, ldc, rows, cols, ep);
+}
+using MicroKernelA16 = void (*)(int64_t kp, const uint16_t* a, int64_t lda, const float* b, float* c, int64_t ldc,
+                                int rows, int cols, const Epilogue& ep);
+template <size_t... R>
+constexpr std::array<MicroKernelA16, sizeof...(R)> a16_kernels(std::index_sequence<R...>) {
+  return {micro_bf16_rows_a16<static_cast<int>(R) + 1>...};
+}
+// Entry r - 1 runs r rows; the last, the full tile.
+constexpr std::array<MicroKernelA16, kBf16Mr> kA16Kernels = a16_kernels(std::make_index_sequence<kBf16Mr>());
 
 constexpr MicroKernel micro_bf16 = micro_bf16_rows<kBf16Mr>;
 
@@ -927,6 +961,59 @@ SEALKIT_BF16 void pack_a_bf16(const float* a, int64_t rs, int64_t cs, int64_t i0
   // Transposed A: one k's values of the strip are rs apart (contiguous when rs == 1). Round the two
   // k of a pair together, then interleave their bf16 halves into pairs.
   for (int64_t p = 0; p < KP; ++p) _mm512_mask_storeu_ps(dst + p * MR, strip, round_col_pair(src, rs, cs, p, K, mr));
+}
+
+// Packs rows [i0, i0 + min(m, MR)) of A given as bf16 rows (GemmArgs::A_bf16: lda elements apart, K
+// and lda even) as pack_a_bf16 packs their f32 values: a row's 32-bit words are its pairs already,
+// so only the transpose is left. (A bf16 denormal goes in as it is where packing f32 would flush it
+// to zero; vdpbf16ps reads denormals as zero either way.)
+SEALKIT_BF16 void pack_a_bf16_rows(const uint16_t* a, int64_t lda, int64_t i0, int64_t m, int64_t K, float* dst) {
+  constexpr int MR = kBf16Mr;
+  const int mr = static_cast<int>(std::min<int64_t>(MR, m));
+  const int64_t KP = K / 2;
+  const __mmask16 strip = __mmask16((1u << MR) - 1);
+  const uint16_t* src = a + i0 * lda;
+  for (int64_t p0 = 0; p0 < KP; p0 += 16) {
+    const __mmask32 km = mask32(K - 2 * p0);
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; ++i)
+      r[i] = i < mr ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(km, src + i * lda + 2 * p0)) : _mm512_setzero_ps();
+    transpose16(r);
+    const int64_t np = std::min<int64_t>(16, KP - p0);
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; ++p) {
+      if (p >= np) break;
+      _mm512_mask_storeu_ps(dst + (p0 + p) * MR, strip, r[p]);
+    }
+  }
+}
+
+// x rounded to bf16 as pack_a_bf16 rounds it (round_pairs32: the same instruction, so the same
+// values): round_to_bf16's kernel.
+SEALKIT_BF16 void round_to_bf16_avx512(const float* x, uint16_t* dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) _mm512_storeu_si512(dst + i, _mm512_castps_si512(round_pairs32(x + i, 32)));
+  if (i < n) _mm512_mask_storeu_epi16(dst + i, mask32(n - i), _mm512_castps_si512(round_pairs32(x + i, n - i)));
+}
+
+// act = silu(gate) * up for a fused gate/up tile (both in scratch, rows 32 floats apart; lanes past
+// cols loaded as zeros and never stored), stored as bf16 rows ld elements apart: store_swiglu_tile's
+// values rounded as round_to_bf16 rounds them. A row that is one whole aligned line is streamed
+// when `stream` (see kStreamCBytes; the caller fences).
+SEALKIT_BF16 void store_swiglu_tile_bf16(const float* gate, const float* up, uint16_t* act, int64_t ld, int rows,
+                                         int cols, bool stream) {
+  const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
+  const __mmask32 m = mask32(cols);
+  for (int i = 0; i < rows; ++i, gate += 32, up += 32, act += ld) {
+    const __m512 lo = swiglu512(_mm512_maskz_loadu_ps(m0, gate), _mm512_load_ps(up));
+    const __m512 hi = swiglu512(_mm512_maskz_loadu_ps(m1, gate + 16), _mm512_load_ps(up + 16));
+    const __m512i v = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+    if (stream && cols == 32 && (reinterpret_cast<uintptr_t>(act) & 63) == 0)
+      _mm512_stream_si512(reinterpret_cast<__m512i*>(act), v);
+    else
+      _mm512_mask_storeu_epi16(act, m, v);
+  }
 }
 
 // Packs op(B) columns [j0, j0 + min(n, NR)) as ceil(K/2) pair steps of NR slots (bf16 B only).
@@ -1551,6 +1638,8 @@ struct Scratch {
   std::vector<float> own, own_u;
   // A fused gate/up pair's AMX B strips, packed per call where no packed weight serves.
   std::vector<float> pair;
+  // GemmArgs::A_bf16 widened to f32 for a path that does not read bf16 rows.
+  std::vector<float> a_wide;
 };
 
 Scratch& scratch() {
@@ -1811,6 +1900,9 @@ struct GatePair {
   const float* strips;
   int64_t stride;
   float alpha;
+  // Where act goes as bf16 rows (C's row stride) in place of C (gemm_gate_up_swiglu's act_bf16;
+  // vdpbf16ps tiles only).
+  uint16_t* act_bf16 = nullptr;
 };
 // The up projection's GEMM of gemm_up_swiglu: gate's result and act, strided like its C.
 struct SwigluUp {
@@ -1916,10 +2008,50 @@ void finish_separately(const GemmArgs<float>& g, const LowRankUpdate* update) {
   for (int i = 0; update && i < update_calls(*update); ++i) gemm<float>(update_gemm(g, *update, i));
 }
 
+// Whether packed_gemm on kernel ks reads g's bf16 rows of A as they are (kA16Kernels): the
+// vdpbf16ps kernel, with every pair one aligned 32-bit word (K, lda even; rows 4-byte aligned).
+bool a16_native(const GemmArgs<float>& g, const KernelSpec& ks) {
+#if SEALKIT_X86
+  return g.A_bf16 && ks.micro == micro_bf16 && !g.trans_a && g.K % 2 == 0 && g.lda % 2 == 0 &&
+         (reinterpret_cast<uintptr_t>(g.A_bf16) & 3) == 0;
+#else
+  (void)g, (void)ks;
+  return false;
+#endif
+}
+
+// g with its bf16 rows of A widened to f32 in `buf` (exactly: every bf16 value is an f32), for the
+// paths that read f32 A.
+GemmArgs<float> widen_a(const GemmArgs<float>& g, std::vector<float>& buf) {
+  if (buf.size() < static_cast<size_t>(g.M * g.K)) buf.resize(g.M * g.K);
+  parallel_for(g.M, std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1)), [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t k = 0; k < g.K; ++k) buf[i * g.K + k] = bf16_to_f32(g.A_bf16[i * g.lda + k]);
+  });
+  GemmArgs<float> w = g;
+  w.A = buf.data();
+  w.lda = g.K;
+  w.A_bf16 = nullptr;
+  return w;
+}
+
 void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
   if (g.B.dtype != DType::F32 && g.B.dtype != DType::BF16)
     throw std::invalid_argument("gemm<float>: B must be f32 or bf16");
+  if (g.A_bf16 && g.trans_a) throw std::invalid_argument("gemm<float>: A_bf16 is for op(A) = A (trans_a false)");
   const Isa isa = active_isa();
+#if SEALKIT_X86
+  // bf16 rows of A go as they are only to the vdpbf16ps packed kernel (not the few-rows or low-rank
+  // paths, nor AMX): every other path reads them widened.
+  const bool a16_here = g.A_bf16 && isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16 && !use_amx() &&
+                        !takes_few_rows(g, isa) && !gemm_lowrank_runs(g) && a16_native(g, kBf16Spec);
+#else
+  const bool a16_here = false;
+#endif
+  if (g.A_bf16 && !a16_here) {
+    gemm_f32(widen_a(g, scratch().a_wide), update);
+    return;
+  }
 #if SEALKIT_X86
   // bf16 B under AVX512-BF16 multiplies in bf16 (A rounded); everything else in f32.
   const bool dp_bf16 = isa == Isa::Avx512Bf16 && g.B.dtype == DType::BF16;
@@ -1966,6 +2098,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
       GemmArgs<float> slab = g;
       slab.K = std::min(slab_k, g.K - k0);
       slab.A = g.A + k0 * (g.trans_a ? g.lda : 1);
+      if (g.A_bf16) slab.A_bf16 = g.A_bf16 + k0;  // op(A) = A: its rows from column k0
       slab.B.data = static_cast<const char*>(g.B.data) + k0 * (g.trans_b ? 1 : g.ldb) * b_bytes;
       if (k0 > 0) slab.beta = 1;
       // The slab's first depth step in a packed weight's strips (k0 is even: pairs split evenly).
@@ -1987,6 +2120,15 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
                  int64_t pre_stride, const GatePair* pair, const ColumnGroup* group, const SwigluGrad* swiglu,
                  const SwigluUp* swiglu_up) {
+  // A's bf16 rows (GemmArgs::A_bf16): read by the tiles as they are on the vdpbf16ps kernel (A is
+  // then never packed), else widened to f32 first.
+  const uint16_t* a16 = a16_native(g, ks) ? g.A_bf16 : nullptr;
+  if (g.A_bf16 && !a16) {
+    packed_gemm(widen_a(g, scratch().a_wide), ks, update, pre_b, pre_stride, pair, group, swiglu, swiglu_up);
+    return;
+  }
+  // Whether this path packs A's bf16 rows after all (set below, for the mirror path).
+  bool a16_packed = false;
   [[maybe_unused]] const bool fuse = update != nullptr;
   // Kd: depth steps of a packed strip (k, or bf16 pairs).
   const int64_t M = g.M, N = g.N, K = g.K, mr = ks.mr, nr = ks.nr;
@@ -2104,13 +2246,20 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #if SEALKIT_X86
         if (k0 == 0 && c_prefetch && !swiglu && !swiglu_up) prefetch_tile_for_write(c, ldc, rows, cols);
 #endif
-        const MicroKernel micro = rows < mr && ks.edge ? ks.edge : ks.micro;
+        // The tile's product (kc steps from depth step k0) into c: from A's bf16 rows where it
+        // comes as them, else from the packed strip.
+        auto product = [&](const float* b, float* out, int64_t ld, const Epilogue& e, int64_t k0 = 0) {
+#if SEALKIT_X86
+          if (a16 && !a16_packed) return kA16Kernels[rows - 1](kc, a16 + (i0 + r) * g.lda + 2 * k0, g.lda, b, out, ld, rows, cols, e);
+#endif
+          (rows < mr && ks.edge ? ks.edge : ks.micro)(kc, a_rows + r * Kd + k0 * mr, b, out, ld, rows, cols, e);
+        };
 #if SEALKIT_X86
         if (swiglu) {  // one K block (gemm_swiglu_backward): dact's tile, its update, then the gradients'
           const int64_t at = (i0 + r) * ldc + col;  // the tile's first element in the SwiGLU arrays
           prefetch_swiglu_grad_tile(*swiglu, at, ldc, rows, cols, !swiglu_stream);
           alignas(64) float dact[kBf16Mr * kBf16Nr];
-          micro(kc, a_rows + r * Kd, bs, dact, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
+          product(bs, dact, nr, Epilogue{g.alpha, 0.f, false});
           if (fuse) {
             add_update(u_rows + r * ur, i0 + r, col, dact, nr, rows, cols);
           }
@@ -2124,7 +2273,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
             for_each_line(swiglu_up->gate + at + i * ldc, cols * static_cast<int64_t>(sizeof(float)),
                           [](const char* line) { _mm_prefetch(line, _MM_HINT_T0); });
           alignas(64) float up[kBf16Mr * kBf16Nr];
-          micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
+          product(bs, up, nr, Epilogue{g.alpha, 0.f, false});
           if (fuse) add_update(u_rows + r * ur, i0 + r, col, up, nr, rows, cols);
           store_swiglu_tile(swiglu_up->gate + at, ldc, up, swiglu_up->act + at, ldc, rows, cols, swiglu_stream);
           if (next) next->prefetch(call++, calls);
@@ -2132,23 +2281,25 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
         }
         if (pair) {  // one K block (gemm_gate_up_swiglu): both products' tiles, then act's
           alignas(64) float gate[kPairTileFloats], up[kPairTileFloats];
-          micro(kc, a_rows + r * Kd, pair->strips + col / nr * pair->stride, gate, nr, rows, cols,
-                Epilogue{pair->alpha, 0.f, false});
-          micro(kc, a_rows + r * Kd, bs, up, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
-          store_swiglu_tile(gate, nr, up, c, ldc, rows, cols, c_stream);
+          product(pair->strips + col / nr * pair->stride, gate, nr, Epilogue{pair->alpha, 0.f, false});
+          product(bs, up, nr, Epilogue{g.alpha, 0.f, false});
+          if (pair->act_bf16)
+            store_swiglu_tile_bf16(gate, up, pair->act_bf16 + (i0 + r) * ldc + col, ldc, rows, cols, c_stream);
+          else
+            store_swiglu_tile(gate, nr, up, c, ldc, rows, cols, c_stream);
           if (next) next->prefetch(call++, calls);
           continue;
         }
         if (update_stream) {  // one K block: the tile and its update in L1, then streamed to C
           alignas(64) float tile[kBf16Mr * kBf16Nr];
-          micro(kc, a_rows + r * Kd, bs, tile, nr, rows, cols, Epilogue{g.alpha, 0.f, false});
+          product(bs, tile, nr, Epilogue{g.alpha, 0.f, false});
           if (next) next->prefetch(call++, calls);
           add_update(u_rows + r * ur, i0 + r, col, tile, nr, rows, cols);
           stream_tile32(tile, c, ldc, rows, cols);
           continue;
         }
 #endif
-        micro(kc, a_rows + r * Kd + k0 * mr, bs + k0 * nr, c, ldc, rows, cols, ep);
+        product(bs + k0 * nr, c, ldc, ep, k0);
         if (next) next->prefetch(call++, calls);
 #if SEALKIT_X86
         if (fuse && k0 + kc >= Kd) {  // the tile is final: add the update while it is in L1
@@ -2163,7 +2314,10 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   };
   auto pack_a_strips = [&](float* a_dst, [[maybe_unused]] float* u_dst, int64_t i0, int64_t m, int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) {
-      ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, a_dst + s * mr * Kd);
+#if SEALKIT_X86
+      if (a16 && a16_packed) pack_a_bf16_rows(a16, g.lda, i0 + s * mr, m - s * mr, K, a_dst + s * mr * Kd);
+#endif
+      if (!a16) ks.pack_a(g.A, a_rs, a_cs, i0 + s * mr, m - s * mr, K, a_dst + s * mr * Kd);
 #if SEALKIT_X86
       if (fuse) pack_a_avx512(update->U, update->ldu, 1, i0 + s * mr, m - s * mr, ur, u_dst + s * mr * ur);
 #endif
@@ -2190,7 +2344,10 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   auto pack_shared = [&](int64_t b_strips, int64_t j0, int64_t n, float* pb_dst, int64_t a_strips, int64_t i0,
                          int64_t m, bool with_v) {
     const int64_t v_units = v_parts * v_strips;
-    const int64_t bt = tasks_for(b_strips), at = tasks_for(a_strips), vt = with_v ? tasks_for(v_units) : 0;
+    // (A's bf16 rows need no packing; U's strips ride with A's.)
+    const int64_t bt = tasks_for(b_strips), at = tasks_for(a16 && !a16_packed && !fuse ? 0 : a_strips);
+    const int64_t vt = with_v ? tasks_for(v_units) : 0;
+    if (bt + at + vt == 0) return;
     pool.run(bt + at + vt, [&](int64_t t, int) {
       if (t < bt) {
         for (int64_t s = even_share(t, b_strips, bt); s < even_share(t + 1, b_strips, bt); ++s)
@@ -2266,6 +2423,10 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
   // barriers, not two per column chunk. Only when B is the larger operand (with many rows the shared
   // panel is reused enough). Same bits, as above.
   if (M * Kd <= kLocalBABudget && N > M && all_b_strips >= 2 * threads && local_packing_allowed()) {
+    // bf16 rows of A are packed here too (a transpose, once for all tasks): each of their tiles
+    // read them from fourteen rows was slower than from the packed strip (the LM head 256 x 49152 x
+    // 576 NT at 0.979x, AMD Zen 5), where the row groups' tiles gain from skipping the packing.
+    a16_packed = a16 != nullptr;
     pack_shared(0, 0, 0, nullptr, all_a_strips, 0, M, true);
     // Tasks in whole rounds of the threads, of at least 8 strips where there are enough: a task's
     // first strip has nothing before it to prefetch it (the LM head's input gradient has 18 strips
@@ -2390,6 +2551,9 @@ bool few_rows_packed_on() {
 
 template <typename T>
 void gemm(const GemmArgs<T>& g) {
+  if constexpr (!std::is_same_v<T, float>) {
+    if (g.A_bf16) throw std::invalid_argument("gemm<double>: A_bf16 is for gemm<float>");
+  }
   if (g.M <= 0 || g.N <= 0) return;
   if (g.K <= 0 || g.alpha == T(0)) {  // BLAS semantics: A and B are not read
     scale_c(g);
@@ -2468,7 +2632,7 @@ bool packed_group(const GemmArgs<float>* gs, int n, Isa isa) {
   int64_t N = 0;
   for (int i = 0; i < n; ++i) {
     const GemmArgs<float>& g = gs[i];
-    const bool fits = g.A == g0.A && g.lda == g0.lda && g.M == g0.M && g.K == g0.K && !g.trans_a && g.trans_b &&
+    const bool fits = g.A == g0.A && g.A_bf16 == g0.A_bf16 && g.lda == g0.lda && g.M == g0.M && g.K == g0.K && !g.trans_a && g.trans_b &&
                       g.alpha == g0.alpha && g.alpha != 0.f && g.beta == 0.f && g.K > 0 && g.N > kLowRankMax &&
                       g.B.dtype == DType::BF16 && (i + 1 == n || g.N % kBf16Nr == 0) && !takes_few_rows(g, isa);
     if (!fits) return false;
@@ -2498,7 +2662,11 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
 #if SEALKIT_X86
   // One dispatch when every GEMM would stream its W through the same few-rows path on the same x.
   const Isa isa = active_isa();
-  bool shared = n > 1;
+  // (bf16 rows of A take the packed group or the calls one by one: the few-rows and low-rank passes
+  // read f32 A.)
+  bool a16 = false;
+  for (int i = 0; i < n; ++i) a16 |= gs[i].A_bf16 != nullptr;
+  bool shared = n > 1 && !a16;
   for (int i = 0; shared && i < n; ++i) {
     const GemmArgs<float>& g = gs[i];
     shared = g.M == gs[0].M && g.K == gs[0].K && g.A == gs[0].A && g.lda == gs[0].lda && g.M > 0 && g.N > 0 &&
@@ -2511,7 +2679,7 @@ void gemm_group(const GemmArgs<float>* gs, int n) {
   }
   if (packed_group(gs, n, isa)) return;
   // LoRA's side paths of one input (xa for q, k, v; their dA): one pass over the shared operand.
-  bool lowrank = n > 1;
+  bool lowrank = n > 1 && !a16;
   for (int i = 0; lowrank && i < n; ++i) lowrank = !takes_few_rows(gs[i], isa);
   if (lowrank && gemm_lowrank_group(gs, n)) return;
 #endif
@@ -2548,7 +2716,8 @@ void swiglu_forward_rows(const float* gate, int64_t ldg, const float* up, int64_
 }
 }  // namespace
 
-bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act) {
+bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act,
+                         uint16_t* act_bf16) {
   if (up.M <= 0 || up.N <= 0) return false;
 #if SEALKIT_X86
   // Fused where both GEMMs would run the vdpbf16ps or the AMX packed kernel in one K block, of one A
@@ -2558,12 +2727,12 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
   // copies; on AMX, without them (SEALKIT_PACKED_WEIGHTS=0, weights that train), from strips
   // packed here for both in one pool run: AMX's products are fast enough that the step is bound by
   // C's traffic.
-  const bool same = gate.A == up.A && gate.lda == up.lda && gate.M == up.M && gate.N == up.N && gate.K == up.K &&
+  const bool same = gate.A == up.A && gate.A_bf16 == up.A_bf16 && gate.lda == up.lda && gate.M == up.M && gate.N == up.N && gate.K == up.K &&
                     gate.trans_a == up.trans_a && gate.trans_b == up.trans_b && gate.beta == 0.f && up.beta == 0.f &&
                     gate.alpha != 0.f && up.alpha != 0.f && gate.K > 0 && gate.N > kLowRankMax;
   const Isa isa = active_isa();
   const bool on_bf16 = same && bf16_one_block(gate, isa) && bf16_one_block(up, isa);
-  const bool on_amx = same && !on_bf16 && amx_one_block(gate, isa) && amx_one_block(up, isa);
+  const bool on_amx = same && !on_bf16 && !act_bf16 && amx_one_block(gate, isa) && amx_one_block(up, isa);
   if ((on_bf16 || on_amx) && switch_on("SEALKIT_FUSED_GATE_UP")) {
     const KernelSpec& ks = on_amx ? kAmxSpec : kBf16Spec;
     GemmArgs<float> g = up;
@@ -2572,7 +2741,7 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
     const PackedWeight* pg = usable_packed_weight(gate, ks);
     const PackedWeight* pu = usable_packed_weight(up, ks);
     if (pg && pu) {
-      const GatePair pair{pg->strips, pg->strip_stride, gate.alpha};
+      const GatePair pair{pg->strips, pg->strip_stride, gate.alpha, act_bf16};
       packed_gemm(g, ks, nullptr, pu->strips, pu->strip_stride, &pair);
       return true;
     }
@@ -2591,7 +2760,18 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
 #endif
   gemm(gate);
   gemm(up);
-  swiglu_forward_rows(gate.C, gate.ldc, up.C, up.ldc, act, ld_act, up.M, up.N);
+  if (!act_bf16) {
+    swiglu_forward_rows(gate.C, gate.ldc, up.C, up.ldc, act, ld_act, up.M, up.N);
+    return false;
+  }
+  // act row by row through a scratch row, then rounded as the fused tiles round it.
+  parallel_for(up.M, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> row(static_cast<size_t>(up.N));
+    for (int64_t i = i0; i < i1; ++i) {
+      swiglu_forward_rows(gate.C + i * gate.ldc, gate.ldc, up.C + i * up.ldc, up.ldc, row.data(), up.N, 1, up.N);
+      round_to_bf16(row.data(), act_bf16 + i * ld_act, up.N);
+    }
+  });
   return false;
 }
 
@@ -2658,6 +2838,15 @@ bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 #endif
 }
 
+bool gemm_reads_bf16_rows(DType dtype) {
+#if SEALKIT_X86
+  return dtype == DType::BF16 && active_isa() == Isa::Avx512Bf16 && !use_amx() && switch_on("SEALKIT_BF16_ROWS");
+#else
+  (void)dtype;
+  return false;
+#endif
+}
+
 int64_t packed_strip_kc_depth(int64_t K) {
 #if SEALKIT_X86
   return packed_kc_depth(kBf16Spec, packed_depth(kBf16Spec, K));
@@ -2697,6 +2886,14 @@ std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t co
   (void)w, (void)rows, (void)cols, (void)transposed;
   return nullptr;
 #endif
+}
+
+void round_to_bf16(const float* x, uint16_t* dst, int64_t n) {
+#if SEALKIT_X86
+  if (active_isa() == Isa::Avx512Bf16) return round_to_bf16_avx512(x, dst, n);
+#endif
+  (void)x, (void)dst, (void)n;
+  throw std::runtime_error("round_to_bf16: needs AVX512-BF16 (the rounding of the bf16-product kernels)");
 }
 
 template void gemm<float>(const GemmArgs<float>&);

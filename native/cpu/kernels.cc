@@ -401,6 +401,37 @@ void residual_rmsnorm_forward(T* x, const T* r, const T* w, T* y, T* rstd, int64
   });
 }
 
+namespace {
+// Rows [b, e) of rmsnorm_forward_bf16: each row normalised into an L1 row (rmsnorm_forward_rows' bits),
+// then rounded into y.
+void rmsnorm_rows_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t b, int64_t e, int64_t dim,
+                       double eps, Isa isa) {
+  thread_local std::vector<float> row;
+  if (row.size() < static_cast<size_t>(dim)) row.resize(static_cast<size_t>(dim));
+  float* const out = row.data();
+  for (int64_t i = b; i < e; ++i) {
+    SEALKIT_DISPATCH(float, isa, (rmsnorm_forward_rows<float>(x + i * dim, w, out, rstd + i, 0, 1, dim, eps)));
+    round_to_bf16(out, y + i * dim, dim);
+  }
+}
+}  // namespace
+
+void rmsnorm_forward_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t rows, int64_t dim,
+                          double eps) {
+  const Isa isa = active_isa();
+  parallel_for(rows, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(dim, 1)),
+               [&](int64_t b, int64_t e) { rmsnorm_rows_bf16(x, w, y, rstd, b, e, dim, eps, isa); });
+}
+
+void residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y, float* rstd, int64_t rows,
+                                   int64_t dim, double eps) {
+  const Isa isa = active_isa();
+  parallel_for(rows, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
+    for (int64_t i = b * dim; i < e * dim; ++i) x[i] += 1.f * r[i];  // residual_rmsnorm_forward's add
+    rmsnorm_rows_bf16(x, w, y, rstd, b, e, dim, eps, isa);
+  });
+}
+
 template <typename T>
 SEALKIT_INLINE void rmsnorm_backward_rows(const T* x, const T* w, const T* rstd, const T* dy, T* dx, int64_t b,
                                           int64_t e, int64_t dim) {

@@ -53,9 +53,22 @@ struct GemmArgs {
   // few-rows GEMMs (y = x W^T) when coded from this very B (data, N, K, ldb), the CPU has the kernel
   // and SEALKIT_CODED_WEIGHTS is not 0; same bits as B's own rows. Ignored otherwise.
   const CodedWeight* coded_b = nullptr;
+  // Optional (T = float): A given as bf16 rows in place of A (then ignored): op(A) = A, row i's k at
+  // A_bf16[i * lda + k]. The result is that of A given as f32 with these values. Meant for inputs a
+  // bf16-product kernel would round to bf16 anyway (round_to_bf16 gives the values packing would):
+  // with bf16 B under AVX512-BF16 (vdpbf16ps, not AMX), K and lda even, the tiles read these rows as
+  // they are and A is never packed, so a producer that writes them (scoring's norms and SwiGLU) takes
+  // a pass over its output off the GEMM; every other path widens them to f32 first. Every GEMM entry
+  // point below takes it.
+  const uint16_t* A_bf16 = nullptr;
 };
 template <typename T>
 void gemm(const GemmArgs<T>& args);
+
+// dst[i] = x[i] rounded to bf16 as the bf16-product kernels round A while packing (to nearest even,
+// f32 denormals to zero, NaNs kept NaN): the values GemmArgs::A_bf16 stands for. Needs AVX512-BF16
+// (Isa::Avx512Bf16); elsewhere it throws.
+void round_to_bf16(const float* x, uint16_t* dst, int64_t n);
 
 // ---- packed weights ---------------------------------------------------------------------------
 // A weight W [rows, cols] packed once, for one orientation (`transposed`: y = x W^T, else
@@ -90,6 +103,10 @@ struct PackedWeight {
 // path's limit, or a bf16 W^T at 2-16 rows where those read its strips), and packing is on
 // (SEALKIT_PACKED_WEIGHTS=0, read per call, turns it off, for tests and benchmarks).
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed);
+// Whether gemm's tiles read GemmArgs::A_bf16 rows as they are (no packing, no widening) for a B of
+// `dtype` and more than 16 rows: bf16 B on the vdpbf16ps kernel (AVX512-BF16 without AMX tiles),
+// unless SEALKIT_BF16_ROWS=0 (read per call; the model's producers then hand over f32 rows).
+bool gemm_reads_bf16_rows(DType dtype);
 // Whether decoding's few-rows GEMMs prefetch their weights with the non-temporal hint one block
 // ahead (true) or 32 rows ahead into L2: this CPU's default, or SEALKIT_FEW_ROWS_NTA (gemm.cc).
 bool few_rows_prefetch_nta();
@@ -170,7 +187,11 @@ bool gemm_chains(const GemmArgs<float>* gs, int n_chains, int chain_len);
 // and up.C are then left untouched (neither reaches memory, A is packed once, and SwiGLU needs no
 // pass of its own); elsewhere the three calls run in sequence and fill gate.C and up.C. Returns
 // whether it fused them. SEALKIT_FUSED_GATE_UP=0 (read per call) always runs the three calls.
-bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act);
+// With act_bf16, act is stored there instead, as bf16 rows ld_act apart (round_to_bf16's values: the
+// down projection's A_bf16), and `act` is not written; the fused path then is the vdpbf16ps one only
+// (not AMX), and elsewhere needs gate.C and up.C as ever.
+bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act,
+                         uint16_t* act_bf16 = nullptr);
 // SwiGLU's backward pass on a GEMM's result: the MLP's dact = dy W_down (+ the down adapter's
 // dxa A, `update`, may be null) is the GEMM's C, and SwiGLU's gradients follow from it, gate and up:
 // dgate, dup (swiglu_backward's contract). All four arrays are [M, N] with rows g.ldc apart, like C.
@@ -217,6 +238,13 @@ void rmsnorm_forward(const T* x, const T* w, T* y, T* rstd, int64_t rows, int64_
 // while it is in cache: x comes from memory once, not twice.
 template <typename T>
 void residual_rmsnorm_forward(T* x, const T* r, const T* w, T* y, T* rstd, int64_t rows, int64_t dim, double eps);
+// The same two with y as bf16 rows: each value round_to_bf16's of the f32 y, for a next GEMM that
+// takes them as its A_bf16 (scoring's projections, which would round y to bf16 anyway). y is never
+// written in f32. Needs AVX512-BF16, as round_to_bf16 does.
+void rmsnorm_forward_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t rows, int64_t dim,
+                          double eps);
+void residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y, float* rstd, int64_t rows,
+                                   int64_t dim, double eps);
 // dx += d/dx, dw += d/dw (dw may be null when the norm weight is frozen).
 template <typename T>
 void rmsnorm_backward(const T* x, const T* w, const T* rstd, const T* dy, T* dx, T* dw, int64_t rows,

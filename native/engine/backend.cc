@@ -19,6 +19,18 @@ void Backend::adamw_many(const OptimTensor* ts, int count, const AdamWParams& p,
   }
 }
 
+// Defaults of the bf16-row producers, for backends whose takes_bf16_rows says no.
+void Backend::gate_up_swiglu_bf16(const Gemm&, const Gemm&, uint16_t*) {
+  throw std::logic_error("the " + name() + " backend takes no bf16 rows (gate_up_swiglu_bf16)");
+}
+void Backend::rmsnorm_forward_bf16(const float*, const float*, uint16_t*, float*, int64_t, int64_t, double) {
+  throw std::logic_error("the " + name() + " backend takes no bf16 rows (rmsnorm_forward_bf16)");
+}
+void Backend::residual_rmsnorm_forward_bf16(float*, const float*, const float*, uint16_t*, float*, int64_t, int64_t,
+                                            double) {
+  throw std::logic_error("the " + name() + " backend takes no bf16 rows (residual_rmsnorm_forward_bf16)");
+}
+
 // Defaults of the optional generation kernels, for backends that do not implement them yet.
 void Backend::attention_cached_forward(const CachedAttentionShape&, const float*, const void*, const void*, float*) {
   throw std::runtime_error("the " + name() + " backend cannot generate yet (no KV-cache attention kernel)");

@@ -68,6 +68,22 @@ class Backend {
     gemm(up);
     swiglu_forward(gate.C, up.C, act, up.M * up.N);
   }
+  // Whether a forward pass may hand the projections of weights of `dtype` (GEMMs of more than 16
+  // rows) bf16 rows in place of f32 ones (Gemm::A_bf16), from the producers below, with the bits of
+  // the f32 path: where the GEMM rounds its A to bf16 anyway and reads such rows without packing.
+  // Default: no (the producers below then throw).
+  virtual bool takes_bf16_rows(DType dtype) const {
+    (void)dtype;
+    return false;
+  }
+  // gate_up_swiglu with act as bf16 rows (cpu::gemm_gate_up_swiglu's act_bf16).
+  virtual void gate_up_swiglu_bf16(const Gemm& gate, const Gemm& up, uint16_t* act);
+  // rmsnorm_forward and residual_rmsnorm_forward with y as bf16 rows (cpu::rmsnorm_forward_bf16's
+  // contract).
+  virtual void rmsnorm_forward_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t rows,
+                                    int64_t dim, double eps);
+  virtual void residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y, float* rstd,
+                                             int64_t rows, int64_t dim, double eps);
   // SwiGLU's backward pass on a GEMM's result: gemm(g), or gemm_with_update(g, *u) where u is not
   // null, then swiglu_backward(s.gate, s.up, g.C, s.dgate, s.dup) (cpu::gemm_swiglu_backward's
   // contract; the four arrays strided like C). g.C is scratch, unspecified afterwards: a backend

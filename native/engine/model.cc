@@ -998,13 +998,36 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   // products' tiles and stores neither).
   const bool qkv_group = group || (!backward && !any_adapter_on((1u << kQ) | (1u << kK) | (1u << kV), segs));
   const bool gate_up_swiglu = !backward && !group && !any_adapter_on((1u << kGate) | (1u << kUp), segs);
+  // Scoring and prefill where the projections round their input to bf16 anyway and read bf16 rows
+  // as they are (Backend::takes_bf16_rows: bf16 weights under AVX512-BF16): the norms and SwiGLU
+  // write bf16 rows (Gemm::A_bf16) for the projections that are their only readers (no adapter
+  // there), into the first half of their f32 buffers. Those GEMMs then pack no A and the producers
+  // write half the bytes, with the f32 path's bits. SmolLM2-135M scoring: see docs/performance-log.md.
+  const bool rows16 = !backward && !group && H % 2 == 0 && I % 2 == 0 && backend_->takes_bf16_rows(storage_);
+  const bool xn1_rows16 = rows16 && qkv_group;  // q, k, v carry no adapter
+  const bool xn2_rows16 = rows16 && gate_up_swiglu;
+  const bool act_rows16 = xn2_rows16 && !any_adapter_on(1u << kDown, segs);
+  const bool xf_rows16 = rows16 && n_sel == 0 && backend_->takes_bf16_rows(head_weight.dtype);
+  auto as_rows16 = [](float* buf) { return reinterpret_cast<uint16_t*>(buf); };
+  auto on_rows16 = [](Gemm g, const uint16_t* a) {
+    g.A = nullptr;
+    g.A_bf16 = a;
+    return g;
+  };
+  // norm(x) into y, or its bf16 rows (residual: x += r first).
+  auto norm = [&](float* x, const float* r, const Param& weight, float* y, float* rstd, bool bf16_rows) {
+    if (bf16_rows && r) backend_->residual_rmsnorm_forward_bf16(x, r, weight.f32(), as_rows16(y), rstd, T, H, c.rms_eps);
+    else if (bf16_rows) backend_->rmsnorm_forward_bf16(x, weight.f32(), as_rows16(y), rstd, T, H, c.rms_eps);
+    else if (r) backend_->residual_rmsnorm_forward(x, r, weight.f32(), y, rstd, T, H, c.rms_eps);
+    else backend_->rmsnorm_forward(x, weight.f32(), y, rstd, T, H, c.rms_eps);
+  };
   backend_->embedding_forward(w.tokens, T, embed_.view(), H, w.resid[0]);
   // Each residual add runs with the norm that follows it (residual_rmsnorm_forward): the first
   // layer's input norm here, every other norm at the end of the block before it.
   if (c.layers > 0)
-    backend_->rmsnorm_forward(w.resid[0], layers_[0].norm1.f32(), w.acts[0].xn1, w.acts[0].rstd1, T, H, c.rms_eps);
+    norm(w.resid[0], nullptr, layers_[0].norm1, w.acts[0].xn1, w.acts[0].rstd1, xn1_rows16);
   else
-    backend_->rmsnorm_forward(w.resid[0], final_norm_.f32(), w.xf, w.rstdf, T, H, c.rms_eps);
+    norm(w.resid[0], nullptr, final_norm_, w.xf, w.rstdf, xf_rows16);
   for (int64_t l = 0; l < c.layers; ++l) {
     auto& a = w.acts[static_cast<size_t>(backward ? l : 0)];
     float* x = w.resid[static_cast<size_t>(backward ? l : (l % 2))];
@@ -1012,8 +1035,10 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     Layer& L = layers_[static_cast<size_t>(l)];
     if (qkv_group) {
       const int li = static_cast<int>(l);
-      const Gemm qkv[3] = {base_gemm(li, kQ, a.xn1, a.q, T), base_gemm(li, kK, a.xn1, a.k, T),
-                           base_gemm(li, kV, a.xn1, a.v, T)};
+      Gemm qkv[3] = {base_gemm(li, kQ, a.xn1, a.q, T), base_gemm(li, kK, a.xn1, a.k, T),
+                     base_gemm(li, kV, a.xn1, a.v, T)};
+      if (xn1_rows16)
+        for (Gemm& g : qkv) g = on_rows16(g, as_rows16(a.xn1));
       backend_->gemm_group(qkv, 3);
     }
     if (qkv_adapters) {
@@ -1039,7 +1064,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
       backend_->attention_forward(as, a.q, a.k, a.v, a.ao, a.lse);
     }
     linear_forward(static_cast<int>(l), kO, a.ao, a.xmid, T, segs, a.xa[kO], rmax, backward, seed_for(l, kO));
-    backend_->residual_rmsnorm_forward(a.xmid, x, L.norm2.f32(), a.xn2, a.rstd2, T, H, c.rms_eps);
+    norm(a.xmid, x, L.norm2, a.xn2, a.rstd2, xn2_rows16);
     if (group) {
       const int li = static_cast<int>(l);
       const Gemm gate_up[2] = {base_gemm(li, kGate, a.xn2, a.gate, T), base_gemm(li, kUp, a.xn2, a.up, T)};
@@ -1047,7 +1072,13 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     }
     if (gate_up_swiglu) {
       const int li = static_cast<int>(l);
-      backend_->gate_up_swiglu(base_gemm(li, kGate, a.xn2, a.gate, T), base_gemm(li, kUp, a.xn2, a.up, T), a.act);
+      Gemm gate = base_gemm(li, kGate, a.xn2, a.gate, T), up = base_gemm(li, kUp, a.xn2, a.up, T);
+      if (xn2_rows16) {
+        gate = on_rows16(gate, as_rows16(a.xn2));
+        up = on_rows16(up, as_rows16(a.xn2));
+      }
+      if (act_rows16) backend_->gate_up_swiglu_bf16(gate, up, as_rows16(a.act));
+      else backend_->gate_up_swiglu(gate, up, a.act);
     } else {
       if (gate_up_adapters) {
         float* const xa[2] = {a.xa[kGate], a.xa[kUp]};
@@ -1063,14 +1094,16 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
                          group, gate_up_adapters, backward || group ? nullptr : a.gate, a.act);
       if (!act_done) backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     }
-    linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
+    if (act_rows16)  // no adapter on down: its GEMM is all of xnext
+      backend_->gemm(on_rows16(base_gemm(static_cast<int>(l), kDown, nullptr, xnext, T), as_rows16(a.act)));
+    else
+      linear_forward(static_cast<int>(l), kDown, a.act, xnext, T, segs, a.xa[kDown], rmax, backward, seed_for(l, kDown));
     // The residual, and the next layer's input norm (the final norm after the last layer).
     if (l + 1 < c.layers) {
       auto& next = w.acts[static_cast<size_t>(backward ? l + 1 : 0)];
-      backend_->residual_rmsnorm_forward(xnext, a.xmid, layers_[static_cast<size_t>(l + 1)].norm1.f32(), next.xn1,
-                                         next.rstd1, T, H, c.rms_eps);
+      norm(xnext, a.xmid, layers_[static_cast<size_t>(l + 1)].norm1, next.xn1, next.rstd1, xn1_rows16);
     } else {
-      backend_->residual_rmsnorm_forward(xnext, a.xmid, final_norm_.f32(), w.xf, w.rstdf, T, H, c.rms_eps);
+      norm(xnext, a.xmid, final_norm_, w.xf, w.rstdf, xf_rows16);
     }
   }
   float* xlast = w.resid[static_cast<size_t>(backward ? c.layers : (c.layers % 2))];  // the final norm's input
@@ -1116,7 +1149,9 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
   if (compact && n_head > 0) {
     backend_->upload(w.live_rows, live.rows.data(), live.rows.size() * 4);
     backend_->upload(w.live_targets, live.targets.data(), live.targets.size() * 4);
-    backend_->gather_rows(w.xf, H, w.live_rows, n_head, H, xlive, H);
+    // (bf16 rows travel as H / 2 words: the gather copies bytes.)
+    const int64_t words = xf_rows16 ? H / 2 : H;
+    backend_->gather_rows(w.xf, words, w.live_rows, n_head, words, xlive, words);
     xh = xlive; th = w.live_targets;
     if (backward) {
       backend_->upload(w.live_weights, live.weights.data(), live.weights.size() * 4);
@@ -1128,6 +1163,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     Gemm g;  // logits = xf head^T
     g.M = rows; g.N = V; g.K = H;
     g.A = xh + r0 * H; g.lda = H;
+    if (xf_rows16) g = on_rows16(g, reinterpret_cast<const uint16_t*>(xh) + r0 * H);
     g.B = head; g.ldb = H; g.trans_b = true;
     g.C = w.logits; g.ldc = V;
     g.packed_b = packed_weight(head_weight, true, rows);

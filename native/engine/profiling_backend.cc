@@ -14,6 +14,7 @@ std::string gemm_shape(const Gemm& g, const std::string& n) {
   s += g.trans_b ? 'T' : 'N';
   s += ' ' + std::to_string(g.M) + 'x' + n + 'x' + std::to_string(g.K) + ' ' + dtype_name(g.B.dtype);
   if (g.coded_b) s += " coded";  // given a 12-bit coded copy (read where the kernel takes it)
+  if (g.A_bf16) s += ", A bf16 rows";
   return s;
 }
 
@@ -149,6 +150,19 @@ void ProfilingBackend::embedding_forward(const int32_t* ids, int64_t n, WeightVi
 void ProfilingBackend::embedding_backward(const int32_t* ids, int64_t n, const float* dout, int64_t dim,
                                           float* dtable) {
   timed("embedding_backward", 0, [&] { inner_->embedding_backward(ids, n, dout, dim, dtable); });
+}
+void ProfilingBackend::gate_up_swiglu_bf16(const Gemm& gate, const Gemm& up, uint16_t* act) {
+  timed("gate_up_swiglu_bf16 " + gemm_shape(up, std::to_string(gate.N) + "+" + std::to_string(up.N)),
+        gemm_flops(gate) + gemm_flops(up), [&] { inner_->gate_up_swiglu_bf16(gate, up, act); });
+}
+void ProfilingBackend::rmsnorm_forward_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t rows,
+                                            int64_t dim, double eps) {
+  timed("rmsnorm_forward_bf16", 0, [&] { inner_->rmsnorm_forward_bf16(x, w, y, rstd, rows, dim, eps); });
+}
+void ProfilingBackend::residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y,
+                                                     float* rstd, int64_t rows, int64_t dim, double eps) {
+  timed("residual_rmsnorm_forward_bf16", 0,
+        [&] { inner_->residual_rmsnorm_forward_bf16(x, r, w, y, rstd, rows, dim, eps); });
 }
 void ProfilingBackend::residual_rmsnorm_forward(float* x, const float* r, const float* w, float* y, float* rstd,
                                                 int64_t rows, int64_t dim, double eps) {

@@ -42,6 +42,12 @@ class ProfilingBackend final : public Backend {
   void gemm_chains(const Gemm* gs, int n_chains, int chain_len) override;
   void gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) override;
   void gate_up_swiglu(const Gemm& gate, const Gemm& up, float* act) override;
+  bool takes_bf16_rows(DType dtype) const override { return inner_->takes_bf16_rows(dtype); }
+  void gate_up_swiglu_bf16(const Gemm& gate, const Gemm& up, uint16_t* act) override;
+  void rmsnorm_forward_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t rows, int64_t dim,
+                            double eps) override;
+  void residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y, float* rstd, int64_t rows,
+                                     int64_t dim, double eps) override;
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override;
   void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act) override;
   bool adds_update_on_tiles(const Gemm& g, const cpu::LowRankUpdate& u) const override {
