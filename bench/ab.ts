@@ -17,7 +17,9 @@
 // adds a rank-16 low-rank update riding on the tiles, as LoRA's forward and input gradient do (NT
 // and NN only). --packed-b
 // hands the NT and NN GEMMs their bf16 B packed ahead (as the model's weights), packed outside the
-// timing; SEALKIT_PACKED_WEIGHTS=0 in one variant's environment makes its GEMMs ignore it. Each of
+// timing; SEALKIT_PACKED_WEIGHTS=0 in one variant's environment makes its GEMMs ignore it.
+// --b-bf16-rows hands variant B's NT and NN GEMMs A as bf16 rows (aDtype 'bf16': A rounded to bf16,
+// as scoring's norms and SwiGLU hand it to the projections) where A gets f32 A. Each of
 // --calls rounds times one batch of ~50 ms per variant (gemm_bench: natively timed, aligned
 // operands) and takes the batch's median; the table gives each variant's median GFLOP/s and the
 // median over rounds of the per-round speed ratio B/A (> 1: B is faster). The last line is JSON.
@@ -40,6 +42,7 @@ const { values: opts } = parseArgs({
     shapes: { type: 'string' },
     update: { type: 'boolean', default: false },
     'packed-b': { type: 'boolean', default: false },
+    'b-bf16-rows': { type: 'boolean', default: false },
     calls: { type: 'string', default: '15' },
     threads: { type: 'string', default: '2' },
   },
@@ -77,7 +80,10 @@ const require = createRequire(import.meta.url);
 const load = (path: string | undefined): NativeAddon => (path ? (require(path) as NativeAddon) : native());
 const variants = [
   { addon: load(opts.a), env: parseEnvList(opts['a-env'], '--a-env'), what: `${opts.a ?? 'this build'}${opts['a-env'] ? ` ${opts['a-env']}` : ''}` },
-  { addon: load(opts.b), env: parseEnvList(opts['b-env'], '--b-env'), what: `${opts.b ?? 'this build'}${opts['b-env'] ? ` ${opts['b-env']}` : ''}` },
+  {
+    addon: load(opts.b), env: parseEnvList(opts['b-env'], '--b-env'),
+    what: `${opts.b ?? 'this build'}${opts['b-env'] ? ` ${opts['b-env']}` : ''}${opts['b-bf16-rows'] ? ', A as bf16 rows' : ''}`,
+  },
 ];
 const shapes = (opts.shapes ? opts.shapes.split(',') : DEFAULT_SHAPES).map(parseShape);
 const calls = Number(opts.calls), threads = Number(opts.threads);
@@ -137,7 +143,12 @@ for (const s of shapes) {
   };
   if (opts.update) Object.assign(args, { U: randomF32(s.M * 16, 3), V: randomF32(16 * s.N, 4), rank: 16, transV: s.orient === 'NT', updateScale: 2 });
   if (opts['packed-b'] && s.orient !== 'TN') args.packedB = true;
-  const r = compare((v, iters) => withEnv(v.env, () => median(Array.from(v.addon.opRun('gemm_bench', 'f32', { ...args, iters }).times as Float64Array))));
+  // Variant B's A as bf16 rows (NT and NN: op(A) = A).
+  const rowsB = opts['b-bf16-rows'] && s.orient !== 'TN' ? { aDtype: 'bf16', A: toBf16(args.A as Float32Array) } : {};
+  const r = compare((v, iters) => withEnv(v.env, () => {
+    const extra = v === variants[1] ? rowsB : {};
+    return median(Array.from(v.addon.opRun('gemm_bench', 'f32', { ...args, ...extra, iters }).times as Float64Array));
+  }));
   report(s.text, 2 * s.M * s.N * s.K, r, opts.update);
 }
 console.log(JSON.stringify({ a: variants[0]!.what, b: variants[1]!.what, threads, calls, rows }));

@@ -1055,6 +1055,15 @@ test('gemm: A as bf16 rows gives the bits of its f32 values, and of the f32 A it
     const g16 = op('gemm_group', 'f32', { ...group, aDtype: 'bf16', A: x16 });
     const g32 = op('gemm_group', 'f32', { ...group, A: widen(x16) });
     for (const c of ['C0', 'C1', 'C2']) sameBits(arr(g16, c), arr(g32, c), `${isa} ${kernel} threads=${threads} group ${c}`);
+    // bf16 denormals among the rows (read as they are, or packed by a transpose alone, where packing
+    // their widened f32 values flushes them: vdpbf16ps reads denormals as zero either way).
+    for (const [Md, Nd, Kd] of [[600, 64, 128], [64, 3000, 128]] as const) {
+      const d16 = bf16Bits(rand(Md * Kd, r));
+      for (let i = 0; i < d16.length; i += 7) d16[i] = i % 2 ? 0x0001 : 0x807f;
+      const args = { M: Md, N: Nd, K: Kd, transB: true, B: bf16Bits(rand(Nd * Kd, r)), bDtype: 'bf16', packedB: true };
+      sameBits(arr(op('gemm', 'f32', { ...args, aDtype: 'bf16', A: d16 }), 'C'), arr(op('gemm', 'f32', { ...args, A: widen(d16) }), 'C'),
+        `${isa} ${kernel} threads=${threads} ${Md}x${Nd}x${Kd} with denormals`);
+    }
   });
   // Round to nearest even with ties both ways, f32 denormals to zero, NaN kept NaN, infinities kept.
   if (bf16Isa) {

@@ -15,6 +15,11 @@
 // bits are that call's); gemm_group runs the few-rows GEMMs of one input (q, k, v; gate, up) as one
 // dispatch over all their weights.
 //
+// A may also come as bf16 rows (GemmArgs::A_bf16, from scoring's norms and SwiGLU): the vdpbf16ps
+// tiles then read each row's 32-bit words as their pairs, with no packing (kA16Kernels; the LM
+// head's few-rows-many-columns path packs them once, by a transpose alone); every other path widens
+// them to f32 first.
+//
 // Determinism: every element of C is produced by exactly one task and its K reduction runs in a
 // fixed order (KC blocks in sequence, k ascending inside a block). The path and KC depend only on
 // the ISA, B's dtype and the shape, so the bits never depend on the thread count or on how work is
@@ -2024,7 +2029,8 @@ bool a16_native(const GemmArgs<float>& g, const KernelSpec& ks) {
 // paths that read f32 A.
 GemmArgs<float> widen_a(const GemmArgs<float>& g, std::vector<float>& buf) {
   if (buf.size() < static_cast<size_t>(g.M * g.K)) buf.resize(g.M * g.K);
-  parallel_for(g.M, std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1)), [&](int64_t i0, int64_t i1) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(g.K, 1));  // rows of ~16K values a task
+  parallel_for(g.M, grain, [&](int64_t i0, int64_t i1) {
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t k = 0; k < g.K; ++k) buf[i * g.K + k] = bf16_to_f32(g.A_bf16[i * g.lda + k]);
   });
@@ -2246,13 +2252,16 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
 #if SEALKIT_X86
         if (k0 == 0 && c_prefetch && !swiglu && !swiglu_up) prefetch_tile_for_write(c, ldc, rows, cols);
 #endif
-        // The tile's product (kc steps from depth step k0) into c: from A's bf16 rows where it
-        // comes as them, else from the packed strip.
-        auto product = [&](const float* b, float* out, int64_t ld, const Epilogue& e, int64_t k0 = 0) {
+        // The tile's product over kc depth steps from step `from` into out: from A's bf16 rows where
+        // they come as such, else from the packed strip.
+        auto product = [&](const float* b, float* out, int64_t ld, const Epilogue& e, int64_t from = 0) {
 #if SEALKIT_X86
-          if (a16 && !a16_packed) return kA16Kernels[rows - 1](kc, a16 + (i0 + r) * g.lda + 2 * k0, g.lda, b, out, ld, rows, cols, e);
+          if (a16 && !a16_packed) {
+            kA16Kernels[rows - 1](kc, a16 + (i0 + r) * g.lda + 2 * from, g.lda, b, out, ld, rows, cols, e);
+            return;
+          }
 #endif
-          (rows < mr && ks.edge ? ks.edge : ks.micro)(kc, a_rows + r * Kd + k0 * mr, b, out, ld, rows, cols, e);
+          (rows < mr && ks.edge ? ks.edge : ks.micro)(kc, a_rows + r * Kd + from * mr, b, out, ld, rows, cols, e);
         };
 #if SEALKIT_X86
         if (swiglu) {  // one K block (gemm_swiglu_backward): dact's tile, its update, then the gradients'

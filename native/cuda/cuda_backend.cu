@@ -136,7 +136,12 @@ class CudaBackend final : public Backend {
   }
 
   // ---- kernels ----
-  void gemm(const Gemm& g) override { on_device(); cuda::gemm(ctx_, g); }
+  void gemm(const Gemm& g) override {
+    // takes_bf16_rows says no here, so the model never hands over bf16 rows of A.
+    if (g.A_bf16) throw std::invalid_argument("cuda gemm: A as bf16 rows (Gemm::A_bf16) is a CPU path");
+    on_device();
+    cuda::gemm(ctx_, g);
+  }
   void embedding_forward(const int32_t* ids, int64_t n, WeightView table, int64_t dim, float* out) override {
     on_device();
     cuda::embedding_forward(ctx_, ids, n, table, dim, out);
