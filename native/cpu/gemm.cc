@@ -940,6 +940,19 @@ SEALKIT_BF16 inline __m512 round_col_pair(const float* src, int64_t rs, int64_t 
   return _mm512_castsi512_ps(_mm512_permutexvar_epi16(_mm512_load_si512(kInterleave), h));
 }
 
+// Pair steps [p0, p0 + 16) of a 14-row A strip from r, one register per row holding its 16 pairs
+// (rows past the strip zero): transposed, then the first KP - p0 steps stored MR slots apart.
+SEALKIT_BF16 SEALKIT_INLINE void store_strip_pairs(__m512 (&r)[16], int64_t p0, int64_t KP, float* dst) {
+  const __mmask16 strip = __mmask16((1u << kBf16Mr) - 1);
+  transpose16(r);
+  const int64_t np = std::min<int64_t>(16, KP - p0);
+#pragma GCC unroll 16
+  for (int p = 0; p < 16; ++p) {
+    if (p >= np) break;
+    _mm512_mask_storeu_ps(dst + (p0 + p) * kBf16Mr, strip, r[p]);
+  }
+}
+
 // Packs op(A) rows [i0, i0 + min(m, MR)) as ceil(K/2) pair steps of MR slots.
 SEALKIT_BF16 void pack_a_bf16(const float* a, int64_t rs, int64_t cs, int64_t i0, int64_t m, int64_t K, float* dst) {
   constexpr int MR = kBf16Mr;
@@ -953,13 +966,7 @@ SEALKIT_BF16 void pack_a_bf16(const float* a, int64_t rs, int64_t cs, int64_t i0
       __m512 r[16];
 #pragma GCC unroll 16
       for (int i = 0; i < 16; ++i) r[i] = i < mr ? round_pairs32(src + i * rs + 2 * p0, nk) : _mm512_setzero_ps();
-      transpose16(r);
-      const int64_t np = std::min<int64_t>(16, KP - p0);
-#pragma GCC unroll 16
-      for (int p = 0; p < 16; ++p) {
-        if (p >= np) break;
-        _mm512_mask_storeu_ps(dst + (p0 + p) * MR, strip, r[p]);
-      }
+      store_strip_pairs(r, p0, KP, dst);
     }
     return;
   }
@@ -973,10 +980,8 @@ SEALKIT_BF16 void pack_a_bf16(const float* a, int64_t rs, int64_t cs, int64_t i0
 // so only the transpose is left. (A bf16 denormal goes in as it is where packing f32 would flush it
 // to zero; vdpbf16ps reads denormals as zero either way.)
 SEALKIT_BF16 void pack_a_bf16_rows(const uint16_t* a, int64_t lda, int64_t i0, int64_t m, int64_t K, float* dst) {
-  constexpr int MR = kBf16Mr;
-  const int mr = static_cast<int>(std::min<int64_t>(MR, m));
+  const int mr = static_cast<int>(std::min<int64_t>(kBf16Mr, m));
   const int64_t KP = K / 2;
-  const __mmask16 strip = __mmask16((1u << MR) - 1);
   const uint16_t* src = a + i0 * lda;
   for (int64_t p0 = 0; p0 < KP; p0 += 16) {
     const __mmask32 km = mask32(K - 2 * p0);
@@ -984,13 +989,7 @@ SEALKIT_BF16 void pack_a_bf16_rows(const uint16_t* a, int64_t lda, int64_t i0, i
 #pragma GCC unroll 16
     for (int i = 0; i < 16; ++i)
       r[i] = i < mr ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(km, src + i * lda + 2 * p0)) : _mm512_setzero_ps();
-    transpose16(r);
-    const int64_t np = std::min<int64_t>(16, KP - p0);
-#pragma GCC unroll 16
-    for (int p = 0; p < 16; ++p) {
-      if (p >= np) break;
-      _mm512_mask_storeu_ps(dst + (p0 + p) * MR, strip, r[p]);
-    }
+    store_strip_pairs(r, p0, KP, dst);
   }
 }
 
@@ -2773,13 +2772,11 @@ bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up,
     swiglu_forward_rows(gate.C, gate.ldc, up.C, up.ldc, act, ld_act, up.M, up.N);
     return false;
   }
-  // act row by row through a scratch row, then rounded as the fused tiles round it.
+  // act in f32 over up.C (each element reads its own up first), then its rows rounded as the fused
+  // tiles round them.
+  swiglu_forward_rows(gate.C, gate.ldc, up.C, up.ldc, up.C, up.ldc, up.M, up.N);
   parallel_for(up.M, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> row(static_cast<size_t>(up.N));
-    for (int64_t i = i0; i < i1; ++i) {
-      swiglu_forward_rows(gate.C + i * gate.ldc, gate.ldc, up.C + i * up.ldc, up.ldc, row.data(), up.N, 1, up.N);
-      round_to_bf16(row.data(), act_bf16 + i * ld_act, up.N);
-    }
+    for (int64_t i = i0; i < i1; ++i) round_to_bf16(up.C + i * up.ldc, act_bf16 + i * ld_act, up.N);
   });
   return false;
 }

@@ -427,7 +427,6 @@ SEALKIT_BF16 void norm_row_bf16(const float* xr, const float* w, float rs, int64
 void rmsnorm_rows_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t b, int64_t e, int64_t dim,
                        double eps, Isa isa) {
 #if SEALKIT_X86
-  if (isa != Isa::Avx512Bf16) throw std::runtime_error("rmsnorm_forward_bf16: needs AVX512-BF16");
   for (int64_t i = b; i < e; ++i) {
     float rs = 0;
     SEALKIT_DISPATCH(float, isa, (rs = rms_scale<float>(x + i * dim, dim, eps)));
@@ -436,21 +435,27 @@ void rmsnorm_rows_bf16(const float* x, const float* w, uint16_t* y, float* rstd,
   }
 #else
   (void)x, (void)w, (void)y, (void)rstd, (void)b, (void)e, (void)dim, (void)eps, (void)isa;
-  throw std::runtime_error("rmsnorm_forward_bf16: needs AVX512-BF16");
 #endif
+}
+
+// The ISA the bf16-row norms need, checked once per call (not inside the pool's tasks).
+Isa bf16_rows_isa() {
+  const Isa isa = active_isa();
+  if (isa != Isa::Avx512Bf16) throw std::runtime_error("rmsnorm_forward_bf16: needs AVX512-BF16");
+  return isa;
 }
 }  // namespace
 
 void rmsnorm_forward_bf16(const float* x, const float* w, uint16_t* y, float* rstd, int64_t rows, int64_t dim,
                           double eps) {
-  const Isa isa = active_isa();
+  const Isa isa = bf16_rows_isa();
   parallel_for(rows, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(dim, 1)),
                [&](int64_t b, int64_t e) { rmsnorm_rows_bf16(x, w, y, rstd, b, e, dim, eps, isa); });
 }
 
 void residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y, float* rstd, int64_t rows,
                                    int64_t dim, double eps) {
-  const Isa isa = active_isa();
+  const Isa isa = bf16_rows_isa();
   parallel_for(rows, std::max<int64_t>(1, kRowGrain / std::max<int64_t>(dim, 1)), [&](int64_t b, int64_t e) {
     for (int64_t i = b * dim; i < e * dim; ++i) x[i] += 1.f * r[i];  // residual_rmsnorm_forward's add
     rmsnorm_rows_bf16(x, w, y, rstd, b, e, dim, eps, isa);

@@ -189,7 +189,7 @@ bool gemm_chains(const GemmArgs<float>* gs, int n_chains, int chain_len);
 // whether it fused them. SEALKIT_FUSED_GATE_UP=0 (read per call) always runs the three calls.
 // With act_bf16, act is stored there instead, as bf16 rows ld_act apart (round_to_bf16's values: the
 // down projection's A_bf16), and `act` is not written; the fused path then is the vdpbf16ps one only
-// (not AMX), and elsewhere needs gate.C and up.C as ever.
+// (not AMX), and elsewhere up.C ends up holding act in f32.
 bool gemm_gate_up_swiglu(const GemmArgs<float>& gate, const GemmArgs<float>& up, float* act, int64_t ld_act,
                          uint16_t* act_bf16 = nullptr);
 // SwiGLU's backward pass on a GEMM's result: the MLP's dact = dy W_down (+ the down adapter's
