@@ -476,6 +476,45 @@ test('thread pool: a throwing task fails its run only; the pool goes on', () => 
 // JobThreading (native/engine/job_threading.h): whether a model job runs its kernels on the pool or
 // inline, from the times of the jobs before it. Fed synthetic times: job i takes inlineMs[i] if run
 // inline, else pooledMs[i].
+// Weights' packed and coded copies (native/core/huge_pages.h): cut from shared slabs of huge pages,
+// each slab freed with its last block; with SEALKIT_HUGE_PAGES=0 every block is its own allocation.
+type SlabStats = { slabs: number; bytes: number; blocks: number };
+type WeightBlocks = {
+  before: SlabStats; allocated: SlabStats; freed: SlabStats; aligned: boolean; largeAligned: boolean; intact: boolean;
+  hugePages: boolean; slabBytes: number; blockMax: number;
+};
+const weightBlocks = (sizes: number[], freeOrder: number[]) =>
+  addon.opRun('weight_blocks', 'f32', { sizes: Int32Array.from(sizes), freeOrder: Int32Array.from(freeOrder) }) as unknown as WeightBlocks;
+
+test('weight blocks: shared slabs, aligned, disjoint, each slab freed with its last block', () => {
+  // Odd sizes (not multiples of 64), a block of exactly the per-block slab limit and one past it,
+  // and enough small ones to fill a shared slab and open another.
+  const MiB = 1 << 20;
+  const sizes = [1, 63, 65, 32768, 1769472, 4 * MiB, 4 * MiB + 1, 1000, ...Array.from({ length: 40 }, (_, i) => 900000 + 4093 * i)];
+  const n = sizes.length;
+  const small = sizes.filter((b) => b < 4 * MiB).reduce((a, b) => a + b, 0);
+  // Frees interleaved from both ends, so slabs empty in an order unlike their filling.
+  const order = Array.from({ length: n }, (_, i) => (i % 2 ? n - 1 - (i >> 1) : i >> 1));
+  const r = withEnv({ SEALKIT_HUGE_PAGES: '' }, () => weightBlocks(sizes, order));
+  assert.ok(r.hugePages);
+  assert.is(r.blockMax, 4 * MiB);
+  assert.ok(r.aligned && r.largeAligned && r.intact, JSON.stringify(r));
+  assert.is(r.allocated.blocks - r.before.blocks, n);
+  // Two large blocks on slabs of their own; the small ones share one or two new slabs per 32 MiB.
+  const added = r.allocated.slabs - r.before.slabs;
+  assert.ok(added >= 2 + Math.floor(small / r.slabBytes) && added <= 2 + Math.ceil(small / r.slabBytes) + 1, `${added} slabs for ${n} blocks`);
+  assert.equal(r.freed, r.before);
+
+  const off = withEnv({ SEALKIT_HUGE_PAGES: '0' }, () => weightBlocks(sizes, order));
+  assert.not.ok(off.hugePages);
+  assert.ok(off.aligned && off.intact);
+  assert.is(off.allocated.slabs - off.before.slabs, n, 'one allocation per block with the advice off');
+  assert.equal(off.freed, off.before);
+
+  assert.throws(() => weightBlocks([64, 64], [0, 0]), /freeOrder/);
+  assert.throws(() => weightBlocks([0], [0]), /sizes/);
+});
+
 type PolicyRun = { inline: Int32Array; inlineNow: boolean; inlineJobs: number };
 const policyRun = (tokens: number, pooled: (i: number) => number, inlined: (i: number) => number, jobs: number) =>
   addon.opRun('job_threading_policy', 'f32', {

@@ -23,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "../core/huge_pages.h"
 #include "../core/threadpool.h"
 #include "../cpu/coded_weight.h"
 #include "../cpu/kernels.h"
@@ -701,6 +702,65 @@ Napi::Object op_pool_runs(const Args& a) {
   return r;
 }
 
+// ---- weights' blocks on shared huge-page slabs (native/core/huge_pages.h) -------------------------
+// Allocates blocks of `sizes` bytes (weight_block_alloc), fills each with its own byte, checks every
+// byte of every block afterwards (an overlap would have overwritten some), then frees them in
+// `freeOrder` (a permutation). Returns the slab statistics before, after the allocations and after
+// the frees, and whether every block was 64-byte aligned and every large one huge-page aligned.
+template <typename T>
+Napi::Object op_weight_blocks(const Args& a) {
+  View<int32_t> sizes = a.array<int32_t>("sizes");
+  View<int32_t> order = a.array<int32_t>("freeOrder", sizes.len);
+  const size_t n = static_cast<size_t>(sizes.len);
+  std::vector<bool> seen(n, false);
+  for (size_t i = 0; i < n; ++i) {
+    if (sizes.data[i] < 1) a.range_error("sizes", "every size must be at least 1");
+    const int32_t j = order.data[i];
+    if (j < 0 || static_cast<size_t>(j) >= n || seen[static_cast<size_t>(j)])
+      a.range_error("freeOrder", "must be a permutation of 0 .. sizes.length - 1");
+    seen[static_cast<size_t>(j)] = true;
+  }
+  const WeightSlabStats before = weight_slab_stats();
+  std::vector<uint8_t*> blocks(n, nullptr);
+  bool aligned = true, large_aligned = true;
+  for (size_t i = 0; i < n; ++i) {
+    const size_t bytes = static_cast<size_t>(sizes.data[i]);
+    blocks[i] = static_cast<uint8_t*>(weight_block_alloc(bytes));
+    const uintptr_t at = reinterpret_cast<uintptr_t>(blocks[i]);
+    aligned = aligned && at % 64 == 0;
+    if (bytes >= kWeightSlabBlockMax && huge_pages_wanted()) large_aligned = large_aligned && at % kHugePageBytes == 0;
+    std::memset(blocks[i], static_cast<int>(i % 251 + 1), bytes);
+  }
+  const WeightSlabStats allocated = weight_slab_stats();
+  bool intact = true;
+  for (size_t i = 0; i < n && intact; ++i)
+    for (size_t k = 0; k < static_cast<size_t>(sizes.data[i]); ++k)
+      if (blocks[i][k] != static_cast<uint8_t>(i % 251 + 1)) {
+        intact = false;
+        break;
+      }
+  for (size_t i = 0; i < n; ++i) weight_block_free(blocks[static_cast<size_t>(order.data[i])]);
+  const WeightSlabStats freed = weight_slab_stats();
+  Napi::Object r = Napi::Object::New(a.env());
+  auto stats = [&](const WeightSlabStats& st) {
+    Napi::Object o = Napi::Object::New(a.env());
+    o.Set("slabs", Napi::Number::New(a.env(), static_cast<double>(st.slabs)));
+    o.Set("bytes", Napi::Number::New(a.env(), static_cast<double>(st.bytes)));
+    o.Set("blocks", Napi::Number::New(a.env(), static_cast<double>(st.blocks)));
+    return o;
+  };
+  r.Set("before", stats(before));
+  r.Set("allocated", stats(allocated));
+  r.Set("freed", stats(freed));
+  r.Set("aligned", Napi::Boolean::New(a.env(), aligned));
+  r.Set("largeAligned", Napi::Boolean::New(a.env(), large_aligned));
+  r.Set("intact", Napi::Boolean::New(a.env(), intact));
+  r.Set("hugePages", Napi::Boolean::New(a.env(), huge_pages_wanted()));
+  r.Set("slabBytes", Napi::Number::New(a.env(), static_cast<double>(kWeightSlabBytes)));
+  r.Set("blockMax", Napi::Number::New(a.env(), static_cast<double>(kWeightSlabBlockMax)));
+  return r;
+}
+
 // ---- which jobs run inline (native/engine/job_threading.h) ----------------------------------------
 // The policy fed job after job of `tokens` tokens: job i takes inlineMs[i] if the policy runs it
 // inline, else pooledMs[i]. Returns each job's way (1 = inline) and where the policy ended.
@@ -1164,6 +1224,7 @@ const std::map<std::string, OpEntry>& op_table() {
       {"gemm_up_swiglu", {op_gemm_up_swiglu<float>, op_gemm_up_swiglu<double>}},
       {"stream_chunks", {op_stream_chunks<float>, op_stream_chunks<double>}},
       {"pool_runs", {op_pool_runs<float>, op_pool_runs<double>}},
+      {"weight_blocks", {op_weight_blocks<float>, op_weight_blocks<double>}},
       {"job_threading_policy", {op_job_threading_policy<float>, op_job_threading_policy<double>}},
       {"sampling_distribution", {op_sampling_distribution<float>, op_sampling_distribution<double>}},
       {"argmax", {op_argmax<float>, op_argmax<double>}},

@@ -10,12 +10,13 @@
 
 #include "../core/cpu_features.h"
 #include "../core/env_switch.h"
+#include "../core/huge_pages.h"
 #include "../core/threadpool.h"
 #include "kernels.h"
 
 namespace sealkit::cpu {
 
-CodedWeight::~CodedWeight() { std::free(data); }
+CodedWeight::~CodedWeight() { weight_block_free(data); }
 
 bool coded_weights_supported() {
 #if defined(__x86_64__)
@@ -110,8 +111,7 @@ std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int6
   cw->segments = segs;
   cw->segment_groups = seg_groups;
   const size_t data_bytes = static_cast<size_t>(lines * cw->row_bytes);
-  cw->data = static_cast<uint8_t*>(std::aligned_alloc(64, (data_bytes + 63) / 64 * 64));
-  if (!cw->data) throw std::bad_alloc();
+  cw->data = static_cast<uint8_t*>(weight_block_alloc(data_bytes));  // huge pages: huge_pages.h
   // Escape offsets: each segment's count, then their running sum.
   const int64_t seg_len = seg_groups * kCodedGroup;
   cw->escape_start.assign(static_cast<size_t>(lines * segs + 1), 0);

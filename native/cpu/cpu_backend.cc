@@ -4,6 +4,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "../core/huge_pages.h"
 #include "../engine/backend.h"
 #include "decode_kernels.h"
 #include "kernels.h"
@@ -18,10 +19,10 @@ class CpuBackend final : public Backend {
 
   void* alloc(size_t bytes) override {
     if (bytes == 0) bytes = 64;
-    // 64-byte alignment for vector loads; calloc-like zeroing.
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded);
-    if (!p) throw std::bad_alloc();
+    // 64-byte alignment for vector loads (huge pages from 2 MiB up: huge_pages.h); calloc-like
+    // zeroing.
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = huge_page_alloc(rounded);
     std::memset(p, 0, rounded);
     return p;
   }

@@ -52,6 +52,7 @@
 
 #include "../core/cpu_features.h"
 #include "../core/env_switch.h"
+#include "../core/huge_pages.h"
 #include "../core/threadpool.h"
 #include "kernels.h"
 
@@ -2823,7 +2824,7 @@ bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, cons
   return false;
 }
 
-PackedWeight::~PackedWeight() { std::free(strips); }
+PackedWeight::~PackedWeight() { weight_block_free(strips); }
 
 bool gemm_reads_packed_weight(int64_t M, DType dtype, bool transposed) {
 #if SEALKIT_X86
@@ -2883,8 +2884,7 @@ std::unique_ptr<PackedWeight> pack_weight(WeightView w, int64_t rows, int64_t co
   pw->strip_stride = packed_depth(ks, pw->K) * ks.nr;
   const int64_t strips = (pw->N + ks.nr - 1) / ks.nr;
   pw->bytes = static_cast<size_t>(strips * pw->strip_stride) * sizeof(float);
-  pw->strips = static_cast<float*>(std::aligned_alloc(64, (pw->bytes + 63) / 64 * 64));
-  if (!pw->strips) throw std::bad_alloc();
+  pw->strips = static_cast<float*>(weight_block_alloc(pw->bytes));  // huge pages: huge_pages.h
   const MatRef B{w.data, w.dtype, transposed ? 1 : cols, transposed ? cols : 1};
   pack_b_strips(ks, &B, &pw->strips, 1, pw->N, pw->K, pw->strip_stride);
   return pw;

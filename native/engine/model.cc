@@ -5,6 +5,9 @@
 #include <stdexcept>
 
 #include "../core/env_switch.h"
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
 #include "../core/rng.h"
 
 namespace sealkit {
@@ -64,7 +67,6 @@ int proj_from_name(const std::string& name) {
 // backward pass follows; buffers are reused across calls and grow only when a batch is larger.
 struct Model::Workspace {
   Backend& be;
-  std::vector<void*> owned;
   size_t bytes = 0;
   int64_t T = 0, kept = 0, rmax = 0;
 
@@ -88,21 +90,47 @@ struct Model::Workspace {
   float* dxa;
   float* dxa_slot(int i) const { return dxa + i * T * rmax; }
 
-  explicit Workspace(Backend& b) : be(b) {}
-  ~Workspace() { reset(); }
-  void reset() {
-    for (void* p : owned) be.release(p);
-    owned.clear();
-    bytes = 0;
+  // Every buffer is cut from one block (64-byte aligned slices): one allocation, which the CPU puts
+  // on huge pages (huge_pages.h), where one per buffer had left most of them too small for one. The
+  // layout runs twice: get() first only measures (returns nullptr), then allocate() makes the block
+  // and the second run hands out its slices. Under AddressSanitizer each slice is followed by a
+  // poisoned gap in host memory, so an overrun into the next buffer is still caught.
+  Workspace(Backend& b, bool host) : be(b), host_(host) {}
+  ~Workspace() {
+    if (!block_) return;
+    unpoison(block_, bytes);
+    be.release(block_);
   }
   template <typename P>
   P* get(int64_t n) {
-    size_t b = static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(P);
-    void* p = be.alloc(b);
-    owned.push_back(p);
-    bytes += b;
-    return static_cast<P*>(p);
+    const size_t b = (static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(P) + 63) / 64 * 64;
+    const size_t at = bytes;
+    bytes += b + red_zone();
+    if (!block_) return nullptr;
+    poison(static_cast<char*>(block_) + at + b, red_zone());
+    return reinterpret_cast<P*>(static_cast<char*>(block_) + at);
   }
+  void allocate() {
+    block_ = be.alloc(bytes);
+    bytes = 0;
+  }
+
+ private:
+#ifdef __SANITIZE_ADDRESS__
+  size_t red_zone() const { return host_ ? 64 : 0; }
+  void poison(void* p, size_t n) const {
+    if (n) __asan_poison_memory_region(p, n);
+  }
+  void unpoison(void* p, size_t n) const {
+    if (host_) __asan_unpoison_memory_region(p, n);
+  }
+#else
+  size_t red_zone() const { return 0; }
+  void poison(void*, size_t) const {}
+  void unpoison(void*, size_t) const {}
+#endif
+  bool host_;
+  void* block_ = nullptr;
 };
 
 Model::Model(ModelConfig config, std::unique_ptr<Backend> backend, DType storage)
@@ -895,32 +923,38 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     int64_t newT = std::max<int64_t>(T, ws_ ? ws_->T : 0), newKept = std::max<int64_t>(kept, ws_ ? ws_->kept : 0);
     int64_t newR = std::max<int64_t>(rmax, ws_ ? ws_->rmax : 0);
     if (ws_) bytes_ -= ws_->bytes;
-    ws_ = std::make_unique<Workspace>(*backend_);
+    ws_ = std::make_unique<Workspace>(*backend_, host_pool_);
     Workspace& w = *ws_;
     w.T = newT; w.kept = newKept; w.rmax = newR;
     const int64_t t = newT, ch = std::min<int64_t>(newT, kLogitChunk);
-    for (int64_t i = 0; i <= newKept; ++i) w.resid.push_back(w.get<float>(t * H));
-    w.acts.resize(static_cast<size_t>(newKept));
-    for (auto& a : w.acts) {
-      a.xn1 = w.get<float>(t * H); a.rstd1 = w.get<float>(t);
-      a.q = w.get<float>(t * Dq); a.k = w.get<float>(t * Dkv); a.v = w.get<float>(t * Dkv);
-      a.ao = w.get<float>(t * Dq); a.lse = w.get<float>(t * c.heads);
-      a.xmid = w.get<float>(t * H); a.xn2 = w.get<float>(t * H); a.rstd2 = w.get<float>(t);
-      a.gate = w.get<float>(t * I); a.up = w.get<float>(t * I); a.act = w.get<float>(t * I);
-      for (int p = 0; p < kNumProj; ++p) a.xa[p] = w.get<float>(t * newR);
-    }
-    w.xf = w.get<float>(t * H); w.rstdf = w.get<float>(t); w.logits = w.get<float>(ch * V);
-    w.tokens = w.get<int32_t>(t); w.positions = w.get<int32_t>(t); w.targets = w.get<int32_t>(t);
-    w.seq_start = w.get<int32_t>(t); w.seq_len = w.get<int32_t>(t);
-    w.cache_rows = w.get<int32_t>(t); w.kv_start = w.get<int32_t>(t); w.kv_len = w.get<int32_t>(t);
-    w.sel_rows = w.get<int32_t>(t);
-    w.weights = w.get<float>(t); w.loss = w.get<float>(t);
-    w.live_rows = w.get<int32_t>(t); w.live_targets = w.get<int32_t>(t); w.live_weights = w.get<float>(t);
-    w.dx = w.get<float>(t * H); w.dxn = w.get<float>(t * H); w.dxf = w.get<float>(t * H);
-    w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
-    w.dgate = w.get<float>(t * I); w.dup = w.get<float>(t * I); w.dact = w.get<float>(t * I);
-    w.dxa = w.get<float>(kAdapterGroupMax * t * newR);
-    w.drop_a = w.get<float>(t * std::max({H, I, Dq})); w.drop_b = w.get<float>(t * std::max({H, I, Dq}));
+    const auto layout = [&] {
+      w.resid.clear();
+      for (int64_t i = 0; i <= newKept; ++i) w.resid.push_back(w.get<float>(t * H));
+      w.acts.resize(static_cast<size_t>(newKept));
+      for (auto& a : w.acts) {
+        a.xn1 = w.get<float>(t * H); a.rstd1 = w.get<float>(t);
+        a.q = w.get<float>(t * Dq); a.k = w.get<float>(t * Dkv); a.v = w.get<float>(t * Dkv);
+        a.ao = w.get<float>(t * Dq); a.lse = w.get<float>(t * c.heads);
+        a.xmid = w.get<float>(t * H); a.xn2 = w.get<float>(t * H); a.rstd2 = w.get<float>(t);
+        a.gate = w.get<float>(t * I); a.up = w.get<float>(t * I); a.act = w.get<float>(t * I);
+        for (int p = 0; p < kNumProj; ++p) a.xa[p] = w.get<float>(t * newR);
+      }
+      w.xf = w.get<float>(t * H); w.rstdf = w.get<float>(t); w.logits = w.get<float>(ch * V);
+      w.tokens = w.get<int32_t>(t); w.positions = w.get<int32_t>(t); w.targets = w.get<int32_t>(t);
+      w.seq_start = w.get<int32_t>(t); w.seq_len = w.get<int32_t>(t);
+      w.cache_rows = w.get<int32_t>(t); w.kv_start = w.get<int32_t>(t); w.kv_len = w.get<int32_t>(t);
+      w.sel_rows = w.get<int32_t>(t);
+      w.weights = w.get<float>(t); w.loss = w.get<float>(t);
+      w.live_rows = w.get<int32_t>(t); w.live_targets = w.get<int32_t>(t); w.live_weights = w.get<float>(t);
+      w.dx = w.get<float>(t * H); w.dxn = w.get<float>(t * H); w.dxf = w.get<float>(t * H);
+      w.dq = w.get<float>(t * Dq); w.dk = w.get<float>(t * Dkv); w.dv = w.get<float>(t * Dkv); w.dao = w.get<float>(t * Dq);
+      w.dgate = w.get<float>(t * I); w.dup = w.get<float>(t * I); w.dact = w.get<float>(t * I);
+      w.dxa = w.get<float>(kAdapterGroupMax * t * newR);
+      w.drop_a = w.get<float>(t * std::max({H, I, Dq})); w.drop_b = w.get<float>(t * std::max({H, I, Dq}));
+    };
+    layout();  // measures
+    w.allocate();
+    layout();  // hands out the block's slices
     bytes_ += w.bytes;
   }
   Workspace& w = *ws_;
