@@ -90,11 +90,12 @@ struct Model::Workspace {
   float* dxa;
   float* dxa_slot(int i) const { return dxa + i * T * rmax; }
 
-  // Every buffer is cut from one block (64-byte aligned slices): one allocation, which the CPU puts
-  // on huge pages (huge_pages.h), where one per buffer had left most of them too small for one. The
-  // layout runs twice: get() first only measures (returns nullptr), then allocate() makes the block
-  // and the second run hands out its slices. Under AddressSanitizer each slice is followed by a
-  // poisoned gap in host memory, so an overrun into the next buffer is still caught.
+  // Every buffer is cut from one block (slices 256-byte aligned, as a GPU's vector loads and BLAS
+  // like them): one allocation, which the CPU puts on huge pages (huge_pages.h), where one per
+  // buffer had left most of them too small for one. The layout runs twice: get() first only
+  // measures (returns nullptr), then allocate() makes the block and the second run hands out its
+  // slices. Under AddressSanitizer each slice is followed by a poisoned gap in host memory, so an
+  // overrun into the next buffer is still caught.
   Workspace(Backend& b, bool host) : be(b), host_(host) {}
   ~Workspace() {
     if (!block_) return;
@@ -103,7 +104,7 @@ struct Model::Workspace {
   }
   template <typename P>
   P* get(int64_t n) {
-    const size_t b = (static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(P) + 63) / 64 * 64;
+    const size_t b = (static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(P) + 255) / 256 * 256;
     const size_t at = bytes;
     bytes += b + red_zone();
     if (!block_) return nullptr;
@@ -117,7 +118,7 @@ struct Model::Workspace {
 
  private:
 #ifdef __SANITIZE_ADDRESS__
-  size_t red_zone() const { return host_ ? 64 : 0; }
+  size_t red_zone() const { return host_ ? 256 : 0; }
   void poison(void* p, size_t n) const {
     if (n) __asan_poison_memory_region(p, n);
   }
