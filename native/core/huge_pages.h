@@ -6,7 +6,7 @@
 // a training step's activations are read again in the backward pass. Two models in one process,
 // one allocated each way, alternating (AMD Zen 5, 2 vCPUs, THP "madvise"; docs/performance-log.md):
 // the tiny preset's LoRA step of 4 x 256 1.11-1.12x, SmolLM2-135M's 1.02-1.04x, its scoring 1.01x,
-// decoding 1.02x (batch 1) and 1.04x (batch 8).
+// decoding 1.02x (batch 1) and 0.99-1.04x (batch 8).
 //
 // Only advice: where THP is off ("never") or no huge page is free, the memory is ordinary pages
 // and nothing else changes. SEALKIT_HUGE_PAGES=0 turns the advice off (read at each allocation).
