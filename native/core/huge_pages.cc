@@ -14,8 +14,25 @@
 
 #include "env_switch.h"
 
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace sealkit {
 namespace {
+
+// Under AddressSanitizer a shared slab's bytes stay poisoned until cut into a block, and each block
+// is followed by a poisoned gap: an overrun into the next weight's copy is still caught, as it was
+// when every copy was an allocation of its own.
+#ifdef __SANITIZE_ADDRESS__
+constexpr size_t kRedZone = 64;
+void poison(void* p, size_t n) { __asan_poison_memory_region(p, n); }
+void unpoison(void* p, size_t n) { __asan_unpoison_memory_region(p, n); }
+#else
+constexpr size_t kRedZone = 0;
+void poison(void*, size_t) {}
+void unpoison(void*, size_t) {}
+#endif
 
 size_t round_up(size_t n, size_t m) { return (n + m - 1) / m * m; }
 
@@ -87,12 +104,14 @@ void* weight_block_alloc(size_t bytes) {
     return reinterpret_cast<void*>(it->first);
   }
   auto it = s.current ? s.by_base.find(s.current) : s.by_base.end();
-  if (it == s.by_base.end() || it->second.bytes - it->second.used < need) {
+  if (it == s.by_base.end() || it->second.bytes - it->second.used < need + kRedZone) {
     it = add_slab(s, huge_page_alloc(kWeightSlabBytes), kWeightSlabBytes);
+    poison(reinterpret_cast<void*>(it->first), kWeightSlabBytes);
     s.current = it->first;
   }
   void* p = reinterpret_cast<void*>(it->first + it->second.used);
-  it->second.used += need;
+  unpoison(p, need);
+  it->second.used += need + kRedZone;
   it->second.blocks += 1;
   return p;
 }
@@ -109,6 +128,7 @@ void weight_block_free(void* p) {
   }
   if (--it->second.blocks > 0) return;
   if (s.current == it->first) s.current = 0;
+  unpoison(reinterpret_cast<void*>(it->first), it->second.bytes);
   std::free(reinterpret_cast<void*>(it->first));
   s.by_base.erase(it);
 }
