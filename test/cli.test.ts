@@ -137,6 +137,26 @@ test('seal bench forward|train|decode --ab-env times both variants in one proces
   }
 });
 
+test('seal bench train --steps-per-call runs several steps per engine call (trainSteps) and counts each; misuse is a usage error', () => {
+  const r = seal('bench', 'train', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '2', '--warmup', '1', '--threads', '1',
+    '--steps-per-call', '3', '--profile', '--json');
+  assert.equal(r.code, 0, r.err);
+  const j = lastJson(r.out) as { steps_per_call: number; tokens_per_s: number; step_ms_median: number; profile: { steps: number; ops: { op: string; calls_per_step: number }[] } };
+  assert.is(j.steps_per_call, 3);
+  assert.ok(Math.abs(j.tokens_per_s * j.step_ms_median / 1000 - 16) < 1e-6, 'tokens per second over one step, not one call');
+  // The profile covers 2 calls of 3 steps: 6 optimiser steps, per step one AdamW launch.
+  assert.is(j.profile.steps, 6);
+  assert.is(j.profile.ops.find((o) => o.op === 'adamw_many')?.calls_per_step, 1);
+  const text = seal('bench', 'train', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--steps-per-call', '2');
+  assert.equal(text.code, 0, text.err);
+  assert.match(text.out, /train tiny batch 1 x 16, 2 steps per call,/);
+  for (const args of [['train', '--steps-per-call', '0'], ['forward', '--steps-per-call', '2'], ['train', '--steps-per-call', 'x']]) {
+    const bad = seal('bench', ...args, '--preset', 'tiny');
+    assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);
+    assert.match(bad.err, /--steps-per-call/);
+  }
+});
+
 test('seal bench --adapters mixes adapters in the batch (one per sequence, as SEAL\'s inner loop); bad counts are usage errors', () => {
   const opsOf = (j: Record<string, unknown>) => (j.profile as { ops: { op: string }[] }).ops.map((o) => o.op);
   const train = seal('bench', 'train', '--preset', 'tiny', '--batch', '4', '--seq', '16', '--repeats', '1', '--warmup', '0', '--adapters', '3', '--profile', '--json');

@@ -203,6 +203,73 @@ test('trainStep as one engine job: the losses, gradient norms and weights of bac
   await model.dispose();
 });
 
+test('trainSteps: several steps in one engine call, with the results and weights of trainStep called step by step', async () => {
+  // Two copies of one model take the same steps: one trainStep call per step, or all of them in one
+  // trainSteps call. LoRA with two adapters whose steps differ (an adapter absent from a step,
+  // per-slot learning rates, dropout, clipping) on bf16 weights; full training on f32.
+  for (const mode of ['lora', 'full'] as const) {
+    const make = async () => {
+      const m = await Model.load(llamaDir, mode === 'lora' ? { storage: 'bf16' } : {});
+      if (mode === 'lora') {
+        m.createAdapter(0, { rank: 4, alpha: 8, dropout: 0.1, seed: 1 });
+        m.createAdapter(1, { rank: 2, alpha: 4, targets: ['q_proj', 'down_proj'], seed: 2 });
+      }
+      return m;
+    };
+    const one = await make();
+    const many = await make();
+    const V = one.config.vocabSize;
+    const full = mode === 'full';
+    const steps = Array.from({ length: 5 }, (_, s) => ({
+      sequences: [
+        { tokens: randomTokens(10 + s, V, s), slot: full ? -1 : 0, trainMask: Array.from({ length: 10 + s }, (_, t) => (t < 3 ? 0 : 1)) },
+        ...(s % 2 === 0 ? [{ tokens: randomTokens(7, V, s + 30), slot: full ? -1 : 1 }] : []),
+      ],
+      options: { mode, lr: 2e-2, ...(full ? {} : { slotLr: new Map([[0, 2e-2 / (s + 1)], [1, 5e-2]]) }), weightDecay: 0.01, maxGradNorm: 0.5, seed: s },
+    }));
+    const stepwise: Awaited<ReturnType<Model["trainStep"]>>[] = [];
+    for (const s of steps) stepwise.push(await one.trainStep(s.sequences, s.options));
+    const batched = await many.trainSteps(steps);
+    assert.equal(batched.length, steps.length);
+    batched.forEach((r, i) => {
+      assert.equal([...r.loss], [...stepwise[i]!.loss], `${mode} step ${i}: losses`);
+      assert.equal([...r.gradNorm], [...stepwise[i]!.gradNorm], `${mode} step ${i}: gradient norms`);
+      assert.equal(r.tokens, stepwise[i]!.tokens, `${mode} step ${i}: tokens`);
+    });
+    if (full) {
+      for (const name of one.paramNames()) assert.equal(Array.from(many.getParam(name)), Array.from(one.getParam(name)), `full: ${name}`);
+    } else {
+      for (const slot of [0, 1])
+        for (const proj of ['q_proj', 'down_proj'] as const)
+          for (const which of ['A', 'B'] as const)
+            assert.equal(Array.from(many.getAdapterTensor(slot, 1, proj, which)), Array.from(one.getAdapterTensor(slot, 1, proj, which)), `lora: slot ${slot} ${proj} ${which}`);
+    }
+    await one.dispose();
+    await many.dispose();
+  }
+  // Every step is checked before any runs: a bad later step refuses the call and leaves the adapter
+  // as it was (no step applied, no gradient left); an empty list does nothing.
+  const model = await Model.load(llamaDir);
+  model.createAdapter(0, { rank: 4, alpha: 8, seed: 1 });
+  const V = model.config.vocabSize;
+  const before = Array.from(model.getAdapterTensor(0, 0, 'q_proj', 'B'));
+  const good = { sequences: [{ tokens: randomTokens(8, V, 1), slot: 0 }], options: { mode: 'lora' as const, lr: 1e-2 } };
+  const cases: [unknown, RegExp][] = [
+    [{ sequences: [{ tokens: [1, V], slot: 0 }], options: { mode: 'lora', lr: 1e-2 } }, /step 1: .*outside the vocabulary/],
+    [{ sequences: [{ tokens: randomTokens(8, V, 2), slot: 3 }], options: { mode: 'lora', lr: 1e-2 } }, /no adapter in slot 3/],
+    [{ sequences: [{ tokens: randomTokens(8, V, 2), slot: 0 }], options: { mode: 'full', lr: 1e-2 } }, /step 1: .*full mode/],
+  ];
+  for (const [bad, re] of cases) {
+    let message = '';
+    try { await model.trainSteps([good, bad as typeof good]); } catch (e) { message = (e as Error).message; }
+    assert.match(message, re);
+  }
+  assert.equal(await model.trainSteps([]), []);
+  assert.equal(Array.from(model.getAdapterTensor(0, 0, 'q_proj', 'B')), before, 'no step applied by a refused call');
+  assert.ok(model.getAdapterTensor(0, 0, 'q_proj', 'A', true).every((g) => g === 0), 'no gradient after a refused call');
+  await model.dispose();
+});
+
 test('LM head on the rows with a loss only: same losses and gradients as running it on every row', async () => {
   // Completion-only training masks each prompt; the head then runs on a compact block of the rows
   // that carry a loss (native/engine/model.cc, head_rows). SEALKIT_COMPACT_HEAD=0 runs it on every

@@ -41,6 +41,11 @@ export interface BenchOptions {
    * default 1; scoring's 0 (the base model).
    */
   adapters?: number;
+  /**
+   * Training: steps per engine call (Model.trainSteps, as SEAL's inner loop runs them); each timed
+   * repeat is one call and its time over this many steps counts as the step's. Default 1 (trainStep).
+   */
+  stepsPerCall?: number;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -86,6 +91,8 @@ export interface BenchResult {
   loss_on?: number;
   /** Adapters the batch mixes (sequence i under adapter i mod adapters; 0: the base model). */
   adapters: number;
+  /** Training: steps per engine call (trainSteps; 1: one trainStep call per step). */
+  steps_per_call?: number;
   threads: number;
   isa: string;
   storage: 'f32' | 'bf16';
@@ -343,11 +350,16 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const seqs = randomSequences(o.batch, o.seq, config.vocabSize, createBenchAdapters(model, adapters, rank, o.alpha ?? 32), 42, lossOn);
     const warmup = o.warmup ?? 2;
     const repeats = o.repeats ?? 5;
+    const perCall = o.stepsPerCall ?? 1;
+    if (!(Number.isInteger(perCall) && perCall >= 1)) throw new Error(`runBench: stepsPerCall must be a positive integer, got ${perCall}`);
+    if (work !== 'train' && perCall !== 1) throw new Error('runBench: stepsPerCall is for training');
+    const trainOptions = { mode: 'lora' as const, lr: 1e-4 };
     const step = async (): Promise<number> => {
       const t0 = process.hrtime.bigint();
-      if (work === 'train') await model.trainStep(seqs, { mode: 'lora', lr: 1e-4 });
+      if (work === 'train' && perCall > 1) await model.trainSteps(Array.from({ length: perCall }, () => ({ sequences: seqs, options: trainOptions })));
+      else if (work === 'train') await model.trainStep(seqs, trainOptions);
       else await model.score(seqs);
-      return Number(process.hrtime.bigint() - t0) / 1e6;
+      return Number(process.hrtime.bigint() - t0) / 1e6 / perCall;
     };
     const abEnv = o.abEnv;
     const times: number[] = [], timesB: number[] = [];
@@ -369,12 +381,12 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const after = jobCounts(model, kinds);
     const gflops = (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9;
     return {
-      device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn } : {}), adapters,
+      device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn, steps_per_call: perCall } : {}), adapters,
       threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops, ...mfuAgainst(gflops, peakReference(addon, device, storage)),
       ...inlineShare(before, after),
-      ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats, times.reduce((a, b) => a + b, 0), 'step') } : {}),
+      ...(o.profile ? { profile: summariseProfile(await model.takeProfile(), repeats * perCall, times.reduce((a, b) => a + b, 0) * perCall, 'step') } : {}),
       ...(abEnv ? { ab: abResult(abEnv, times, timesB, tokens, (ms) => ms) } : {}),
     };
   } finally {

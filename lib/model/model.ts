@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { native } from '../native.js';
 import { readModelConfig, writeModelConfig, type ModelConfig } from './hf-config.js';
 import {
-  nativeModelClass, PROJ_NAMES, type JobThreadingRow, type KvCacheDtype, type NativeAdapterInfo, type NativeModel, type OpTiming, type PackedBatch, type ProjName,
+  nativeModelClass, PROJ_NAMES, type JobThreadingRow, type KvCacheDtype, type NativeAdapterInfo, type NativeModel, type NativeStepOptions, type OpTiming, type PackedBatch, type ProjName,
 } from './native-model.js';
 import { ropeInvFreq } from './rope.js';
 import { writeSafetensors, type TensorToWrite } from './safetensors.js';
@@ -275,6 +275,39 @@ export class Model {
    * adapters trains each exactly as if it were alone.
    */
   async trainStep(sequences: Sequence[], options: TrainStepOptions): Promise<TrainStepResult> {
+    const step = this.planTrainStep(sequences, options);
+    // The backward pass and the optimiser step as one engine call (backwardPacked + optimizerStep).
+    const out = await this.run((h) => h.trainStep(...step.args));
+    return step.result(out.loss, out.norms);
+  }
+
+  /**
+   * Several training steps, each exactly as trainStep(sequences, options) would run it, in order,
+   * as one engine call. A small step (SEAL's inner loop: one short sequence per adapter on a small
+   * model) takes a millisecond or two, and every engine call adds two thread handoffs (to a worker
+   * and back to JavaScript); here they are paid once for all the steps. Every step is checked before
+   * any runs. If a step fails in the engine, the promise rejects naming it, and the steps before it
+   * have been applied (as with trainStep called in a loop).
+   */
+  async trainSteps(steps: readonly { sequences: Sequence[]; options: TrainStepOptions }[]): Promise<TrainStepResult[]> {
+    if (steps.length === 0) return [];
+    const planned = steps.map((s, i) => {
+      try {
+        return this.planTrainStep(s.sequences, s.options);
+      } catch (e) {
+        throw new Error(`trainSteps: step ${i}: ${(e as Error).message}`);
+      }
+    });
+    const outs = await this.run((h) => h.trainSteps(planned.map((p) => p.args)));
+    return outs.map((o, i) => planned[i]!.result(o.loss, o.norms));
+  }
+
+  // One training step's engine arguments (its sequences packed, each target weighted by 1 / its
+  // group's target count) and how to turn the engine's per-token losses and norms into its result.
+  private planTrainStep(sequences: Sequence[], options: TrainStepOptions): {
+    args: [PackedBatch, { full: boolean; seed: number }, NativeStepOptions];
+    result: (loss: Float32Array | undefined, norms: number[]) => TrainStepResult;
+  } {
     const full = options.mode === 'full';
     if (full && sequences.some((s) => (s.slot ?? -1) >= 0)) throw new Error('trainStep: full mode trains the base model; sequences must not name adapter slots');
     if (!full && sequences.some((s) => (s.slot ?? -1) < 0)) throw new Error('trainStep: lora mode needs every sequence to name an adapter slot');
@@ -295,23 +328,25 @@ export class Model {
     });
     const slots = full ? [] : [...groups.keys()].sort((a, b) => a - b);
     const lrs = options.slotLr ? slots.map((s) => options.slotLr?.get(s) ?? options.lr) : undefined;
-    // The backward pass and the optimiser step as one engine call (backwardPacked + optimizerStep).
-    const { loss, norms } = await this.run((h) => h.trainStep(packed.batch, { full, seed: options.seed ?? 0 }, {
+    const stepOptions: NativeStepOptions = {
       full, slots, lr: options.lr, ...(lrs ? { lrs } : {}), beta1: options.beta1, beta2: options.beta2, eps: options.eps,
       weightDecay: options.weightDecay ?? 0, maxGradNorm: options.maxGradNorm ?? 1,
-    }));
-    const lossBy = new Map<number, number>();
-    packed.offsets.forEach((off, i) => {
-      const slot = full ? -1 : (sequences[i]?.slot ?? -1);
-      let s = lossBy.get(slot) ?? 0;
-      for (let t = 0; t < (packed.lengths[i] ?? 0); t++) s += (loss?.[off + t] ?? 0) * (weights[off + t] ?? 0);
-      lossBy.set(slot, s);
-    });
-    const gradNorm = new Map<number, number>();
-    (full ? [-1] : slots).forEach((slot, i) => gradNorm.set(slot, norms[i] ?? NaN));
-    let tokens = 0;
-    for (const n of groups.values()) tokens += n;
-    return { loss: lossBy, gradNorm, tokens };
+    };
+    const result = (loss: Float32Array | undefined, norms: number[]): TrainStepResult => {
+      const lossBy = new Map<number, number>();
+      packed.offsets.forEach((off, i) => {
+        const slot = full ? -1 : (sequences[i]?.slot ?? -1);
+        let s = lossBy.get(slot) ?? 0;
+        for (let t = 0; t < (packed.lengths[i] ?? 0); t++) s += (loss?.[off + t] ?? 0) * (weights[off + t] ?? 0);
+        lossBy.set(slot, s);
+      });
+      const gradNorm = new Map<number, number>();
+      (full ? [-1] : slots).forEach((slot, i) => gradNorm.set(slot, norms[i] ?? NaN));
+      let tokens = 0;
+      for (const n of groups.values()) tokens += n;
+      return { loss: lossBy, gradNorm, tokens };
+    };
+    return { args: [packed.batch, { full, seed: options.seed ?? 0 }, stepOptions], result };
   }
 
   /** Generates continuations of token prompts (see lib/model/generate.ts for the options). */

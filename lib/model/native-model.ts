@@ -106,6 +106,8 @@ export interface NativeModel {
   step(options: NativeStepOptions): Promise<number[]>;
   /** backward then step as one native job (one thread round trip per training step, not two). */
   trainStep(batch: PackedBatch, options: { full?: boolean; seed?: number | bigint }, step: NativeStepOptions): Promise<{ loss?: Float32Array; norms: number[] }>;
+  /** trainStep's steps one after another as one native job (one thread round trip per call). */
+  trainSteps(steps: [PackedBatch, { full?: boolean; seed?: number | bigint }, NativeStepOptions][]): Promise<{ loss?: Float32Array; norms: number[] }[]>;
   zeroGrad(): void;
   memoryBytes(): number;
   /** Bytes of projection and LM-head weights a decoding step of `sequences` reads (coded copies where made). */

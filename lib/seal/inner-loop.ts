@@ -38,6 +38,29 @@ function optimiserKey(c: InnerLoopConfig): string {
   return `${c.weightDecay}|${c.maxGradNorm}`;
 }
 
+// Tokens per trainSteps call at most (a step larger than that goes alone): enough to batch a small
+// model's steps (16 adapters x ~20 tokens: ~50 steps, ~1 s), while a large model's long steps gain
+// nothing from sharing a call and keep their per-step granularity.
+const STEP_CALL_TOKENS = 16_384;
+
+function chunkSteps<S extends { sequences: { tokens: ArrayLike<number> }[] }>(steps: S[]): S[][] {
+  const chunks: S[][] = [];
+  let current: S[] = [];
+  let tokens = 0;
+  for (const step of steps) {
+    const n = step.sequences.reduce((a, q) => a + q.tokens.length, 0);
+    if (current.length > 0 && tokens + n > STEP_CALL_TOKENS) {
+      chunks.push(current);
+      current = [];
+      tokens = 0;
+    }
+    current.push(step);
+    tokens += n;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
+
 /**
  * Runs inner-loop jobs (of any contexts). Up to `parallel` adapters train together in one batched
  * run, then each context's adapters are evaluated together; invalid self-edits get no adapter and
@@ -80,14 +103,23 @@ export async function runInnerJobs<C extends SealContext>(
       }
       return { i, ctx: j.ctx, slot, cfg, batches, losses: [] as number[] };
     });
+    // Every step of the group is known before the first (batches, schedules), so they go to the
+    // engine a chunk of steps per call (trainSteps; same bits as one call per step): a step here is
+    // a millisecond or a few, and each call costs thread handoffs of its own.
     const maxSteps = Math.max(...plans.map((p) => p.batches.length));
-    for (let s = 0; s < maxSteps; s++) {
+    const steps = Array.from({ length: maxSteps }, (_, s) => {
       const active = plans.filter((p) => s < p.batches.length);
-      const seqs = active.flatMap((p) => p.batches[s]!);
       const slotLr = new Map(active.map((p) => [p.slot, learningRate({ kind: p.cfg.schedule, lr: p.cfg.lr, total: p.batches.length }, s + 1)]));
       const first = active[0]!.cfg;
-      const r = await model.trainStep(seqs, { mode: 'lora', lr: first.lr, slotLr, maxGradNorm: first.maxGradNorm, weightDecay: first.weightDecay, seed: s });
-      for (const p of active) p.losses.push(r.loss.get(p.slot) ?? NaN);
+      return {
+        active,
+        sequences: active.flatMap((p) => p.batches[s]!),
+        options: { mode: 'lora' as const, lr: first.lr, slotLr, maxGradNorm: first.maxGradNorm, weightDecay: first.weightDecay, seed: s },
+      };
+    });
+    for (const chunk of chunkSteps(steps)) {
+      const trained = await model.trainSteps(chunk);
+      trained.forEach((r, s) => { for (const p of chunk[s]!.active) p.losses.push(r.loss.get(p.slot) ?? NaN); });
     }
     const trainSeconds = (Date.now() - t0) / 1000;
     const t1 = Date.now();

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cmath>
 #include <map>
+#include <stdexcept>
 #include <memory>
 #include <string>
 #include <vector>
@@ -101,6 +102,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                            InstanceMethod<&ModelWrap::Backward>("backward"),
                            InstanceMethod<&ModelWrap::Step>("step"),
                            InstanceMethod<&ModelWrap::TrainStep>("trainStep"),
+                           InstanceMethod<&ModelWrap::TrainSteps>("trainSteps"),
                            InstanceMethod<&ModelWrap::ZeroGrad>("zeroGrad"),
                            InstanceMethod<&ModelWrap::MemoryBytes>("memoryBytes"),
                            InstanceMethod<&ModelWrap::DecodeReadBytes>("decodeReadBytes"),
@@ -446,11 +448,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     uint64_t seed = 0;
   };
   static BackwardCall backward_call(const Napi::CallbackInfo& info, const std::string& method) {
-    Napi::Env env = info.Env();
+    return backward_call(info.Env(), info[0], info.Length() > 1 ? info[1] : info.Env().Undefined(), method);
+  }
+  static BackwardCall backward_call(Napi::Env env, const Napi::Value& batch, const Napi::Value& options,
+                                    const std::string& method) {
     BackwardCall c;
-    c.batch = read_batch(env, info[0], true);
-    if (info.Length() > 1 && info[1].IsObject()) {
-      auto o = info[1].As<Napi::Object>();
+    c.batch = read_batch(env, batch, true);
+    if (options.IsObject()) {
+      auto o = options.As<Napi::Object>();
       c.full = flag(o, "full");
       if (o.Has("seed") && !o.Get("seed").IsUndefined()) c.seed = seed_of(env, o.Get("seed"), (method + " options: seed").c_str());
     }
@@ -552,6 +557,69 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
           Napi::Object o = result_to_js(e, t.result).As<Napi::Object>();
           o.Set("norms", norms_to_js(e, t.norms));
           return o.As<Napi::Value>();
+        },
+        done);
+  }
+
+  // trainSteps([[batch, {full?, seed?}, stepOptions], ...]) -> Promise<[{loss, norms}, ...]>: the steps
+  // one after another in one job, each exactly as trainStep runs it (its own threading choice, see
+  // JobThreading). A small step's two thread handoffs (~0.1 ms on a 2-vCPU VM) are then paid once per
+  // call, not once per step: SEAL's inner loop knows all of an adapter's steps before the first.
+  // Every step is read and checked before any runs; a step that throws rejects the promise with its
+  // index, the steps before it applied.
+  Napi::Value TrainSteps(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsArray()) type_error(env, "trainSteps: expected an array of [batch, options, stepOptions]");
+    auto list = info[0].As<Napi::Array>();
+    if (list.Length() == 0) throw Napi::RangeError::New(env, "trainSteps: no steps");
+    struct Planned {
+      BackwardCall call;
+      StepSpec spec;
+    };
+    std::vector<Planned> plan;
+    plan.reserve(list.Length());
+    for (uint32_t i = 0; i < list.Length(); ++i) {
+      const std::string what = "trainSteps: step " + std::to_string(i);
+      const Napi::Value item = list.Get(i);
+      if (!item.IsArray() || item.As<Napi::Array>().Length() != 3)
+        type_error(env, what + ": expected [batch, options, stepOptions]");
+      auto a = item.As<Napi::Array>();
+      plan.push_back({backward_call(env, a.Get(0u), a.Get(1u), what), read_step_spec(env, a.Get(2u), what.c_str())});
+    }
+    struct Trained {
+      ForwardResult result;
+      std::vector<double> norms;
+    };
+    auto model = model_;
+    auto done = claim(env);
+    return AsyncJob<std::vector<Trained>>::Start(
+        env, "sealkit.trainSteps",
+        [model, plan = std::move(plan)] {
+          std::vector<Trained> out(plan.size());
+          for (size_t i = 0; i < plan.size(); ++i) {
+            const Planned& p = plan[i];
+            try {
+              out[i] = model->run_job(JobKind::TrainStep, tokens_of(p.call.batch), [&] {
+                Trained t;
+                t.result = model->backward(p.call.batch, p.call.full, p.call.seed);
+                t.norms = model->step(p.spec);
+                return t;
+              });
+            } catch (const std::exception& e) {
+              throw std::runtime_error("trainSteps: step " + std::to_string(i) + " of " + std::to_string(plan.size()) +
+                                       " (the steps before it were applied): " + e.what());
+            }
+          }
+          return out;
+        },
+        [](Napi::Env e, std::vector<Trained>& steps) {
+          auto a = Napi::Array::New(e, steps.size());
+          for (size_t i = 0; i < steps.size(); ++i) {
+            Napi::Object o = result_to_js(e, steps[i].result).As<Napi::Object>();
+            o.Set("norms", norms_to_js(e, steps[i].norms));
+            a.Set(static_cast<uint32_t>(i), o);
+          }
+          return a.As<Napi::Value>();
         },
         done);
   }

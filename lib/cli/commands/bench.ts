@@ -20,7 +20,8 @@ const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.jo
             (tokens/s over the tokens after the first; prefill reported separately); the KV cache
             is bf16 for bf16 weights on the CPU unless --kv-cache says otherwise. --temperature T
             (> 0) samples instead, with --top-p P (SEAL's self-edits: T 1, P 0.95); --steps-per-call S:
-            decoding steps per engine call (generate's stepsPerCall; default 16)
+            decoding steps per engine call (generate's stepsPerCall; default 16); for train, training
+            steps per engine call (Model.trainSteps, as SEAL's inner loop runs them; default 1)
 Weights are random (bf16 storage by default). Reports the median over R timed calls after W
 warm-up calls. --profile times every backend call of the timed calls and prints where a step's
 time goes (per op, GEMMs per shape, and the host time between calls); on a GPU each call then
@@ -87,7 +88,7 @@ export const benchCommand: CliCommand = {
     if (!(temperature >= 0)) throw new UsageError(`bench: --temperature must be >= 0, got '${values.temperature}'`);
     if (!(topP > 0 && topP <= 1)) throw new UsageError(`bench: --top-p must be in (0, 1], got '${values['top-p']}'`);
     if (values['loss-on'] !== undefined && work !== 'train') throw new UsageError('bench: --loss-on is for train');
-    if (values['steps-per-call'] !== undefined && work !== 'decode') throw new UsageError('bench: --steps-per-call is for decode');
+    if (values['steps-per-call'] !== undefined && work === 'forward') throw new UsageError('bench: --steps-per-call is for train and decode');
     const adapters = values.adapters === undefined ? undefined : int('adapters', values.adapters, work === 'train' ? 1 : 0);
     let abEnv: Record<string, string> | undefined;
     if (values['ab-env'] !== undefined) {
@@ -127,6 +128,7 @@ export const benchCommand: CliCommand = {
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
       repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
       profile: values.profile, abEnv, lossOn, adapters,
+      ...(values['steps-per-call'] !== undefined ? { stepsPerCall: int('steps-per-call', values['steps-per-call'], 1) } : {}),
       onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  ${abEnv ? 'repeat' : 'step'} ${d}/${t}`),
     });
     if (!values.json) process.stderr.write('\n');
@@ -134,7 +136,7 @@ export const benchCommand: CliCommand = {
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } else {
       process.stdout.write(
-        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${mixing(result.adapters, result.work === 'train' ? 1 : 0)}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
+        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${mixing(result.adapters, result.work === 'train' ? 1 : 0)}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}${(result.steps_per_call ?? 1) > 1 ? `, ${result.steps_per_call} steps per call` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
           `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(result.step_ms_median < 10 ? 2 : 1)} ms   ${describeSpeed(result)}\n`,
       );
       if (result.inline_share) {
