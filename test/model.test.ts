@@ -256,7 +256,7 @@ test('trainSteps: several steps in one engine call, with the results and weights
   const good = { sequences: [{ tokens: randomTokens(8, V, 1), slot: 0 }], options: { mode: 'lora' as const, lr: 1e-2 } };
   const cases: [unknown, RegExp][] = [
     [{ sequences: [{ tokens: [1, V], slot: 0 }], options: { mode: 'lora', lr: 1e-2 } }, /step 1: .*outside the vocabulary/],
-    [{ sequences: [{ tokens: randomTokens(8, V, 2), slot: 3 }], options: { mode: 'lora', lr: 1e-2 } }, /no adapter in slot 3/],
+    [{ sequences: [{ tokens: randomTokens(8, V, 2), slot: 3 }], options: { mode: 'lora', lr: 1e-2 } }, /trainSteps: step 1: .*no adapter in slot 3/],
     [{ sequences: [{ tokens: randomTokens(8, V, 2), slot: 0 }], options: { mode: 'full', lr: 1e-2 } }, /step 1: .*full mode/],
   ];
   for (const [bad, re] of cases) {

@@ -584,7 +584,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       if (!item.IsArray() || item.As<Napi::Array>().Length() != 3)
         type_error(env, what + ": expected [batch, options, stepOptions]");
       auto a = item.As<Napi::Array>();
-      plan.push_back({backward_call(env, a.Get(0u), a.Get(1u), what), read_step_spec(env, a.Get(2u), what.c_str())});
+      try {
+        plan.push_back({backward_call(env, a.Get(0u), a.Get(1u), what), read_step_spec(env, a.Get(2u), what.c_str())});
+      } catch (Napi::Error& e) {  // the same error (type, JS object), its message naming the step
+        e.Value().Set("message", Napi::String::New(env, what + ": " + e.Message()));
+        throw;
+      }
     }
     struct Trained {
       ForwardResult result;
