@@ -6,8 +6,8 @@
 #include <atomic>
 #include <cmath>
 #include <map>
-#include <stdexcept>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -529,6 +529,27 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         [](Napi::Env e, std::vector<double>& norms) { return norms_to_js(e, norms).As<Napi::Value>(); }, done);
   }
 
+  // One training step's outcome (trainStep, trainSteps): the backward pass's per-token losses and the
+  // step's gradient norms.
+  struct Trained {
+    ForwardResult result;
+    std::vector<double> norms;
+  };
+  // Runs one training step on the job's thread, its kernels threaded as JobThreading chooses.
+  static Trained train_one(Model& model, const BackwardCall& call, const StepSpec& spec) {
+    return model.run_job(JobKind::TrainStep, tokens_of(call.batch), [&] {
+      Trained t;
+      t.result = model.backward(call.batch, call.full, call.seed);
+      t.norms = model.step(spec);
+      return t;
+    });
+  }
+  static Napi::Object trained_to_js(Napi::Env env, Trained& t) {
+    Napi::Object o = result_to_js(env, t.result).As<Napi::Object>();
+    o.Set("norms", norms_to_js(env, t.norms));
+    return o;
+  }
+
   // trainStep(batch, {full?, seed?}, stepOptions) -> Promise<{loss, norms}>: backward then step in one
   // job. A small LoRA step (SEAL's inner loop: one sequence of ~50 tokens) takes about a millisecond,
   // and every job costs two thread handoffs (to a libuv worker and back to JS); one job, not two, per
@@ -537,28 +558,11 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     Napi::Env env = info.Env();
     BackwardCall call = backward_call(info, "trainStep");
     StepSpec spec = read_step_spec(env, info.Length() > 2 ? info[2] : env.Undefined(), "trainStep(stepOptions)");
-    struct Trained {
-      ForwardResult result;
-      std::vector<double> norms;
-    };
     auto model = model_;
     auto done = claim(env);
     return AsyncJob<Trained>::Start(
-        env, "sealkit.trainStep",
-        [model, call, spec] {
-          return model->run_job(JobKind::TrainStep, tokens_of(call.batch), [&] {
-            Trained t;
-            t.result = model->backward(call.batch, call.full, call.seed);
-            t.norms = model->step(spec);
-            return t;
-          });
-        },
-        [](Napi::Env e, Trained& t) {
-          Napi::Object o = result_to_js(e, t.result).As<Napi::Object>();
-          o.Set("norms", norms_to_js(e, t.norms));
-          return o.As<Napi::Value>();
-        },
-        done);
+        env, "sealkit.trainStep", [model, call, spec] { return train_one(*model, call, spec); },
+        [](Napi::Env e, Trained& t) { return trained_to_js(e, t).As<Napi::Value>(); }, done);
   }
 
   // trainSteps([[batch, {full?, seed?}, stepOptions], ...]) -> Promise<[{loss, norms}, ...]>: the steps
@@ -591,10 +595,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         throw;
       }
     }
-    struct Trained {
-      ForwardResult result;
-      std::vector<double> norms;
-    };
     auto model = model_;
     auto done = claim(env);
     return AsyncJob<std::vector<Trained>>::Start(
@@ -602,14 +602,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         [model, plan = std::move(plan)] {
           std::vector<Trained> out(plan.size());
           for (size_t i = 0; i < plan.size(); ++i) {
-            const Planned& p = plan[i];
             try {
-              out[i] = model->run_job(JobKind::TrainStep, tokens_of(p.call.batch), [&] {
-                Trained t;
-                t.result = model->backward(p.call.batch, p.call.full, p.call.seed);
-                t.norms = model->step(p.spec);
-                return t;
-              });
+              out[i] = train_one(*model, plan[i].call, plan[i].spec);
             } catch (const std::exception& e) {
               throw std::runtime_error("trainSteps: step " + std::to_string(i) + " of " + std::to_string(plan.size()) +
                                        " (the steps before it were applied): " + e.what());
@@ -619,11 +613,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         },
         [](Napi::Env e, std::vector<Trained>& steps) {
           auto a = Napi::Array::New(e, steps.size());
-          for (size_t i = 0; i < steps.size(); ++i) {
-            Napi::Object o = result_to_js(e, steps[i].result).As<Napi::Object>();
-            o.Set("norms", norms_to_js(e, steps[i].norms));
-            a.Set(static_cast<uint32_t>(i), o);
-          }
+          for (size_t i = 0; i < steps.size(); ++i) a.Set(static_cast<uint32_t>(i), trained_to_js(e, steps[i]));
           return a.As<Napi::Value>();
         },
         done);
