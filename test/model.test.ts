@@ -270,6 +270,42 @@ test('trainSteps: several steps in one engine call, with the results and weights
   await model.dispose();
 });
 
+test('optimiser step of many adapters, one task per adapter on two threads: the bits of each adapter stepped across the pool', async () => {
+  // Five adapters of different shapes and learning rates, clipped, in one batch: on a 2-thread pool
+  // with pooled jobs the optimiser runs one adapter per task (cpu::optimizer_groups_per_task);
+  // inline jobs (one thread) step them one after another. Norms and weights must be the same bits.
+  const addon = native();
+  const before = addon.info().threads;
+  const run = async (profile: boolean) => {
+    const model = await Model.load(llamaDir, { storage: 'bf16', profile });
+    const V = model.config.vocabSize;
+    for (let a = 0; a < 5; a++) model.createAdapter(a, { rank: 2 + a, alpha: 8, seed: 10 + a, ...(a % 2 ? { targets: ['q_proj', 'down_proj'] } : {}) });
+    const norms: number[][] = [];
+    for (let s = 0; s < 3; s++) {
+      const seqs = Array.from({ length: 5 }, (_, a) => ({ tokens: randomTokens(9 + a, V, 100 * s + a), slot: a }));
+      const r = await model.trainStep(seqs, { mode: 'lora', lr: 2e-2, slotLr: new Map([[3, 5e-2]]), maxGradNorm: 0.05, seed: s });
+      norms.push([...r.gradNorm.values()]);
+    }
+    const weights = [0, 1, 2, 3, 4].map((a) => Array.from(model.getAdapterTensor(a, 1, 'q_proj', 'B')));
+    const ops = profile ? (await model.takeProfile()).map((o) => o.op) : [];
+    await model.dispose();
+    return { norms, weights, ops };
+  };
+  try {
+    addon.setThreads(2);
+    const pooled = await withEnv({ SEALKIT_JOB_THREADING: 'pooled' }, () => run(false));
+    const inlined = await withEnv({ SEALKIT_JOB_THREADING: 'inline' }, () => run(false));
+    assert.ok(pooled.norms.flat().every((n) => n > 0.05), 'the clip is active');
+    assert.equal(pooled.norms, inlined.norms, 'gradient norms');
+    assert.equal(pooled.weights, inlined.weights, 'adapter weights');
+    const profiled = await withEnv({ SEALKIT_JOB_THREADING: 'pooled' }, () => run(true));
+    assert.equal(profiled.norms, pooled.norms, 'profiled: gradient norms');
+    assert.ok(profiled.ops.includes('optimizer_step_groups') && !profiled.ops.includes('adamw_many'), `ops ${profiled.ops.join(', ')}`);
+  } finally {
+    addon.setThreads(before);
+  }
+});
+
 test('LM head on the rows with a loss only: same losses and gradients as running it on every row', async () => {
   // Completion-only training masks each prompt; the head then runs on a compact block of the rows
   // that carry a loss (native/engine/model.cc, head_rows). SEALKIT_COMPACT_HEAD=0 runs it on every

@@ -130,6 +130,10 @@ class CpuBackend final : public Backend {
   void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) override {
     cpu::adamw_many(ts, count, p, grad_scale);
   }
+  void optimizer_step_groups(const OptimGroup* groups, int count, double max_grad_norm, double* norms) override {
+    cpu::optimizer_groups(groups, count, max_grad_norm, norms);
+  }
+  bool optimizer_groups_fused(int count) const override { return cpu::optimizer_groups_per_task(count); }
   void axpy(float* y, const float* x, int64_t n, float a) override { cpu::axpy<float>(y, x, n, a); }
   void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) override {
     cpu::add_row_bias(out, bias, rows, cols);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "../core/cpu_features.h"
+#include "../core/env_switch.h"
 #include "../core/threadpool.h"
 #include "attention_bf16.h"
 #include "kernels.h"
@@ -1425,6 +1426,27 @@ void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float gr
     const Piece& c = pieces[static_cast<size_t>(i)];
     const OptimTensor& t = ts[c.tensor];
     s.run_and_clear(t.param, t.grad, t.m, t.v, c.begin, c.end, isa, grad_scale);
+  });
+}
+
+bool optimizer_groups_per_task(int count) {
+  const int threads = global_pool().threads();
+  return threads > 1 && count >= 2 * threads && switch_on("SEALKIT_OPTIMIZER_TASKS");
+}
+
+void optimizer_groups(const OptimGroup* groups, int count, double max_grad_norm, double* norms) {
+  const auto one = [&](int64_t g) {
+    const OptimGroup& group = groups[g];
+    norms[g] = std::sqrt(sum_squares_many(group.ts, group.count));
+    adamw_many(group.ts, group.count, group.adam, clip_scale(norms[g], max_grad_norm));
+  };
+  if (!optimizer_groups_per_task(count)) {
+    for (int g = 0; g < count; ++g) one(g);
+    return;
+  }
+  global_pool().run(count, [&](int64_t g, int) {
+    InlineRuns on_this_thread(true);
+    one(g);
   });
 }
 

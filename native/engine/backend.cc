@@ -1,6 +1,7 @@
 // Default implementations of the optional Backend methods.
 #include "backend.h"
 
+#include <cmath>
 #include <stdexcept>
 
 namespace sealkit {
@@ -16,6 +17,13 @@ void Backend::adamw_many(const OptimTensor* ts, int count, const AdamWParams& p,
     if (grad_scale != 1.0f) scale_inplace(t.grad, t.n, grad_scale);
     adamw_step(t.param, t.grad, t.m, t.v, t.n, p);
     zero(t.grad, static_cast<size_t>(t.n) * 4);
+  }
+}
+
+void Backend::optimizer_step_groups(const OptimGroup* groups, int count, double max_grad_norm, double* norms) {
+  for (int g = 0; g < count; ++g) {
+    norms[g] = std::sqrt(sum_squares_many(groups[g].ts, groups[g].count));
+    adamw_many(groups[g].ts, groups[g].count, groups[g].adam, cpu::clip_scale(norms[g], max_grad_norm));
   }
 }
 

@@ -19,6 +19,7 @@ namespace sealkit {
 using cpu::AdamWParams;
 using cpu::AttentionShape;
 using cpu::CachedAttentionShape;
+using cpu::OptimGroup;
 using cpu::OptimTensor;
 using Gemm = cpu::GemmArgs<float>;
 
@@ -163,6 +164,13 @@ class Backend {
   // call the ops above tensor by tensor; a backend may run each as one launch (the CPU does).
   virtual double sum_squares_many(const OptimTensor* ts, int count);
   virtual void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale);
+  // An optimiser step of several groups (cpu::optimizer_groups semantics: per group its norm into
+  // norms[g], the clip, AdamW). The default runs the groups one after another through
+  // sum_squares_many and adamw_many; the CPU runs many small groups one per task.
+  virtual void optimizer_step_groups(const OptimGroup* groups, int count, double max_grad_norm, double* norms);
+  // Whether optimizer_step_groups runs these groups as one launch of its own (not through
+  // sum_squares_many and adamw_many): the profiler then times it as one op.
+  virtual bool optimizer_groups_fused(int count) const { (void)count; return false; }
   virtual void axpy(float* y, const float* x, int64_t n, float a) = 0;
   // y[i] += x[i] for the bias of a linear layer broadcast over rows: out[r, c] += bias[c].
   virtual void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) = 0;

@@ -1365,33 +1365,28 @@ std::vector<double> Model::step(const StepSpec& spec) {
   }
   if (!spec.lrs.empty() && spec.lrs.size() != spec.slots.size())
     throw std::invalid_argument("step: lrs must have one learning rate per slot");
-  std::vector<double> norms;
-  size_t group_index = 0;
-  for (auto& [params, counter] : groups) {
-    const bool is_slot = !(spec.full && group_index == 0);
-    const size_t slot_index = group_index - (spec.full ? 1 : 0);
-    ++group_index;
-    // The group's tensors go to the backend together: two launches per group, not four per tensor.
-    std::vector<OptimTensor> ts;
+  // Every group's tensors go to the backend together (per group its norm, the clip, AdamW: two
+  // launches, or one task of a launch for them all where the backend runs many groups so).
+  std::vector<std::vector<OptimTensor>> tensors(groups.size());
+  std::vector<OptimGroup> optim(groups.size());
+  for (size_t g = 0; g < groups.size(); ++g) {
+    auto& [params, counter] = groups[g];
+    const bool is_slot = !(spec.full && g == 0);
+    const size_t slot_index = g - (spec.full ? 1 : 0);
+    std::vector<OptimTensor>& ts = tensors[g];
     ts.reserve(params.size());
     for (Param* p : params) {
       ensure_moments(*p, is_slot);
       drop_packed(*p);  // the step changes it in place (full training): its packed copies would be stale
       ts.push_back({p->f32(), p->grad, p->m, p->v, p->numel()});
     }
-    const int count = static_cast<int>(ts.size());
-    const double norm = std::sqrt(backend_->sum_squares_many(ts.data(), count));
-    norms.push_back(norm);
-    float grad_scale = 1.0f;
-    if (spec.max_grad_norm > 0) {
-      double coef = spec.max_grad_norm / (norm + 1e-6);  // torch.nn.utils.clip_grad_norm_
-      if (coef < 1) grad_scale = static_cast<float>(coef);
-    }
     AdamWParams hp = spec.adam;
     if (is_slot && !spec.lrs.empty()) hp.lr = spec.lrs[slot_index];
     hp.step = ++*counter;
-    backend_->adamw_many(ts.data(), count, hp, grad_scale);
+    optim[g] = {ts.data(), static_cast<int>(ts.size()), hp};
   }
+  std::vector<double> norms(groups.size(), 0.0);
+  backend_->optimizer_step_groups(optim.data(), static_cast<int>(optim.size()), spec.max_grad_norm, norms.data());
   return norms;
 }
 

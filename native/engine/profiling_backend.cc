@@ -221,6 +221,16 @@ double ProfilingBackend::sum_squares_many(const OptimTensor* ts, int count) {
 void ProfilingBackend::adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) {
   timed("adamw_many", 0, [&] { inner_->adamw_many(ts, count, p, grad_scale); });
 }
+// Groups the inner backend runs as one launch are timed as one op; otherwise the default runs them
+// through this backend's own (timed) sum_squares_many and adamw_many.
+void ProfilingBackend::optimizer_step_groups(const OptimGroup* groups, int count, double max_grad_norm,
+                                             double* norms) {
+  if (!inner_->optimizer_groups_fused(count)) {
+    Backend::optimizer_step_groups(groups, count, max_grad_norm, norms);
+    return;
+  }
+  timed("optimizer_step_groups", 0, [&] { inner_->optimizer_step_groups(groups, count, max_grad_norm, norms); });
+}
 void ProfilingBackend::axpy(float* y, const float* x, int64_t n, float a) {
   timed("axpy", 0, [&] { inner_->axpy(y, x, n, a); });
 }

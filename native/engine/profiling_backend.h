@@ -86,6 +86,8 @@ class ProfilingBackend final : public Backend {
   void scale_inplace(float* x, int64_t n, float s) override;
   double sum_squares_many(const OptimTensor* ts, int count) override;
   void adamw_many(const OptimTensor* ts, int count, const AdamWParams& p, float grad_scale) override;
+  void optimizer_step_groups(const OptimGroup* groups, int count, double max_grad_norm, double* norms) override;
+  bool optimizer_groups_fused(int count) const override { return inner_->optimizer_groups_fused(count); }
   void axpy(float* y, const float* x, int64_t n, float a) override;
   void add_row_bias(float* out, const float* bias, int64_t rows, int64_t cols) override;
   void bias_backward(const float* dy, float* dbias, int64_t rows, int64_t cols) override;
