@@ -147,19 +147,36 @@ test('mixed-adapter batch equals running each sequence alone (logits and gradien
   await model.dispose();
 });
 
+// The model two training paths are compared on: LoRA with two adapters (dropout on one, the other
+// on q and down only) on bf16 weights, or full training on f32.
+async function trainingPair(mode: 'lora' | 'full'): Promise<Model> {
+  const m = await Model.load(llamaDir, mode === 'lora' ? { storage: 'bf16' } : {});
+  if (mode === 'lora') {
+    m.createAdapter(0, { rank: 4, alpha: 8, dropout: 0.1, seed: 1 });
+    m.createAdapter(1, { rank: 2, alpha: 4, targets: ['q_proj', 'down_proj'], seed: 2 });
+  }
+  return m;
+}
+
+// The trained weights of two trainingPair models, bit for bit: every base parameter (full), or both
+// adapters' A and B on two projections of layer 1 (lora).
+function assertSameTrained(a: Model, b: Model, mode: 'lora' | 'full'): void {
+  if (mode === 'full') {
+    for (const name of a.paramNames()) assert.equal(Array.from(a.getParam(name)), Array.from(b.getParam(name)), `full: ${name}`);
+    return;
+  }
+  for (const slot of [0, 1])
+    for (const proj of ['q_proj', 'down_proj'] as const)
+      for (const which of ['A', 'B'] as const)
+        assert.equal(Array.from(a.getAdapterTensor(slot, 1, proj, which)), Array.from(b.getAdapterTensor(slot, 1, proj, which)), `lora: slot ${slot} ${proj} ${which}`);
+}
+
 test('trainStep as one engine job: the losses, gradient norms and weights of backwardPacked then optimizerStep', async () => {
   // Two copies of one model take the same steps, one through the fused native call, one through the
   // two calls; LoRA with two adapters (per-slot learning rates, dropout) on bf16 weights, full
   // training on f32.
   for (const mode of ['lora', 'full'] as const) {
-    const make = async () => {
-      const m = await Model.load(llamaDir, mode === 'lora' ? { storage: 'bf16' } : {});
-      if (mode === 'lora') {
-        m.createAdapter(0, { rank: 4, alpha: 8, dropout: 0.1, seed: 1 });
-        m.createAdapter(1, { rank: 2, alpha: 4, targets: ['q_proj', 'down_proj'], seed: 2 });
-      }
-      return m;
-    };
+    const make = () => trainingPair(mode);
     const fused = await make();
     const split = await make();
     const V = fused.config.vocabSize;
@@ -179,14 +196,7 @@ test('trainStep as one engine job: the losses, gradient norms and weights of bac
       assert.equal(a.norms, bNorms, `${mode} step ${s}: gradient norms`);
       assert.ok(a.norms.every((n) => n > 0), `${mode} step ${s}: norms ${a.norms}`);
     }
-    if (full) {
-      for (const name of fused.paramNames()) assert.equal(Array.from(fused.getParam(name)), Array.from(split.getParam(name)), `full: ${name}`);
-    } else {
-      for (const slot of [0, 1])
-        for (const proj of ['q_proj', 'down_proj'] as const)
-          for (const which of ['A', 'B'] as const)
-            assert.equal(Array.from(fused.getAdapterTensor(slot, 1, proj, which)), Array.from(split.getAdapterTensor(slot, 1, proj, which)), `lora: slot ${slot} ${proj} ${which}`);
-    }
+    assertSameTrained(fused, split, mode);
     await fused.dispose();
     await split.dispose();
   }
@@ -208,14 +218,7 @@ test('trainSteps: several steps in one engine call, with the results and weights
   // trainSteps call. LoRA with two adapters whose steps differ (an adapter absent from a step,
   // per-slot learning rates, dropout, clipping) on bf16 weights; full training on f32.
   for (const mode of ['lora', 'full'] as const) {
-    const make = async () => {
-      const m = await Model.load(llamaDir, mode === 'lora' ? { storage: 'bf16' } : {});
-      if (mode === 'lora') {
-        m.createAdapter(0, { rank: 4, alpha: 8, dropout: 0.1, seed: 1 });
-        m.createAdapter(1, { rank: 2, alpha: 4, targets: ['q_proj', 'down_proj'], seed: 2 });
-      }
-      return m;
-    };
+    const make = () => trainingPair(mode);
     const one = await make();
     const many = await make();
     const V = one.config.vocabSize;
@@ -236,14 +239,7 @@ test('trainSteps: several steps in one engine call, with the results and weights
       assert.equal([...r.gradNorm], [...stepwise[i]!.gradNorm], `${mode} step ${i}: gradient norms`);
       assert.equal(r.tokens, stepwise[i]!.tokens, `${mode} step ${i}: tokens`);
     });
-    if (full) {
-      for (const name of one.paramNames()) assert.equal(Array.from(many.getParam(name)), Array.from(one.getParam(name)), `full: ${name}`);
-    } else {
-      for (const slot of [0, 1])
-        for (const proj of ['q_proj', 'down_proj'] as const)
-          for (const which of ['A', 'B'] as const)
-            assert.equal(Array.from(many.getAdapterTensor(slot, 1, proj, which)), Array.from(one.getAdapterTensor(slot, 1, proj, which)), `lora: slot ${slot} ${proj} ${which}`);
-    }
+    assertSameTrained(many, one, mode);
     await one.dispose();
     await many.dispose();
   }
