@@ -15,10 +15,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { decodeKvCacheBytes, decodeWeightBytes, streamingBound } from '../lib/bench/decode-bytes.js';
-import { describePrefetch, flopsPerToken } from '../lib/bench/engine-bench.js';
+import { describePrefetch, flopsPerToken, loraFlopsPerToken } from '../lib/bench/engine-bench.js';
 import { median } from '../lib/bench/median.js';
 import { buildPeak } from '../lib/bench/peak.js';
-import { describeBoundTarget, describeRatioTarget, describeTargetBeyondBound, targetVerdicts, type TargetVerdicts } from '../lib/bench/targets.js';
+import {
+  computeBoundTps, describeBoundTarget, describeRatioTarget, describeTargetBeyondBound, describeTargetOfComputeBound, targetVerdicts,
+  type TargetVerdicts,
+} from '../lib/bench/targets.js';
 import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -654,6 +657,13 @@ interface Summary extends TargetVerdicts {
   kv_bytes_per_step: number | null; kv_cache_dtype: 'bf16' | 'f32' | null;
   weights_kv_bound_tokens_per_s: number | null; engine_of_weights_kv_bound: number | null;
   ratio_target_of_weights_kv_bound: number | null;
+  /**
+   * train only: the compute bound (computeBoundTps: the step's FLOPs at the measured peaks, products
+   * on bf16 weights at the BF16 peak, LoRA's f32 products at the FP32 one, nothing else timed), the
+   * engine's share of it, and the ratio target's tokens/s as a share of it (> 1: out of reach).
+   */
+  compute_bound_tokens_per_s: number | null; engine_of_compute_bound: number | null;
+  ratio_target_of_compute_bound: number | null;
 }
 
 const isContended = (r: Row | undefined) => (r?.other_cpus_max ?? 0) > CONTENDED_CPUS;
@@ -689,6 +699,12 @@ for (const { c, contestants } of results) {
     ? flopsPerToken(config, c.prompt! + c.newTokens! / 2, 'forward', 0)
     : flopsPerToken(config, c.seq, c.work, LORA_RANK);
   const weightBytes = c.work === 'decode' ? decodeWeightBytes(config, storage) : null;
+  // Training: the step's FLOPs at the measured peaks (bf16 weights' products on the BF16 unit where
+  // the CPU has one; LoRA's products, and everything on f32 weights, at the FP32 FMA peak).
+  const computeBound = c.work === 'train'
+    ? computeBoundTps(fpt, storage === 'bf16' && PEAK_BF16 ? loraFlopsPerToken(config, LORA_RANK) : fpt,
+      storage === 'bf16' && PEAK_BF16 ? PEAK_BF16 : PEAK_FP32, PEAK_FP32)
+    : null;
   const boundAt = (gbs: number | null) => (weightBytes !== null && gbs ? streamingBound(c.batch, gbs, weightBytes) : null);
   const bwBound = boundAt(BANDWIDTH_GBS), triadBound = boundAt(TRIAD_GBS);
   const tpsMed = (k: Contestant) => { const ok = k.runs.filter(isRun).map((x) => x.tokens_per_s); return ok.length ? median(ok) : null; };
@@ -764,6 +780,9 @@ for (const { c, contestants } of results) {
     kv_bytes_per_step: kvBytes, kv_cache_dtype: kvDtype, weights_kv_bound_tokens_per_s: kvBound,
     engine_of_weights_kv_bound: kvBound !== null && engTps !== null ? engTps / kvBound : null,
     ratio_target_of_weights_kv_bound: kvBound !== null && c.target !== undefined && best ? (c.target * best.tps) / kvBound : null,
+    compute_bound_tokens_per_s: computeBound,
+    engine_of_compute_bound: computeBound !== null && engTps !== null ? engTps / computeBound : null,
+    ratio_target_of_compute_bound: computeBound !== null && c.target !== undefined && best ? (c.target * best.tps) / computeBound : null,
   });
 }
 
@@ -817,6 +836,12 @@ for (const { c } of results) {
     const verdicts = describeRatioTarget(s);
     const target = verdicts && peerWarnings.length ? `${verdicts} (peer untuned: see the warnings)` : verdicts;
     table.push(['', `engine / best peer (${s.best_peer})${target}`, '', '', '', '', '', '', '', '', '', '', ratio(s.engine_over_best_peer) + (s.contended ? '?' : '')]);
+  }
+  if (s?.compute_bound_tokens_per_s != null) {
+    table.push(['', `compute bound (the step's FLOPs at the measured peaks)${s.engine_of_compute_bound === null ? '' : `: engine ${pct(s.engine_of_compute_bound)} of it`}`,
+      f(s.compute_bound_tokens_per_s), '', '', '', '', '', '', '', '', '', '']);
+    const asks = describeTargetOfComputeBound(s, s.best_peer_tokens_per_s, s.compute_bound_tokens_per_s, s.engine_tokens_per_s);
+    if (asks) table.push(['', asks, '', '', '', '', '', '', '', '', '', '', '']);
   }
   if (s?.weight_bytes_per_step != null) {
     table.push(['', `weight-streaming bound (${storage}, ${s.bandwidth_kind === 'read' ? 'read-only stream' : 'triad'})`,
@@ -877,6 +902,9 @@ out.push('speed: lowest FP32 FMA probe taken around the runs, as a share of the 
 out.push(`(runs with other > ${CONTENDED_CPUS} are re-measured up to --retries times). Low speed or high other: distrust the row;`);
 out.push('a ratio marked ? rests on a contended run: PyTorch slows down far more than the engine when it shares the CPUs.');
 out.push('GFLOP/s uses the engine\'s FLOP count (lib/bench/engine-bench.ts flopsPerToken) for every contestant; MFU is against the measured peaks above.');
+out.push('compute bound (train): tokens/s if every product of the step ran at its instruction\'s peak above and nothing else took time');
+out.push(`(${storage === 'bf16' && PEAK_BF16 ? `products on the bf16 weights and attention's at ${f(PEAK_BF16, 0)} GFLOP/s, LoRA's f32 products at ${f(PEAK_FP32, 0)}` : `every product at the FP32 FMA peak, ${f(PEAK_FP32, 0)} GFLOP/s`}):`);
+out.push('no engine can pass it on this machine; where a ratio target was missed, the line under it says how much of the bound it asks for.');
 process.stdout.write(`${out.join('\n')}\n`);
 
 if (opts.json) {

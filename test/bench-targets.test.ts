@@ -1,9 +1,13 @@
 // The issue's performance targets as `npm run bench` judges them (lib/bench/targets.ts): ratio,
-// MFU and bound verdicts at and around their thresholds, a ratio target beyond the bound, and the
-// report's wording.
+// MFU and bound verdicts at and around their thresholds, a ratio target beyond the bound, training's
+// compute bound, and the report's wording.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { describeBoundTarget, describeRatioTarget, describeTargetBeyondBound, targetVerdicts } from '../lib/bench/targets.js';
+import { presetConfig } from '../lib/model/presets.js';
+import { flopsPerToken, loraFlopsPerToken } from '../lib/bench/engine-bench.js';
+import {
+  computeBoundTps, describeBoundTarget, describeRatioTarget, describeTargetBeyondBound, describeTargetOfComputeBound, targetVerdicts,
+} from '../lib/bench/targets.js';
 
 const none = { engineTps: null, bestPeerTps: null, engineMfuBf16: null, boundTps: null };
 
@@ -56,6 +60,39 @@ test('targetVerdicts: a decode ratio target above the weight-streaming bound is 
   const unmeasured = targetVerdicts({ ratio: 3, bound: 0.7 }, { ...none, engineTps: 130, bestPeerTps: 50 });
   assert.is(unmeasured.target_within_bound, null);
   assert.is(unmeasured.bound_target_met, null);
+});
+
+test('computeBoundTps: each product at its own peak, times added; no bound without both peaks', () => {
+  // 1,000 FLOPs a token, 200 of them f32: 800 / 800e9 + 200 / 400e9 s = 1.5e-9 s a token.
+  assert.ok(Math.abs(computeBoundTps(1000, 200, 800, 400)! - 1 / 1.5e-9) < 1e-3);
+  // Everything f32 (f32 weights): the FP32 peak alone, whatever the other.
+  assert.ok(Math.abs(computeBoundTps(1000, 1000, 800, 400)! - 4e8) < 1e-3);
+  // The f32 share is clamped to [0, total].
+  assert.is(computeBoundTps(1000, 5000, 800, 400), computeBoundTps(1000, 1000, 800, 400));
+  assert.is(computeBoundTps(1000, -5, 800, 400), computeBoundTps(1000, 0, 800, 400));
+  assert.is(computeBoundTps(1000, 200, null, 400), null);
+  assert.is(computeBoundTps(1000, 200, 800, null), null);
+  assert.is(computeBoundTps(0, 0, 800, 400), null);
+  // The tiny preset's LoRA step: LoRA's products are 18 % of its FLOPs at 256 tokens (rank 16), the
+  // share flopsPerToken and loraFlopsPerToken give together.
+  const tiny = presetConfig('tiny');
+  const share = loraFlopsPerToken(tiny, 16) / flopsPerToken(tiny, 256, 'train', 16);
+  assert.ok(share > 0.17 && share < 0.19, `LoRA's share ${share}`);
+});
+
+test('describeTargetOfComputeBound: a missed training target as a share of the compute bound', () => {
+  // The tiny preset's 4 x 256 row of a quiet run: peer 30,852 tokens/s, engine 93,013, bound 177,000.
+  const v = targetVerdicts({ ratio: 5 }, { ...none, engineTps: 93_013, bestPeerTps: 30_852 });
+  assert.is(describeTargetOfComputeBound(v, 30_852, 177_000, 93_013),
+    'the target (5x the peer: 154,260 tokens/s) is 87.2% of the compute bound; the engine ran at 52.5% of it');
+  // Above the bound: out of reach.
+  assert.is(describeTargetOfComputeBound(v, 40_000, 177_000, 93_013),
+    'the target (5x the peer: 200,000 tokens/s) is 113% of the compute bound: out of reach here; the engine ran at 52.5% of it');
+  // A met target, or a missing figure: no line.
+  const met = targetVerdicts({ ratio: 1.5 }, { ...none, engineTps: 160, bestPeerTps: 100 });
+  assert.is(describeTargetOfComputeBound(met, 100, 1000, 160), null);
+  assert.is(describeTargetOfComputeBound(v, 30_852, null, 93_013), null);
+  assert.is(describeTargetOfComputeBound(v, null, 177_000, 93_013), null);
 });
 
 test.run();

@@ -140,12 +140,21 @@ export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forw
   const attn = c.numLayers * 2 * seq * c.numHeads * c.headDim;
   if (work === 'forward') return 2 * P + attn;
   const headUnused = (1 - lossOn) * c.vocabSize * c.hiddenSize;
+  return 4 * (P - headUnused) + attn * 3.5 + loraFlopsPerToken(c, rank);
+}
+
+/**
+ * The part of a LoRA training step's FLOPs per token (flopsPerToken) in the adapters' own products
+ * on all seven projections: forward, input and weight gradients, 6·r·(in+out) each. The engine runs
+ * them in f32 whatever the base weights' dtype.
+ */
+export function loraFlopsPerToken(c: ModelConfig, rank: number): number {
   const dq = c.numHeads * c.headDim;
   const dkv = c.numKvHeads * c.headDim;
   const H = c.hiddenSize;
   const I = c.intermediateSize;
   const loraDims = (H + dq) + 2 * (H + dkv) + (dq + H) + 2 * (H + I) + (I + H);
-  return 4 * (P - headUnused) + attn * 3.5 + c.numLayers * 6 * rank * loraDims;
+  return c.numLayers * 6 * rank * loraDims;
 }
 
 /** Batched decoding's GEMMs: bf16 weights against 2-16 rows, where the CPU may run them its own way. */

@@ -1,6 +1,7 @@
 // The issue's performance targets for a benchmark row, and the verdicts `npm run bench` prints and
 // writes to its JSON summary: the engine's speed over the best PyTorch mode, training's MFU against
-// the BF16 peak, and decoding's share of the weight-streaming bound.
+// the BF16 peak, and decoding's share of the weight-streaming bound; for training, how much of the
+// compute bound (the step's FLOPs at the measured peaks) a ratio target asks for.
 
 /** What a row is held to (each optional: the issue sets only some per row). */
 export interface Targets {
@@ -77,4 +78,35 @@ export function describeTargetBeyondBound(v: TargetVerdicts, bestPeerTps: number
 export function describeBoundTarget(v: TargetVerdicts): string | null {
   if (v.bound_target_met === null || v.bound_target === null) return null;
   return `engine / bound; target >=${percent(v.bound_target)} ${v.bound_target_met ? 'met' : 'NOT met'}`;
+}
+
+/**
+ * Tokens/s of a training step whose every product ran at its instruction's measured peak and whose
+ * other work (norms, softmax, the optimiser, memory traffic) took no time: an upper bound on any
+ * engine's speed on the machine. `f32FlopsPerToken` of the `flopsPerToken` run at the FP32 FMA peak
+ * (LoRA's products; all of them for f32 weights), the rest at `peakGflops` (bf16 weights' products
+ * at the BF16 peak). Null without both peaks.
+ */
+export function computeBoundTps(flopsPerToken: number, f32FlopsPerToken: number, peakGflops: number | null,
+  peakFp32Gflops: number | null): number | null {
+  if (!peakGflops || !peakFp32Gflops || flopsPerToken <= 0) return null;
+  const f32 = Math.min(Math.max(f32FlopsPerToken, 0), flopsPerToken);
+  const secondsPerToken = (flopsPerToken - f32) / (peakGflops * 1e9) + f32 / (peakFp32Gflops * 1e9);
+  return 1 / secondsPerToken;
+}
+
+/**
+ * The line under a training row whose ratio target was missed: what that target asks of the
+ * compute bound, against what the engine reached, e.g. "the target (5x the peer: 154,260 tokens/s)
+ * is 87.1% of the compute bound; the engine ran at 45.0% of it". Null where the target was met or a
+ * figure is missing.
+ */
+export function describeTargetOfComputeBound(v: TargetVerdicts, bestPeerTps: number | null, boundTps: number | null,
+  engineTps: number | null): string | null {
+  if (v.target_met !== false || v.target_engine_over_best_peer === null || !bestPeerTps || !boundTps || engineTps === null) return null;
+  const r = v.target_engine_over_best_peer;
+  const needed = r * bestPeerTps;
+  const beyond = needed > boundTps ? ': out of reach here' : '';
+  return `the target (${r}x the peer: ${Math.round(needed).toLocaleString('en-US')} tokens/s) is ${percent(needed / boundTps)} ` +
+    `of the compute bound${beyond}; the engine ran at ${percent(engineTps / boundTps)} of it`;
 }

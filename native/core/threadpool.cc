@@ -229,10 +229,22 @@ static std::mutex& pool_slot_mutex() {
   return m;
 }
 
+// The pool as the kernels read it: one atomic load, no lock (every kernel call asks, several times
+// per GEMM: a SEAL inner step makes thousands of such calls, and the lock taken on each showed as
+// 1-1.5 % of the step's samples). The slot's mutex guards creating and replacing it.
+static std::atomic<ThreadPool*>& pool_pointer() {
+  static std::atomic<ThreadPool*> pointer{nullptr};
+  return pointer;
+}
+
 ThreadPool& global_pool() {
+  if (ThreadPool* pool = pool_pointer().load(std::memory_order_acquire)) return *pool;
   std::lock_guard<std::mutex> lock(pool_slot_mutex());
   auto& p = pool_slot();
-  if (!p) p = std::make_unique<ThreadPool>(default_thread_count());
+  if (!p) {
+    p = std::make_unique<ThreadPool>(default_thread_count());
+    pool_pointer().store(p.get(), std::memory_order_release);
+  }
   return *p;
 }
 
@@ -241,7 +253,9 @@ void set_global_threads(int threads) {
   auto& p = pool_slot();
   if (threads <= 0) threads = default_thread_count();
   if (p && p->size() == threads) return;
+  pool_pointer().store(nullptr, std::memory_order_release);
   p = std::make_unique<ThreadPool>(threads);
+  pool_pointer().store(p.get(), std::memory_order_release);
 }
 
 void parallel_for(int64_t n, int64_t grain, FunctionRef<void(int64_t, int64_t)> fn) {
