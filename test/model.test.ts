@@ -392,6 +392,72 @@ test('job threading: steps and scoring run inline give the bits of the pool; the
   }
 });
 
+// A small model's LoRA training pass runs as two lanes of sequences, each on one thread from the
+// embeddings to its adapters' gradients (Model::split_point in native/engine/model.cc); an adapter
+// with sequences in both lanes gets the second lane's sum added to the first's.
+test('a training pass split into two lanes of sequences: the bits of the whole pass where each adapter lies in one lane, the same bits on any thread count', async () => {
+  const addon = native();
+  const before = addon.info().threads;
+  const PROJS = ['q_proj', 'v_proj', 'down_proj'] as const;
+  const make = async () => {
+    const m = await Model.load(llamaDir, { storage: 'bf16' });
+    m.createAdapter(0, { rank: 4, alpha: 8, seed: 1 });
+    m.createAdapter(1, { rank: 2, alpha: 4, targets: ['q_proj', 'down_proj'], seed: 2 });
+    return m;
+  };
+  const V = (await make()).config.vocabSize;
+  // Two steps (the second with B non-zero), then each adapter's trained tensors and the last
+  // pass's gradients on layer 1.
+  const train = async (batches: Sequence[][], env: Record<string, string>) => withEnv(env, async () => {
+    const m = await make();
+    const steps = [];
+    for (const [i, batch] of batches.entries()) steps.push(await m.trainStep(batch, { mode: 'lora', lr: 2e-2, seed: i }));
+    await m.zeroGrad();
+    await m.backwardPacked(packSequences(batches.at(-1)!, V, true).batch);
+    const tensors: Record<string, number[]> = {};
+    for (const slot of [0, 1])
+      for (const proj of PROJS)
+        for (const which of ['A', 'B'] as const) {
+          if (slot === 1 && proj === 'v_proj') continue;
+          tensors[`${slot} ${proj} ${which}`] = Array.from(m.getAdapterTensor(slot, 1, proj, which));
+          tensors[`${slot} ${proj} ${which} grad`] = Array.from(m.getAdapterTensor(slot, 1, proj, which, true));
+        }
+    await m.dispose();
+    return { losses: steps.map((r) => [r.loss.get(0), r.loss.get(1)]), norms: steps.map((r) => [r.gradNorm.get(0), r.gradNorm.get(1)]), tensors };
+  });
+  const seq = (n: number, seed: number, slot: number): Sequence => ({ tokens: randomTokens(n, V, seed), slot });
+  // Each adapter in one lane (the cut evens the tokens: 11 + 5 | 13 + 6), then lanes of unequal
+  // sequence counts (20 | 3 + 3).
+  const apart = [[seq(11, 1, 0), seq(5, 2, 0), seq(13, 3, 1), seq(6, 4, 1)], [seq(20, 5, 0), seq(3, 6, 1), seq(3, 7, 1)]];
+  // Adapter 0's sequences in both lanes.
+  const across = [[seq(12, 8, 0), seq(12, 9, 0), seq(9, 10, 1)], [seq(10, 11, 0), seq(14, 12, 1), seq(10, 13, 0)]];
+  try {
+    addon.setThreads(2);
+    const whole = await train(apart, { SEALKIT_SPLIT_STEP: '0' });
+    const split = await train(apart, { SEALKIT_SPLIT_STEP: '1' });
+    assert.equal(split, whole, 'adapters in one lane each: the bits of the whole pass');
+    const acrossWhole = await train(across, { SEALKIT_SPLIT_STEP: '0' });
+    const acrossSplit = await train(across, { SEALKIT_SPLIT_STEP: '1' });
+    // The losses come from the forward pass, row by row: the same bits. Adapter 0's gradients are
+    // its two lanes' sums added: the same sums rounded otherwise.
+    assert.equal(acrossSplit.losses, acrossWhole.losses, 'across lanes: losses');
+    for (const [k, v] of Object.entries(acrossWhole.tensors)) assertClose(acrossSplit.tensors[k]!, v, 1e-7, 1e-4, `across lanes: ${k}`);
+    // (and the lanes did run: some of adapter 0's gradient sums round otherwise)
+    assert.ok(Object.entries(acrossWhole.tensors).some(([k, v]) => k.startsWith('0 ') && k.endsWith('grad') &&
+      v.some((x, i) => x !== acrossSplit.tensors[k]![i])), 'across lanes: the pass was split');
+    for (const [i, n] of acrossWhole.norms.entries())
+      for (const [j, x] of n.entries()) assert.ok(Math.abs(acrossSplit.norms[i]![j]! - x!) <= 1e-5 * x!, `across lanes: norm ${i}.${j}`);
+    // The lanes one after the other (one thread, or a job run inline): the bits of both at once.
+    for (const [what, env] of [['inline job', { SEALKIT_SPLIT_STEP: '1', SEALKIT_JOB_THREADING: 'inline' }], ['pooled job', { SEALKIT_SPLIT_STEP: '1', SEALKIT_JOB_THREADING: 'pooled' }]] as const)
+      assert.equal(await train(across, env), acrossSplit, `across lanes: ${what}`);
+    addon.setThreads(1);
+    assert.equal(await train(across, { SEALKIT_SPLIT_STEP: '1' }), acrossSplit, 'across lanes: one thread');
+    assert.equal(await train(apart, { SEALKIT_SPLIT_STEP: '1' }), whole, 'apart: one thread');
+  } finally {
+    addon.setThreads(before);
+  }
+});
+
 test('determinism: same seed and thread count give identical bits for a training run', async () => {
   const run = async () => {
     const model = await Model.load(qwenDir);
@@ -648,8 +714,9 @@ test("SwiGLU's backward pass on the down projection's dx GEMM: the gradients of 
   // SwiGLU's backward pass to the backend as one call (native/engine/model.cc; the CPU then stores
   // dgate and dup from each tile and never dact: native/cpu/gemm.cc, gemm_swiglu_backward).
   // SEALKIT_FUSED_SWIGLU_BACKWARD=0 runs the calls one by one: losses and gradients must not move by
-  // a bit. The profile shows which path each batch took.
-  for (const dir of [llamaDir, qwenDir]) {
+  // a bit. The profile shows which path each batch took, run whole (SEALKIT_SPLIT_STEP=0: a small
+  // model's pass would otherwise run as two lanes of sequences, each with its own paths).
+  await withEnv({ SEALKIT_SPLIT_STEP: '0' }, async () => { for (const dir of [llamaDir, qwenDir]) {
     const model = await Model.load(dir, { storage: 'bf16', profile: true });
     const V = model.config.vocabSize;
     model.createAdapter(0, { rank: 4, alpha: 8, seed: 3 });  // every projection
@@ -684,7 +751,7 @@ test("SwiGLU's backward pass on the down projection's dx GEMM: the gradients of 
       assert.ok(fused.grads.some((g) => g.some((x) => x !== 0)), `${dir} ${what}: gradients formed`);
     }
     await model.dispose();
-  }
+  } });
 });
 
 test('a batch that mixes adapters runs its LoRA products as chains: the bits of the calls one by one', async () => {

@@ -5,6 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { withEnv } from '../lib/bench/env.js';
 import { formatProfile, mergeTimings, summariseProfile } from '../lib/bench/profile.js';
 import { Model, type Sequence } from '../lib/model/model.js';
 import { PROJ_NAMES } from '../lib/model/native-model.js';
@@ -20,7 +21,9 @@ async function tinyModel(profile: boolean): Promise<Model> {
   return model;
 }
 
-test('a profiled model counts and times its backend calls and trains to the same bits', async () => {
+// One pass over the whole batch: a small model's training pass would otherwise split into two lanes
+// of sequences (the next test).
+test('a profiled model counts and times its backend calls and trains to the same bits', () => withEnv({ SEALKIT_SPLIT_STEP: '0' }, async () => {
   const plain = await tinyModel(false);
   const profiled = await tinyModel(true);
   try {
@@ -74,6 +77,30 @@ test('a profiled model counts and times its backend calls and trains to the same
     let err: unknown;
     try { await plain.takeProfile(); } catch (e) { err = e; }
     assert.match(String(err), /not created with \{ profile: true \}/);
+  } finally {
+    await plain.dispose();
+    await profiled.dispose();
+  }
+}));
+
+test('a training pass split into two lanes: the profiled model runs them one after the other, with the plain model\'s bits', async () => {
+  const plain = await tinyModel(false);
+  const profiled = await tinyModel(true);
+  try {
+    await profiled.takeProfile();
+    const a = await plain.trainStep(seqs, { mode: 'lora', lr: 1e-3 });
+    const b = await profiled.trainStep(seqs, { mode: 'lora', lr: 1e-3 });
+    assert.is(b.loss.get(0), a.loss.get(0), 'same loss');
+    assert.is(b.gradNorm.get(0), a.gradNorm.get(0), 'same gradient norm');
+    const ops = await profiled.takeProfile();
+    assert.is((await profiled.score(seqs)).nll, (await plain.score(seqs)).nll, 'same weights after the step');
+    const byOp = new Map(ops.map((o) => [o.op, o]));
+    // Each lane runs its own pass over its sequence (its first norm, its LM head over its 24 rows);
+    // the adapter's sequences lie in both lanes, so the second lane's sum of each of its 7 x L x 2
+    // tensors' gradients is added to the first's.
+    assert.is(byOp.get('rmsnorm_forward')?.calls, 2);
+    assert.ok(ops.some((o) => o.op === `gemm NT 24x${config.vocabSize}x${config.hiddenSize} bf16`), 'a lane\'s LM head');
+    assert.is(byOp.get('axpy')?.calls, 7 * config.numLayers * 2);
   } finally {
     await plain.dispose();
     await profiled.dispose();

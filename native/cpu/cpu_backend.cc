@@ -16,6 +16,7 @@ namespace {
 class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
+  bool concurrent_calls() const override { return true; }
 
   void* alloc(size_t bytes) override {
     if (bytes == 0) bytes = 64;

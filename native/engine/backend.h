@@ -27,6 +27,10 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // Whether two threads may call this backend at once, each with its own buffers (the CPU backend:
+  // its kernels keep no state but per-thread scratch). A model then runs a small model's training
+  // pass as two lanes of sequences (Model::split_point).
+  virtual bool concurrent_calls() const { return false; }
 
   // ---- memory (device memory; zero-initialised on alloc) ----
   virtual void* alloc(size_t bytes) = 0;

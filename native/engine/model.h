@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -190,6 +191,7 @@ class Model {
     int slot;
   };
   struct Workspace;  // activations, kept per layer when training
+  struct Lane;       // one thread's share of a pass: its workspace and scratch (see split_point)
 
   void* alloc(size_t bytes);
   void release(void* p);
@@ -209,6 +211,20 @@ class Model {
 
   void run(const Batch& batch, bool backward, bool train_full, bool want_logits, uint64_t dropout_seed,
            ForwardResult& result);
+  // A pass over `batch` on one lane's workspace and scratch (run's body; both lanes of a split pass
+  // run it at once, each on its own thread).
+  void run_lane(Lane& lane, const Batch& batch, bool backward, bool train_full, bool want_logits,
+                uint64_t dropout_seed, ForwardResult& result);
+  // The lane's workspace, (re)built when `batch` needs more than it has (not while lanes run).
+  void ensure_workspace(Lane& lane, const Batch& batch, bool backward);
+  // Where a LoRA training pass on a small model splits its batch (see model.cc): the index of the
+  // first sequence of the second lane, or 0 to run it whole. Rests on the model and the batch only,
+  // never on the thread count, so a pass gives the same bits on any number of threads.
+  size_t split_point(const Batch& batch, bool backward, bool train_full) const;
+  // A training pass as two lanes of sequences (cut = split_point), each lane from the embeddings to
+  // its adapters' gradients on one thread; an adapter with sequences in both gets the second lane's
+  // sum added to its gradients after both.
+  void run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, ForwardResult& result);
   size_t kv_row_bytes(DType dtype) const;  // one cache position of one layer's K (or V)
   // One adapter covers all T rows and targets this projection: its side path can ride on the base
   // GEMM (gemm_with_update).
@@ -224,9 +240,9 @@ class Model {
   // segmented update whatever C's size (tests), unset decides by the size.
   bool segmented_update(int proj, const std::vector<Segment>& segs, int64_t rmax, bool training,
                         int64_t c_elements) const;
-  // That update (in segment_scratch_): forward, y += s xa B^T per sequence (U = xa); else the input
+  // That update (in the lane's segments): forward, y += s xa B^T per sequence (U = xa); else the input
   // gradient's dx += dxa A (U = dxa). Each sequence's rows of U at row * rmax.
-  cpu::LowRankUpdate segmented_parts(int layer, int proj, const std::vector<Segment>& segs, const float* U, int64_t rmax,
+  cpu::LowRankUpdate segmented_parts(Lane& lane, int layer, int proj, const std::vector<Segment>& segs, const float* U, int64_t rmax,
                                      bool forward);
   // y = x W^T for one projection (no bias, no adapters).
   Gemm base_gemm(int layer, int proj, const float* x, float* y, int64_t T);
@@ -248,13 +264,13 @@ class Model {
   void adapter_xa_group(int layer, const int* projs, int n, const float* x, int64_t T,
                         const std::vector<Segment>& segs, float* const* xa, int64_t rmax);
   // dA_i += dxa_i^T x for an adapter group, as one backend gemm_group.
-  void adapter_da_group(int layer, const int* projs, int n, const float* x, int64_t T,
+  void adapter_da_group(Lane& lane, int layer, const int* projs, int n, const float* x, int64_t T,
                         const std::vector<Segment>& segs, float* const* dxa);
   // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it);
   // xa_done: xa already holds x A^T (adapter_xa_group ran it). With swiglu_gate (the up projection,
   // scoring): act = silu(swiglu_gate) * y too, on y's last GEMM where every update rides on it
   // (Backend::gemm_up_swiglu; y is then scratch): returns whether act was made there.
-  bool linear_forward(int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
+  bool linear_forward(Lane& lane, int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
                       float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false,
                       bool xa_done = false, const float* swiglu_gate = nullptr, float* swiglu_act = nullptr);
   // dx == nullptr: the input's gradient is not wanted (the first layer's q, k, v when the embeddings
@@ -263,7 +279,7 @@ class Model {
   // swiglu (the down projection, whose dx is SwiGLU's dact): where dx's last product can run as one
   // backend gemm_swiglu_backward, it does, and returns true (dx is then unspecified, SwiGLU's
   // gradients written); else false, and the caller runs swiglu_backward on dx.
-  bool linear_backward(int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
+  bool linear_backward(Lane& lane, int layer, int proj, const float* x, const float* dy, float* dx, bool accumulate, int64_t T,
                        const std::vector<Segment>& segs, const float* xa, int64_t rmax, bool train_full,
                        uint64_t seed, float* dxa, bool defer_da, const cpu::SwigluGrad* swiglu = nullptr);
   // gs chain by chain (chain_len each) through the backend's gemm_chains, or call by call for one.
@@ -286,14 +302,11 @@ class Model {
   float* inv_freq_ = nullptr;  // device copy
   std::map<int, std::unique_ptr<Adapter>> adapters_;
   int64_t full_step_ = 0;
-  std::unique_ptr<Workspace> ws_;
+  // Lane 0 runs every pass; lane 1 the second half of a split training pass (split_point).
+  std::unique_ptr<Lane> lanes_[2];
+  std::mutex packed_mutex_;  // packed_weight's copies are made on first use, by either lane
   bool host_pool_ = false;  // the backend's kernels run on global_pool()
   JobThreading threading_;
-  // linear_forward's and linear_backward's chains of per-sequence LoRA products (and the adapter
-  // slot of each backward chain), kept so that a step allocates nothing.
-  std::vector<Gemm> chain_scratch_;
-  std::vector<int> chain_slot_scratch_;
-  std::vector<cpu::LowRankSegment> segment_scratch_;  // a segmented update's rows, V and scale per sequence
 };
 
 }  // namespace sealkit
