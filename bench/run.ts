@@ -498,7 +498,15 @@ else {
       peerWarnings.push(`peer warning: torch's fp32 matmul (512x576 @ 576x1536) ran at ${peerMatmulGflops.toFixed(1)} GFLOP/s, ` +
         `${(100 * share).toFixed(1)} % of the FP32 FMA peak: ratios against the fp32 mode flatter the engine`);
     }
-    if (peerWarnings.length) peerWarnings.push('peer warning: `apt-get install -y libopenblas0-openmp libtcmalloc-minimal4` gives the peer the tuned environment (bench/README.md)');
+    // A core type inherited from the environment keeps OpenBLAS on those kernels (a user's choice
+    // wins): name it where it is not the AVX-512 one the bench would set.
+    const inherited = process.env.OPENBLAS_CORETYPE;
+    if (inherited && flags.has('avx512f') && inherited.toLowerCase() !== 'skylakex') {
+      peerWarnings.push(`peer warning: OPENBLAS_CORETYPE=${inherited} comes from the environment and keeps OpenBLAS off its AVX-512 ` +
+        'kernels (the bench would set SkylakeX on this CPU): unset it for the peer\'s fastest fp32 (bench/README.md)');
+    }
+    if (!existsSync(OPENBLAS_OMP) || !existsSync(TCMALLOC))
+      peerWarnings.push('peer warning: `apt-get install -y libopenblas0-openmp libtcmalloc-minimal4` gives the peer the tuned environment (bench/README.md)');
   } else {
     peerOk = false;
     const plain = await runChild(opts.python!, ['-c', 'import torch'], process.env, 120_000);
