@@ -956,7 +956,9 @@ constexpr int64_t kSplitMaxHidden = 256;
 // lane's whole pass, from the embeddings to the adapters' gradients, with no barrier on the way.
 // Measured before it was built: two processes of one thread on half the batch each against one of
 // two threads on all of it (2-vCPU AMD Zen 5 VM): tiny 4 x 256 1.21-1.26x, 16 adapters x 20 tokens
-// on f32 weights (the demo's shape) 1.16-1.25x, 16 x 64 bf16 1.10x.
+// on f32 weights (the demo's shape) 1.16-1.25x, 16 x 64 bf16 1.10x. Built, in process against the
+// whole pass (SEALKIT_SPLIT_STEP=0): 1.14x, 1.05-1.09x and 1.04-1.06x; SmolLM2-135M's step level,
+// hence the size rule (docs/performance-log.md).
 //
 // The cut rests on the batch and the model only, never on the thread count: on one thread (or in a
 // job that runs inline) the two lanes run one after the other, with the same bits. Every op's rows
@@ -1009,16 +1011,15 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
   slice(second.batch, cut, S, rows0, T);
   // Adapters with sequences in both lanes: the second lane sums their gradients into its own
   // zeroed buffers, added to theirs once both lanes are done.
+  const std::vector<int32_t>& slots = first.batch.slot;
+  std::vector<int32_t> both;
+  for (const int32_t slot : second.batch.slot)
+    if (slot >= 0 && std::find(slots.begin(), slots.end(), slot) != slots.end() &&
+        std::find(both.begin(), both.end(), slot) == both.end())
+      both.push_back(slot);
   std::vector<Param*> shared;
   size_t floats = 0;
-  for (size_t s = cut; s < S; ++s) {
-    const int slot = batch.slot[s];
-    if (slot < 0 || std::find(batch.slot.begin(), batch.slot.begin() + static_cast<int64_t>(cut), slot) ==
-                         batch.slot.begin() + static_cast<int64_t>(cut))
-      continue;
-    if (std::find(batch.slot.begin() + static_cast<int64_t>(cut), batch.slot.begin() + static_cast<int64_t>(s), slot) !=
-        batch.slot.begin() + static_cast<int64_t>(s))
-      continue;  // counted at its first sequence in the second lane
+  for (const int32_t slot : both) {
     Adapter& a = *adapters_.at(slot);
     for (auto* side : {&a.A, &a.B})
       for (auto& layer : *side)
@@ -1043,7 +1044,10 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
   ensure_workspace(second, second.batch, true);
   // One lane per task, its kernels on its own thread (a pool run from inside a task would wait for
   // the run that holds the pool).
-  auto run_one = [&](Lane& lane) { run_lane(lane, lane.batch, true, false, false, dropout_seed, lane.result); };
+  auto run_one = [&](Lane& lane) {
+    lane.result.loss.clear();
+    run_lane(lane, lane.batch, true, false, false, dropout_seed, lane.result);
+  };
   if (backend_->concurrent_calls()) {
     global_pool().run(2, [&](int64_t i, int) {
       InlineRuns on_this_thread(true);
