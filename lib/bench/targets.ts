@@ -98,7 +98,7 @@ export function computeBoundTps(flopsPerToken: number, f32FlopsPerToken: number,
 /**
  * The line under a training row whose ratio target was missed: what that target asks of the
  * compute bound, against what the engine reached, e.g. "the target (5x the peer: 154,260 tokens/s)
- * is 87.1% of the compute bound; the engine ran at 45.0% of it". Null where the target was met or a
+ * is 85.2% of the compute bound; the engine ran at 51.4% of it". Null where the target was met or a
  * figure is missing.
  */
 export function describeTargetOfComputeBound(v: TargetVerdicts, bestPeerTps: number | null, boundTps: number | null,

@@ -28,8 +28,8 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   // Whether two threads may call this backend at once, each with its own buffers (the CPU backend:
-  // its kernels keep no state but per-thread scratch). A model then runs a small model's training
-  // pass as two lanes of sequences (Model::split_point).
+  // its kernels keep no state but per-thread scratch). Only then does a model run the two lanes of
+  // a split training pass at once (Model::split_point); else one after the other.
   virtual bool concurrent_calls() const { return false; }
 
   // ---- memory (device memory; zero-initialised on alloc) ----

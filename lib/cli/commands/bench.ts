@@ -26,9 +26,10 @@ Weights are random (bf16 storage by default). Reports the median over R timed ca
 warm-up calls. --profile times every backend call of the timed calls and prints where a step's
 time goes (per op, GEMMs per shape, and the host time between calls); on a GPU each call then
 waits for its kernel; a small model's training pass, which runs as two lanes of sequences at once
-(SEALKIT_SPLIT_STEP=0: whole), is profiled lane after lane (same bits). --ab-env compares two variants in one process: each timed repeat runs a step
-(decode: a generation) as usual and one with the environment variables set (the kernels' switches,
-e.g. SEALKIT_LOCAL_PACK=0, are read per call), in alternating order, and reports both medians and
+(SEALKIT_SPLIT_STEP=0: whole), is profiled lane after lane (same bits). --ab-env compares two
+variants in one process: each timed repeat runs a step (decode: a generation) as usual and one
+with the environment variables set (the kernels' switches, e.g. SEALKIT_LOCAL_PACK=0, are read per
+call), in alternating order, and reports both medians and
 the median per-repeat speed ratio; on a shared machine this resolves changes of a few percent that
 separate runs do not. MFU is the model FLOPs per second over the peak of the instruction the
 GEMMs multiply with (vdpbf16ps, AMX tiles or FP32 FMAs), measured on the same threads right after
