@@ -429,9 +429,9 @@ test('a training pass split into two lanes of sequences: the bits of the whole p
   // Each adapter in one lane (the cut evens the tokens: 11 + 5 | 13 + 6), then lanes of unequal
   // sequence counts (20 | 3 + 3).
   const apart = [[seq(11, 1, 0), seq(5, 2, 0), seq(13, 3, 1), seq(6, 4, 1)], [seq(20, 5, 0), seq(3, 6, 1), seq(3, 7, 1)]];
-  // Adapter 0's sequences in both lanes: beside adapter 1 (each sequence's products a chain of its
-  // own, whose sums the whole pass adds to the gradient one sequence after another, as the lanes
-  // do), then alone (the whole pass sums its gradients over all the batch's tokens at once).
+  // Beside adapter 1 (the cut keeps adapter 0's run of sequences in one lane), then adapter 0 alone,
+  // in both lanes (the whole pass sums its gradients over all the batch's tokens at once, the lanes
+  // over their halves).
   const across = [[seq(12, 8, 0), seq(12, 9, 0), seq(9, 10, 1)], [seq(12, 11, 0), seq(12, 13, 0)]];
   try {
     addon.setThreads(2);
@@ -461,15 +461,54 @@ test('a training pass split into two lanes of sequences: the bits of the whole p
     // (and the lanes did run: some of those sums round otherwise)
     assert.ok(acrossWhole.grads.some((g, i) => g.some((x, j) => x !== acrossSplit.grads[i]![j])), 'across lanes: the pass was split');
     const acrossSteps = await train(across, { SEALKIT_SPLIT_STEP: '1' });
-    // The lanes one after the other (one thread, or a job run inline): the bits of both at once.
+    // The lanes one after the other (one thread, a job run inline, more than two threads): the bits
+    // of both at once.
     for (const [what, env] of [['inline job', { SEALKIT_SPLIT_STEP: '1', SEALKIT_JOB_THREADING: 'inline' }], ['pooled job', { SEALKIT_SPLIT_STEP: '1', SEALKIT_JOB_THREADING: 'pooled' }]] as const)
       assert.equal(await train(across, env), acrossSteps, `across lanes: ${what}`);
     addon.setThreads(1);
     assert.equal(await train(across, { SEALKIT_SPLIT_STEP: '1' }), acrossSteps, 'across lanes: one thread');
     assert.equal(await train(apart, { SEALKIT_SPLIT_STEP: '1' }), whole, 'apart: one thread');
+    // More than two threads: the lanes one after the other, each op on the whole pool.
+    addon.setThreads(3);
+    assert.equal(await train(across, { SEALKIT_SPLIT_STEP: '1' }), acrossSteps, 'across lanes: three threads');
   } finally {
     addon.setThreads(before);
   }
+});
+
+// SEAL's inner loop groups its jobs into batches as they come (and otherwise when a run resumes), so
+// an adapter's training must not depend on what else its batch holds: in a batch that mixes adapters
+// the cut keeps each adapter's run of sequences in one lane, and each adapter takes the whole pass's
+// per-sequence paths there, even in a lane it has to itself.
+test('a split pass over a batch that mixes adapters: each adapter the bits of the whole pass, wherever the cut falls', async () => {
+  const m = await Model.load(llamaDir);
+  const V = m.config.vocabSize;
+  m.createAdapter(0, { rank: 4, alpha: 8, seed: 1 });
+  m.createAdapter(1, { rank: 2, alpha: 4, seed: 2 });
+  await withEnv({ SEALKIT_SPLIT_STEP: '0' }, () => m.trainStep([{ tokens: randomTokens(16, V, 1), slot: 0 }, { tokens: randomTokens(16, V, 2), slot: 1 }], { mode: 'lora', lr: 5e-2 }));
+  const a0 = [randomTokens(10, V, 3), randomTokens(10, V, 4)];
+  // Adapter 0's loss alone (weights 1/n on its targets, 0 on the others'), so its gradient does not
+  // depend on the batch's other sequences.
+  const grads = async (others: number[][], env: Record<string, string>) => {
+    const seqs: Sequence[] = [...a0.map((tokens) => ({ tokens, slot: 0 })), ...others.map((tokens) => ({ tokens, slot: 1 }))];
+    const { batch } = packSequences(seqs, V, true);
+    const n = a0.reduce((k, q) => k + q.length - 1, 0);
+    const rows0 = a0.reduce((k, q) => k + q.length, 0);
+    const targets = batch.targets!;
+    batch.weights = batch.weights!.map((_, i) => (i < rows0 && targets[i]! >= 0 ? 1 / n : 0));
+    await m.zeroGrad();
+    await withEnv(env, () => m.backwardPacked(batch));
+    return (['q_proj', 'v_proj', 'down_proj'] as const).flatMap((proj) => (['A', 'B'] as const).map((ab) => Array.from(m.getAdapterTensor(0, 1, proj, ab, true))));
+  };
+  const whole = await grads([randomTokens(10, V, 5), randomTokens(10, V, 6)], { SEALKIT_SPLIT_STEP: '0' });
+  assert.ok(whole.some((g) => g.some((x) => x !== 0)), 'gradients formed');
+  // 20 | 20 tokens: adapter 0 has the first lane to itself.
+  assert.equal(await grads([randomTokens(10, V, 5), randomTokens(10, V, 6)], { SEALKIT_SPLIT_STEP: '1' }), whole, 'a lane of its own');
+  // 20 | 4: the tokens would even out better at 10 | 14, inside adapter 0's run of sequences, which
+  // the whole pass sums at once: the cut keeps to the adapters' boundary.
+  assert.equal(await grads([randomTokens(4, V, 7)], { SEALKIT_SPLIT_STEP: '1' }), whole, 'a short second lane');
+  assert.equal(await grads([randomTokens(4, V, 7)], { SEALKIT_SPLIT_STEP: '0' }), whole, 'another batch, whole');
+  await m.dispose();
 });
 
 test('determinism: same seed and thread count give identical bits for a training run', async () => {

@@ -146,6 +146,11 @@ struct Model::Lane {
   // A split pass's sequences for this lane, and what its pass returned.
   Batch batch;
   ForwardResult result;
+  // The lane is half of a pass over a batch that mixes adapters (or leaves rows without one): its
+  // adapters then take the per-sequence paths the whole pass takes, even where the lane holds one
+  // adapter only, so that every adapter gets the bits of the whole pass, whatever else the batch
+  // holds and wherever the cut falls (SEAL's inner loop regroups its jobs when it resumes).
+  bool mixed = false;
   // Lane 1 of a split pass: gradient buffers standing in for the tensors of the adapters whose
   // sequences fall in both lanes (the lanes run at once; these sums are added to the adapters' own
   // afterwards), cut from grad_store.
@@ -722,7 +727,7 @@ bool Model::linear_forward(Lane& lane, int layer, int proj, const float* x, floa
   };
   // One adapter over the whole batch (training, a single sequence's scoring) and no bias to add in
   // between: its y += s xa B^T rides on the base GEMM's tiles (same bits as the separate call).
-  const bool fuse = !base_done && !bias && whole_batch_adapter(proj, segs, T);
+  const bool fuse = !base_done && !bias && !lane.mixed && whole_batch_adapter(proj, segs, T);
   // A batch mixing adapters (segmented_update has when, and the figures): every sequence's xa first
   // (a chain each), then the base GEMM with each sequence's y += s xa B^T on its own rows, same bits
   // as the per-sequence calls of the chains below, which read and write y's rows once more.
@@ -802,7 +807,7 @@ bool Model::linear_backward(Lane& lane, int layer, int proj, const float* x, con
   if (dx) g.packed_b = packed_weight(W, false, T);
   // One adapter over the whole batch without dropout: its dx += dxa A rides on this GEMM's tiles
   // (same bits as the separate call), so this GEMM runs after the adapter's other products.
-  const bool fuse = dx && adapter_group(&proj, 1, segs, T, true);
+  const bool fuse = dx && !lane.mixed && adapter_group(&proj, 1, segs, T, true);
   // A batch mixing adapters: each sequence's dx += dxa A rides on this GEMM's tiles as one segmented
   // update (its rows, its A), after the chains below have made every dxa.
   cpu::LowRankUpdate seg_update;
@@ -940,6 +945,7 @@ void Model::run(const Batch& batch, bool backward, bool train_full, bool want_lo
     return;
   }
   Lane& lane = *lanes_[0];
+  lane.mixed = false;
   ensure_workspace(lane, batch, backward);
   run_lane(lane, batch, backward, train_full, want_logits, dropout_seed, result);
 }
@@ -961,10 +967,13 @@ constexpr int64_t kSplitMaxHidden = 256;
 // hence the size rule (docs/performance-log.md).
 //
 // The cut rests on the batch and the model only, never on the thread count: on one thread (or in a
-// job that runs inline) the two lanes run one after the other, with the same bits. Every op's rows
-// are computed as in the whole batch, so an adapter whose sequences all lie in one lane gets the
-// bits of the unsplit pass; one with sequences in both gets its lane-1 gradient sum added to its
-// lane-0 sum (a different rounding of the same sum than one pass over all its tokens). A backend
+// job that runs inline), and on more than two threads, where each lane's ops then take the whole pool,
+// the two lanes run one after the other, with the same bits. Every op's rows
+// are computed as in the whole batch, and in a batch that mixes adapters the cut falls between
+// adapters' runs of sequences and every adapter takes the whole pass's per-sequence paths in its
+// lane (Lane::mixed): such a batch gets the whole pass's bits, whatever else it holds. A batch of one
+// adapter runs it over each lane's rows at once, as the whole pass does over all of them, and adds
+// the second lane's sum to the first's: a different rounding of the same sums. A backend
 // that cannot take two callers at once (the profiler, whose records are not shared across threads)
 // runs the lanes one after the other, with the same bits. Not split: dropout (its masks are keyed by
 // the row in the whole batch), full training (every weight's gradient would need a second copy),
@@ -976,12 +985,17 @@ size_t Model::split_point(const Batch& b, bool backward, bool train_full) const 
     if (b.slot[s] >= 0 && adapters_.at(b.slot[s])->spec.dropout > 0) return 0;
   // SEALKIT_SPLIT_STEP (read per call): 0 never, 1 at any size (tests), unset by the model's width.
   if (!switch_on_or("SEALKIT_SPLIT_STEP", config_.hidden <= kSplitMaxHidden)) return 0;
-  // The cut between sequences that evens the lanes' tokens most (the first such).
+  // The cut between sequences that evens the lanes' tokens most (the first such). In a batch that
+  // mixes adapters, not inside an adapter's run of sequences: the whole pass sums its gradients over
+  // that run at once (one segment), and so must the lane that holds it.
   const int64_t T = static_cast<int64_t>(b.tokens.size());
+  const std::vector<Segment> segs = segments(b);
+  const bool one_adapter = segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T;
   int64_t before = 0, best = -1;
   size_t cut = 0;
   for (size_t s = 0; s + 1 < S; ++s) {
     before += b.seq_len[s];
+    if (!one_adapter && b.slot[s] >= 0 && b.slot[s + 1] == b.slot[s]) continue;
     const int64_t gap = std::abs(2 * before - T);
     if (best < 0 || gap < best) {
       best = gap;
@@ -1009,6 +1023,8 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
   Lane& second = *lanes_[1];
   slice(first.batch, 0, cut, 0, rows0);
   slice(second.batch, cut, S, rows0, T);
+  const std::vector<Segment> segs = segments(batch);
+  first.mixed = second.mixed = !(segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T);
   // Adapters with sequences in both lanes: the second lane sums their gradients into its own
   // zeroed buffers, added to theirs once both lanes are done.
   const std::vector<int32_t>& slots = first.batch.slot;
@@ -1042,13 +1058,15 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
   }
   ensure_workspace(first, first.batch, true);
   ensure_workspace(second, second.batch, true);
-  // One lane per task, its kernels on its own thread (a pool run from inside a task would wait for
-  // the run that holds the pool).
   auto run_one = [&](Lane& lane) {
     lane.result.loss.clear();
     run_lane(lane, lane.batch, true, false, false, dropout_seed, lane.result);
   };
-  if (backend_->concurrent_calls()) {
+  // On a pool of exactly two threads, one lane per thread, its kernels inline (a pool run from
+  // inside a task would wait for the run that holds the pool). Elsewhere the lanes run one after the
+  // other, each op on the whole pool: on more threads two lanes of one thread each would leave the
+  // rest idle (the pool does not nest); on one thread (or inside an inline job) there is no other.
+  if (backend_->concurrent_calls() && global_pool().threads() == 2) {
     global_pool().run(2, [&](int64_t i, int) {
       InlineRuns on_this_thread(true);
       run_one(*lanes_[i]);
@@ -1188,8 +1206,8 @@ void Model::run_lane(Lane& lane, const Batch& batch, bool backward, bool train_f
   // One adapter without dropout over the whole batch (training, one sequence's scoring): the
   // adapters of the projections that read one input compute their xa (and in the backward pass their
   // dA) as one group, which the CPU runs as one pass over that input.
-  const bool qkv_adapters = adapter_group(kQkv, 3, segs, T, backward);
-  const bool gate_up_adapters = adapter_group(kGateUp, 2, segs, T, backward);
+  const bool qkv_adapters = !lane.mixed && adapter_group(kQkv, 3, segs, T, backward);
+  const bool gate_up_adapters = !lane.mixed && adapter_group(kGateUp, 2, segs, T, backward);
   // Scoring and prefill with no adapter on q, k, v: their base GEMMs go to the backend as one group
   // too (the CPU runs them as one GEMM across their weights, packing x once). With no adapter on gate
   // or up: the two projections and SwiGLU go as one call (the CPU then computes act from both
