@@ -426,13 +426,13 @@ test('a training pass split into two lanes of sequences: the bits of the whole p
     return { losses: steps.map((r) => [r.loss.get(0), r.loss.get(1)]), norms: steps.map((r) => [r.gradNorm.get(0), r.gradNorm.get(1)]), tensors };
   });
   const seq = (n: number, seed: number, slot: number): Sequence => ({ tokens: randomTokens(n, V, seed), slot });
-  // Each adapter in one lane (the cut evens the tokens: 11 + 5 | 13 + 6), then lanes of unequal
-  // sequence counts (20 | 3 + 3).
-  const apart = [[seq(11, 1, 0), seq(5, 2, 0), seq(13, 3, 1), seq(6, 4, 1)], [seq(20, 5, 0), seq(3, 6, 1), seq(3, 7, 1)]];
+  // Each adapter in one lane (the cut evens the tokens: 14 + 8 | 16 + 9), then lanes of unequal
+  // sequence counts (20 | 10 + 10). (A lane needs more than 16 rows: see split_point.)
+  const apart = [[seq(14, 1, 0), seq(8, 2, 0), seq(16, 3, 1), seq(9, 4, 1)], [seq(20, 5, 0), seq(10, 6, 1), seq(10, 7, 1)]];
   // Beside adapter 1 (the cut keeps adapter 0's run of sequences in one lane), then adapter 0 alone,
   // in both lanes (the whole pass sums its gradients over all the batch's tokens at once, the lanes
   // over their halves).
-  const across = [[seq(12, 8, 0), seq(12, 9, 0), seq(9, 10, 1)], [seq(12, 11, 0), seq(12, 13, 0)]];
+  const across = [[seq(12, 8, 0), seq(12, 9, 0), seq(20, 10, 1)], [seq(20, 11, 0), seq(20, 13, 0)]];
   try {
     addon.setThreads(2);
     const whole = await train(apart, { SEALKIT_SPLIT_STEP: '0' });
@@ -486,7 +486,7 @@ test('a split pass over a batch that mixes adapters: each adapter the bits of th
   m.createAdapter(0, { rank: 4, alpha: 8, seed: 1 });
   m.createAdapter(1, { rank: 2, alpha: 4, seed: 2 });
   await withEnv({ SEALKIT_SPLIT_STEP: '0' }, () => m.trainStep([{ tokens: randomTokens(16, V, 1), slot: 0 }, { tokens: randomTokens(16, V, 2), slot: 1 }], { mode: 'lora', lr: 5e-2 }));
-  const a0 = [randomTokens(10, V, 3), randomTokens(10, V, 4)];
+  const a0 = [randomTokens(20, V, 3), randomTokens(20, V, 4)];
   // Adapter 0's loss alone (weights 1/n on its targets, 0 on the others'), so its gradient does not
   // depend on the batch's other sequences.
   const grads = async (others: number[][], env: Record<string, string>) => {
@@ -500,14 +500,14 @@ test('a split pass over a batch that mixes adapters: each adapter the bits of th
     await withEnv(env, () => m.backwardPacked(batch));
     return (['q_proj', 'v_proj', 'down_proj'] as const).flatMap((proj) => (['A', 'B'] as const).map((ab) => Array.from(m.getAdapterTensor(0, 1, proj, ab, true))));
   };
-  const whole = await grads([randomTokens(10, V, 5), randomTokens(10, V, 6)], { SEALKIT_SPLIT_STEP: '0' });
+  const whole = await grads([randomTokens(20, V, 5), randomTokens(20, V, 6)], { SEALKIT_SPLIT_STEP: '0' });
   assert.ok(whole.some((g) => g.some((x) => x !== 0)), 'gradients formed');
-  // 20 | 20 tokens: adapter 0 has the first lane to itself.
-  assert.equal(await grads([randomTokens(10, V, 5), randomTokens(10, V, 6)], { SEALKIT_SPLIT_STEP: '1' }), whole, 'a lane of its own');
-  // 20 | 4: the tokens would even out better at 10 | 14, inside adapter 0's run of sequences, which
-  // the whole pass sums at once: the cut keeps to the adapters' boundary.
-  assert.equal(await grads([randomTokens(4, V, 7)], { SEALKIT_SPLIT_STEP: '1' }), whole, 'a short second lane');
-  assert.equal(await grads([randomTokens(4, V, 7)], { SEALKIT_SPLIT_STEP: '0' }), whole, 'another batch, whole');
+  // 40 | 40 tokens: adapter 0 has the first lane to itself.
+  assert.equal(await grads([randomTokens(20, V, 5), randomTokens(20, V, 6)], { SEALKIT_SPLIT_STEP: '1' }), whole, 'a lane of its own');
+  // 40 | 20: 20 | 40, inside adapter 0's run of sequences (which the whole pass sums at once), evens
+  // the tokens as well and comes first; the cut keeps to the adapters' boundary.
+  assert.equal(await grads([randomTokens(20, V, 7)], { SEALKIT_SPLIT_STEP: '1' }), whole, 'a shorter second lane');
+  assert.equal(await grads([randomTokens(20, V, 7)], { SEALKIT_SPLIT_STEP: '0' }), whole, 'another batch, whole');
   await m.dispose();
 });
 

@@ -954,6 +954,9 @@ namespace {
 // Largest hidden size whose LoRA training passes split into two lanes unless SEALKIT_SPLIT_STEP says
 // otherwise (see Model::split_point).
 constexpr int64_t kSplitMaxHidden = 256;
+// Rows a lane's GEMMs need beyond the few-rows kernels' (cpu gemm.cc: up to 16 rows of a bf16
+// weight, 4 of an f32 one).
+constexpr int64_t kSplitMinRows = 16;
 }  // namespace
 
 // A small model's training pass is a long run of short ops (the tiny preset's 4 x 256 LoRA step:
@@ -991,13 +994,29 @@ size_t Model::split_point(const Batch& b, bool backward, bool train_full) const 
   const int64_t T = static_cast<int64_t>(b.tokens.size());
   const std::vector<Segment> segs = segments(b);
   const bool one_adapter = segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T;
+  // And none of a lane's GEMMs (the projections over its rows, the LM head over its rows with a loss
+  // or all of them, in chunks of kLogitChunk) may be short enough for the few-rows kernels, whose
+  // sums run in another order, unless the whole pass's are too: the rows must take the same path.
+  const auto live = [&](int64_t r0, int64_t r1) {
+    int64_t n = 0;
+    for (int64_t t = r0; t < r1; ++t) n += b.targets[static_cast<size_t>(t)] >= 0 && b.weights[static_cast<size_t>(t)] != 0.0f;
+    return n;
+  };
+  const auto packed_rows = [](int64_t rows) {
+    const int64_t tail = rows % kLogitChunk;
+    return rows > kSplitMinRows && (tail == 0 || tail > kSplitMinRows);
+  };
+  const auto lane_ok = [&](int64_t r0, int64_t r1) {
+    return packed_rows(r1 - r0) && (live(r0, r1) == 0 || packed_rows(live(r0, r1)));
+  };
+  if (!lane_ok(0, T)) return 0;
   int64_t before = 0, best = -1;
   size_t cut = 0;
   for (size_t s = 0; s + 1 < S; ++s) {
     before += b.seq_len[s];
     if (!one_adapter && b.slot[s] >= 0 && b.slot[s + 1] == b.slot[s]) continue;
     const int64_t gap = std::abs(2 * before - T);
-    if (best < 0 || gap < best) {
+    if ((best < 0 || gap < best) && lane_ok(0, before) && lane_ok(before, T)) {
       best = gap;
       cut = s + 1;
     }
