@@ -498,9 +498,12 @@ int64_t Model::max_rank(const std::vector<Segment>& segs) const {
 
 // ---- linear layers with the LoRA side path -------------------------------------------------------------
 
+bool Model::one_segment(const std::vector<Segment>& segs, int64_t T) {
+  return segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T;
+}
+
 bool Model::whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const {
-  return segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T &&
-         (adapters_.at(segs[0].slot)->spec.targets & (1u << proj));
+  return one_segment(segs, T) && (adapters_.at(segs[0].slot)->spec.targets & (1u << proj));
 }
 
 bool Model::any_adapter_on(uint32_t projs, const std::vector<Segment>& segs) const {
@@ -992,31 +995,34 @@ size_t Model::split_point(const Batch& b, bool backward, bool train_full) const 
   // mixes adapters, not inside an adapter's run of sequences: the whole pass sums its gradients over
   // that run at once (one segment), and so must the lane that holds it.
   const int64_t T = static_cast<int64_t>(b.tokens.size());
-  const std::vector<Segment> segs = segments(b);
-  const bool one_adapter = segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T;
+  const bool one_adapter = one_segment(segments(b), T);
   // And none of a lane's GEMMs (the projections over its rows, the LM head over its rows with a loss
   // or all of them, in chunks of kLogitChunk) may be short enough for the few-rows kernels, whose
   // sums run in another order, unless the whole pass's are too: the rows must take the same path.
-  const auto live = [&](int64_t r0, int64_t r1) {
-    int64_t n = 0;
-    for (int64_t t = r0; t < r1; ++t) n += b.targets[static_cast<size_t>(t)] >= 0 && b.weights[static_cast<size_t>(t)] != 0.0f;
-    return n;
-  };
   const auto packed_rows = [](int64_t rows) {
     const int64_t tail = rows % kLogitChunk;
     return rows > kSplitMinRows && (tail == 0 || tail > kSplitMinRows);
   };
-  const auto lane_ok = [&](int64_t r0, int64_t r1) {
-    return packed_rows(r1 - r0) && (live(r0, r1) == 0 || packed_rows(live(r0, r1)));
+  // A lane of `rows` rows, `live` of them with a loss (the LM head's rows when it runs compact).
+  const auto lane_ok = [&](int64_t rows, int64_t live) {
+    return packed_rows(rows) && (live == 0 || packed_rows(live));
   };
-  if (!lane_ok(0, T)) return 0;
+  // Rows with a loss before each sequence's end, counted once.
+  std::vector<int64_t> live_before(S + 1, 0);
+  for (size_t s = 0, t = 0; s < S; ++s) {
+    int64_t n = live_before[s];
+    for (int32_t i = 0; i < b.seq_len[s]; ++i, ++t) n += b.targets[t] >= 0 && b.weights[t] != 0.0f;
+    live_before[s + 1] = n;
+  }
+  const int64_t live = live_before[S];
+  if (!lane_ok(T, live)) return 0;
   int64_t before = 0, best = -1;
   size_t cut = 0;
   for (size_t s = 0; s + 1 < S; ++s) {
     before += b.seq_len[s];
     if (!one_adapter && b.slot[s] >= 0 && b.slot[s + 1] == b.slot[s]) continue;
     const int64_t gap = std::abs(2 * before - T);
-    if ((best < 0 || gap < best) && lane_ok(0, before) && lane_ok(before, T)) {
+    if ((best < 0 || gap < best) && lane_ok(before, live_before[s + 1]) && lane_ok(T - before, live - live_before[s + 1])) {
       best = gap;
       cut = s + 1;
     }
@@ -1042,8 +1048,7 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
   Lane& second = *lanes_[1];
   slice(first.batch, 0, cut, 0, rows0);
   slice(second.batch, cut, S, rows0, T);
-  const std::vector<Segment> segs = segments(batch);
-  first.mixed = second.mixed = !(segs.size() == 1 && segs[0].row0 == 0 && segs[0].rows == T);
+  first.mixed = second.mixed = !one_segment(segments(batch), T);
   // Adapters with sequences in both lanes: the second lane sums their gradients into its own
   // zeroed buffers, added to theirs once both lanes are done.
   const std::vector<int32_t>& slots = first.batch.slot;

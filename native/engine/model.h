@@ -229,6 +229,8 @@ class Model {
   // One adapter covers all T rows and targets this projection: its side path can ride on the base
   // GEMM (gemm_with_update).
   bool whole_batch_adapter(int proj, const std::vector<Segment>& segs, int64_t T) const;
+  // The batch's T rows are one segment: one adapter over every sequence.
+  static bool one_segment(const std::vector<Segment>& segs, int64_t T);
   // Some sequence of the batch names an adapter that targets one of `projs` (a bit per projection).
   bool any_adapter_on(uint32_t projs, const std::vector<Segment>& segs) const;
   // Several adapters' (or one adapter's on some rows) side paths on this projection can ride on the
