@@ -223,10 +223,24 @@ float* narrow_scratch(int64_t K, int64_t width) {
   return buf.data();
 }
 
+// Whether op(B) already lies as narrow_n's packing would lay it: K rows of 16 f32 columns, 16 floats
+// apart (LoRA's B at rank 16, out x r, in dxa = s dy B), so the block reads it in place: SEAL's
+// 16 x 20 inner-loop step 1.009x and 1.016x, a tiny 1 x 64 step 1.010x, 4 x 256 level
+// (`seal bench train --ab-env`, AMD Zen 5 VM). The same floats, so the same bits.
+bool packed_as_is(const GemmArgs<float>& g) {
+  return !g.trans_b && g.B.dtype == DType::F32 && g.N == 16 && g.ldb == 16;
+}
+
 template <int NV>
 void narrow_n(const GemmArgs<float>& g, const ARef& a) {
-  float* bp = narrow_scratch(g.K, 16 * NV);
-  pack_b_rows(g, bp, 16 * NV, NV);
+  const float* bp;
+  if (NV == 1 && packed_as_is(g)) {
+    bp = static_cast<const float*>(g.B.data);
+  } else {
+    float* packed = narrow_scratch(g.K, 16 * NV);
+    pack_b_rows(g, packed, 16 * NV, NV);
+    bp = packed;
+  }
   NarrowOut out[NV];
   for (int v = 0; v < NV; ++v) out[v] = {g.C + 16 * v, g.ldc, g.N - 16 * v, g.alpha, g.beta};
   narrow_n_rows<NV>(a, g.M, g.K, bp, out);
