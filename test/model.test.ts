@@ -807,47 +807,6 @@ test("SwiGLU's backward pass on the down projection's dx GEMM: the gradients of 
   } });
 });
 
-test("training's SwiGLU forward pass on the up projection's GEMM: the losses and gradients of the separate calls", async () => {
-  // Where up's updates ride on its GEMM, training hands that GEMM and SwiGLU's forward pass to the
-  // backend as one call, which stores act and up from each tile (native/cpu/gemm.cc,
-  // gemm_up_swiglu with keep_up), where it ran the GEMM and then a swiglu_forward pass.
-  // SEALKIT_FUSED_UP_SWIGLU=0 runs the calls: losses and gradients must not move by a bit. Run whole
-  // (SEALKIT_SPLIT_STEP=0), so the profile shows one pass's calls.
-  await withEnv({ SEALKIT_SPLIT_STEP: '0' }, async () => { for (const dir of [llamaDir, qwenDir]) {
-    const model = await Model.load(dir, { storage: 'bf16', profile: true });
-    const V = model.config.vocabSize;
-    model.createAdapter(0, { rank: 4, alpha: 8, seed: 3 });  // every projection
-    model.createAdapter(1, { rank: 2, alpha: 4, seed: 4, targets: ['q_proj', 'v_proj'] });
-    model.createAdapter(2, { rank: 4, alpha: 8, seed: 5, targets: ['up_proj', 'down_proj'] });
-    for (const slot of [0, 2]) {  // adapters start with B = 0: make their updates count
-      model.setAdapterTensor(slot, 1, 'up_proj', 'B', model.getAdapterTensor(slot, 1, 'up_proj', 'B').map((_, i) => ((i % 5) - 2) * 0.05));
-    }
-    const cases: [string, Sequence[], boolean][] = [  // what, batch, whether SwiGLU rides on up's GEMM
-      ['adapter on every projection', [{ tokens: randomTokens(30, V, 1), slot: 0 }, { tokens: randomTokens(19, V, 2), slot: 0 }], true],
-      ['no adapter on up', [{ tokens: randomTokens(33, V, 3), slot: 1 }], true],
-      ['two adapters on up', [{ tokens: randomTokens(21, V, 4), slot: 0 }, { tokens: randomTokens(17, V, 5), slot: 2 }], false],
-    ];
-    const tensors = [[0, 'gate_proj', 'A'], [0, 'up_proj', 'A'], [0, 'up_proj', 'B'], [0, 'down_proj', 'B'], [1, 'q_proj', 'B'], [2, 'up_proj', 'A']] as const;
-    for (const [what, seqs, rides] of cases) {
-      const run = async () => {
-        await model.zeroGrad();
-        const { loss } = await model.backwardPacked(packSequences(seqs, V, true).batch, { seed: 9 });
-        return { loss: Array.from(loss!), grads: tensors.map(([slot, proj, ab]) => Array.from(model.getAdapterTensor(slot, 1, proj, ab, true))) };
-      };
-      await model.takeProfile();
-      const fused = await run();
-      const ops = (await model.takeProfile()).map((t) => t.op);
-      assert.is(ops.some((op) => /^gemm(\+update)?\+swiglu /.test(op)), rides, `${dir} ${what}: SwiGLU on up's GEMM (${ops.join(', ')})`);
-      assert.is(ops.includes('swiglu_forward'), !rides, `${dir} ${what}: SwiGLU's pass apart`);
-      const apart = await withEnv({ SEALKIT_FUSED_UP_SWIGLU: '0' }, run);
-      assert.equal(fused.loss, apart.loss, `${dir} ${what}: losses`);
-      fused.grads.forEach((g, i) => assert.equal(g, apart.grads[i], `${dir} ${what}: gradient of ${tensors[i]!.join(' ')}`));
-      assert.ok(fused.grads.some((g) => g.some((x) => x !== 0)), `${dir} ${what}: gradients formed`);
-    }
-    await model.dispose();
-  } });
-});
-
 test('a batch that mixes adapters runs its LoRA products as chains: the bits of the calls one by one', async () => {
   // Each sequence's products (forward: xa, y += s xa B^T; backward: dB, dxa, dA, dx) run as one
   // chain on one thread and the sequences' chains as one backend call (native/cpu/gemm_chains.cc).

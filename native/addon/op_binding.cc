@@ -456,9 +456,8 @@ Napi::Object op_gemm_swiglu_backward(const Args& a) {
 }
 
 // SwiGLU's forward pass on the up projection's GEMM (cpu::gemm_up_swiglu), f32 only: gemm's
-// arguments for up (packedB and a low-rank update included; C is its scratch unless `keepUp`, as
-// training asks) and `gate` ([M, ldc], like C). Returns act ([M, ldc]; padding zero), C as the call
-// left it and `fused`.
+// arguments for up (packedB and a low-rank update included; C is its scratch) and `gate` ([M, ldc],
+// like C). Returns act ([M, ldc]; padding zero), C as the call left it and `fused`.
 template <typename T>
 Napi::Object op_gemm_up_swiglu(const Args& a) {
   if constexpr (!std::is_same_v<T, float>) {
@@ -467,7 +466,7 @@ Napi::Object op_gemm_up_swiglu(const Args& a) {
     SwigluCall c = swiglu_call(a, "gate");
     const float* gate = a.array<float>("gate", c.len).data;
     Napi::Float32Array act = zeros<float>(a, c.len);
-    const bool fused = cpu::gemm_up_swiglu(c.call.g, c.update_or_null(), gate, act.Data(), a.boolean_or("keepUp", false));
+    const bool fused = cpu::gemm_up_swiglu(c.call.g, c.update_or_null(), gate, act.Data());
     Napi::Object r = Napi::Object::New(a.env());
     r.Set("act", act);
     r.Set("C", c.call.c);

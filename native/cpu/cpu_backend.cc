@@ -57,9 +57,8 @@ class CpuBackend final : public Backend {
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override {
     cpu::gemm_swiglu_backward(g, u, s);
   }
-  void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act,
-                      bool keep_up) override {
-    cpu::gemm_up_swiglu(up, u, gate, act, keep_up);
+  void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act) override {
+    cpu::gemm_up_swiglu(up, u, gate, act);
   }
   bool adds_update_on_tiles(const Gemm& g, const cpu::LowRankUpdate& u) const override {
     return cpu::gemm_update_on_tiles(g, u);

@@ -381,10 +381,10 @@ SEALKIT_AVX512 void store_swiglu_tile(const float* gate, int64_t ldg, const floa
 }
 
 // A finished tile (rows 32 floats apart, from scratch) copied to C as store_row32 stores one,
-// streamed when `stream`.
-SEALKIT_AVX512 void copy_tile32(const float* tile, float* c, int64_t ldc, int rows, int cols, bool stream) {
+// streamed.
+SEALKIT_AVX512 void stream_tile32(const float* tile, float* c, int64_t ldc, int rows, int cols) {
   const __mmask16 m0 = mask16(cols), m1 = mask16(cols - 16);
-  const Epilogue ep{1.f, 0.f, false, stream};
+  const Epilogue ep{1.f, 0.f, false, true};
   for (int i = 0; i < rows; ++i, tile += 32, c += ldc)
     store_row32(c, _mm512_load_ps(tile), _mm512_load_ps(tile + 16), m0, m1, ep);
 }
@@ -1909,12 +1909,10 @@ struct GatePair {
   // vdpbf16ps tiles only).
   uint16_t* act_bf16 = nullptr;
 };
-// The up projection's GEMM of gemm_up_swiglu: gate's result and act, strided like its C; with
-// keep_up, each up tile is stored to C too (training keeps up for SwiGLU's backward pass).
+// The up projection's GEMM of gemm_up_swiglu: gate's result and act, strided like its C.
 struct SwigluUp {
   const float* gate;
   float* act;
-  bool keep_up;
 };
 #if SEALKIT_X86
 // A pair's tiles in scratch: the vdpbf16ps kernel's 14 x 32, or AMX's 32 x 32.
@@ -2124,8 +2122,7 @@ void gemm_f32(const GemmArgs<float>& g, const LowRankUpdate* update) {
 // call's first depth step): strip s at pre_b + s * pre_stride, and no path packs B; so with a
 // column group (whose parts say where each strip and tile is; g.C is then unused). With `swiglu`
 // (one K block, gemm_swiglu_backward) each final tile of C goes to scratch and SwiGLU's gradients
-// are stored from it; g.C is then unused too; so with `swiglu_up` (gemm_up_swiglu), act's tiles
-// (and C's as well with keep_up).
+// are stored from it; g.C is then unused too; so with `swiglu_up` (gemm_up_swiglu), act's tiles.
 void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUpdate* update, const float* pre_b,
                  int64_t pre_stride, const GatePair* pair, const ColumnGroup* group, const SwigluGrad* swiglu,
                  const SwigluUp* swiglu_up) {
@@ -2287,7 +2284,6 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           alignas(64) float up[kBf16Mr * kBf16Nr];
           product(bs, up, nr, Epilogue{g.alpha, 0.f, false});
           if (fuse) add_update(u_rows + r * ur, i0 + r, col, up, nr, rows, cols);
-          if (swiglu_up->keep_up) copy_tile32(up, c, ldc, rows, cols, swiglu_stream);
           store_swiglu_tile(swiglu_up->gate + at, ldc, up, swiglu_up->act + at, ldc, rows, cols, swiglu_stream);
           if (next) next->prefetch(call++, calls);
           continue;
@@ -2308,7 +2304,7 @@ void packed_gemm(const GemmArgs<float>& g, const KernelSpec& ks, const LowRankUp
           product(bs, tile, nr, Epilogue{g.alpha, 0.f, false});
           if (next) next->prefetch(call++, calls);
           add_update(u_rows + r * ur, i0 + r, col, tile, nr, rows, cols);
-          copy_tile32(tile, c, ldc, rows, cols, true);
+          stream_tile32(tile, c, ldc, rows, cols);
           continue;
         }
 #endif
@@ -2813,12 +2809,11 @@ bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update,
   return false;
 }
 
-bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, const float* gate, float* act,
-                    bool keep_up) {
+bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, const float* gate, float* act) {
   if (up.M <= 0 || up.N <= 0) return false;
 #if SEALKIT_X86
   if (const PackedWeight* pw = fused_tiles_weight(up, update, "SEALKIT_FUSED_UP_SWIGLU")) {
-    const SwigluUp s{gate, act, keep_up};
+    const SwigluUp s{gate, act};
     packed_gemm(up, kBf16Spec, update, pw->strips, pw->strip_stride, nullptr, nullptr, nullptr, &s);
     return true;
   }

@@ -215,12 +215,10 @@ bool gemm_swiglu_backward(const GemmArgs<float>& g, const LowRankUpdate* update,
 // apply): gemm(up) or gemm_with_update(up, *update), then act = silu(gate) * up.C, with the bits of
 // those calls (gate and act strided like up.C). Fused where gemm_swiglu_backward fuses: each tile of
 // up (with its update) stays in a scratch tile and only act's tile is stored; up.C is left
-// untouched unless keep_up (training, whose SwiGLU backward reads up: each tile is then stored to
-// up.C as well). Elsewhere the calls run in sequence and fill up.C. Returns whether it fused them.
+// untouched. Elsewhere the calls run in sequence and fill up.C. Returns whether it fused them.
 // SEALKIT_FUSED_UP_SWIGLU=0 (read per call) always runs the calls. SmolLM2-135M scoring under one
 // adapter 1.020-1.023x, 16 adapters x 64 1.006-1.010x (`seal bench forward --ab-env`, AMD Zen 5).
-bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, const float* gate, float* act,
-                    bool keep_up = false);
+bool gemm_up_swiglu(const GemmArgs<float>& up, const LowRankUpdate* update, const float* gate, float* act);
 
 // ---- embedding ---------------------------------------------------------------------------------
 // out[i, :] = table[ids[i], :]  (table [vocab, dim], f32/bf16 for float, f64 for double)

@@ -100,11 +100,9 @@ class Backend {
   }
   // SwiGLU's forward pass on the up projection's GEMM: gemm(up), or gemm_with_update(up, *u) where u
   // is not null, then act = silu(gate) * up.C (cpu::gemm_up_swiglu's contract; gate and act strided
-  // like up.C). Unless keep_up, up.C is scratch, unspecified afterwards: a backend that fuses them
-  // may never write it. This default runs the calls (C contiguous, ldc == N).
-  virtual void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act,
-                              bool keep_up) {
-    (void)keep_up;
+  // like up.C). up.C is scratch, unspecified afterwards: a backend that fuses them may never write it.
+  // This default runs the calls (C contiguous, ldc == N).
+  virtual void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act) {
     if (u) gemm_with_update(up, *u);
     else gemm(up);
     swiglu_forward(gate, up.C, act, up.M * up.N);

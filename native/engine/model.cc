@@ -723,7 +723,7 @@ bool Model::linear_forward(Lane& lane, int layer, int proj, const float* x, floa
   // y's last GEMM, with the update u (if any) on it, and SwiGLU's forward pass where asked.
   const bool swiglu = swiglu_gate && !bias;
   auto last_gemm = [&](const cpu::LowRankUpdate* u) {
-    if (swiglu) backend_->gemm_up_swiglu(g, u, swiglu_gate, swiglu_act, training);
+    if (swiglu) backend_->gemm_up_swiglu(g, u, swiglu_gate, swiglu_act);
     else if (u) backend_->gemm_with_update(g, *u);
     else backend_->gemm(g);
     return swiglu;
@@ -1326,12 +1326,12 @@ void Model::run_lane(Lane& lane, const Batch& batch, bool backward, bool train_f
       }
       linear_forward(lane, static_cast<int>(l), kGate, a.xn2, a.gate, T, segs, a.xa[kGate], rmax, backward,
                      seed_for(l, kGate), group, gate_up_adapters);
-      // SwiGLU rides on up's GEMM where up's updates do: act = silu(gate) * up is stored from each
-      // tile, and the swiglu_forward pass goes. Scoring and prefill never store up; training stores
-      // it from the same tiles for the backward pass.
+      // Scoring and prefill: SwiGLU rides on up's GEMM where up's updates do (act = silu(gate) * up
+      // is then stored from each tile, up never: the swiglu_forward pass and up's trip through
+      // memory go). Training keeps up for the backward pass.
       const bool act_done =
           linear_forward(lane, static_cast<int>(l), kUp, a.xn2, a.up, T, segs, a.xa[kUp], rmax, backward, seed_for(l, kUp),
-                         group, gate_up_adapters, group ? nullptr : a.gate, a.act);
+                         group, gate_up_adapters, backward || group ? nullptr : a.gate, a.act);
       if (!act_done) backend_->swiglu_forward(a.gate, a.up, a.act, T * I);
     }
     if (act_rows16)  // no adapter on down: its GEMM is all of xnext

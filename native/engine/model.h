@@ -269,9 +269,9 @@ class Model {
   void adapter_da_group(Lane& lane, int layer, const int* projs, int n, const float* x, int64_t T,
                         const std::vector<Segment>& segs, float* const* dxa);
   // y = x W^T (+ bias) + each adapter's side path; base_done: y already holds x W^T (a group ran it);
-  // xa_done: xa already holds x A^T (adapter_xa_group ran it). With swiglu_gate (the up projection):
-  // act = silu(swiglu_gate) * y too, on y's last GEMM where every update rides on it
-  // (Backend::gemm_up_swiglu; y is then scratch unless training): returns whether act was made there.
+  // xa_done: xa already holds x A^T (adapter_xa_group ran it). With swiglu_gate (the up projection,
+  // scoring): act = silu(swiglu_gate) * y too, on y's last GEMM where every update rides on it
+  // (Backend::gemm_up_swiglu; y is then scratch): returns whether act was made there.
   bool linear_forward(Lane& lane, int layer, int proj, const float* x, float* y, int64_t T, const std::vector<Segment>& segs,
                       float* xa, int64_t rmax, bool training, uint64_t seed, bool base_done = false,
                       bool xa_done = false, const float* swiglu_gate = nullptr, float* swiglu_act = nullptr);

@@ -127,11 +127,10 @@ void ProfilingBackend::gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpd
             (u ? update_label(*u) : ""),
         flops, [&] { inner_->gemm_swiglu_backward(g, u, s); });
 }
-void ProfilingBackend::gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act,
-                                      bool keep_up) {
+void ProfilingBackend::gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act) {
   timed(std::string(u ? "gemm+update" : "gemm") + "+swiglu " + gemm_shape(up, std::to_string(up.N)) +
             (u ? update_label(*u) : ""),
-        gemm_flops(up) + (u ? update_flops(up, *u) : 0.0), [&] { inner_->gemm_up_swiglu(up, u, gate, act, keep_up); });
+        gemm_flops(up) + (u ? update_flops(up, *u) : 0.0), [&] { inner_->gemm_up_swiglu(up, u, gate, act); });
 }
 void ProfilingBackend::gemm_with_update(const Gemm& g, const cpu::LowRankUpdate& u) {
   timed("gemm+update " + gemm_shape(g, std::to_string(g.N)) + update_label(u), gemm_flops(g) + update_flops(g, u),

@@ -49,8 +49,7 @@ class ProfilingBackend final : public Backend {
   void residual_rmsnorm_forward_bf16(float* x, const float* r, const float* w, uint16_t* y, float* rstd, int64_t rows,
                                      int64_t dim, double eps) override;
   void gemm_swiglu_backward(const Gemm& g, const cpu::LowRankUpdate* u, const cpu::SwigluGrad& s) override;
-  void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act,
-                      bool keep_up) override;
+  void gemm_up_swiglu(const Gemm& up, const cpu::LowRankUpdate* u, const float* gate, float* act) override;
   bool adds_update_on_tiles(const Gemm& g, const cpu::LowRankUpdate& u) const override {
     return inner_->adds_update_on_tiles(g, u);
   }
