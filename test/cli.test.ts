@@ -7,6 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { flopsPerToken } from '../lib/bench/engine-bench.js';
 import { cpuPeakKind } from '../lib/bench/peak-reference.js';
+import { abVerdict } from '../lib/cli/commands/bench.js';
 import { native } from '../lib/native.js';
 import { Model } from '../lib/model/model.js';
 import { presetConfig } from '../lib/model/presets.js';
@@ -129,7 +130,11 @@ test('seal bench forward|train|decode --ab-env times both variants in one proces
   const decode = seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '8', '--new', '6', '--repeats', '3', '--warmup', '0',
     '--threads', '1', '--ab-env', 'SEALKIT_FEW_ROWS_NTA=0');
   assert.equal(decode.code, 0, decode.err);
-  assert.match(decode.out, /with SEALKIT_FEW_ROWS_NTA=0: [\d.]+ tokens\/s   [\d.]+ ms\/token step\n  speed with \/ without \(median of 3 repeats\): [\d.]+/);
+  assert.match(decode.out, /with SEALKIT_FEW_ROWS_NTA=0: [\d.]+ tokens\/s   [\d.]+ ms\/token step\n  speed with \/ without \(median of 3 repeats\): [\d.]+: (faster|slower|the same speed)/);
+  // The ratio in words: above 1 the steps with the variables ran faster.
+  assert.is(abVerdict(1.019, 'K=0'), 'faster with K=0 (1.9 %)');
+  assert.is(abVerdict(0.974, 'K=0'), 'slower with K=0 (2.6 %)');
+  assert.is(abVerdict(1.0002, 'K=0'), 'the same speed with and without K=0');
   for (const args of [['decode', '--ab-env', 'X=1', '--profile'], ['train', '--ab-env', 'X'], ['train', '--ab-env', 'X=1', '--profile']]) {
     const bad = seal('bench', ...args, '--preset', 'tiny');
     assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);

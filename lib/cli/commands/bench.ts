@@ -30,7 +30,8 @@ waits for its kernel; a small model's training pass, which runs as two lanes of 
 variants in one process: each timed repeat runs a step (decode: a generation) as usual and one
 with the environment variables set (the kernels' switches, e.g. SEALKIT_LOCAL_PACK=0, are read per
 call), in alternating order, and reports both medians and
-the median per-repeat speed ratio; on a shared machine this resolves changes of a few percent that
+the median per-repeat speed ratio, with over without (above 1: faster with the variables; the line
+says which in words); on a shared machine this resolves changes of a few percent that
 separate runs do not. MFU is the model FLOPs per second over the peak of the instruction the
 GEMMs multiply with (vdpbf16ps, AMX tiles or FP32 FMAs), measured on the same threads right after
 the timed steps (about 0.1 s); on a GPU, its datasheet's dense bf16 rate. With --json the last line
@@ -40,11 +41,22 @@ is {"tokens_per_s": ..., "gflops": ..., "mfu": ..., "peak": {...}, ...} (and "pr
 prompt) i under adapter i mod N, as SEAL's inner loop trains one adapter per sequence and its
 evaluation scores and decodes them; default 1 for train, 0 (the base model) for forward and decode.`;
 
+/**
+ * The A/B ratio (speed with the variables over speed without) in words, so that nobody reads it the
+ * wrong way round: "faster with K=V (1.9 %)", "slower with K=V (2.6 %)", or the same speed.
+ */
+export function abVerdict(speedupWith: number, env: string): string {
+  const pct = Math.abs(speedupWith - 1) * 100;
+  if (pct < 0.05) return `the same speed with and without ${env}`;
+  return `${speedupWith > 1 ? 'faster' : 'slower'} with ${env} (${pct.toFixed(1)} %)`;
+}
+
 /** The --ab-env lines: the variant's figures and its speed against the usual runs. */
 function formatAb(ab: AbResult, step: (ms: number) => string): string {
   const env = Object.entries(ab.env).map(([k, v]) => `${k}=${v}`).join(' ');
   return `  with ${env}: ${ab.tokens_per_s.toFixed(1)} tokens/s   ${step(ab.step_ms_median)}\n` +
-    `  speed with / without (median of ${ab.step_ms_all.length} repeats): ${ab.speedup_median.toFixed(3)}\n`;
+    `  speed with / without (median of ${ab.step_ms_all.length} repeats): ${ab.speedup_median.toFixed(3)}: ` +
+    `${abVerdict(ab.speedup_median, env)}\n`;
 }
 
 /** "~470.6 GFLOP/s, 43.1% MFU (vdpbf16ps on 2 threads, measured: 1,093 GFLOP/s)", or why there is no MFU. */
