@@ -1360,89 +1360,62 @@ std::vector<Piece> pieces_of(const OptimTensor* ts, int count, int64_t piece) {
   return out;
 }
 
+// Floats ahead that each piece's stream asks for while summing: a step's gradients were written
+// long before (the backward pass's first layers), as adamw_avx512's operands were.
+constexpr int64_t kSumAhead = 256;
+
+typedef double SquareLanes __attribute__((vector_size(8 * sizeof(double))));
+// lane += the squares of at[0, 8), as doubles.
+SEALKIT_INLINE void add_squares8(SquareLanes& lane, const float* at) {
+  typedef float F8 __attribute__((vector_size(8 * sizeof(float))));
+  F8 f;
+  std::memcpy(&f, at, sizeof f);
+  const SquareLanes d = __builtin_convertvector(f, SquareLanes);
+  lane += d * d;
+}
+
 // dot_f64(x_p, x_p, nullptr, n_p) for P pieces at once, each with dot_f64's own lanes and order (so
 // its bits): a piece's sum is a chain of dependent adds (n / 8 long), and a LoRA step's pieces are
 // single tensors of a few thousand values, so one at a time the chains' latency dominated (the grad
 // norm was 2-4 % of a tiny 1 x 64 step); P chains side by side overlap it: 0.060-0.065 -> 0.032-0.041
-// ms per step with 4 (profiled, alternating builds, AMD Zen 5 VM).
+// ms per step with 4 (profiled, alternating builds, AMD Zen 5 VM). Always inline, so that
+// SEALKIT_DISPATCH compiles it for the ISA: built for the baseline only, its 4 x 8 double lanes sat in
+// SSE registers spilled to the stack. (A float's square is exact in double, so an FMA the compiler
+// may form from `lane += d * d` keeps the bits.) Compiled for AVX-512, with the prefetch, SEAL's
+// inner-loop shape (16 adapters x 20 tokens, tiny preset, f32): the norm's share of the step's
+// samples 5.3 % -> 2.8 %, the step 1.025-1.027x (`seal bench train --ab-env`, AMD Zen 5 VM).
 template <int P>
-void sum_squares_pieces(const float* const (&x)[P], const int64_t (&n)[P], double (&out)[P]) {
-  typedef double V __attribute__((vector_size(8 * sizeof(double))));
-  typedef float VT __attribute__((vector_size(8 * sizeof(float))));
-  V lane[P] = {};
+SEALKIT_INLINE void sum_squares_pieces(const float* const (&x)[P], const int64_t (&n)[P], double (&out)[P]) {
+  SquareLanes lane[P] = {};
   int64_t most = 0;
   for (int p = 0; p < P; ++p) most = std::max(most, n[p]);
-  for (int64_t i = 0; i + 8 <= most; i += 8)
+  // 16 floats (a line) a step, with a prefetch per line, as two 8-float adds in turn.
+  for (int64_t i = 0; i + 16 <= most; i += 16)
     for (int p = 0; p < P; ++p) {
-      if (i + 8 > n[p]) continue;
-      VT va;
-      std::memcpy(&va, x[p] + i, sizeof va);
-      const V d = __builtin_convertvector(va, V);
-      lane[p] += d * d;
+      if (i + 16 > n[p]) continue;
+      __builtin_prefetch(x[p] + i + kSumAhead, 0, 3);
+      add_squares8(lane[p], x[p] + i);
+      add_squares8(lane[p], x[p] + i + 8);
     }
   for (int p = 0; p < P; ++p) {
-    for (int64_t i = n[p] / 8 * 8; i < n[p]; ++i) lane[p][0] += static_cast<double>(x[p][i]) * x[p][i] * 1.0;
-    const V& l = lane[p];
+    int64_t i = n[p] / 16 * 16;
+    if (i + 8 <= n[p]) {
+      add_squares8(lane[p], x[p] + i);
+      i += 8;
+    }
+    for (; i < n[p]; ++i) lane[p][0] += static_cast<double>(x[p][i]) * x[p][i] * 1.0;
+    const SquareLanes& l = lane[p];
     out[p] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
   }
 }
 }  // namespace
-
-#if SEALKIT_X86
-// sum_squares_pieces at AVX-512 width, with its lanes and order (so its bits): lane p is one zmm of
-// eight doubles, 16 floats a step as two halves added in turn, each square and add rounded on its
-// own (the _round forms keep the compiler from fusing them). The generic version, built for the
-// baseline ISA, kept its 4 x 8 lanes in SSE registers spilled to the stack; and a step's gradients
-// were written long before (the backward pass's first layers), so each stream also asks for its
-// rows kSumAhead floats ahead, as adamw_avx512 does. SEAL's inner-loop shape (16 adapters x 20
-// tokens, tiny preset, f32): the norm's share of the step's samples 5.3 % -> 2.8 %, the step 1.025x
-// and 1.027x (`seal bench train --ab-env`, 60 repeats each, AMD Zen 5 VM). Bits: ops.test's
-// optimizer_many test compares them with sum_squares's generic sums.
-constexpr int64_t kSumAhead = 256;
-#pragma GCC diagnostic push  // the intrinsics' spurious uninitialized warning, as above
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-template <int P>
-SEALKIT_AVX512 void sum_squares_pieces_avx512(const float* const (&x)[P], const int64_t (&n)[P], double (&out)[P]) {
-  constexpr int kRound = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-  __m512d lane[P];
-  int64_t most = 0;
-  for (int p = 0; p < P; ++p) {
-    lane[p] = _mm512_setzero_pd();
-    most = std::max(most, n[p]);
-  }
-  const auto add8 = [&](int p, const float* at) SEALKIT_AVX512 {
-    const __m512d d = _mm512_cvtps_pd(_mm256_loadu_ps(at));
-    lane[p] = _mm512_add_round_pd(lane[p], _mm512_mul_round_pd(d, d, kRound), kRound);
-  };
-  int64_t i = 0;
-  for (; i + 16 <= most; i += 16)
-#pragma GCC unroll 4
-    for (int p = 0; p < P; ++p) {
-      if (i + 16 > n[p]) continue;
-      _mm_prefetch(reinterpret_cast<const char*>(x[p] + i + kSumAhead), _MM_HINT_T0);
-      add8(p, x[p] + i);
-      add8(p, x[p] + i + 8);
-    }
-  for (int p = 0; p < P; ++p) {
-    // What the 16-float steps left of this piece: its last 8-float step, then the scalar tail.
-    int64_t j = n[p] / 16 * 16;
-    for (; j + 8 <= n[p]; j += 8) add8(p, x[p] + j);
-    alignas(64) double l[8];
-    _mm512_store_pd(l, lane[p]);
-    for (; j < n[p]; ++j) l[0] += static_cast<double>(x[p][j]) * x[p][j] * 1.0;
-    out[p] = ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
-  }
-}
-#pragma GCC diagnostic pop
-#endif
 
 double sum_squares_many(const OptimTensor* ts, int count) {
   // sum_squares's tree per tensor (its chunks summed in order), then the tensors in order.
   const std::vector<Piece> pieces = pieces_of(ts, count, kSumChunk);
   std::vector<double> part(pieces.size(), 0.0);
   constexpr int kGroup = 4;  // pieces per task, summed side by side
-  [[maybe_unused]] const bool avx512 = has_avx512(active_isa());
+  const Isa isa = active_isa();
   const int64_t groups = (static_cast<int64_t>(pieces.size()) + kGroup - 1) / kGroup;
   global_pool().run(groups, [&](int64_t t, int) {
     const float* x[kGroup];
@@ -1453,12 +1426,7 @@ double sum_squares_many(const OptimTensor* ts, int count) {
       x[p] = i < pieces.size() ? ts[pieces[i].tensor].grad + pieces[i].begin : nullptr;
       n[p] = i < pieces.size() ? pieces[i].end - pieces[i].begin : 0;
     }
-#if SEALKIT_X86
-    if (avx512)
-      sum_squares_pieces_avx512<kGroup>(x, n, out);
-    else
-#endif
-      sum_squares_pieces<kGroup>(x, n, out);
+    SEALKIT_DISPATCH(float, isa, (sum_squares_pieces<kGroup>(x, n, out)));
     for (int p = 0; p < kGroup && t * kGroup + p < static_cast<int64_t>(pieces.size()); ++p)
       part[static_cast<size_t>(t * kGroup + p)] = out[p];
   });

@@ -43,11 +43,15 @@ struct HeadRows {
   std::vector<int32_t> rows, targets;
   std::vector<float> weights;
 };
+// Whether row t has a loss the head must compute: a target and, in training, a non-zero weight.
+bool row_has_loss(const Batch& b, size_t t, bool backward) {
+  return b.targets[t] >= 0 && !(backward && b.weights[t] == 0.0f);
+}
 HeadRows head_rows(const Batch& b, bool backward) {
   HeadRows h;
   if (!switch_on("SEALKIT_COMPACT_HEAD")) return h;
   for (size_t t = 0; t < b.targets.size(); ++t) {
-    if (b.targets[t] < 0 || (backward && b.weights[t] == 0.0f)) continue;
+    if (!row_has_loss(b, t, backward)) continue;
     h.rows.push_back(static_cast<int32_t>(t));
     h.targets.push_back(b.targets[t]);
     if (backward) h.weights.push_back(b.weights[t]);
@@ -998,7 +1002,8 @@ size_t Model::split_point(const Batch& b, bool backward, bool train_full) const 
   const bool one_adapter = one_segment(segments(b), T);
   // And none of a lane's GEMMs (the projections over its rows, the LM head over its rows with a loss
   // or all of them, in chunks of kLogitChunk) may be short enough for the few-rows kernels, whose
-  // sums run in another order, unless the whole pass's are too: the rows must take the same path.
+  // sums run in another order: the rows must take the whole pass's path. A pass whose own GEMMs are
+  // that short is not split at all (its lanes' could not match them).
   const auto packed_rows = [](int64_t rows) {
     const int64_t tail = rows % kLogitChunk;
     return rows > kSplitMinRows && (tail == 0 || tail > kSplitMinRows);
@@ -1011,7 +1016,7 @@ size_t Model::split_point(const Batch& b, bool backward, bool train_full) const 
   std::vector<int64_t> live_before(S + 1, 0);
   for (size_t s = 0, t = 0; s < S; ++s) {
     int64_t n = live_before[s];
-    for (int32_t i = 0; i < b.seq_len[s]; ++i, ++t) n += b.targets[t] >= 0 && b.weights[t] != 0.0f;
+    for (int32_t i = 0; i < b.seq_len[s]; ++i, ++t) n += row_has_loss(b, t, true);
     live_before[s + 1] = n;
   }
   const int64_t live = live_before[S];
