@@ -185,6 +185,35 @@ test('seal bench --adapters mixes adapters in the batch (one per sequence, as SE
   }
 });
 
+test('seal bench --rank/--alpha shape the adapters the engine runs (and the FLOPs counted); misuse is a usage error', () => {
+  const opsOf = (j: Record<string, unknown>) => (j.profile as { ops: { op: string }[] }).ops.map((o) => o.op);
+  const train = seal('bench', 'train', '--preset', 'tiny', '--batch', '2', '--seq', '32', '--repeats', '1', '--warmup', '0', '--threads', '1',
+    '--rank', '8', '--alpha', '16', '--profile', '--json');
+  assert.equal(train.code, 0, train.err);
+  const j = lastJson(train.out);
+  assert.is(j.rank, 8);
+  assert.is(j.alpha, 16);
+  // The engine got rank 8: its fused updates are named by the rank, and its narrow products are 8 wide.
+  assert.ok(opsOf(j).some((op) => / r8$/.test(op)), `rank 8 updates in ${opsOf(j).join(', ')}`);
+  assert.not.ok(opsOf(j).some((op) => / r16$/.test(op)), 'no rank-16 update');
+  const perToken = (j.gflops as number) * 1e9 / (j.tokens_per_s as number);
+  assert.ok(Math.abs(perToken / flopsPerToken(presetConfig('tiny'), 32, 'train', 8) - 1) < 1e-9, 'FLOPs counted at rank 8');
+  const text = seal('bench', 'train', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--rank', '32', '--alpha', '64');
+  assert.equal(text.code, 0, text.err);
+  assert.match(text.out, /train tiny batch 1 x 16, LoRA r 32, alpha 64,/);
+  const base = lastJson(seal('bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--json').out);
+  assert.is(base.rank, undefined, 'no adapter, no rank');
+  const decode = lastJson(seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '4', '--new', '3', '--repeats', '1', '--warmup', '0',
+    '--adapters', '2', '--rank', '4', '--json').out);
+  assert.equal([decode.rank, decode.alpha], [4, 32]);
+  for (const args of [['train', '--rank', '0'], ['train', '--rank', '2.5'], ['train', '--alpha', '0'], ['train', '--alpha', 'x'],
+    ['forward', '--rank', '8'], ['decode', '--alpha', '8']]) {
+    const bad = seal('bench', ...args, '--preset', 'tiny');
+    assert.equal(bad.code, 2, `${args.join(' ')}: ${bad.err}`);
+    assert.match(bad.err, /--rank|--alpha/);
+  }
+});
+
 test('seal bench decode --temperature/--top-p samples and says so; bad values are usage errors', () => {
   const r = seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '8', '--new', '6', '--repeats', '1', '--warmup', '0',
     '--threads', '1', '--temperature', '1', '--top-p', '0.95', '--json');

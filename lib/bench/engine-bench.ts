@@ -91,6 +91,9 @@ export interface BenchResult {
   loss_on?: number;
   /** Adapters the batch mixes (sequence i under adapter i mod adapters; 0: the base model). */
   adapters: number;
+  /** The adapters' LoRA rank and alpha (on every projection); absent where there is no adapter. */
+  rank?: number;
+  alpha?: number;
   /** Training: steps per engine call (trainSteps; 1: one trainStep call per step). */
   steps_per_call?: number;
   threads: number;
@@ -119,6 +122,10 @@ export interface BenchResult {
 function mfuAgainst(gflops: number, peak: PeakReference | { none: string }): Pick<BenchResult, 'mfu' | 'peak'> {
   return { mfu: 'gflops' in peak ? gflops / peak.gflops : null, peak };
 }
+
+/** The bench's LoRA adapters unless told otherwise: the issue's r = 16, alpha = 32 on every projection. */
+export const DEFAULT_RANK = 16;
+export const DEFAULT_ALPHA = 32;
 
 /** Linear-layer parameters touched per token (every projection plus the LM head). */
 export function linearParams(c: ModelConfig): number {
@@ -247,6 +254,9 @@ export interface DecodeBenchOptions {
   profile?: boolean;
   /** Adapters the prompts mix (prompt i under adapter i mod adapters); default 0, the base model. */
   adapters?: number;
+  /** The adapters' rank and alpha (default DEFAULT_RANK and DEFAULT_ALPHA). */
+  rank?: number;
+  alpha?: number;
   /**
    * A/B in one process, as BenchOptions.abEnv: every timed repeat runs one generation as usual and
    * one with these environment variables set, in alternating order. Not with profile.
@@ -270,7 +280,8 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
   const model = await Model.create(config, { storage, seed: 1234, device, profile: o.profile });
   try {
     const adapters = o.adapters ?? 0;
-    const slotOf = createBenchAdapters(model, adapters, 16, 32);
+    const rank = o.rank ?? DEFAULT_RANK, alpha = o.alpha ?? DEFAULT_ALPHA;
+    const slotOf = createBenchAdapters(model, adapters, rank, alpha);
     const prompts = randomSequences(o.batch, o.prompt, config.vocabSize, slotOf, 42).map((s) => ({ tokens: s.tokens, slot: s.slot }));
     const kvCache = !o.kvCache || o.kvCache === 'auto' ? model.defaultKvCache : o.kvCache;
     const warmup = o.warmup ?? 1;
@@ -323,7 +334,8 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const weightBytesRead = model.decodeReadBytes(o.batch);
     const gflops = (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9;
     return {
-      device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, adapters, threads, isa: addon.info().isa, storage,
+      device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, adapters,
+      ...(adapters > 0 ? { rank, alpha } : {}), threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med / Math.max(1, o.newTokens - 1), step_ms_all: decodeMs,
       gflops, ...mfuAgainst(gflops, peakReference(addon, device, storage)),
       prefill_ms_median: median(prefillMs), weight_bytes: weightBytes, kv_cache: kvCache,
@@ -347,7 +359,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
   const threads = addon.setThreads(o.threads ?? 0);
   const config = presetConfig(o.preset);
   const storage = o.storage ?? 'bf16';
-  const rank = o.rank ?? 16;
+  const rank = o.rank ?? DEFAULT_RANK, alpha = o.alpha ?? DEFAULT_ALPHA;
   const device = o.device ?? 'cpu';
   const lossOn = o.lossOn ?? 1;
   const problem = lossOnProblem(work, o.seq, lossOn);
@@ -356,7 +368,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
   try {
     const adapters = o.adapters ?? (work === 'train' ? 1 : 0);
     if (work === 'train' && adapters < 1) throw new Error('runBench: training needs at least one adapter');
-    const seqs = randomSequences(o.batch, o.seq, config.vocabSize, createBenchAdapters(model, adapters, rank, o.alpha ?? 32), 42, lossOn);
+    const seqs = randomSequences(o.batch, o.seq, config.vocabSize, createBenchAdapters(model, adapters, rank, alpha), 42, lossOn);
     const warmup = o.warmup ?? 2;
     const repeats = o.repeats ?? 5;
     const perCall = o.stepsPerCall ?? 1;
@@ -391,6 +403,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const gflops = (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9;
     return {
       device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn, steps_per_call: perCall } : {}), adapters,
+      ...(adapters > 0 ? { rank, alpha } : {}),
       threads, isa: addon.info().isa, storage,
       tokens_per_s: tps, step_ms_median: med, step_ms_all: times,
       gflops, ...mfuAgainst(gflops, peakReference(addon, device, storage)),

@@ -1,6 +1,8 @@
 // `seal bench train|forward` — engine throughput on a random-weight model of a real configuration.
 import { parseArgs } from 'node:util';
-import { describePrefetch, lossOnProblem, runBench, runDecodeBench, type AbResult, type BenchResult } from '../../bench/engine-bench.js';
+import {
+  DEFAULT_ALPHA, DEFAULT_RANK, describePrefetch, lossOnProblem, runBench, runDecodeBench, type AbResult, type BenchResult,
+} from '../../bench/engine-bench.js';
 import { parseEnvList } from '../../bench/env.js';
 import { formatProfile } from '../../bench/profile.js';
 import { PRESET_NAMES } from '../../model/presets.js';
@@ -8,7 +10,7 @@ import { UsageError, type CliCommand } from '../command.js';
 
 const USAGE = `usage: seal bench train|forward|decode --preset ${PRESET_NAMES.join('|')} [--batch B] [--seq T] [--threads N]
                   [--gen-batch N] [--prompt P] [--new N] [--kv-cache auto|bf16|f32] [--temperature T] [--top-p P]
-                  [--steps-per-call S] [--adapters N]
+                  [--steps-per-call S] [--adapters N] [--rank R] [--alpha A]
                   [--loss-on F] [--repeats R] [--warmup W] [--storage bf16|f32] [--device cpu|cuda] [--profile]
                   [--ab-env K=V[,K=V...]] [--json]
 
@@ -37,9 +39,11 @@ GEMMs multiply with (vdpbf16ps, AMX tiles or FP32 FMAs), measured on the same th
 the timed steps (about 0.1 s); on a GPU, its datasheet's dense bf16 rate. With --json the last line
 is {"tokens_per_s": ..., "gflops": ..., "mfu": ..., "peak": {...}, ...} (and "profile" with
 --profile, "ab" with --ab-env).
---adapters N: the batch mixes N LoRA adapters (r=16, alpha=32, every projection), sequence (or
-prompt) i under adapter i mod N, as SEAL's inner loop trains one adapter per sequence and its
-evaluation scores and decodes them; default 1 for train, 0 (the base model) for forward and decode.`;
+--adapters N: the batch mixes N LoRA adapters (every projection), sequence (or prompt) i under
+adapter i mod N, as SEAL's inner loop trains one adapter per sequence and its evaluation scores
+and decodes them; default 1 for train, 0 (the base model) for forward and decode.
+--rank R, --alpha A: the adapters' rank and alpha (default 16 and 32; SEAL's SQuAD runs use 32 and
+64); forward and decode need --adapters N with them.`;
 
 /**
  * The A/B ratio (speed with the variables over speed without) in words, so that nobody reads it the
@@ -68,6 +72,9 @@ function describeSpeed(r: BenchResult): string {
 
 /** ", 16 adapters" where the batch mixes adapters other than the work's default. */
 const mixing = (adapters: number, usual = 0) => (adapters === usual ? '' : `, ${adapters} adapter${adapters === 1 ? '' : 's'}`);
+/** ", LoRA r 32, alpha 64" where the adapters' shape is not the default's. */
+const loraShape = (r: { rank?: number; alpha?: number }) =>
+  r.rank === undefined || (r.rank === DEFAULT_RANK && r.alpha === DEFAULT_ALPHA) ? '' : `, LoRA r ${r.rank}, alpha ${r.alpha}`;
 
 export const benchCommand: CliCommand = {
   name: 'bench',
@@ -83,6 +90,7 @@ export const benchCommand: CliCommand = {
         device: { type: 'string', default: 'cpu' }, 'gen-batch': { type: 'string', default: '1' }, prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '128' },
         'kv-cache': { type: 'string', default: 'auto' }, temperature: { type: 'string', default: '0' }, 'top-p': { type: 'string', default: '1' },
         'ab-env': { type: 'string' }, 'loss-on': { type: 'string' }, 'steps-per-call': { type: 'string' }, adapters: { type: 'string' },
+        rank: { type: 'string' }, alpha: { type: 'string' },
       },
     });
     const work = positionals[0];
@@ -104,6 +112,11 @@ export const benchCommand: CliCommand = {
     if (values['loss-on'] !== undefined && work !== 'train') throw new UsageError('bench: --loss-on is for train');
     if (values['steps-per-call'] !== undefined && work === 'forward') throw new UsageError('bench: --steps-per-call is for train and decode');
     const adapters = values.adapters === undefined ? undefined : int('adapters', values.adapters, work === 'train' ? 1 : 0);
+    const rank = values.rank === undefined ? undefined : int('rank', values.rank, 1);
+    const alpha = values.alpha === undefined ? undefined : Number(values.alpha);
+    if (alpha !== undefined && !(Number.isFinite(alpha) && alpha > 0)) throw new UsageError(`bench: --alpha must be a number > 0, got '${values.alpha}'`);
+    if ((rank !== undefined || alpha !== undefined) && work !== 'train' && !adapters)
+      throw new UsageError(`bench: --rank and --alpha shape the adapters, and ${work} runs the base model unless --adapters N says otherwise`);
     let abEnv: Record<string, string> | undefined;
     if (values['ab-env'] !== undefined) {
       if (values.profile) throw new UsageError('bench: --ab-env and --profile cannot be combined');
@@ -120,12 +133,12 @@ export const benchCommand: CliCommand = {
         preset: values.preset ?? 'smollm2-135m', batch: int('gen-batch', values['gen-batch'], 1), prompt: int('prompt', values.prompt, 1),
         newTokens: int('new', values.new, 2), threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
         repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device, kvCache,
-        profile: values.profile, adapters, abEnv,
+        profile: values.profile, adapters, rank, alpha, abEnv,
         ...(values['steps-per-call'] !== undefined ? { stepsPerCall: int('steps-per-call', values['steps-per-call'], 1) } : {}),
         onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  run ${d}/${t}`),
       });
       if (values.json) process.stdout.write(`${JSON.stringify(r)}\n`);
-      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}${mixing(r.adapters)}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call${r.prefetch ? `, weights prefetched ${describePrefetch(r.prefetch)}` : ''}${r.rows_on_amx ? ', rows on AMX tiles' : ''}${r.rows_on_packed_strips ? ', weights read as packed strips' : ''}${r.weights_coded ? `, weights coded in 12 bits (${(r.weight_bytes_read / 1e6).toFixed(1)} of ${(r.weight_bytes / 1e6).toFixed(1)} MB per step)` : ''})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms   ${describeSpeed(r)}\n`);
+      else process.stdout.write(`\ndecode ${r.preset} batch ${r.batch}${mixing(r.adapters)}${loraShape(r)}, prompt ${values.prompt} + ${values.new} new, ${r.sampling}, ${r.threads} threads (${r.isa}, ${r.storage} weights, ${r.kv_cache} KV cache, ${r.steps_per_call} steps per call${r.prefetch ? `, weights prefetched ${describePrefetch(r.prefetch)}` : ''}${r.rows_on_amx ? ', rows on AMX tiles' : ''}${r.rows_on_packed_strips ? ', weights read as packed strips' : ''}${r.weights_coded ? `, weights coded in 12 bits (${(r.weight_bytes_read / 1e6).toFixed(1)} of ${(r.weight_bytes / 1e6).toFixed(1)} MB per step)` : ''})\n  ${r.tokens_per_s.toFixed(1)} tokens/s   ${r.step_ms_median.toFixed(2)} ms/token step   prefill ${r.prefill_ms_median.toFixed(1)} ms   ${describeSpeed(r)}\n`);
       if (!values.json && r.inline_share) {
         process.stdout.write(`  ${(100 * r.inline_share).toFixed(0)}% of the timed decoding calls ran inline on one thread (measured faster for calls this small)\n`);
       }
@@ -141,7 +154,7 @@ export const benchCommand: CliCommand = {
       preset: values.preset ?? 'smollm2-135m', batch: int('batch', values.batch, 1), seq,
       threads: values.threads === undefined ? 0 : int('threads', values.threads, 1),
       repeats: int('repeats', values.repeats, 1), warmup: int('warmup', values.warmup, 0), storage: values.storage, device,
-      profile: values.profile, abEnv, lossOn, adapters,
+      profile: values.profile, abEnv, lossOn, adapters, rank, alpha,
       ...(values['steps-per-call'] !== undefined ? { stepsPerCall: int('steps-per-call', values['steps-per-call'], 1) } : {}),
       onProgress: values.json ? undefined : (d, t) => process.stderr.write(`\r  ${abEnv ? 'repeat' : 'step'} ${d}/${t}`),
     });
@@ -150,7 +163,7 @@ export const benchCommand: CliCommand = {
       process.stdout.write(`${JSON.stringify(result)}\n`);
     } else {
       process.stdout.write(
-        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${mixing(result.adapters, result.work === 'train' ? 1 : 0)}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}${(result.steps_per_call ?? 1) > 1 ? `, ${result.steps_per_call} steps per call` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
+        `${result.work} ${result.preset} batch ${result.batch} x ${result.seq}${mixing(result.adapters, result.work === 'train' ? 1 : 0)}${loraShape(result)}${result.loss_on !== undefined && result.loss_on < 1 ? ` (loss on the last ${result.loss_on})` : ''}${(result.steps_per_call ?? 1) > 1 ? `, ${result.steps_per_call} steps per call` : ''}, ${result.threads} threads (${result.isa}, ${result.storage} weights)\n` +
           `  ${result.tokens_per_s.toFixed(1)} tokens/s   median step ${result.step_ms_median.toFixed(result.step_ms_median < 10 ? 2 : 1)} ms   ${describeSpeed(result)}\n`,
       );
       if (result.inline_share) {
