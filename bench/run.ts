@@ -27,7 +27,6 @@ import { presetConfig, presetRawConfig } from '../lib/model/presets.js';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TCMALLOC = '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4';
 const OPENBLAS_OMP = '/usr/lib/x86_64-linux-gnu/openblas-openmp';
-const LORA_RANK = 16;
 /** Other processes' average CPU use above which a run counts as contended (and is re-measured). */
 const CONTENDED_CPUS = 0.3;
 
@@ -118,13 +117,14 @@ const { values: opts } = parseArgs({
     'max-wait': { type: 'string' },
     retries: { type: 'string' },
     only: { type: 'string' },
+    rank: { type: 'string', default: '16' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 
 if (opts.help) {
   process.stdout.write(`usage: npm run bench -- [--quick] [--threads N] [--json] [--rounds R] [--storage bf16|f32]
-                        [--python PATH] [--max-wait S] [--retries K] [--only IDS] [--no-peer] [--no-engine]
+                        [--python PATH] [--max-wait S] [--retries K] [--only IDS] [--rank R] [--no-peer] [--no-engine]
   --quick      smoke run: small shapes, 1 round, few repeats (~1-2 minutes on a quiet machine)
   --threads N  threads for the engine, the peer and the peak measurement (default 2)
   --json       also print one JSON object with every row as the last stdout line
@@ -135,6 +135,8 @@ if (opts.help) {
                away (default 60, quick 10; 0 disables)
   --retries K  re-run a measurement up to K times when other processes used more than 0.3 CPUs
                on average while it ran (default 2, quick 1)
+  --rank R     the LoRA rank of every training case, engine and peer alike, alpha 2R (default 16, alpha
+               32: the issue's targets are stated there; SEAL's SQuAD runs use 32)
   --only IDS   run only these benchmarks (comma-separated: smollm2-train, smollm2-forward,
                smollm2-decode-b1, smollm2-decode-b8, smollm2-decode-b8-sampled, tiny-train, tiny-train-b1,
                tiny-train-16-adapters, tiny-forward; quick: smollm2-train, smollm2-forward,
@@ -153,6 +155,11 @@ const retries = opts.retries === undefined ? (opts.quick ? 1 : 2) : Number(opts.
 if (!Number.isInteger(retries) || retries < 0) fail(`--retries must be an integer >= 0`);
 const storage = opts.storage;
 if (storage !== 'bf16' && storage !== 'f32') fail(`--storage must be bf16 or f32`);
+const loraRank = Number(opts.rank);
+if (!Number.isInteger(loraRank) || loraRank < 1) fail(`--rank must be a positive integer, got '${opts.rank}'`);
+// SEAL's scale alpha / r = 2 at every rank (r 16, alpha 32 as the issue's cases; r 32, alpha 64 as SEAL's SQuAD runs).
+const loraAlpha = 2 * loraRank;
+const loraArgs = ['--rank', String(loraRank), '--alpha', String(loraAlpha)];
 
 function fail(msg: string): never {
   process.stderr.write(`bench: ${msg}\n`);
@@ -370,7 +377,7 @@ const flags = cpuFlags();
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
 const versions: Record<string, string | null> = { sealkit: pkg.version, node: process.version, torch: null, cc: null };
 const skipped: string[] = [];
-log(`sealkit bench${opts.quick ? ' --quick' : ''}: ${threads} threads, ${rounds} round(s), ${mach.model_name} (${mach.cpus} CPUs)`);
+log(`sealkit bench${opts.quick ? ' --quick' : ''}: ${threads} threads, ${rounds} round(s), ${mach.model_name} (${mach.cpus} CPUs), LoRA r ${loraRank}, alpha ${loraAlpha}`);
 
 // Peaks: build bench/peak.c for this machine and run it once, before the suite.
 type Stat = { best: number; median: number; trials: number };
@@ -531,7 +538,8 @@ const samplingArgs = (c: Case) => (c.sampling ? ['--temperature', String(c.sampl
 function engineArgs(c: Case): string[] {
   const shapeArgs = c.work === 'decode'
     ? ['--gen-batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens), ...samplingArgs(c)]
-    : ['--batch', String(c.batch), '--seq', String(c.seq), ...(c.adapters ? ['--adapters', String(c.adapters)] : [])];
+    : ['--batch', String(c.batch), '--seq', String(c.seq), ...(c.adapters ? ['--adapters', String(c.adapters)] : []),
+        ...(c.work === 'train' ? loraArgs : [])];
   return [join(ROOT, 'bin', 'seal.js'), 'bench', c.work, '--preset', c.preset, ...shapeArgs,
     '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--storage', storage!, '--json'];
 }
@@ -540,8 +548,8 @@ function peerArgs(c: Case, mode: PeerMode): string[] {
   const shapeArgs = c.work === 'decode'
     ? ['--batch', String(c.batch), '--prompt', String(c.prompt), '--new', String(c.newTokens), ...samplingArgs(c)]
     : c.adapters
-      ? ['--batch', String(c.batch / c.adapters), '--adapters', String(c.adapters), '--seq', String(c.seq), '--rank', String(LORA_RANK)]
-      : ['--batch', String(c.batch), '--seq', String(c.seq), '--rank', String(LORA_RANK)];
+      ? ['--batch', String(c.batch / c.adapters), '--adapters', String(c.adapters), '--seq', String(c.seq), ...loraArgs]
+      : ['--batch', String(c.batch), '--seq', String(c.seq), ...loraArgs];
   return [join(ROOT, 'bench', 'peer_torch.py'), '--config', configPath(c.preset), '--name', c.preset, '--work', c.work, '--dtype', mode,
     ...shapeArgs, '--threads', String(threads), '--repeats', String(c.repeats), '--warmup', String(c.warmup), '--quiet'];
 }
@@ -705,12 +713,12 @@ for (const { c, contestants } of results) {
   const config = presetConfig(c.preset);
   const fpt = c.work === 'decode'
     ? flopsPerToken(config, c.prompt! + c.newTokens! / 2, 'forward', 0)
-    : flopsPerToken(config, c.seq, c.work, LORA_RANK);
+    : flopsPerToken(config, c.seq, c.work, loraRank);
   const weightBytes = c.work === 'decode' ? decodeWeightBytes(config, storage) : null;
   // Training: the step's FLOPs at the measured peaks (bf16 weights' products on the BF16 unit where
   // the CPU has one; LoRA's products, and everything on f32 weights, at the FP32 FMA peak).
   const computeBound = c.work === 'train'
-    ? computeBoundTps(fpt, storage === 'bf16' && PEAK_BF16 ? loraFlopsPerToken(config, LORA_RANK) : fpt,
+    ? computeBoundTps(fpt, storage === 'bf16' && PEAK_BF16 ? loraFlopsPerToken(config, loraRank) : fpt,
       storage === 'bf16' && PEAK_BF16 ? PEAK_BF16 : PEAK_FP32, PEAK_FP32)
     : null;
   const boundAt = (gbs: number | null) => (weightBytes !== null && gbs ? streamingBound(c.batch, gbs, weightBytes) : null);
@@ -909,6 +917,7 @@ out.push('N% inline: the share of the engine\'s timed steps whose kernels ran on
 out.push('speed: lowest FP32 FMA probe taken around the runs, as a share of the best seen; other: most CPUs other processes used during a run');
 out.push(`(runs with other > ${CONTENDED_CPUS} are re-measured up to --retries times). Low speed or high other: distrust the row;`);
 out.push('a ratio marked ? rests on a contended run: PyTorch slows down far more than the engine when it shares the CPUs.');
+out.push(`LoRA (training rows): r ${loraRank}, alpha ${loraAlpha} on all seven projections, engine and peer${loraRank === 16 ? '' : ' (the issue\'s targets are stated at r 16)'}.`);
 out.push('GFLOP/s uses the engine\'s FLOP count (lib/bench/engine-bench.ts flopsPerToken) for every contestant; MFU is against the measured peaks above.');
 out.push('compute bound (train): tokens/s if every product of the step ran at its instruction\'s peak above and nothing else took time');
 out.push(`(${storage === 'bf16' && PEAK_BF16 ? `products on the bf16 weights and attention's at ${f(PEAK_BF16, 0)} GFLOP/s, LoRA's f32 products at ${f(PEAK_FP32, 0)}` : `every product at the FP32 FMA peak, ${f(PEAK_FP32, 0)} GFLOP/s`}):`);
@@ -918,7 +927,7 @@ process.stdout.write(`${out.join('\n')}\n`);
 if (opts.json) {
   const report = {
     suite: 'sealkit-bench', date: started.toISOString(), duration_s: (Date.now() - started.getTime()) / 1000, quick: opts.quick,
-    threads, rounds, engine_storage: storage, machine: mach, versions, peer_env: peerOk ? peerEnvShown : null, peer_fp32_matmul_gflops: peerMatmulGflops, peer_warnings: peerWarnings, peaks,
+    threads, rounds, engine_storage: storage, lora: { rank: loraRank, alpha: loraAlpha }, machine: mach, versions, peer_env: peerOk ? peerEnvShown : null, peer_fp32_matmul_gflops: peerMatmulGflops, peer_warnings: peerWarnings, peaks,
     mfu_reference_gflops: { fp32: PEAK_FP32, bf16: PEAK_BF16, bf16_unit: PEAK_BF16_UNIT }, waited_for_quiet_s: waitedS, skipped,
     read_gbs_probes: probeReadGbs, read_gbs_used: READ_GBS,
     rows, summary: summaries,
