@@ -176,17 +176,17 @@ const TINY_TRAIN_TARGET = 5;
 // small inner loops. Those train on one sequence per step (knowledge incorporation: batch 1, ~50
 // tokens, 10 epochs; the reference's seal-method.md), so the suite times that shape (1 x 64) as
 // well as the SmolLM2 rows' 4 x 256, where a tiny step is 5.4 GFLOP of compute, not overhead.
-const TINY_INNER = { id: 'tiny-train-b1', preset: 'tiny', work: 'train', batch: 1, seq: 64, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET } as const;
+const TINY_INNER = { id: 'tiny-train-b1', preset: 'tiny', work: 'train', batch: 1, seq: 64, peerModes: ALL_PEER, target: TINY_TRAIN_TARGET } as const;
 // The inner loop as SEAL runs it here (lib/seal/inner-loop.ts): 16 self-edits' adapters trained
 // together, one sequence each per step. The engine runs them as one batch that mixes the adapters;
 // the peer (PEFT trains one adapter per step) runs a step of each adapter in turn.
-const TINY_INNER_16 = { id: 'tiny-train-16-adapters', preset: 'tiny', work: 'train', batch: 16, seq: 64, adapters: 16, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET } as const;
+const TINY_INNER_16 = { id: 'tiny-train-16-adapters', preset: 'tiny', work: 'train', batch: 16, seq: 64, adapters: 16, peerModes: ALL_PEER, target: TINY_TRAIN_TARGET } as const;
 const SUITE: Case[] = opts.quick
   ? [
-      { id: 'smollm2-train', preset: 'smollm2-135m', work: 'train', batch: 1, seq: 64, warmup: 1, repeats: 2, peerModes: ['fp32', 'bf16-autocast'] },
+      { id: 'smollm2-train', preset: 'smollm2-135m', work: 'train', batch: 1, seq: 64, warmup: 1, repeats: 2, peerModes: ALL_PEER },
       { id: 'smollm2-forward', preset: 'smollm2-135m', work: 'forward', batch: 1, seq: 64, warmup: 1, repeats: 3, peerModes: ALL_PEER },
       decodeCase('smollm2-decode-b1', 'smollm2-135m', 1, 32, 16, 1, 2, DECODE_PEER),
-      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 64, warmup: 2, repeats: 5, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
+      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 64, warmup: 2, repeats: 5, peerModes: ALL_PEER, target: TINY_TRAIN_TARGET },
       { ...TINY_INNER, peerModes: [...TINY_INNER.peerModes], warmup: 3, repeats: 20 },
       { ...TINY_INNER_16, peerModes: [...TINY_INNER_16.peerModes], warmup: 2, repeats: 5 },
     ]
@@ -202,7 +202,7 @@ const SUITE: Case[] = opts.quick
       decodeCase('smollm2-decode-b8', 'smollm2-135m', 8, 128, 128, 1, 3, DECODE_PEER, undefined, { target: 3 }),
       // The same at SEAL's self-edit sampling: the sampler's cost per token shows up here.
       decodeCase('smollm2-decode-b8-sampled', 'smollm2-135m', 8, 128, 128, 1, 3, ['bf16-weights'], SEAL_SAMPLING),
-      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ['fp32', 'bf16-autocast'], target: TINY_TRAIN_TARGET },
+      { id: 'tiny-train', preset: 'tiny', work: 'train', batch: 4, seq: 256, warmup: 3, repeats: 10, peerModes: ALL_PEER, target: TINY_TRAIN_TARGET },
       // Steps of a few milliseconds: more of them per process for a stable median.
       { ...TINY_INNER, peerModes: [...TINY_INNER.peerModes], warmup: 10, repeats: 100 },
       { ...TINY_INNER_16, peerModes: [...TINY_INNER_16.peerModes], warmup: 3, repeats: 20 },
