@@ -203,6 +203,15 @@ test('seal bench --rank/--alpha shape the adapters the engine runs (and the FLOP
   assert.match(text.out, /train tiny batch 1 x 16, LoRA r 32, alpha 64,/);
   const base = lastJson(seal('bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--json').out);
   assert.is(base.rank, undefined, 'no adapter, no rank');
+  const perTokenOf = (r: Record<string, unknown>) => (r.gflops as number) * 1e9 / (r.tokens_per_s as number);
+  assert.ok(Math.abs(perTokenOf(base) / flopsPerToken(presetConfig('tiny'), 16, 'forward', 0) - 1) < 1e-9, 'the base model: no LoRA FLOPs');
+  // Scoring under adapters counts their forward products (2 r (in + out) per projection) too.
+  const scored = lastJson(seal('bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0',
+    '--adapters', '1', '--rank', '8', '--json').out);
+  assert.is(scored.rank, 8);
+  const withLora = flopsPerToken(presetConfig('tiny'), 16, 'forward', 8);
+  assert.ok(withLora > flopsPerToken(presetConfig('tiny'), 16, 'forward', 0));
+  assert.ok(Math.abs(perTokenOf(scored) / withLora - 1) < 1e-9, 'FLOPs of scoring under a rank-8 adapter');
   const decode = lastJson(seal('bench', 'decode', '--preset', 'tiny', '--gen-batch', '2', '--prompt', '4', '--new', '3', '--repeats', '1', '--warmup', '0',
     '--adapters', '2', '--rank', '4', '--json').out);
   assert.equal([decode.rank, decode.alpha], [4, 32]);

@@ -137,15 +137,17 @@ export function linearParams(c: ModelConfig): number {
 
 /**
  * FLOPs per token. Forward: 2 per linear parameter plus causal attention (QK^T and PV over on
- * average seq/2 keys: 2·2·(seq/2)·dq per layer). LoRA training adds the input-gradient pass
- * (2 per parameter; frozen weights get no weight gradient), attention backward (2.5x its forward)
- * and the adapters' own small GEMMs (forward, input and weight gradients: 6·r·(in+out) each).
- * In training the LM head runs only on the lossOn fraction of tokens that carry a loss.
+ * average seq/2 keys: 2·2·(seq/2)·dq per layer), plus the adapters' forward products (2·r·(in+out)
+ * per projection) where the tokens run under a rank-r adapter (rank 0: the base model). LoRA
+ * training adds the input-gradient pass (2 per parameter; frozen weights get no weight gradient),
+ * attention backward (2.5x its forward) and the adapters' own small GEMMs (forward, input and weight
+ * gradients: 6·r·(in+out) each). In training the LM head runs only on the lossOn fraction of tokens
+ * that carry a loss.
  */
 export function flopsPerToken(c: ModelConfig, seq: number, work: 'train' | 'forward', rank: number, lossOn = 1): number {
   const P = linearParams(c);
   const attn = c.numLayers * 2 * seq * c.numHeads * c.headDim;
-  if (work === 'forward') return 2 * P + attn;
+  if (work === 'forward') return 2 * P + attn + loraFlopsPerToken(c, rank) / 3;
   const headUnused = (1 - lossOn) * c.vocabSize * c.hiddenSize;
   return 4 * (P - headUnused) + attn * 3.5 + loraFlopsPerToken(c, rank);
 }
@@ -332,7 +334,7 @@ export async function runDecodeBench(o: DecodeBenchOptions): Promise<BenchResult
     const weightBytes = linearParams(c) * (storage === 'bf16' ? 2 : 4);
     // What one sequence's step reads of those: less where the model coded them (Model.decodeReadBytes).
     const weightBytesRead = model.decodeReadBytes(o.batch);
-    const gflops = (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', 0)) / 1e9;
+    const gflops = (tps * flopsPerToken(config, o.prompt + o.newTokens / 2, 'forward', adapters > 0 ? rank : 0)) / 1e9;
     return {
       device, work: 'decode', preset: o.preset, batch: o.batch, seq: o.prompt + o.newTokens, adapters,
       ...(adapters > 0 ? { rank, alpha } : {}), threads, isa: addon.info().isa, storage,
@@ -400,7 +402,7 @@ export async function runBench(work: 'train' | 'forward', o: BenchOptions): Prom
     const med = median(times);
     const tps = tokens / (med / 1000);
     const after = jobCounts(model, kinds);
-    const gflops = (tps * flopsPerToken(config, o.seq, work, rank, lossOn)) / 1e9;
+    const gflops = (tps * flopsPerToken(config, o.seq, work, adapters > 0 ? rank : 0, lossOn)) / 1e9;
     return {
       device, work, preset: o.preset, batch: o.batch, seq: o.seq, ...(work === 'train' ? { loss_on: lossOn, steps_per_call: perCall } : {}), adapters,
       ...(adapters > 0 ? { rank, alpha } : {}),
