@@ -713,7 +713,7 @@ for (const { c, contestants } of results) {
   const config = presetConfig(c.preset);
   const fpt = c.work === 'decode'
     ? flopsPerToken(config, c.prompt! + c.newTokens! / 2, 'forward', 0)
-    : flopsPerToken(config, c.seq, c.work, c.work === 'train' || c.adapters ? loraRank : 0);
+    : flopsPerToken(config, c.seq, c.work, c.work === 'train' ? loraRank : 0);  // adapters run in training rows only
   const weightBytes = c.work === 'decode' ? decodeWeightBytes(config, storage) : null;
   // Training: the step's FLOPs at the measured peaks (bf16 weights' products on the BF16 unit where
   // the CPU has one; LoRA's products, and everything on f32 weights, at the FP32 FMA peak).

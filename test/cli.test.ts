@@ -196,14 +196,13 @@ test('seal bench --rank/--alpha shape the adapters the engine runs (and the FLOP
   // The engine got rank 8: its fused updates are named by the rank, and its narrow products are 8 wide.
   assert.ok(opsOf(j).some((op) => / r8$/.test(op)), `rank 8 updates in ${opsOf(j).join(', ')}`);
   assert.not.ok(opsOf(j).some((op) => / r16$/.test(op)), 'no rank-16 update');
-  const perToken = (j.gflops as number) * 1e9 / (j.tokens_per_s as number);
-  assert.ok(Math.abs(perToken / flopsPerToken(presetConfig('tiny'), 32, 'train', 8) - 1) < 1e-9, 'FLOPs counted at rank 8');
+  const perTokenOf = (r: Record<string, unknown>) => (r.gflops as number) * 1e9 / (r.tokens_per_s as number);
+  assert.ok(Math.abs(perTokenOf(j) / flopsPerToken(presetConfig('tiny'), 32, 'train', 8) - 1) < 1e-9, 'FLOPs counted at rank 8');
   const text = seal('bench', 'train', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--rank', '32', '--alpha', '64');
   assert.equal(text.code, 0, text.err);
   assert.match(text.out, /train tiny batch 1 x 16, LoRA r 32, alpha 64,/);
   const base = lastJson(seal('bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0', '--json').out);
   assert.is(base.rank, undefined, 'no adapter, no rank');
-  const perTokenOf = (r: Record<string, unknown>) => (r.gflops as number) * 1e9 / (r.tokens_per_s as number);
   assert.ok(Math.abs(perTokenOf(base) / flopsPerToken(presetConfig('tiny'), 16, 'forward', 0) - 1) < 1e-9, 'the base model: no LoRA FLOPs');
   // Scoring under adapters counts their forward products (2 r (in + out) per projection) too.
   const scored = lastJson(seal('bench', 'forward', '--preset', 'tiny', '--batch', '1', '--seq', '16', '--repeats', '1', '--warmup', '0',
