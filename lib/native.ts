@@ -7,6 +7,10 @@ export interface NativeInfo {
   isa: string;
   isaDetected: string;
   threads: number;
+  /** Pool runs of split training passes (a small model's step as two lanes of sequences, one per
+   * thread) that the lane done first helped the other with, since the addon loaded; SEALKIT_LANE_HELP=0
+   * turns the help off. */
+  laneHelpRuns: number;
   /** x86 CPUID vendor, family and model (0 elsewhere): a few kernel choices depend on them. */
   cpu: { vendor: 'amd' | 'intel' | 'other'; family: number; model: number };
   /** How decoding's few-rows GEMMs prefetch weights: 'nta' (the non-temporal hint, one block ahead;

@@ -465,6 +465,15 @@ test('a training pass split into two lanes of sequences: the bits of the whole p
     // of both at once.
     for (const [what, env] of [['inline job', { SEALKIT_SPLIT_STEP: '1', SEALKIT_JOB_THREADING: 'inline' }], ['pooled job', { SEALKIT_SPLIT_STEP: '1', SEALKIT_JOB_THREADING: 'pooled' }]] as const)
       assert.equal(await train(across, env), acrossSteps, `across lanes: ${what}`);
+    // The lane done first helps the other with its kernels (LaneHelp): the first lane waits for
+    // that help, so its whole pass runs on both threads; and without any help. The same bits.
+    const helpedBefore = addon.info().laneHelpRuns;
+    for (const [what, env] of [['helped', { SEALKIT_LANE_HELP: 'wait' }], ['unhelped', { SEALKIT_LANE_HELP: '0' }]] as const) {
+      const lanes = { SEALKIT_SPLIT_STEP: '1', SEALKIT_JOB_THREADING: 'pooled', ...env };
+      assert.equal(await train(across, lanes), acrossSteps, `across lanes: ${what}`);
+      assert.equal(await train(apart, lanes), whole, `apart: ${what}`);
+    }
+    assert.ok(addon.info().laneHelpRuns > helpedBefore, 'the helped passes ran kernels on both threads');
     addon.setThreads(1);
     assert.equal(await train(across, { SEALKIT_SPLIT_STEP: '1' }), acrossSteps, 'across lanes: one thread');
     assert.equal(await train(apart, { SEALKIT_SPLIT_STEP: '1' }), whole, 'apart: one thread');

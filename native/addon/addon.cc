@@ -6,6 +6,7 @@
 
 #include "../core/cpu_features.h"
 #include "../core/env_switch.h"
+#include "../core/lane_help.h"
 #include "../core/rng.h"
 #include "../core/threadpool.h"
 #include "../cpu/attention_bf16.h"
@@ -26,6 +27,8 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
   out.Set("isa", isa_name(active_isa()));
   out.Set("isaDetected", isa_name(detect_isa()));
   out.Set("threads", global_pool().size());
+  // Pool runs of split training passes that the lane done first helped with (lane_help.h).
+  out.Set("laneHelpRuns", Napi::Number::New(env, static_cast<double>(lane_help_runs())));
   const CpuModel& cpu = cpu_model();
   Napi::Object model = Napi::Object::New(env);
   model.Set("vendor", cpu.amd ? "amd" : cpu.intel ? "intel" : "other");

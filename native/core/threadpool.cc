@@ -1,5 +1,7 @@
 #include "threadpool.h"
 
+#include "lane_help.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -54,7 +56,9 @@ bool spin_until(Done done) {
 InlineRuns::InlineRuns(bool on) : previous_(tl_inline_runs) { tl_inline_runs = previous_ || on; }
 InlineRuns::~InlineRuns() { tl_inline_runs = previous_; }
 
-int ThreadPool::threads() const { return tl_inline_runs ? 1 : threads_; }
+// Inline, a thread plans for itself, or for itself and the other lane's thread once that one helps
+// (lane_help.h).
+int ThreadPool::threads() const { return tl_inline_runs ? lane_threads() : threads_; }
 
 void ThreadPool::run_task(const Task& task, int64_t i, int thread) {
   if (failed_.load(std::memory_order_relaxed)) return;
@@ -163,6 +167,7 @@ void ThreadPool::run(int64_t n_tasks, const Task& fn) {
   if (n_tasks > static_cast<int64_t>(UINT32_MAX) - 1) throw std::length_error("ThreadPool::run: too many tasks");
   // Inline runs touch no pool state, so they take no lock: a pool task inside an InlineRuns scope
   // (gemm_chains runs each chain's GEMMs so) may run kernels while its run holds run_mutex_.
+  if (tl_inline_runs && run_with_lane_help(n_tasks, fn)) return;
   if (workers_.empty() || n_tasks == 1 || tl_inline_runs) {
     for (int64_t i = 0; i < n_tasks; ++i) fn(i, 0);
     return;

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <unordered_map>
 
 #include "../core/env_switch.h"
+#include "../core/lane_help.h"
 #ifdef __SANITIZE_ADDRESS__
 #include <sanitizer/asan_interface.h>
 #endif
@@ -1095,10 +1097,25 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
   // inside a task would wait for the run that holds the pool). Elsewhere the lanes run one after the
   // other, each op on the whole pool: on more threads two lanes of one thread each would leave the
   // rest idle (the pool does not nest); on one thread (or inside an inline job) there is no other.
+  // The lane done first lends its thread to the other (LaneHelp: same bits). SEALKIT_LANE_HELP (read
+  // per call): 0 turns that off, for benchmarks; "wait" has the first lane start only once the
+  // second has finished and serves it (up to a second), so tests can run a whole pass helped.
   if (backend_->concurrent_calls() && global_pool().threads() == 2) {
+    LaneHelp help;
+    const char* mode = std::getenv("SEALKIT_LANE_HELP");
+    const bool lend = switch_on("SEALKIT_LANE_HELP"), wait = lend && mode && std::strcmp(mode, "wait") == 0;
     global_pool().run(2, [&](int64_t i, int) {
       InlineRuns on_this_thread(true);
-      run_one(*lanes_[i]);
+      help.lane_started();
+      if (wait && i == 0) help.wait_for_helper(1.0);
+      try {
+        LaneHelpScope helped(lend ? &help : nullptr);
+        run_one(*lanes_[i]);
+      } catch (...) {
+        help.lane_done(true);
+        throw;
+      }
+      help.lane_done(false);
     });
   } else {
     run_one(first);

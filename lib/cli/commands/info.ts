@@ -11,7 +11,8 @@ export const infoCommand: CliCommand = {
     const { values } = parseArgs({ args: argv, options: { json: { type: 'boolean' }, threads: { type: 'string' } } });
     const addon = native();
     if (values.threads !== undefined) addon.setThreads(Number(values.threads));
-    const info = addon.info();
+    // laneHelpRuns counts this process's training passes: always 0 here.
+    const { laneHelpRuns: _, ...info } = addon.info();
     const out = { version: process.env.npm_package_version ?? undefined, ...info, node: process.version, platform: `${process.platform}-${process.arch}` };
     if (values.json) {
       process.stdout.write(`${JSON.stringify(out)}\n`);
