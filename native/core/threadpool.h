@@ -39,14 +39,16 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  // 1 on a thread inside an InlineRuns scope (kernels then plan for one thread).
+  // 1 on a thread inside an InlineRuns scope (kernels then plan for one thread), or 2 there while
+  // the other lane of a split training pass helps this one (lane_help.h).
   int threads() const;
   int size() const { return threads_; }  // the threads it owns, in any scope
 
   // Runs fn(task, thread) for task in [0, n_tasks) on all threads (the caller is thread 0) and
   // returns when every task is done. Calls from different threads are serialised. A task that
   // throws stops the remaining unclaimed tasks and the exception is rethrown to the caller. Inside
-  // an InlineRuns scope the caller runs every task itself, in order.
+  // an InlineRuns scope the caller runs every task itself, in order (or shares them with a helping
+  // lane's thread, lane_help.h).
   void run(int64_t n_tasks, const Task& fn);
 
  private:

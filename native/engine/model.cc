@@ -1106,10 +1106,14 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
     const bool lend = switch_on("SEALKIT_LANE_HELP"), wait = lend && mode && std::strcmp(mode, "wait") == 0;
     global_pool().run(2, [&](int64_t i, int) {
       InlineRuns on_this_thread(true);
+      if (!lend) {
+        run_one(*lanes_[i]);
+        return;
+      }
       help.lane_started();
       if (wait && i == 0) help.wait_for_helper(1.0);
       try {
-        LaneHelpScope helped(lend ? &help : nullptr);
+        LaneHelpScope helped(&help);
         run_one(*lanes_[i]);
       } catch (...) {
         help.lane_done(true);
