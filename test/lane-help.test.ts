@@ -24,7 +24,9 @@ const sources = ['test/native/lane_help_stress.cc', 'native/core/lane_help.cc', 
       assert.is(r.status, 0, `g++ ${flags.join(' ')} failed:\n${r.stderr}`);
       return exe;
     };
-    const run = (exe: string) => spawnSync(exe, ['300'], { encoding: 'utf8', timeout: 180_000, env: { ...process.env, TSAN_OPTIONS: 'halt_on_error=1 exitcode=66' } });
+    // Not under the sanitizer suite's preloaded ASan runtime, which a TSan binary cannot start with.
+    const { LD_PRELOAD: _, ASAN_OPTIONS: __, ...env } = process.env;
+    const run = (exe: string) => spawnSync(exe, ['300'], { encoding: 'utf8', timeout: 180_000, env: { ...env, TSAN_OPTIONS: 'halt_on_error=1 exitcode=66' } });
     let r = run(build(['-O1', '-fsanitize=thread']));
     // Some kernels lay out memory in a way this compiler's TSan runtime cannot start under; the
     // checks of every task's slot still run then, on a plain build.
@@ -32,7 +34,7 @@ const sources = ['test/native/lane_help_stress.cc', 'native/core/lane_help.cc', 
       console.warn('  (ThreadSanitizer cannot run here: the stress test runs without it)');
       r = run(build(['-O2']));
     }
-    assert.is(r.status, 0, `stress test exited ${r.status}:\n${r.stdout}\n${r.stderr.slice(0, 4000)}`);
+    assert.is(r.status, 0, `stress test exited ${r.status}${r.signal ? ` (${r.signal})` : ''}:\n${r.stdout}\n${r.stderr.slice(0, 4000)}`);
     const m = /passes (\d+), runs planned for two threads (\d+), passes that threw (\d+), runs shared (\d+), failures 0/.exec(r.stdout);
     assert.ok(m, `summary line: ${r.stdout}`);
     assert.is(Number(m![1]), 300);
