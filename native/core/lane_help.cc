@@ -17,26 +17,6 @@ inline void relax() {
 #endif
 }
 
-uint32_t generation_of(uint64_t w) { return static_cast<uint32_t>(w >> 32); }
-uint64_t range_word(uint32_t generation, uint32_t front, uint32_t back) {
-  return (static_cast<uint64_t>(generation) << 32) | (static_cast<uint64_t>(front) << 16) | back;
-}
-
-// One task index (relative to the range) of `generation`, from the front (the range's owner) or the
-// back (the other thread); false when the range is empty or holds another run.
-bool take(std::atomic<uint64_t>& range, uint32_t generation, bool front, uint32_t& index) {
-  uint64_t w = range.load(std::memory_order_acquire);
-  for (;;) {
-    const uint32_t f = static_cast<uint32_t>(w >> 16) & 0xFFFF, b = static_cast<uint32_t>(w) & 0xFFFF;
-    if (generation_of(w) != generation || f >= b) return false;
-    const uint64_t taken = front ? range_word(generation, f + 1, b) : range_word(generation, f, b - 1);
-    if (range.compare_exchange_weak(w, taken, std::memory_order_acquire, std::memory_order_acquire)) {
-      index = front ? f : b - 1;
-      return true;
-    }
-  }
-}
-
 }  // namespace
 
 LaneHelpScope::LaneHelpScope(LaneHelp* help) : previous_(tl_help), previous_counted_(tl_help_counted) {
@@ -85,20 +65,20 @@ void LaneHelp::run_task(const ThreadPool::Task& task, int64_t i, int thread) {
 // claim succeeded: a slot rewritten by a later run (which resets the claim words first) can make no
 // claim succeed (the pool's drain() argues the same).
 int64_t LaneHelp::drain(uint32_t generation, int thread) {
-  std::atomic<uint64_t>& own = ranges_[thread].word;
-  std::atomic<uint64_t>& other = ranges_[1 - thread].word;
-  if (generation_of(own.load(std::memory_order_acquire)) != generation) return 0;
+  OwnedRange& own = ranges_[thread];
+  OwnedRange& other = ranges_[1 - thread];
+  if (own.generation() != generation) return 0;
   const Job& job = jobs_[generation & 1];
   const ThreadPool::Task* task = job.task.load(std::memory_order_acquire);
   const int64_t n = job.n.load(std::memory_order_relaxed);
   const int64_t first[2] = {0, n / 2};
   int64_t done = 0;
   uint32_t i = 0;
-  while (take(own, generation, true, i)) {
+  while (own.take(generation, true, i)) {
     run_task(*task, first[thread] + i, thread);
     ++done;
   }
-  while (take(other, generation, false, i)) {
+  while (other.take(generation, false, i)) {
     run_task(*task, first[1 - thread] + i, thread);
     ++done;
   }
@@ -120,8 +100,8 @@ void LaneHelp::run(int64_t n, const ThreadPool::Task& fn) {
   finished_.store(0, std::memory_order_relaxed);
   failed_.store(false, std::memory_order_relaxed);
   error_ = nullptr;
-  ranges_[0].word.store(range_word(generation, 0, static_cast<uint32_t>(n / 2)), std::memory_order_release);
-  ranges_[1].word.store(range_word(generation, 0, static_cast<uint32_t>(n - n / 2)), std::memory_order_release);
+  ranges_[0].reset(generation, static_cast<uint32_t>(n / 2));
+  ranges_[1].reset(generation, static_cast<uint32_t>(n - n / 2));
   generation_.store(generation, std::memory_order_release);
   const int64_t mine = drain(generation, 0);
   // The helper adds its count once, after its last task (release): its outputs are visible then.

@@ -16,6 +16,7 @@
 #include <exception>
 #include <mutex>
 
+#include "owned_range.h"
 #include "threadpool.h"
 
 namespace sealkit {
@@ -51,18 +52,15 @@ class LaneHelp {
   int64_t drain(uint32_t generation, int thread);
   void run_task(const ThreadPool::Task& task, int64_t i, int thread);
 
-  // As the pool's owned ranges: generation (32 bits) | front (16) | back (16). Thread t owns range
-  // t and takes its front; a thread done with its own takes the other's back.
-  struct alignas(64) Range {
-    std::atomic<uint64_t> word{0};
-  };
+  // Thread t owns range t (owned_range.h) and takes its front; a thread done with its own takes the
+  // other's back, as the pool's threads do.
   struct Job {
     std::atomic<const ThreadPool::Task*> task{nullptr};
     std::atomic<int64_t> n{0};
   };
-  static constexpr int64_t kMaxTasks = 2 * 0xFFFF;
+  static constexpr int64_t kMaxTasks = 2 * OwnedRange::kMaxTasks;
 
-  Range ranges_[2];
+  OwnedRange ranges_[2];
   Job jobs_[2];  // by the generation's parity, as in the pool
   alignas(64) std::atomic<uint32_t> generation_{0};
   alignas(64) std::atomic<int64_t> finished_{0};

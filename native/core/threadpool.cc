@@ -71,19 +71,6 @@ void ThreadPool::run_task(const Task& task, int64_t i, int thread) {
   }
 }
 
-bool ThreadPool::take_owned(std::atomic<uint64_t>& range, uint32_t generation, bool front, uint32_t& index) {
-  uint64_t w = range.load(std::memory_order_acquire);
-  for (;;) {
-    const uint32_t f = static_cast<uint32_t>(w >> 16) & 0xFFFF, b = static_cast<uint32_t>(w) & 0xFFFF;
-    if (static_cast<uint32_t>(w >> 32) != generation || f >= b) return false;
-    const uint64_t taken = front ? range_word(generation, f + 1, b) : range_word(generation, f, b - 1);
-    if (range.compare_exchange_weak(w, taken, std::memory_order_acquire, std::memory_order_acquire)) {
-      index = front ? f : b - 1;
-      return true;
-    }
-  }
-}
-
 // Claims and runs tasks of `generation` until none is left (or the caller has moved on to a later
 // run: then the claim words carry another generation and nothing is claimed). The slot's task and
 // count are read (acquire) after a claim word showed this generation and before the first claim;
@@ -91,25 +78,24 @@ bool ThreadPool::take_owned(std::atomic<uint64_t>& range, uint32_t generation, b
 // every claim word past this generation, so a claim with them fails and they are never used.
 void ThreadPool::drain(uint32_t generation, int thread) {
   const Job& job = jobs_[generation & 1];
-  const auto generation_of = [](uint64_t w) { return static_cast<uint32_t>(w >> 32); };
+  const auto generation_of = OwnedRange::generation_of;
   int64_t done = 0;
   if (job.owned.load(std::memory_order_acquire)) {
-    std::atomic<uint64_t>& own = ranges_[static_cast<size_t>(thread)].word;
-    uint64_t word = own.load(std::memory_order_acquire);
-    if (generation_of(word) != generation) return;
+    OwnedRange& own = ranges_[static_cast<size_t>(thread)];
+    if (own.generation() != generation) return;
     const Task* task = job.task.load(std::memory_order_acquire);
     const int64_t n = job.n.load(std::memory_order_relaxed);
     const int threads = threads_;
     uint32_t i = 0;
     // The own range, front to back: its word's line stays in this thread's cache unless stolen from.
-    while (take_owned(own, generation, true, i)) {
+    while (own.take(generation, true, i)) {
       run_task(*task, range_first(n, thread, threads) + i, thread);
       ++done;
     }
     // Then the others' ranges, from the back.
     for (int k = 1; k < threads; ++k) {
       const int victim = (thread + k) % threads;
-      while (take_owned(ranges_[static_cast<size_t>(victim)].word, generation, false, i)) {
+      while (ranges_[static_cast<size_t>(victim)].take(generation, false, i)) {
         run_task(*task, range_first(n, victim, threads) + i, thread);
         ++done;
       }
@@ -190,8 +176,7 @@ void ThreadPool::run(int64_t n_tasks, const Task& fn) {
   if (owned) {
     for (int t = 0; t < threads; ++t) {
       const int64_t len = range_first(n_tasks, t + 1, threads) - range_first(n_tasks, t, threads);
-      ranges_[static_cast<size_t>(t)].word.store(range_word(generation, 0, static_cast<uint32_t>(len)),
-                                                 std::memory_order_release);
+      ranges_[static_cast<size_t>(t)].reset(generation, static_cast<uint32_t>(len));
     }
   } else {
     next_.store(claim_word(generation, 0), std::memory_order_release);

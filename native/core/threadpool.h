@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "function_ref.h"
+#include "owned_range.h"
 
 namespace sealkit {
 
@@ -60,20 +61,7 @@ class ThreadPool {
     std::atomic<int64_t> n{0};
     std::atomic<bool> owned{false};
   };
-  // Thread t's range of an owned run: tasks [first(t) + front, first(t) + back) are unclaimed.
-  // generation (32 bits) | front (16) | back (16), so a claim succeeds only for the run it was meant
-  // for, and owner (front) and thieves (back) never take the same task.
-  struct alignas(64) OwnedRange {
-    std::atomic<uint64_t> word{0};
-  };
-  static constexpr int64_t kMaxOwned = 0xFFFF;  // tasks per thread range
-  static uint64_t range_word(uint32_t generation, uint32_t front, uint32_t back) {
-    return (static_cast<uint64_t>(generation) << 32) | (static_cast<uint64_t>(front) << 16) | back;
-  }
-  // Takes one task index (relative to its range) of `generation` from an owned range: from the
-  // front (its owner) or the back (the others); false when the range is empty or another run's.
-  // (parallel_streams' ChunkRange is the same claim without a generation, over 32-bit indices.)
-  static bool take_owned(std::atomic<uint64_t>& range, uint32_t generation, bool front, uint32_t& index);
+  static constexpr int64_t kMaxOwned = OwnedRange::kMaxTasks;  // tasks per thread range
   static uint64_t claim_word(uint32_t generation, uint32_t index) {
     return (static_cast<uint64_t>(generation) << 32) | index;
   }
@@ -89,7 +77,7 @@ class ThreadPool {
   std::mutex mutex_;      // only around sleeping and waking
   std::condition_variable wake_;
   std::condition_variable done_;
-  // Owned runs: one range per thread. Larger runs: tasks are claimed from one word holding
+  // Owned runs: one range per thread (thread t's: tasks [first(t) + front, first(t) + back)). Larger runs: tasks are claimed from one word holding
   // (generation, next index). Either way a claim succeeds only for the run it was meant for, so no
   // worker ever runs a task of a run other than the one it read.
   std::unique_ptr<OwnedRange[]> ranges_;
