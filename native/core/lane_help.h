@@ -52,14 +52,14 @@ class LaneHelp {
   int64_t drain(uint32_t generation, int thread);
   void run_task(const ThreadPool::Task& task, int64_t i, int thread);
 
-  // Thread t owns range t (owned_range.h) and takes its front; a thread done with its own takes the
-  // other's back, as the pool's threads do.
   struct Job {
     std::atomic<const ThreadPool::Task*> task{nullptr};
     std::atomic<int64_t> n{0};
   };
   static constexpr int64_t kMaxTasks = 2 * OwnedRange::kMaxTasks;
 
+  // Thread t owns range t (owned_range.h) and takes its front; a thread done with its own takes the
+  // other's back, as the pool's threads do.
   OwnedRange ranges_[2];
   Job jobs_[2];  // by the generation's parity, as in the pool
   alignas(64) std::atomic<uint32_t> generation_{0};
