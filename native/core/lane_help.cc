@@ -50,15 +50,10 @@ void LaneHelp::wait_for_helper(double seconds) const {
 }
 
 void LaneHelp::run_task(const ThreadPool::Task& task, int64_t i, int thread) {
-  if (failed_.load(std::memory_order_relaxed)) return;
-  LaneHelpScope nested(nullptr);  // runs inside a task stay on its thread
-  try {
+  errors_.run([&] {
+    LaneHelpScope nested(nullptr);  // runs inside a task stay on its thread
     task(i, thread);
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(error_mutex_);
-    if (!error_) error_ = std::current_exception();
-    failed_.store(true, std::memory_order_relaxed);
-  }
+  });
 }
 
 // The job's task is read only after a claim word showed this generation, and used only after a
@@ -98,23 +93,14 @@ void LaneHelp::run(int64_t n, const ThreadPool::Task& fn) {
   job.n.store(n, std::memory_order_relaxed);
   job.task.store(&fn, std::memory_order_release);
   finished_.store(0, std::memory_order_relaxed);
-  failed_.store(false, std::memory_order_relaxed);
-  error_ = nullptr;
+  errors_.reset();
   ranges_[0].reset(generation, static_cast<uint32_t>(n / 2));
   ranges_[1].reset(generation, static_cast<uint32_t>(n - n / 2));
   generation_.store(generation, std::memory_order_release);
   const int64_t mine = drain(generation, 0);
   // The helper adds its count once, after its last task (release): its outputs are visible then.
   while (finished_.load(std::memory_order_acquire) + mine < n) relax();
-  if (failed_.load(std::memory_order_relaxed)) {
-    std::exception_ptr e;
-    {
-      std::lock_guard<std::mutex> lock(error_mutex_);
-      e = error_;
-      error_ = nullptr;
-    }
-    if (e) std::rethrow_exception(e);
-  }
+  errors_.rethrow();
 }
 
 void LaneHelp::serve() {

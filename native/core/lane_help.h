@@ -13,10 +13,9 @@
 #pragma once
 #include <atomic>
 #include <cstdint>
-#include <exception>
-#include <mutex>
 
 #include "owned_range.h"
+#include "run_errors.h"
 #include "threadpool.h"
 
 namespace sealkit {
@@ -68,9 +67,7 @@ class LaneHelp {
   std::atomic<bool> closed_{false};
   std::atomic<int> lanes_started_{0};
   std::atomic<int> lanes_done_{0};
-  std::atomic<bool> failed_{false};
-  std::exception_ptr error_;
-  std::mutex error_mutex_;
+  RunErrors errors_;
 };
 
 // While one lives, this thread's lane takes help from `help` (nullptr: none): ThreadPool::threads()

@@ -61,14 +61,7 @@ InlineRuns::~InlineRuns() { tl_inline_runs = previous_; }
 int ThreadPool::threads() const { return tl_inline_runs ? lane_threads() : threads_; }
 
 void ThreadPool::run_task(const Task& task, int64_t i, int thread) {
-  if (failed_.load(std::memory_order_relaxed)) return;
-  try {
-    task(i, thread);
-  } catch (...) {
-    std::lock_guard<std::mutex> lock(error_mutex_);
-    if (!error_) error_ = std::current_exception();
-    failed_.store(true, std::memory_order_relaxed);
-  }
+  errors_.run([&] { task(i, thread); });
 }
 
 // Claims and runs tasks of `generation` until none is left (or the caller has moved on to a later
@@ -171,8 +164,7 @@ void ThreadPool::run(int64_t n_tasks, const Task& fn) {
   // the previous run's reset made visible to its claims (see drain()).
   job.task.store(&fn, std::memory_order_release);
   finished_.store(0, std::memory_order_relaxed);
-  failed_.store(false, std::memory_order_relaxed);
-  error_ = nullptr;
+  errors_.reset();
   if (owned) {
     for (int t = 0; t < threads; ++t) {
       const int64_t len = range_first(n_tasks, t + 1, threads) - range_first(n_tasks, t, threads);
@@ -194,11 +186,7 @@ void ThreadPool::run(int64_t n_tasks, const Task& fn) {
     done_.wait(lock, all_done);
     caller_sleeping_.store(false, std::memory_order_relaxed);
   }
-  if (error_) {
-    std::exception_ptr e = error_;
-    error_ = nullptr;
-    std::rethrow_exception(e);
-  }
+  errors_.rethrow();
 }
 
 int default_thread_count() {

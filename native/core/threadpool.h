@@ -27,6 +27,7 @@
 
 #include "function_ref.h"
 #include "owned_range.h"
+#include "run_errors.h"
 
 namespace sealkit {
 
@@ -88,9 +89,7 @@ class ThreadPool {
   std::atomic<bool> stop_{false};
   std::atomic<int> sleeping_workers_{0};     // changed under mutex_
   std::atomic<bool> caller_sleeping_{false};  // changed under mutex_
-  std::atomic<bool> failed_{false};
-  std::exception_ptr error_;
-  std::mutex error_mutex_;
+  RunErrors errors_;
 };
 
 // While one lives, the pool runs this thread's work inline: threads() is 1 and run() executes every
