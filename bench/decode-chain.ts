@@ -13,7 +13,7 @@
 // The last stdout line is one JSON object. What it leaves out of a decoding step (attention, norms,
 // sampling, the host) `seal bench decode --profile` shows.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,8 +53,10 @@ if (isa !== 'avx512bf16' && isa !== 'avx512') {
   process.exit(0);
 }
 
-const SOURCES = ['bench/decode_chain.cc', 'native/cpu/gemm.cc', 'native/cpu/gemm_lowrank.cc', 'native/cpu/kernels.cc',
-  'native/cpu/misc_kernels.cc', 'native/core/threadpool.cc', 'native/core/cpu_features.cc'];
+// The addon's CPU sources (native/sources.json, which the builds read) but its N-API bindings: a
+// hand-kept list went stale as the kernels' files split.
+const NATIVE_SOURCES = (JSON.parse(readFileSync(join(ROOT, 'native', 'sources.json'), 'utf8')) as { cpu: string[] }).cpu;
+const SOURCES = ['bench/decode_chain.cc', ...NATIVE_SOURCES.filter((s) => !s.startsWith('native/addon/'))];
 
 interface Run {
   token_ms_median: number; gbs: number; probe_gbs_before: number; probe_gbs_after: number; share_of_probe: number;

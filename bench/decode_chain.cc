@@ -6,10 +6,10 @@
 // timing as the model makes them. Nothing else of a decoding step runs, so the figure is what the
 // GEMMs alone stream. A read-only probe over 256 MB on the same pool, before and after, is the
 // reference.
-// bench/decode-chain.ts builds and runs it; by hand:
-//   c++ -O3 -std=c++20 -pthread -Inative bench/decode_chain.cc native/cpu/gemm.cc \
-//     native/cpu/gemm_lowrank.cc native/cpu/kernels.cc native/cpu/misc_kernels.cc \
-//     native/core/threadpool.cc native/core/cpu_features.cc -o decode_chain
+// bench/decode-chain.ts builds and runs it, with the addon's CPU sources (native/sources.json's "cpu"
+// list without native/addon/); by hand:
+//   c++ -O3 -std=c++20 -pthread -Inative bench/decode_chain.cc $(node -p \
+//     "require('./native/sources.json').cpu.filter((s) => !s.startsWith('native/addon/')).join(' ')") -o decode_chain
 //   ./decode_chain [--tokens N] [--rows M]     one JSON object on stdout
 #include <immintrin.h>
 
