@@ -1878,9 +1878,9 @@ void few_rows_bf16(const GemmArgs<float>* gs, int n) {
     // 3/4 as long, so a block in flight carries fewer bytes. SmolLM2-135M batch 1 on the Zen 5 VM
     // (seal bench decode --ab-env, 10-12 repeats each): when this path came, against 4 ahead, 16
     // ahead 1.064-1.096, 12 1.028-1.092, 8 1.015-1.052, 24-48 0.93-0.99, so 16 was taken; on
-    // 2026-12-07 (weights on huge pages since), against 16, 8 ahead 1.03-1.12 in 13 runs out of 13
+    // 2026-12-07 (weights on huge pages since), against 16, 8 ahead 1.03-1.11 in 13 runs out of 13
     // (median 1.06; read probes 27-61 GB/s, vCPUs sharing a cache and apart), 6 and 10 alike, and
-    // against 8: 6 0.94-1.00, 10 0.98-1.00, 12 0.97-0.98, 16 0.92-0.93.
+    // against 8: 6 0.93-1.00, 10 0.98-1.00, 12 0.97-0.98, 16 0.92-0.93.
     const FewRowsAhead coded_ahead{ahead.nta ? kCodedRowsAheadNta : ahead.rows, ahead.nta};
     few_rows_streams(gs, n, [&](int i, int64_t lo, int64_t hi, int64_t run_hi, bool warm) {
       few_rows_columns(g.M, lo, hi, warm, FewRowsCoded{gs[i], *cws[i], ap, aps, run_hi, coded_ahead});
