@@ -53,8 +53,8 @@ if (isa !== 'avx512bf16' && isa !== 'avx512') {
   process.exit(0);
 }
 
-// The addon's CPU sources (native/sources.json, which the builds read) but its N-API bindings: a
-// hand-kept list went stale as the kernels' files split.
+// All of the addon's CPU sources (native/sources.json, which the builds read) but its N-API bindings:
+// a hand-kept list went stale as the kernels' files split.
 const NATIVE_SOURCES = (JSON.parse(readFileSync(join(ROOT, 'native', 'sources.json'), 'utf8')) as { cpu: string[] }).cpu;
 const SOURCES = ['bench/decode_chain.cc', ...NATIVE_SOURCES.filter((s) => !s.startsWith('native/addon/'))];
 
