@@ -11,12 +11,6 @@ thread_local LaneHelp* tl_help = nullptr;
 thread_local bool tl_help_counted = false;
 std::atomic<uint64_t> g_helped_runs{0};
 
-inline void relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 }  // namespace
 
 LaneHelpScope::LaneHelpScope(LaneHelp* help) : previous_(tl_help), previous_counted_(tl_help_counted) {
@@ -46,7 +40,7 @@ uint64_t lane_help_runs() { return g_helped_runs.load(std::memory_order_relaxed)
 void LaneHelp::wait_for_helper(double seconds) const {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (!serving() && std::chrono::steady_clock::now() < until)
-    for (int i = 0; i < 64; ++i) relax();
+    for (int i = 0; i < 64; ++i) cpu_relax();
 }
 
 void LaneHelp::run_task(const ThreadPool::Task& task, int64_t i, int thread) {
@@ -99,7 +93,7 @@ void LaneHelp::run(int64_t n, const ThreadPool::Task& fn) {
   generation_.store(generation, std::memory_order_release);
   const int64_t mine = drain(generation, 0);
   // The helper adds its count once, after its last task (release): its outputs are visible then.
-  while (finished_.load(std::memory_order_acquire) + mine < n) relax();
+  while (finished_.load(std::memory_order_acquire) + mine < n) cpu_relax();
   errors_.rethrow();
 }
 
@@ -112,7 +106,7 @@ void LaneHelp::serve() {
     while (generation == seen) {
       // The other lane closes only after its last run returned, so nothing posted is left then.
       if (closed_.load(std::memory_order_acquire)) return;
-      relax();
+      cpu_relax();
       generation = generation_.load(std::memory_order_acquire);
     }
     seen = generation;

@@ -19,7 +19,9 @@ struct alignas(64) OwnedRange {
   static uint32_t generation_of(uint64_t w) { return static_cast<uint32_t>(w >> 32); }
 
   // Opens the range for run `generation` with `tasks` (<= kMaxTasks) unclaimed.
-  void reset(uint32_t generation, uint32_t tasks) { word.store(word_of(generation, 0, tasks), std::memory_order_release); }
+  void reset(uint32_t generation, uint32_t tasks) {
+    word.store(word_of(generation, 0, tasks), std::memory_order_release);
+  }
   uint32_t generation() const { return generation_of(word.load(std::memory_order_acquire)); }
 
   // Takes one task index (relative to the range) of `generation`: from the front (its owner) or the

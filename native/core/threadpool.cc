@@ -32,12 +32,6 @@ thread_local bool tl_inline_runs = false;
 
 constexpr int64_t kSpinMicros = 50;
 
-inline void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
 // Spins until done() or about kSpinMicros have passed; true if done() became true.
 template <typename Done>
 bool spin_until(Done done) {

@@ -78,9 +78,10 @@ class ThreadPool {
   std::mutex mutex_;      // only around sleeping and waking
   std::condition_variable wake_;
   std::condition_variable done_;
-  // Owned runs: one range per thread (thread t's: tasks [first(t) + front, first(t) + back)). Larger runs: tasks are claimed from one word holding
-  // (generation, next index). Either way a claim succeeds only for the run it was meant for, so no
-  // worker ever runs a task of a run other than the one it read.
+  // Owned runs: one range per thread (thread t's: tasks [first(t) + front, first(t) + back)).
+  // Larger runs: tasks are claimed from one word holding (generation, next index). Either way a
+  // claim succeeds only for the run it was meant for, so no worker ever runs a task of a run other
+  // than the one it read.
   std::unique_ptr<OwnedRange[]> ranges_;
   alignas(64) std::atomic<uint64_t> next_{0};
   Job jobs_[2];
@@ -91,6 +92,13 @@ class ThreadPool {
   std::atomic<bool> caller_sleeping_{false};  // changed under mutex_
   RunErrors errors_;
 };
+
+// A spin-wait's pause (the pool's and the lane help's waits).
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
 
 // While one lives, the pool runs this thread's work inline: threads() is 1 and run() executes every
 // task on the caller, as a one-thread pool would. For jobs too small to gain from a second thread
