@@ -808,15 +808,18 @@ test('gemm: one-row GEMMs on 12-bit coded bf16 weights give the bits of the weig
     console.log(`skip: coded weights need AVX512-BF16 and AVX512-VBMI (isa ${info.isa})`);
     return;
   }
-  const shapes: [number, number][] = [[1, 1], [3, 31], [5, 32], [4, 33], [67, 64], [130, 65], [9, 96], [70, 100], [33, 576], [13, 1536]];
+  // [3, 4160]: 65 groups, so a row's groups that hold escapes take two words of bits (coded_weight.h).
+  const shapes: [number, number][] = [[1, 1], [3, 31], [5, 32], [4, 33], [67, 64], [130, 65], [9, 96], [70, 100], [33, 576], [13, 1536], [3, 4160]];
   const cases = shapes.flatMap(([N, K], si) => [1, 2, 5, 16].map((M) => {
     const base = bf16Bits(rand(N * K, r, 0.05));
     // Escapes where the budget (N K / 1,024) allows: first, half and group edges, the last column,
-    // in the first rows and in the last (partial) block.
+    // in the first rows and in the last (partial) block. Past 64 groups: escapes in group 64 (the
+    // second word of a row's group bits) of rows with none in group 0 (the same bit of the first).
     const budget = Math.floor((N * K) / 1024);
     const edges = [0, 31, 32, 63, 64, 95, K - 1].filter((k) => k < K);
     const places: [number, number][] = [];
-    for (const row of [0, N - 1, 1, Math.floor(N / 2)]) for (const k of edges) if (places.length < budget && row < N) places.push([row, k]);
+    if (K > 64 * 64) places.push([0, 64 * 64], [1, 64 * 64 - 1], [1, K - 1], [2, 0], [2, 64 * 64 + 31]);
+    else for (const row of [0, N - 1, 1, Math.floor(N / 2)]) for (const k of edges) if (places.length < budget && row < N) places.push([row, k]);
     const B = withEscapes(base, K, places);
     const [alpha, beta] = si % 2 ? [0.5, 0.25] : [1, 0];
     const C = f32(rand(M * N, r));

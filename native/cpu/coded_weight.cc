@@ -123,15 +123,22 @@ std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int6
   });
   for (size_t i = 1; i < cw->escape_start.size(); ++i) cw->escape_start[i] += cw->escape_start[i - 1];
   cw->escapes.resize(static_cast<size_t>(escaped));
+  cw->escape_group_words = (groups + 63) / 64;
+  cw->escape_groups.assign(static_cast<size_t>(lines * cw->escape_group_words), 0);
   global_pool().run(tasks, [&](int64_t task, int) {
     line_range(task, [&](int64_t l, const uint16_t* line) {
       uint8_t* out = cw->data + l * cw->row_bytes;
       std::memset(out, 0, static_cast<size_t>(cw->row_bytes));
       uint8_t* esc = cw->escapes.data() + cw->escape_start[static_cast<size_t>(l * segs)];
+      uint64_t* group_bits = cw->escape_groups.data() + l * cw->escape_group_words;
       for (int64_t k = 0; k < len; ++k) {
         const uint16_t v = line[k];
         const uint8_t code = code_of[v >> 8];
-        if (code == kCodedEscape) *esc++ = static_cast<uint8_t>(v >> 8);
+        if (code == kCodedEscape) {
+          *esc++ = static_cast<uint8_t>(v >> 8);
+          const int64_t g = k / kCodedGroup;
+          group_bits[g / 64] |= uint64_t{1} << (g % 64);
+        }
         const int64_t i = k % kCodedGroup;
         uint8_t* grp = out + (k / kCodedGroup) * kCodedGroupBytes;
         grp[i] = static_cast<uint8_t>(v & 0xff);
@@ -139,7 +146,8 @@ std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int6
       }
     });
   });
-  cw->bytes = data_bytes + cw->escapes.size() + cw->escape_start.size() * sizeof(uint32_t);
+  cw->bytes = data_bytes + cw->escapes.size() + cw->escape_start.size() * sizeof(uint32_t) +
+              cw->escape_groups.size() * sizeof(uint64_t);
   return cw;
 }
 

@@ -45,6 +45,11 @@ struct CodedWeight {
   uint8_t* data = nullptr;  // N x row_bytes, 64-byte aligned, owned
   std::vector<uint32_t> escape_start;  // rows (or strips) x segments + 1 offsets into escapes
   std::vector<uint8_t> escapes;
+  // Which groups of each row (or strip) hold an escaped element: bit g % 64 of word
+  // escape_groups[r * escape_group_words + g / 64]. The one-row kernel tests a group's bit instead of
+  // comparing its 64 codes with code 15, so rows with escapes decode at the speed of rows without.
+  int64_t escape_group_words = 0;
+  std::vector<uint64_t> escape_groups;
   size_t bytes = 0;  // memory it holds
   CodedWeight() = default;
   CodedWeight(const CodedWeight&) = delete;

@@ -1222,23 +1222,31 @@ SEALKIT_CODED __attribute__((noinline)) __m512i coded_patch(__m512i w, uint32_t 
   return _mm512_load_si512(words);
 }
 
+// A decoded group's escaped elements (code 15) patched from esc, which moves past them.
+SEALKIT_CODED SEALKIT_INLINE void coded_patch_group(const uint8_t* grp, __m512i& a, __m512i& b, const uint8_t*& esc) {
+  const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(grp + 64));
+  const __m256i lo = _mm256_set1_epi8(0x0f), hi = _mm256_set1_epi8(static_cast<char>(0xf0));
+  const uint32_t ea = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, lo), lo);
+  const uint32_t eb = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, hi), hi);
+  if (ea) a = coded_patch(a, ea, esc);
+  if (eb) b = coded_patch(b, eb, esc);
+}
+
 // coded_decode_group, then (Escapes) the escaped elements patched from esc, which moves past them.
 template <bool Escapes>
 SEALKIT_CODED SEALKIT_INLINE void coded_decode(const CodedDecode& d, const uint8_t* grp, __m512i& a, __m512i& b,
                                                const uint8_t*& esc) {
   coded_decode_group(d, grp, a, b);
-  if constexpr (Escapes) {
-    const __m256i codes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(grp + 64));
-    const __m256i lo = _mm256_set1_epi8(0x0f), hi = _mm256_set1_epi8(static_cast<char>(0xf0));
-    const uint32_t ea = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, lo), lo);
-    const uint32_t eb = _mm256_cmpeq_epi8_mask(_mm256_and_si256(codes, hi), hi);
-    if (ea) a = coded_patch(a, ea, esc);
-    if (eb) b = coded_patch(b, eb, esc);
-  }
+  if constexpr (Escapes) coded_patch_group(grp, a, b, esc);
 }
 
 // Rows [i0, i0 + MB) of C, columns [n, n + nb): few_rows_bf16's block on coded rows. Escapes: some
-// row of the block has escaped elements, so every group checks its codes.
+// row of the block has escaped elements, so each row's groups that hold some (its escape_groups
+// bits) are patched. Comparing every group's codes instead cost decoding at batch 1 about 6 %: about
+// half of SmolLM2-135M's blocks hold an escape (random weights), and the comparisons then ran on
+// every group of them (batch 1, `seal bench decode --ab-env` with the check skipped, results wrong:
+// 1.062-1.066x, 12 repeats x 3, Zen 5). The strips' kernel (batch 2-16) keeps the comparisons:
+// skipping them there measured level (1.007x, 0.999x).
 template <int MB, bool Escapes>
 SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& cw, const float* ap, int64_t aps,
                                   int64_t i0, int64_t n, int nb, int64_t n1, bool prefetch, FewRowsAhead ahead) {
@@ -1248,11 +1256,13 @@ SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& c
   const float* A = ap + i0 * aps;
   const uint8_t* w[NB];
   const uint8_t* esc[NB];
+  const uint64_t* esc_groups[NB];
 #pragma GCC unroll 4
   for (int j = 0; j < NB; ++j) {
     const int64_t r = n + std::min(j, nb - 1);
     w[j] = cw.data + r * rb;
     esc[j] = cw.escapes.data() + cw.escape_start[static_cast<size_t>(r)];
+    esc_groups[j] = cw.escape_groups.data() + r * cw.escape_group_words;
   }
   // The block ahead.rows rows on, contiguous: each group asks for its share, 6 lines (4 x 96 bytes).
   const bool pf_on = prefetch && n + ahead.rows + NB <= n1;
@@ -1266,9 +1276,14 @@ SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& c
 #pragma GCC unroll 6
       for (int l = 0; l < 6; ++l) prefetch_w(pf + (k / kCodedGroup) * (NB * kCodedGroupBytes) + 64 * l, ahead.nta);
     __m512i wa[NB], wb[NB];
+    const int64_t group = k / kCodedGroup;
 #pragma GCC unroll 4
-    for (int j = 0; j < NB; ++j)
-      coded_decode<Escapes>(d, w[j] + (k / kCodedGroup) * kCodedGroupBytes, wa[j], wb[j], esc[j]);
+    for (int j = 0; j < NB; ++j) {
+      const uint8_t* grp = w[j] + group * kCodedGroupBytes;
+      coded_decode_group(d, grp, wa[j], wb[j]);
+      if constexpr (Escapes)
+        if ((esc_groups[j][group / 64] >> (group % 64)) & 1u) coded_patch_group(grp, wa[j], wb[j], esc[j]);
+    }
     // The two halves as two of the rows path's 32-k passes; a half that reaches past K is masked as
     // its tail pass, one wholly past K skipped.
 #pragma GCC unroll 2
