@@ -1242,11 +1242,14 @@ SEALKIT_CODED SEALKIT_INLINE void coded_decode(const CodedDecode& d, const uint8
 
 // Rows [i0, i0 + MB) of C, columns [n, n + nb): few_rows_bf16's block on coded rows. Escapes: some
 // row of the block has escaped elements, so each row's groups that hold some (its escape_groups
-// bits) are patched. Comparing every group's codes instead cost decoding at batch 1 about 6 %: about
-// half of SmolLM2-135M's blocks hold an escape (random weights), and the comparisons then ran on
-// every group of them (batch 1, `seal bench decode --ab-env` with the check skipped, results wrong:
-// 1.062-1.066x, 12 repeats x 3, Zen 5). The strips' kernel (batch 2-16) keeps the comparisons:
-// skipping them there measured level (1.007x, 0.999x).
+// bits) are patched. Until 2026-12-07 every group of such a block compared its 64 codes with code 15;
+// 36-71 % of SmolLM2-135M's blocks hold an escape (random weights, by K), and with the comparisons
+// skipped outright (results wrong) batch-1 decoding ran 1.062-1.066x faster (`seal bench decode
+// --ab-env`, 12 repeats x 3, Zen 5). The bits against the comparisons, one thread on a weight in L2
+// (the arithmetic exposed; a temporary harness, 41 alternating rounds): 1.086x at 576 x 576, 1.100x at
+// 1536 x 576, 1.192x at 576 x 1536. Decoding in process: 1.037x and 1.043x while it ran at 200-215
+// tokens/s, and within the noise of the VM's slow states, when the memory hides the arithmetic. The
+// strips' kernel (batch 2-16) keeps the comparisons: skipping them there measured level.
 template <int MB, bool Escapes>
 SEALKIT_CODED void few_rows_coded(const GemmArgs<float>& g, const CodedWeight& cw, const float* ap, int64_t aps,
                                   int64_t i0, int64_t n, int nb, int64_t n1, bool prefetch, FewRowsAhead ahead) {
