@@ -65,9 +65,10 @@ namespace {
 
 // Codes `lines` runs of `len` bf16 words (line l at src + l * stride) as coded_weight.h lays out
 // rows, with escape offsets at every `seg_groups` groups of each line (escape_start[l * segs + s]),
-// or returns null past the escape limit. Fills everything but source, N, K, ldb and the layout.
+// or returns null past the escape limit. Fills everything but source, N, K, ldb and the layout;
+// escape_groups only with group_bits (the rows' kernel reads them, the strips' does not).
 std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int64_t len, int64_t stride,
-                                        int64_t seg_groups) {
+                                        int64_t seg_groups, bool group_bits) {
   const int64_t groups = (len + kCodedGroup - 1) / kCodedGroup;
   const int64_t segs = (groups + seg_groups - 1) / seg_groups;
   constexpr int64_t kLinesPerTask = 16;
@@ -123,21 +124,21 @@ std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int6
   });
   for (size_t i = 1; i < cw->escape_start.size(); ++i) cw->escape_start[i] += cw->escape_start[i - 1];
   cw->escapes.resize(static_cast<size_t>(escaped));
-  cw->escape_group_words = (groups + 63) / 64;
+  cw->escape_group_words = group_bits ? (groups + 63) / 64 : 0;
   cw->escape_groups.assign(static_cast<size_t>(lines * cw->escape_group_words), 0);
   global_pool().run(tasks, [&](int64_t task, int) {
     line_range(task, [&](int64_t l, const uint16_t* line) {
       uint8_t* out = cw->data + l * cw->row_bytes;
       std::memset(out, 0, static_cast<size_t>(cw->row_bytes));
       uint8_t* esc = cw->escapes.data() + cw->escape_start[static_cast<size_t>(l * segs)];
-      uint64_t* group_bits = cw->escape_groups.data() + l * cw->escape_group_words;
+      uint64_t* bits = cw->escape_groups.data() + l * cw->escape_group_words;
       for (int64_t k = 0; k < len; ++k) {
         const uint16_t v = line[k];
         const uint8_t code = code_of[v >> 8];
         if (code == kCodedEscape) {
           *esc++ = static_cast<uint8_t>(v >> 8);
           const int64_t g = k / kCodedGroup;
-          group_bits[g / 64] |= uint64_t{1} << (g % 64);
+          if (group_bits) bits[g / 64] |= uint64_t{1} << (g % 64);
         }
         const int64_t i = k % kCodedGroup;
         uint8_t* grp = out + (k / kCodedGroup) * kCodedGroupBytes;
@@ -156,7 +157,7 @@ std::unique_ptr<CodedWeight> code_lines(const uint16_t* src, int64_t lines, int6
 std::unique_ptr<CodedWeight> code_weight(WeightView w, int64_t rows, int64_t cols) {
   if (w.dtype != DType::BF16 || rows <= 0 || cols <= 0 || !coded_weights_supported()) return nullptr;
   const int64_t groups = (cols + kCodedGroup - 1) / kCodedGroup;
-  std::unique_ptr<CodedWeight> cw = code_lines(static_cast<const uint16_t*>(w.data), rows, cols, cols, groups);
+  std::unique_ptr<CodedWeight> cw = code_lines(static_cast<const uint16_t*>(w.data), rows, cols, cols, groups, true);
   if (!cw) return nullptr;
   cw->source = w.data;
   cw->N = rows;
@@ -173,7 +174,7 @@ std::unique_ptr<CodedWeight> code_packed_strips(const PackedWeight& pw) {
   const int64_t depth = (pw.K + 1) / 2, strips = (pw.N + 31) / 32;
   // A strip's pair step is 32 slots of 2 bf16 words: 64 words, one coded group.
   std::unique_ptr<CodedWeight> cw =
-      code_lines(reinterpret_cast<const uint16_t*>(pw.strips), strips, depth * 64, pw.strip_stride * 2, kc_depth);
+      code_lines(reinterpret_cast<const uint16_t*>(pw.strips), strips, depth * 64, pw.strip_stride * 2, kc_depth, false);
   if (!cw) return nullptr;
   cw->source = pw.source;
   cw->N = pw.N;

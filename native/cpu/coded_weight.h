@@ -45,10 +45,10 @@ struct CodedWeight {
   uint8_t* data = nullptr;  // N x row_bytes, 64-byte aligned, owned
   std::vector<uint32_t> escape_start;  // rows (or strips) x segments + 1 offsets into escapes
   std::vector<uint8_t> escapes;
-  // Which groups of each row (or strip) hold an escaped element: bit g % 64 of word
-  // escape_groups[r * escape_group_words + g / 64]. The one-row kernel tests a group's bit, so only
-  // the ~1 % of groups that hold an escape compare their 64 codes with code 15 (the strips' kernel,
-  // batch 2-16, compares every group of a block with escapes: there it measured level).
+  // Rows only (empty for strips): which groups of each row hold an escaped element, bit g % 64 of
+  // word escape_groups[r * escape_group_words + g / 64]. The one-row kernel tests a group's bit, so
+  // only the ~1 % of groups that hold an escape compare their 64 codes with code 15 (the strips'
+  // kernel, batch 2-16, compares every group of a block with escapes: there it measured level).
   int64_t escape_group_words = 0;
   std::vector<uint64_t> escape_groups;
   size_t bytes = 0;  // memory it holds
