@@ -65,7 +65,6 @@ void ThreadPool::run_task(const Task& task, int64_t i, int thread) {
 // every claim word past this generation, so a claim with them fails and they are never used.
 void ThreadPool::drain(uint32_t generation, int thread) {
   const Job& job = jobs_[generation & 1];
-  const auto generation_of = OwnedRange::generation_of;
   int64_t done = 0;
   if (job.owned.load(std::memory_order_acquire)) {
     OwnedRange& own = ranges_[static_cast<size_t>(thread)];
@@ -89,13 +88,13 @@ void ThreadPool::drain(uint32_t generation, int thread) {
     }
   } else {
     uint64_t word = next_.load(std::memory_order_acquire);
-    if (generation_of(word) != generation) return;
+    if (claim_generation(word) != generation) return;
     const Task* task = job.task.load(std::memory_order_acquire);
     const int64_t n = job.n.load(std::memory_order_relaxed);
     for (;;) {
-      if (generation_of(word) != generation || static_cast<int64_t>(static_cast<uint32_t>(word)) >= n) break;
+      if (claim_generation(word) != generation || claim_index(word) >= n) break;
       if (!next_.compare_exchange_weak(word, word + 1, std::memory_order_acquire, std::memory_order_acquire)) continue;
-      run_task(*task, static_cast<uint32_t>(word), thread);
+      run_task(*task, claim_index(word), thread);
       ++done;
       word = next_.load(std::memory_order_acquire);
     }

@@ -63,9 +63,12 @@ class ThreadPool {
     std::atomic<bool> owned{false};
   };
   static constexpr int64_t kMaxOwned = OwnedRange::kMaxTasks;  // tasks per thread range
+  // The shared claim word of a larger run: generation (high 32 bits) | next task index (low 32).
   static uint64_t claim_word(uint32_t generation, uint32_t index) {
     return (static_cast<uint64_t>(generation) << 32) | index;
   }
+  static uint32_t claim_generation(uint64_t word) { return static_cast<uint32_t>(word >> 32); }
+  static int64_t claim_index(uint64_t word) { return static_cast<uint32_t>(word); }
   static int64_t range_first(int64_t n, int t, int threads) { return n * t / threads; }
   void worker_loop(int thread);
   void drain(uint32_t generation, int thread);
