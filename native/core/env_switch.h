@@ -7,10 +7,11 @@
 
 namespace sealkit {
 
-inline bool switch_on(const char* name) {
-  const char* v = std::getenv(name);
-  return !(v && std::strcmp(v, "0") == 0);
-}
+// Whether a switch's value `v` (null when unset) leaves it on, for callers that read the value once
+// to parse more than on/off.
+inline bool switch_value_on(const char* v) { return !(v && std::strcmp(v, "0") == 0); }
+
+inline bool switch_on(const char* name) { return switch_value_on(std::getenv(name)); }
 
 // A switch whose default depends on the machine: unset (or empty) takes `fallback`, "0" is off,
 // anything else on.

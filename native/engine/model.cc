@@ -1103,7 +1103,7 @@ void Model::run_split(const Batch& batch, size_t cut, uint64_t dropout_seed, For
   if (backend_->concurrent_calls() && global_pool().threads() == 2) {
     LaneHelp help;
     const char* mode = std::getenv("SEALKIT_LANE_HELP");  // read once: unset, "0", "wait" or on
-    const bool lend = !(mode && std::strcmp(mode, "0") == 0), wait = mode && std::strcmp(mode, "wait") == 0;
+    const bool lend = switch_value_on(mode), wait = mode && std::strcmp(mode, "wait") == 0;
     global_pool().run(2, [&](int64_t i, int) {
       InlineRuns on_this_thread(true);
       if (!lend) {
